@@ -1,0 +1,1 @@
+//! Fixed-block Goertzel filters (placeholder).

@@ -1,0 +1,1 @@
+//! RFC 4733 telephone-events (placeholder).

@@ -1,0 +1,2 @@
+//! The `callmask` command line.
+fn main() {}
