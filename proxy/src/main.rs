@@ -1,2 +1,122 @@
-//! The `callmask` command line.
-fn main() {}
+//! The `callmask` command line: parse arguments, load configuration, run, and map failures to
+//! sysexits(3) codes (64 usage, 65 data, 66 cannot open, 70 software, 73 cannot create).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dsp::mask::{MaskConfig, Replacement};
+
+/// callmask: SIP call monitoring proxy that forks sanitized audio to recorders.
+#[derive(Debug, Parser)]
+#[command(name = "callmask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sanitize a recording offline: mute DTMF (and, when built in, spoken identifiers).
+    Mask {
+        /// Input: WAV (8/16 kHz, mono/stereo, 16-bit PCM, µ-law or A-law) or raw .ulaw/.alaw.
+        input: PathBuf,
+        /// Output: written in the input's format and length (time-aligned with the input).
+        output: PathBuf,
+        /// Write a JSON report of masked spans (times and reasons, never digits).
+        #[arg(long, value_name = "SPANS.json")]
+        report: Option<PathBuf>,
+        /// Look-ahead of the simulated live pipeline, ms (DTMF only: 80 is plenty).
+        #[arg(long, value_name = "N", default_value_t = 80)]
+        lookahead_ms: u32,
+        /// Do not mask spoken identifiers (DTMF only).
+        #[arg(long)]
+        no_speech: bool,
+        /// What muted audio becomes.
+        #[arg(long, value_enum, default_value_t = ReplacementArg::Silence)]
+        replacement: ReplacementArg,
+        /// Frequency of the replacement tone (with --replacement tone), Hz.
+        #[arg(long, default_value_t = 2000)]
+        tone_hz: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReplacementArg {
+    Silence,
+    ComfortNoise,
+    Tone,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Mask {
+            input,
+            output,
+            report,
+            lookahead_ms,
+            no_speech,
+            replacement,
+            tone_hz,
+        } => {
+            if lookahead_ms > 10_000 {
+                eprintln!(
+                    "callmask mask: --lookahead-ms {lookahead_ms} is out of range (0 to 10000)"
+                );
+                return ExitCode::from(64);
+            }
+            if !no_speech {
+                eprintln!(
+                    "callmask mask: note: spoken-identifier masking is not in this build yet; masking DTMF only"
+                );
+            }
+            let pipeline = MaskConfig {
+                lookahead_ms,
+                replacement: match replacement {
+                    ReplacementArg::Silence => Replacement::Silence,
+                    ReplacementArg::ComfortNoise => Replacement::ComfortNoise,
+                    ReplacementArg::Tone => Replacement::Tone { hz: tone_hz },
+                },
+                ..MaskConfig::default()
+            };
+            let opts = callmask::offline::MaskOptions {
+                input,
+                output,
+                report,
+                pipeline,
+            };
+            match callmask::offline::run(&opts) {
+                Ok(r) => {
+                    let summary: Vec<String> = r
+                        .spans_by_reason
+                        .iter()
+                        .map(|(k, v)| format!("{v} {k}"))
+                        .collect();
+                    eprintln!(
+                        "callmask mask: {} spans masked ({}), {:.0} ms fail-closed",
+                        r.spans.len(),
+                        if summary.is_empty() {
+                            "none".to_string()
+                        } else {
+                            summary.join(", ")
+                        },
+                        r.fail_closed_ms
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("callmask mask: {e}");
+                    ExitCode::from(e.exit_code() as u8)
+                }
+            }
+        }
+    }
+}
