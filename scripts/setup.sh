@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what callmask and its tests need on Debian 12 (run as root, idempotent).
+#   ./scripts/setup.sh          system packages + Python scorer deps + the spandsp test oracle
+# Nothing here is linked into callmask: spandsp and multimon-ng are test oracles only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(sip-tester multimon-ng libspandsp-dev sox age tshark python3 python3-pip gcc pkg-config)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The scorer's Python deps (the machine's python3 may not be Debian's, so use pip).
+if ! python3 -c 'import numpy, scipy, soundfile' 2>/dev/null; then
+  echo "setup: installing numpy scipy soundfile (pip)"
+  python3 -m pip install -q numpy scipy soundfile 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages numpy scipy soundfile
+fi
+
+# The spandsp DTMF detector the scorer uses as an independent oracle.
+SHARED=${CALLMASK_SHARED:-$(cd .. && pwd)/shared}
+export SPANDSP_DTMF_BIN=${SPANDSP_DTMF_BIN:-/tmp/callmask-eval/spandsp_dtmf}
+if [ -d "$SHARED/eval/tools" ] && [ ! -x "$SPANDSP_DTMF_BIN" ]; then
+  bash "$SHARED/eval/tools/build.sh" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+echo "setup: ok"
