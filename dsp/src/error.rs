@@ -26,4 +26,24 @@ pub enum DspError {
         /// The allowed range.
         detail: &'static str,
     },
+    /// An RFC 2198 redundancy (RED) payload ended inside its block headers.
+    #[error(
+        "RED payload truncated: {len} bytes end inside the block headers (RFC 2198 §3: 4-byte \
+         headers with F=1, then a 1-byte header with F=0)"
+    )]
+    RedTruncatedHeader {
+        /// Bytes received.
+        len: usize,
+    },
+    /// The RED block headers announce more data than the payload holds.
+    #[error(
+        "RED block lengths overrun the payload: headers and redundant blocks need {need} bytes, \
+         payload has {have} (RFC 2198 §3)"
+    )]
+    RedBlockOverrun {
+        /// Bytes the headers and announced redundant blocks need.
+        need: usize,
+        /// Bytes received.
+        have: usize,
+    },
 }
