@@ -13,11 +13,13 @@
 //!    tone neither confirmed nor rejected). Audio from there on must not leave the delay line
 //!    unmuted until the verdict is in (fail closed).
 
+mod debounce;
 mod detector;
+mod verify;
 
 use std::fmt;
 
-pub use detector::{DtmfConfig, DtmfDetector};
+pub use detector::{BlockVerdict, CandidateVerdict, DtmfConfig, DtmfDetector, BLOCK};
 
 use crate::MediaTime;
 

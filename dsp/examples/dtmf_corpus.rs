@@ -1,0 +1,182 @@
+//! Run the in-band DTMF receiver over the evaluation corpus and write masked audio.
+//!
+//! ```text
+//! cargo run -p callmask-dsp --example dtmf_corpus -- SET_DIR OUT_DIR [LOOKAHEAD_MS]
+//! python3 /work/shared/eval/score.py --set-dir SET_DIR --masked-dir OUT_DIR
+//! ```
+//!
+//! For every `call_NNN.ulaw` in `SET_DIR` the receiver is fed 160-sample chunks and the mask
+//! pipeline's rule is simulated exactly, with look-ahead `L` (default 80 ms): output sample `n`
+//! leaves once the receiver has consumed `n + L` samples, and it is muted iff
+//! (a) a tone reported by then covers it, widened by 5 ms on each side (`[onset − 5 ms,
+//! end + 5 ms)`, an open tone extending to infinity), or (b) `pending_since() ≤ n` at that
+//! moment (fail closed). Output is aligned to input (no delay), 16-bit mono 8 kHz WAV.
+//! Per-call counters go to stdout; no digits are printed (PHI rule).
+
+use std::error::Error;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dsp::dtmf::{DtmfConfig, DtmfDetector, ToneEvent};
+
+const CHUNK: usize = 160;
+const GUARD: u64 = 40; // 5 ms at 8 kHz
+
+/// G.711 µ-law decode (the eval kit's `common.py` formula).
+fn ulaw_decode(b: u8) -> i16 {
+    let u = !b;
+    let sign = u & 0x80;
+    let exp = (u >> 4) & 0x07;
+    let mant = i32::from(u & 0x0f);
+    let mag = (((mant << 3) + 0x84) << exp) - 0x84;
+    (if sign != 0 { -mag } else { mag }) as i16
+}
+
+fn write_wav(path: &Path, x: &[i16]) -> std::io::Result<()> {
+    let data_len = (x.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + x.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&8000u32.to_le_bytes());
+    out.extend_from_slice(&16000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in x {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    fs::write(path, out)
+}
+
+/// A reported tone: `[start, end)` to mute, `end = u64::MAX` while open.
+struct Span {
+    start: u64,
+    end: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    tones: u64,
+    muted: u64,
+    muted_pending_only: u64,
+    max_pending_ms: u64,
+}
+
+fn mask_call(input: &[i16], lookahead: u64) -> (Vec<i16>, Stats) {
+    let mut det = DtmfDetector::new(DtmfConfig::default());
+    let mut out = input.to_vec();
+    let mut spans: Vec<Span> = Vec::new();
+    let mut st = Stats::default();
+    let mut next_out = 0u64; // next sample to leave
+    let total = input.len() as u64;
+    let mut pending_start: Option<u64> = None;
+    let mut consumed = 0u64;
+    let mut emit =
+        |upto: u64, spans: &[Span], pending: Option<u64>, st: &mut Stats, next: &mut u64| {
+            while *next < upto.min(total) {
+                let n = *next;
+                let by_span = spans.iter().any(|s| n >= s.start && n < s.end);
+                let by_pending = pending.is_some_and(|p| p <= n);
+                if by_span || by_pending {
+                    out[n as usize] = 0;
+                    st.muted += 1;
+                    if !by_span {
+                        st.muted_pending_only += 1;
+                    }
+                }
+                *next += 1;
+            }
+        };
+    for chunk in input.chunks(CHUNK) {
+        det.process(chunk);
+        consumed += chunk.len() as u64;
+        while let Some(ev) = det.poll_event() {
+            match ev {
+                ToneEvent::Started { onset, .. } => {
+                    st.tones += 1;
+                    spans.push(Span {
+                        start: onset.samples().saturating_sub(GUARD),
+                        end: u64::MAX,
+                    });
+                }
+                ToneEvent::Ended { end, .. } => {
+                    if let Some(s) = spans.iter_mut().rev().find(|s| s.end == u64::MAX) {
+                        s.end = end.samples() + GUARD;
+                    }
+                }
+            }
+        }
+        let pending = det.pending_since().map(|t| t.samples());
+        match (pending, pending_start) {
+            (Some(p), None) => pending_start = Some(p),
+            (None, Some(p)) => {
+                st.max_pending_ms = st.max_pending_ms.max((consumed - p) / 8);
+                pending_start = None;
+            }
+            _ => {}
+        }
+        emit(
+            consumed.saturating_sub(lookahead),
+            &spans,
+            pending,
+            &mut st,
+            &mut next_out,
+        );
+    }
+    emit(
+        total,
+        &spans,
+        det.pending_since().map(|t| t.samples()),
+        &mut st,
+        &mut next_out,
+    );
+    (out, st)
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        return Err("usage: dtmf_corpus SET_DIR OUT_DIR [LOOKAHEAD_MS]".into());
+    }
+    let set_dir = PathBuf::from(&args[1]);
+    let out_dir = PathBuf::from(&args[2]);
+    let lookahead_ms: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(80);
+    fs::create_dir_all(&out_dir)?;
+    let mut names: Vec<PathBuf> = fs::read_dir(&set_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ulaw"))
+        .collect();
+    names.sort();
+    let (mut samples, mut secs) = (0usize, 0f64);
+    for p in names {
+        let bytes = fs::read(&p)?;
+        let x: Vec<i16> = bytes.iter().map(|&b| ulaw_decode(b)).collect();
+        let t0 = Instant::now();
+        let (y, st) = mask_call(&x, lookahead_ms * 8);
+        secs += t0.elapsed().as_secs_f64();
+        samples += x.len();
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("call");
+        write_wav(&out_dir.join(format!("{stem}.wav")), &y)?;
+        println!(
+            "{stem}: tones {:>4}  muted {:>7.1} ms  pending-only {:>6.1} ms  max pending {:>3} ms",
+            st.tones,
+            st.muted as f64 / 8.0,
+            st.muted_pending_only as f64 / 8.0,
+            st.max_pending_ms
+        );
+    }
+    println!(
+        "processed {:.1} s of audio in {:.3} s ({:.0}x real time, {:.2} us per 160 samples)",
+        samples as f64 / 8000.0,
+        secs,
+        samples as f64 / 8000.0 / secs.max(1e-9),
+        secs * 1e6 / (samples as f64 / 160.0)
+    );
+    Ok(())
+}
