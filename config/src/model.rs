@@ -1,0 +1,411 @@
+//! The validated configuration: plain structs of newtypes, with the documented defaults.
+//!
+//! A `Config` can only be built from valid values, so the proxy never re-checks a range.
+//! [`Config::default`] is what `callmask run` uses with no file; `examples/callmask.toml`
+//! spells out the same values with the reasons behind them.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::raw::{
+    RawConfig, RawHttp, RawLog, RawMasking, RawMedia, RawRecorder, RawSecure, RawSide, RawSip,
+    RawSpeech,
+};
+use crate::types::{
+    AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
+    InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
+    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, Replacement, RetentionDays, RtpCodec,
+    SipUri, SpeechEngine, SrsTimeoutMs, Workers,
+};
+
+/// The effective callmask configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// The PBX / carrier side.
+    pub pbx: PbxConfig,
+    /// The agents' side.
+    pub agents: AgentsConfig,
+    /// RTP relay.
+    pub media: MediaConfig,
+    /// Recorder-path masking.
+    pub masking: MaskingConfig,
+    /// Spoken-identifier recognizer.
+    pub speech: SpeechConfig,
+    /// Secure mode (recorder muted on request).
+    pub secure: SecureConfig,
+    /// Recorder sinks (`[[recorder]]`); empty by default, and the binary warns about it.
+    pub recorders: Vec<RecorderConfig>,
+    /// HTTP listener for metrics, health and the API.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// SIP parser limits.
+    pub sip: SipConfig,
+}
+
+fn any_v4(port: u16) -> ListenAddr {
+    ListenAddr::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+}
+
+/// `[pbx]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbxConfig {
+    /// SIP (UDP and TCP) for the PBX side. Default `0.0.0.0:5060`.
+    pub listen: ListenAddr,
+    /// Where requests arriving from the agents side go. Default none: such requests are
+    /// answered 503 and the binary says so at startup.
+    pub peer: Option<PeerAddr>,
+}
+
+impl Default for PbxConfig {
+    fn default() -> Self {
+        Self {
+            listen: any_v4(5060),
+            peer: None,
+        }
+    }
+}
+
+/// `[agents]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentsConfig {
+    /// SIP (UDP and TCP) for the agents side. Default `0.0.0.0:5062`.
+    pub listen: ListenAddr,
+    /// Trunk mode: the single peer (ACD/SBC) that requests from the PBX side go to.
+    /// `None` (default): registration mode, agents' phones REGISTER through callmask.
+    pub peer: Option<PeerAddr>,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            listen: any_v4(5062),
+            peer: None,
+        }
+    }
+}
+
+/// `[media]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// RTP/RTCP port range. Default `30000-40000` (2,500 calls at 4 ports each).
+    pub ports: PortRange,
+    /// Tear a call down after this long without RTP on either leg. Default 60 s.
+    pub inactivity_timeout: InactivityTimeoutSecs,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            ports: PortRange::new(30_000, 40_000).expect("30000-40000 is a valid range"),
+            // 60 is within 1..=86400.
+            inactivity_timeout: InactivityTimeoutSecs::try_from(60).expect("60 s is in range"),
+        }
+    }
+}
+
+/// `[masking]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskingConfig {
+    /// Mask DTMF (in-band, RFC 4733, SIP INFO) on the recorder path. Default true.
+    pub dtmf: bool,
+    /// Mask spoken identifiers on the recorder path. Default true.
+    pub speech: bool,
+    /// Recorder-path delay. Default 3000 ms (room for the recognizer); DTMF-only users can
+    /// set ~80.
+    pub lookahead_ms: LookaheadMs,
+    /// What the agent hears of the caller's keys. Default `pass`.
+    pub agent_dtmf: AgentDtmfMode,
+    /// What a masked span becomes in the recording. Default `silence`.
+    pub replacement: Replacement,
+}
+
+impl Default for MaskingConfig {
+    fn default() -> Self {
+        Self {
+            dtmf: true,
+            speech: true,
+            lookahead_ms: LookaheadMs::try_from(3_000).expect("3000 ms is in range"),
+            agent_dtmf: AgentDtmfMode::Pass,
+            replacement: Replacement::Silence,
+        }
+    }
+}
+
+/// Where the embedded model is looked for unless `speech.model_dir` says otherwise.
+pub const DEFAULT_MODEL_DIR: &str = "/var/lib/callmask/models/whisper-tiny.en";
+
+/// `[speech]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeechConfig {
+    /// Which recognizer. Default `embedded`.
+    pub engine: SpeechEngine,
+    /// CTranslate2 Whisper model directory for the embedded engine.
+    pub model_dir: PathBuf,
+    /// Base URL of the remote engine; required when `engine = "remote"`.
+    pub remote_url: Option<HttpUrl>,
+    /// Decoding workers (threads, or concurrent remote requests). Default 1.
+    pub workers: Workers,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self {
+            engine: SpeechEngine::Embedded,
+            model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
+            remote_url: None,
+            workers: Workers::try_from(1).expect("1 worker is in range"),
+        }
+    }
+}
+
+/// `[secure]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecureConfig {
+    /// Keys an agent presses to enter secure mode; `None` (default): API only.
+    pub dtmf_trigger: Option<DtmfSequence>,
+    /// Keys an agent presses to leave secure mode; `None` (default): API only.
+    pub dtmf_release: Option<DtmfSequence>,
+}
+
+/// One recorder sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecorderConfig {
+    /// Stereo WAV per call.
+    Wav(WavRecorder),
+    /// Sanitized RTP to a host:port.
+    Rtp(RtpRecorder),
+    /// RFC 7866 SIPREC client.
+    Siprec(SiprecRecorder),
+}
+
+impl RecorderConfig {
+    /// The sink's kind.
+    pub fn kind(&self) -> RecorderKind {
+        match self {
+            Self::Wav(_) => RecorderKind::Wav,
+            Self::Rtp(_) => RecorderKind::Rtp,
+            Self::Siprec(_) => RecorderKind::Siprec,
+        }
+    }
+}
+
+/// `kind = "wav"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WavRecorder {
+    /// Directory the WAV files and JSON sidecars go to.
+    pub dir: PathBuf,
+    /// age recipients; when non-empty, files are encrypted before they touch the disk.
+    pub encrypt_to: Vec<AgeRecipient>,
+    /// Delete recordings older than this; `None` (default): keep forever.
+    pub retention_days: Option<RetentionDays>,
+    /// Hash caller/callee numbers in the sidecar (default true).
+    pub hash_numbers: bool,
+}
+
+/// `kind = "rtp"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpRecorder {
+    /// Destination of the sanitized RTP.
+    pub target: HostPort,
+    /// Codec sent. Default `pcmu`.
+    pub codec: RtpCodec,
+}
+
+/// `kind = "siprec"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiprecRecorder {
+    /// SRS URIs in failover order (at least one).
+    pub srs: Vec<SipUri>,
+    /// Time an SRS has to answer before the next is tried. Default 2000 ms.
+    pub timeout_ms: SrsTimeoutMs,
+    /// Where WAV files go when every SRS fails; `None`: the call is not recorded (and counted).
+    pub fallback_dir: Option<PathBuf>,
+}
+
+/// How the HTTP API authenticates callers (`/healthz` and `/readyz` are always open).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HttpAuth {
+    /// No token configured (default). The binary decides what that means for protected
+    /// endpoints; the default listener is loopback-only.
+    #[default]
+    None,
+    /// `http.token`.
+    Token(BearerToken),
+    /// `http.token_file`: the binary reads the token from this file at startup.
+    TokenFile(PathBuf),
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Listen address. Default `127.0.0.1:9090` (loopback: the API can mute recordings).
+    pub listen: ListenAddr,
+    /// Bearer-token authentication.
+    pub auth: HttpAuth,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: ListenAddr::from(SocketAddr::from((Ipv4Addr::LOCALHOST, 9090))),
+            auth: HttpAuth::None,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Default `human`.
+    pub format: LogFormat,
+    /// Default `info`.
+    pub level: LogLevel,
+    /// Log caller/callee numbers in clear (default false: keyed hashes).
+    pub reveal_numbers: bool,
+    /// Key for hashing numbers; `None` (default): random per process, so hashes only
+    /// correlate within one run.
+    pub hash_key: Option<HashKey>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: LogLevel::Info,
+            reveal_numbers: false,
+            hash_key: None,
+        }
+    }
+}
+
+/// `[sip]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipConfig {
+    /// Default 65535 bytes (the largest UDP datagram).
+    pub max_message_bytes: MaxMessageBytes,
+    /// Default 128.
+    pub max_headers: MaxHeaders,
+    /// Default 8192 bytes.
+    pub max_line_bytes: MaxLineBytes,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: MaxMessageBytes::try_from(65_535).expect("in range"),
+            max_headers: MaxHeaders::try_from(128).expect("in range"),
+            max_line_bytes: MaxLineBytes::try_from(8_192).expect("in range"),
+        }
+    }
+}
+
+fn path_str(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl Config {
+    /// The configuration as TOML, every key written out (what `callmask check-config`
+    /// prints). Loading the result gives back an equal `Config`. Secrets (`http.token`,
+    /// `log.hash_key`) are included; use [`Config::to_toml_redacted`] for display.
+    pub fn to_toml(&self) -> String {
+        self.render(false)
+    }
+
+    /// Like [`Config::to_toml`], with `http.token` and `log.hash_key` replaced by
+    /// `"<redacted>"` (which does not load back).
+    pub fn to_toml_redacted(&self) -> String {
+        self.render(true)
+    }
+
+    fn render(&self, redact: bool) -> String {
+        let raw = self.to_raw(redact);
+        // Serializing plain structs of strings, ints and bools into TOML cannot fail; fall
+        // back to an empty document rather than panic if it ever did.
+        toml::to_string(&raw).unwrap_or_default()
+    }
+
+    /// The configuration as raw structs with every key present.
+    pub fn to_raw(&self, redact: bool) -> RawConfig {
+        let secret = |s: String| if redact { "<redacted>".to_owned() } else { s };
+        RawConfig {
+            pbx: Some(RawSide {
+                listen: Some(self.pbx.listen.to_string()),
+                peer: self.pbx.peer.map(|p| p.to_string()),
+            }),
+            agents: Some(RawSide {
+                listen: Some(self.agents.listen.to_string()),
+                peer: self.agents.peer.map(|p| p.to_string()),
+            }),
+            media: Some(RawMedia {
+                ports: Some(self.media.ports.to_string()),
+                inactivity_timeout_s: Some(i64::from(self.media.inactivity_timeout.get())),
+            }),
+            masking: Some(RawMasking {
+                dtmf: Some(self.masking.dtmf),
+                speech: Some(self.masking.speech),
+                lookahead_ms: Some(i64::from(self.masking.lookahead_ms.get())),
+                agent_dtmf: Some(self.masking.agent_dtmf.as_str().to_owned()),
+                replacement: Some(self.masking.replacement.as_str().to_owned()),
+            }),
+            speech: Some(RawSpeech {
+                engine: Some(self.speech.engine.as_str().to_owned()),
+                model_dir: Some(path_str(&self.speech.model_dir)),
+                remote_url: self.speech.remote_url.as_ref().map(|u| u.to_string()),
+                workers: Some(i64::from(self.speech.workers.get())),
+            }),
+            secure: Some(RawSecure {
+                dtmf_trigger: self.secure.dtmf_trigger.as_ref().map(|s| s.to_string()),
+                dtmf_release: self.secure.dtmf_release.as_ref().map(|s| s.to_string()),
+            }),
+            http: Some(RawHttp {
+                listen: Some(self.http.listen.to_string()),
+                token: match &self.http.auth {
+                    HttpAuth::Token(t) => Some(secret(t.as_str().to_owned())),
+                    _ => None,
+                },
+                token_file: match &self.http.auth {
+                    HttpAuth::TokenFile(p) => Some(path_str(p)),
+                    _ => None,
+                },
+            }),
+            log: Some(RawLog {
+                format: Some(self.log.format.as_str().to_owned()),
+                level: Some(self.log.level.as_str().to_owned()),
+                reveal_numbers: Some(self.log.reveal_numbers),
+                hash_key: self.log.hash_key.as_ref().map(|k| secret(k.to_hex())),
+            }),
+            sip: Some(RawSip {
+                max_message_bytes: Some(i64::from(self.sip.max_message_bytes.get())),
+                max_headers: Some(i64::from(self.sip.max_headers.get())),
+                max_line_bytes: Some(i64::from(self.sip.max_line_bytes.get())),
+            }),
+            recorder: Some(self.recorders.iter().map(recorder_to_raw).collect()),
+        }
+    }
+}
+
+fn recorder_to_raw(r: &RecorderConfig) -> RawRecorder {
+    let mut raw = RawRecorder {
+        kind: Some(r.kind().as_str().to_owned()),
+        ..RawRecorder::default()
+    };
+    match r {
+        RecorderConfig::Wav(w) => {
+            raw.dir = Some(path_str(&w.dir));
+            raw.encrypt_to = Some(w.encrypt_to.iter().map(|a| a.to_string()).collect());
+            raw.retention_days = w.retention_days.map(|d| i64::from(d.get()));
+            raw.hash_numbers = Some(w.hash_numbers);
+        }
+        RecorderConfig::Rtp(p) => {
+            raw.target = Some(p.target.to_string());
+            raw.codec = Some(p.codec.as_str().to_owned());
+        }
+        RecorderConfig::Siprec(s) => {
+            raw.srs = Some(s.srs.iter().map(|u| u.to_string()).collect());
+            raw.timeout_ms = Some(i64::from(s.timeout_ms.get()));
+            raw.fallback_dir = s.fallback_dir.as_deref().map(path_str);
+        }
+    }
+    raw
+}

@@ -1,0 +1,596 @@
+//! `RawConfig -> Config`: every value through its newtype, every problem collected.
+//!
+//! Validation never stops at the first problem: each bad value is recorded as an [`Issue`]
+//! with its key path and the default is used in its place so the remaining keys can still be
+//! checked. The loader then turns issues into located [`crate::ConfigError`]s.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::{ErrorKind, ValueError};
+use crate::model::{
+    AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig, MaskingConfig, MediaConfig, PbxConfig,
+    RecorderConfig, RtpRecorder, SecureConfig, SipConfig, SiprecRecorder, SpeechConfig,
+    WavRecorder,
+};
+use crate::raw::{RawConfig, RawRecorder};
+use crate::types::{
+    AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
+    InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
+    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, Replacement, RetentionDays, RtpCodec,
+    SipUri, SpeechEngine, SrsTimeoutMs, Workers,
+};
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    /// A table key.
+    Key(String),
+    /// An array element.
+    Index(usize),
+}
+
+/// A key path such as `recorder[1].dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyPath(pub Vec<Seg>);
+
+impl KeyPath {
+    /// Parses `a.b.c` (no indexes); used for `--set` keys.
+    pub fn dotted(s: &str) -> Self {
+        Self(s.split('.').map(|k| Seg::Key(k.to_owned())).collect())
+    }
+
+    /// This path with a key appended.
+    pub fn key(&self, k: &str) -> Self {
+        let mut v = self.0.clone();
+        v.push(Seg::Key(k.to_owned()));
+        Self(v)
+    }
+
+    /// This path with an index appended.
+    pub fn index(&self, i: usize) -> Self {
+        let mut v = self.0.clone();
+        v.push(Seg::Index(i));
+        Self(v)
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            match s {
+                Seg::Key(k) if i == 0 => f.write_str(k)?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A problem with a key path but no position yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// What sort of problem.
+    pub kind: ErrorKind,
+    /// The key it concerns.
+    pub path: KeyPath,
+    /// True when the position to report is the key itself (unknown keys), not its value.
+    pub at_key: bool,
+    /// What is wrong.
+    pub problem: String,
+    /// What to do.
+    pub fix: String,
+}
+
+impl Issue {
+    fn from_value(path: KeyPath, e: ValueError) -> Self {
+        Self {
+            kind: ErrorKind::InvalidValue,
+            path,
+            at_key: false,
+            problem: e.problem,
+            fix: e.fix,
+        }
+    }
+}
+
+struct Checker {
+    issues: Vec<Issue>,
+}
+
+impl Checker {
+    /// Converts `raw` if present, else returns `default`; records a failure and returns
+    /// `default` in its place.
+    fn value<R, T>(
+        &mut self,
+        path: KeyPath,
+        raw: Option<R>,
+        default: T,
+        conv: impl FnOnce(R) -> Result<T, ValueError>,
+    ) -> T {
+        match raw.map(conv) {
+            None => default,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                self.issues.push(Issue::from_value(path, e));
+                default
+            }
+        }
+    }
+
+    /// Converts an optional value that has no default.
+    fn opt<R, T>(
+        &mut self,
+        path: KeyPath,
+        raw: Option<R>,
+        conv: impl FnOnce(R) -> Result<T, ValueError>,
+    ) -> Option<T> {
+        match raw.map(conv) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                self.issues.push(Issue::from_value(path, e));
+                None
+            }
+        }
+    }
+
+    fn push(&mut self, kind: ErrorKind, path: KeyPath, problem: String, fix: String) {
+        self.issues.push(Issue {
+            kind,
+            path,
+            at_key: false,
+            problem,
+            fix,
+        });
+    }
+}
+
+fn nonempty_path(s: String) -> Result<PathBuf, ValueError> {
+    if s.trim().is_empty() {
+        return Err(ValueError::new(
+            "the path is empty",
+            "write a directory path, e.g. \"/var/lib/callmask/recordings\"",
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn k(s: &str) -> KeyPath {
+    KeyPath::dotted(s)
+}
+
+/// Validates raw structs into a [`Config`]; on failure returns every issue found.
+pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
+    let mut c = Checker { issues: Vec::new() };
+    let d = Config::default();
+
+    let pbx = raw.pbx.unwrap_or_default();
+    let pbx = PbxConfig {
+        listen: c.value(k("pbx.listen"), pbx.listen, d.pbx.listen, |s| {
+            ListenAddr::try_from(s.as_str())
+        }),
+        peer: c.opt(k("pbx.peer"), pbx.peer, |s| PeerAddr::try_from(s.as_str())),
+    };
+    let agents = raw.agents.unwrap_or_default();
+    let agents = AgentsConfig {
+        listen: c.value(k("agents.listen"), agents.listen, d.agents.listen, |s| {
+            ListenAddr::try_from(s.as_str())
+        }),
+        peer: c.opt(k("agents.peer"), agents.peer, |s| {
+            PeerAddr::try_from(s.as_str())
+        }),
+    };
+    let media = raw.media.unwrap_or_default();
+    let media = MediaConfig {
+        ports: c.value(k("media.ports"), media.ports, d.media.ports, |s| {
+            PortRange::try_from(s.as_str())
+        }),
+        inactivity_timeout: c.value(
+            k("media.inactivity_timeout_s"),
+            media.inactivity_timeout_s,
+            d.media.inactivity_timeout,
+            InactivityTimeoutSecs::try_from,
+        ),
+    };
+    let m = raw.masking.unwrap_or_default();
+    let masking = MaskingConfig {
+        dtmf: m.dtmf.unwrap_or(d.masking.dtmf),
+        speech: m.speech.unwrap_or(d.masking.speech),
+        lookahead_ms: c.value(
+            k("masking.lookahead_ms"),
+            m.lookahead_ms,
+            d.masking.lookahead_ms,
+            LookaheadMs::try_from,
+        ),
+        agent_dtmf: c.value(
+            k("masking.agent_dtmf"),
+            m.agent_dtmf,
+            d.masking.agent_dtmf,
+            |s| AgentDtmfMode::try_from(s.as_str()),
+        ),
+        replacement: c.value(
+            k("masking.replacement"),
+            m.replacement,
+            d.masking.replacement,
+            |s| Replacement::try_from(s.as_str()),
+        ),
+    };
+    let s = raw.speech.unwrap_or_default();
+    let speech = SpeechConfig {
+        engine: c.value(k("speech.engine"), s.engine, d.speech.engine, |v| {
+            SpeechEngine::try_from(v.as_str())
+        }),
+        model_dir: c.value(
+            k("speech.model_dir"),
+            s.model_dir,
+            d.speech.model_dir.clone(),
+            nonempty_path,
+        ),
+        remote_url: c.opt(k("speech.remote_url"), s.remote_url, |v| {
+            HttpUrl::try_from(v.as_str())
+        }),
+        workers: c.value(
+            k("speech.workers"),
+            s.workers,
+            d.speech.workers,
+            Workers::try_from,
+        ),
+    };
+    let sec = raw.secure.unwrap_or_default();
+    let secure = SecureConfig {
+        dtmf_trigger: c.opt(k("secure.dtmf_trigger"), sec.dtmf_trigger, |v| {
+            DtmfSequence::try_from(v.as_str())
+        }),
+        dtmf_release: c.opt(k("secure.dtmf_release"), sec.dtmf_release, |v| {
+            DtmfSequence::try_from(v.as_str())
+        }),
+    };
+    let h = raw.http.unwrap_or_default();
+    let token = c.opt(k("http.token"), h.token, |v| {
+        BearerToken::try_from(v.as_str())
+    });
+    let token_file = c.opt(k("http.token_file"), h.token_file, nonempty_path);
+    let auth = match (token, token_file) {
+        (Some(_), Some(_)) => {
+            c.push(
+                ErrorKind::Conflict,
+                k("http.token_file"),
+                "both http.token and http.token_file are set".into(),
+                "keep one of them (token_file keeps the secret out of the config file)".into(),
+            );
+            HttpAuth::None
+        }
+        (Some(t), None) => HttpAuth::Token(t),
+        (None, Some(p)) => HttpAuth::TokenFile(p),
+        (None, None) => HttpAuth::None,
+    };
+    let http = HttpConfig {
+        listen: c.value(k("http.listen"), h.listen, d.http.listen, |v| {
+            ListenAddr::try_from(v.as_str())
+        }),
+        auth,
+    };
+    let l = raw.log.unwrap_or_default();
+    let log = LogConfig {
+        format: c.value(k("log.format"), l.format, d.log.format, |v| {
+            LogFormat::try_from(v.as_str())
+        }),
+        level: c.value(k("log.level"), l.level, d.log.level, |v| {
+            LogLevel::try_from(v.as_str())
+        }),
+        reveal_numbers: l.reveal_numbers.unwrap_or(d.log.reveal_numbers),
+        hash_key: c.opt(k("log.hash_key"), l.hash_key, |v| {
+            HashKey::try_from(v.as_str())
+        }),
+    };
+    let sp = raw.sip.unwrap_or_default();
+    let sip = SipConfig {
+        max_message_bytes: c.value(
+            k("sip.max_message_bytes"),
+            sp.max_message_bytes,
+            d.sip.max_message_bytes,
+            MaxMessageBytes::try_from,
+        ),
+        max_headers: c.value(
+            k("sip.max_headers"),
+            sp.max_headers,
+            d.sip.max_headers,
+            MaxHeaders::try_from,
+        ),
+        max_line_bytes: c.value(
+            k("sip.max_line_bytes"),
+            sp.max_line_bytes,
+            d.sip.max_line_bytes,
+            MaxLineBytes::try_from,
+        ),
+    };
+    let recorders = raw
+        .recorder
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            recorder(
+                &mut c,
+                KeyPath(vec![Seg::Key("recorder".into()), Seg::Index(i)]),
+                r,
+            )
+        })
+        .collect();
+
+    let config = Config {
+        pbx,
+        agents,
+        media,
+        masking,
+        speech,
+        secure,
+        recorders,
+        http,
+        log,
+        sip,
+    };
+    cross_checks(&mut c, &config);
+    if c.issues.is_empty() {
+        Ok(config)
+    } else {
+        Err(c.issues)
+    }
+}
+
+const WAV_KEYS: &[&str] = &[
+    "kind",
+    "dir",
+    "encrypt_to",
+    "retention_days",
+    "hash_numbers",
+];
+const RTP_KEYS: &[&str] = &["kind", "target", "codec"];
+const SIPREC_KEYS: &[&str] = &["kind", "srs", "timeout_ms", "fallback_dir"];
+
+fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderConfig> {
+    let Some(kind) = r.kind.as_deref() else {
+        c.push(
+            ErrorKind::Missing,
+            path.key("kind"),
+            "this recorder has no kind".into(),
+            "add kind = \"wav\", \"rtp\" or \"siprec\"".into(),
+        );
+        return None;
+    };
+    let kind = match RecorderKind::try_from(kind) {
+        Ok(kind) => kind,
+        Err(e) => {
+            c.issues.push(Issue::from_value(path.key("kind"), e));
+            return None;
+        }
+    };
+    // Keys that belong to another kind: report them rather than silently ignore them.
+    let allowed = match kind {
+        RecorderKind::Wav => WAV_KEYS,
+        RecorderKind::Rtp => RTP_KEYS,
+        RecorderKind::Siprec => SIPREC_KEYS,
+    };
+    let present: [(&str, bool); 9] = [
+        ("dir", r.dir.is_some()),
+        ("encrypt_to", r.encrypt_to.is_some()),
+        ("retention_days", r.retention_days.is_some()),
+        ("hash_numbers", r.hash_numbers.is_some()),
+        ("target", r.target.is_some()),
+        ("codec", r.codec.is_some()),
+        ("srs", r.srs.is_some()),
+        ("timeout_ms", r.timeout_ms.is_some()),
+        ("fallback_dir", r.fallback_dir.is_some()),
+    ];
+    for (key, _) in present
+        .iter()
+        .filter(|(key, set)| *set && !allowed.contains(key))
+    {
+        c.issues.push(Issue {
+            kind: ErrorKind::UnknownKey,
+            path: path.key(key),
+            at_key: true,
+            problem: format!("`{key}` is not a setting of a {kind} recorder"),
+            fix: format!("remove it; a {kind} recorder takes: {}", allowed.join(", ")),
+        });
+    }
+    let missing = |c: &mut Checker, key: &str, example: &str| {
+        c.push(
+            ErrorKind::Missing,
+            path.key(key),
+            format!("a {kind} recorder needs `{key}`"),
+            format!("add {key} = {example}"),
+        );
+    };
+    match kind {
+        RecorderKind::Wav => {
+            let dir = match r.dir {
+                Some(d) => c.opt(path.key("dir"), Some(d), nonempty_path),
+                None => {
+                    missing(c, "dir", "\"/var/lib/callmask/recordings\"");
+                    None
+                }
+            };
+            let encrypt_to: Vec<AgeRecipient> = r
+                .encrypt_to
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(j, a)| {
+                    c.opt(path.key("encrypt_to").index(j), Some(a), |a| {
+                        AgeRecipient::try_from(a.as_str())
+                    })
+                })
+                .collect();
+            let retention_days = c.opt(
+                path.key("retention_days"),
+                r.retention_days,
+                RetentionDays::try_from,
+            );
+            Some(RecorderConfig::Wav(WavRecorder {
+                dir: dir?,
+                encrypt_to,
+                retention_days,
+                hash_numbers: r.hash_numbers.unwrap_or(true),
+            }))
+        }
+        RecorderKind::Rtp => {
+            let target = match r.target {
+                Some(t) => c.opt(path.key("target"), Some(t), |t| {
+                    HostPort::try_from(t.as_str())
+                }),
+                None => {
+                    missing(c, "target", "\"10.0.0.7:40000\"");
+                    None
+                }
+            };
+            let codec = c.value(path.key("codec"), r.codec, RtpCodec::Pcmu, |v| {
+                RtpCodec::try_from(v.as_str())
+            });
+            Some(RecorderConfig::Rtp(RtpRecorder {
+                target: target?,
+                codec,
+            }))
+        }
+        RecorderKind::Siprec => {
+            let srs: Vec<SipUri> = r
+                .srs
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(j, u)| {
+                    c.opt(path.key("srs").index(j), Some(u), |u| {
+                        SipUri::try_from(u.as_str())
+                    })
+                })
+                .collect();
+            match &r.srs {
+                None => missing(c, "srs", "[\"sip:srs@10.0.0.8:5060\"]"),
+                Some(list) if list.is_empty() => c.push(
+                    ErrorKind::InvalidValue,
+                    path.key("srs"),
+                    "the SRS list is empty".into(),
+                    "list at least one SRS URI, e.g. [\"sip:srs@10.0.0.8:5060\"]".into(),
+                ),
+                Some(_) => {}
+            }
+            let timeout_ms = c.value(
+                path.key("timeout_ms"),
+                r.timeout_ms,
+                SrsTimeoutMs::try_from(2_000).expect("2000 ms is in range"),
+                SrsTimeoutMs::try_from,
+            );
+            let fallback_dir = c.opt(path.key("fallback_dir"), r.fallback_dir, nonempty_path);
+            if srs.is_empty() {
+                return None;
+            }
+            Some(RecorderConfig::Siprec(SiprecRecorder {
+                srs,
+                timeout_ms,
+                fallback_dir,
+            }))
+        }
+    }
+}
+
+fn cross_checks(c: &mut Checker, cfg: &Config) {
+    let listeners = [
+        ("pbx.listen", cfg.pbx.listen),
+        ("agents.listen", cfg.agents.listen),
+        ("http.listen", cfg.http.listen),
+    ];
+    for (i, (ka, a)) in listeners.iter().enumerate() {
+        for (kb, b) in &listeners[i + 1..] {
+            let (a, b) = (a.get(), b.get());
+            let overlap = a.port() != 0
+                && a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
+            if overlap {
+                c.push(
+                    ErrorKind::Conflict,
+                    k(kb),
+                    format!("{b} collides with {ka} = {a}"),
+                    format!("give {kb} a port of its own"),
+                );
+            }
+        }
+    }
+    for (key, addr) in &listeners[..2] {
+        let port = addr.get().port();
+        if port != 0 && cfg.media.ports.contains(port) {
+            c.push(
+                ErrorKind::Conflict,
+                k("media.ports"),
+                format!(
+                    "{} includes port {port}, which {key} uses for SIP",
+                    cfg.media.ports
+                ),
+                "choose an RTP range that leaves out the SIP ports".into(),
+            );
+        }
+    }
+    if cfg.speech.engine == SpeechEngine::Remote && cfg.speech.remote_url.is_none() {
+        c.push(
+            ErrorKind::Missing,
+            k("speech.remote_url"),
+            "engine = \"remote\" needs a server URL".into(),
+            "add remote_url = \"http://HOST:PORT\" to [speech], or use engine = \"embedded\""
+                .into(),
+        );
+    }
+    if let (Some(t), Some(r)) = (&cfg.secure.dtmf_trigger, &cfg.secure.dtmf_release) {
+        if t == r {
+            c.push(
+                ErrorKind::Conflict,
+                k("secure.dtmf_release"),
+                "the release sequence equals the trigger sequence".into(),
+                "use two different key sequences".into(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_raw_is_default() {
+        assert_eq!(validate(RawConfig::default()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn collects_every_issue() {
+        let raw: RawConfig = toml::from_str(
+            "[masking]\nlookahead_ms = 20000\nagent_dtmf = \"mute\"\n[media]\nports = \"3-4\"\n",
+        )
+        .unwrap();
+        let issues = validate(raw).unwrap_err();
+        let keys: Vec<String> = issues.iter().map(|i| i.path.to_string()).collect();
+        assert_eq!(
+            keys,
+            ["media.ports", "masking.lookahead_ms", "masking.agent_dtmf"]
+        );
+    }
+
+    #[test]
+    fn recorder_keys_must_match_kind() {
+        let raw: RawConfig =
+            toml::from_str("[[recorder]]\nkind = \"wav\"\ndir = \"/r\"\ntarget = \"h:1\"\n")
+                .unwrap();
+        let issues = validate(raw).unwrap_err();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].path.to_string(), "recorder[0].target");
+        assert!(issues[0].at_key);
+    }
+
+    #[test]
+    fn sip_port_inside_media_range_conflicts() {
+        let raw: RawConfig = toml::from_str("[pbx]\nlisten = \"0.0.0.0:30000\"\n").unwrap();
+        let issues = validate(raw).unwrap_err();
+        assert_eq!(issues[0].path.to_string(), "media.ports");
+    }
+}
