@@ -36,7 +36,8 @@ pub enum ErrorKind {
 ///
 /// Displays as `ORIGIN:LINE:COLUMN: KEY: PROBLEM — FIX`, for example
 /// `callmask.toml:12:16: masking.lookahead_ms: 20000 is out of range — use a value from 0 to
-/// 10000 (milliseconds)`. Line and column are left out when there is no position (a `--set`
+/// 10000 (milliseconds)`. For an override the origin is `--set KEY`, and the key is not
+/// repeated when it is the override's own. Line and column are left out when there is no position (a `--set`
 /// override, a file that cannot be read, a default that conflicts with another setting).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -67,7 +68,9 @@ impl fmt::Display for ConfigError {
             }
         }
         f.write_str(": ")?;
-        if !self.key.is_empty() {
+        // `--set KEY` already names the key.
+        let key_in_origin = self.origin.strip_prefix("--set ") == Some(self.key.as_str());
+        if !self.key.is_empty() && !key_in_origin {
             write!(f, "{}: ", self.key)?;
         }
         f.write_str(&self.problem)?;

@@ -117,7 +117,7 @@ impl Loader {
         let doc = match ImDocument::parse(text.clone()) {
             Ok(doc) => doc,
             Err(e) => {
-                let err = syntax(e.message().trim().to_owned(), e.span(), &text);
+                let err = syntax(one_line(e.message()), e.span(), &text);
                 self.fail(err);
                 return;
             }
@@ -126,7 +126,7 @@ impl Loader {
             Ok(t) => t,
             Err(e) => {
                 let e: toml::de::Error = e;
-                let err = syntax(e.message().trim().to_owned(), e.span(), &text);
+                let err = syntax(one_line(e.message()), e.span(), &text);
                 self.fail(err);
                 return;
             }
@@ -231,6 +231,15 @@ impl Loader {
             fix: issue.fix,
         }
     }
+}
+
+/// Parser messages span several lines; errors are displayed one per line.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// 1-based line and column (in characters) of the start of `span`.
@@ -382,7 +391,7 @@ fn unknown_issue(base: KeyPath, key: &str, allowed: &[&str]) -> Issue {
         kind: ErrorKind::UnknownKey,
         path: base.key(key),
         at_key: true,
-        problem: format!("unknown key `{key}`"),
+        problem: format!("unknown key `{}`", key.escape_debug()),
         fix: format!("{hint}allowed {place}: {}", allowed.join(", ")),
     }
 }
@@ -551,7 +560,7 @@ fn describe(v: &toml::Value) -> String {
         toml::Value::String(s) => {
             let short: String = s.chars().take(40).collect();
             let more = if short.len() < s.len() { "…" } else { "" };
-            format!("the string \"{short}{more}\"")
+            format!("the string {:?}", format!("{short}{more}"))
         }
         toml::Value::Integer(i) => format!("the number {i}"),
         toml::Value::Float(f) => format!("the number {f}"),

@@ -162,13 +162,13 @@ impl TryFrom<&str> for PortRange {
         const FIX: &str =
             "write \"START-END\" with an even START and at least 4 ports, e.g. \"30000-40000\"";
         let Some((a, b)) = s.split_once('-') else {
-            return Err(ValueError::new(format!("\"{s}\" is not a port range"), FIX));
+            return Err(ValueError::new(format!("{s:?} is not a port range"), FIX));
         };
         let port = |p: &str| -> Result<u16, ValueError> {
             let n: u32 = p
                 .trim()
                 .parse()
-                .map_err(|_| ValueError::new(format!("\"{s}\" is not a port range"), FIX))?;
+                .map_err(|_| ValueError::new(format!("{s:?} is not a port range"), FIX))?;
             u16::try_from(n).map_err(|_| {
                 ValueError::new(
                     format!("port {n} is above 65535"),
@@ -189,7 +189,7 @@ impl fmt::Display for PortRange {
 fn socket_addr(s: &str, example: &str) -> Result<SocketAddr, ValueError> {
     SocketAddr::from_str(s.trim()).map_err(|_| {
         ValueError::new(
-            format!("\"{s}\" is not an IP address with a port"),
+            format!("{s:?} is not an IP address with a port"),
             format!("write IP:PORT, e.g. \"{example}\" (IPv6: \"[::1]:5060\"; host names are not resolved)"),
         )
     })
@@ -293,7 +293,7 @@ macro_rules! choice {
                 match s {
                     $($text => Ok(Self::$variant),)+
                     _ => Err(ValueError::new(
-                        format!("\"{s}\" is not one of the choices"),
+                        format!("{s:?} is not one of the choices"),
                         format!("use one of: {}", Self::ALL.join(", ")),
                     )),
                 }
@@ -536,12 +536,10 @@ impl TryFrom<&str> for AgeRecipient {
 
     fn try_from(s: &str) -> Result<Self, ValueError> {
         let fix = "use the public key that `age-keygen` prints: \"age1\" followed by 58 lower-case characters";
-        let shown: String = s.chars().take(12).collect();
+        let shown = format!("{}…", s.chars().take(12).collect::<String>());
         let Some(data) = s.strip_prefix("age1") else {
             return Err(ValueError::new(
-                format!(
-                    "\"{shown}…\" is not an age X25519 recipient (it must start with \"age1\")"
-                ),
+                format!("{shown:?} is not an age X25519 recipient (it must start with \"age1\")"),
                 fix,
             ));
         };
@@ -551,13 +549,13 @@ impl TryFrom<&str> for AgeRecipient {
             .collect();
         let Some(values) = values.filter(|v| v.len() == 58) else {
             return Err(ValueError::new(
-                format!("\"{shown}…\" has the wrong length or characters for an age recipient"),
+                format!("{shown:?} has the wrong length or characters for an age recipient"),
                 fix,
             ));
         };
         if !bech32_checksum_ok("age", &values) {
             return Err(ValueError::new(
-                format!("\"{shown}…\" fails its checksum (a typo or a truncated copy)"),
+                format!("{shown:?} fails its checksum (a typo or a truncated copy)"),
                 fix,
             ));
         }
@@ -601,7 +599,7 @@ impl TryFrom<&str> for SipUri {
         };
         if !ok {
             return Err(ValueError::new(
-                format!("\"{s}\" is not a SIP URI"),
+                format!("{s:?} is not a SIP URI"),
                 "write sip:HOST[:PORT] or sip:USER@HOST[:PORT], e.g. \"sip:srs@10.0.0.8:5060\"",
             ));
         }
@@ -640,7 +638,7 @@ impl TryFrom<&str> for HostPort {
     fn try_from(s: &str) -> Result<Self, ValueError> {
         let bad = || {
             ValueError::new(
-                format!("\"{s}\" is not HOST:PORT"),
+                format!("{s:?} is not HOST:PORT"),
                 "write HOST:PORT with a port from 1 to 65535, e.g. \"10.0.0.7:40000\" or \"[::1]:40000\"",
             )
         };
@@ -704,7 +702,7 @@ impl TryFrom<&str> for HttpUrl {
         });
         if !ok {
             return Err(ValueError::new(
-                format!("\"{s}\" is not an http(s) URL"),
+                format!("{s:?} is not an http(s) URL"),
                 "write the server's base URL, e.g. \"http://127.0.0.1:8000\"",
             ));
         }

@@ -59,8 +59,21 @@ impl fmt::Display for KeyPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, s) in self.0.iter().enumerate() {
             match s {
-                Seg::Key(k) if i == 0 => f.write_str(k)?,
-                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Key(k) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    // Bare keys as written; anything else quoted as TOML would, so a key
+                    // holding a newline cannot break the one-line display.
+                    let bare = !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    if bare {
+                        f.write_str(k)?;
+                    } else {
+                        write!(f, "{k:?}")?;
+                    }
+                }
                 Seg::Index(n) => write!(f, "[{n}]")?,
             }
         }
@@ -392,15 +405,15 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
             kind: ErrorKind::UnknownKey,
             path: path.key(key),
             at_key: true,
-            problem: format!("`{key}` is not a setting of a {kind} recorder"),
-            fix: format!("remove it; a {kind} recorder takes: {}", allowed.join(", ")),
+            problem: format!("`{key}` is not a setting of a recorder of kind \"{kind}\""),
+            fix: format!("remove it; kind \"{kind}\" takes: {}", allowed.join(", ")),
         });
     }
     let missing = |c: &mut Checker, key: &str, example: &str| {
         c.push(
             ErrorKind::Missing,
             path.key(key),
-            format!("a {kind} recorder needs `{key}`"),
+            format!("a recorder of kind \"{kind}\" needs `{key}`"),
             format!("add {key} = {example}"),
         );
     };

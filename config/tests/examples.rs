@@ -187,7 +187,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "[[recorder]]\nkind = \"wav\"\n",
-        "callmask.toml:1:1: recorder[0].dir: a wav recorder needs `dir` — add dir = \"/var/lib/callmask/recordings\"",
+        "callmask.toml:1:1: recorder[0].dir: a recorder of kind \"wav\" needs `dir` — add dir = \"/var/lib/callmask/recordings\"",
     ),
     (
         "[[recorder]]\nkind = \"tape\"\n",
@@ -195,7 +195,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "[[recorder]]\nkind = \"wav\"\ndir = \"/r\"\n\n[[recorder]]\nkind = \"rtp\"\ntarget = \"h:1\"\ndir = \"/r\"\n",
-        "callmask.toml:8:1: recorder[1].dir: `dir` is not a setting of a rtp recorder — remove it; a rtp recorder takes: kind, target, codec",
+        "callmask.toml:8:1: recorder[1].dir: `dir` is not a setting of a recorder of kind \"rtp\" — remove it; kind \"rtp\" takes: kind, target, codec",
     ),
     (
         "[[recorder]]\nkind = \"wav\"\ndir = \"/r\"\nencrypt_to = [\"age1nope\"]\n",
@@ -219,7 +219,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "[masking\ndtmf = true\n",
-        "callmask.toml:1:9: invalid table header\nexpected `.`, `]` — correct the TOML syntax here (see https://toml.io/en/v1.0.0)",
+        "callmask.toml:1:9: invalid table header: expected `.`, `]` — correct the TOML syntax here (see https://toml.io/en/v1.0.0)",
     ),
     // Several problems at once, all reported, in file order.
     (
@@ -251,7 +251,7 @@ fn override_errors_name_the_override() {
         load_with_overrides(Some(&example()), &["masking.lookahead_ms=20000".into()]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "--set masking.lookahead_ms: masking.lookahead_ms: 20000 is out of range — use a value from 0 to 10000 (milliseconds)"
+        "--set masking.lookahead_ms: 20000 is out of range — use a value from 0 to 10000 (milliseconds)"
     );
     let e = load_with_overrides(None, &["masking.nope=1".into(), "justakey".into()]).unwrap_err();
     assert_eq!(e.len(), 2, "{e}");
