@@ -15,6 +15,7 @@
 
 use std::error::Error;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -68,7 +69,7 @@ struct Stats {
     max_pending_ms: u64,
 }
 
-fn mask_call(input: &[i16], lookahead: u64) -> (Vec<i16>, Stats) {
+fn mask_call(input: &[i16], lookahead: u64, dump: &mut Option<fs::File>) -> (Vec<i16>, Stats) {
     let mut det = DtmfDetector::new(DtmfConfig::default());
     let mut out = input.to_vec();
     let mut spans: Vec<Span> = Vec::new();
@@ -93,8 +94,29 @@ fn mask_call(input: &[i16], lookahead: u64) -> (Vec<i16>, Stats) {
                 *next += 1;
             }
         };
+    let mut judged = 0;
     for chunk in input.chunks(CHUNK) {
         det.process(chunk);
+        if let Some(f) = dump.as_mut() {
+            if det.candidates_judged() != judged {
+                judged = det.candidates_judged();
+                let m = det.last_measurement();
+                let _ = writeln!(
+                    f,
+                    "{} {:?} {} {} {} {} {} {} {} {}",
+                    det.now().samples() / 8,
+                    det.last_candidate_verdict(),
+                    m.deviation_pct[0],
+                    m.deviation_pct[1],
+                    m.level_dbm0[0],
+                    m.level_dbm0[1],
+                    m.energy_ratio_db,
+                    m.harmonic_db,
+                    m.duration_ms,
+                    m.group_db
+                );
+            }
+        }
         consumed += chunk.len() as u64;
         while let Some(ev) = det.poll_event() {
             match ev {
@@ -139,8 +161,51 @@ fn mask_call(input: &[i16], lookahead: u64) -> (Vec<i16>, Stats) {
     (out, st)
 }
 
+/// `DTMF_TRACE=call_NNN:FROM_MS:TO_MS`: print each block's verdict in that range (no digits).
+fn trace(x: &[i16], from_ms: u64, to_ms: u64) {
+    let mut det = DtmfDetector::new(DtmfConfig::default());
+    for (k, block) in x.chunks(dsp::dtmf::BLOCK).enumerate() {
+        let judged = det.candidates_judged();
+        det.process(block);
+        let ms = (k * dsp::dtmf::BLOCK) as u64 / 8;
+        let mut evs = String::new();
+        while let Some(e) = det.poll_event() {
+            match e {
+                ToneEvent::Started { onset, .. } => {
+                    evs += &format!(" STARTED onset={}ms", onset.samples() / 8)
+                }
+                ToneEvent::Ended { end, .. } => {
+                    evs += &format!(" ENDED end={}ms", end.samples() / 8)
+                }
+            }
+        }
+        if (from_ms..to_ms).contains(&ms) {
+            let c = det.last_candidate_verdict();
+            let cs = if det.candidates_judged() != judged {
+                format!(" cand={c:?} {:?}", det.last_measurement())
+            } else {
+                String::new()
+            };
+            println!(
+                "{ms:>7} ms block {:?}{cs} pending={:?}{evs}",
+                det.last_block_verdict(),
+                det.pending_since().map(|t| t.samples() / 8)
+            );
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().collect();
+    if let Ok(spec) = std::env::var("DTMF_TRACE") {
+        let f: Vec<&str> = spec.split(':').collect();
+        if f.len() == 3 {
+            let bytes = fs::read(PathBuf::from(&args[1]).join(format!("{}.ulaw", f[0])))?;
+            let x: Vec<i16> = bytes.iter().map(|&b| ulaw_decode(b)).collect();
+            trace(&x, f[1].parse()?, f[2].parse()?);
+            return Ok(());
+        }
+    }
     if args.len() < 3 {
         return Err("usage: dtmf_corpus SET_DIR OUT_DIR [LOOKAHEAD_MS]".into());
     }
@@ -158,10 +223,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         let bytes = fs::read(&p)?;
         let x: Vec<i16> = bytes.iter().map(|&b| ulaw_decode(b)).collect();
         let t0 = Instant::now();
-        let (y, st) = mask_call(&x, lookahead_ms * 8);
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("call");
+        // DTMF_DUMP=DIR: one line per judged candidate (time, verdict, measurements; no digit).
+        let mut dump = match std::env::var("DTMF_DUMP") {
+            Ok(d) => Some(fs::File::create(
+                Path::new(&d).join(format!("{stem}.cand")),
+            )?),
+            Err(_) => None,
+        };
+        let (y, st) = mask_call(&x, lookahead_ms * 8, &mut dump);
         secs += t0.elapsed().as_secs_f64();
         samples += x.len();
-        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("call");
         write_wav(&out_dir.join(format!("{stem}.wav")), &y)?;
         println!(
             "{stem}: tones {:>4}  muted {:>7.1} ms  pending-only {:>6.1} ms  max pending {:>3} ms",

@@ -65,6 +65,11 @@ const BLOCK_RELATIVE_PEAK_DB: f32 = 6.0;
 /// Block stage: the pair must hold at least this fraction of the block's energy (−6 dB: a
 /// 0 dB S/N mixture still passes, the fine stage is stricter).
 const BLOCK_ENERGY_RATIO_DB: f32 = -6.0;
+/// Fine stage: below this tone share of the window's energy the 2 ms extent scan is too noisy
+/// to trust. A sub-block's projection has a standard deviation of about
+/// √((1 − r) / (r · 17)) of the model; at r = −1 dB (0.79) that is 0.12, well clear of the 0.5
+/// presence threshold.
+const EXTENT_MIN_ENERGY_RATIO_DB: f32 = -1.0;
 /// Fine stage: allowance on the twist limits for estimation noise at 15 dB S/N.
 const TWIST_MARGIN_DB: f32 = 1.0;
 /// Fine stage: allowance on the minimum level (estimation noise, µ-law quantisation).
@@ -95,7 +100,13 @@ pub struct DtmfConfig {
     pub min_energy_ratio_db: f32,
     /// Second harmonics must be this far below the fundamentals, dB (talk-off guard: voiced
     /// speech has strong harmonics at twice the pair's frequencies, a tone generator does not).
+    /// On the dev corpus, tones (even over speech) measure ≤ −21.8 dB and vowels whose
+    /// harmonics sit on a key pair −12…−17 dB; 19 dB splits them.
     pub min_harmonic_rejection_db: f32,
+    /// Every other key frequency of each group must be this far below the group's component,
+    /// dB (talk-off guard, the fine-stage form of spandsp's relative-peak test: a vowel's
+    /// neighbouring harmonics fall on neighbouring keys). Tones measure ≤ −8.5 dB on the corpus.
+    pub min_group_rejection_db: f32,
 }
 
 impl Default for DtmfConfig {
@@ -107,7 +118,8 @@ impl Default for DtmfConfig {
             max_freq_deviation_pct: 2.5,
             min_duration_ms: 30.0,
             min_energy_ratio_db: -3.0,
-            min_harmonic_rejection_db: 10.0,
+            min_harmonic_rejection_db: 19.0,
+            min_group_rejection_db: 7.0,
         }
     }
 }
@@ -156,8 +168,28 @@ pub enum CandidateVerdict {
     EnergyRatio,
     /// Second harmonics too strong.
     Harmonics,
+    /// Another key of a group too close to the component.
+    GroupPeak,
     /// The tone ended before the minimum duration.
     TooShort,
+}
+
+/// What the fine stage measured on the last candidate (debugging aid). Deviations are relative,
+/// so nothing here names a key.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CandidateMeasurement {
+    /// Low- and high-group deviation from nominal, percent.
+    pub deviation_pct: [f32; 2],
+    /// Low- and high-group level, dBm0.
+    pub level_dbm0: [f32; 2],
+    /// Share of the window's energy held by the pair, dB.
+    pub energy_ratio_db: f32,
+    /// Second harmonics relative to the fundamentals, dB.
+    pub harmonic_db: f32,
+    /// Measured extent of the tone so far, ms (0 if not measured).
+    pub duration_ms: f32,
+    /// Strongest other key frequency of either group relative to its component, dB.
+    pub group_db: f32,
 }
 
 /// The in-band DTMF receiver for one 8 kHz stream.
@@ -181,6 +213,8 @@ pub struct DtmfDetector {
     events_dropped: u64,
     last_block: BlockVerdict,
     last_candidate: CandidateVerdict,
+    judged: u64,
+    measurement: CandidateMeasurement,
     // Precomputed linear thresholds.
     /// Amplitude of a 0 dBm0 sine.
     dbm0_amp: f32,
@@ -227,6 +261,8 @@ impl DtmfDetector {
             events_dropped: 0,
             last_block: BlockVerdict::None,
             last_candidate: CandidateVerdict::None,
+            judged: 0,
+            measurement: CandidateMeasurement::default(),
             dbm0_amp,
             // Energy of that tone alone over a block: A²/2 · N.
             block_energy_gate: a_min * a_min / 2.0 * n,
@@ -293,6 +329,16 @@ impl DtmfDetector {
     /// The fine stage's last verdict.
     pub fn last_candidate_verdict(&self) -> CandidateVerdict {
         self.last_candidate
+    }
+
+    /// Candidates the fine stage has judged so far (debugging aid).
+    pub fn candidates_judged(&self) -> u64 {
+        self.judged
+    }
+
+    /// The fine stage's measurements on the last candidate.
+    pub fn last_measurement(&self) -> CandidateMeasurement {
+        self.measurement
     }
 
     /// Events dropped because the queue was not drained (should stay 0).
@@ -400,10 +446,45 @@ impl DtmfDetector {
             return Resolution::Reject;
         };
         let (fl, fh) = digit.frequencies();
-        let a = verify::analyse(&self.scratch[w0..w0 + 2 * BLOCK], fl, fh);
+        let a = verify::analyse(
+            &self.scratch[w0..w0 + 2 * BLOCK],
+            fl,
+            fh,
+            [&LOW_GROUP_HZ, &HIGH_GROUP_HZ],
+        );
+        let db = |v: f64| (10.0 * v.max(1e-12).log10()) as f32;
+        self.measurement = CandidateMeasurement {
+            deviation_pct: [
+                a.comp[0].deviation as f32 * 100.0,
+                a.comp[1].deviation as f32 * 100.0,
+            ],
+            level_dbm0: [
+                self.level_dbm0(a.comp[0].amp),
+                self.level_dbm0(a.comp[1].amp),
+            ],
+            energy_ratio_db: db(a.energy_ratio),
+            harmonic_db: db(a.harmonic_ratio),
+            duration_ms: 0.0,
+            group_db: db(a.group_ratio),
+        };
         if let Err(v) = self.judge(&a) {
+            self.judged += 1;
             self.last_candidate = v;
             return Resolution::Reject;
+        }
+        self.judged += 1;
+        let scratch_start = first_block.max(0) as u64 * BLOCK as u64;
+        if a.energy_ratio < f64::from(db_to_power_ratio(EXTENT_MIN_ENERGY_RATIO_DB)) {
+            // Too much else in the signal (speech underneath) to see the tone's edges in
+            // 2 ms sub-blocks: accept on the two hit blocks and report the onset at the
+            // earliest sample the tone can have (the start of the block before the hits).
+            self.last_candidate = CandidateVerdict::Accepted;
+            let onset = scratch_start + (w0 - BLOCK.min(w0)) as u64;
+            self.push(ToneEvent::Started {
+                digit,
+                onset: MediaTime(onset),
+            });
+            return Resolution::Accept;
         }
         verify::presence(&self.scratch, w0, &a, &mut self.presence);
         // Anchor: the strongest sub-block inside the window; extend both ways while present.
@@ -425,6 +506,7 @@ impl DtmfDetector {
         }
         let open = end == SUBS;
         let dur_ms = ((end - start) * SUB) as f32 / 8.0;
+        self.measurement.duration_ms = dur_ms;
         if dur_ms < self.config.min_duration_ms {
             if open && !last_chance {
                 self.last_candidate = CandidateVerdict::Deferred;
@@ -435,7 +517,6 @@ impl DtmfDetector {
         }
         // Onset: the first present sub-block, minus one sub-block (the one before can hold
         // the tone's first samples below the presence threshold). Errs early by ≤ 2 SUB.
-        let scratch_start = first_block.max(0) as u64 * BLOCK as u64;
         let onset = (scratch_start + (start * SUB) as u64).saturating_sub(SUB as u64);
         self.last_candidate = CandidateVerdict::Accepted;
         self.push(ToneEvent::Started {
@@ -452,8 +533,8 @@ impl DtmfDetector {
         if a.comp.iter().any(|x| x.deviation.abs() > max_dev) {
             return Err(CandidateVerdict::FrequencyOff);
         }
-        let lvl = |amp: f64| 20.0 * (amp.max(1e-9) / f64::from(self.dbm0_amp)).log10();
-        let (low, high) = (lvl(a.comp[0].amp), lvl(a.comp[1].amp));
+        let low = f64::from(self.level_dbm0(a.comp[0].amp));
+        let high = f64::from(self.level_dbm0(a.comp[1].amp));
         if low.max(high) < f64::from(c.min_level_dbm0 - LEVEL_MARGIN_DB) {
             return Err(CandidateVerdict::Level);
         }
@@ -469,7 +550,14 @@ impl DtmfDetector {
         if a.harmonic_ratio > f64::from(db_to_power_ratio(-c.min_harmonic_rejection_db)) {
             return Err(CandidateVerdict::Harmonics);
         }
+        if a.group_ratio > f64::from(db_to_power_ratio(-c.min_group_rejection_db)) {
+            return Err(CandidateVerdict::GroupPeak);
+        }
         Ok(())
+    }
+
+    fn level_dbm0(&self, amp: f64) -> f32 {
+        (20.0 * (amp.max(1e-9) / f64::from(self.dbm0_amp)).log10()) as f32
     }
 
     fn push(&mut self, e: ToneEvent) {

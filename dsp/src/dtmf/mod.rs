@@ -19,7 +19,9 @@ mod verify;
 
 use std::fmt;
 
-pub use detector::{BlockVerdict, CandidateVerdict, DtmfConfig, DtmfDetector, BLOCK};
+pub use detector::{
+    BlockVerdict, CandidateMeasurement, CandidateVerdict, DtmfConfig, DtmfDetector, BLOCK,
+};
 
 use crate::MediaTime;
 
@@ -94,7 +96,9 @@ impl Digit {
 
     /// The key at (row, column) of the keypad.
     pub fn from_keypad(row: usize, col: usize) -> Option<Digit> {
-        Digit::ALL.into_iter().find(|d| d.keypad_position() == (row, col))
+        Digit::ALL
+            .into_iter()
+            .find(|d| d.keypad_position() == (row, col))
     }
 
     /// Nominal (low, high) frequencies in Hz (ITU-T Q.23).
@@ -147,7 +151,13 @@ mod tests {
             let (r, c) = d.keypad_position();
             assert_eq!(Digit::from_keypad(r, c), Some(d));
         }
-        assert_eq!(Digit::from_char('5').map(Digit::frequencies), Some((770.0, 1336.0)));
-        assert_eq!(format!("{:?}", Digit::from_char('7')), "Some(Digit(<redacted>))");
+        assert_eq!(
+            Digit::from_char('5').map(Digit::frequencies),
+            Some((770.0, 1336.0))
+        );
+        assert_eq!(
+            format!("{:?}", Digit::from_char('7')),
+            "Some(Digit(<redacted>))"
+        );
     }
 }

@@ -33,6 +33,10 @@ const SEARCH_HALF_WIDTH: f64 = 0.06;
 /// Grid step of the frequency search, relative (0.5 % = 3.5 Hz at 697 Hz, a small fraction of
 /// the Hann main lobe over 204 samples, so the parabola refinement is accurate).
 const SEARCH_STEP: f64 = 0.005;
+/// A low-group second harmonic closer than this to the high tone is not measured: two Hann
+/// main-lobe half-widths over the 204-sample window (2 · 2 · 8000/204 ≈ 157 Hz) keep the high
+/// tone's leakage below the harmonic limit.
+const HARMONIC_CLEARANCE_HZ: f64 = 160.0;
 /// Sub-block length for the extent scan: 17 samples ≈ 2.1 ms (6 per 102-sample block), the
 /// onset resolution.
 pub(crate) const SUB: usize = 17;
@@ -62,10 +66,20 @@ pub(crate) struct Analysis {
     pub(crate) energy_ratio: f64,
     /// Power at twice the two frequencies relative to the fundamentals' power.
     pub(crate) harmonic_ratio: f64,
+    /// Worst case over the two groups of: strongest other key frequency of the group relative
+    /// to the component (power ratio, Hann-windowed). A tone pair leaves the other keys of its
+    /// groups empty; a vowel whose harmonics hit one DTMF pair puts its other harmonics on
+    /// neighbouring keys.
+    pub(crate) group_ratio: f64,
 }
 
 /// Analyse `window` (the candidate's hit blocks) for the pair nominally at `low_hz`/`high_hz`.
-pub(crate) fn analyse(window: &[f32], low_hz: f32, high_hz: f32) -> Analysis {
+pub(crate) fn analyse(
+    window: &[f32],
+    low_hz: f32,
+    high_hz: f32,
+    groups: [&[f32; 4]; 2],
+) -> Analysis {
     let n = window.len() as f64;
     let energy: f64 = window.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
     let mut comp = [Component::default(); 2];
@@ -82,15 +96,36 @@ pub(crate) fn analyse(window: &[f32], low_hz: f32, high_hz: f32) -> Analysis {
         };
     }
     let tone_energy: f64 = comp.iter().map(|c| c.amp * c.amp / 2.0 * n).sum();
+    // Second harmonics, Hann-windowed (a Hann-windowed sine of amplitude A reads A·N/4).
+    // A low-group harmonic lands within 71 Hz of a high-group key (2·697 = 1394 next to 1336,
+    // 2·770 next to 1477, 2·852 next to 1633): there the pair's own high tone would read as a
+    // harmonic, so such harmonics are not measured; the high group's (2418–3266 Hz) always are.
     let mut harm = 0.0;
     let mut fund = 0.0;
-    for c in &comp {
-        let (re, im) = dtft(window, 2.0 * c.omega, Window::Rectangular);
+    for (i, c) in comp.iter().enumerate() {
+        if i == 0 && (2.0 * c.omega - comp[1].omega).abs() < 2.0 * PI * HARMONIC_CLEARANCE_HZ / FS {
+            continue;
+        }
+        let (re, im) = dtft(window, 2.0 * c.omega, Window::Hann);
         harm += re * re + im * im;
-        fund += (c.amp * n / 2.0).powi(2);
+        fund += (c.amp * n / 4.0).powi(2);
+    }
+    let mut group_ratio = 0.0f64;
+    for (c, group) in comp.iter().zip(groups) {
+        let (re, im) = dtft(window, c.omega, Window::Hann);
+        let own = re * re + im * im;
+        for &f in group.iter() {
+            let w = 2.0 * PI * f64::from(f) / FS;
+            if (w - c.omega).abs() < 2.0 * PI * 0.06 * f64::from(f) / FS {
+                continue;
+            }
+            let (re, im) = dtft(window, w, Window::Hann);
+            group_ratio = group_ratio.max((re * re + im * im) / own.max(1e-9));
+        }
     }
     Analysis {
         comp,
+        group_ratio,
         energy_ratio: if energy > 0.0 {
             tone_energy / energy
         } else {
@@ -151,6 +186,7 @@ pub(crate) fn presence(buf: &[f32], window_start: usize, a: &Analysis, out: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtmf::{HIGH_GROUP_HZ as HIGH, LOW_GROUP_HZ as LOW};
 
     fn pair(fl: f64, fh: f64, al: f64, ah: f64, n: usize) -> Vec<f32> {
         (0..n)
@@ -171,7 +207,7 @@ mod tests {
                 1200.0,
                 204,
             );
-            let a = analyse(&x, 697.0, 1633.0);
+            let a = analyse(&x, 697.0, 1633.0, [&LOW, &HIGH]);
             assert!(
                 (a.comp[0].deviation - dev).abs() < 0.001,
                 "{dev}: {:?}",
@@ -191,7 +227,7 @@ mod tests {
         let mut buf = vec![0.0f32; 408];
         let tone = pair(852.0, 1477.0, 2000.0, 2000.0, 408);
         buf[150..].copy_from_slice(&tone[150..]);
-        let a = analyse(&buf[204..], 852.0, 1477.0);
+        let a = analyse(&buf[204..], 852.0, 1477.0, [&LOW, &HIGH]);
         let mut p = [0.0f32; 408 / SUB];
         presence(&buf, 204, &a, &mut p);
         let first = p
