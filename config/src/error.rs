@@ -97,6 +97,16 @@ impl ConfigErrors {
         self.0.iter().any(|e| e.kind == ErrorKind::Io)
     }
 
+    /// The sysexits code the binary exits with: 66 (`EX_NOINPUT`) when the file could not be
+    /// read, else 64 (`EX_USAGE`).
+    pub fn exit_code(&self) -> u8 {
+        if self.is_io() {
+            66
+        } else {
+            64
+        }
+    }
+
     /// The individual errors.
     pub fn errors(&self) -> &[ConfigError] {
         &self.0

@@ -300,6 +300,21 @@ impl Default for SipConfig {
     }
 }
 
+/// Something valid but probably not what the admin wants; the binary logs these at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The key concerned.
+    pub key: &'static str,
+    /// What will happen, in words.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
 fn path_str(p: &std::path::Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -323,6 +338,72 @@ impl Config {
         // Serializing plain structs of strings, ints and bools into TOML cannot fail; fall
         // back to an empty document rather than panic if it ever did.
         toml::to_string(&raw).unwrap_or_default()
+    }
+
+    /// Valid settings that deserve a line in the startup log (no recorder, no PBX peer,
+    /// DTMF masking off, an open API, …), so every front end words them the same way.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let mut w = Vec::new();
+        let mut warn = |key: &'static str, message: String| w.push(ConfigWarning { key, message });
+        if self.recorders.is_empty() {
+            warn(
+                "recorder",
+                "no [[recorder]] is configured: calls are relayed but not recorded".into(),
+            );
+        }
+        if self.pbx.peer.is_none() {
+            warn(
+                "pbx.peer",
+                "not set: requests from the agents side are answered 503".into(),
+            );
+        }
+        if !self.masking.dtmf {
+            warn(
+                "masking.dtmf",
+                "false: DTMF digits reach the recorders unmasked".into(),
+            );
+        }
+        if !self.masking.speech {
+            warn(
+                "masking.speech",
+                "false: spoken card numbers and other identifiers reach the recorders".into(),
+            );
+        } else if self.masking.lookahead_ms.get() < 1_000 {
+            warn(
+                "masking.lookahead_ms",
+                format!(
+                    "{} ms is short for spoken identifiers: speech not decided in time is muted whole",
+                    self.masking.lookahead_ms
+                ),
+            );
+        }
+        let api_open = !self.http.listen.get().ip().is_loopback();
+        if api_open && self.http.auth == HttpAuth::None {
+            warn(
+                "http.token",
+                format!(
+                    "not set while http.listen = {} is reachable from other hosts",
+                    self.http.listen
+                ),
+            );
+        }
+        if self.log.reveal_numbers {
+            warn(
+                "log.reveal_numbers",
+                "true: caller and callee numbers are logged in clear".into(),
+            );
+        }
+        for r in &self.recorders {
+            if let RecorderConfig::Wav(wav) = r {
+                if wav.encrypt_to.is_empty() {
+                    warn(
+                        "recorder.encrypt_to",
+                        format!("recordings in {} are stored unencrypted", wav.dir.display()),
+                    );
+                }
+            }
+        }
+        w
     }
 
     /// The configuration as raw structs with every key present.

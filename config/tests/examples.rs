@@ -50,6 +50,41 @@ fn reference_config_commented_examples_are_valid() {
 }
 
 #[test]
+fn reference_config_mentions_every_key() {
+    let text = std::fs::read_to_string(example()).unwrap();
+    for section in config::raw::fields_of::<config::raw::RawConfig>() {
+        let header = if *section == "recorder" {
+            "[[recorder]]".to_owned()
+        } else {
+            format!("[{section}]")
+        };
+        assert!(text.contains(&header), "{header} is not documented");
+        for key in config::raw::section_fields(section).unwrap() {
+            assert!(
+                text.contains(&format!("\n{key} = ")) || text.contains(&format!("# {key} = ")),
+                "{section}.{key} is not documented in examples/callmask.toml"
+            );
+        }
+    }
+}
+
+#[test]
+fn defaults_warn_about_what_matters() {
+    let keys: Vec<&str> = Config::default().warnings().iter().map(|w| w.key).collect();
+    assert_eq!(keys, ["recorder", "pbx.peer"]);
+    let open = load_with_overrides(
+        None,
+        &[
+            "http.listen=0.0.0.0:9090".into(),
+            "masking.dtmf=false".into(),
+        ],
+    )
+    .unwrap();
+    let keys: Vec<&str> = open.warnings().iter().map(|w| w.key).collect();
+    assert_eq!(keys, ["recorder", "pbx.peer", "masking.dtmf", "http.token"]);
+}
+
+#[test]
 fn no_file_gives_defaults() {
     assert_eq!(load_with_overrides(None, &[]).unwrap(), Config::default());
     assert_eq!(from_str("", "empty").unwrap(), Config::default());
@@ -99,6 +134,7 @@ fn later_overrides_win_and_replace_arrays() {
 fn missing_file_is_io() {
     let e = load(Path::new("/nonexistent/callmask.toml")).unwrap_err();
     assert!(e.is_io());
+    assert_eq!(e.exit_code(), 66);
     assert_eq!(e.len(), 1);
     assert!(
         e.to_string()
@@ -239,7 +275,7 @@ fn bad_inputs_fail_with_exact_messages() {
             Err(e) if e.to_string() != *expected => failures.push(format!(
                 "{input:?}\n  got:      {e}\n  expected: {expected}"
             )),
-            Err(e) => assert!(!e.is_io()),
+            Err(e) => assert_eq!(e.exit_code(), 64),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
