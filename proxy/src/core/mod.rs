@@ -1,4 +1,7 @@
 //! Sans-IO protocol cores. Nothing here reads the clock or touches a socket.
 
+pub mod ports;
+pub mod proxy;
+pub mod relay;
 pub mod sdp;
 pub mod sip;

@@ -1,0 +1,847 @@
+//! The SIP routing core: what callmask does with each message between the PBX side and the
+//! agents side, and which media it anchors. Sans-IO.
+//!
+//! callmask is a record-routing proxy that rewrites SDP (the Kamailio + rtpengine pair in one
+//! place). A request that arrives on one side leaves on the other, toward that side's peer
+//! (trunk mode). Each forwarded request gets a Via whose branch is derived from the incoming
+//! branch, so retransmissions, CANCEL and the ACK of a non-2xx response map to the same
+//! downstream transaction without per-transaction timers (RFC 3261 §16.11); the response
+//! path is remembered per branch so responses return to the address the request really came
+//! from (NAT-safe), with the Via as fallback.
+//!
+//! Every SDP that crosses is anchored: its `c=`/`m=` point at callmask's ports on the side it
+//! is sent to, and the sender's own address becomes the remote of that side's leg. The core
+//! allocates the ports and tells the media layer what to relay through [`ProxyEvent::Media`].
+//!
+//! Calling rules: feed each datagram with [`ProxyCore::handle_datagram`] (with `now`), then
+//! drain [`ProxyCore::poll_transmit`] and [`ProxyCore::poll_event`]; call
+//! [`ProxyCore::handle_timeout`] when [`ProxyCore::poll_timeout`] is due.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::ports::{PortAllocator, PortPair};
+use super::sdp::{anchor, Codec, LocalAnchor, OriginState, Sdp};
+use super::sip::{
+    build_response, parse_datagram, reject_request, reject_unparsed, Frame, Limits, MaxForwards,
+    Method, RejectReason, SipMessage, StatusCode, Via, MAGIC_COOKIE,
+};
+
+/// Prefix of every branch callmask writes, so its own Via is recognisable.
+const BRANCH_PREFIX: &str = "z9hG4bKcm";
+/// How long the response path of a forwarded request is remembered (64·T1, RFC 3261 §17).
+const PATH_TTL: Duration = Duration::from_secs(32);
+/// An INVITE that never gets a final response is given up after this long.
+const EARLY_CALL_TTL: Duration = Duration::from_secs(300);
+/// A BYE that never gets a response ends the call after this long (64·T1).
+const BYE_TTL: Duration = Duration::from_secs(32);
+
+/// One of callmask's two sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The PBX / carrier side.
+    Pbx,
+    /// The agents' side.
+    Agents,
+}
+
+impl Side {
+    /// The opposite side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Pbx => Side::Agents,
+            Side::Agents => Side::Pbx,
+        }
+    }
+
+    /// Stable label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Pbx => "pbx",
+            Side::Agents => "agents",
+        }
+    }
+
+    fn idx(self) -> usize {
+        match self {
+            Side::Pbx => 0,
+            Side::Agents => 1,
+        }
+    }
+}
+
+/// What callmask is on one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SideConfig {
+    /// The SIP address callmask advertises on this side (Via, Record-Route).
+    pub sip_addr: SocketAddr,
+    /// The media address callmask advertises on this side (SDP `c=`).
+    pub media_ip: IpAddr,
+    /// Where requests leaving on this side go (trunk mode); `None` = no peer configured.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Core settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The PBX side.
+    pub pbx: SideConfig,
+    /// The agents' side.
+    pub agents: SideConfig,
+    /// SIP parser limits.
+    pub limits: Limits,
+    /// Secret mixed into branch ids so they cannot be predicted from outside.
+    pub secret: u64,
+}
+
+impl ProxyConfig {
+    fn side(&self, s: Side) -> &SideConfig {
+        match s {
+            Side::Pbx => &self.pbx,
+            Side::Agents => &self.agents,
+        }
+    }
+}
+
+/// callmask's own opaque id of a call (never the SIP Call-ID, which may hold a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallRef(pub u64);
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Which side's socket sends it.
+    pub side: Side,
+    /// Destination.
+    pub dest: SocketAddr,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+/// One anchored stream (one `m=` line) of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// `m=` index.
+    pub index: usize,
+    /// callmask's ports facing the PBX side.
+    pub pbx_local: PortPair,
+    /// callmask's ports facing the agents' side.
+    pub agents_local: PortPair,
+    /// Where the PBX side asked for media (as signalled; latching may refine it).
+    pub pbx_remote: Option<SocketAddr>,
+    /// Where the agents' side asked for media.
+    pub agents_remote: Option<SocketAddr>,
+    /// Codecs signalled (payload type → name and rate), from the latest SDP.
+    pub codecs: Vec<Codec>,
+}
+
+/// Instructions for the media layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaCommand {
+    /// Create or update the relay for a call (idempotent; called after every SDP).
+    Upsert {
+        /// The call.
+        call: CallRef,
+        /// Its anchored streams.
+        streams: Vec<StreamSpec>,
+    },
+    /// Stop relaying; the ports are back in the pool.
+    Remove {
+        /// The call.
+        call: CallRef,
+    },
+}
+
+/// How a call ended (metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// Answered and hung up.
+    Completed,
+    /// Refused with a final non-2xx response.
+    Failed,
+    /// Cancelled before answer.
+    Cancelled,
+    /// Given up by callmask (no final response, no BYE response, media timeout).
+    TimedOut,
+}
+
+impl CallOutcome {
+    /// Stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Completed => "completed",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Cancelled => "cancelled",
+            CallOutcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// What happened, for the owner (metrics, media layer, recorder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyEvent {
+    /// The media layer must act.
+    Media(MediaCommand),
+    /// A new call (initial INVITE) from `side`.
+    CallStarted {
+        /// The call.
+        call: CallRef,
+        /// Where the caller is.
+        caller_side: Side,
+    },
+    /// The call was answered (2xx to the initial INVITE).
+    CallAnswered {
+        /// The call.
+        call: CallRef,
+    },
+    /// The call is over.
+    CallEnded {
+        /// The call.
+        call: CallRef,
+        /// How.
+        outcome: CallOutcome,
+    },
+    /// A request was received (for counting).
+    RequestIn {
+        /// Arrival side.
+        side: Side,
+        /// Method (closed label).
+        method: &'static str,
+    },
+    /// A response was received (for counting).
+    ResponseIn {
+        /// Arrival side.
+        side: Side,
+        /// Status code.
+        status: u16,
+    },
+    /// A message was rejected or dropped.
+    Rejected {
+        /// Arrival side.
+        side: Side,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A request or response was dropped for a routing reason (no peer, not ours, …).
+    Dropped {
+        /// Arrival side.
+        side: Side,
+        /// Closed label.
+        reason: &'static str,
+    },
+    /// SIP INFO carried a DTMF key (`application/dtmf-relay` or `application/dtmf`). The key
+    /// itself is never exposed.
+    InfoDtmf {
+        /// The call.
+        call: CallRef,
+        /// Side the INFO came from.
+        side: Side,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    Early,
+    Confirmed,
+    Terminating,
+}
+
+#[derive(Debug)]
+struct Stream {
+    local: [PortPair; 2],
+    remote: [Option<SocketAddr>; 2],
+    codecs: Vec<Codec>,
+}
+
+#[derive(Debug)]
+struct Call {
+    id: CallRef,
+    caller_side: Side,
+    state: CallState,
+    streams: Vec<Stream>,
+    /// `o=` version state of the SDP callmask sends toward each side.
+    origin: [OriginState; 2],
+    /// When the call is given up if nothing moves it on.
+    deadline: Instant,
+    cancelled: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ResponsePath {
+    side: Side,
+    dest: SocketAddr,
+    expires: Instant,
+}
+
+/// The SIP routing core. See the module docs.
+#[derive(Debug)]
+pub struct ProxyCore {
+    config: ProxyConfig,
+    ports: PortAllocator,
+    calls: HashMap<Bytes, Call>,
+    paths: HashMap<(Bytes, bool), ResponsePath>,
+    next_call: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<ProxyEvent>,
+}
+
+impl ProxyCore {
+    /// A core with its port pool.
+    pub fn new(config: ProxyConfig, ports: PortAllocator) -> Self {
+        ProxyCore {
+            config,
+            ports,
+            calls: HashMap::new(),
+            paths: HashMap::new(),
+            next_call: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Calls currently known.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The port pool (for metrics).
+    pub fn ports(&self) -> &PortAllocator {
+        &self.ports
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the owner.
+    pub fn poll_event(&mut self) -> Option<ProxyEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`ProxyCore::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let calls = self.calls.values().map(|c| c.deadline).min();
+        let paths = self.paths.values().map(|p| p.expires).min();
+        let ports = self.ports.poll_timeout();
+        [calls, paths, ports].into_iter().flatten().min()
+    }
+
+    /// Expire what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.paths.retain(|_, p| p.expires > now);
+        self.ports.release_due(now);
+        let due: Vec<Bytes> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            let outcome = match self.calls.get(&k).map(|c| c.state) {
+                Some(CallState::Terminating) => CallOutcome::Completed,
+                _ => CallOutcome::TimedOut,
+            };
+            self.end_call(&k, outcome, now);
+        }
+    }
+
+    /// The media layer saw no packets for a call for too long: end it (no BYE is sent).
+    pub fn handle_media_timeout(&mut self, call: CallRef, now: Instant) {
+        let key = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.id == call)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = key {
+            self.end_call(&k, CallOutcome::TimedOut, now);
+        }
+    }
+
+    /// A datagram arrived on `side` from `src`.
+    pub fn handle_datagram(&mut self, side: Side, src: SocketAddr, data: Bytes, now: Instant) {
+        match parse_datagram(data.clone(), &self.config.limits) {
+            Ok(Frame::Message(msg)) => self.handle_message(side, src, msg, now),
+            Ok(Frame::Ping | Frame::Pong) => {}
+            Err(e) => {
+                self.events.push_back(ProxyEvent::Rejected {
+                    side,
+                    reason: e.reason(),
+                });
+                if let Some(resp) = reject_unparsed(&data, &e) {
+                    self.send(side, src, resp.as_bytes().clone());
+                }
+            }
+        }
+    }
+
+    /// A parsed message arrived on `side` from `src` (stream transports frame it first).
+    pub fn handle_message(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
+        if msg.is_request() {
+            self.handle_request(side, src, msg, now);
+        } else {
+            self.handle_response(side, src, msg, now);
+        }
+    }
+
+    fn send(&mut self, side: Side, dest: SocketAddr, payload: Bytes) {
+        self.transmits.push_back(Transmit {
+            side,
+            dest,
+            payload,
+        });
+    }
+
+    fn reject(&mut self, side: Side, src: SocketAddr, req: &SipMessage, reason: RejectReason) {
+        self.events.push_back(ProxyEvent::Rejected { side, reason });
+        if let Some(resp) = reject_request(req, reason) {
+            self.send(side, src, resp.as_bytes().clone());
+        }
+    }
+
+    fn respond(&mut self, side: Side, src: SocketAddr, req: &SipMessage, code: u16, phrase: &str) {
+        if req.method() == Some(&Method::Ack) {
+            return;
+        }
+        let Some(status) = StatusCode::new(code) else {
+            return;
+        };
+        if let Ok(resp) = build_response(req, status, phrase) {
+            self.send(side, src, resp.as_bytes().clone());
+        }
+    }
+
+    fn handle_request(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
+        self.events.push_back(ProxyEvent::RequestIn {
+            side,
+            method: method_label(&method),
+        });
+        let (Ok(top_via), Ok(call_id), Ok(_cseq)) = (msg.top_via(), msg.call_id(), msg.cseq())
+        else {
+            self.reject(side, src, &msg, RejectReason::MissingHeader);
+            return;
+        };
+        let out = side.other();
+        let branch = self.branch_for(side, &top_via, &msg);
+        // Loop detection (RFC 3261 §16.3 step 4): our own branch for this request is already
+        // in the Via list.
+        if let Ok(vias) = msg.vias() {
+            if vias
+                .iter()
+                .any(|v| v.branch().is_some_and(|b| b.as_ref() == branch.as_bytes()))
+            {
+                self.reject(side, src, &msg, RejectReason::LoopDetected);
+                return;
+            }
+        }
+        // Max-Forwards (§16.3 step 3 / §16.6 step 3).
+        let mf = match msg.max_forwards() {
+            Ok(Some(MaxForwards(0))) => {
+                self.reject(side, src, &msg, RejectReason::TooManyHops);
+                return;
+            }
+            Ok(Some(MaxForwards(n))) => n - 1,
+            Ok(None) => 69,
+            Err(_) => {
+                self.reject(side, src, &msg, RejectReason::BadHeaderValue);
+                return;
+            }
+        };
+        let Some(dest) = self.config.side(out).peer else {
+            self.events.push_back(ProxyEvent::Dropped {
+                side,
+                reason: "no_peer",
+            });
+            self.respond(side, src, &msg, 503, "No Route To Peer");
+            return;
+        };
+        let to_tag = msg.to().ok().and_then(|t| t.tag().cloned());
+        let is_initial_invite = method == Method::Invite && to_tag.is_none();
+
+        // Call bookkeeping before the body is touched.
+        if is_initial_invite && !self.calls.contains_key(&call_id) {
+            let id = CallRef(self.next_call);
+            self.next_call += 1;
+            self.calls.insert(
+                call_id.clone(),
+                Call {
+                    id,
+                    caller_side: side,
+                    state: CallState::Early,
+                    streams: Vec::new(),
+                    origin: [OriginState::new(), OriginState::new()],
+                    deadline: now + EARLY_CALL_TTL,
+                    cancelled: false,
+                },
+            );
+            self.events.push_back(ProxyEvent::CallStarted {
+                call: id,
+                caller_side: side,
+            });
+        }
+        if let Some(call) = self.calls.get_mut(&call_id) {
+            match method {
+                Method::Bye => {
+                    call.state = CallState::Terminating;
+                    call.deadline = now + BYE_TTL;
+                }
+                Method::Cancel => call.cancelled = true,
+                Method::Info => {
+                    if is_dtmf_info(&msg) {
+                        self.events.push_back(ProxyEvent::InfoDtmf {
+                            call: call.id,
+                            side,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        let mut edit = msg.edit();
+        // Pop the Route entries that name callmask (we record-route twice, RFC 5658).
+        if let Ok(routes) = msg.routes() {
+            for r in routes.iter().take_while(|r| self.is_own_uri(r.uri())) {
+                let _ = r;
+                edit = edit.pop_route();
+            }
+        }
+        edit = edit.set_max_forwards(MaxForwards(mf));
+        if is_initial_invite
+            || (to_tag.is_none() && matches!(method, Method::Subscribe | Method::Refer))
+        {
+            // Double Record-Route: the entry for the arrival side below the departure side's.
+            let inbound = self.config.side(side).sip_addr;
+            let outbound = self.config.side(out).sip_addr;
+            edit = edit
+                .prepend_record_route(format!("<sip:{inbound};lr>").as_bytes())
+                .prepend_record_route(format!("<sip:{outbound};lr>").as_bytes());
+        }
+        if has_sdp(&msg) {
+            match self.anchor_body(&call_id, side, msg.body(), now) {
+                Ok(Some(body)) => edit = edit.set_body(body),
+                Ok(None) => {}
+                Err(code) => {
+                    self.respond(side, src, &msg, code, "Media Anchoring Failed");
+                    return;
+                }
+            }
+        }
+        let via = format!(
+            "SIP/2.0/UDP {};branch={branch};rport",
+            self.config.side(out).sip_addr
+        );
+        edit = edit.prepend_via(via.as_bytes());
+        let fwd = match edit.finish() {
+            Ok(m) => m,
+            Err(e) => {
+                self.reject(side, src, &msg, e.reason());
+                return;
+            }
+        };
+        if method != Method::Ack {
+            self.paths.insert(
+                (Bytes::from(branch), method == Method::Cancel),
+                ResponsePath {
+                    side,
+                    dest: src,
+                    expires: now + PATH_TTL,
+                },
+            );
+        }
+        self.send(out, dest, fwd.as_bytes().clone());
+    }
+
+    fn handle_response(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
+        let Some(status) = msg.status() else {
+            return;
+        };
+        self.events.push_back(ProxyEvent::ResponseIn {
+            side,
+            status: status.as_u16(),
+        });
+        let Ok(vias) = msg.vias() else {
+            self.events.push_back(ProxyEvent::Dropped {
+                side,
+                reason: "bad_via",
+            });
+            return;
+        };
+        let own = vias.first().and_then(|v| {
+            v.branch()
+                .filter(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
+                .cloned()
+        });
+        let (Some(branch), Some(next)) = (own, vias.get(1)) else {
+            self.events.push_back(ProxyEvent::Dropped {
+                side,
+                reason: "not_our_via",
+            });
+            return;
+        };
+        let Ok(cseq) = msg.cseq() else {
+            return;
+        };
+        let cseq_method = cseq.method.clone();
+        let is_cancel = cseq_method == Method::Cancel;
+        let (back_side, dest) = match self.paths.get(&(branch.clone(), is_cancel)) {
+            Some(p) => (p.side, p.dest),
+            None => match via_destination(next) {
+                Some(d) => (side.other(), d),
+                None => {
+                    self.events.push_back(ProxyEvent::Dropped {
+                        side,
+                        reason: "unroutable_via",
+                    });
+                    return;
+                }
+            },
+        };
+        let _ = src;
+        let Ok(call_id) = msg.call_id() else {
+            return;
+        };
+        let code = status.as_u16();
+        let mut edit = msg.edit().remove_top_via();
+        if has_sdp(&msg) && code < 300 {
+            match self.anchor_body(&call_id, side, msg.body(), now) {
+                Ok(Some(body)) => edit = edit.set_body(body),
+                Ok(None) => {}
+                Err(_) => {
+                    // Cannot anchor the answer: forward it unchanged would bypass the
+                    // recorder; drop it and let the UAS retransmit / the caller time out.
+                    self.events.push_back(ProxyEvent::Dropped {
+                        side,
+                        reason: "media_anchor_failed",
+                    });
+                    return;
+                }
+            }
+        }
+        let fwd = match edit.finish() {
+            Ok(m) => m,
+            Err(e) => {
+                self.events.push_back(ProxyEvent::Rejected {
+                    side,
+                    reason: e.reason(),
+                });
+                return;
+            }
+        };
+        self.send(back_side, dest, fwd.as_bytes().clone());
+
+        // Call state after forwarding.
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        match cseq_method {
+            Method::Invite if code >= 200 && code < 300 => {
+                if call.state == CallState::Early {
+                    call.state = CallState::Confirmed;
+                    call.deadline = now + Duration::from_secs(u64::from(u32::MAX));
+                    let id = call.id;
+                    self.events.push_back(ProxyEvent::CallAnswered { call: id });
+                }
+            }
+            Method::Invite if code >= 300 && call.state == CallState::Early => {
+                let outcome = if call.cancelled || code == 487 {
+                    CallOutcome::Cancelled
+                } else {
+                    CallOutcome::Failed
+                };
+                self.end_call(&call_id, outcome, now);
+            }
+            Method::Bye if code >= 200 => {
+                self.end_call(&call_id, CallOutcome::Completed, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Anchor an SDP body that arrived from `from`: returns the body to send on, `None` if
+    /// there is no call to anchor it for, or a SIP status to answer with on failure.
+    fn anchor_body(
+        &mut self,
+        call_id: &Bytes,
+        from: Side,
+        body: Bytes,
+        now: Instant,
+    ) -> Result<Option<Bytes>, u16> {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return Ok(None);
+        };
+        let sdp = Sdp::parse(body).map_err(|_| 488u16)?;
+        let plan = super::sdp::MediaPlan::from_sdp(&sdp);
+        let to = from.other();
+        // Allocate both sides' ports for every new active stream.
+        while call.streams.len() < plan.streams.len() {
+            let (Some(a), Some(b)) = (self.ports.alloc(now), self.ports.alloc(now)) else {
+                return Err(503);
+            };
+            call.streams.push(Stream {
+                local: [a, b],
+                remote: [None, None],
+                codecs: Vec::new(),
+            });
+        }
+        let ports: Vec<Option<PortPair>> = plan
+            .streams
+            .iter()
+            .zip(&call.streams)
+            .map(|(p, s)| p.is_active().then_some(s.local[to.idx()]))
+            .collect();
+        let media_ip = self.config.side(to).media_ip;
+        let anchored = anchor(
+            sdp,
+            &LocalAnchor {
+                addr: media_ip,
+                ports: &ports,
+            },
+            &mut call.origin[to.idx()],
+        )
+        .map_err(|_| 500u16)?;
+        for (s, p) in call.streams.iter_mut().zip(&anchored.plan.streams) {
+            s.remote[from.idx()] = if p.is_active() { p.remote } else { None };
+            if !p.codecs.is_empty() {
+                s.codecs = p.codecs.clone();
+            }
+        }
+        let streams = call
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(index, s)| StreamSpec {
+                index,
+                pbx_local: s.local[Side::Pbx.idx()],
+                agents_local: s.local[Side::Agents.idx()],
+                pbx_remote: s.remote[Side::Pbx.idx()],
+                agents_remote: s.remote[Side::Agents.idx()],
+                codecs: s.codecs.clone(),
+            })
+            .collect();
+        let id = call.id;
+        self.events
+            .push_back(ProxyEvent::Media(MediaCommand::Upsert {
+                call: id,
+                streams,
+            }));
+        Ok(Some(anchored.body))
+    }
+
+    fn end_call(&mut self, call_id: &Bytes, outcome: CallOutcome, now: Instant) {
+        let Some(call) = self.calls.remove(call_id) else {
+            return;
+        };
+        for s in &call.streams {
+            for pair in s.local {
+                // A pair freed twice would be a bug in this module; the pool refuses it.
+                let _ = self.ports.free(pair, now);
+            }
+        }
+        if !call.streams.is_empty() {
+            self.events
+                .push_back(ProxyEvent::Media(MediaCommand::Remove { call: call.id }));
+        }
+        self.events.push_back(ProxyEvent::CallEnded {
+            call: call.id,
+            outcome,
+        });
+        let _ = call.caller_side;
+    }
+
+    fn is_own_uri(&self, uri: &super::sip::Uri) -> bool {
+        [self.config.pbx.sip_addr, self.config.agents.sip_addr]
+            .iter()
+            .any(|a| {
+                uri.host().as_ref() == a.ip().to_string().as_bytes()
+                    && uri.port().unwrap_or(5060) == a.port()
+            })
+    }
+
+    /// The branch callmask uses downstream for a request that arrived on `side` with `via`:
+    /// a function of the incoming branch only, so CANCEL and non-2xx ACK land in the INVITE's
+    /// downstream transaction (RFC 3261 §16.11). Pre-RFC 3261 peers (no magic cookie) get a
+    /// hash of the transaction-identifying fields instead.
+    fn branch_for(&self, side: Side, via: &Via, msg: &SipMessage) -> String {
+        let mut h = DefaultHasher::new();
+        self.config.secret.hash(&mut h);
+        side.hash(&mut h);
+        match via.branch().filter(|b| b.starts_with(MAGIC_COOKIE)) {
+            Some(b) => b.hash(&mut h),
+            None => {
+                via.host().hash(&mut h);
+                via.port().hash(&mut h);
+                msg.call_id().ok().hash(&mut h);
+                msg.cseq().ok().map(|c| c.seq).hash(&mut h);
+                msg.from().ok().and_then(|f| f.tag().cloned()).hash(&mut h);
+                msg.request_uri().map(|u| u.as_bytes().clone()).hash(&mut h);
+            }
+        }
+        format!("{BRANCH_PREFIX}{:016x}", h.finish())
+    }
+}
+
+/// Where a response goes by its Via (RFC 3261 §18.2.2 with RFC 3581 rport): `received` and
+/// `rport` when present, else sent-by. Names are not resolved (no DNS in the core).
+fn via_destination(via: &Via) -> Option<SocketAddr> {
+    let host = via
+        .received()
+        .cloned()
+        .unwrap_or_else(|| via.host().clone());
+    let host = std::str::from_utf8(&host).ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = host.parse().ok()?;
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        _ => via.port().unwrap_or(5060),
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn has_sdp(msg: &SipMessage) -> bool {
+    msg.content_type().is_some_and(|ct| {
+        ct.as_ref()
+            .get(..15)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/sdp"))
+    }) && !msg.body().is_empty()
+}
+
+fn is_dtmf_info(msg: &SipMessage) -> bool {
+    msg.content_type().is_some_and(|ct| {
+        let ct = ct.as_ref();
+        let starts = |p: &[u8]| ct.get(..p.len()).is_some_and(|c| c.eq_ignore_ascii_case(p));
+        starts(b"application/dtmf-relay") || starts(b"application/dtmf")
+    })
+}
+
+/// Closed label for a method (metrics).
+pub fn method_label(m: &Method) -> &'static str {
+    match m {
+        Method::Invite => "INVITE",
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Register => "REGISTER",
+        Method::Options => "OPTIONS",
+        Method::Info => "INFO",
+        Method::Prack => "PRACK",
+        Method::Update => "UPDATE",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Notify => "NOTIFY",
+        Method::Refer => "REFER",
+        Method::Message => "MESSAGE",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+#[path = "proxy_tests.rs"]
+mod tests;

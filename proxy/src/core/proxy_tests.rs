@@ -1,0 +1,449 @@
+//! Deterministic simulation of the routing core: a UAC on the PBX side, a UAS on the agents'
+//! side, callmask's core in between, virtual time. Asserts bytes and events.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::core::ports::{PortAllocator, PortRange};
+use crate::core::sip::{parse_datagram, Frame, Limits, SipMessage};
+
+const PBX_UA: &str = "127.0.0.1:5070";
+const AGENT_UA: &str = "127.0.0.1:5080";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn core() -> ProxyCore {
+    let config = ProxyConfig {
+        pbx: SideConfig {
+            sip_addr: addr("127.0.0.1:5060"),
+            media_ip: "127.0.0.1".parse().expect("ip"),
+            peer: Some(addr(PBX_UA)),
+        },
+        agents: SideConfig {
+            sip_addr: addr("127.0.0.1:5062"),
+            media_ip: "127.0.0.1".parse().expect("ip"),
+            peer: Some(addr(AGENT_UA)),
+        },
+        limits: Limits::default(),
+        secret: 42,
+    };
+    let range = PortRange::new(30000, 30099).expect("range");
+    ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))
+}
+
+fn sdp(ip: &str, port: u16) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
+    )
+}
+
+fn request(
+    method: &str,
+    branch: &str,
+    to_tag: Option<&str>,
+    cseq: u32,
+    body: Option<&str>,
+) -> Bytes {
+    let body = body.unwrap_or("");
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    let cseq_method = if method == "ACK" || method == "CANCEL" {
+        method
+    } else {
+        method
+    };
+    Bytes::from(format!(
+        "{method} sip:agent@127.0.0.1:5062 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {PBX_UA};branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:pbx@127.0.0.1>;tag=abc\r\n\
+         To: <sip:agent@127.0.0.1>{to_tag}\r\n\
+         Call-ID: call-1@test\r\n\
+         CSeq: {cseq} {cseq_method}\r\n\
+         Contact: <sip:pbx@{PBX_UA}>\r\n\
+         X-Bench-Call: 7\r\n\
+         {ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// The response a UAS builds for a forwarded request: copy the Vias, add a to-tag.
+fn response_to(req: &SipMessage, code: u16, body: Option<&str>) -> Bytes {
+    let body = body.unwrap_or("");
+    let mut head = format!("SIP/2.0 {code} Whatever\r\n");
+    for v in req.header_values("Via") {
+        head.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(&v)));
+    }
+    for name in ["From", "Call-ID", "CSeq"] {
+        let v = req.header(name).expect("header present");
+        head.push_str(&format!("{name}: {}\r\n", String::from_utf8_lossy(&v)));
+    }
+    let to = req.header("To").expect("To");
+    let to = String::from_utf8_lossy(&to);
+    if to.contains("tag=") {
+        head.push_str(&format!("To: {to}\r\n"));
+    } else {
+        head.push_str(&format!("To: {to};tag=uas1\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/sdp\r\n");
+    }
+    head.push_str(&format!(
+        "Contact: <sip:agent@{AGENT_UA}>\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    Bytes::from(head)
+}
+
+fn parse(b: &Bytes) -> SipMessage {
+    match parse_datagram(b.clone(), &Limits::default()).expect("valid SIP") {
+        Frame::Message(m) => m,
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
+fn one_transmit(core: &mut ProxyCore) -> Transmit {
+    let t = core.poll_transmit().expect("a transmit");
+    assert!(core.poll_transmit().is_none(), "exactly one transmit");
+    t
+}
+
+fn drain_events(core: &mut ProxyCore) -> Vec<ProxyEvent> {
+    std::iter::from_fn(|| core.poll_event()).collect()
+}
+
+fn body_str(m: &SipMessage) -> String {
+    String::from_utf8_lossy(&m.body()).into_owned()
+}
+
+#[test]
+fn basic_call_anchors_media_and_returns_ports() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let offer = sdp("10.1.1.1", 4000);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKinv1", None, 1, Some(&offer)),
+        t0,
+    );
+    let fwd = one_transmit(&mut c);
+    assert_eq!((fwd.side, fwd.dest), (Side::Agents, addr(AGENT_UA)));
+    let inv = parse(&fwd.payload);
+    // Our Via on top, Max-Forwards decremented, two Record-Routes, unknown header kept.
+    let vias = inv.vias().expect("vias");
+    assert_eq!(vias.len(), 2);
+    assert!(vias[0].branch().expect("branch").starts_with(b"z9hG4bKcm"));
+    assert_eq!(inv.max_forwards().expect("mf"), Some(MaxForwards(69)));
+    assert_eq!(inv.record_routes().expect("rr").len(), 2);
+    assert_eq!(inv.header("X-Bench-Call").as_deref(), Some(&b"7"[..]));
+    // The offer now points at callmask's agents-side port.
+    let b = body_str(&inv);
+    assert!(b.contains("c=IN IP4 127.0.0.1"), "{b}");
+    assert!(!b.contains("10.1.1.1 \r\n") && !b.contains("c=IN IP4 10.1.1.1"));
+    assert!(b.contains("a=rtpmap:101 telephone-event/8000"));
+    let ev = drain_events(&mut c);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        ProxyEvent::CallStarted {
+            caller_side: Side::Pbx,
+            ..
+        }
+    )));
+    let Some(ProxyEvent::Media(MediaCommand::Upsert { streams, .. })) = ev
+        .iter()
+        .find(|e| matches!(e, ProxyEvent::Media(_)))
+        .cloned()
+    else {
+        panic!("media upsert expected: {ev:?}");
+    };
+    assert_eq!(streams[0].pbx_remote, Some(addr("10.1.1.1:4000")));
+    assert_eq!(streams[0].agents_remote, None);
+    assert!(b.contains(&format!(
+        "m=audio {} RTP/AVP",
+        streams[0].agents_local.rtp()
+    )));
+    assert_eq!(c.ports().in_use(), 2);
+
+    // 180 then 200 with the answer.
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0,
+    );
+    let ringing = one_transmit(&mut c);
+    assert_eq!((ringing.side, ringing.dest), (Side::Pbx, addr(PBX_UA)));
+    assert_eq!(
+        parse(&ringing.payload).vias().expect("vias").len(),
+        1,
+        "our Via removed"
+    );
+    let answer = sdp("10.2.2.2", 5000);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&answer)),
+        t0,
+    );
+    let ok = parse(&one_transmit(&mut c).payload);
+    let ev = drain_events(&mut c);
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, ProxyEvent::CallAnswered { .. })));
+    let Some(ProxyEvent::Media(MediaCommand::Upsert { streams, .. })) = ev
+        .iter()
+        .find(|e| matches!(e, ProxyEvent::Media(_)))
+        .cloned()
+    else {
+        panic!("media upsert expected");
+    };
+    assert_eq!(streams[0].agents_remote, Some(addr("10.2.2.2:5000")));
+    assert!(body_str(&ok).contains(&format!("m=audio {} RTP/AVP", streams[0].pbx_local.rtp())));
+
+    // ACK and BYE from the PBX side, 200 to BYE from the agent.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("ACK", "z9hG4bKack1", Some("uas1"), 1, None),
+        t0,
+    );
+    assert_eq!(one_transmit(&mut c).dest, addr(AGENT_UA));
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("BYE", "z9hG4bKbye1", Some("uas1"), 2, None),
+        t0,
+    );
+    let bye = parse(&one_transmit(&mut c).payload);
+    assert!(
+        bye.record_routes().expect("rr").is_empty(),
+        "no RR on in-dialog requests"
+    );
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&bye, 200, None),
+        t0,
+    );
+    assert_eq!(one_transmit(&mut c).dest, addr(PBX_UA));
+    let ev = drain_events(&mut c);
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, ProxyEvent::Media(MediaCommand::Remove { .. }))));
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        ProxyEvent::CallEnded {
+            outcome: CallOutcome::Completed,
+            ..
+        }
+    )));
+    assert_eq!(c.active_calls(), 0);
+    assert_eq!(c.ports().in_use(), 0, "ports returned");
+}
+
+#[test]
+fn cancel_and_non_2xx_ack_reuse_the_invite_branch() {
+    let mut c = core();
+    let t0 = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request(
+            "INVITE",
+            "z9hG4bKinv2",
+            None,
+            1,
+            Some(&sdp("10.1.1.1", 4000)),
+        ),
+        t0,
+    );
+    let inv = parse(&one_transmit(&mut c).payload);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("CANCEL", "z9hG4bKinv2", None, 1, None),
+        t0,
+    );
+    let cancel = parse(&one_transmit(&mut c).payload);
+    assert_eq!(
+        inv.top_via().expect("via").branch(),
+        cancel.top_via().expect("via").branch(),
+        "RFC 3261 §16.11: CANCEL gets the INVITE's downstream branch"
+    );
+    // 200 to CANCEL and 487 to INVITE go back; the call ends as cancelled.
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&cancel, 200, None),
+        t0,
+    );
+    assert_eq!(one_transmit(&mut c).dest, addr(PBX_UA));
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 487, None),
+        t0,
+    );
+    assert_eq!(one_transmit(&mut c).dest, addr(PBX_UA));
+    let ev = drain_events(&mut c);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        ProxyEvent::CallEnded {
+            outcome: CallOutcome::Cancelled,
+            ..
+        }
+    )));
+    assert_eq!(c.ports().in_use(), 0);
+}
+
+#[test]
+fn retransmitted_invite_is_forwarded_with_the_same_branch_and_one_call() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = request(
+        "INVITE",
+        "z9hG4bKinv3",
+        None,
+        1,
+        Some(&sdp("10.1.1.1", 4000)),
+    );
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), inv.clone(), t0);
+    let a = parse(&one_transmit(&mut c).payload);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        inv,
+        t0 + Duration::from_millis(500),
+    );
+    let b = parse(&one_transmit(&mut c).payload);
+    assert_eq!(
+        a.top_via().expect("via").branch(),
+        b.top_via().expect("via").branch()
+    );
+    assert_eq!(
+        a.body(),
+        b.body(),
+        "same anchored SDP, same o= version (RFC 3264 §8)"
+    );
+    assert_eq!(c.active_calls(), 1);
+    assert_eq!(c.ports().in_use(), 2);
+}
+
+#[test]
+fn max_forwards_zero_gets_483_and_loops_get_482() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = String::from_utf8_lossy(&request("OPTIONS", "z9hG4bKo1", None, 1, None))
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(inv), t0);
+    let r = parse(&one_transmit(&mut c).payload);
+    assert_eq!(r.status().map(StatusCode::as_u16), Some(483));
+
+    // Send a request through, then feed the forwarded copy back in on the same side.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("OPTIONS", "z9hG4bKo2", None, 1, None),
+        t0,
+    );
+    let fwd = one_transmit(&mut c);
+    let looped = String::from_utf8_lossy(&fwd.payload).replacen(
+        "Via: SIP/2.0/UDP 127.0.0.1:5062",
+        "Via: SIP/2.0/UDP 127.0.0.1:9999;branch=z9hG4bKo2\r\nVia: SIP/2.0/UDP 127.0.0.1:5062",
+        1,
+    );
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(looped), t0);
+    let r = parse(&one_transmit(&mut c).payload);
+    assert_eq!(r.status().map(StatusCode::as_u16), Some(482));
+}
+
+#[test]
+fn garbage_gets_400_or_is_dropped_never_panics() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let bad = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nMax-Forwards: many\r\nContent-Length: 0\r\n\r\n";
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(bad), t0);
+    let r = parse(&one_transmit(&mut c).payload);
+    assert_eq!(r.status().map(StatusCode::as_u16), Some(400));
+    for junk in [&b"\x00\x01\x02"[..], b"SIP/2.0 200 OK\r\n\r\n", b"hello"] {
+        c.handle_datagram(Side::Agents, addr(AGENT_UA), Bytes::from_static(junk), t0);
+        while c.poll_transmit().is_some() {}
+    }
+    assert!(drain_events(&mut c)
+        .iter()
+        .any(|e| matches!(e, ProxyEvent::Rejected { .. })));
+}
+
+#[test]
+fn late_offer_is_anchored_in_200_and_ack() {
+    let mut c = core();
+    let t0 = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKlo", None, 1, None),
+        t0,
+    );
+    let inv = parse(&one_transmit(&mut c).payload);
+    assert!(inv.body().is_empty());
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&sdp("10.2.2.2", 5000))),
+        t0,
+    );
+    let ok = parse(&one_transmit(&mut c).payload);
+    assert!(body_str(&ok).contains("c=IN IP4 127.0.0.1"));
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request(
+            "ACK",
+            "z9hG4bKack",
+            Some("uas1"),
+            1,
+            Some(&sdp("10.1.1.1", 4000)),
+        ),
+        t0,
+    );
+    let ack = parse(&one_transmit(&mut c).payload);
+    assert!(body_str(&ack).contains("c=IN IP4 127.0.0.1"));
+    let ups: Vec<_> = drain_events(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            ProxyEvent::Media(MediaCommand::Upsert { streams, .. }) => Some(streams),
+            _ => None,
+        })
+        .collect();
+    let last = ups.last().expect("upserts");
+    assert_eq!(last[0].pbx_remote, Some(addr("10.1.1.1:4000")));
+    assert_eq!(last[0].agents_remote, Some(addr("10.2.2.2:5000")));
+}
+
+#[test]
+fn unanswered_invite_times_out_and_frees_ports() {
+    let mut c = core();
+    let t0 = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKto", None, 1, Some(&sdp("10.1.1.1", 4000))),
+        t0,
+    );
+    let _ = one_transmit(&mut c);
+    let due = c.poll_timeout().expect("a timer");
+    assert!(due <= t0 + EARLY_CALL_TTL);
+    c.handle_timeout(t0 + EARLY_CALL_TTL);
+    assert_eq!(c.active_calls(), 0);
+    assert_eq!(c.ports().in_use(), 0);
+}
