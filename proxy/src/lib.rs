@@ -6,4 +6,8 @@
 #![deny(unsafe_code)]
 
 pub mod core;
+pub mod io;
+pub mod logging;
+pub mod metrics;
 pub mod offline;
+pub mod redact;

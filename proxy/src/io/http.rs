@@ -1,0 +1,486 @@
+//! The HTTP listener: `/metrics`, `/healthz`, `/readyz` and the call-control API.
+//!
+//! | route                          | auth   | answer                                            |
+//! |--------------------------------|--------|---------------------------------------------------|
+//! | `GET /healthz`                 | none   | 200 `ok` while the process runs                   |
+//! | `GET /readyz`                  | none   | 200 when every [`Readiness`] flag is set, else 503 with the list |
+//! | `GET /metrics`                 | bearer | Prometheus text exposition                        |
+//! | `GET /api/calls`               | bearer | JSON list of [`CallSummary`]                      |
+//! | `POST /api/calls/{id}/secure`  | bearer | 204; 404 for an unknown id                        |
+//! | `POST /api/calls/{id}/unsecure`| bearer | 204; 404 for an unknown id                        |
+//! | anything else                  | bearer | 404 (405 for a known path with the wrong method), JSON body |
+//!
+//! When a bearer token is configured, every route except the two health probes requires
+//! `Authorization: Bearer <token>`; the comparison runs in constant time over SHA-256 digests
+//! (so neither the content nor the length of the token leaks through timing) and a refusal is
+//! 401 with `WWW-Authenticate: Bearer`. Without a token the API is open: bind it to loopback.
+//!
+//! Secure-mode changes are audit events: `tracing` target `callmask::audit`, with the actor
+//! (`api`, plus a fingerprint of the token — never the token), the time, the action and
+//! callmask's own opaque call id (never a number or a digit heard on the call).
+//!
+//! The call table plugs in through [`CallControl`]; this module holds no call state.
+#![allow(clippy::disallowed_methods)] // io: reads the wall clock for audit timestamps
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use crate::metrics::{Metrics, SecureAction};
+
+/// Longest call id the API accepts; anything longer cannot be one of ours.
+const MAX_CALL_ID_LEN: usize = 128;
+
+/// Readiness flags, set by the owner of each resource as it comes up (or goes away).
+///
+/// A feature that is not configured counts as ready: the owner sets its flag at startup
+/// (e.g. `recognizer_loaded` when speech masking is off).
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listeners_bound: AtomicBool,
+    sinks_reachable: AtomicBool,
+    recognizer_loaded: AtomicBool,
+}
+
+impl Readiness {
+    /// All flags down.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// SIP and media listeners are bound.
+    pub fn set_listeners_bound(&self, v: bool) {
+        self.listeners_bound.store(v, Ordering::Release);
+    }
+
+    /// Every configured recorder sink is reachable (or none is configured).
+    pub fn set_sinks_reachable(&self, v: bool) {
+        self.sinks_reachable.store(v, Ordering::Release);
+    }
+
+    /// The speech recognizer is loaded (or speech masking is off).
+    pub fn set_recognizer_loaded(&self, v: bool) {
+        self.recognizer_loaded.store(v, Ordering::Release);
+    }
+
+    /// Names of the flags still down; empty when ready.
+    pub fn not_ready(&self) -> Vec<&'static str> {
+        [
+            ("listeners_bound", &self.listeners_bound),
+            ("sinks_reachable", &self.sinks_reachable),
+            ("recognizer_loaded", &self.recognizer_loaded),
+        ]
+        .into_iter()
+        .filter(|(_, flag)| !flag.load(Ordering::Acquire))
+        .map(|(name, _)| name)
+        .collect()
+    }
+
+    /// Every flag is set.
+    pub fn is_ready(&self) -> bool {
+        self.not_ready().is_empty()
+    }
+}
+
+/// Signalling state of a call, as shown by the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CallState {
+    /// INVITE sent or received, no response yet.
+    Setup,
+    /// Provisional response seen.
+    Ringing,
+    /// Answered.
+    Established,
+    /// BYE/CANCEL in progress.
+    Terminating,
+}
+
+/// One call as listed by `GET /api/calls`. Holds no PHI: no numbers, no SIP Call-ID, no names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallSummary {
+    /// callmask's own opaque id for the call (what `/api/calls/{id}/secure` takes).
+    pub id: String,
+    /// Call start, milliseconds since the Unix epoch.
+    pub started_at_unix_ms: u64,
+    /// Signalling state.
+    pub state: CallState,
+    /// Secure mode: the recorder path is muted.
+    pub secure: bool,
+    /// Negotiated codecs (encoding names, e.g. `PCMU`).
+    pub codecs: Vec<String>,
+}
+
+/// Who asked for a change, for the audit log. Never holds the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    token_fingerprint: Option<String>,
+}
+
+impl Actor {
+    /// The HTTP API, authenticated by the token with this fingerprint (or unauthenticated).
+    pub fn api(token_fingerprint: Option<String>) -> Self {
+        Actor { token_fingerprint }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.token_fingerprint {
+            Some(fp) => write!(f, "api:token-{fp}"),
+            None => f.write_str("api:no-token"),
+        }
+    }
+}
+
+/// The call id names no live call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotFound;
+
+impl fmt::Display for NotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no such call")
+    }
+}
+
+impl std::error::Error for NotFound {}
+
+/// What a secure-mode request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecureChange {
+    /// The call's secure flag changed.
+    Changed,
+    /// The call was already in the requested mode.
+    Unchanged,
+}
+
+/// The call table, as the HTTP API sees it. Implemented by the proxy; faked in tests.
+pub trait CallControl: Send + Sync + 'static {
+    /// Every live call.
+    fn list(&self) -> Vec<CallSummary>;
+
+    /// Put call `id` into secure mode (`secure = true`: mute its recorder path) or release it.
+    fn set_secure(&self, id: &str, secure: bool, actor: &Actor) -> Result<SecureChange, NotFound>;
+}
+
+/// A call table with no calls (before the proxy plugs its own in).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCalls;
+
+impl CallControl for NoCalls {
+    fn list(&self) -> Vec<CallSummary> {
+        Vec::new()
+    }
+
+    fn set_secure(&self, _: &str, _: bool, _: &Actor) -> Result<SecureChange, NotFound> {
+        Err(NotFound)
+    }
+}
+
+/// The configured bearer token, kept only as its digest.
+#[derive(Clone)]
+struct BearerToken {
+    digest: [u8; 32],
+    fingerprint: String,
+}
+
+impl BearerToken {
+    fn new(token: &str) -> Self {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // A separate, domain-separated hash: 32 bits to tell tokens apart in the audit log.
+        let fp = Sha256::new()
+            .chain_update(b"callmask audit token fingerprint\0")
+            .chain_update(token.as_bytes())
+            .finalize();
+        let fingerprint = fp[..4].iter().map(|b| format!("{b:02x}")).collect();
+        BearerToken {
+            digest,
+            fingerprint,
+        }
+    }
+
+    /// Constant-time check of a presented token.
+    fn matches(&self, presented: &[u8]) -> bool {
+        let got: [u8; 32] = Sha256::digest(presented).into();
+        got.iter()
+            .zip(self.digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BearerToken(fingerprint={})", self.fingerprint)
+    }
+}
+
+/// Everything the HTTP handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    token: Option<BearerToken>,
+    calls: Arc<dyn CallControl>,
+}
+
+impl HttpState {
+    /// State with no bearer token (open API) and the given call table.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        calls: Arc<dyn CallControl>,
+    ) -> Self {
+        HttpState {
+            metrics,
+            readiness,
+            token: None,
+            calls,
+        }
+    }
+
+    /// Require `Authorization: Bearer <token>` on everything but the health probes.
+    /// `None` or an empty token leaves the API open.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token.filter(|t| !t.is_empty()).map(BearerToken::new);
+        self
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::api(self.token.as_ref().map(|t| t.fingerprint.clone()))
+    }
+}
+
+impl fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpState")
+            .field("readiness", &self.readiness)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The router, for embedding or for tests that drive it without a socket.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/calls", get(list_calls))
+        .route("/api/calls/{id}/secure", post(secure))
+        .route("/api/calls/{id}/unsecure", post(unsecure))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Serve `listener` until `shutdown` completes, then finish in-flight requests and return.
+pub async fn serve<F>(listener: TcpListener, state: HttpState, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn auth(State(state): State<HttpState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(req).await;
+    }
+    if let Some(token) = &state.token {
+        let presented = bearer(req.headers());
+        if !presented.is_some_and(|p| token.matches(p)) {
+            state.metrics.http_unauthorized();
+            let mut resp = json_error(StatusCode::UNAUTHORIZED, "unauthorized");
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+/// The token of an `Authorization: Bearer …` header (scheme case-insensitive, RFC 6750 §2.1).
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    Some(&rest[start..])
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "ok\n",
+    )
+}
+
+#[derive(Serialize)]
+struct ReadyBody {
+    ready: bool,
+    not_ready: Vec<&'static str>,
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let not_ready = state.readiness.not_ready();
+    let status = if not_ready.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = ReadyBody {
+        ready: not_ready.is_empty(),
+        not_ready,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let metrics = Arc::clone(&state.metrics);
+    // Rendering reads /proc for the process collector: keep it off the async workers.
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "metrics_unavailable"),
+    }
+}
+
+async fn list_calls(State(state): State<HttpState>) -> Json<Vec<CallSummary>> {
+    Json(state.calls.list())
+}
+
+async fn secure(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
+    set_secure(&state, &id, SecureAction::Secure)
+}
+
+async fn unsecure(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
+    set_secure(&state, &id, SecureAction::Unsecure)
+}
+
+fn set_secure(state: &HttpState, id: &str, action: SecureAction) -> Response {
+    let actor = state.actor();
+    let secure = action == SecureAction::Secure;
+    let result = if id.len() > MAX_CALL_ID_LEN {
+        Err(NotFound)
+    } else {
+        state.calls.set_secure(id, secure, &actor)
+    };
+    let at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let action_str = crate::metrics::Label::as_str(action);
+    match result {
+        Ok(change) => {
+            state.metrics.secure_mode_changed(action);
+            tracing::info!(
+                target: "callmask::audit",
+                event = "secure_mode",
+                action = action_str,
+                actor = %actor,
+                call = id,
+                changed = change == SecureChange::Changed,
+                at_unix_ms,
+                "secure mode {action_str}"
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(NotFound) => {
+            // The unknown id is not logged: it is caller-supplied text, not one of our ids.
+            tracing::info!(
+                target: "callmask::audit",
+                event = "secure_mode_unknown_call",
+                action = action_str,
+                actor = %actor,
+                at_unix_ms,
+                "secure mode {action_str} refused: no such call"
+            );
+            json_error(StatusCode::NOT_FOUND, "no_such_call")
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not_found")
+}
+
+async fn method_not_allowed() -> Response {
+    json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: &'static str,
+}
+
+fn json_error(status: StatusCode, error: &'static str) -> Response {
+    (status, Json(ErrorBody { error })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer  abc"),
+        );
+        assert_eq!(bearer(&h), Some(&b"abc"[..]));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some(&b"abc"[..]));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn token_match_and_fingerprint_never_reveal_token() {
+        let t = BearerToken::new("s3cret-token");
+        assert!(t.matches(b"s3cret-token"));
+        assert!(!t.matches(b"s3cret-toke"));
+        assert!(!t.matches(b""));
+        assert_eq!(t.fingerprint.len(), 8);
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let actor = Actor::api(Some(t.fingerprint.clone()));
+        assert!(actor.to_string().starts_with("api:token-"));
+    }
+
+    #[test]
+    fn readiness_lists_what_is_down() {
+        let r = Readiness::new();
+        assert_eq!(
+            r.not_ready(),
+            ["listeners_bound", "sinks_reachable", "recognizer_loaded"]
+        );
+        r.set_listeners_bound(true);
+        r.set_recognizer_loaded(true);
+        assert_eq!(r.not_ready(), ["sinks_reachable"]);
+        r.set_sinks_reachable(true);
+        assert!(r.is_ready());
+    }
+}

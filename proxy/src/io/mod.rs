@@ -1,0 +1,3 @@
+//! Thin tokio drivers: the only place that touches sockets and reads the clock.
+
+pub mod http;
