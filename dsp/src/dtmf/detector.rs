@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use super::debounce::{Action, Debouncer, Resolution};
-use super::verify::{self, Analysis, PRESENCE, SUB};
+use super::verify::{self, Analysis, Sub, PRESENCE, SUB};
 use super::{Digit, ToneEvent, HIGH_GROUP_HZ, LOW_GROUP_HZ};
 use crate::goertzel::GoertzelBank;
 use crate::MediaTime;
@@ -92,8 +92,8 @@ pub struct DtmfConfig {
     /// Largest accepted deviation of either component from nominal, percent. Q.24 accepts
     /// ±1.5 % and rejects ±3.5 %; 2.5 % splits the gap.
     pub max_freq_deviation_pct: f32,
-    /// Shortest tone accepted, ms. Q.24 accepts ≥ 40 ms and rejects < 23 ms; 30 ms leaves
-    /// room for the extent estimate's 2 ms resolution on both sides.
+    /// Shortest tone accepted, ms. Q.24 accepts ≥ 40 ms and rejects < 23 ms; 28 ms leaves
+    /// room for the extent estimate's 2 ms resolution (and a bridged 2 ms dip) on both sides.
     pub min_duration_ms: f32,
     /// The two tones must hold at least this share of the signal energy, dB (−3 dB: the pair
     /// is at least as strong as everything else; talk-off guard).
@@ -116,7 +116,7 @@ impl Default for DtmfConfig {
             max_normal_twist_db: 8.0,
             max_reverse_twist_db: 4.0,
             max_freq_deviation_pct: 2.5,
-            min_duration_ms: 30.0,
+            min_duration_ms: 28.0,
             min_energy_ratio_db: -3.0,
             min_harmonic_rejection_db: 19.0,
             min_group_rejection_db: 7.0,
@@ -207,7 +207,7 @@ pub struct DtmfDetector {
     hist: [[f32; BLOCK]; HIST_BLOCKS],
     /// Contiguous copy of the history for the fine stage.
     scratch: [f32; HIST_SAMPLES],
-    presence: [f32; SUBS],
+    presence: [Sub; SUBS],
     debounce: Debouncer,
     events: VecDeque<ToneEvent>,
     events_dropped: u64,
@@ -255,7 +255,7 @@ impl DtmfDetector {
             block_index: 0,
             hist: [[0.0; BLOCK]; HIST_BLOCKS],
             scratch: [0.0; HIST_SAMPLES],
-            presence: [0.0; SUBS],
+            presence: [Sub::default(); SUBS],
             debounce: Debouncer::new(),
             events: VecDeque::with_capacity(EVENT_CAPACITY),
             events_dropped: 0,
@@ -474,7 +474,45 @@ impl DtmfDetector {
         }
         self.judged += 1;
         let scratch_start = first_block.max(0) as u64 * BLOCK as u64;
-        if a.energy_ratio < f64::from(db_to_power_ratio(EXTENT_MIN_ENERGY_RATIO_DB)) {
+        verify::presence(&self.scratch, w0, &a, &mut self.presence);
+        // Anchor: the strongest sub-block inside the window; extend both ways while present.
+        let (ws, we) = (w0 / SUB, (w0 + 2 * BLOCK) / SUB);
+        let mut anchor = ws;
+        for j in ws..we {
+            if self.presence[j].rho > self.presence[anchor].rho {
+                anchor = j;
+            }
+        }
+        let present = |v: &Sub| f64::from(v.rho) >= PRESENCE;
+        // A single sub-block dip inside the run (speech underneath) is bridged; two in a row
+        // end it.
+        let mut start = anchor;
+        loop {
+            if start > 0 && present(&self.presence[start - 1]) {
+                start -= 1;
+            } else if start > 1 && present(&self.presence[start - 2]) {
+                start -= 2;
+            } else {
+                break;
+            }
+        }
+        let mut end = anchor + 1;
+        loop {
+            if end < SUBS && present(&self.presence[end]) {
+                end += 1;
+            } else if end + 1 < SUBS && present(&self.presence[end + 1]) {
+                end += 2;
+            } else {
+                break;
+            }
+        }
+        // Share of the run's energy the fitted pair explains.
+        let (mut tone, mut total) = (0.0f32, 0.0f32);
+        for v in &self.presence[start..end] {
+            tone += v.rho.clamp(0.0, 1.5).powi(2) * v.model;
+            total += v.energy;
+        }
+        if tone < total * db_to_power_ratio(EXTENT_MIN_ENERGY_RATIO_DB) {
             // Too much else in the signal (speech underneath) to see the tone's edges in
             // 2 ms sub-blocks: accept on the two hit blocks and report the onset at the
             // earliest sample the tone can have (the start of the block before the hits).
@@ -485,24 +523,6 @@ impl DtmfDetector {
                 onset: MediaTime(onset),
             });
             return Resolution::Accept;
-        }
-        verify::presence(&self.scratch, w0, &a, &mut self.presence);
-        // Anchor: the strongest sub-block inside the window; extend both ways while present.
-        let (ws, we) = (w0 / SUB, (w0 + 2 * BLOCK) / SUB);
-        let mut anchor = ws;
-        for j in ws..we {
-            if self.presence[j] > self.presence[anchor] {
-                anchor = j;
-            }
-        }
-        let present = |v: f32| f64::from(v) >= PRESENCE;
-        let mut start = anchor;
-        while start > 0 && present(self.presence[start - 1]) {
-            start -= 1;
-        }
-        let mut end = anchor + 1;
-        while end < SUBS && present(self.presence[end]) {
-            end += 1;
         }
         let open = end == SUBS;
         let dur_ms = ((end - start) * SUB) as f32 / 8.0;

@@ -161,14 +161,24 @@ fn peak_deviation(x: &[f32], nominal: f64) -> f64 {
     rel
 }
 
-/// Projection of each `SUB`-sample sub-block of `buf` on the fitted pair, as a fraction of the
-/// model (1 = the model is there at full strength, 0 = absent). `window_start` is the index in
-/// `buf` of the analysis window's first sample (where the components' phases are referenced).
-pub(crate) fn presence(buf: &[f32], window_start: usize, a: &Analysis, out: &mut [f32]) {
+/// One sub-block's projection on the fitted pair.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Sub {
+    /// Projection as a fraction of the model (1 = the model at full strength, 0 = absent).
+    pub(crate) rho: f32,
+    /// Signal energy in the sub-block.
+    pub(crate) energy: f32,
+    /// Model energy in the sub-block.
+    pub(crate) model: f32,
+}
+
+/// Project each `SUB`-sample sub-block of `buf` on the fitted pair. `window_start` is the index
+/// in `buf` of the analysis window's first sample (where the components' phases are referenced).
+pub(crate) fn presence(buf: &[f32], window_start: usize, a: &Analysis, out: &mut [Sub]) {
     for (j, o) in out.iter_mut().enumerate() {
         let lo = j * SUB;
         let hi = (lo + SUB).min(buf.len());
-        let (mut xs, mut ss) = (0.0f64, 0.0f64);
+        let (mut xs, mut ss, mut xx) = (0.0f64, 0.0f64, 0.0f64);
         for (i, &v) in buf.iter().enumerate().take(hi).skip(lo) {
             let t = i as f64 - window_start as f64;
             let s: f64 = a
@@ -176,10 +186,16 @@ pub(crate) fn presence(buf: &[f32], window_start: usize, a: &Analysis, out: &mut
                 .iter()
                 .map(|c| c.amp * (c.omega * t + c.phase).cos())
                 .sum();
-            xs += f64::from(v) * s;
+            let v = f64::from(v);
+            xs += v * s;
             ss += s * s;
+            xx += v * v;
         }
-        *o = if ss > 0.0 { (xs / ss) as f32 } else { 0.0 };
+        *o = Sub {
+            rho: if ss > 0.0 { (xs / ss) as f32 } else { 0.0 },
+            energy: xx as f32,
+            model: ss as f32,
+        };
     }
 }
 
