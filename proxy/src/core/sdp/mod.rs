@@ -1,1 +1,24 @@
-//! SDP (placeholder).
+//! SDP for media anchoring: a line-preserving editor and an offer/answer helper.
+//!
+//! callmask changes only what it must (`c=`, `m=` ports, `a=rtcp`, ICE attributes, `o=`
+//! version); every other line leaves byte-identical, line endings included, so codecs, crypto,
+//! labels and vendor attributes pass through untouched.
+//!
+//! - [`parse`]: [`Sdp`] (session + media sections of verbatim [`Line`]s) and typed views.
+//! - [`rewrite`]: edits on an [`Sdp`] and the per-leg `o=` versioning of RFC 3264 §8
+//!   ([`OriginState`]).
+//! - [`anchor`](mod@anchor): parse → [`MediaPlan`] → allocate → [`anchor()`] for the proxy.
+
+pub mod anchor;
+pub mod parse;
+pub mod rewrite;
+
+pub use anchor::{anchor, Anchored, Codec, LocalAnchor, MediaPlan, StreamPlan};
+pub use parse::{
+    AddrType, Attribute, Connection, Crypto, Direction, Fmtp, Line, LineEnding, MediaLine,
+    MediaSection, Origin, RtcpAttr, Rtpmap, Scope, Sdp, SdpError, Transport,
+};
+pub use rewrite::{OriginState, RewriteError, RtcpTarget};
+
+#[cfg(test)]
+mod tests;

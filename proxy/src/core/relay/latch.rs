@@ -1,0 +1,310 @@
+//! Symmetric RTP latching (the "comedia" trick) with hijack protection.
+//!
+//! A leg knows where its peer *said* it would send from (the SDP address: "signalled"); a phone
+//! behind NAT actually sends from a translated address. The latch learns the real source and
+//! sends back to it, under these rules:
+//!
+//! - Not latched yet: a packet from the signalled address latches it (any mode). In
+//!   [`LatchMode::Nat`] a packet from any other source also latches, but only while the
+//!   learning window is open: the first `max_packets` packets and the first `window` after
+//!   the window opened. A non-signalled latch stays *tentative* while the window is open: a
+//!   packet from the signalled address then takes over (the signalled peer is authoritative).
+//! - After the window closes the latch is frozen; packets from anyone else are
+//!   [`DropReason::UnexpectedSource`]. An attacker spraying the port later cannot steal media.
+//! - [`Latch::set_signalled`] with a *different* address (re-INVITE moved the media) unlatches
+//!   and reopens the window at `now`; the same address leaves everything as is.
+//!
+//! ```text
+//!              set_signalled(A, now)                       window over (N pkts / T)
+//!   Unlatched ─────────────────────────► Learning ─────────────────────────────► Frozen
+//!                       │  pkt from A: latch A (final)          ▲                   │
+//!                       │  pkt from X (Nat): latch X (tentative)│                   │
+//!                       └───────────────────────────────────────┘                   │
+//!   set_signalled(B≠A, now) from any state ─► Learning (unlatched) ◄────────────────┘
+//! ```
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::DropReason;
+
+/// Latching policy (from config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatchMode {
+    /// Accept only the signalled address (no NAT traversal).
+    Strict,
+    /// Learn any source during the learning window.
+    Nat {
+        /// Packets (from any source) after which learning stops.
+        max_packets: u32,
+        /// Time after the window opens after which learning stops.
+        window: Duration,
+    },
+}
+
+/// Latch configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatchConfig {
+    /// Policy.
+    pub mode: LatchMode,
+}
+
+impl Default for LatchConfig {
+    /// NAT mode, learning during the first 10 packets or 3 s.
+    fn default() -> Self {
+        Self {
+            mode: LatchMode::Nat {
+                max_packets: 10,
+                window: Duration::from_secs(3),
+            },
+        }
+    }
+}
+
+/// What an accepted packet did to the latch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatchEvent {
+    /// From the latched source; nothing changed.
+    Accepted,
+    /// Latched (or moved a tentative latch) to this source: log it, it is where we now send.
+    Latched(SocketAddr),
+}
+
+/// One leg's latch (RTP and RTCP each have their own).
+#[derive(Clone, Debug)]
+pub struct Latch {
+    cfg: LatchConfig,
+    signalled: Option<SocketAddr>,
+    learned: Option<SocketAddr>,
+    window_start: Option<Instant>,
+    window_packets: u32,
+}
+
+impl Latch {
+    /// A latch with nothing signalled yet (every packet is dropped until
+    /// [`Self::set_signalled`]).
+    pub fn new(cfg: LatchConfig) -> Self {
+        Self {
+            cfg,
+            signalled: None,
+            learned: None,
+            window_start: None,
+            window_packets: 0,
+        }
+    }
+
+    /// Records the address from the peer's SDP (`None`: unknown, e.g. an unresolved FQDN or
+    /// hold at `0.0.0.0`). A change of address unlatches and reopens learning at `now`.
+    pub fn set_signalled(&mut self, addr: Option<SocketAddr>, now: Instant) {
+        if self.window_start.is_some() && addr == self.signalled {
+            return;
+        }
+        self.signalled = addr;
+        self.learned = None;
+        self.window_start = Some(now);
+        self.window_packets = 0;
+    }
+
+    /// Decides on a packet from `src` received at `now`.
+    ///
+    /// Call for every packet that parsed as RTP (or RTCP, on the RTCP latch), before relaying.
+    /// `Err` is a counted drop.
+    pub fn on_packet(&mut self, src: SocketAddr, now: Instant) -> Result<LatchEvent, DropReason> {
+        let learning = self.learning(now);
+        if learning {
+            self.window_packets = self.window_packets.saturating_add(1);
+        }
+        if self.learned == Some(src) {
+            return Ok(LatchEvent::Accepted);
+        }
+        let from_signalled = self.signalled == Some(src);
+        let latched_to_signalled = self.learned.is_some() && self.learned == self.signalled;
+        let may_latch = match self.learned {
+            // First packet: the signalled source always; others only while learning (NAT).
+            None => from_signalled || (learning && self.is_nat()),
+            // Tentative latch to a stranger: the signalled source takes over while learning.
+            Some(_) => learning && from_signalled && !latched_to_signalled,
+        };
+        if may_latch {
+            self.learned = Some(src);
+            Ok(LatchEvent::Latched(src))
+        } else {
+            Err(DropReason::UnexpectedSource)
+        }
+    }
+
+    /// Where to send toward this leg's peer: the learned source, else the signalled address.
+    pub fn send_target(&self) -> Option<SocketAddr> {
+        self.learned.or(self.signalled)
+    }
+
+    /// The learned source, if latched.
+    pub fn learned(&self) -> Option<SocketAddr> {
+        self.learned
+    }
+
+    /// The signalled address.
+    pub fn signalled(&self) -> Option<SocketAddr> {
+        self.signalled
+    }
+
+    /// True while a non-signalled source may still latch (NAT mode only) at `now`.
+    pub fn learning(&self, now: Instant) -> bool {
+        match (self.cfg.mode, self.window_start) {
+            (
+                LatchMode::Nat {
+                    max_packets,
+                    window,
+                },
+                Some(start),
+            ) => self.window_packets < max_packets && now.saturating_duration_since(start) < window,
+            (LatchMode::Strict, _) | (_, None) => false,
+        }
+    }
+
+    fn is_nat(&self) -> bool {
+        matches!(self.cfg.mode, LatchMode::Nat { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn nat(n: u32, ms: u64) -> Latch {
+        Latch::new(LatchConfig {
+            mode: LatchMode::Nat {
+                max_packets: n,
+                window: Duration::from_millis(ms),
+            },
+        })
+    }
+
+    #[test]
+    fn nothing_signalled_drops_everything() {
+        let mut l = nat(10, 1000);
+        assert_eq!(
+            l.on_packet(addr("1.1.1.1:1"), t0()),
+            Err(DropReason::UnexpectedSource)
+        );
+        assert_eq!(l.send_target(), None);
+    }
+
+    #[test]
+    fn strict_latches_only_signalled() {
+        let t = t0();
+        let mut l = Latch::new(LatchConfig {
+            mode: LatchMode::Strict,
+        });
+        let sig = addr("10.0.0.5:4000");
+        l.set_signalled(Some(sig), t);
+        assert_eq!(
+            l.on_packet(addr("6.6.6.6:4000"), t),
+            Err(DropReason::UnexpectedSource)
+        );
+        assert_eq!(l.on_packet(sig, t), Ok(LatchEvent::Latched(sig)));
+        assert_eq!(l.on_packet(sig, t), Ok(LatchEvent::Accepted));
+        assert_eq!(
+            l.on_packet(addr("6.6.6.6:4000"), t),
+            Err(DropReason::UnexpectedSource)
+        );
+    }
+
+    #[test]
+    fn nat_learns_translated_source_then_freezes() {
+        let t = t0();
+        let mut l = nat(5, 2000);
+        l.set_signalled(Some(addr("192.168.1.10:4000")), t);
+        let natted = addr("203.0.113.7:61000");
+        assert_eq!(l.on_packet(natted, t), Ok(LatchEvent::Latched(natted)));
+        assert_eq!(l.send_target(), Some(natted));
+        let later = t + Duration::from_secs(3);
+        assert_eq!(l.on_packet(natted, later), Ok(LatchEvent::Accepted));
+        // Hijack attempt after the window: refused.
+        assert_eq!(
+            l.on_packet(addr("198.51.100.9:5000"), later),
+            Err(DropReason::UnexpectedSource)
+        );
+        assert_eq!(l.send_target(), Some(natted));
+    }
+
+    #[test]
+    fn nat_window_closes_after_n_packets() {
+        let t = t0();
+        let mut l = nat(3, 60_000);
+        l.set_signalled(Some(addr("192.168.1.10:4000")), t);
+        let x = addr("9.9.9.9:9");
+        // Three packets from a source that is neither: the first latches tentatively…
+        assert!(l.on_packet(x, t).is_ok());
+        assert!(l.on_packet(x, t).is_ok());
+        assert!(l.on_packet(x, t).is_ok());
+        assert!(!l.learning(t));
+        // …and now the window is closed, so even a different stranger cannot move it.
+        assert_eq!(
+            l.on_packet(addr("8.8.8.8:8"), t),
+            Err(DropReason::UnexpectedSource)
+        );
+    }
+
+    #[test]
+    fn signalled_source_overrides_tentative_latch_while_learning() {
+        let t = t0();
+        let mut l = nat(10, 1000);
+        let sig = addr("10.0.0.5:4000");
+        l.set_signalled(Some(sig), t);
+        let attacker = addr("6.6.6.6:6");
+        assert_eq!(l.on_packet(attacker, t), Ok(LatchEvent::Latched(attacker)));
+        assert_eq!(l.on_packet(sig, t), Ok(LatchEvent::Latched(sig)));
+        // Latched to the signalled address: final even while the window is open.
+        assert_eq!(l.on_packet(attacker, t), Err(DropReason::UnexpectedSource));
+    }
+
+    #[test]
+    fn nat_window_closes_after_time() {
+        let t = t0();
+        let mut l = nat(100, 500);
+        l.set_signalled(Some(addr("10.0.0.5:4000")), t);
+        let late = t + Duration::from_millis(500);
+        assert_eq!(
+            l.on_packet(addr("9.9.9.9:9"), late),
+            Err(DropReason::UnexpectedSource)
+        );
+        // The signalled address may still latch.
+        let sig = addr("10.0.0.5:4000");
+        assert_eq!(l.on_packet(sig, late), Ok(LatchEvent::Latched(sig)));
+    }
+
+    #[test]
+    fn reinvite_with_new_address_relearns() {
+        let t = t0();
+        let mut l = nat(5, 1000);
+        let a = addr("10.0.0.5:4000");
+        l.set_signalled(Some(a), t);
+        assert!(l.on_packet(a, t).is_ok());
+        let t2 = t + Duration::from_secs(60);
+        // Same address re-signalled (session refresh): latch kept, window stays closed.
+        l.set_signalled(Some(a), t2);
+        assert_eq!(l.learned(), Some(a));
+        assert_eq!(
+            l.on_packet(addr("9.9.9.9:9"), t2),
+            Err(DropReason::UnexpectedSource)
+        );
+        // New address: unlatched, a NATed source may latch again.
+        let b = addr("10.0.0.6:4002");
+        l.set_signalled(Some(b), t2);
+        assert_eq!(l.learned(), None);
+        assert_eq!(l.send_target(), Some(b));
+        let natted = addr("203.0.113.7:40000");
+        assert_eq!(l.on_packet(natted, t2), Ok(LatchEvent::Latched(natted)));
+        assert_eq!(l.on_packet(a, t2), Err(DropReason::UnexpectedSource));
+    }
+}
