@@ -422,7 +422,12 @@ impl NameAddr {
             None => {
                 // addr-spec: parameters after the URI belong to the header (RFC 3261 §20.10).
                 let semi = v.iter().position(|&c| c == b';').unwrap_or(v.len());
-                let uri = Uri::parse(lex::trim(&v.slice(..semi))).map_err(bad)?;
+                let uri_bytes = lex::trim(&v.slice(..semi));
+                if uri_bytes.iter().any(|&c| c == b'?' || c == b',') {
+                    // RFC 3261 §20.10: such a URI must be in <> (RFC 4475 §3.1.2.13).
+                    return Err(bad("URI with ? or , outside <>"));
+                }
+                let uri = Uri::parse(uri_bytes).map_err(bad)?;
                 let params = Params::parse(&v.slice(semi..)).ok_or(bad("malformed parameter"))?;
                 Ok(Self {
                     display: None,

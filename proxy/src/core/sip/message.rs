@@ -512,7 +512,8 @@ impl SipMessage {
     }
 
     /// Check the headers every element relies on (RFC 3261 §8.1.1): Via, From, To, Call-ID,
-    /// CSeq (method equal to the request method), Max-Forwards and Expires when present.
+    /// CSeq (method equal to the request method), and Max-Forwards, Expires and Contact when
+    /// present.
     /// [`parse_datagram`](super::parse_datagram) and [`parse_stream`](super::parse_stream)
     /// call this; messages built by [`SipMessage::edit`] are framed but not re-validated.
     pub fn validate(&self) -> Result<(), SipError> {
@@ -530,6 +531,7 @@ impl SipMessage {
         }
         self.max_forwards()?;
         self.expires()?;
+        self.contacts()?;
         Ok(())
     }
 }

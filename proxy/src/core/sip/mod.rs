@@ -27,6 +27,8 @@ mod lex;
 mod message;
 mod parse;
 mod print;
+#[cfg(test)]
+mod proptests;
 mod response;
 pub mod txn;
 mod uri;

@@ -73,7 +73,7 @@ pub fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Frame, SipError> {
         None => return Err(SipError::Truncated),
     };
     let available = buf.len() - head.body_start;
-    let body_len = match head.content_length {
+    let body_len = match head.content_length.clone()? {
         Some(n) if n > available => {
             return Err(SipError::BodyTruncated {
                 declared: n,
@@ -115,7 +115,10 @@ pub fn parse_stream(buf: &[u8], limits: &Limits) -> Result<Option<(Frame, usize)
     let Some(head) = scan_head(&view, limits)? else {
         return Ok(None);
     };
-    let len = head.content_length.ok_or(SipError::MissingContentLength)?;
+    let len = head
+        .content_length
+        .clone()?
+        .ok_or(SipError::MissingContentLength)?;
     let end = head.body_start + len;
     if end > limits.max_message {
         return Err(SipError::TooLarge {
@@ -158,7 +161,9 @@ pub(crate) struct Head {
     headers: Vec<RawHeader>,
     blank_line: usize,
     body_start: usize,
-    content_length: Option<usize>,
+    /// Checked lazily so that the reject path can still read the head of a message whose
+    /// Content-Length is bad.
+    content_length: Result<Option<usize>, SipError>,
 }
 
 impl Head {
@@ -225,7 +230,7 @@ pub(crate) fn scan_head(buf: &Bytes, limits: &Limits) -> Result<Option<Head>, Si
                 start_line = Some(pos..content_end);
             }
             Some(_) if line.is_empty() => {
-                let content_length = content_length(buf, &headers, limits)?;
+                let content_length = content_length(buf, &headers, limits);
                 return Ok(Some(Head {
                     // Invariant: the match arm above guarantees `start_line` is set.
                     start_line: start_line.unwrap_or(0..0),

@@ -15,7 +15,8 @@ use super::message::{Method, RawHeader, SipMessage, StatusCode};
 use super::parse::{self, Limits};
 
 /// Build a response to `req` with `status` and `reason` (no body, `Content-Length: 0`).
-/// Fails if `req` is a response or lacks the headers a response must copy.
+/// Fails if `req` is a response or lacks a Via or CSeq (From, To and Call-ID are copied when
+/// present).
 pub fn build_response(
     req: &SipMessage,
     status: StatusCode,
@@ -42,7 +43,7 @@ pub fn reject_request(req: &SipMessage, reason: RejectReason) -> Option<SipMessa
 
 /// Build the response for bytes that failed to parse with `err` (400 with a reason phrase,
 /// 505, 513). `None` means no response can be built (drop and count): the bytes are a response,
-/// an ACK, keep-alive or too garbled to find a top Via, From, To, Call-ID and CSeq.
+/// an ACK, keep-alive, or too garbled to find a request line, a Via and a CSeq.
 pub fn reject_unparsed(raw: &Bytes, err: &SipError) -> Option<SipMessage> {
     let reason = err.reason();
     let status = reason.status()?;
@@ -78,44 +79,53 @@ fn respond_from_raw(
 ) -> Result<SipMessage, SipError> {
     let value = |h: &RawHeader| lex::unfold(&buf.slice(h.value.clone()));
     let first = |kind: HeaderName| headers.iter().find(|h| h.kind == kind);
-    // The top Via must parse: the response is routed by it (RFC 3261 §18.2.2).
+    // A client transaction matches a response by the top Via branch and the CSeq method
+    // (RFC 3261 §17.1.3), so those two are the minimum; From, To and Call-ID are copied when
+    // present (RFC 4475 §3.3.x `insuf` still deserves a 400).
     let top_via_line = first(HeaderName::Via).ok_or(SipError::MissingHeader("Via"))?;
-    let top = lex::split_list(&value(top_via_line))
+    let branch = lex::split_list(&value(top_via_line))
         .into_iter()
         .next()
-        .ok_or(SipError::MissingHeader("Via"))?;
-    let top = Via::parse(&top)?;
-    let from = first(HeaderName::From).ok_or(SipError::MissingHeader("From"))?;
-    let to = first(HeaderName::To).ok_or(SipError::MissingHeader("To"))?;
-    let call_id = first(HeaderName::CallId).ok_or(SipError::MissingHeader("Call-ID"))?;
+        .and_then(|v| Via::parse(&v).ok())
+        .and_then(|v| v.branch().cloned())
+        .unwrap_or_default();
     let cseq = first(HeaderName::CSeq).ok_or(SipError::MissingHeader("CSeq"))?;
+    let from = first(HeaderName::From);
+    let to = first(HeaderName::To);
+    let call_id = first(HeaderName::CallId);
 
     let mut out = BytesMut::with_capacity(512);
     out.extend_from_slice(format!("SIP/2.0 {} {}\r\n", status.as_u16(), reason).as_bytes());
     for h in headers.iter().filter(|h| h.kind == HeaderName::Via) {
         out.extend_from_slice(&buf[h.line.clone()]);
     }
-    out.extend_from_slice(&buf[from.line.clone()]);
-    let to_has_tag = NameAddr::parse(&value(to), "To")
-        .map(|n| n.tag().is_some())
-        .unwrap_or(true);
-    if to_has_tag || status == StatusCode::TRYING {
-        out.extend_from_slice(&buf[to.line.clone()]);
-    } else {
-        out.extend_from_slice(&buf[to.name.clone()]);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(&value(to));
-        out.extend_from_slice(b";tag=");
-        let seed = [
-            value(call_id),
-            value(cseq),
-            value(from),
-            top.branch().cloned().unwrap_or_default(),
-        ];
-        out.extend_from_slice(format!("{:016x}", fnv1a(&seed)).as_bytes());
-        out.extend_from_slice(b"\r\n");
+    if let Some(from) = from {
+        out.extend_from_slice(&buf[from.line.clone()]);
     }
-    out.extend_from_slice(&buf[call_id.line.clone()]);
+    if let Some(to) = to {
+        let to_has_tag = NameAddr::parse(&value(to), "To")
+            .map(|n| n.tag().is_some())
+            .unwrap_or(true);
+        if to_has_tag || status == StatusCode::TRYING {
+            out.extend_from_slice(&buf[to.line.clone()]);
+        } else {
+            out.extend_from_slice(&buf[to.name.clone()]);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&value(to));
+            out.extend_from_slice(b";tag=");
+            let seed = [
+                call_id.map(value).unwrap_or_default(),
+                value(cseq),
+                from.map(value).unwrap_or_default(),
+                branch,
+            ];
+            out.extend_from_slice(format!("{:016x}", fnv1a(&seed)).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if let Some(call_id) = call_id {
+        out.extend_from_slice(&buf[call_id.line.clone()]);
+    }
     out.extend_from_slice(&buf[cseq.line.clone()]);
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     parse::frame_unchecked(out.freeze())

@@ -59,12 +59,12 @@ impl Uri {
             });
         }
         let rest = raw.slice(colon + 1..);
-        let q = rest.iter().position(|&c| c == b'?').unwrap_or(rest.len());
-        let headers = (q < rest.len()).then(|| rest.slice(q + 1..));
-        let before_q = rest.slice(..q);
-        let (user, hostpart) = match before_q.iter().position(|&c| c == b'@') {
+        // An unescaped `@` appears only as the userinfo delimiter (RFC 3261 §25.1: it is in
+        // neither `user`, `password` nor `hvalue`), while `?` may appear inside the user part
+        // (RFC 4475 §3.1.1.2). So split at `@` first, then look for `?` in the host part.
+        let (user, after_user) = match rest.iter().position(|&c| c == b'@') {
             Some(at) => {
-                let userinfo = before_q.slice(..at);
+                let userinfo = rest.slice(..at);
                 let user_end = userinfo
                     .iter()
                     .position(|&c| c == b':')
@@ -72,10 +72,16 @@ impl Uri {
                 if user_end == 0 {
                     return Err("empty user part");
                 }
-                (Some(userinfo.slice(..user_end)), before_q.slice(at + 1..))
+                (Some(userinfo.slice(..user_end)), rest.slice(at + 1..))
             }
-            None => (None, before_q),
+            None => (None, rest),
         };
+        let q = after_user
+            .iter()
+            .position(|&c| c == b'?')
+            .unwrap_or(after_user.len());
+        let headers = (q < after_user.len()).then(|| after_user.slice(q + 1..));
+        let hostpart = after_user.slice(..q);
         let semi = hostpart
             .iter()
             .position(|&c| c == b';')
