@@ -82,6 +82,10 @@ fn bench_many_streams(c: &mut Criterion, input: &Input) {
 
 fn benches(c: &mut Criterion) {
     let inputs = standard_inputs();
+    eprintln!(
+        "dsp_mask: MaskPipeline is {} bytes inline (+ the delay line's heap buffer) per stream",
+        std::mem::size_of::<MaskPipeline>()
+    );
     for input in &inputs {
         eprintln!(
             "dsp_mask input {}: {}; callmask receiver confirms {} tones per pass",
