@@ -1,5 +1,6 @@
 //! The HTTP listener over a real socket on 127.0.0.1, driven by a hand-written HTTP/1.1 client:
 //! health probes, bearer auth, metrics exposition, call API and its audit events.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::collections::HashMap;
 use std::io::Write;
