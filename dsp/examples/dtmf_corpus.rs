@@ -195,6 +195,55 @@ fn trace(x: &[i16], from_ms: u64, to_ms: u64) {
     }
 }
 
+/// `DTMF_BENCH=1`: the receiver alone over every call, 10 times, with CPU time from
+/// `/proc/self/stat` (wall time is meaningless on a shared, loaded machine).
+fn bench(set_dir: &Path) -> Result<(), Box<dyn Error>> {
+    let mut calls = Vec::new();
+    for e in fs::read_dir(set_dir)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|e| e == "ulaw") {
+            calls.push(
+                fs::read(&p)?
+                    .iter()
+                    .map(|&b| ulaw_decode(b))
+                    .collect::<Vec<i16>>(),
+            );
+        }
+    }
+    let cpu = || -> f64 {
+        // utime + stime in clock ticks (fields 14 and 15), 100 Hz on Linux.
+        let st = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let f: Vec<&str> = st
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (t(11) + t(12)) / 100.0
+    };
+    let (c0, t0) = (cpu(), Instant::now());
+    let mut frames = 0usize;
+    for _ in 0..10 {
+        for x in &calls {
+            let mut det = DtmfDetector::new(DtmfConfig::default());
+            for c in x.chunks(CHUNK) {
+                det.process(c);
+                while det.poll_event().is_some() {}
+            }
+            frames += x.len() / CHUNK;
+        }
+    }
+    let (cpu_s, wall_s) = (cpu() - c0, t0.elapsed().as_secs_f64());
+    println!(
+        "receiver alone, {frames} frames: {:.3} us CPU per 160-sample frame ({:.0} frames/s per core); wall {:.3} us",
+        cpu_s * 1e6 / frames as f64,
+        frames as f64 / cpu_s.max(1e-9),
+        wall_s * 1e6 / frames as f64
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().collect();
     if let Ok(spec) = std::env::var("DTMF_TRACE") {
@@ -210,6 +259,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err("usage: dtmf_corpus SET_DIR OUT_DIR [LOOKAHEAD_MS]".into());
     }
     let set_dir = PathBuf::from(&args[1]);
+    if std::env::var("DTMF_BENCH").is_ok() {
+        return bench(&set_dir);
+    }
     let out_dir = PathBuf::from(&args[2]);
     let lookahead_ms: u64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(80);
     fs::create_dir_all(&out_dir)?;
@@ -244,7 +296,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
     }
     println!(
-        "processed {:.1} s of audio in {:.3} s ({:.0}x real time, {:.2} us per 160 samples)",
+        "receiver alone: {:.1} s of audio in {:.3} s ({:.0}x real time, {:.3} us per 160 samples)",
         samples as f64 / 8000.0,
         secs,
         samples as f64 / 8000.0 / secs.max(1e-9),

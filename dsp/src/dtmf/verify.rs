@@ -22,7 +22,7 @@
 
 use std::f64::consts::PI;
 
-use crate::goertzel::{dtft, Window};
+use crate::goertzel::dtft_multi;
 
 /// Sample rate the receiver runs at.
 const FS: f64 = 8000.0;
@@ -30,9 +30,10 @@ const FS: f64 = 8000.0;
 /// Q.24 says to reject with room for the estimate's peak, and stays short of the neighbouring
 /// key's frequency (the closest pair, 697/770 Hz, is 10.5 % apart).
 const SEARCH_HALF_WIDTH: f64 = 0.06;
-/// Grid step of the frequency search, relative (0.5 % = 3.5 Hz at 697 Hz, a small fraction of
-/// the Hann main lobe over 204 samples, so the parabola refinement is accurate).
-const SEARCH_STEP: f64 = 0.005;
+/// Grid step of the frequency search, relative (1 % = 7 Hz at 697 Hz, a small fraction of the
+/// Hann main lobe over 204 samples (±78 Hz), so a parabola through the peak and its neighbours
+/// refines it to better than 0.1 %).
+const SEARCH_STEP: f64 = 0.01;
 /// A low-group second harmonic closer than this to the high tone is not measured: two Hann
 /// main-lobe half-widths over the 204-sample window (2 · 2 · 8000/204 ≈ 157 Hz) keep the high
 /// tone's leakage below the harmonic limit.
@@ -74,53 +75,72 @@ pub(crate) struct Analysis {
 }
 
 /// Analyse `window` (the candidate's hit blocks) for the pair nominally at `low_hz`/`high_hz`.
+/// `hann` is a Hann window as long as `window`.
 pub(crate) fn analyse(
     window: &[f32],
+    hann: &[f32],
     low_hz: f32,
     high_hz: f32,
     groups: [&[f32; 4]; 2],
 ) -> Analysis {
     let n = window.len() as f64;
     let energy: f64 = window.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let nominal = [f64::from(low_hz), f64::from(high_hz)];
+    // 1. Frequency: both components' grids in one pass.
+    let mut grid = [0.0f64; 2 * STEPS];
+    for (i, g) in grid.iter_mut().enumerate() {
+        let rel = -SEARCH_HALF_WIDTH + (i % STEPS) as f64 * SEARCH_STEP;
+        *g = 2.0 * PI * nominal[i / STEPS] * (1.0 + rel) / FS;
+    }
+    let spectrum = dtft_multi(window, &grid, Some(hann));
+    let mut mag = [0.0f64; 2 * STEPS];
+    for (m, (re, im)) in mag.iter_mut().zip(spectrum) {
+        *m = (re * re + im * im).sqrt();
+    }
+    let deviation = [peak_deviation(&mag[..STEPS]), peak_deviation(&mag[STEPS..])];
+    let omega = [0, 1].map(|i| 2.0 * PI * nominal[i] * (1.0 + deviation[i]) / FS);
+    // 2. Amplitude and phase at the estimated frequencies.
+    let rect = dtft_multi(window, &omega, None);
     let mut comp = [Component::default(); 2];
-    for (c, nominal) in comp.iter_mut().zip([low_hz, high_hz]) {
-        let nominal = f64::from(nominal);
-        let deviation = peak_deviation(window, nominal);
-        let omega = 2.0 * PI * nominal * (1.0 + deviation) / FS;
-        let (re, im) = dtft(window, omega, Window::Rectangular);
-        *c = Component {
-            omega,
-            deviation,
+    for i in 0..2 {
+        let (re, im) = rect[i];
+        comp[i] = Component {
+            omega: omega[i],
+            deviation: deviation[i],
             amp: 2.0 * (re * re + im * im).sqrt() / n,
             phase: im.atan2(re),
         };
     }
     let tone_energy: f64 = comp.iter().map(|c| c.amp * c.amp / 2.0 * n).sum();
-    // Second harmonics, Hann-windowed (a Hann-windowed sine of amplitude A reads A·N/4).
-    // A low-group harmonic lands within 71 Hz of a high-group key (2·697 = 1394 next to 1336,
-    // 2·770 next to 1477, 2·852 next to 1633): there the pair's own high tone would read as a
-    // harmonic, so such harmonics are not measured; the high group's (2418–3266 Hz) always are.
-    let mut harm = 0.0;
-    let mut fund = 0.0;
-    for (i, c) in comp.iter().enumerate() {
-        if i == 0 && (2.0 * c.omega - comp[1].omega).abs() < 2.0 * PI * HARMONIC_CLEARANCE_HZ / FS {
-            continue;
-        }
-        let (re, im) = dtft(window, 2.0 * c.omega, Window::Hann);
-        harm += re * re + im * im;
-        fund += (c.amp * n / 4.0).powi(2);
+    // 3. Talk-off guards, Hann-windowed, in one pass: each component, its second harmonic,
+    //    and the four keys of each group.
+    let mut probe = [0.0f64; 12];
+    probe[..2].copy_from_slice(&omega);
+    probe[2] = 2.0 * omega[0];
+    probe[3] = 2.0 * omega[1];
+    for (i, f) in groups[0].iter().chain(groups[1].iter()).enumerate() {
+        probe[4 + i] = 2.0 * PI * f64::from(*f) / FS;
     }
+    let pw = dtft_multi(window, &probe, Some(hann)).map(|(re, im)| re * re + im * im);
+    // Second harmonics (a Hann-windowed sine of amplitude A reads A·N/4). A low-group
+    // harmonic lands within 71 Hz of a high-group key (2·697 = 1394 next to 1336, 2·770 next
+    // to 1477, 2·852 next to 1633): there the pair's own high tone would read as a harmonic,
+    // so such harmonics are not measured; the high group's (2418–3266 Hz) always are.
+    let mut harm = pw[3];
+    let mut fund = (comp[1].amp * n / 4.0).powi(2);
+    if (2.0 * omega[0] - omega[1]).abs() >= 2.0 * PI * HARMONIC_CLEARANCE_HZ / FS {
+        harm += pw[2];
+        fund += (comp[0].amp * n / 4.0).powi(2);
+    }
+    // Other keys of each group (those within the search range of the component are its own).
     let mut group_ratio = 0.0f64;
-    for (c, group) in comp.iter().zip(groups) {
-        let (re, im) = dtft(window, c.omega, Window::Hann);
-        let own = re * re + im * im;
-        for &f in group.iter() {
-            let w = 2.0 * PI * f64::from(f) / FS;
-            if (w - c.omega).abs() < 2.0 * PI * 0.06 * f64::from(f) / FS {
+    for g in 0..2 {
+        for k in 0..4 {
+            let w = probe[4 + 4 * g + k];
+            if (w - omega[g]).abs() < 2.0 * PI * SEARCH_HALF_WIDTH * nominal[g] / FS {
                 continue;
             }
-            let (re, im) = dtft(window, w, Window::Hann);
-            group_ratio = group_ratio.max((re * re + im * im) / own.max(1e-9));
+            group_ratio = group_ratio.max(pw[4 + 4 * g + k] / pw[g].max(1e-9));
         }
     }
     Analysis {
@@ -135,23 +155,20 @@ pub(crate) fn analyse(
     }
 }
 
-/// Relative deviation of the spectral peak near `nominal` Hz (clamped to the search range).
-fn peak_deviation(x: &[f32], nominal: f64) -> f64 {
-    const STEPS: usize = (2.0 * SEARCH_HALF_WIDTH / SEARCH_STEP) as usize + 1;
-    let mut mag = [0.0f64; STEPS];
-    for (i, m) in mag.iter_mut().enumerate() {
-        let rel = -SEARCH_HALF_WIDTH + i as f64 * SEARCH_STEP;
-        let (re, im) = dtft(x, 2.0 * PI * nominal * (1.0 + rel) / FS, Window::Hann);
-        *m = (re * re + im * im).sqrt();
-    }
+/// Grid points of the frequency search.
+const STEPS: usize = (2.0 * SEARCH_HALF_WIDTH / SEARCH_STEP + 0.5) as usize + 1;
+
+/// Relative deviation of the peak of `mag` (the search grid), refined by a parabola through
+/// the peak and its neighbours; clamped to the search range.
+fn peak_deviation(mag: &[f64]) -> f64 {
     let mut best = 0;
-    for i in 1..STEPS {
+    for i in 1..mag.len() {
         if mag[i] > mag[best] {
             best = i;
         }
     }
     let mut rel = -SEARCH_HALF_WIDTH + best as f64 * SEARCH_STEP;
-    if best > 0 && best + 1 < STEPS {
+    if best > 0 && best + 1 < mag.len() {
         let (a, b, c) = (mag[best - 1], mag[best], mag[best + 1]);
         let den = a - 2.0 * b + c;
         if den < 0.0 {
@@ -175,21 +192,27 @@ pub(crate) struct Sub {
 /// Project each `SUB`-sample sub-block of `buf` on the fitted pair. `window_start` is the index
 /// in `buf` of the analysis window's first sample (where the components' phases are referenced).
 pub(crate) fn presence(buf: &[f32], window_start: usize, a: &Analysis, out: &mut [Sub]) {
+    // Each component as a rotating phasor (no trigonometry per sample), starting at buf[0].
+    let mut ph = [(0.0f64, 0.0f64); 2];
+    let mut rot = [(0.0f64, 0.0f64); 2];
+    for ((p, r), c) in ph.iter_mut().zip(rot.iter_mut()).zip(&a.comp) {
+        let t0 = c.phase - c.omega * window_start as f64;
+        *p = (c.amp * t0.cos(), c.amp * t0.sin());
+        *r = (c.omega.cos(), c.omega.sin());
+    }
     for (j, o) in out.iter_mut().enumerate() {
-        let lo = j * SUB;
+        let lo = (j * SUB).min(buf.len());
         let hi = (lo + SUB).min(buf.len());
         let (mut xs, mut ss, mut xx) = (0.0f64, 0.0f64, 0.0f64);
-        for (i, &v) in buf.iter().enumerate().take(hi).skip(lo) {
-            let t = i as f64 - window_start as f64;
-            let s: f64 = a
-                .comp
-                .iter()
-                .map(|c| c.amp * (c.omega * t + c.phase).cos())
-                .sum();
+        for &v in &buf[lo..hi] {
+            let s = ph[0].0 + ph[1].0;
             let v = f64::from(v);
             xs += v * s;
             ss += s * s;
             xx += v * v;
+            for (p, r) in ph.iter_mut().zip(&rot) {
+                *p = (p.0 * r.0 - p.1 * r.1, p.0 * r.1 + p.1 * r.0);
+            }
         }
         *o = Sub {
             rho: if ss > 0.0 { (xs / ss) as f32 } else { 0.0 },
@@ -203,6 +226,12 @@ pub(crate) fn presence(buf: &[f32], window_start: usize, a: &Analysis, out: &mut
 mod tests {
     use super::*;
     use crate::dtmf::{HIGH_GROUP_HZ as HIGH, LOW_GROUP_HZ as LOW};
+
+    fn hann204() -> Vec<f32> {
+        let mut w = vec![0.0; 204];
+        crate::goertzel::hann(&mut w);
+        w
+    }
 
     fn pair(fl: f64, fh: f64, al: f64, ah: f64, n: usize) -> Vec<f32> {
         (0..n)
@@ -223,7 +252,7 @@ mod tests {
                 1200.0,
                 204,
             );
-            let a = analyse(&x, 697.0, 1633.0, [&LOW, &HIGH]);
+            let a = analyse(&x, &hann204(), 697.0, 1633.0, [&LOW, &HIGH]);
             assert!(
                 (a.comp[0].deviation - dev).abs() < 0.001,
                 "{dev}: {:?}",
@@ -243,12 +272,12 @@ mod tests {
         let mut buf = vec![0.0f32; 408];
         let tone = pair(852.0, 1477.0, 2000.0, 2000.0, 408);
         buf[150..].copy_from_slice(&tone[150..]);
-        let a = analyse(&buf[204..], 852.0, 1477.0, [&LOW, &HIGH]);
-        let mut p = [0.0f32; 408 / SUB];
+        let a = analyse(&buf[204..], &hann204(), 852.0, 1477.0, [&LOW, &HIGH]);
+        let mut p = [Sub::default(); 408 / SUB];
         presence(&buf, 204, &a, &mut p);
         let first = p
             .iter()
-            .position(|&v| f64::from(v) >= PRESENCE)
+            .position(|v| f64::from(v.rho) >= PRESENCE)
             .unwrap_or(99);
         assert!((first * SUB).abs_diff(150) <= SUB, "{p:?}");
     }
