@@ -65,7 +65,7 @@ impl PortRange {
 
     /// Number of whole pairs in the range.
     pub const fn pairs(self) -> usize {
-        ((self.end - self.start + 1) / 2) as usize
+        (self.end - self.start).div_ceil(2) as usize
     }
 }
 

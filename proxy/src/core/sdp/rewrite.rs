@@ -68,7 +68,7 @@ impl Sdp {
                     .position(|l| l.kind() != Some(b'i'))
                     .map_or(lines.len(), |p| p + 1),
             };
-            lines.insert(at, Line::new(text, ending));
+            insert_line(lines, at, Line::new(text, ending));
         }
         Ok(())
     }
@@ -145,7 +145,7 @@ impl Sdp {
     pub fn remove_attribute(&mut self, scope: Scope, name: &str) -> Result<usize, RewriteError> {
         let lines = self.scope_lines(scope)?;
         let before = lines.len();
-        lines.retain(|l| !l.attribute().is_some_and(|a| a.name == name));
+        lines.retain(|l| l.attribute().is_none_or(|a| a.name != name));
         Ok(before - lines.len())
     }
 
@@ -212,17 +212,22 @@ fn attribute_text(name: &str, value: Option<&str>) -> Result<Bytes, RewriteError
     }))
 }
 
-/// Inserts after the last non-empty line; if that line had no terminator (end of body), it
-/// gets the new line's ending and the new line takes over "no terminator".
-fn insert_attribute_line(lines: &mut Vec<Line>, mut new: Line) {
+/// Inserts after the last non-empty line of a scope.
+fn insert_attribute_line(lines: &mut Vec<Line>, new: Line) {
     let at = lines
         .iter()
         .rposition(|l| !l.text().is_empty())
         .map_or(lines.len(), |p| p + 1);
+    insert_line(lines, at, new);
+}
+
+/// Inserts `new` at `at`. If the line before it had no terminator (it was the end of the
+/// body), it takes the new line's ending and the new line becomes the unterminated last one,
+/// so the two never run together.
+fn insert_line(lines: &mut Vec<Line>, at: usize, mut new: Line) {
     if let Some(prev) = at.checked_sub(1).and_then(|p| lines.get_mut(p)) {
         if prev.ending() == LineEnding::None {
-            let e = new.ending();
-            *prev = Line::new(Bytes::copy_from_slice(prev.text()), e);
+            *prev = Line::new(Bytes::copy_from_slice(prev.text()), new.ending());
             new = Line::new(Bytes::copy_from_slice(new.text()), LineEnding::None);
         }
     }

@@ -272,6 +272,28 @@ fn sloppy_lf_only_trailing_spaces_no_final_newline() {
 }
 
 #[test]
+fn insert_after_unterminated_last_line() {
+    // Found by the fuzz target: the new line must not run into the unterminated one.
+    let mut sdp = parse(b"v=0\r\no=- 1 1 IN IP4 10.0.0.1");
+    sdp.set_connection(Scope::Session, ip("192.0.2.1")).unwrap();
+    assert_eq!(
+        text(&sdp),
+        "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\nc=IN IP4 192.0.2.1"
+    );
+    let mut sdp = parse(b"v=0\no=- 1 1 IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 0");
+    sdp.set_connection(Scope::Media(0), ip("192.0.2.1"))
+        .unwrap();
+    assert_eq!(
+        Sdp::parse(sdp.to_bytes()).unwrap().media()[0]
+            .connection()
+            .unwrap()
+            .address,
+        "192.0.2.1"
+    );
+    assert!(text(&sdp).ends_with("m=audio 4000 RTP/AVP 0\nc=IN IP4 192.0.2.1"));
+}
+
+#[test]
 fn mixed_line_endings_survive() {
     let body = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\ns=-\r\nt=0 0\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 10.0.0.2\n\r\n";
     let sdp = parse(body);
@@ -607,12 +629,23 @@ proptest! {
         sdp.set_connection(Scope::Session, "192.0.2.1".parse().unwrap()).unwrap();
         for i in 0..n {
             sdp.set_media_port(i, port).unwrap();
+            sdp.set_connection(Scope::Media(i), "192.0.2.2".parse().unwrap()).unwrap();
+            sdp.add_attribute(Scope::Media(i), "label", Some("x")).unwrap();
         }
-        let touched = |l: &Line| matches!(l.kind(), Some(b'c' | b'm'));
+        sdp.add_attribute(Scope::Session, "label", Some("x")).unwrap();
+        let touched = |l: &Line| {
+            matches!(l.kind(), Some(b'c' | b'm')) || l.text() == b"a=label:x"
+        };
         let kept_before: Vec<&Line> = before.iter().filter(|l| !touched(l)).collect();
         let after: Vec<Line> = sdp.all_lines().cloned().collect();
         let kept_after: Vec<&Line> = after.iter().filter(|l| !touched(l)).collect();
-        prop_assert_eq!(kept_before, kept_after);
+        // Texts identical; endings too, except that a previously unterminated last line
+        // gains the terminator of the line appended after it.
+        prop_assert_eq!(kept_before.len(), kept_after.len());
+        for (b, a) in kept_before.iter().zip(&kept_after) {
+            prop_assert_eq!(b.text(), a.text());
+            prop_assert!(b.ending() == a.ending() || b.ending() == LineEnding::None);
+        }
         // Still parses, and the ports are what we set.
         let again = Sdp::parse(sdp.to_bytes()).unwrap();
         for m in again.media() {
