@@ -174,6 +174,12 @@ impl SipMethod {
     }
 }
 
+impl From<&crate::core::sip::Method> for SipMethod {
+    fn from(m: &crate::core::sip::Method) -> Self {
+        SipMethod::from_token(m.as_bytes())
+    }
+}
+
 label_enum! {
     /// SIP response status class.
     StatusClass, "status_class" {
@@ -267,6 +273,21 @@ label_enum! {
         NoTransaction => "no_transaction",
         /// No route or peer for the request.
         NoRoute => "no_route",
+    }
+}
+
+impl From<crate::core::sip::RejectReason> for DropReason {
+    /// Coarse bucket of the parser's reject catalogue (its fine label goes to the debug log).
+    fn from(r: crate::core::sip::RejectReason) -> Self {
+        use crate::core::sip::RejectReason as R;
+        match r {
+            R::TooLarge | R::TooManyHeaders | R::LineTooLong => DropReason::TooLarge,
+            R::UnsupportedVersion => DropReason::UnsupportedVersion,
+            R::TooManyHops => DropReason::TooManyHops,
+            R::LoopDetected => DropReason::LoopDetected,
+            R::NotImplemented => DropReason::NotImplemented,
+            _ => DropReason::Malformed,
+        }
     }
 }
 
