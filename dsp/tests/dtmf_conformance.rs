@@ -8,6 +8,7 @@ use dsp::MediaTime;
 
 const FS: f64 = 8000.0;
 /// Peak of a 0 dBm0 sine: a full-scale sine (32767) is +3.14 dBm0.
+#[allow(clippy::approx_constant)] // 3.14 dBm0 is a level, not π
 fn dbm0_amp(dbm0: f64) -> f64 {
     32767.0 / 10f64.powf(3.14 / 20.0) * 10f64.powf(dbm0 / 20.0)
 }
@@ -494,6 +495,7 @@ fn steady_whistle_and_single_tones_are_rejected() {
 /// `cargo test --release -p callmask-dsp --test dtmf_conformance -- --ignored --nocapture`
 #[test]
 #[ignore]
+#[allow(clippy::disallowed_methods)] // a measurement: it reads the clock on purpose
 fn throughput_per_20_ms_frame() {
     let secs = 60;
     let mut x = vec![0.0; 8000 * secs];

@@ -49,6 +49,7 @@ const EVENT_CAPACITY: usize = 256;
 
 /// dBm0 reference: a full-scale sine (peak 32767) is +3.14 dBm0 (spandsp, G.711), so a 0 dBm0
 /// sine has peak 32767 / 10^(3.14/20) ≈ 22 826.
+#[allow(clippy::approx_constant)] // a level in dB that happens to read like π
 const FULL_SCALE_SINE_DBM0: f32 = 3.14;
 
 /// Block stage: the stronger bin may read up to 4 dB under the fine stage's level limit
