@@ -7,20 +7,22 @@
 //! - Not latched yet: a packet from the signalled address latches it (any mode). In
 //!   [`LatchMode::Nat`] a packet from any other source also latches, but only while the
 //!   learning window is open: the first `max_packets` packets and the first `window` after
-//!   the window opened. A non-signalled latch stays *tentative* while the window is open: a
-//!   packet from the signalled address then takes over (the signalled peer is authoritative).
+//!   the first packet (not after signalling: a call may ring for a minute before media flows).
+//!   A non-signalled latch stays *tentative* while the window is open: a packet from the
+//!   signalled address then takes over (the signalled peer is authoritative).
 //! - After the window closes the latch is frozen; packets from anyone else are
 //!   [`DropReason::UnexpectedSource`]. An attacker spraying the port later cannot steal media.
 //! - [`Latch::set_signalled`] with a *different* address (re-INVITE moved the media) unlatches
-//!   and reopens the window at `now`; the same address leaves everything as is.
+//!   and re-arms the window (it opens at the next packet); the same address changes nothing.
+//! - [`Latch::adopt`] lets a companion latch vouch for a source (the RTCP latch follows the
+//!   IP the RTP latch learned, since RTCP is too sparse to fall inside its own window).
 //!
 //! ```text
-//!              set_signalled(A, now)                       window over (N pkts / T)
-//!   Unlatched ─────────────────────────► Learning ─────────────────────────────► Frozen
-//!                       │  pkt from A: latch A (final)          ▲                   │
-//!                       │  pkt from X (Nat): latch X (tentative)│                   │
-//!                       └───────────────────────────────────────┘                   │
-//!   set_signalled(B≠A, now) from any state ─► Learning (unlatched) ◄────────────────┘
+//!              set_signalled(A)           first packet         window over (N pkts / T)
+//!   Unarmed ───────────────────► Armed ───────────────► Learning ─────────────────► Frozen
+//!                                          pkt from A: latch A (final)
+//!                                          pkt from X (Nat): latch X (tentative)
+//!   set_signalled(B≠A) from any state ─► Armed (unlatched)
 //! ```
 
 use std::net::SocketAddr;
@@ -76,6 +78,7 @@ pub struct Latch {
     cfg: LatchConfig,
     signalled: Option<SocketAddr>,
     learned: Option<SocketAddr>,
+    armed: bool,
     window_start: Option<Instant>,
     window_packets: u32,
 }
@@ -88,21 +91,35 @@ impl Latch {
             cfg,
             signalled: None,
             learned: None,
+            armed: false,
             window_start: None,
             window_packets: 0,
         }
     }
 
     /// Records the address from the peer's SDP (`None`: unknown, e.g. an unresolved FQDN or
-    /// hold at `0.0.0.0`). A change of address unlatches and reopens learning at `now`.
-    pub fn set_signalled(&mut self, addr: Option<SocketAddr>, now: Instant) {
-        if self.window_start.is_some() && addr == self.signalled {
+    /// hold at `0.0.0.0`). A change of address unlatches and re-arms learning, which opens
+    /// at the next packet; re-signalling the same address changes nothing.
+    pub fn set_signalled(&mut self, addr: Option<SocketAddr>) {
+        if self.armed && addr == self.signalled {
             return;
         }
         self.signalled = addr;
         self.learned = None;
-        self.window_start = Some(now);
+        self.armed = true;
+        self.window_start = None;
         self.window_packets = 0;
+    }
+
+    /// Latches to `src` on another latch's word (see the module docs), if not latched yet and
+    /// armed. Returns whether it latched.
+    pub fn adopt(&mut self, src: SocketAddr) -> bool {
+        if self.armed && self.learned.is_none() {
+            self.learned = Some(src);
+            true
+        } else {
+            false
+        }
     }
 
     /// Decides on a packet from `src` received at `now`.
@@ -110,6 +127,9 @@ impl Latch {
     /// Call for every packet that parsed as RTP (or RTCP, on the RTCP latch), before relaying.
     /// `Err` is a counted drop.
     pub fn on_packet(&mut self, src: SocketAddr, now: Instant) -> Result<LatchEvent, DropReason> {
+        if self.armed && self.window_start.is_none() {
+            self.window_start = Some(now);
+        }
         let learning = self.learning(now);
         if learning {
             self.window_packets = self.window_packets.saturating_add(1);
@@ -148,7 +168,8 @@ impl Latch {
         self.signalled
     }
 
-    /// True while a non-signalled source may still latch (NAT mode only) at `now`.
+    /// True while a non-signalled source may still latch (NAT mode only) at `now`: armed and
+    /// either no packet yet or still inside the window.
     pub fn learning(&self, now: Instant) -> bool {
         match (self.cfg.mode, self.window_start) {
             (
@@ -158,7 +179,8 @@ impl Latch {
                 },
                 Some(start),
             ) => self.window_packets < max_packets && now.saturating_duration_since(start) < window,
-            (LatchMode::Strict, _) | (_, None) => false,
+            (LatchMode::Nat { .. }, None) => self.armed,
+            (LatchMode::Strict, _) => false,
         }
     }
 
@@ -206,7 +228,7 @@ mod tests {
             mode: LatchMode::Strict,
         });
         let sig = addr("10.0.0.5:4000");
-        l.set_signalled(Some(sig), t);
+        l.set_signalled(Some(sig));
         assert_eq!(
             l.on_packet(addr("6.6.6.6:4000"), t),
             Err(DropReason::UnexpectedSource)
@@ -223,7 +245,7 @@ mod tests {
     fn nat_learns_translated_source_then_freezes() {
         let t = t0();
         let mut l = nat(5, 2000);
-        l.set_signalled(Some(addr("192.168.1.10:4000")), t);
+        l.set_signalled(Some(addr("192.168.1.10:4000")));
         let natted = addr("203.0.113.7:61000");
         assert_eq!(l.on_packet(natted, t), Ok(LatchEvent::Latched(natted)));
         assert_eq!(l.send_target(), Some(natted));
@@ -241,7 +263,7 @@ mod tests {
     fn nat_window_closes_after_n_packets() {
         let t = t0();
         let mut l = nat(3, 60_000);
-        l.set_signalled(Some(addr("192.168.1.10:4000")), t);
+        l.set_signalled(Some(addr("192.168.1.10:4000")));
         let x = addr("9.9.9.9:9");
         // Three packets from a source that is neither: the first latches tentatively…
         assert!(l.on_packet(x, t).is_ok());
@@ -260,7 +282,7 @@ mod tests {
         let t = t0();
         let mut l = nat(10, 1000);
         let sig = addr("10.0.0.5:4000");
-        l.set_signalled(Some(sig), t);
+        l.set_signalled(Some(sig));
         let attacker = addr("6.6.6.6:6");
         assert_eq!(l.on_packet(attacker, t), Ok(LatchEvent::Latched(attacker)));
         assert_eq!(l.on_packet(sig, t), Ok(LatchEvent::Latched(sig)));
@@ -269,18 +291,49 @@ mod tests {
     }
 
     #[test]
-    fn nat_window_closes_after_time() {
+    fn nat_window_closes_after_time_from_first_packet() {
         let t = t0();
         let mut l = nat(100, 500);
-        l.set_signalled(Some(addr("10.0.0.5:4000")), t);
-        let late = t + Duration::from_millis(500);
+        let sig = addr("10.0.0.5:4000");
+        l.set_signalled(Some(sig));
+        // The call rings for 30 s: the window has not started yet.
+        let answer = t + Duration::from_secs(30);
+        let natted = addr("203.0.113.7:61000");
+        assert_eq!(l.on_packet(natted, answer), Ok(LatchEvent::Latched(natted)));
+        let late = answer + Duration::from_millis(500);
+        assert_eq!(l.on_packet(natted, late), Ok(LatchEvent::Accepted));
         assert_eq!(
             l.on_packet(addr("9.9.9.9:9"), late),
             Err(DropReason::UnexpectedSource)
         );
-        // The signalled address may still latch.
+        // Frozen: not even the signalled address moves it now.
+        assert_eq!(l.on_packet(sig, late), Err(DropReason::UnexpectedSource));
+    }
+
+    #[test]
+    fn signalled_address_latches_any_time_in_strict_mode() {
+        let t = t0();
         let sig = addr("10.0.0.5:4000");
-        assert_eq!(l.on_packet(sig, late), Ok(LatchEvent::Latched(sig)));
+        let mut strict = Latch::new(LatchConfig {
+            mode: LatchMode::Strict,
+        });
+        strict.set_signalled(Some(sig));
+        assert_eq!(
+            strict.on_packet(addr("9.9.9.9:9"), t),
+            Err(DropReason::UnexpectedSource)
+        );
+        let late = t + Duration::from_secs(60);
+        assert_eq!(strict.on_packet(sig, late), Ok(LatchEvent::Latched(sig)));
+    }
+
+    #[test]
+    fn adopt_only_when_unlatched_and_armed() {
+        let mut l = nat(5, 1000);
+        assert!(!l.adopt(addr("1.1.1.1:1")), "not armed");
+        l.set_signalled(Some(addr("10.0.0.5:4001")));
+        assert!(l.adopt(addr("203.0.113.7:61001")));
+        assert!(!l.adopt(addr("6.6.6.6:6")));
+        assert_eq!(l.send_target(), Some(addr("203.0.113.7:61001")));
     }
 
     #[test]
@@ -288,11 +341,11 @@ mod tests {
         let t = t0();
         let mut l = nat(5, 1000);
         let a = addr("10.0.0.5:4000");
-        l.set_signalled(Some(a), t);
+        l.set_signalled(Some(a));
         assert!(l.on_packet(a, t).is_ok());
         let t2 = t + Duration::from_secs(60);
         // Same address re-signalled (session refresh): latch kept, window stays closed.
-        l.set_signalled(Some(a), t2);
+        l.set_signalled(Some(a));
         assert_eq!(l.learned(), Some(a));
         assert_eq!(
             l.on_packet(addr("9.9.9.9:9"), t2),
@@ -300,7 +353,7 @@ mod tests {
         );
         // New address: unlatched, a NATed source may latch again.
         let b = addr("10.0.0.6:4002");
-        l.set_signalled(Some(b), t2);
+        l.set_signalled(Some(b));
         assert_eq!(l.learned(), None);
         assert_eq!(l.send_target(), Some(b));
         let natted = addr("203.0.113.7:40000");

@@ -5,6 +5,7 @@
 //!   SR/RR parsing to relay and count.
 //! - [`stats`]: per-leg receive statistics (RFC 3550 A.1, A.3, A.8), plain integers.
 //! - [`latch`]: symmetric RTP latching with hijack protection.
+//! - [`leg`]: [`LegReceiver`], the above combined into one per-datagram call with drop counters.
 //!
 //! Every rejection is a [`DropReason`], a closed enum whose [`DropReason::as_label`] is the
 //! metric label: a bad packet is counted and dropped, never a panic.
@@ -24,6 +25,7 @@
 //! ```
 
 pub mod latch;
+pub mod leg;
 pub mod rtcp;
 pub mod rtp;
 pub mod stats;
@@ -31,9 +33,10 @@ pub mod stats;
 use std::fmt;
 
 pub use latch::{Latch, LatchConfig, LatchEvent, LatchMode};
+pub use leg::{DropCounts, LegReceiver, LocalPort, Received};
 pub use rtcp::{classify, PacketKind, ReportBlock, RtcpCompound, RtcpPacket, SenderInfo};
 pub use rtp::{RtpHeaderMut, RtpPacket};
-pub use stats::{ClockRate, ReceiveStats};
+pub use stats::{ClockRate, ReceiveStats, SeqClass};
 
 /// RTP synchronization source identifier (RFC 3550 §5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,6 +240,17 @@ impl DropReason {
         DropReason::UnexpectedSource,
     ];
 
+    /// Position in [`DropReason::ALL`] (declaration order), for counter arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// True for packets that are not valid RTP/RTCP (the metrics catalogue's `malformed`);
+    /// false for valid packets refused by policy (`unexpected_source`).
+    pub const fn is_malformed(self) -> bool {
+        !matches!(self, DropReason::UnexpectedSource)
+    }
+
     /// The metric label (`snake_case`, stable).
     pub const fn as_label(self) -> &'static str {
         match self {
@@ -290,6 +304,9 @@ mod tests {
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), DropReason::ALL.len());
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
     }
 
     #[test]
