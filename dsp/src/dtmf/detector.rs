@@ -212,6 +212,8 @@ pub struct DtmfDetector {
     /// Hann window over the fine stage's two-block analysis window.
     hann: [f32; 2 * BLOCK],
     debounce: Debouncer,
+    /// The current block's hit, if any.
+    last_hit: Option<Digit>,
     events: VecDeque<ToneEvent>,
     events_dropped: u64,
     last_block: BlockVerdict,
@@ -263,6 +265,7 @@ impl DtmfDetector {
             scratch: [0.0; HIST_SAMPLES],
             presence: [Sub::default(); SUBS],
             debounce: Debouncer::new(),
+            last_hit: None,
             events: VecDeque::with_capacity(EVENT_CAPACITY),
             events_dropped: 0,
             last_block: BlockVerdict::None,
@@ -365,6 +368,7 @@ impl DtmfDetector {
                 None
             }
         };
+        self.last_hit = hit;
         match self.debounce.on_block(k, hit) {
             Action::None => {}
             Action::Assess {
@@ -442,7 +446,14 @@ impl DtmfDetector {
                 dst.copy_from_slice(&self.hist[(b as u64 % HIST_BLOCKS as u64) as usize]);
             }
         }
-        let Some(w0) = usize::try_from(first_hit as i64 - first_block)
+        // The two analysis blocks: the first two hits, or on a last chance after a hit, the
+        // two latest hits (a first hit block only partly filled by the tone reads low).
+        let window_first = if last_chance && self.last_hit == Some(digit) {
+            k - 1
+        } else {
+            first_hit
+        };
+        let Some(w0) = usize::try_from(window_first as i64 - first_block)
             .ok()
             .map(|b| b * BLOCK)
             .filter(|&w| w + 2 * BLOCK <= HIST_SAMPLES)
@@ -477,7 +488,20 @@ impl DtmfDetector {
         if let Err(v) = self.judge(&a) {
             self.judged += 1;
             self.last_candidate = v;
-            return Resolution::Reject;
+            // Level, twist and energy can read wrong on a window the tone only partly fills;
+            // give those one more block. Frequency and talk-off verdicts are final.
+            let soft = matches!(
+                v,
+                CandidateVerdict::Level
+                    | CandidateVerdict::NormalTwist
+                    | CandidateVerdict::ReverseTwist
+                    | CandidateVerdict::EnergyRatio
+            );
+            return if soft && !last_chance {
+                Resolution::Defer
+            } else {
+                Resolution::Reject
+            };
         }
         self.judged += 1;
         let scratch_start = first_block.max(0) as u64 * BLOCK as u64;

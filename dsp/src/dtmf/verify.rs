@@ -34,10 +34,13 @@ const SEARCH_HALF_WIDTH: f64 = 0.06;
 /// Hann main lobe over 204 samples (±78 Hz), so a parabola through the peak and its neighbours
 /// refines it to better than 0.1 %).
 const SEARCH_STEP: f64 = 0.01;
-/// A low-group second harmonic closer than this to the high tone is not measured: two Hann
-/// main-lobe half-widths over the 204-sample window (2 · 2 · 8000/204 ≈ 157 Hz) keep the high
-/// tone's leakage below the harmonic limit.
-const HARMONIC_CLEARANCE_HZ: f64 = 160.0;
+/// Offset of the bins beside a second harmonic that measure the local spectrum level: just
+/// outside the Hann main lobe over 204 samples (2 · 8000/204 ≈ 78 Hz).
+const HARMONIC_SIDE_HZ: f64 = 90.0;
+/// A low-group second harmonic (or a side bin) must stay this far from the high tone to be
+/// measured: side offset plus two Hann main-lobe half-widths keeps the high tone's leakage
+/// far below the harmonic limit.
+const HARMONIC_CLEARANCE_HZ: f64 = 250.0;
 /// Sub-block length for the extent scan: 17 samples ≈ 2.1 ms (6 per 102-sample block), the
 /// onset resolution.
 pub(crate) const SUB: usize = 17;
@@ -112,35 +115,43 @@ pub(crate) fn analyse(
         };
     }
     let tone_energy: f64 = comp.iter().map(|c| c.amp * c.amp / 2.0 * n).sum();
-    // 3. Talk-off guards, Hann-windowed, in one pass: each component, its second harmonic,
-    //    and the four keys of each group.
-    let mut probe = [0.0f64; 12];
+    // 3. Talk-off guards, Hann-windowed, in one pass: each component, its second harmonic with
+    //    a bin either side of it, and the four keys of each group.
+    let side = 2.0 * PI * HARMONIC_SIDE_HZ / FS;
+    let mut probe = [0.0f64; 16];
     probe[..2].copy_from_slice(&omega);
-    probe[2] = 2.0 * omega[0];
-    probe[3] = 2.0 * omega[1];
     for (i, f) in groups[0].iter().chain(groups[1].iter()).enumerate() {
-        probe[4 + i] = 2.0 * PI * f64::from(*f) / FS;
+        probe[2 + i] = 2.0 * PI * f64::from(*f) / FS;
+    }
+    for i in 0..2 {
+        probe[10 + 3 * i] = 2.0 * omega[i];
+        probe[11 + 3 * i] = 2.0 * omega[i] - side;
+        probe[12 + 3 * i] = 2.0 * omega[i] + side;
     }
     let pw = dtft_multi(window, &probe, Some(hann)).map(|(re, im)| re * re + im * im);
-    // Second harmonics (a Hann-windowed sine of amplitude A reads A·N/4). A low-group
-    // harmonic lands within 71 Hz of a high-group key (2·697 = 1394 next to 1336, 2·770 next
-    // to 1477, 2·852 next to 1633): there the pair's own high tone would read as a harmonic,
-    // so such harmonics are not measured; the high group's (2418–3266 Hz) always are.
-    let mut harm = pw[3];
+    // Second harmonics (a Hann-windowed sine of amplitude A reads A·N/4), counted only above
+    // the level of the spectrum beside them: a harmonic is a peak at exactly 2f, while noise
+    // or speech babble fills 2f and its neighbourhood alike (without this, a weak tone in
+    // white noise reads as "harmonic-rich").
+    // A low-group harmonic lands within 71 Hz of a high-group key (2·697 = 1394 next to 1336,
+    // 2·770 next to 1477, 2·852 next to 1633), where the pair's own high tone would read as a
+    // harmonic, so only clear ones are measured; the high group's (2418–3266 Hz) always are.
+    let excess = |i: usize| (pw[10 + 3 * i] - 0.5 * (pw[11 + 3 * i] + pw[12 + 3 * i])).max(0.0);
+    let mut harm = excess(1);
     let mut fund = (comp[1].amp * n / 4.0).powi(2);
     if (2.0 * omega[0] - omega[1]).abs() >= 2.0 * PI * HARMONIC_CLEARANCE_HZ / FS {
-        harm += pw[2];
+        harm += excess(0);
         fund += (comp[0].amp * n / 4.0).powi(2);
     }
     // Other keys of each group (those within the search range of the component are its own).
     let mut group_ratio = 0.0f64;
     for g in 0..2 {
         for k in 0..4 {
-            let w = probe[4 + 4 * g + k];
+            let w = probe[2 + 4 * g + k];
             if (w - omega[g]).abs() < 2.0 * PI * SEARCH_HALF_WIDTH * nominal[g] / FS {
                 continue;
             }
-            group_ratio = group_ratio.max(pw[4 + 4 * g + k] / pw[g].max(1e-9));
+            group_ratio = group_ratio.max(pw[2 + 4 * g + k] / pw[g].max(1e-9));
         }
     }
     Analysis {
