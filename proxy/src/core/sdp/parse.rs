@@ -101,11 +101,29 @@ impl LineEnding {
     }
 }
 
-/// One SDP line: its bytes (without terminator) and its terminator.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One SDP line: its bytes (without terminator) and its terminator. `Debug` redacts the
+/// value of `a=crypto` lines (SRTP master keys).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Line {
     text: Bytes,
     ending: LineEnding,
+}
+
+impl fmt::Debug for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const CRYPTO: &[u8] = b"a=crypto:";
+        let text = if self.text.len() >= CRYPTO.len()
+            && self.text[..CRYPTO.len()].eq_ignore_ascii_case(CRYPTO)
+        {
+            std::borrow::Cow::Borrowed("a=crypto:<redacted>")
+        } else {
+            String::from_utf8_lossy(&self.text)
+        };
+        f.debug_struct("Line")
+            .field("text", &text)
+            .field("ending", &self.ending)
+            .finish()
+    }
 }
 
 impl Line {
@@ -876,8 +894,9 @@ impl<'a> RtcpAttr<'a> {
     }
 }
 
-/// `a=crypto:<tag> <suite> <key-params> [<session-params>]` (RFC 4568).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `a=crypto:<tag> <suite> <key-params> [<session-params>]` (RFC 4568). `Debug` redacts the
+/// key parameters.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Crypto<'a> {
     /// Tag.
     pub tag: u32,
@@ -885,6 +904,16 @@ pub struct Crypto<'a> {
     pub suite: &'a str,
     /// Key parameters (`inline:...`). Secret: never log.
     pub key_params: &'a str,
+}
+
+impl fmt::Debug for Crypto<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Crypto")
+            .field("tag", &self.tag)
+            .field("suite", &self.suite)
+            .field("key_params", &"<redacted>")
+            .finish()
+    }
 }
 
 impl<'a> Crypto<'a> {

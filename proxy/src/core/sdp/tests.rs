@@ -369,6 +369,11 @@ a=label:caller
     assert_eq!(s.label.as_deref(), Some("caller"));
     let c = sdp.media()[0].cryptos().next().unwrap();
     assert_eq!((c.tag, c.suite), (1, "AES_CM_128_HMAC_SHA1_80"));
+    assert!(c.key_params.starts_with("inline:PS1uQ"));
+    // SRTP keys never reach logs through Debug.
+    assert!(!format!("{c:?}").contains("PS1uQ"));
+    assert!(!format!("{sdp:?}").contains("PS1uQ"));
+    assert!(format!("{sdp:?}").contains("a=label:caller"));
 
     let out = anchor(
         sdp,
