@@ -4,6 +4,7 @@
 //! Valid messages must parse, print back byte for byte and expose the named fields. Invalid
 //! ones must fail with the named error, and the reject helper must build the named response
 //! (or none: responses and unanswerable garbage are dropped and counted).
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
 use bytes::Bytes;
 use callmask::core::sip::{

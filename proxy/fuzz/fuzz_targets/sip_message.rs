@@ -15,7 +15,13 @@ fuzz_target!(|data: &[u8]| {
     match parse_datagram(raw.clone(), &limits) {
         Ok(Frame::Message(m)) => {
             assert!(raw.starts_with(m.as_bytes()));
-            let _ = (m.vias(), m.contacts(), m.routes(), m.record_routes(), m.expires());
+            let _ = (
+                m.vias(),
+                m.contacts(),
+                m.routes(),
+                m.record_routes(),
+                m.expires(),
+            );
             let _ = (m.require(), m.supported(), m.content_type());
             let same = m.edit().finish().expect("unedited message always prints");
             assert_eq!(same.as_bytes(), m.as_bytes());

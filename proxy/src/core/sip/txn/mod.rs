@@ -1,1 +1,547 @@
-//! RFC 3261 §17 transactions (in progress).
+//! RFC 3261 §17 transactions, sans-IO.
+//!
+//! Four state machines — [`ClientInvite`] (timers A, B, D), [`ClientNonInvite`] (E, F, K),
+//! [`ServerInvite`] (G, H, I, and the 100 Trying a proxy sends, §16.7 / §17.2.1) and
+//! [`ServerNonInvite`] (J) — and a [`TransactionTable`] that owns them and matches messages to
+//! them (§17.1.3, §17.2.3).
+//!
+//! # Calling rules (all types)
+//!
+//! Time is always a parameter; nothing here reads the clock.
+//!
+//! 1. Feed input with `handle_*(…, now)`.
+//! 2. Drain [`poll_transmit`](TransactionTable::poll_transmit) until `None` and send each
+//!    [`Transmit`]; drain [`poll_event`](TransactionTable::poll_event) and act on each
+//!    [`TxnEvent`].
+//! 3. Ask [`poll_timeout`](TransactionTable::poll_timeout) when to wake up; at or after that
+//!    instant call [`handle_timeout`](TransactionTable::handle_timeout) and go to 2. A
+//!    deadline may move after any `handle_*`, so ask again after every mutation.
+//!
+//! # Reliable transports
+//!
+//! On a reliable transport (TCP, TLS) there are no retransmissions (A, E, G off) and the
+//! linger timers D, I, J, K are zero (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
+//!
+//! # 2xx handling
+//!
+//! This follows RFC 3261 as written (not the RFC 6026 `Accepted` state): an INVITE client
+//! transaction passes a 2xx to the TU and terminates; an INVITE server transaction sends a
+//! 2xx and terminates. Retransmitted 2xx responses and the ACK for a 2xx therefore match no
+//! transaction, and a proxy forwards them statelessly end to end (§16.7, §16.10).
+
+mod client;
+mod client_invite;
+mod server;
+mod server_invite;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use client::{ClientNonInvite, ClientNonInviteState};
+pub use client_invite::{ClientInvite, ClientInviteState};
+pub use server::{ServerNonInvite, ServerNonInviteState};
+pub use server_invite::{ServerInvite, ServerInviteState};
+
+use super::{Method, SipError, SipMessage};
+
+/// Timer base values (RFC 3261 §17.1.1.1, table 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// RTT estimate, default 500 ms.
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE responses, default 4 s.
+    pub t2: Duration,
+    /// Maximum time a message stays in the network, default 5 s.
+    pub t4: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Timers {
+    /// 64·T1: timers B, F, H and (unreliable) J.
+    pub fn t1x64(&self) -> Duration {
+        self.t1 * 64
+    }
+}
+
+/// Bytes to send, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination address.
+    pub dest: SocketAddr,
+    /// The message bytes.
+    pub payload: Bytes,
+}
+
+/// What a transaction tells its transaction user.
+// Events are moved once to the TU; boxing the response would add an allocation per response.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TxnEvent {
+    /// Client: a response to pass up (1xx, 2xx, and the first copy of a 3xx–6xx).
+    Response(SipMessage),
+    /// Client: timer B or F fired (no final response); server: timer H fired (no ACK).
+    /// A proxy treats a client timeout as a 408 (§16.7 step 2 / §16.8).
+    Timeout,
+    /// The transport reported a failure sending for this transaction (§17.1.4, §17.2.4).
+    TransportError,
+}
+
+/// Transaction identity (RFC 3261 §17.1.3, §17.2.3).
+///
+/// With an RFC 3261 branch (`z9hG4bK…`) the key is the top Via branch, its sent-by and the
+/// method, with ACK folded into INVITE (so an ACK for a non-2xx finds its INVITE server
+/// transaction) and CANCEL kept apart (it is its own transaction; see
+/// [`TransactionKey::cancel_target`]).
+///
+/// RFC 2543 fallback (no magic cookie): instead of the full §17.2.3 comparison (Request-URI,
+/// To tag, From tag, Call-ID, CSeq, top Via), callmask keys on Call-ID, CSeq number, From tag,
+/// top Via sent-by and method. The Request-URI is left out on purpose so that an ACK whose
+/// Request-URI was rewritten by a strict router still matches, and the To tag is left out so
+/// that the ACK (which carries the response's To tag) matches its INVITE. Retransmissions of
+/// an RFC 2543 request carry the same values and so match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TransactionKey {
+    /// Branch with the magic cookie.
+    Rfc3261 {
+        /// Top Via branch, as written.
+        branch: Bytes,
+        /// Top Via sent-by host (ASCII-lowercased) and port.
+        sent_by: (Bytes, Option<u16>),
+        /// Method, ACK folded into INVITE.
+        method: Method,
+    },
+    /// Pre-RFC 3261 peer.
+    Rfc2543 {
+        /// Call-ID.
+        call_id: Bytes,
+        /// CSeq number.
+        cseq: u32,
+        /// From tag (empty if absent).
+        from_tag: Bytes,
+        /// Top Via sent-by host (lowercased) and port.
+        sent_by: (Bytes, Option<u16>),
+        /// Method, ACK folded into INVITE.
+        method: Method,
+    },
+}
+
+impl TransactionKey {
+    /// Key of the server transaction a request belongs to (§17.2.3).
+    pub fn for_request(req: &SipMessage) -> Result<Self, SipError> {
+        let method = req
+            .method()
+            .ok_or(SipError::BadEdit("not a request"))?
+            .clone();
+        Self::build(req, method)
+    }
+
+    /// Key of the client transaction a response belongs to (§17.1.3): top Via branch and
+    /// sent-by, and the CSeq method.
+    pub fn for_response(resp: &SipMessage) -> Result<Self, SipError> {
+        Self::build(resp, resp.cseq()?.method)
+    }
+
+    fn build(msg: &SipMessage, method: Method) -> Result<Self, SipError> {
+        let method = if method == Method::Ack {
+            Method::Invite
+        } else {
+            method
+        };
+        let via = msg.top_via()?;
+        let sent_by = (Bytes::from(via.host().to_ascii_lowercase()), via.port());
+        if via.has_rfc3261_branch() {
+            let branch = via.branch().cloned().unwrap_or_default();
+            return Ok(Self::Rfc3261 {
+                branch,
+                sent_by,
+                method,
+            });
+        }
+        Ok(Self::Rfc2543 {
+            call_id: msg.call_id()?,
+            cseq: msg.cseq()?.seq,
+            from_tag: msg.from()?.tag().cloned().unwrap_or_default(),
+            sent_by,
+            method,
+        })
+    }
+
+    /// For a CANCEL's key, the key of the INVITE it cancels (§9.2: same branch, sent-by,
+    /// or the same RFC 2543 values); `None` for other methods.
+    pub fn cancel_target(&self) -> Option<Self> {
+        let mut k = self.clone();
+        let m = match &mut k {
+            Self::Rfc3261 { method, .. } | Self::Rfc2543 { method, .. } => method,
+        };
+        if *m != Method::Cancel {
+            return None;
+        }
+        *m = Method::Invite;
+        Some(k)
+    }
+
+    /// The method part of the key.
+    pub fn method(&self) -> &Method {
+        match self {
+            Self::Rfc3261 { method, .. } | Self::Rfc2543 { method, .. } => method,
+        }
+    }
+}
+
+/// Output queues shared by the four state machines.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<TxnEvent>,
+}
+
+/// Earliest of several optional deadlines.
+pub(crate) fn earliest(ts: &[Option<Instant>]) -> Option<Instant> {
+    ts.iter().flatten().min().copied()
+}
+
+/// One transaction of any kind.
+#[derive(Debug)]
+pub enum Transaction {
+    /// INVITE client.
+    ClientInvite(ClientInvite),
+    /// Non-INVITE client.
+    ClientNonInvite(ClientNonInvite),
+    /// INVITE server.
+    ServerInvite(ServerInvite),
+    /// Non-INVITE server.
+    ServerNonInvite(ServerNonInvite),
+}
+
+macro_rules! each {
+    ($self:expr, $t:ident => $e:expr) => {
+        match $self {
+            Transaction::ClientInvite($t) => $e,
+            Transaction::ClientNonInvite($t) => $e,
+            Transaction::ServerInvite($t) => $e,
+            Transaction::ServerNonInvite($t) => $e,
+        }
+    };
+}
+
+impl Transaction {
+    /// Next deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        each!(self, t => t.poll_timeout())
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        each!(self, t => t.handle_timeout(now))
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        each!(self, t => t.poll_transmit())
+    }
+
+    /// Next event for the TU.
+    pub fn poll_event(&mut self) -> Option<TxnEvent> {
+        each!(self, t => t.poll_event())
+    }
+
+    /// The transport failed to send for this transaction.
+    pub fn handle_transport_error(&mut self) {
+        each!(self, t => t.handle_transport_error())
+    }
+
+    /// Whether the transaction reached `Terminated` (it can be dropped once drained).
+    pub fn is_terminated(&self) -> bool {
+        each!(self, t => t.is_terminated())
+    }
+}
+
+/// What [`TransactionTable::handle_request`] did with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestMatch {
+    /// A retransmission or an ACK for a non-2xx, absorbed by the server transaction `key`
+    /// (any response retransmission is queued).
+    Absorbed(TransactionKey),
+    /// A new request: the TU decides, typically [`TransactionTable::start_server`]. An ACK
+    /// lands here when it acknowledges a 2xx (a proxy forwards it end to end).
+    New(TransactionKey),
+}
+
+/// What [`TransactionTable::handle_response`] did with a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseMatch {
+    /// Given to client transaction `key`; events (if any) come from `poll_event`.
+    Matched(TransactionKey),
+    /// No client transaction: a proxy forwards it statelessly (§16.7: e.g. 2xx retransmissions).
+    Stray(SipMessage),
+}
+
+/// Why the table refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxnError {
+    /// The message lacks what a transaction key needs.
+    #[error("cannot key transaction: {0}")]
+    Key(#[from] SipError),
+    /// A transaction with this key exists already.
+    #[error("transaction already exists")]
+    Exists,
+    /// No transaction with this key (or it is not a server transaction).
+    #[error("no such server transaction")]
+    NoSuchTransaction,
+    /// A response was given for a transaction that can no longer send one.
+    #[error("transaction cannot send a response in its state")]
+    WrongState,
+}
+
+/// All transactions of one owner, keyed per §17.1.3 / §17.2.3. One owner drives it; it is not
+/// shared between threads. Terminated transactions are removed once their output is drained
+/// (after `handle_*`), so a key may be reused afterwards.
+#[derive(Debug, Default)]
+pub struct TransactionTable {
+    timers: Timers,
+    txns: HashMap<TransactionKey, Transaction>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<(TransactionKey, TxnEvent)>,
+}
+
+impl TransactionTable {
+    /// An empty table using `timers`.
+    pub fn new(timers: Timers) -> Self {
+        Self {
+            timers,
+            ..Self::default()
+        }
+    }
+
+    /// Number of live transactions.
+    pub fn len(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// Whether there are no live transactions.
+    pub fn is_empty(&self) -> bool {
+        self.txns.is_empty()
+    }
+
+    /// Look at a transaction.
+    pub fn get(&self, key: &TransactionKey) -> Option<&Transaction> {
+        self.txns.get(key)
+    }
+
+    /// Send `req` through a new client transaction toward `dest` (INVITE → [`ClientInvite`],
+    /// anything but ACK → [`ClientNonInvite`]). ACK is never a transaction: send it directly.
+    pub fn start_client(
+        &mut self,
+        req: SipMessage,
+        dest: SocketAddr,
+        reliable: bool,
+        now: Instant,
+    ) -> Result<TransactionKey, TxnError> {
+        let key = TransactionKey::for_request(&req)?;
+        if self.txns.contains_key(&key) {
+            return Err(TxnError::Exists);
+        }
+        let txn = match req.method() {
+            Some(Method::Invite) => {
+                Transaction::ClientInvite(ClientInvite::new(req, dest, reliable, self.timers, now))
+            }
+            Some(Method::Ack) | None => {
+                return Err(TxnError::Key(SipError::BadEdit("ACK has no transaction")))
+            }
+            Some(_) => Transaction::ClientNonInvite(ClientNonInvite::new(
+                req,
+                dest,
+                reliable,
+                self.timers,
+                now,
+            )),
+        };
+        self.insert_and_drain(key.clone(), txn);
+        Ok(key)
+    }
+
+    /// Create the server transaction for a new request (see [`RequestMatch::New`]); responses
+    /// go to `reply_to`. An INVITE server transaction sends 100 Trying at once when
+    /// `send_trying` (a proxy does, §16.7 / §17.2.1).
+    pub fn start_server(
+        &mut self,
+        req: &SipMessage,
+        reply_to: SocketAddr,
+        reliable: bool,
+        send_trying: bool,
+        now: Instant,
+    ) -> Result<TransactionKey, TxnError> {
+        let key = TransactionKey::for_request(req)?;
+        if self.txns.contains_key(&key) {
+            return Err(TxnError::Exists);
+        }
+        let txn = match req.method() {
+            Some(Method::Invite) => Transaction::ServerInvite(ServerInvite::new(
+                req,
+                reply_to,
+                reliable,
+                self.timers,
+                send_trying,
+                now,
+            )),
+            Some(Method::Ack) | None => {
+                return Err(TxnError::Key(SipError::BadEdit("ACK has no transaction")))
+            }
+            Some(_) => {
+                Transaction::ServerNonInvite(ServerNonInvite::new(reply_to, reliable, self.timers))
+            }
+        };
+        self.insert_and_drain(key.clone(), txn);
+        Ok(key)
+    }
+
+    /// Match an incoming request to a server transaction (§17.2.3).
+    pub fn handle_request(
+        &mut self,
+        req: &SipMessage,
+        now: Instant,
+    ) -> Result<RequestMatch, TxnError> {
+        let key = TransactionKey::for_request(req)?;
+        let is_ack = req.method() == Some(&Method::Ack);
+        let absorbed = match self.txns.get_mut(&key) {
+            Some(Transaction::ServerInvite(t)) => {
+                if is_ack {
+                    t.handle_ack(now)
+                } else {
+                    t.handle_retransmission();
+                    true
+                }
+            }
+            Some(Transaction::ServerNonInvite(t)) if !is_ack => {
+                t.handle_retransmission();
+                true
+            }
+            _ => false,
+        };
+        if absorbed {
+            self.drain(&key);
+            Ok(RequestMatch::Absorbed(key))
+        } else {
+            Ok(RequestMatch::New(key))
+        }
+    }
+
+    /// For a CANCEL, the key of the INVITE server transaction it cancels, if that exists
+    /// (§9.2, §16.10). The CANCEL itself still gets its own server transaction.
+    pub fn cancel_target(&self, cancel: &SipMessage) -> Option<TransactionKey> {
+        let target = TransactionKey::for_request(cancel).ok()?.cancel_target()?;
+        matches!(self.txns.get(&target), Some(Transaction::ServerInvite(_))).then_some(target)
+    }
+
+    /// Match an incoming response to a client transaction (§17.1.3).
+    pub fn handle_response(
+        &mut self,
+        resp: SipMessage,
+        now: Instant,
+    ) -> Result<ResponseMatch, TxnError> {
+        let key = TransactionKey::for_response(&resp)?;
+        match self.txns.get_mut(&key) {
+            Some(Transaction::ClientInvite(t)) => t.handle_response(resp, now),
+            Some(Transaction::ClientNonInvite(t)) => t.handle_response(resp, now),
+            _ => return Ok(ResponseMatch::Stray(resp)),
+        }
+        self.drain(&key);
+        Ok(ResponseMatch::Matched(key))
+    }
+
+    /// The TU answers through server transaction `key`.
+    pub fn send_response(
+        &mut self,
+        key: &TransactionKey,
+        resp: SipMessage,
+        now: Instant,
+    ) -> Result<(), TxnError> {
+        match self.txns.get_mut(key) {
+            Some(Transaction::ServerInvite(t)) => t.send_response(resp, now)?,
+            Some(Transaction::ServerNonInvite(t)) => t.send_response(resp, now)?,
+            _ => return Err(TxnError::NoSuchTransaction),
+        }
+        self.drain(key);
+        Ok(())
+    }
+
+    /// The transport failed to send for `key`.
+    pub fn handle_transport_error(&mut self, key: &TransactionKey) {
+        if let Some(t) = self.txns.get_mut(key) {
+            t.handle_transport_error();
+            self.drain(key);
+        }
+    }
+
+    /// Earliest deadline over all transactions. O(n): fine for one shard's transactions;
+    /// a timer wheel can replace it without changing the API.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.txns
+            .values()
+            .filter_map(Transaction::poll_timeout)
+            .min()
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TransactionKey> = self
+            .txns
+            .iter()
+            .filter(|(_, t)| t.poll_timeout().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(t) = self.txns.get_mut(&key) {
+                t.handle_timeout(now);
+            }
+            self.drain(&key);
+        }
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the TU, with the transaction it concerns.
+    pub fn poll_event(&mut self) -> Option<(TransactionKey, TxnEvent)> {
+        self.events.pop_front()
+    }
+
+    fn insert_and_drain(&mut self, key: TransactionKey, txn: Transaction) {
+        self.txns.insert(key.clone(), txn);
+        self.drain(&key);
+    }
+
+    /// Move a transaction's output into the table queues; drop it once terminated.
+    fn drain(&mut self, key: &TransactionKey) {
+        let Some(t) = self.txns.get_mut(key) else {
+            return;
+        };
+        while let Some(x) = t.poll_transmit() {
+            self.transmits.push_back(x);
+        }
+        while let Some(e) = t.poll_event() {
+            self.events.push_back((key.clone(), e));
+        }
+        if t.is_terminated() {
+            self.txns.remove(key);
+        }
+    }
+}

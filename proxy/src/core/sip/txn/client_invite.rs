@@ -1,0 +1,231 @@
+//! INVITE client transaction (RFC 3261 §17.1.1, figure 5): timers A, B, D.
+//!
+//! ```text
+//!            send INVITE, start A (unreliable) and B
+//!  Calling ──1xx──► Proceeding ──300-699: send ACK, start D──► Completed ──D──► Terminated
+//!     │ A: resend, A *= 2     │ 2xx: to TU ─────────────────────────────────────► Terminated
+//!     │ B: Timeout ─────────────────────────────────────────────────────────────► Terminated
+//! ```
+//!
+//! Timer A doubles without a cap (§17.1.1.2: "the client transaction MUST ... retransmit ...
+//! after ... 2*T1, 4*T1 ..."); only non-INVITE retransmissions are capped at T2.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{earliest, Outbox, Timers, Transmit, TxnEvent};
+use crate::core::sip::{HeaderName, SipMessage};
+
+/// States of figure 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientInviteState {
+    /// INVITE sent, nothing heard.
+    Calling,
+    /// A provisional response arrived.
+    Proceeding,
+    /// A 3xx–6xx arrived and was ACKed; absorbing retransmissions until D.
+    Completed,
+    /// Done.
+    Terminated,
+}
+
+/// An INVITE client transaction.
+#[derive(Debug)]
+pub struct ClientInvite {
+    state: ClientInviteState,
+    request: SipMessage,
+    dest: SocketAddr,
+    timers: Timers,
+    reliable: bool,
+    /// Timer A: deadline and current interval.
+    timer_a: Option<(Instant, Duration)>,
+    timer_b: Option<Instant>,
+    timer_d: Option<Instant>,
+    ack: Option<Bytes>,
+    out: Outbox,
+}
+
+impl ClientInvite {
+    /// Start the transaction: the INVITE is queued for sending at once.
+    pub fn new(
+        request: SipMessage,
+        dest: SocketAddr,
+        reliable: bool,
+        timers: Timers,
+        now: Instant,
+    ) -> Self {
+        let mut t = Self {
+            state: ClientInviteState::Calling,
+            request,
+            dest,
+            timers,
+            reliable,
+            timer_a: (!reliable).then(|| (now + timers.t1, timers.t1)),
+            timer_b: Some(now + timers.t1x64()),
+            timer_d: None,
+            ack: None,
+            out: Outbox::default(),
+        };
+        t.send(t.request.as_bytes().clone());
+        t
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ClientInviteState {
+        self.state
+    }
+
+    fn send(&mut self, payload: Bytes) {
+        self.out.transmits.push_back(Transmit {
+            dest: self.dest,
+            payload,
+        });
+    }
+
+    fn terminate(&mut self) {
+        self.state = ClientInviteState::Terminated;
+        self.timer_a = None;
+        self.timer_b = None;
+        self.timer_d = None;
+    }
+
+    /// A response matched this transaction (§17.1.1.2).
+    pub fn handle_response(&mut self, resp: SipMessage, now: Instant) {
+        let Some(status) = resp.status() else {
+            return;
+        };
+        match self.state {
+            ClientInviteState::Calling | ClientInviteState::Proceeding => {
+                if status.is_provisional() {
+                    self.state = ClientInviteState::Proceeding;
+                    self.timer_a = None;
+                    self.timer_b = None;
+                    self.out.events.push_back(TxnEvent::Response(resp));
+                } else if status.is_success() {
+                    self.out.events.push_back(TxnEvent::Response(resp));
+                    self.terminate();
+                } else {
+                    let ack = build_ack(&self.request, &resp);
+                    self.send(ack.clone());
+                    self.ack = Some(ack);
+                    self.out.events.push_back(TxnEvent::Response(resp));
+                    self.state = ClientInviteState::Completed;
+                    self.timer_a = None;
+                    self.timer_b = None;
+                    let d = if self.reliable {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_secs(32).max(self.timers.t1x64())
+                    };
+                    self.timer_d = Some(now + d);
+                }
+            }
+            ClientInviteState::Completed => {
+                // Retransmitted final response: resend the ACK, tell nobody.
+                if status.is_final() {
+                    if let Some(ack) = self.ack.clone() {
+                        self.send(ack);
+                    }
+                }
+            }
+            ClientInviteState::Terminated => {}
+        }
+    }
+
+    /// Next deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        earliest(&[self.timer_a.map(|(t, _)| t), self.timer_b, self.timer_d])
+    }
+
+    /// Fire timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timer_b.is_some_and(|t| t <= now) {
+            self.out.events.push_back(TxnEvent::Timeout);
+            self.terminate();
+            return;
+        }
+        if let Some((t, interval)) = self.timer_a {
+            if t <= now {
+                self.send(self.request.as_bytes().clone());
+                let next = interval * 2;
+                self.timer_a = Some((t + next, next));
+            }
+        }
+        if self.timer_d.is_some_and(|t| t <= now) {
+            self.terminate();
+        }
+    }
+
+    /// Sending failed (§17.1.4).
+    pub fn handle_transport_error(&mut self) {
+        if self.state != ClientInviteState::Terminated {
+            self.out.events.push_back(TxnEvent::TransportError);
+            self.terminate();
+        }
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// Next event for the TU.
+    pub fn poll_event(&mut self) -> Option<TxnEvent> {
+        self.out.events.pop_front()
+    }
+
+    /// Whether the transaction is over.
+    pub fn is_terminated(&self) -> bool {
+        self.state == ClientInviteState::Terminated
+    }
+}
+
+/// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, Call-ID, From, CSeq number
+/// and the single top Via of the INVITE, its Route headers, and the To of the response.
+pub(crate) fn build_ack(invite: &SipMessage, resp: &SipMessage) -> Bytes {
+    let mut out = BytesMut::with_capacity(512);
+    let ruri = invite
+        .request_uri()
+        .map(|u| u.as_bytes().clone())
+        .unwrap_or_default();
+    out.extend_from_slice(b"ACK ");
+    out.extend_from_slice(&ruri);
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    let mut line = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    if let Some(via) = invite.header("Via") {
+        line(b"Via", &via);
+    }
+    line(b"Max-Forwards", b"70");
+    for h in invite.headers().filter(|h| h.kind == HeaderName::Route) {
+        line(&h.name, &h.value);
+    }
+    for h in invite
+        .headers()
+        .filter(|h| h.kind == HeaderName::From)
+        .take(1)
+    {
+        line(&h.name, &h.value);
+    }
+    for h in resp.headers().filter(|h| h.kind == HeaderName::To).take(1) {
+        line(&h.name, &h.value);
+    }
+    for h in invite
+        .headers()
+        .filter(|h| h.kind == HeaderName::CallId)
+        .take(1)
+    {
+        line(&h.name, &h.value);
+    }
+    let seq = invite.cseq().map(|c| c.seq).unwrap_or_default();
+    line(b"CSeq", format!("{seq} ACK").as_bytes());
+    line(b"Content-Length", b"0");
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
