@@ -17,6 +17,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the proxy (defaults apply without a config file).
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Override any config key: dotted path = TOML value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Validate a configuration file and print the effective configuration (secrets redacted).
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+        /// Override any config key: dotted path = TOML value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Sanitize a recording offline: mute DTMF (and, when built in, spoken identifiers).
     Mask {
         /// Input: WAV (8/16 kHz, mono/stereo, 16-bit PCM, µ-law or A-law) or raw .ulaw/.alaw.
@@ -58,6 +75,22 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Run { config, set } => run(config, set),
+        Command::CheckConfig { file, set } => {
+            match config::load_with_overrides(Some(&file), &set) {
+                Ok(cfg) => {
+                    for w in cfg.warnings() {
+                        eprintln!("warning: {}: {}", w.key, w.message);
+                    }
+                    print!("{}", cfg.to_toml_redacted());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(e.exit_code() as u8)
+                }
+            }
+        }
         Command::Mask {
             input,
             output,
@@ -119,4 +152,66 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+#[allow(clippy::disallowed_methods)] // main: the edge of the program
+fn run(config_path: Option<PathBuf>, set: Vec<String>) -> ExitCode {
+    let cfg = match config::load_with_overrides(config_path.as_deref(), &set) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let format = match cfg.log.format {
+        config::types::LogFormat::Json => callmask::logging::LogFormat::Json,
+        config::types::LogFormat::Human => callmask::logging::LogFormat::Human,
+    };
+    if let Err(e) = callmask::logging::init(format, cfg.log.level.as_str()) {
+        eprintln!("callmask: cannot set up logging: {e}");
+        return ExitCode::from(64);
+    }
+    for w in cfg.warnings() {
+        tracing::warn!(key = w.key, "{}", w.message);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("callmask: cannot start the runtime: {e}");
+            return ExitCode::from(71);
+        }
+    };
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        match callmask::io::run::run(cfg, rx, |_| {}).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("callmask: {e}");
+                ExitCode::from(71)
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,0 +1,687 @@
+//! The media relay shell: one tokio task per call owns that call's sockets, relays RTP/RTCP
+//! between the PBX side and the agents' side, and taps the audio into the masking core.
+//!
+//! Per datagram: the leg's receive state ([`LegReceiver`]: validation, latching, statistics)
+//! decides, the packet is sent on at once with a non-blocking send (never awaited, never
+//! queued), and only then is the audio decoded and pushed through the call's
+//! [`dsp::mask::MaskPipeline`] for that direction. Sanitized frames leave through a bounded
+//! queue to the recorder side; a full queue drops (and counts) frames, it never slows the relay.
+//! RFC 4733 events are relayed live but only become mask spans on the recorder path.
+#![allow(clippy::disallowed_methods)] // io shell: reads the clock
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use dsp::mask::{MaskConfig, MaskPipeline, MaskReason, SpanId};
+use dsp::rfc4733::{EventTracker, EventUpdate, RtpClock};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::core::proxy::{CallRef, Side, StreamSpec};
+use crate::core::relay::{
+    ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, Received,
+};
+use crate::metrics::{self, CallStats, Metrics};
+
+/// Samples carried by one tap frame at most (40 ms at 8 kHz); longer packets are split.
+pub const TAP_FRAME_MAX: usize = 320;
+/// Longest gap (in samples) filled with silence to keep the recorder path time-aligned.
+const MAX_GAP_FILL: u64 = 8000 * 10;
+
+/// A sanitized chunk of one direction of a call's audio: this is all a recorder ever gets.
+#[derive(Debug, Clone)]
+pub struct TapFrame {
+    /// The call.
+    pub call: CallRef,
+    /// The side the audio came from.
+    pub from: Side,
+    /// Media time (8 kHz samples since this direction's first packet) of `pcm[0]`.
+    pub media_time: u64,
+    /// Valid samples in `pcm`.
+    pub len: usize,
+    /// Sanitized linear PCM, 8 kHz.
+    pub pcm: [i16; TAP_FRAME_MAX],
+}
+
+impl TapFrame {
+    /// The valid samples.
+    pub fn samples(&self) -> &[i16] {
+        &self.pcm[..self.len]
+    }
+}
+
+/// What the recorder side receives.
+#[derive(Debug, Clone)]
+pub enum TapEvent {
+    /// A call's media started (first Upsert).
+    Start {
+        /// The call.
+        call: CallRef,
+        /// Side of the caller (recordings put the caller left).
+        caller_side: Side,
+    },
+    /// Sanitized audio.
+    Frame(Box<TapFrame>),
+    /// A masked span finished (times in this direction's media time). Never digits.
+    Span {
+        /// The call.
+        call: CallRef,
+        /// Direction (side the audio came from).
+        from: Side,
+        /// Start, samples.
+        start: u64,
+        /// End, samples.
+        end: u64,
+        /// Why.
+        reason: MaskReason,
+    },
+    /// The call's media ended.
+    End {
+        /// The call.
+        call: CallRef,
+    },
+}
+
+/// Settings of the media shell.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// Address to bind the PBX side's media sockets on.
+    pub pbx_bind: IpAddr,
+    /// Address to bind the agents' side media sockets on.
+    pub agents_bind: IpAddr,
+    /// End the call when no packet arrived for this long (after the first packet).
+    pub inactivity: Duration,
+    /// Recorder-path masking settings (applied per direction).
+    pub mask: MaskConfig,
+    /// Latching policy.
+    pub latch: LatchConfig,
+}
+
+struct CallHandle {
+    spec: watch::Sender<Vec<StreamSpec>>,
+}
+
+/// Owns the per-call relay tasks; driven by the signalling shell's media commands.
+pub struct MediaHub {
+    settings: MediaSettings,
+    metrics: Arc<Metrics>,
+    calls: HashMap<CallRef, CallHandle>,
+    caller_sides: HashMap<CallRef, Side>,
+    stats: HashMap<CallRef, CallStats>,
+    tap: Option<mpsc::Sender<TapEvent>>,
+    timeouts: mpsc::UnboundedSender<CallRef>,
+}
+
+impl MediaHub {
+    /// A hub. `tap` receives sanitized audio (None: no recorder); `timeouts` receives calls
+    /// whose media went quiet.
+    pub fn new(
+        settings: MediaSettings,
+        metrics: Arc<Metrics>,
+        tap: Option<mpsc::Sender<TapEvent>>,
+        timeouts: mpsc::UnboundedSender<CallRef>,
+    ) -> Self {
+        MediaHub {
+            settings,
+            metrics,
+            calls: HashMap::new(),
+            caller_sides: HashMap::new(),
+            stats: HashMap::new(),
+            tap,
+            timeouts,
+        }
+    }
+
+    /// A call began (before any media).
+    pub fn call_started(&mut self, call: CallRef, caller_side: Side) {
+        self.caller_sides.insert(call, caller_side);
+        self.stats.insert(call, self.metrics.new_call());
+    }
+
+    /// The call is over (whether or not it had media).
+    pub fn call_ended(&mut self, call: CallRef) {
+        self.caller_sides.remove(&call);
+        self.stats.remove(&call);
+        self.remove(call);
+    }
+
+    /// Create or update the relay of `call`.
+    pub fn upsert(&mut self, call: CallRef, streams: Vec<StreamSpec>) {
+        if let Some(h) = self.calls.get(&call) {
+            let _ = h.spec.send(streams);
+            return;
+        }
+        let caller_side = self.caller_sides.get(&call).copied().unwrap_or(Side::Pbx);
+        let stats = self
+            .stats
+            .entry(call)
+            .or_insert_with(|| self.metrics.new_call())
+            .clone();
+        let (tx, rx) = watch::channel(streams);
+        let task = CallRelay {
+            call,
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+            stats,
+            tap: self.tap.clone(),
+            streams: Vec::new(),
+            caller_side,
+        };
+        let timeouts = self.timeouts.clone();
+        tokio::spawn(async move {
+            if task.run(rx).await == Exit::Inactive {
+                let _ = timeouts.send(call);
+            }
+        });
+        self.calls.insert(call, CallHandle { spec: tx });
+    }
+
+    /// Stop relaying `call` (its task closes the sockets).
+    pub fn remove(&mut self, call: CallRef) {
+        // Dropping the sender ends the task.
+        self.calls.remove(&call);
+    }
+
+    /// Calls with a relay task.
+    pub fn active(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Exit {
+    Removed,
+    Inactive,
+}
+
+/// One direction's recorder path: the time mapping, the RFC 4733 tracker and the pipeline.
+struct TapDirection {
+    clock: RtpClock,
+    /// Pipeline input time (samples pushed so far).
+    pushed: u64,
+    /// `pipeline time = rtp media time + offset` (changes only on a long discontinuity).
+    offset: i64,
+    pipeline: MaskPipeline,
+    tracker: EventTracker,
+    open_event: Option<SpanId>,
+    started: bool,
+    dtmf_seen: u64,
+}
+
+impl TapDirection {
+    fn new(mask: MaskConfig) -> Self {
+        TapDirection {
+            clock: RtpClock::new(),
+            pushed: 0,
+            offset: 0,
+            pipeline: MaskPipeline::new(mask),
+            tracker: EventTracker::new(1600),
+            open_event: None,
+            started: false,
+            dtmf_seen: 0,
+        }
+    }
+
+    fn pipeline_time(&self, ts: u32) -> Option<u64> {
+        let t = self.clock.resolve(ts)?;
+        u64::try_from(t.0 as i64 + self.offset).ok()
+    }
+}
+
+struct StreamState {
+    spec: StreamSpec,
+    /// Index 0 = PBX side, 1 = agents' side; each holds (RTP, RTCP) sockets.
+    sockets: [[Option<UdpSocket>; 2]; 2],
+    legs: [LegReceiver; 2],
+    tel_event_pt: Option<u8>,
+    g711: HashMap<u8, G711>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum G711 {
+    Ulaw,
+    Alaw,
+}
+
+struct CallRelay {
+    call: CallRef,
+    settings: MediaSettings,
+    metrics: Arc<Metrics>,
+    stats: CallStats,
+    tap: Option<mpsc::Sender<TapEvent>>,
+    streams: Vec<StreamState>,
+    caller_side: Side,
+}
+
+fn side_of(i: usize) -> Side {
+    if i == 0 {
+        Side::Pbx
+    } else {
+        Side::Agents
+    }
+}
+
+fn metric_side(s: Side) -> metrics::Side {
+    match s {
+        Side::Pbx => metrics::Side::Pbx,
+        Side::Agents => metrics::Side::Agents,
+    }
+}
+
+fn bind_pair(ip: IpAddr, rtp: u16, rtcp: u16) -> [Option<UdpSocket>; 2] {
+    let bind = |port: u16| {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port)).ok()?;
+        s.set_nonblocking(true).ok()?;
+        UdpSocket::from_std(s).ok()
+    };
+    [bind(rtp), bind(rtcp)]
+}
+
+impl CallRelay {
+    async fn run(mut self, mut spec_rx: watch::Receiver<Vec<StreamSpec>>) -> Exit {
+        let specs = spec_rx.borrow_and_update().clone();
+        self.apply(specs);
+        if let Some(tap) = &self.tap {
+            let _ = tap.try_send(TapEvent::Start {
+                call: self.call,
+                caller_side: self.caller_side,
+            });
+        }
+        let mut dirs = [
+            TapDirection::new(self.settings.mask),
+            TapDirection::new(self.settings.mask),
+        ];
+        let mut buf = vec![0u8; 2048];
+        let mut last_packet = Instant::now();
+        let mut seen_any = false;
+        let mut rotate = 0usize;
+        let exit = loop {
+            let idle_deadline = last_packet
+                + if seen_any {
+                    self.settings.inactivity
+                } else {
+                    // Before the first packet (ringing, hold before media) be patient.
+                    self.settings.inactivity * 10
+                };
+            tokio::select! {
+                changed = spec_rx.changed() => {
+                    if changed.is_err() {
+                        break Exit::Removed;
+                    }
+                    let specs = spec_rx.borrow_and_update().clone();
+                    self.apply(specs);
+                }
+                (k, n, src) = recv_any(&self.streams, &mut buf, &mut rotate) => {
+                    let now = Instant::now();
+                    last_packet = now;
+                    seen_any = true;
+                    self.on_datagram(k, &buf[..n], src, now, &mut dirs);
+                }
+                _ = tokio::time::sleep_until(idle_deadline.into()) => {
+                    break Exit::Inactive;
+                }
+            }
+        };
+        for (i, d) in dirs.iter_mut().enumerate() {
+            self.flush_direction(side_of(i), d);
+        }
+        if let Some(tap) = &self.tap {
+            let _ = tap.try_send(TapEvent::End { call: self.call });
+        }
+        exit
+    }
+
+    fn apply(&mut self, specs: Vec<StreamSpec>) {
+        for spec in specs {
+            let tel = spec
+                .codecs
+                .iter()
+                .find(|c| c.is_telephone_event())
+                .map(|c| c.pt.get());
+            let g711: HashMap<u8, G711> = spec
+                .codecs
+                .iter()
+                .filter_map(|c| {
+                    let kind = if c.name.eq_ignore_ascii_case("PCMU") {
+                        G711::Ulaw
+                    } else if c.name.eq_ignore_ascii_case("PCMA") {
+                        G711::Alaw
+                    } else {
+                        return None;
+                    };
+                    (c.clock_rate == 8000).then_some((c.pt.get(), kind))
+                })
+                .collect();
+            let clock = ClockRate::NARROWBAND;
+            if let Some(st) = self.streams.get_mut(spec.index) {
+                st.legs[0].set_signalled(spec.pbx_remote, spec.pbx_remote.map(rtcp_of), clock);
+                st.legs[1].set_signalled(
+                    spec.agents_remote,
+                    spec.agents_remote.map(rtcp_of),
+                    clock,
+                );
+                st.tel_event_pt = tel.or(st.tel_event_pt);
+                if !g711.is_empty() {
+                    st.g711 = g711;
+                }
+                st.spec = spec;
+                continue;
+            }
+            let mut legs = [
+                LegReceiver::new(self.settings.latch, clock),
+                LegReceiver::new(self.settings.latch, clock),
+            ];
+            legs[0].set_signalled(spec.pbx_remote, spec.pbx_remote.map(rtcp_of), clock);
+            legs[1].set_signalled(spec.agents_remote, spec.agents_remote.map(rtcp_of), clock);
+            let sockets = [
+                bind_pair(
+                    self.settings.pbx_bind,
+                    spec.pbx_local.rtp(),
+                    spec.pbx_local.rtcp(),
+                ),
+                bind_pair(
+                    self.settings.agents_bind,
+                    spec.agents_local.rtp(),
+                    spec.agents_local.rtcp(),
+                ),
+            ];
+            if sockets.iter().flatten().any(Option::is_none) {
+                tracing::warn!(
+                    call = self.call.0,
+                    "could not bind all media ports of a stream"
+                );
+            }
+            self.streams.push(StreamState {
+                spec,
+                sockets,
+                legs,
+                tel_event_pt: tel,
+                g711,
+            });
+        }
+    }
+
+    fn on_datagram(
+        &mut self,
+        k: usize,
+        data: &[u8],
+        src: SocketAddr,
+        now: Instant,
+        dirs: &mut [TapDirection; 2],
+    ) {
+        let (si, side_i, port_i) = (k / 4, (k / 2) % 2, k % 2);
+        let side = side_of(side_i);
+        let Some(st) = self.streams.get_mut(si) else {
+            return;
+        };
+        let port = if port_i == 0 {
+            LocalPort::Rtp
+        } else {
+            LocalPort::Rtcp
+        };
+        let received = match st.legs[side_i].on_datagram(data, src, port, now) {
+            Ok(r) => r,
+            Err(reason) => {
+                let label = match reason {
+                    RelayDrop::UnexpectedSource => metrics::DropReason::UnexpectedSource,
+                    _ => metrics::DropReason::Malformed,
+                };
+                self.metrics.rtp_dropped(metric_side(side), label);
+                return;
+            }
+        };
+        let other = 1 - side_i;
+        let (target, out_port) = match received {
+            Received::Rtp { .. } => (st.legs[other].rtp_target(), 0),
+            Received::Rtcp { .. } => (st.legs[other].rtcp_target(), 1),
+        };
+        // The live path first: forward without waiting.
+        if let (Some(target), Some(sock)) = (target, st.sockets[other][out_port].as_ref()) {
+            let _ = sock.try_send_to(data, target);
+        }
+        self.stats
+            .leg(metric_side(side), metrics::Direction::Inbound)
+            .record_packet(data.len());
+        self.stats
+            .leg(metric_side(side_of(other)), metrics::Direction::Outbound)
+            .record_packet(data.len());
+        // Then the recorder path (audio stream 0 only).
+        if si != 0 {
+            return;
+        }
+        if let Received::Rtp { packet, .. } = received {
+            let pt = packet.payload_type().get();
+            let ts = packet.timestamp().get();
+            let dir = &mut dirs[side_i];
+            if Some(pt) == st.tel_event_pt {
+                dir.clock.extend(ts);
+                if let Ok(first) = dir.tracker.handle(ts, packet.marker(), packet.payload()) {
+                    let mut next = first;
+                    while let Some(u) = next {
+                        apply_event(dir, u, &self.metrics);
+                        next = dir.tracker.poll_update();
+                    }
+                }
+            } else if let Some(kind) = st.g711.get(&pt).copied() {
+                let Some(t) = dir.clock.extend(ts) else {
+                    return;
+                };
+                if let Some(u) = dir.tracker.expire(ts) {
+                    apply_event(dir, u, &self.metrics);
+                }
+                push_audio(
+                    self.call,
+                    side,
+                    dir,
+                    t.0,
+                    packet.payload(),
+                    kind,
+                    self.tap.as_ref(),
+                    &self.metrics,
+                    &self.stats,
+                );
+            }
+        }
+    }
+
+    fn flush_direction(&self, side: Side, dir: &mut TapDirection) {
+        if !dir.started {
+            return;
+        }
+        // Push the look-ahead's worth of silence so the last real audio leaves the line.
+        let silence = [0i16; TAP_FRAME_MAX];
+        let mut left = dir.pipeline.delay_samples() as usize;
+        while left > 0 {
+            let n = left.min(TAP_FRAME_MAX);
+            run_pipeline(
+                self.call,
+                side,
+                dir,
+                &silence[..n],
+                self.tap.as_ref(),
+                &self.metrics,
+                &self.stats,
+            );
+            left -= n;
+        }
+        dir.pipeline.finish();
+        drain_spans(self.call, side, dir, self.tap.as_ref(), &self.metrics);
+    }
+}
+
+fn rtcp_of(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip(), a.port().wrapping_add(1))
+}
+
+fn apply_event(dir: &mut TapDirection, u: EventUpdate, metrics: &Metrics) {
+    match u {
+        EventUpdate::Began { start_ts, .. } => {
+            metrics.dtmf_detected(metrics::DtmfSource::Rfc4733);
+            dir.dtmf_seen += 1;
+            let Some(start) = dir.pipeline_time(start_ts) else {
+                return;
+            };
+            if let Some(old) = dir.open_event.take() {
+                dir.pipeline.end_span(old, dsp::MediaTime(start));
+            }
+            dir.open_event = Some(
+                dir.pipeline
+                    .begin_span(MaskReason::Rfc4733, dsp::MediaTime(start)),
+            );
+        }
+        EventUpdate::Extended { .. } => {}
+        EventUpdate::Ended { .. } => {
+            let end = dir.pipeline_time(u.end_ts());
+            if let (Some(id), Some(end)) = (dir.open_event.take(), end) {
+                dir.pipeline.end_span(id, dsp::MediaTime(end));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_audio(
+    call: CallRef,
+    side: Side,
+    dir: &mut TapDirection,
+    rtp_time: u64,
+    payload: &[u8],
+    kind: G711,
+    tap: Option<&mpsc::Sender<TapEvent>>,
+    metrics: &Metrics,
+    stats: &CallStats,
+) {
+    let Ok(t) = u64::try_from(rtp_time as i64 + dir.offset) else {
+        return;
+    };
+    if t < dir.pushed {
+        // Late or duplicate: relayed live, but the recorder path already moved on.
+        return;
+    }
+    let mut gap = t - dir.pushed;
+    if gap > MAX_GAP_FILL {
+        // A long discontinuity (hold, SSRC restart): re-base instead of writing minutes of
+        // silence; the recorder aligns on wall-clock.
+        dir.offset -= (gap - MAX_GAP_FILL) as i64;
+        gap = MAX_GAP_FILL;
+    }
+    dir.started = true;
+    let silence = [0i16; TAP_FRAME_MAX];
+    while gap > 0 {
+        let n = (gap as usize).min(TAP_FRAME_MAX);
+        run_pipeline(call, side, dir, &silence[..n], tap, metrics, stats);
+        gap -= n as u64;
+    }
+    let mut pcm = [0i16; TAP_FRAME_MAX];
+    for chunk in payload.chunks(TAP_FRAME_MAX) {
+        for (o, &b) in pcm.iter_mut().zip(chunk) {
+            *o = match kind {
+                G711::Ulaw => dsp::g711::ulaw_to_linear(b),
+                G711::Alaw => dsp::g711::alaw_to_linear(b),
+            };
+        }
+        run_pipeline(call, side, dir, &pcm[..chunk.len()], tap, metrics, stats);
+    }
+}
+
+fn run_pipeline(
+    call: CallRef,
+    side: Side,
+    dir: &mut TapDirection,
+    input: &[i16],
+    tap: Option<&mpsc::Sender<TapEvent>>,
+    metrics: &Metrics,
+    stats: &CallStats,
+) {
+    let mut frame = TapFrame {
+        call,
+        from: side,
+        media_time: 0,
+        len: input.len(),
+        pcm: [0; TAP_FRAME_MAX],
+    };
+    let before = dir.pipeline.stats();
+    // Output time of this frame's first sample; negative during the look-ahead pre-roll,
+    // which is silence that never existed in the call and is not sent.
+    let out_start = dir.pushed as i64 - dir.pipeline.delay_samples() as i64;
+    let report = dir.pipeline.process(input, &mut frame.pcm[..input.len()]);
+    dir.pushed += input.len() as u64;
+    let skip = usize::try_from(-out_start).unwrap_or(0).min(input.len());
+    if skip > 0 {
+        frame.pcm.copy_within(skip..input.len(), 0);
+        frame.len = input.len() - skip;
+    }
+    frame.media_time = out_start.max(0) as u64;
+    let after = dir.pipeline.stats();
+    for _ in before.dtmf_tones..after.dtmf_tones {
+        metrics.dtmf_detected(metrics::DtmfSource::Inband);
+    }
+    if report.fail_closed_samples > 0 {
+        stats.add_fail_closed_samples(u64::from(report.fail_closed_samples), 8000);
+    }
+    drain_spans(call, side, dir, tap, metrics);
+    if let (Some(tap), true) = (tap, frame.len > 0) {
+        if tap.try_send(TapEvent::Frame(Box::new(frame))).is_err() {
+            metrics.recorder_queue_dropped(metrics::SinkKind::Wav, 1);
+        }
+    }
+}
+
+fn drain_spans(
+    call: CallRef,
+    side: Side,
+    dir: &mut TapDirection,
+    tap: Option<&mpsc::Sender<TapEvent>>,
+    metrics: &Metrics,
+) {
+    while let Some(s) = dir.pipeline.poll_span() {
+        metrics.masked_span(s.reason, (s.end.0 - s.start.0) as f64 / 8000.0);
+        if let Some(tap) = tap {
+            let _ = tap.try_send(TapEvent::Span {
+                call,
+                from: side,
+                start: s.start.0,
+                end: s.end.0,
+                reason: s.reason,
+            });
+        }
+    }
+}
+
+/// Wait for a datagram on any of the call's sockets; returns (socket index, length, source).
+/// Socket index = stream × 4 + side × 2 + (0 RTP | 1 RTCP). Starts at a rotating index so a
+/// busy socket cannot starve the others.
+async fn recv_any(
+    streams: &[StreamState],
+    buf: &mut [u8],
+    rotate: &mut usize,
+) -> (usize, usize, SocketAddr) {
+    poll_fn(|cx| {
+        let total = streams.len() * 4;
+        if total == 0 {
+            return Poll::Pending;
+        }
+        let start = *rotate % total;
+        for j in 0..total {
+            let k = (start + j) % total;
+            let Some(sock) = streams[k / 4].sockets[(k / 2) % 2][k % 2].as_ref() else {
+                continue;
+            };
+            let mut rb = ReadBuf::new(buf);
+            match sock.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(src)) => {
+                    *rotate = k + 1;
+                    return Poll::Ready((k, rb.filled().len(), src));
+                }
+                Poll::Ready(Err(_)) | Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

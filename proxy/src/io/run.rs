@@ -1,0 +1,245 @@
+//! `callmask run`: build every shell from the validated [`config::Config`] and run them until
+//! shutdown. Binding happens here, so a port already in use is reported before anything runs.
+#![allow(clippy::disallowed_methods)] // io shell: reads the clock
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsp::mask::{MaskConfig, Replacement};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+use super::http::{self, HttpState, NoCalls, Readiness};
+use super::media::{MediaHub, MediaSettings, TapEvent};
+use super::recorder;
+use super::signalling::Signalling;
+use crate::core::ports::{PortAllocator, PortRange};
+use crate::core::proxy::{ProxyConfig, ProxyCore, SideConfig};
+use crate::core::relay::LatchConfig;
+use crate::core::sip::Limits;
+use crate::metrics::Metrics;
+
+/// Why `callmask run` could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A listener could not be bound.
+    #[error(
+        "cannot listen on {what} {addr}: {source} — is another process using it? change {key}"
+    )]
+    Bind {
+        /// What the socket is for.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The config key to change.
+        key: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A configuration value the runtime cannot use.
+    #[error("{key}: {problem}")]
+    Config {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Addresses the running proxy actually bound (ports resolved when 0 was configured).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// PBX-side SIP (UDP).
+    pub pbx_sip: SocketAddr,
+    /// Agents-side SIP (UDP).
+    pub agents_sip: SocketAddr,
+    /// HTTP.
+    pub http: SocketAddr,
+}
+
+/// The IP callmask advertises for a listen address: itself when specific, otherwise the
+/// local address the kernel would use toward `peer` (no packet is sent), else loopback.
+fn advertised_ip(listen: SocketAddr, peer: Option<SocketAddr>) -> IpAddr {
+    if !listen.ip().is_unspecified() {
+        return listen.ip();
+    }
+    peer.and_then(|p| {
+        let s = StdUdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)).ok()?;
+        s.connect(p).ok()?;
+        s.local_addr().ok().map(|a| a.ip())
+    })
+    .unwrap_or(Ipv4Addr::LOCALHOST.into())
+}
+
+fn mask_config(cfg: &config::Config) -> MaskConfig {
+    MaskConfig {
+        lookahead_ms: u32::from(cfg.masking.lookahead_ms.get()),
+        inband_dtmf: cfg.masking.dtmf,
+        replacement: match cfg.masking.replacement {
+            config::types::Replacement::Silence => Replacement::Silence,
+            config::types::Replacement::ComfortNoise => Replacement::ComfortNoise,
+            config::types::Replacement::Tone => Replacement::Tone { hz: 2000 },
+        },
+        ..MaskConfig::default()
+    }
+}
+
+async fn bind_udp(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+) -> Result<tokio::net::UdpSocket, RunError> {
+    tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            what,
+            addr,
+            key,
+            source,
+        })
+}
+
+/// Run the proxy with `cfg` until `shutdown` changes to true. `on_bound` is told the bound
+/// addresses once every listener is up (tests and `demo` use it).
+pub async fn run(
+    cfg: config::Config,
+    mut shutdown: watch::Receiver<bool>,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::new());
+
+    let pbx_listen = cfg.pbx.listen.get();
+    let agents_listen = cfg.agents.listen.get();
+    let pbx_peer = cfg.pbx.peer.map(|p| p.get());
+    let agents_peer = cfg.agents.peer.map(|p| p.get());
+    let pbx_sock = bind_udp(pbx_listen, "PBX-side SIP", "pbx.listen").await?;
+    let agents_sock = bind_udp(agents_listen, "agents-side SIP", "agents.listen").await?;
+    let http_listen = cfg.http.listen.get();
+    let http_listener = tokio::net::TcpListener::bind(http_listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            what: "HTTP",
+            addr: http_listen,
+            key: "http.listen",
+            source,
+        })?;
+    let bound = Bound {
+        pbx_sip: pbx_sock.local_addr().unwrap_or(pbx_listen),
+        agents_sip: agents_sock.local_addr().unwrap_or(agents_listen),
+        http: http_listener.local_addr().unwrap_or(http_listen),
+    };
+
+    let pbx_ip = advertised_ip(pbx_listen, pbx_peer);
+    let agents_ip = advertised_ip(agents_listen, agents_peer);
+    let core_cfg = ProxyConfig {
+        pbx: SideConfig {
+            sip_addr: SocketAddr::new(pbx_ip, bound.pbx_sip.port()),
+            media_ip: pbx_ip,
+            peer: pbx_peer,
+        },
+        agents: SideConfig {
+            sip_addr: SocketAddr::new(agents_ip, bound.agents_sip.port()),
+            media_ip: agents_ip,
+            peer: agents_peer,
+        },
+        limits: Limits {
+            max_message: cfg.sip.max_message_bytes.get() as usize,
+            max_headers: cfg.sip.max_headers.get() as usize,
+            max_line: cfg.sip.max_line_bytes.get() as usize,
+        },
+        secret: rand::random(),
+    };
+    let range = PortRange::new(cfg.media.ports.start(), cfg.media.ports.end()).map_err(|e| {
+        RunError::Config {
+            key: "media.ports",
+            problem: e.to_string(),
+        }
+    })?;
+    let ports = PortAllocator::new(range, Duration::from_secs(5));
+    let core = ProxyCore::new(core_cfg, ports);
+
+    // Recorder path: one task consumes sanitized frames for every configured sink.
+    let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
+    let recorders = recorder::Recorders::from_config(&cfg, metrics.clone());
+    let tap = if recorders.is_empty() {
+        None
+    } else {
+        Some(tap_tx)
+    };
+    let recorder_task = tokio::spawn(recorders.run(tap_rx));
+
+    let (timeouts_tx, timeouts_rx) = mpsc::unbounded_channel();
+    let media = MediaHub::new(
+        MediaSettings {
+            pbx_bind: if pbx_listen.ip().is_unspecified() {
+                pbx_listen.ip()
+            } else {
+                pbx_ip
+            },
+            agents_bind: if agents_listen.ip().is_unspecified() {
+                agents_listen.ip()
+            } else {
+                agents_ip
+            },
+            inactivity: Duration::from_secs(u64::from(cfg.media.inactivity_timeout.get())),
+            mask: mask_config(&cfg),
+            latch: LatchConfig::default(),
+        },
+        metrics.clone(),
+        tap,
+        timeouts_tx,
+    );
+
+    let token = match &cfg.http.auth {
+        config::HttpAuth::None => None,
+        config::HttpAuth::Token(t) => Some(t.as_str().to_string()),
+        config::HttpAuth::TokenFile(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| RunError::Config {
+                    key: "http.token_file",
+                    problem: format!("cannot read {}: {e}", p.display()),
+                })?
+                .trim()
+                .to_string(),
+        ),
+    };
+    let state = HttpState::new(metrics.clone(), readiness.clone(), Arc::new(NoCalls))
+        .with_token(token.as_deref());
+    let mut http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(http::serve(http_listener, state, async move {
+        let _ = http_shutdown.wait_for(|v| *v).await;
+    }));
+
+    readiness.set_listeners_bound(true);
+    readiness.set_sinks_reachable(true);
+    readiness.set_recognizer_loaded(true);
+    tracing::info!(
+        pbx = %bound.pbx_sip,
+        agents = %bound.agents_sip,
+        http = %bound.http,
+        "callmask listening"
+    );
+    on_bound(bound);
+
+    let signalling = Signalling {
+        core,
+        pbx: pbx_sock,
+        agents: agents_sock,
+        media,
+        metrics,
+        media_timeouts: timeouts_rx,
+    };
+    signalling
+        .run(async move {
+            let _ = shutdown.wait_for(|v| *v).await;
+        })
+        .await;
+    // Dropping the signalling task dropped the media hub and the tap sender: the recorder
+    // finishes its files once the relay tasks have flushed.
+    let _ = tokio::time::timeout(Duration::from_secs(10), recorder_task).await;
+    let _ = http_task.await;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The signalling shell: one task owns the [`ProxyCore`] and both sides' SIP UDP sockets.
+//!
+//! It loops: receive (either side) or wake for a timer → feed the core with `Instant::now()`
+//! → send every transmit → act on every event (media commands to the [`MediaHub`], counts to
+//! [`Metrics`]). No protocol logic lives here.
+#![allow(clippy::disallowed_methods)] // io shell: reads the clock
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::media::MediaHub;
+use crate::core::proxy::{CallOutcome, CallRef, MediaCommand, ProxyCore, ProxyEvent, Side};
+use crate::metrics::{self, Metrics};
+
+/// The signalling task's parts.
+pub struct Signalling {
+    /// The routing core.
+    pub core: ProxyCore,
+    /// SIP socket of the PBX side.
+    pub pbx: UdpSocket,
+    /// SIP socket of the agents' side.
+    pub agents: UdpSocket,
+    /// The media shell.
+    pub media: MediaHub,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Calls whose media went quiet.
+    pub media_timeouts: mpsc::UnboundedReceiver<CallRef>,
+}
+
+fn metric_side(s: Side) -> metrics::Side {
+    match s {
+        Side::Pbx => metrics::Side::Pbx,
+        Side::Agents => metrics::Side::Agents,
+    }
+}
+
+impl Signalling {
+    /// Run until `shutdown` resolves.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut pbx_buf = vec![0u8; 65_536];
+        let mut agents_buf = vec![0u8; 65_536];
+        loop {
+            let wake = self.core.poll_timeout();
+            let sleep = async {
+                match wake {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                r = self.pbx.recv_from(&mut pbx_buf) => {
+                    if let Ok((n, src)) = r {
+                        self.metrics.sip_message_received(metrics::Side::Pbx, metrics::Transport::Udp);
+                        let data = Bytes::copy_from_slice(&pbx_buf[..n]);
+                        self.core.handle_datagram(Side::Pbx, src, data, Instant::now());
+                    }
+                }
+                r = self.agents.recv_from(&mut agents_buf) => {
+                    if let Ok((n, src)) = r {
+                        self.metrics.sip_message_received(metrics::Side::Agents, metrics::Transport::Udp);
+                        let data = Bytes::copy_from_slice(&agents_buf[..n]);
+                        self.core.handle_datagram(Side::Agents, src, data, Instant::now());
+                    }
+                }
+                Some(call) = self.media_timeouts.recv() => {
+                    self.core.handle_media_timeout(call, Instant::now());
+                }
+                _ = sleep => {
+                    self.core.handle_timeout(Instant::now());
+                }
+            }
+            self.drain().await;
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            let sock = match t.side {
+                Side::Pbx => &self.pbx,
+                Side::Agents => &self.agents,
+            };
+            if let Err(e) = sock.send_to(&t.payload, t.dest).await {
+                tracing::debug!(side = t.side.as_str(), error = %e, "SIP send failed");
+            }
+        }
+        while let Some(ev) = self.core.poll_event() {
+            match ev {
+                ProxyEvent::Media(MediaCommand::Upsert { call, streams }) => {
+                    self.media.upsert(call, streams);
+                }
+                ProxyEvent::Media(MediaCommand::Remove { call }) => self.media.remove(call),
+                ProxyEvent::CallStarted { call, caller_side } => {
+                    tracing::info!(
+                        call = call.0,
+                        caller_side = caller_side.as_str(),
+                        "call started"
+                    );
+                    self.media.call_started(call, caller_side);
+                }
+                ProxyEvent::CallAnswered { call } => {
+                    tracing::info!(call = call.0, "call answered");
+                }
+                ProxyEvent::CallEnded { call, outcome } => {
+                    tracing::info!(call = call.0, outcome = outcome.as_str(), "call ended");
+                    self.media.call_ended(call);
+                    self.metrics.call_ended(match outcome {
+                        CallOutcome::Completed => metrics::CallOutcome::Completed,
+                        CallOutcome::Cancelled => metrics::CallOutcome::Cancelled,
+                        CallOutcome::Failed => metrics::CallOutcome::Failed,
+                        CallOutcome::TimedOut => metrics::CallOutcome::TimedOut,
+                    });
+                }
+                ProxyEvent::RequestIn { side, method } => {
+                    self.metrics.sip_request(
+                        metric_side(side),
+                        metrics::SipMethod::from_token(method.as_bytes()),
+                    );
+                }
+                ProxyEvent::ResponseIn { side, status } => {
+                    self.metrics
+                        .sip_response(metric_side(side), metrics::SipMethod::Other, status);
+                }
+                ProxyEvent::Rejected { side, reason } => {
+                    tracing::debug!(
+                        side = side.as_str(),
+                        reason = reason.label(),
+                        "SIP rejected"
+                    );
+                    self.metrics
+                        .sip_rejected(metric_side(side), metrics::DropReason::from(reason));
+                }
+                ProxyEvent::Dropped { side, reason } => {
+                    tracing::debug!(side = side.as_str(), reason, "SIP dropped");
+                    self.metrics
+                        .sip_rejected(metric_side(side), metrics::DropReason::NoRoute);
+                }
+                ProxyEvent::InfoDtmf { .. } => {
+                    self.metrics.dtmf_detected(metrics::DtmfSource::Info);
+                }
+            }
+        }
+        let ports = self.core.ports();
+        self.metrics
+            .set_media_ports(ports.in_use() as u64, ports.available() as u64);
+    }
+}
