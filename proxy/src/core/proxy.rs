@@ -683,7 +683,12 @@ impl ProxyCore {
         let to = from.other();
         // Allocate both sides' ports for every new active stream.
         while call.streams.len() < plan.streams.len() {
-            let (Some(a), Some(b)) = (self.ports.alloc(now), self.ports.alloc(now)) else {
+            let Some(a) = self.ports.alloc(now) else {
+                return Err(503);
+            };
+            let Some(b) = self.ports.alloc(now) else {
+                // Give the first pair back: it was never advertised.
+                let _ = self.ports.free(a, now);
                 return Err(503);
             };
             call.streams.push(Stream {
