@@ -136,7 +136,7 @@ pub(crate) fn analyse(
     // A low-group harmonic lands within 71 Hz of a high-group key (2·697 = 1394 next to 1336,
     // 2·770 next to 1477, 2·852 next to 1633), where the pair's own high tone would read as a
     // harmonic, so only clear ones are measured; the high group's (2418–3266 Hz) always are.
-    let excess = |i: usize| (pw[10 + 3 * i] - 0.5 * (pw[11 + 3 * i] + pw[12 + 3 * i])).max(0.0);
+    let excess = |i: usize| (pw[10 + 3 * i] - (pw[11 + 3 * i] + pw[12 + 3 * i])).max(0.0);
     let mut harm = excess(1);
     let mut fund = (comp[1].amp * n / 4.0).powi(2);
     if (2.0 * omega[0] - omega[1]).abs() >= 2.0 * PI * HARMONIC_CLEARANCE_HZ / FS {
