@@ -2,6 +2,7 @@
 
 pub mod ports;
 pub mod proxy;
+pub mod registrar;
 pub mod relay;
 pub mod sdp;
 pub mod sip;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::ports::{PortAllocator, PortPair};
+use super::registrar::Registrar;
 use super::sdp::{anchor, Codec, LocalAnchor, OriginState, Sdp};
 use super::sip::{
     build_response, parse_datagram, reject_request, reject_unparsed, Frame, Limits, MaxForwards,
@@ -269,13 +270,25 @@ struct Call {
     /// When the call is given up if nothing moves it on.
     deadline: Instant,
     cancelled: bool,
+    /// Where the agents' side of this call answers from (routing in registration mode).
+    agents_addr: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ResponsePath {
     side: Side,
     dest: SocketAddr,
     expires: Instant,
+    register: Option<PendingRegister>,
+}
+
+/// What a forwarded REGISTER asked for, to apply when the PBX answers.
+#[derive(Debug, Clone)]
+struct PendingRegister {
+    token: Option<String>,
+    aor: Bytes,
+    requested: Option<Duration>,
+    wildcard: bool,
 }
 
 /// The SIP routing core. See the module docs.
@@ -285,6 +298,7 @@ pub struct ProxyCore {
     ports: PortAllocator,
     calls: HashMap<Bytes, Call>,
     paths: HashMap<(Bytes, bool), ResponsePath>,
+    registrar: Registrar,
     next_call: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ProxyEvent>,
@@ -298,6 +312,7 @@ impl ProxyCore {
             ports,
             calls: HashMap::new(),
             paths: HashMap::new(),
+            registrar: Registrar::new(),
             next_call: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -307,6 +322,11 @@ impl ProxyCore {
     /// Calls currently known.
     pub fn active_calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Active registrations (registration mode).
+    pub fn registrations(&self) -> usize {
+        self.registrar.active()
     }
 
     /// The port pool (for metrics).
@@ -329,13 +349,15 @@ impl ProxyCore {
         let calls = self.calls.values().map(|c| c.deadline).min();
         let paths = self.paths.values().map(|p| p.expires).min();
         let ports = self.ports.poll_timeout();
-        [calls, paths, ports].into_iter().flatten().min()
+        let regs = self.registrar.poll_timeout();
+        [calls, paths, ports, regs].into_iter().flatten().min()
     }
 
     /// Expire what is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.paths.retain(|_, p| p.expires > now);
         self.ports.release_due(now);
+        self.registrar.handle_timeout(now);
         let due: Vec<Bytes> = self
             .calls
             .iter()
@@ -455,15 +477,40 @@ impl ProxyCore {
                 return;
             }
         };
-        let Some(dest) = self.config.side(out).peer else {
-            self.events.push_back(ProxyEvent::Dropped {
-                side,
-                reason: "no_peer",
-            });
-            self.respond(side, src, &msg, 503, "No Route To Peer");
-            return;
-        };
         let to_tag = msg.to().ok().and_then(|t| t.tag().cloned());
+        let mut new_ruri: Option<Bytes> = None;
+        let dest = match self.config.side(out).peer {
+            Some(peer) => peer,
+            None => {
+                // Registration mode (no agents peer): a registered phone by its token, or
+                // the agent of a known call.
+                let user = msg.request_uri().and_then(|u| u.user().cloned());
+                let by_token = user
+                    .as_ref()
+                    .and_then(|u| self.registrar.lookup(u))
+                    .cloned();
+                let by_call = self.calls.get(&call_id).and_then(|c| c.agents_addr);
+                match (by_token, by_call) {
+                    (Some(b), _) => {
+                        new_ruri = Some(b.contact.clone());
+                        b.source
+                    }
+                    (None, Some(a)) => a,
+                    (None, None) => {
+                        self.events.push_back(ProxyEvent::Dropped {
+                            side,
+                            reason: "no_route",
+                        });
+                        if self.config.side(out).peer.is_none() && out == Side::Agents {
+                            self.respond(side, src, &msg, 480, "Temporarily Unavailable");
+                        } else {
+                            self.respond(side, src, &msg, 503, "No Route To Peer");
+                        }
+                        return;
+                    }
+                }
+            }
+        };
         let is_initial_invite = method == Method::Invite && to_tag.is_none();
 
         // Call bookkeeping before the body is touched.
@@ -480,6 +527,7 @@ impl ProxyCore {
                     origin: [OriginState::new(), OriginState::new()],
                     deadline: now + EARLY_CALL_TTL,
                     cancelled: false,
+                    agents_addr: None,
                 },
             );
             self.events.push_back(ProxyEvent::CallStarted {
@@ -488,6 +536,9 @@ impl ProxyCore {
             });
         }
         if let Some(call) = self.calls.get_mut(&call_id) {
+            if side == Side::Agents {
+                call.agents_addr = Some(src);
+            }
             match method {
                 Method::Bye => {
                     call.state = CallState::Terminating;
@@ -515,6 +566,15 @@ impl ProxyCore {
             }
         }
         edit = edit.set_max_forwards(MaxForwards(mf));
+        if let Some(uri) = &new_ruri {
+            edit = edit.set_request_uri(uri);
+        }
+        let mut register = None;
+        if method == Method::Register && side == Side::Agents {
+            let (e, pending) = self.register_edit(edit, &msg, src, now);
+            edit = e;
+            register = Some(pending);
+        }
         if is_initial_invite
             || (to_tag.is_none() && matches!(method, Method::Subscribe | Method::Refer))
         {
@@ -554,6 +614,7 @@ impl ProxyCore {
                     side,
                     dest: src,
                     expires: now + PATH_TTL,
+                    register,
                 },
             );
         }
@@ -592,7 +653,14 @@ impl ProxyCore {
         };
         let cseq_method = cseq.method.clone();
         let is_cancel = cseq_method == Method::Cancel;
-        let (back_side, dest) = match self.paths.get(&(branch.clone(), is_cancel)) {
+        let path = self.paths.get(&(branch.clone(), is_cancel)).cloned();
+        if let (Some(reg), true) = (
+            path.as_ref().and_then(|p| p.register.clone()),
+            status.is_final(),
+        ) {
+            self.register_answered(reg, &msg, status.as_u16(), now);
+        }
+        let (back_side, dest) = match path {
             Some(p) => (p.side, p.dest),
             None => match via_destination(next) {
                 Some(d) => (side.other(), d),
@@ -605,7 +673,6 @@ impl ProxyCore {
                 }
             },
         };
-        let _ = src;
         let Ok(call_id) = msg.call_id() else {
             return;
         };
@@ -642,6 +709,9 @@ impl ProxyCore {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
+        if side == Side::Agents {
+            call.agents_addr = Some(src);
+        }
         match cseq_method {
             Method::Invite if code >= 200 && code < 300 => {
                 if call.state == CallState::Early {
@@ -760,6 +830,118 @@ impl ProxyCore {
             outcome,
         });
         let _ = call.caller_side;
+    }
+
+    /// Rewrite a phone's REGISTER so the PBX sees callmask's Contact, and note the pending
+    /// binding (RFC 3261 §10; SBC style, no reliance on Path).
+    fn register_edit<'a>(
+        &mut self,
+        edit: super::sip::Edit<'a>,
+        msg: &SipMessage,
+        src: SocketAddr,
+        now: Instant,
+    ) -> (super::sip::Edit<'a>, PendingRegister) {
+        let aor = msg
+            .to()
+            .map(|t| t.uri().as_bytes().clone())
+            .unwrap_or_default();
+        let requested = msg.expires().ok().flatten();
+        if msg.contact_is_wildcard() {
+            let pending = PendingRegister {
+                token: None,
+                aor,
+                requested,
+                wildcard: true,
+            };
+            return (edit, pending);
+        }
+        let contact = msg.contacts().ok().and_then(|c| c.into_iter().next());
+        let Some(contact) = contact else {
+            // A query (no Contact): pass through untouched.
+            let pending = PendingRegister {
+                token: None,
+                aor,
+                requested,
+                wildcard: false,
+            };
+            return (edit, pending);
+        };
+        let requested = contact
+            .params()
+            .get("expires")
+            .flatten()
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .or(requested);
+        let uri = contact.uri().as_bytes().clone();
+        let token = Registrar::token_for(&aor, &uri, self.config.secret);
+        self.registrar.pending(&token, aor.clone(), uri, src, now);
+        let ours = format!("sip:{token}@{}", self.config.pbx.sip_addr);
+        let pending = PendingRegister {
+            token: Some(token),
+            aor,
+            requested,
+            wildcard: false,
+        };
+        (edit.replace_contact_uri(ours.as_bytes()), pending)
+    }
+
+    /// The PBX answered a REGISTER: activate, refresh or remove the binding.
+    fn register_answered(
+        &mut self,
+        reg: PendingRegister,
+        msg: &SipMessage,
+        code: u16,
+        now: Instant,
+    ) {
+        if !(200..300).contains(&code) {
+            if let Some(t) = &reg.token {
+                self.registrar.refused(t);
+            }
+            return;
+        }
+        if reg.wildcard {
+            self.registrar.remove_aor(&reg.aor);
+            return;
+        }
+        let Some(token) = reg.token else {
+            return;
+        };
+        // The expiry the PBX granted for our Contact, else its Expires header, else ours.
+        let from_contact = msg.contacts().ok().and_then(|cs| {
+            cs.into_iter()
+                .find(|c| {
+                    c.uri()
+                        .user()
+                        .is_some_and(|u| u.as_ref() == token.as_bytes())
+                })
+                .and_then(|c| {
+                    c.params()
+                        .get("expires")
+                        .flatten()
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                })
+                .map(Duration::from_secs)
+        });
+        let granted = from_contact
+            .or_else(|| msg.expires().ok().flatten())
+            .or(reg.requested);
+        let listed = msg.contacts().is_ok_and(|cs| {
+            cs.iter().any(|c| {
+                c.uri()
+                    .user()
+                    .is_some_and(|u| u.as_ref() == token.as_bytes())
+            })
+        });
+        // A 2xx that no longer lists our Contact means the binding is gone.
+        let granted = if listed || from_contact.is_some() {
+            granted
+        } else if reg.requested == Some(Duration::ZERO) {
+            Some(Duration::ZERO)
+        } else {
+            granted
+        };
+        self.registrar.confirmed(&token, granted, now);
     }
 
     fn is_own_uri(&self, uri: &super::sip::Uri) -> bool {

@@ -447,3 +447,122 @@ fn unanswered_invite_times_out_and_frees_ports() {
     assert_eq!(c.active_calls(), 0);
     assert_eq!(c.ports().in_use(), 0);
 }
+
+fn registration_core() -> ProxyCore {
+    let mut c = core();
+    c.config.agents.peer = None;
+    c
+}
+
+const PHONE: &str = "127.0.0.1:5090";
+
+fn register(expires: u32, branch: &str) -> Bytes {
+    Bytes::from(format!(
+        "REGISTER sip:pbx.example SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {PHONE};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1001@pbx.example>;tag=r1\r\n\
+         To: <sip:1001@pbx.example>\r\n\
+         Call-ID: reg-1@phone\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:1001@192.168.7.7:5060>;expires={expires}\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+}
+
+/// Registration mode (issue 3): REGISTER through callmask with its own Contact, binding kept,
+/// the PBX's INVITE to that Contact reaches the phone, un-REGISTER removes it.
+#[test]
+fn registration_mode_routes_pbx_calls_to_registered_phone() {
+    let mut c = registration_core();
+    let t0 = Instant::now();
+    c.handle_datagram(Side::Agents, addr(PHONE), register(120, "z9hG4bKr1"), t0);
+    let fwd = one_transmit(&mut c);
+    assert_eq!((fwd.side, fwd.dest), (Side::Pbx, addr(PBX_UA)));
+    let reg = parse(&fwd.payload);
+    let contact = reg.contacts().expect("contact").remove(0);
+    let token = contact.uri().user().expect("user").clone();
+    assert!(token.starts_with(b"rg-"));
+    assert_eq!(contact.uri().host().as_ref(), b"127.0.0.1");
+    assert_eq!(
+        contact.uri().port(),
+        Some(5060),
+        "callmask's PBX-side address"
+    );
+    assert_eq!(c.registrations(), 0, "pending until the PBX says 2xx");
+    // 200 OK from the PBX, granting 60 s on our contact.
+    let ok = String::from_utf8_lossy(&response_to(&reg, 200, None)).replace(
+        &format!("Contact: <sip:agent@{AGENT_UA}>"),
+        &format!(
+            "Contact: <sip:{}@127.0.0.1:5060>;expires=60",
+            String::from_utf8_lossy(&token)
+        ),
+    );
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(ok), t0);
+    assert_eq!(
+        one_transmit(&mut c).dest,
+        addr(PHONE),
+        "200 back to the phone"
+    );
+    assert_eq!(c.registrations(), 1);
+
+    // The PBX calls the registered contact.
+    let inv = String::from_utf8_lossy(&request(
+        "INVITE",
+        "z9hG4bKin",
+        None,
+        1,
+        Some(&sdp("10.1.1.1", 4000)),
+    ))
+    .replace(
+        "INVITE sip:agent@127.0.0.1:5062 SIP/2.0",
+        &format!(
+            "INVITE sip:{}@127.0.0.1:5060 SIP/2.0",
+            String::from_utf8_lossy(&token)
+        ),
+    );
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(inv), t0);
+    let t = one_transmit(&mut c);
+    assert_eq!((t.side, t.dest), (Side::Agents, addr(PHONE)));
+    let fwd = parse(&t.payload);
+    assert_eq!(
+        fwd.request_uri().map(|u| u.as_bytes().clone()),
+        Some(Bytes::from_static(b"sip:1001@192.168.7.7:5060")),
+        "Request-URI is the phone's own Contact"
+    );
+
+    // Unknown users get 480 in registration mode.
+    let other = String::from_utf8_lossy(&request("INVITE", "z9hG4bKin2", None, 1, None))
+        .replace("Call-ID: call-1@test", "Call-ID: call-2@test")
+        .replace(
+            "INVITE sip:agent@127.0.0.1:5062",
+            "INVITE sip:rg-nobody@127.0.0.1:5060",
+        );
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(other), t0);
+    let r = parse(&one_transmit(&mut c).payload);
+    assert_eq!(r.status().map(StatusCode::as_u16), Some(480));
+
+    // Un-REGISTER.
+    c.handle_datagram(Side::Agents, addr(PHONE), register(0, "z9hG4bKr2"), t0);
+    let reg = parse(&one_transmit(&mut c).payload);
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), response_to(&reg, 200, None), t0);
+    let _ = one_transmit(&mut c);
+    assert_eq!(c.registrations(), 0);
+}
+
+#[test]
+fn registration_expires_without_refresh() {
+    let mut c = registration_core();
+    let t0 = Instant::now();
+    c.handle_datagram(Side::Agents, addr(PHONE), register(30, "z9hG4bKr3"), t0);
+    let reg = parse(&one_transmit(&mut c).payload);
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), response_to(&reg, 200, None), t0);
+    let _ = one_transmit(&mut c);
+    assert_eq!(
+        c.registrations(),
+        1,
+        "requested expiry used when the 2xx states none"
+    );
+    c.handle_timeout(t0 + Duration::from_secs(120));
+    assert_eq!(c.registrations(), 0);
+}

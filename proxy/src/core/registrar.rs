@@ -1,0 +1,192 @@
+//! Registration mode: the agents' phones REGISTER through callmask (SBC style).
+//!
+//! callmask forwards each REGISTER to the PBX with its **own** Contact
+//! (`sip:rg-<token>@<callmask's PBX-side address>`), so it works with PBXs that ignore `Path`,
+//! and keeps the binding: token → the phone's real Contact and the address the REGISTER came
+//! from (NAT-safe). A request from the PBX addressed to `rg-<token>` is routed to that phone.
+//! Bindings follow the expiry the PBX granted, refreshes extend them, and an un-REGISTER
+//! (`Expires: 0`, `expires=0`, or `Contact: *`) removes them once the PBX confirms. Sans-IO.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// User-part prefix of the Contacts callmask registers on the phones' behalf.
+pub const TOKEN_PREFIX: &str = "rg-";
+/// Expiry assumed when a REGISTER names none (RFC 3261 §10.2.1.1 suggests 3600 s).
+const DEFAULT_EXPIRES: Duration = Duration::from_secs(3600);
+/// Slack after the granted expiry before a binding is dropped (late refreshes).
+const GRACE: Duration = Duration::from_secs(32);
+
+/// One phone's registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The address-of-record (To URI of the REGISTER).
+    pub aor: Bytes,
+    /// The phone's own Contact URI.
+    pub contact: Bytes,
+    /// Where the phone's REGISTER came from (requests to it go here).
+    pub source: SocketAddr,
+    /// When the binding lapses.
+    pub expires: Instant,
+    /// Confirmed by a 2xx from the PBX.
+    pub active: bool,
+}
+
+/// The binding table.
+#[derive(Debug, Default)]
+pub struct Registrar {
+    by_token: HashMap<String, Binding>,
+}
+
+impl Registrar {
+    /// An empty table.
+    pub fn new() -> Self {
+        Registrar::default()
+    }
+
+    /// The token for a phone: stable for the same AOR + Contact, so refreshes keep it.
+    pub fn token_for(aor: &[u8], contact: &[u8], secret: u64) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        secret.hash(&mut h);
+        aor.hash(&mut h);
+        contact.hash(&mut h);
+        format!("{TOKEN_PREFIX}{:012x}", h.finish() & 0xffff_ffff_ffff)
+    }
+
+    /// A REGISTER is being forwarded: remember (or refresh) the pending binding.
+    pub fn pending(
+        &mut self,
+        token: &str,
+        aor: Bytes,
+        contact: Bytes,
+        source: SocketAddr,
+        now: Instant,
+    ) {
+        let entry = self.by_token.entry(token.to_string()).or_insert(Binding {
+            aor,
+            contact: contact.clone(),
+            source,
+            expires: now + GRACE,
+            active: false,
+        });
+        entry.contact = contact;
+        entry.source = source;
+        if !entry.active {
+            entry.expires = now + GRACE;
+        }
+    }
+
+    /// The PBX answered the REGISTER for `token` with 2xx granting `expires`
+    /// (`None`: none stated). Zero removes the binding.
+    pub fn confirmed(&mut self, token: &str, expires: Option<Duration>, now: Instant) {
+        let expires = expires.unwrap_or(DEFAULT_EXPIRES);
+        if expires.is_zero() {
+            self.by_token.remove(token);
+            return;
+        }
+        if let Some(b) = self.by_token.get_mut(token) {
+            b.active = true;
+            b.expires = now + expires + GRACE;
+        }
+    }
+
+    /// The PBX refused the REGISTER: forget a binding that was never confirmed.
+    pub fn refused(&mut self, token: &str) {
+        if self.by_token.get(token).is_some_and(|b| !b.active) {
+            self.by_token.remove(token);
+        }
+    }
+
+    /// Remove every binding of `aor` (`Contact: *`, confirmed by the PBX).
+    pub fn remove_aor(&mut self, aor: &[u8]) {
+        self.by_token.retain(|_, b| b.aor.as_ref() != aor);
+    }
+
+    /// The active binding for a Request-URI user part, if it is one of ours.
+    pub fn lookup(&self, user: &[u8]) -> Option<&Binding> {
+        let user = std::str::from_utf8(user).ok()?;
+        self.by_token.get(user).filter(|b| b.active)
+    }
+
+    /// Active bindings (metric).
+    pub fn active(&self) -> usize {
+        self.by_token.values().filter(|b| b.active).count()
+    }
+
+    /// Next expiry.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.by_token.values().map(|b| b.expires).min()
+    }
+
+    /// Drop lapsed bindings.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.by_token.retain(|_, b| b.expires > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:5090".parse().expect("addr")
+    }
+
+    #[test]
+    fn binding_lifecycle() {
+        let mut r = Registrar::new();
+        let t0 = Instant::now();
+        let tok = Registrar::token_for(b"sip:1001@pbx", b"sip:1001@10.0.0.7:5060", 1);
+        assert!(tok.starts_with(TOKEN_PREFIX));
+        assert_eq!(
+            tok,
+            Registrar::token_for(b"sip:1001@pbx", b"sip:1001@10.0.0.7:5060", 1)
+        );
+        r.pending(
+            &tok,
+            "sip:1001@pbx".into(),
+            "sip:1001@10.0.0.7:5060".into(),
+            addr(),
+            t0,
+        );
+        assert!(
+            r.lookup(tok.as_bytes()).is_none(),
+            "not active before the PBX says 2xx"
+        );
+        r.confirmed(&tok, Some(Duration::from_secs(60)), t0);
+        assert_eq!(r.lookup(tok.as_bytes()).map(|b| b.source), Some(addr()));
+        assert_eq!(r.active(), 1);
+        // Refresh keeps it alive past the first expiry.
+        r.confirmed(
+            &tok,
+            Some(Duration::from_secs(60)),
+            t0 + Duration::from_secs(50),
+        );
+        r.handle_timeout(t0 + Duration::from_secs(100));
+        assert_eq!(r.active(), 1);
+        // Expiry without refresh.
+        r.handle_timeout(t0 + Duration::from_secs(200));
+        assert_eq!(r.active(), 0);
+    }
+
+    #[test]
+    fn unregister_and_refusal() {
+        let mut r = Registrar::new();
+        let t0 = Instant::now();
+        r.pending("rg-a", "sip:a@pbx".into(), "sip:a@h".into(), addr(), t0);
+        r.confirmed("rg-a", None, t0);
+        r.confirmed("rg-a", Some(Duration::ZERO), t0);
+        assert_eq!(r.active(), 0);
+        r.pending("rg-b", "sip:b@pbx".into(), "sip:b@h".into(), addr(), t0);
+        r.refused("rg-b");
+        assert!(r.poll_timeout().is_none());
+        r.pending("rg-c", "sip:c@pbx".into(), "sip:c@h".into(), addr(), t0);
+        r.confirmed("rg-c", None, t0);
+        r.remove_aor(b"sip:c@pbx");
+        assert_eq!(r.active(), 0);
+    }
+}
