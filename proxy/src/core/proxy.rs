@@ -113,11 +113,33 @@ impl ProxyConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallRef(pub u64);
 
-/// A datagram to send.
+/// The SIP transport a message arrived on or leaves by. Requests are forwarded on the
+/// transport they arrived on; responses return on their request's transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SipTransport {
+    /// UDP datagrams.
+    Udp,
+    /// TCP stream (Content-Length framing).
+    Tcp,
+}
+
+impl SipTransport {
+    /// The token in a Via sent-protocol.
+    pub fn via_token(self) -> &'static str {
+        match self {
+            SipTransport::Udp => "UDP",
+            SipTransport::Tcp => "TCP",
+        }
+    }
+}
+
+/// A message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// Which side's socket sends it.
     pub side: Side,
+    /// UDP or TCP (TCP: over the connection with `dest`, opened if needed).
+    pub transport: SipTransport,
     /// Destination.
     pub dest: SocketAddr,
     /// The bytes.
@@ -277,6 +299,7 @@ struct Call {
 #[derive(Debug, Clone)]
 struct ResponsePath {
     side: Side,
+    transport: SipTransport,
     dest: SocketAddr,
     expires: Instant,
     register: Option<PendingRegister>,
@@ -302,6 +325,8 @@ pub struct ProxyCore {
     next_call: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ProxyEvent>,
+    /// Transport of the message being handled.
+    arrival: SipTransport,
 }
 
 impl ProxyCore {
@@ -316,6 +341,7 @@ impl ProxyCore {
             next_call: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            arrival: SipTransport::Udp,
         }
     }
 
@@ -387,8 +413,9 @@ impl ProxyCore {
 
     /// A datagram arrived on `side` from `src`.
     pub fn handle_datagram(&mut self, side: Side, src: SocketAddr, data: Bytes, now: Instant) {
+        self.arrival = SipTransport::Udp;
         match parse_datagram(data.clone(), &self.config.limits) {
-            Ok(Frame::Message(msg)) => self.handle_message(side, src, msg, now),
+            Ok(Frame::Message(msg)) => self.dispatch(side, src, msg, now),
             Ok(Frame::Ping | Frame::Pong) => {}
             Err(e) => {
                 self.events.push_back(ProxyEvent::Rejected {
@@ -402,8 +429,39 @@ impl ProxyCore {
         }
     }
 
-    /// A parsed message arrived on `side` from `src` (stream transports frame it first).
-    pub fn handle_message(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
+    /// A message framed from a TCP connection with `src` on `side` (the shell frames with
+    /// [`super::sip::parse_stream`] and answers keep-alives itself).
+    pub fn handle_stream_message(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        msg: SipMessage,
+        now: Instant,
+    ) {
+        self.arrival = SipTransport::Tcp;
+        self.dispatch(side, src, msg, now);
+    }
+
+    /// A stream message that failed to frame: answer it if possible (400/513) on the same
+    /// connection; the shell closes the connection afterwards.
+    pub fn handle_stream_error(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        raw: Bytes,
+        err: &super::sip::SipError,
+    ) {
+        self.arrival = SipTransport::Tcp;
+        self.events.push_back(ProxyEvent::Rejected {
+            side,
+            reason: err.reason(),
+        });
+        if let Some(resp) = reject_unparsed(&raw, err) {
+            self.send(side, src, resp.as_bytes().clone());
+        }
+    }
+
+    fn dispatch(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
         if msg.is_request() {
             self.handle_request(side, src, msg, now);
         } else {
@@ -411,9 +469,16 @@ impl ProxyCore {
         }
     }
 
+    /// Queue `payload` to `dest` on the arrival transport of the message being handled.
     fn send(&mut self, side: Side, dest: SocketAddr, payload: Bytes) {
+        let transport = self.arrival;
+        self.send_on(side, transport, dest, payload);
+    }
+
+    fn send_on(&mut self, side: Side, transport: SipTransport, dest: SocketAddr, payload: Bytes) {
         self.transmits.push_back(Transmit {
             side,
+            transport,
             dest,
             payload,
         });
@@ -581,9 +646,13 @@ impl ProxyCore {
             // Double Record-Route: the entry for the arrival side below the departure side's.
             let inbound = self.config.side(side).sip_addr;
             let outbound = self.config.side(out).sip_addr;
+            let tp = match self.arrival {
+                SipTransport::Udp => "",
+                SipTransport::Tcp => ";transport=tcp",
+            };
             edit = edit
-                .prepend_record_route(format!("<sip:{inbound};lr>").as_bytes())
-                .prepend_record_route(format!("<sip:{outbound};lr>").as_bytes());
+                .prepend_record_route(format!("<sip:{inbound}{tp};lr>").as_bytes())
+                .prepend_record_route(format!("<sip:{outbound}{tp};lr>").as_bytes());
         }
         if has_sdp(&msg) {
             match self.anchor_body(&call_id, side, msg.body(), now) {
@@ -596,7 +665,8 @@ impl ProxyCore {
             }
         }
         let via = format!(
-            "SIP/2.0/UDP {};branch={branch};rport",
+            "SIP/2.0/{} {};branch={branch};rport",
+            self.arrival.via_token(),
             self.config.side(out).sip_addr
         );
         edit = edit.prepend_via(via.as_bytes());
@@ -612,6 +682,7 @@ impl ProxyCore {
                 (Bytes::from(branch), method == Method::Cancel),
                 ResponsePath {
                     side,
+                    transport: self.arrival,
                     dest: src,
                     expires: now + PATH_TTL,
                     register,
@@ -660,10 +731,18 @@ impl ProxyCore {
         ) {
             self.register_answered(reg, &msg, status.as_u16(), now);
         }
-        let (back_side, dest) = match path {
-            Some(p) => (p.side, p.dest),
+        let (back_side, back_transport, dest) = match path {
+            Some(p) => (p.side, p.transport, p.dest),
             None => match via_destination(next) {
-                Some(d) => (side.other(), d),
+                Some(d) => (
+                    side.other(),
+                    if next.transport().is_reliable() {
+                        SipTransport::Tcp
+                    } else {
+                        SipTransport::Udp
+                    },
+                    d,
+                ),
                 None => {
                     self.events.push_back(ProxyEvent::Dropped {
                         side,
@@ -703,7 +782,7 @@ impl ProxyCore {
                 return;
             }
         };
-        self.send(back_side, dest, fwd.as_bytes().clone());
+        self.send_on(back_side, back_transport, dest, fwd.as_bytes().clone());
 
         // Call state after forwarding.
         let Some(call) = self.calls.get_mut(&call_id) else {

@@ -566,3 +566,36 @@ fn registration_expires_without_refresh() {
     c.handle_timeout(t0 + Duration::from_secs(120));
     assert_eq!(c.registrations(), 0);
 }
+
+/// TCP: requests leave on the transport they came on, with a TCP Via and `transport=tcp`
+/// Record-Routes; the response returns over TCP.
+#[test]
+fn tcp_requests_forward_over_tcp() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = parse(&request(
+        "INVITE",
+        "z9hG4bKtcp",
+        None,
+        1,
+        Some(&sdp("10.1.1.1", 4000)),
+    ));
+    c.handle_stream_message(Side::Pbx, addr(PBX_UA), inv, t0);
+    let t = one_transmit(&mut c);
+    assert_eq!(t.transport, SipTransport::Tcp);
+    let fwd = parse(&t.payload);
+    assert!(fwd.top_via().expect("via").transport().is_reliable());
+    let rr = fwd.header("Record-Route").expect("rr");
+    assert!(String::from_utf8_lossy(&rr).contains("transport=tcp"));
+    c.handle_stream_message(
+        Side::Agents,
+        addr(AGENT_UA),
+        parse(&response_to(&fwd, 180, None)),
+        t0,
+    );
+    let back = one_transmit(&mut c);
+    assert_eq!(
+        (back.transport, back.dest),
+        (SipTransport::Tcp, addr(PBX_UA))
+    );
+}

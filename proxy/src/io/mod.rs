@@ -11,3 +11,4 @@ pub mod media;
 pub mod recorder;
 pub mod run;
 pub mod signalling;
+pub mod sip_stream;

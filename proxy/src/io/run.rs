@@ -14,8 +14,9 @@ use super::http::{self, HttpState, NoCalls, Readiness};
 use super::media::{MediaHub, MediaSettings, TapEvent};
 use super::recorder;
 use super::signalling::Signalling;
+use super::sip_stream::spawn_listener;
 use crate::core::ports::{PortAllocator, PortRange};
-use crate::core::proxy::{ProxyConfig, ProxyCore, SideConfig};
+use crate::core::proxy::{ProxyConfig, ProxyCore, Side, SideConfig};
 use crate::core::relay::LatchConfig;
 use crate::core::sip::Limits;
 use crate::metrics::Metrics;
@@ -101,6 +102,21 @@ async fn bind_udp(
         })
 }
 
+async fn bind_tcp(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+) -> Result<tokio::net::TcpListener, RunError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            what,
+            addr,
+            key,
+            source,
+        })
+}
+
 /// Run the proxy with `cfg` until `shutdown` changes to true. `on_bound` is told the bound
 /// addresses once every listener is up (tests and `demo` use it).
 pub async fn run(
@@ -117,6 +133,19 @@ pub async fn run(
     let agents_peer = cfg.agents.peer.map(|p| p.get());
     let pbx_sock = bind_udp(pbx_listen, "PBX-side SIP", "pbx.listen").await?;
     let agents_sock = bind_udp(agents_listen, "agents-side SIP", "agents.listen").await?;
+    // TCP on the same addresses (the UDP port, which may have been chosen by the OS).
+    let pbx_tcp = bind_tcp(
+        pbx_sock.local_addr().unwrap_or(pbx_listen),
+        "PBX-side SIP (TCP)",
+        "pbx.listen",
+    )
+    .await?;
+    let agents_tcp = bind_tcp(
+        agents_sock.local_addr().unwrap_or(agents_listen),
+        "agents-side SIP (TCP)",
+        "agents.listen",
+    )
+    .await?;
     let http_listen = cfg.http.listen.get();
     let http_listener = tokio::net::TcpListener::bind(http_listen)
         .await
@@ -132,6 +161,11 @@ pub async fn run(
         http: http_listener.local_addr().unwrap_or(http_listen),
     };
 
+    let limits = Limits {
+        max_message: cfg.sip.max_message_bytes.get() as usize,
+        max_headers: cfg.sip.max_headers.get() as usize,
+        max_line: cfg.sip.max_line_bytes.get() as usize,
+    };
     let pbx_ip = advertised_ip(pbx_listen, pbx_peer);
     let agents_ip = advertised_ip(agents_listen, agents_peer);
     let core_cfg = ProxyConfig {
@@ -145,11 +179,7 @@ pub async fn run(
             media_ip: agents_ip,
             peer: agents_peer,
         },
-        limits: Limits {
-            max_message: cfg.sip.max_message_bytes.get() as usize,
-            max_headers: cfg.sip.max_headers.get() as usize,
-            max_line: cfg.sip.max_line_bytes.get() as usize,
-        },
+        limits,
         secret: rand::random(),
     };
     let range = PortRange::new(cfg.media.ports.start(), cfg.media.ports.end()).map_err(|e| {
@@ -224,6 +254,9 @@ pub async fn run(
     );
     on_bound(bound);
 
+    let (stream_tx, stream_rx) = mpsc::channel(4096);
+    spawn_listener(Side::Pbx, pbx_tcp, stream_tx.clone(), limits);
+    spawn_listener(Side::Agents, agents_tcp, stream_tx.clone(), limits);
     let signalling = Signalling {
         core,
         pbx: pbx_sock,
@@ -231,6 +264,10 @@ pub async fn run(
         media,
         metrics,
         media_timeouts: timeouts_rx,
+        stream_rx,
+        stream_tx,
+        limits,
+        conns: Default::default(),
     };
     signalling
         .run(async move {

@@ -12,8 +12,15 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
 use super::media::MediaHub;
-use crate::core::proxy::{CallOutcome, CallRef, MediaCommand, ProxyCore, ProxyEvent, Side};
+use super::sip_stream::{spawn_outbound, StreamInput};
+use crate::core::proxy::{
+    CallOutcome, CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport,
+};
+use crate::core::sip::Limits;
 use crate::metrics::{self, Metrics};
 
 /// The signalling task's parts.
@@ -30,6 +37,14 @@ pub struct Signalling {
     pub metrics: Arc<Metrics>,
     /// Calls whose media went quiet.
     pub media_timeouts: mpsc::UnboundedReceiver<CallRef>,
+    /// Messages from TCP connections.
+    pub stream_rx: mpsc::Receiver<StreamInput>,
+    /// For outbound TCP connections to report back.
+    pub stream_tx: mpsc::Sender<StreamInput>,
+    /// SIP limits (TCP framing).
+    pub limits: Limits,
+    /// Open TCP connections by (side, peer).
+    pub conns: HashMap<(Side, SocketAddr), mpsc::Sender<bytes::Bytes>>,
 }
 
 fn metric_side(s: Side) -> metrics::Side {
@@ -69,6 +84,9 @@ impl Signalling {
                         self.core.handle_datagram(Side::Agents, src, data, Instant::now());
                     }
                 }
+                Some(input) = self.stream_rx.recv() => {
+                    self.on_stream(input);
+                }
                 Some(call) = self.media_timeouts.recv() => {
                     self.core.handle_media_timeout(call, Instant::now());
                 }
@@ -80,14 +98,58 @@ impl Signalling {
         }
     }
 
+    fn on_stream(&mut self, input: StreamInput) {
+        match input {
+            StreamInput::Opened { side, peer, writer } => {
+                self.conns.insert((side, peer), writer);
+            }
+            StreamInput::Message { side, peer, msg } => {
+                self.metrics
+                    .sip_message_received(metric_side(side), metrics::Transport::Tcp);
+                self.core
+                    .handle_stream_message(side, peer, msg, Instant::now());
+            }
+            StreamInput::Invalid {
+                side,
+                peer,
+                raw,
+                error,
+            } => {
+                self.core.handle_stream_error(side, peer, raw, &error);
+            }
+            StreamInput::Closed { side, peer } => {
+                self.conns.remove(&(side, peer));
+            }
+        }
+    }
+
     async fn drain(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
-            let sock = match t.side {
-                Side::Pbx => &self.pbx,
-                Side::Agents => &self.agents,
-            };
-            if let Err(e) = sock.send_to(&t.payload, t.dest).await {
-                tracing::debug!(side = t.side.as_str(), error = %e, "SIP send failed");
+            match t.transport {
+                SipTransport::Udp => {
+                    let sock = match t.side {
+                        Side::Pbx => &self.pbx,
+                        Side::Agents => &self.agents,
+                    };
+                    if let Err(e) = sock.send_to(&t.payload, t.dest).await {
+                        tracing::debug!(side = t.side.as_str(), error = %e, "SIP send failed");
+                    }
+                }
+                SipTransport::Tcp => {
+                    let key = (t.side, t.dest);
+                    let writer = match self.conns.get(&key) {
+                        Some(w) if !w.is_closed() => w.clone(),
+                        _ => {
+                            let w =
+                                spawn_outbound(t.side, t.dest, self.stream_tx.clone(), self.limits);
+                            self.conns.insert(key, w.clone());
+                            w
+                        }
+                    };
+                    if writer.try_send(t.payload).is_err() {
+                        tracing::debug!(side = t.side.as_str(), "TCP write queue full; dropped");
+                    }
+                }
             }
         }
         while let Some(ev) = self.core.poll_event() {
