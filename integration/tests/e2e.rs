@@ -1,0 +1,347 @@
+//! End-to-end: the real `callmask run` binary between two sipp peers on 127.0.0.1.
+//!
+//! sipp is the PBX (UAC, bound on `pbx.peer`, sending to `pbx.listen`) and the agent (UAS,
+//! bound on `agents.peer`); the Rust [`RtpEndpoint`]s are their media. Every test starts its
+//! own callmask on fresh ports, so the tests run in parallel.
+#![allow(clippy::disallowed_methods)] // an e2e test reads the clock
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use callmask_integration::*;
+
+const T: Duration = Duration::from_secs(5);
+
+fn port_file(dir: &TempDir, name: &str) -> std::path::PathBuf {
+    dir.path().join(name)
+}
+
+fn read_port(
+    file: &std::path::Path,
+    who: &str,
+    uac: &mut SippChild,
+    uas: &mut SippChild,
+    cm: &Callmask,
+) -> u16 {
+    match wait_file_line(file, Duration::from_secs(8)).and_then(|s| s.parse().ok()) {
+        Some(p) => p,
+        None => {
+            let a = uac.wait();
+            let b = uas.wait();
+            panic!(
+                "{who} never reported callmask's media port\n=== UAC ===\n{}\n=== UAS ===\n{}\n--- callmask log ---\n{}",
+                a.report(),
+                b.report(),
+                cm.log_tail()
+            );
+        }
+    }
+}
+
+/// Sends `n` packets each way through callmask (pbx → callmask's PBX-side port → agent and
+/// back) and asserts every payload arrives unchanged and in order.
+fn exchange_rtp(
+    cm: &Callmask,
+    pbx: &mut RtpEndpoint,
+    agent: &mut RtpEndpoint,
+    cm_pbx_port: u16,
+    cm_agents_port: u16,
+    n: u32,
+) {
+    let to_pbx_side = SocketAddr::from((LOCALHOST, cm_pbx_port));
+    let to_agents_side = SocketAddr::from((LOCALHOST, cm_agents_port));
+    let mut sent_a = Vec::new();
+    let mut sent_b = Vec::new();
+    for i in 0..n {
+        sent_a.push(pbx.send_pcmu(to_pbx_side, &RtpEndpoint::payload(1, i)));
+        sent_b.push(agent.send_pcmu(to_agents_side, &RtpEndpoint::payload(2, i)));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let at_agent = agent.wait_received(n as usize, T);
+    let at_pbx = pbx.wait_received(n as usize, T);
+    let got_a: Vec<Vec<u8>> = at_agent.iter().map(|p| p.payload.clone()).collect();
+    let got_b: Vec<Vec<u8>> = at_pbx.iter().map(|p| p.payload.clone()).collect();
+    assert_eq!(
+        got_a.len(),
+        sent_a.len(),
+        "PBX→agent: {} of {} packets arrived\n{}",
+        got_a.len(),
+        sent_a.len(),
+        cm.log_tail()
+    );
+    assert_eq!(
+        got_b.len(),
+        sent_b.len(),
+        "agent→PBX: {} of {} packets arrived\n{}",
+        got_b.len(),
+        sent_b.len(),
+        cm.log_tail()
+    );
+    assert!(got_a == sent_a, "PBX→agent payloads differ");
+    assert!(got_b == sent_b, "agent→PBX payloads differ");
+    // Media comes from callmask's ports, not from the other endpoint.
+    assert!(
+        at_agent.iter().all(|p| p.from == to_agents_side),
+        "agent got media from elsewhere: {:?}",
+        at_agent[0].from
+    );
+    assert!(
+        at_pbx.iter().all(|p| p.from == to_pbx_side),
+        "PBX got media from elsewhere: {:?}",
+        at_pbx[0].from
+    );
+    assert!(at_agent.iter().all(|p| p.pt == 0));
+}
+
+// 1 ---------------------------------------------------------------------------------------
+
+#[test]
+fn call_basic() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let dir = TempDir::new("call_basic");
+    let mut pbx_media = RtpEndpoint::bind();
+    let mut agent_media = RtpEndpoint::bind();
+    let re = l.media_rtp_port_regex();
+    let uas_file = port_file(&dir, "uas_port");
+    let uac_file = port_file(&dir, "uac_port");
+    let mut uas = Sipp::new(
+        Scenario::file("uas_call.xml").with("MEDIA_RE", re.clone()),
+        l.agents_peer.port(),
+    )
+    .set("mport", agent_media.port())
+    .set("portfile", uas_file.display())
+    .spawn();
+    let mut uac = Sipp::new(
+        Scenario::file("uac_call.xml").with("MEDIA_RE", re),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .pause_ms(2500)
+    .set("mport", pbx_media.port())
+    .set("portfile", uac_file.display())
+    .spawn();
+
+    // The ports callmask advertised: toward the agent (in the INVITE) and toward the PBX
+    // (in the 200 OK).
+    let cm_agents_port = read_port(&uas_file, "UAS", &mut uac, &mut uas, &cm);
+    let cm_pbx_port = read_port(&uac_file, "UAC", &mut uac, &mut uas, &cm);
+    assert!(l.in_media_range(cm_agents_port) && l.in_media_range(cm_pbx_port));
+    assert_ne!(cm_agents_port, cm_pbx_port);
+    let m = cm.metrics();
+    assert_eq!(m.active(), 1.0, "{}", m.callmask_lines());
+    assert_eq!(m.ports_in_use(), 2.0, "{}", m.callmask_lines());
+
+    exchange_rtp(
+        &cm,
+        &mut pbx_media,
+        &mut agent_media,
+        cm_pbx_port,
+        cm_agents_port,
+        50,
+    );
+
+    let a = uac.wait();
+    a.assert_success("UAC", &cm);
+    let b = uas.wait();
+    b.assert_success("UAS", &cm);
+    let m = cm.wait_metrics("1 completed, 0 active, 0 ports in use", T, |m| {
+        m.calls("completed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+    assert_eq!(
+        m.calls("failed") + m.calls("cancelled") + m.calls("timed_out"),
+        0.0
+    );
+
+    // SIGTERM: a clean exit, and the call's stereo WAV + JSON sidecar are on disk.
+    let mut cm = cm;
+    let st = cm.stop(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "callmask exit {st:?}\n{}",
+        cm.log_tail()
+    );
+    let files: Vec<String> = std::fs::read_dir(&cm.rec_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with(".wav")),
+        "no wav in {files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with(".json")),
+        "no sidecar in {files:?}"
+    );
+}
+
+/// Starts the UAS then the UAC of a scenario pair, waits for both and asserts both passed.
+fn run_pair(cm: &Callmask, uas: Sipp, uac: Sipp) -> (SippRun, SippRun) {
+    let mut uas = uas.spawn();
+    let mut uac = uac.remote(cm.layout.pbx_listen).spawn();
+    let a = uac.wait();
+    let b = uas.wait();
+    if !a.success() || !b.success() {
+        panic!(
+            "sipp failed\n=== UAC ===\n{}\n=== UAS ===\n{}\n--- callmask log ---\n{}",
+            a.report(),
+            b.report(),
+            cm.log_tail()
+        );
+    }
+    (a, b)
+}
+
+// 4 ---------------------------------------------------------------------------------------
+
+#[test]
+fn busy_486() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let (uac, _) = run_pair(
+        &cm,
+        Sipp::new(Scenario::file("uas_busy.xml"), l.agents_peer.port()),
+        Sipp::new(Scenario::file("uac_busy.xml"), l.pbx_peer.port()),
+    );
+    // The ACK went through callmask to the UAS (its scenario waits for it), and the UAC saw
+    // the 486 exactly as the agent sent it.
+    assert!(uac.messages.contains("SIP/2.0 486 Busy Here"));
+    let m = cm.wait_metrics("1 failed call, 0 active, 0 ports in use", T, |m| {
+        m.calls("failed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+    assert_eq!(
+        m.calls("completed") + m.calls("cancelled"),
+        0.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
+
+// 8 ---------------------------------------------------------------------------------------
+
+#[test]
+fn load_200_calls() {
+    // Freed pairs wait 5 s in quarantine: 20 calls/s × 2 pairs × ~6 s, plus the live ones.
+    let cm = Callmask::start_with(CallmaskOpts {
+        media_pairs: 400,
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let (uac, uas) = run_pair(
+        &cm,
+        Sipp::new(Scenario::Builtin("uas"), l.agents_peer.port())
+            .calls(200)
+            .timeout_s(45),
+        Sipp::new(Scenario::Builtin("uac"), l.pbx_peer.port())
+            .calls(200)
+            .rate(20)
+            .pause_ms(300)
+            .timeout_s(45),
+    );
+    let (ok, failed) = uac.counts();
+    assert_eq!(ok, Some(200), "UAC successful calls\n{}", uac.report());
+    assert_eq!(failed, Some(0), "UAC failed calls\n{}", uac.report());
+    assert_eq!(
+        uas.counts().0,
+        Some(200),
+        "UAS successful calls\n{}",
+        uas.report()
+    );
+    let m = cm.wait_metrics("200 completed, 0 active, 0 ports in use", T, |m| {
+        m.calls("completed") == 200.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+    assert_eq!(
+        m.calls("failed") + m.calls("cancelled") + m.calls("timed_out"),
+        0.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
+
+// 9 ---------------------------------------------------------------------------------------
+
+fn options_with(raw: &RawSip, extra: &str, tag: &str) -> String {
+    let me = raw.addr();
+    format!(
+        "OPTIONS sip:agent@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-e2e-{tag}\r\n\
+         From: <sip:probe@{me}>;tag=e2e{tag}\r\n\
+         To: <sip:agent@127.0.0.1>\r\n\
+         Call-ID: e2e-{tag}@127.0.0.1\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         {extra}\
+         \r\n"
+    )
+}
+
+#[test]
+fn malformed_sip_400() {
+    let cm = Callmask::start();
+    let raw = RawSip::bind();
+    let to = cm.layout.pbx_listen;
+    let expect = |what: &str, msg: String, code: u16| {
+        raw.send(to, msg.as_bytes());
+        let resp = raw
+            .recv(Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("{what}: no response (expected {code})\n{}", cm.log_tail()));
+        assert_eq!(sip_status(&resp), Some(code), "{what}: got\n{resp}");
+        // The response goes back in the request's transaction.
+        let via = sip_header(&resp, "Via").unwrap_or_default();
+        assert!(
+            via.contains("z9hG4bK-e2e-"),
+            "{what}: Via not echoed: {resp}"
+        );
+    };
+
+    expect(
+        "bad Max-Forwards",
+        options_with(&raw, "Max-Forwards: abc\r\nContent-Length: 0\r\n", "mf"),
+        400,
+    );
+    expect(
+        "Content-Length past the datagram",
+        options_with(&raw, "Max-Forwards: 70\r\nContent-Length: 500\r\n", "cl") + "short body",
+        400,
+    );
+    expect(
+        "Max-Forwards 0",
+        options_with(&raw, "Max-Forwards: 0\r\nContent-Length: 0\r\n", "mf0"),
+        483,
+    );
+
+    // Pure junk: nothing to answer, nothing may crash.
+    let junk: [&[u8]; 7] = [
+        b"hello world",
+        b"\x00\x01\x02\x03\xff\xfe\xfd",
+        b"INVITE",
+        b"SIP/2.0 200 OK\r\n\r\n",
+        b"\r\n\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[0xffu8; 1400],
+    ];
+    for j in junk {
+        raw.send(to, j);
+        raw.send(cm.layout.agents_listen, j);
+    }
+    let huge = vec![b'A'; 60_000];
+    raw.send(to, &huge);
+    // Drain whatever was answered to the junk (a 400 to "INVITE" would be fine too).
+    while raw.recv(Duration::from_millis(300)).is_some() {}
+
+    assert!(cm.is_running(), "callmask died on junk\n{}", cm.log_tail());
+    assert_eq!(cm.healthz(), Some(200));
+    // And SIP is still served.
+    expect(
+        "bad Max-Forwards after junk",
+        options_with(&raw, "Max-Forwards: -1\r\nContent-Length: 0\r\n", "mf2"),
+        400,
+    );
+    let m = cm.metrics();
+    assert!(
+        m.sum("callmask_sip_messages_rejected_total", &[]) >= 3.0,
+        "{}",
+        m.callmask_lines()
+    );
+    assert_eq!(m.active(), 0.0);
+}
