@@ -20,7 +20,7 @@ use dsp::mask::{MaskConfig, MaskPipeline, MaskReason, SpanId};
 use dsp::rfc4733::{EventTracker, EventUpdate, RtpClock};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::core::proxy::{CallRef, Side, StreamSpec};
 use crate::core::relay::{
@@ -102,8 +102,26 @@ pub struct MediaSettings {
     pub latch: LatchConfig,
 }
 
+/// Commands to a call's relay task.
+#[derive(Debug, Clone)]
+pub enum CallCmd {
+    /// The latest anchored streams (after every SDP).
+    Spec(Vec<StreamSpec>),
+    /// Secure mode on (mute the recorder path of both directions) or off.
+    Secure(bool),
+    /// SIP INFO carried a key press from `from`: mute that direction around now.
+    InfoDtmf {
+        /// Side the INFO came from.
+        from: Side,
+    },
+}
+
+/// How long a SIP INFO key press is assumed to last on the recorder path (RFC 2976 bodies
+/// often carry no usable duration; 250 ms covers a long press with margin).
+const INFO_DTMF_MS: u64 = 300;
+
 struct CallHandle {
-    spec: watch::Sender<Vec<StreamSpec>>,
+    cmd: mpsc::UnboundedSender<CallCmd>,
 }
 
 /// Owns the per-call relay tasks; driven by the signalling shell's media commands.
@@ -115,6 +133,7 @@ pub struct MediaHub {
     stats: HashMap<CallRef, CallStats>,
     tap: Option<mpsc::Sender<TapEvent>>,
     timeouts: mpsc::UnboundedSender<CallRef>,
+    table: Arc<super::calls::CallTable>,
 }
 
 impl MediaHub {
@@ -125,6 +144,7 @@ impl MediaHub {
         metrics: Arc<Metrics>,
         tap: Option<mpsc::Sender<TapEvent>>,
         timeouts: mpsc::UnboundedSender<CallRef>,
+        table: Arc<super::calls::CallTable>,
     ) -> Self {
         MediaHub {
             settings,
@@ -134,17 +154,32 @@ impl MediaHub {
             stats: HashMap::new(),
             tap,
             timeouts,
+            table,
+        }
+    }
+
+    /// The call table shared with the HTTP API.
+    pub fn table(&self) -> &Arc<super::calls::CallTable> {
+        &self.table
+    }
+
+    /// SIP INFO DTMF seen on `call` from `from`.
+    pub fn info_dtmf(&mut self, call: CallRef, from: Side) {
+        if let Some(h) = self.calls.get(&call) {
+            let _ = h.cmd.send(CallCmd::InfoDtmf { from });
         }
     }
 
     /// A call began (before any media).
     pub fn call_started(&mut self, call: CallRef, caller_side: Side) {
+        self.table.started(call);
         self.caller_sides.insert(call, caller_side);
         self.stats.insert(call, self.metrics.new_call());
     }
 
     /// The call is over (whether or not it had media).
     pub fn call_ended(&mut self, call: CallRef) {
+        self.table.ended(call);
         self.caller_sides.remove(&call);
         self.stats.remove(&call);
         self.remove(call);
@@ -153,16 +188,28 @@ impl MediaHub {
     /// Create or update the relay of `call`.
     pub fn upsert(&mut self, call: CallRef, streams: Vec<StreamSpec>) {
         if let Some(h) = self.calls.get(&call) {
-            let _ = h.spec.send(streams);
+            let _ = h.cmd.send(CallCmd::Spec(streams));
             return;
         }
+        let codecs: Vec<String> = streams
+            .first()
+            .map(|s| {
+                s.codecs
+                    .iter()
+                    .filter(|c| !c.is_telephone_event())
+                    .map(|c| c.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         let caller_side = self.caller_sides.get(&call).copied().unwrap_or(Side::Pbx);
         let stats = self
             .stats
             .entry(call)
             .or_insert_with(|| self.metrics.new_call())
             .clone();
-        let (tx, rx) = watch::channel(streams);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(CallCmd::Spec(streams));
+        self.table.attach(call, tx.clone(), codecs);
         let task = CallRelay {
             call,
             settings: self.settings.clone(),
@@ -178,7 +225,7 @@ impl MediaHub {
                 let _ = timeouts.send(call);
             }
         });
-        self.calls.insert(call, CallHandle { spec: tx });
+        self.calls.insert(call, CallHandle { cmd: tx });
     }
 
     /// Stop relaying `call` (its task closes the sockets).
@@ -258,6 +305,13 @@ struct CallRelay {
     caller_side: Side,
 }
 
+fn side_i(s: Side) -> usize {
+    match s {
+        Side::Pbx => 0,
+        Side::Agents => 1,
+    }
+}
+
 fn side_of(i: usize) -> Side {
     if i == 0 {
         Side::Pbx
@@ -283,9 +337,7 @@ fn bind_pair(ip: IpAddr, rtp: u16, rtcp: u16) -> [Option<UdpSocket>; 2] {
 }
 
 impl CallRelay {
-    async fn run(mut self, mut spec_rx: watch::Receiver<Vec<StreamSpec>>) -> Exit {
-        let specs = spec_rx.borrow_and_update().clone();
-        self.apply(specs);
+    async fn run(mut self, mut cmd_rx: mpsc::UnboundedReceiver<CallCmd>) -> Exit {
         if let Some(tap) = &self.tap {
             let _ = tap.try_send(TapEvent::Start {
                 call: self.call,
@@ -296,6 +348,7 @@ impl CallRelay {
             TapDirection::new(self.settings.mask),
             TapDirection::new(self.settings.mask),
         ];
+        let mut secure: [Option<SpanId>; 2] = [None, None];
         let mut buf = vec![0u8; 2048];
         let mut last_packet = Instant::now();
         let mut seen_any = false;
@@ -309,12 +362,33 @@ impl CallRelay {
                     self.settings.inactivity * 10
                 };
             tokio::select! {
-                changed = spec_rx.changed() => {
-                    if changed.is_err() {
-                        break Exit::Removed;
+                cmd = cmd_rx.recv() => {
+                    match cmd {
+                        None => break Exit::Removed,
+                        Some(CallCmd::Spec(specs)) => self.apply(specs),
+                        Some(CallCmd::Secure(on)) => {
+                            for (d, slot) in dirs.iter_mut().zip(secure.iter_mut()) {
+                                // From the earliest sample not yet sent: nothing still in the
+                                // look-ahead leaves unmuted.
+                                let at = d.pipeline.output_time();
+                                match (on, slot.take()) {
+                                    (true, None) => {
+                                        *slot = Some(d.pipeline.begin_span(MaskReason::SecureMode, at));
+                                    }
+                                    (true, Some(id)) => *slot = Some(id),
+                                    (false, Some(id)) => d.pipeline.end_span(id, d.pipeline.input_time()),
+                                    (false, None) => {}
+                                }
+                            }
+                            tracing::info!(target: "callmask::audit", call = self.call.0, secure = on, "secure mode applied to the recorder path");
+                        }
+                        Some(CallCmd::InfoDtmf { from }) => {
+                            let d = &mut dirs[side_i(from)];
+                            let start = d.pipeline.output_time();
+                            let end = dsp::MediaTime(d.pipeline.input_time().0 + INFO_DTMF_MS * 8);
+                            d.pipeline.mark(MaskReason::Rfc4733, start, end);
+                        }
                     }
-                    let specs = spec_rx.borrow_and_update().clone();
-                    self.apply(specs);
                 }
                 (k, n, src) = recv_any(&self.streams, &mut buf, &mut rotate) => {
                     let now = Instant::now();

@@ -6,6 +6,7 @@
 //! - [`http`]: metrics, health and the control API.
 //! - [`run`]: `callmask run` wiring.
 
+pub mod calls;
 pub mod http;
 pub mod media;
 pub mod recorder;

@@ -10,7 +10,8 @@ use dsp::mask::{MaskConfig, Replacement};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use super::http::{self, HttpState, NoCalls, Readiness};
+use super::calls::CallTable;
+use super::http::{self, HttpState, Readiness};
 use super::media::{MediaHub, MediaSettings, TapEvent};
 use super::recorder;
 use super::signalling::Signalling;
@@ -202,6 +203,7 @@ pub async fn run(
     let recorder_task = tokio::spawn(recorders.run(tap_rx));
 
     let (timeouts_tx, timeouts_rx) = mpsc::unbounded_channel();
+    let table = Arc::new(CallTable::new());
     let media = MediaHub::new(
         MediaSettings {
             pbx_bind: if pbx_listen.ip().is_unspecified() {
@@ -221,6 +223,7 @@ pub async fn run(
         metrics.clone(),
         tap,
         timeouts_tx,
+        table.clone(),
     );
 
     let token = match &cfg.http.auth {
@@ -236,7 +239,7 @@ pub async fn run(
                 .to_string(),
         ),
     };
-    let state = HttpState::new(metrics.clone(), readiness.clone(), Arc::new(NoCalls))
+    let state = HttpState::new(metrics.clone(), readiness.clone(), table.clone())
         .with_token(token.as_deref());
     let mut http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(http::serve(http_listener, state, async move {

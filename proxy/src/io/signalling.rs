@@ -168,6 +168,7 @@ impl Signalling {
                 }
                 ProxyEvent::CallAnswered { call } => {
                     tracing::info!(call = call.0, "call answered");
+                    self.media.table().answered(call);
                 }
                 ProxyEvent::CallEnded { call, outcome } => {
                     tracing::info!(call = call.0, outcome = outcome.as_str(), "call ended");
@@ -203,8 +204,9 @@ impl Signalling {
                     self.metrics
                         .sip_rejected(metric_side(side), metrics::DropReason::NoRoute);
                 }
-                ProxyEvent::InfoDtmf { .. } => {
+                ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);
+                    self.media.info_dtmf(call, side);
                 }
             }
         }

@@ -1,0 +1,111 @@
+//! The live call table as the HTTP API sees it: lookup only (the relay never locks it per
+//! packet). Entries hold no PHI: callmask's own call id, times, state, codecs, secure flag.
+#![allow(clippy::disallowed_methods)] // io shell: reads the wall clock for start times
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use super::http::{Actor, CallControl, CallState, CallSummary, NotFound, SecureChange};
+use super::media::CallCmd;
+use crate::core::proxy::CallRef;
+
+#[derive(Debug)]
+struct Entry {
+    started_at_unix_ms: u64,
+    state: CallState,
+    secure: bool,
+    codecs: Vec<String>,
+    cmd: Option<mpsc::UnboundedSender<CallCmd>>,
+}
+
+/// Live calls by [`CallRef`].
+#[derive(Debug, Default)]
+pub struct CallTable {
+    calls: DashMap<u64, Entry>,
+}
+
+impl CallTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        CallTable::default()
+    }
+
+    /// A call began.
+    pub fn started(&self, call: CallRef) {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.calls.insert(
+            call.0,
+            Entry {
+                started_at_unix_ms: ms,
+                state: CallState::Setup,
+                secure: false,
+                codecs: Vec::new(),
+                cmd: None,
+            },
+        );
+    }
+
+    /// The call was answered.
+    pub fn answered(&self, call: CallRef) {
+        if let Some(mut e) = self.calls.get_mut(&call.0) {
+            e.state = CallState::Established;
+        }
+    }
+
+    /// The call's relay task is up; secure mode requests go to it.
+    pub fn attach(&self, call: CallRef, cmd: mpsc::UnboundedSender<CallCmd>, codecs: Vec<String>) {
+        if let Some(mut e) = self.calls.get_mut(&call.0) {
+            if e.secure {
+                let _ = cmd.send(CallCmd::Secure(true));
+            }
+            e.cmd = Some(cmd);
+            e.codecs = codecs;
+        }
+    }
+
+    /// The call is over.
+    pub fn ended(&self, call: CallRef) {
+        self.calls.remove(&call.0);
+    }
+
+    /// Secure flag of a call (tests).
+    pub fn is_secure(&self, call: CallRef) -> Option<bool> {
+        self.calls.get(&call.0).map(|e| e.secure)
+    }
+}
+
+impl CallControl for CallTable {
+    fn list(&self) -> Vec<CallSummary> {
+        let mut v: Vec<CallSummary> = self
+            .calls
+            .iter()
+            .map(|e| CallSummary {
+                id: e.key().to_string(),
+                started_at_unix_ms: e.started_at_unix_ms,
+                state: e.state,
+                secure: e.secure,
+                codecs: e.codecs.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    fn set_secure(&self, id: &str, secure: bool, _actor: &Actor) -> Result<SecureChange, NotFound> {
+        let key: u64 = id.parse().map_err(|_| NotFound)?;
+        let mut e = self.calls.get_mut(&key).ok_or(NotFound)?;
+        if e.secure == secure {
+            return Ok(SecureChange::Unchanged);
+        }
+        e.secure = secure;
+        if let Some(cmd) = &e.cmd {
+            let _ = cmd.send(CallCmd::Secure(secure));
+        }
+        Ok(SecureChange::Changed)
+    }
+}
