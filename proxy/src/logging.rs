@@ -77,8 +77,11 @@ impl std::error::Error for LogError {}
 pub fn init(format: LogFormat, level: &str) -> Result<(), LogError> {
     let env = std::env::var("RUST_LOG").ok();
     let filter = filter(env.as_deref(), level)?;
+    use std::io::IsTerminal;
+    // Colour codes only on a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Human => builder.try_init(),
