@@ -7,7 +7,7 @@
 //! block whose energy is below what the weakest acceptable tone alone would put in it is
 //! declared silent without running any filter. Otherwise eight Goertzel bins run over the
 //! block in one vectorised loop, and the block "hits" a key if the strongest row and column
-//! bins pass loose spandsp-style tests: level, twist, each peak ≥ 6 dB over the other bins of
+//! bins pass loose spandsp-style tests: level, twist, each peak ≥ 4 dB over the other bins of
 //! its group, and the pair holding a good part of the block's energy. These tests are looser
 //! than Q.24 on purpose: the block stage only nominates candidates.
 //!
@@ -60,9 +60,10 @@ const BLOCK_LEVEL_SLACK_DB: f32 = 4.0;
 /// by up to ~1.4 dB at ±1.5 %, plus noise).
 const BLOCK_TWIST_SLACK_DB: f32 = 3.0;
 /// Block stage: each peak must exceed every other bin of its group by this much. spandsp uses
-/// 8 dB; 6 dB keeps ±1.5 % tones (the 697/770 bins then differ by ≥ 12 dB) with speech
-/// underneath.
-const BLOCK_RELATIVE_PEAK_DB: f32 = 6.0;
+/// 8 dB; a ±1.5 % tone alone leaves its neighbours ≥ 12 dB down, but speech under a −27 dBm0
+/// tone fills them to −4…−6 dB in some blocks (dev corpus), and a missed block costs the
+/// whole tone. The fine stage's 7 dB group test on 204 Hann-windowed samples stays strict.
+const BLOCK_RELATIVE_PEAK_DB: f32 = 4.0;
 /// Block stage: the pair must hold at least this fraction of the block's energy (−6 dB: a
 /// 0 dB S/N mixture still passes, the fine stage is stricter).
 const BLOCK_ENERGY_RATIO_DB: f32 = -6.0;
@@ -478,8 +479,8 @@ impl DtmfDetector {
                 a.comp[1].deviation as f32 * 100.0,
             ],
             level_dbm0: [
-                self.level_dbm0(a.comp[0].amp),
-                self.level_dbm0(a.comp[1].amp),
+                self.level_dbm0(a.comp[0].hann_amp),
+                self.level_dbm0(a.comp[1].hann_amp),
             ],
             energy_ratio_db: db(a.energy_ratio),
             harmonic_db: db(a.harmonic_ratio),
@@ -541,7 +542,7 @@ impl DtmfDetector {
         // Share of the run's energy the fitted pair explains.
         let (mut tone, mut total) = (0.0f32, 0.0f32);
         for v in &self.presence[start..end] {
-            tone += v.rho.clamp(0.0, 1.5).powi(2) * v.model;
+            tone += v.rho.max(0.0).powi(2) * v.model;
             total += v.energy;
         }
         if tone < total * db_to_power_ratio(EXTENT_MIN_ENERGY_RATIO_DB) {
@@ -585,8 +586,8 @@ impl DtmfDetector {
         if a.comp.iter().any(|x| x.deviation.abs() > max_dev) {
             return Err(CandidateVerdict::FrequencyOff);
         }
-        let low = f64::from(self.level_dbm0(a.comp[0].amp));
-        let high = f64::from(self.level_dbm0(a.comp[1].amp));
+        let low = f64::from(self.level_dbm0(a.comp[0].hann_amp));
+        let high = f64::from(self.level_dbm0(a.comp[1].hann_amp));
         if low.max(high) < f64::from(c.min_level_dbm0 - LEVEL_MARGIN_DB) {
             return Err(CandidateVerdict::Level);
         }

@@ -55,8 +55,11 @@ pub(crate) struct Component {
     pub(crate) omega: f64,
     /// Relative deviation from nominal (0.01 = +1 %).
     pub(crate) deviation: f64,
-    /// Amplitude in sample units.
+    /// Amplitude in sample units (rectangular window: the model's amplitude).
     pub(crate) amp: f64,
+    /// Amplitude from the Hann-windowed DTFT: the strong component of a twisted pair leaks far
+    /// less into the weak one's estimate, so level and twist are judged on this.
+    pub(crate) hann_amp: f64,
     /// Phase at the window's first sample.
     pub(crate) phase: f64,
 }
@@ -111,6 +114,7 @@ pub(crate) fn analyse(
             omega: omega[i],
             deviation: deviation[i],
             amp: 2.0 * (re * re + im * im).sqrt() / n,
+            hann_amp: 0.0,
             phase: im.atan2(re),
         };
     }
@@ -129,6 +133,10 @@ pub(crate) fn analyse(
         probe[12 + 3 * i] = 2.0 * omega[i] + side;
     }
     let pw = dtft_multi(window, &probe, Some(hann)).map(|(re, im)| re * re + im * im);
+    let wsum: f64 = hann.iter().map(|&w| f64::from(w)).sum();
+    for (c, p) in comp.iter_mut().zip(pw) {
+        c.hann_amp = 2.0 * p.sqrt() / wsum.max(1e-9);
+    }
     // Second harmonics (a Hann-windowed sine of amplitude A reads A·N/4), counted only above
     // the level of the spectrum beside them: a harmonic is a peak at exactly 2f, while noise
     // or speech babble fills 2f and its neighbourhood alike (without this, a weak tone in
