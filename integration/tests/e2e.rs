@@ -345,3 +345,236 @@ fn malformed_sip_400() {
     );
     assert_eq!(m.active(), 0.0);
 }
+
+/// The `key=value` fields of the scenario `<log>` line that starts with `tag ` (the harness
+/// convention of these scenarios: `TAG ver=… port=… dir=…`).
+fn logged(run: &SippRun, tag: &str) -> std::collections::HashMap<String, String> {
+    let line = run
+        .actions
+        .lines()
+        .find_map(|l| {
+            let i = l.find(&format!("{tag} "))?;
+            Some(&l[i + tag.len() + 1..])
+        })
+        .unwrap_or_else(|| panic!("no `{tag}` line in the sipp log\n{}", run.report()));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn num(fields: &std::collections::HashMap<String, String>, k: &str) -> u64 {
+    fields
+        .get(k)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("field {k} missing or not a number in {fields:?}"))
+}
+
+// 2 ---------------------------------------------------------------------------------------
+
+#[test]
+fn cancel() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let (uac, uas) = run_pair(
+        &cm,
+        Sipp::new(Scenario::file("uas_cancel.xml"), l.agents_peer.port()),
+        Sipp::new(Scenario::file("uac_cancel.xml"), l.pbx_peer.port()),
+    );
+    assert!(uas.messages.contains("CANCEL sip:"), "{}", uas.report());
+    assert!(uac.messages.contains("SIP/2.0 487"), "{}", uac.report());
+    let m = cm.wait_metrics("1 cancelled call, 0 active, 0 ports in use", T, |m| {
+        m.calls("cancelled") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+    assert_eq!(
+        m.calls("completed") + m.calls("failed") + m.calls("timed_out"),
+        0.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
+
+// 3 ---------------------------------------------------------------------------------------
+
+#[test]
+fn bye_from_agent() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let (uac, uas) = run_pair(
+        &cm,
+        Sipp::new(Scenario::file("uas_hangs_up.xml"), l.agents_peer.port()),
+        Sipp::new(Scenario::file("uac_callee_hangs_up.xml"), l.pbx_peer.port()),
+    );
+    // The agent's BYE reached the PBX through callmask (callmask's own Via on top) and the
+    // 200 came back to the agent.
+    assert!(uac.messages.contains("BYE sip:pbx@"), "{}", uac.report());
+    assert!(uas.messages.contains("SIP/2.0 200 OK"), "{}", uas.report());
+    let m = cm.wait_metrics("1 completed call, 0 active, 0 ports in use", T, |m| {
+        m.calls("completed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+    assert_eq!(m.calls("timed_out") + m.calls("failed"), 0.0);
+}
+
+// 5 ---------------------------------------------------------------------------------------
+
+#[test]
+fn reinvite_hold_resume() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let re = l.media_rtp_port_regex();
+    let (uac, uas) = run_pair(
+        &cm,
+        Sipp::new(
+            Scenario::file("uas_reinvite.xml").with("MEDIA_RE", re.clone()),
+            l.agents_peer.port(),
+        )
+        .set("mport", 40_000),
+        Sipp::new(
+            Scenario::file("uac_reinvite.xml").with("MEDIA_RE", re),
+            l.pbx_peer.port(),
+        )
+        .set("mport", 40_002),
+    );
+    // What the agent saw: every offer anchored at the same callmask port, direction kept,
+    // o= version strictly increasing.
+    let offers: Vec<_> = (0..3).map(|i| logged(&uas, &format!("OFFER{i}"))).collect();
+    let answers: Vec<_> = (0..3)
+        .map(|i| logged(&uac, &format!("ANSWER{i}")))
+        .collect();
+    let dirs = |v: &[std::collections::HashMap<String, String>]| -> Vec<String> {
+        v.iter().map(|f| f["dir"].clone()).collect()
+    };
+    assert_eq!(dirs(&offers), ["sendrecv", "sendonly", "sendrecv"]);
+    assert_eq!(dirs(&answers), ["sendrecv", "recvonly", "sendrecv"]);
+    for (who, seen) in [("agent", &offers), ("PBX", &answers)] {
+        let vers: Vec<u64> = seen.iter().map(|f| num(f, "ver")).collect();
+        assert!(
+            vers.windows(2).all(|w| w[1] > w[0]),
+            "o= versions toward the {who} not increasing: {vers:?}"
+        );
+        let ports: Vec<u64> = seen.iter().map(|f| num(f, "port")).collect();
+        assert!(
+            ports.iter().all(|p| *p == ports[0]),
+            "media port toward the {who} changed across re-INVITEs: {ports:?}"
+        );
+        assert!(seen.iter().all(|f| f["o"] == "127.0.0.1"));
+    }
+    let m = cm.wait_metrics("1 completed call, 0 active, 0 ports in use", T, |m| {
+        m.calls("completed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+    assert_eq!(m.calls("failed") + m.calls("timed_out"), 0.0);
+}
+
+// 6 ---------------------------------------------------------------------------------------
+
+#[test]
+fn late_offer() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let dir = TempDir::new("late_offer");
+    let mut pbx_media = RtpEndpoint::bind();
+    let mut agent_media = RtpEndpoint::bind();
+    let re = l.media_rtp_port_regex();
+    let uas_file = port_file(&dir, "uas_port");
+    let uac_file = port_file(&dir, "uac_port");
+    let mut uas = Sipp::new(
+        Scenario::file("uas_late_offer.xml").with("MEDIA_RE", re.clone()),
+        l.agents_peer.port(),
+    )
+    .set("mport", agent_media.port())
+    .set("portfile", uas_file.display())
+    .spawn();
+    let mut uac = Sipp::new(
+        Scenario::file("uac_late_offer.xml").with("MEDIA_RE", re),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .pause_ms(2000)
+    .set("mport", pbx_media.port())
+    .set("portfile", uac_file.display())
+    .spawn();
+    // Offer in the 200 → callmask's PBX-side port; answer in the ACK → agents-side port.
+    let cm_pbx_port = read_port(&uac_file, "UAC", &mut uac, &mut uas, &cm);
+    let cm_agents_port = read_port(&uas_file, "UAS", &mut uac, &mut uas, &cm);
+    assert!(l.in_media_range(cm_agents_port) && l.in_media_range(cm_pbx_port));
+    assert_ne!(cm_agents_port, cm_pbx_port);
+    exchange_rtp(
+        &cm,
+        &mut pbx_media,
+        &mut agent_media,
+        cm_pbx_port,
+        cm_agents_port,
+        30,
+    );
+    let a = uac.wait();
+    a.assert_success("UAC", &cm);
+    let b = uas.wait();
+    b.assert_success("UAS", &cm);
+    cm.wait_metrics("1 completed call, 0 active, 0 ports in use", T, |m| {
+        m.calls("completed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+}
+
+// 7 ---------------------------------------------------------------------------------------
+
+#[test]
+fn lost_200_retransmission() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let dir = TempDir::new("lost_200");
+    let re = l.media_rtp_port_regex();
+    let mut uas = Sipp::new(
+        Scenario::file("uas_call.xml").with("MEDIA_RE", re.clone()),
+        l.agents_peer.port(),
+    )
+    .set("mport", 40_000)
+    .set("portfile", port_file(&dir, "uas_port").display())
+    .spawn();
+    let mut uac = Sipp::new(
+        Scenario::file("uac_slow_ack.xml").with("MEDIA_RE", re),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .pause_ms(300)
+    .set("mport", 40_002)
+    .spawn();
+    // While the ACK is late, the retransmitted 200s must not allocate new ports.
+    std::thread::sleep(Duration::from_millis(1000));
+    let m = cm.metrics();
+    assert_eq!(m.ports_in_use(), 2.0, "{}", m.callmask_lines());
+    assert_eq!(m.active(), 1.0, "{}", m.callmask_lines());
+    let a = uac.wait();
+    let b = uas.wait();
+    if !a.success() || !b.success() {
+        panic!(
+            "sipp failed\n=== UAC ===\n{}\n=== UAS ===\n{}\n--- callmask log ---\n{}",
+            a.report(),
+            b.report(),
+            cm.log_tail()
+        );
+    }
+    // The UAC really got the 200 more than once, each time with the same anchored SDP.
+    let oks: Vec<&str> = a
+        .messages
+        .split("UDP message received")
+        .skip(1)
+        .filter(|m| m.contains("SIP/2.0 200 OK") && m.contains("INVITE"))
+        .collect();
+    assert!(
+        oks.len() >= 2,
+        "the 200 was not retransmitted\n{}",
+        a.report()
+    );
+    let m_lines: Vec<&str> = oks
+        .iter()
+        .map(|m| m.lines().find(|l| l.starts_with("m=audio")).unwrap_or(""))
+        .collect();
+    assert!(
+        m_lines.iter().all(|x| *x == m_lines[0] && !x.is_empty()),
+        "retransmitted 200s differ: {m_lines:?}"
+    );
+    let m = cm.wait_metrics("1 completed call, 0 active, 0 ports in use", T, |m| {
+        m.calls("completed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+    assert_eq!(m.calls("failed") + m.calls("timed_out"), 0.0);
+}
