@@ -73,6 +73,8 @@ struct Stats {
     muted: u64,
     muted_pending_only: u64,
     max_pending_ms: u64,
+    /// Samples consumed while a candidate was pending (per chunk).
+    pending_samples: u64,
 }
 
 fn mask_call(input: &[i16], lookahead: u64, dump: &mut Option<fs::File>) -> (Vec<i16>, Stats) {
@@ -141,11 +143,20 @@ fn mask_call(input: &[i16], lookahead: u64, dump: &mut Option<fs::File>) -> (Vec
             }
         }
         let pending = det.pending_since().map(|t| t.samples());
+        if pending.is_some() {
+            st.pending_samples += chunk.len() as u64;
+        }
+        // Time from a candidate's pending_since to its verdict (a new candidate replacing an
+        // open one counts as the old one's verdict), at chunk granularity.
         match (pending, pending_start) {
             (Some(p), None) => pending_start = Some(p),
             (None, Some(p)) => {
                 st.max_pending_ms = st.max_pending_ms.max((consumed - p) / 8);
                 pending_start = None;
+            }
+            (Some(p1), Some(p0)) if p1 != p0 => {
+                st.max_pending_ms = st.max_pending_ms.max((consumed - p0) / 8);
+                pending_start = Some(p1);
             }
             _ => {}
         }
@@ -304,11 +315,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         let (y, st) = mask_call(&x, lookahead_ms * 8, &mut dump);
         write_wav(&out_dir.join(format!("{stem}.wav")), &y[shift..])?;
         println!(
-            "{stem}: tones {:>4}  muted {:>7.1} ms  pending-only {:>6.1} ms  max pending {:>3} ms",
+            "{stem}: tones {:>4}  muted {:>7.1} ms  pending-only {:>6.1} ms  max pending {:>3} ms  \
+             pending {:>5.2} % of the call",
             st.tones,
             st.muted as f64 / 8.0,
             st.muted_pending_only as f64 / 8.0,
-            st.max_pending_ms
+            st.max_pending_ms,
+            100.0 * st.pending_samples as f64 / x.len().max(1) as f64
         );
     }
     Ok(())
