@@ -453,15 +453,15 @@ impl MaskPipeline {
         best
     }
 
-    /// Distance (samples) from `t` to the nearest muted region; 0 inside one. Also says
-    /// whether `t` is inside only the undecided region (fail closed).
-    fn distance(&self, t: i64, undecided: Option<i64>) -> (i64, bool) {
+    /// Distance (samples) from `t` to the nearest muted region among `near`; 0 inside one.
+    /// Also says whether `t` is inside only the undecided region (fail closed).
+    fn distance(near: &[(i64, i64)], t: i64, undecided: Option<i64>) -> (i64, bool) {
         let mut d = i64::MAX;
-        for sl in self.slots.iter().filter(|s| s.used) {
-            let dd = if t < sl.start {
-                sl.start - t
-            } else if t >= sl.end {
-                t - sl.end + 1
+        for &(start, end) in near {
+            let dd = if t < start {
+                start - t
+            } else if t >= end {
+                t - end + 1
             } else {
                 return (0, false);
             };
@@ -485,14 +485,21 @@ impl MaskPipeline {
         let n = output.len() as i64;
         let out_end = out_start + n;
         let r = self.ramp;
-        // Fast path: nothing muted or ramping anywhere near this frame.
-        let near_span = self
-            .slots
-            .iter()
-            .any(|s| s.used && s.start - r < out_end && s.end.saturating_add(r) > out_start);
+        // Only spans within a ramp of this frame matter; gather them once per frame so the
+        // per-sample loop looks at one or two spans, not the whole table.
+        let mut near = [(0i64, 0i64); MAX_SPANS];
+        let mut k = 0;
+        for s in &self.slots {
+            if s.used && s.start - r < out_end && s.end.saturating_add(r) > out_start {
+                near[k] = (s.start, s.end);
+                k += 1;
+            }
+        }
+        let near = &near[..k];
         let near_undecided = undecided.is_some_and(|u| u - r < out_end);
         let mut report = FrameReport::default();
-        if !near_span && !near_undecided {
+        // Fast path: nothing muted or ramping anywhere near this frame.
+        if near.is_empty() && !near_undecided {
             if let Some(start) = self.fail_run.take() {
                 self.push_report(start, out_start, MaskReason::FailClosed);
             }
@@ -500,7 +507,7 @@ impl MaskPipeline {
         }
         for (i, x) in output.iter_mut().enumerate() {
             let t = out_start + i as i64;
-            let (d, fail_closed) = self.distance(t, undecided);
+            let (d, fail_closed) = Self::distance(near, t, undecided);
             if fail_closed {
                 report.fail_closed_samples += 1;
                 if self.fail_run.is_none() {
