@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod core;
+pub mod demo;
 pub mod io;
 pub mod logging;
 pub mod metrics;

@@ -56,6 +56,8 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         tone_hz: u32,
     },
+    /// Play one demo call through the proxy on 127.0.0.1 and leave its sanitized recording.
+    Demo(callmask::demo::DemoArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { config, set } => run(config, set),
+        Command::Demo(args) => callmask::demo::main(args),
         Command::CheckConfig { file, set } => {
             match config::load_with_overrides(Some(&file), &set) {
                 Ok(cfg) => {
