@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(sip-tester multimon-ng libspandsp-dev sox age tshark python3 python3-pip gcc pkg-config)
+APT_PKGS=(sip-tester multimon-ng libspandsp-dev sox age tshark prometheus curl python3 python3-pip gcc pkg-config)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,7 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # The scorer's Python deps (the machine's python3 may not be Debian's, so use pip).

@@ -321,6 +321,9 @@ pub struct ProxyCore {
     ports: PortAllocator,
     calls: HashMap<Bytes, Call>,
     paths: HashMap<(Bytes, bool), ResponsePath>,
+    /// Call-IDs of calls that ended recently: a late copy of their INVITE must not start a
+    /// new call (kept for 64·T1, the INVITE transaction's lifetime).
+    ended: HashMap<Bytes, Instant>,
     registrar: Registrar,
     next_call: u64,
     transmits: VecDeque<Transmit>,
@@ -337,6 +340,7 @@ impl ProxyCore {
             ports,
             calls: HashMap::new(),
             paths: HashMap::new(),
+            ended: HashMap::new(),
             registrar: Registrar::new(),
             next_call: 1,
             transmits: VecDeque::new(),
@@ -376,12 +380,14 @@ impl ProxyCore {
         let paths = self.paths.values().map(|p| p.expires).min();
         let ports = self.ports.poll_timeout();
         let regs = self.registrar.poll_timeout();
-        [calls, paths, ports, regs].into_iter().flatten().min()
+        let ended = self.ended.values().min().copied();
+        [calls, paths, ports, regs, ended].into_iter().flatten().min()
     }
 
     /// Expire what is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.paths.retain(|_, p| p.expires > now);
+        self.ended.retain(|_, t| *t > now);
         self.ports.release_due(now);
         self.registrar.handle_timeout(now);
         let due: Vec<Bytes> = self
@@ -579,6 +585,14 @@ impl ProxyCore {
         let is_initial_invite = method == Method::Invite && to_tag.is_none();
 
         // Call bookkeeping before the body is touched.
+        if is_initial_invite && self.ended.contains_key(&call_id) {
+            // A late network copy of a finished call's INVITE: its transaction is over.
+            self.events.push_back(ProxyEvent::Dropped {
+                side,
+                reason: "stale_invite",
+            });
+            return;
+        }
         if is_initial_invite && !self.calls.contains_key(&call_id) {
             let id = CallRef(self.next_call);
             self.next_call += 1;
@@ -894,6 +908,7 @@ impl ProxyCore {
         let Some(call) = self.calls.remove(call_id) else {
             return;
         };
+        self.ended.insert(call_id.clone(), now + PATH_TTL);
         for s in &call.streams {
             for pair in s.local {
                 // A pair freed twice would be a bug in this module; the pool refuses it.

@@ -58,6 +58,7 @@ impl Signalling {
     /// Run until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        self.publish_ports();
         let mut pbx_buf = vec![0u8; 65_536];
         let mut agents_buf = vec![0u8; 65_536];
         loop {
@@ -210,8 +211,13 @@ impl Signalling {
                 }
             }
         }
+        self.publish_ports();
+    }
+
+    /// Media port gauges count ports (the pool hands out RTP/RTCP pairs).
+    fn publish_ports(&self) {
         let ports = self.core.ports();
         self.metrics
-            .set_media_ports(ports.in_use() as u64, ports.available() as u64);
+            .set_media_ports(2 * ports.in_use() as u64, 2 * ports.available() as u64);
     }
 }
