@@ -7,5 +7,12 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/callmask-target}
 export CARGO_TERM_COLOR=never
 
+# Unit, property, simulation and end-to-end tests (sipp, real sockets on 127.0.0.1).
 cargo test --workspace --locked 2>&1 | tee /tmp/callmask-cargo-test.log
+export CALLMASK_BIN="$CARGO_TARGET_DIR/debug/callmask"
+# A real Prometheus scrapes callmask; alert rules checked with promtool.
+./scripts/prometheus_e2e.sh
+# No phone number or key press in any log line, recording sidecar, API answer or metric.
+./scripts/phi_log_check.sh
+# The dev corpus through `callmask mask`, scored (DTMF acceptance thresholds).
 ./scripts/eval_corpus.sh
