@@ -14,5 +14,7 @@ export CALLMASK_BIN="$CARGO_TARGET_DIR/debug/callmask"
 ./scripts/prometheus_e2e.sh
 # No phone number or key press in any log line, recording sidecar, API answer or metric.
 ./scripts/phi_log_check.sh
+# Corpus calls played through the running proxy by sipp; the wav recorder's output scored.
+./scripts/e2e_recorder.sh
 # The dev corpus through `callmask mask`, scored (DTMF acceptance thresholds).
 ./scripts/eval_corpus.sh
