@@ -162,15 +162,32 @@ pub fn free_tcp_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// The kernel's ephemeral port range (where `bind(:0)` draws from).
+fn ephemeral_range() -> (u16, u16) {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
 /// A media range `(start, end)` of `pairs` RTP/RTCP pairs: a random even base in
-/// 20000–60000 whose ports are all free for UDP right now, outside the kernel's ephemeral
-/// range where possible.
+/// 20000–60000 whose ports are all free for UDP right now. Ranges that overlap the kernel's
+/// ephemeral range are avoided when there is room, so that no `bind(:0)` of another test
+/// (sipp, RTP endpoints) lands inside callmask's range between the check and callmask's bind.
 pub fn free_media_range(pairs: u16) -> (u16, u16) {
     let span = pairs * 2;
-    for attempt in 0..200u64 {
+    let (eph_lo, eph_hi) = ephemeral_range();
+    for attempt in 0..400u64 {
         let r = entropy().wrapping_add(attempt);
         let base = 20_000 + ((r % ((40_000 - u64::from(span)) / 2)) as u16) * 2;
         let end = base + span - 1;
+        let overlaps = base <= eph_hi && end >= eph_lo;
+        if overlaps && attempt < 300 {
+            continue;
+        }
         let all_free = (base..=end).all(|p| UdpSocket::bind((LOCALHOST, p)).is_ok());
         if all_free {
             return (base, end);
