@@ -6,3 +6,5 @@ pub mod registrar;
 pub mod relay;
 pub mod sdp;
 pub mod sip;
+#[cfg(test)]
+mod sim_tests;
