@@ -27,7 +27,9 @@ pub mod g711;
 pub mod goertzel;
 pub mod mask;
 pub mod rfc4733;
+pub mod spoken;
 pub mod time;
+pub mod vad;
 
 pub use error::DspError;
 pub use time::{MediaTime, SampleRate};

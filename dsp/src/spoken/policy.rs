@@ -1,0 +1,412 @@
+//! The identifier span policy: recognised words in, mask spans out.
+//!
+//! The recognizer's word times are not trusted (ends run ~240 ms late) and neither is its
+//! recall (~0.77 of number words at 15 dB SNR), so the policy is deliberately wide:
+//!
+//! - every token holding a digit, a number word, an ordinal or a month is muted, padded
+//!   ([`PolicyConfig::pad_before_ms`], [`PolicyConfig::pad_after_ms`]), and spans closer
+//!   than [`PolicyConfig::merge_gap_ms`] are merged;
+//! - weak tokens ("oh", "first", "second", "may", "march", single letters) are muted only next
+//!   to other numbers, before "as in", or inside an ask context;
+//! - a single harmless count stays audible when the policy can tell: a lone number followed by
+//!   a unit noun ("two times", "a hundred dollars", "one moment", "five to seven business
+//!   days"), "three of them", "this one", "number three in the queue", "the last four of";
+//!   never inside an ask context;
+//! - an **ask context** (someone on either leg mentions a card, social, date of birth,
+//!   account/member number, security code, expiry, phone number …) widens the mask: harmless
+//!   exceptions are off, weak tokens count, letters and low-confidence words are muted, each
+//!   muted word extends over the unexplained audio around it up to the neighbouring plain
+//!   words, spans merge over [`PolicyConfig::context_merge_gap_ms`], long unexplained gaps are
+//!   muted, and a speech segment with no words at all is muted whole.
+//!
+//! PHI: the policy reads the words during [`SpanPolicy::evaluate`] and keeps nothing; its
+//! output holds media times only. No type here prints word text.
+
+use super::numbers::{
+    classify, digit_count, Norm, TokenClass, ASK_KEYWORDS, OF_PRONOUNS, ONE_DETERMINERS,
+    UNIT_MODIFIERS, UNIT_NOUNS,
+};
+use super::Word;
+use crate::MediaTime;
+
+const SAMPLES_PER_MS: u64 = 8;
+
+/// Policy settings (milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolicyConfig {
+    /// Muted before each sensitive word's start (start-time error).
+    pub pad_before_ms: u32,
+    /// Muted after each sensitive word's end (end-time error).
+    pub pad_after_ms: u32,
+    /// Spans closer than this are merged into one.
+    pub merge_gap_ms: u32,
+    /// Merge distance for spans inside an ask context.
+    pub context_merge_gap_ms: u32,
+    /// Inside an ask context, a stretch of segment audio this long with no word in it is
+    /// assumed to be a missed identifier and muted.
+    pub context_unexplained_ms: u32,
+    /// Inside an ask context, words with a confidence below this are muted.
+    pub low_confidence: f32,
+    /// Let harmless counts ("two times") through outside ask contexts.
+    pub harmless_exceptions: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            pad_before_ms: 300,
+            pad_after_ms: 150,
+            merge_gap_ms: 400,
+            context_merge_gap_ms: 1500,
+            context_unexplained_ms: 800,
+            low_confidence: 0.4,
+            harmless_exceptions: true,
+        }
+    }
+}
+
+/// The outcome for one segment: spans to mute (absolute media time, sorted, disjoint) and
+/// whether the segment asks for an identifier. Holds no words.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// `[start, end)` spans to mute, sorted and merged.
+    pub spans: Vec<(MediaTime, MediaTime)>,
+    /// Start of the first ask keyword in the segment, if any (opens an ask context).
+    pub ask: Option<MediaTime>,
+}
+
+/// Turns words into mask spans. Stateless apart from its settings; see the module docs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpanPolicy {
+    config: PolicyConfig,
+}
+
+/// Per-word working state (no text).
+#[derive(Debug, Clone, Copy)]
+struct Tok {
+    class: TokenClass,
+    ctx: bool,
+    harmless: bool,
+    sensitive: bool,
+}
+
+impl SpanPolicy {
+    /// A policy with these settings.
+    pub fn new(config: PolicyConfig) -> Self {
+        SpanPolicy { config }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// Evaluate one segment `[seg_start, seg_end)` whose words carry offsets from
+    /// `seg_start` (8 kHz samples). `context(t)` says whether an ask context (opened earlier,
+    /// on either leg) covers absolute time `t`; asks inside this segment are added here.
+    pub fn evaluate(
+        &self,
+        words: &[Word],
+        seg_start: MediaTime,
+        seg_end: MediaTime,
+        context: impl Fn(MediaTime) -> bool,
+    ) -> Verdict {
+        self.evaluate_cut(words, seg_start, seg_end, None, context)
+    }
+
+    /// [`SpanPolicy::evaluate`] for a force-cut segment whose continuation re-hears the audio
+    /// from `defer_from` on: words starting there are judged by the continuation (they are
+    /// still used as neighbours here), so a count cut from its unit ("two | times") is not
+    /// muted for lack of the unit.
+    pub fn evaluate_cut(
+        &self,
+        words: &[Word],
+        seg_start: MediaTime,
+        seg_end: MediaTime,
+        defer_from: Option<MediaTime>,
+        context: impl Fn(MediaTime) -> bool,
+    ) -> Verdict {
+        let c = &self.config;
+        let abs = |off: MediaTime| MediaTime(seg_start.0 + off.0);
+        let norm: Vec<Norm> = words.iter().map(|w| Norm::new(&w.text)).collect();
+        let text = |i: usize| norm.get(i).map_or("", Norm::as_str);
+        let mut toks: Vec<Tok> = words
+            .iter()
+            .map(|w| Tok {
+                class: classify(&w.text),
+                ctx: context(abs(w.start)),
+                harmless: false,
+                sensitive: false,
+            })
+            .collect();
+
+        // Asks inside this segment open a context for the rest of it.
+        let mut ask = None;
+        for i in 0..toks.len() {
+            let w = text(i);
+            let keyword = ASK_KEYWORDS.contains(&w)
+                || (w == "number" && !toks.get(i + 1).is_some_and(|t| t.class.is_numeric_like()));
+            if keyword {
+                ask = Some(abs(words[i].start));
+                for t in &mut toks[i + 1..] {
+                    t.ctx = true;
+                }
+                break;
+            }
+        }
+        let seg_ctx = context(seg_start) || context(seg_end.saturating_sub(1));
+
+        if c.harmless_exceptions {
+            self.mark_harmless(&mut toks, &text, words);
+        }
+
+        // Sensitivity.
+        let numeric_neighbour = |toks: &[Tok], i: usize| {
+            let near = |j: Option<usize>| {
+                j.and_then(|j| toks.get(j))
+                    .is_some_and(|t| t.class.is_numeric_like() && !t.harmless)
+            };
+            near(i.checked_sub(1)) || near(Some(i + 1))
+        };
+        for i in 0..toks.len() {
+            let t = toks[i];
+            let s = match t.class {
+                TokenClass::Digits
+                | TokenClass::NumberWord
+                | TokenClass::Ordinal
+                | TokenClass::Month => !t.harmless || t.ctx,
+                TokenClass::WeakNumber | TokenClass::WeakOrdinal | TokenClass::WeakMonth => {
+                    t.ctx || (!t.harmless && numeric_neighbour(&toks, i))
+                }
+                TokenClass::Letter => {
+                    let spelled = text(i + 1) == "as" && text(i + 2) == "in";
+                    if spelled {
+                        // "K as in king": the spelling words are part of the identifier.
+                        for k in i + 1..(i + 4).min(toks.len()) {
+                            toks[k].sensitive = true;
+                        }
+                    }
+                    t.ctx || spelled || numeric_neighbour(&toks, i)
+                }
+                TokenClass::Plain => {
+                    t.ctx && words[i].confidence.is_some_and(|p| p < c.low_confidence)
+                }
+            };
+            toks[i].sensitive |= s;
+        }
+        let deferred = |i: usize| defer_from.is_some_and(|d| abs(words[i].start) >= d);
+
+        // Spans.
+        let ms = |v: u32| u64::from(v) * SAMPLES_PER_MS;
+        let mut spans: Vec<(u64, u64, bool)> = Vec::new();
+        for (i, t) in toks.iter().enumerate() {
+            if !t.sensitive || deferred(i) {
+                continue;
+            }
+            let (ws, we) = (
+                abs(words[i].start).0,
+                abs(words[i].end).0.max(abs(words[i].start).0),
+            );
+            let mut s = ws.saturating_sub(ms(c.pad_before_ms));
+            let mut e = we + ms(c.pad_after_ms);
+            if t.ctx {
+                // Cover unexplained audio up to the neighbouring plain words.
+                let prev_plain = (0..i).rev().find(|&j| !toks[j].sensitive);
+                let next_plain = (i + 1..toks.len()).find(|&j| !toks[j].sensitive);
+                let back = prev_plain.map_or(seg_start.0, |j| abs(words[j].end).0);
+                let fwd = next_plain.map_or(seg_end.0, |j| abs(words[j].start).0);
+                s = s.min(back.saturating_sub(ms(c.pad_before_ms) / 2));
+                e = e.max(fwd);
+            }
+            spans.push((s, e, t.ctx));
+        }
+        if seg_ctx || toks.iter().any(|t| t.ctx) {
+            // Missed words: long stretches with no word at all inside the context.
+            let gap = ms(c.context_unexplained_ms);
+            let mut at = seg_start.0;
+            let mut edges: Vec<(u64, u64)> = words
+                .iter()
+                .map(|w| (abs(w.start).0, abs(w.end).0))
+                .collect();
+            edges.push((seg_end.0, seg_end.0));
+            for (i, &(ws, we)) in edges.iter().enumerate() {
+                let in_ctx = toks
+                    .get(i)
+                    .map_or(seg_ctx || toks.iter().any(|t| t.ctx), |t| t.ctx || seg_ctx);
+                let before_defer = defer_from.is_none_or(|d| at < d.0);
+                if ws > at && ws - at >= gap && in_ctx && before_defer {
+                    spans.push((at.saturating_sub(ms(c.pad_before_ms)), ws, true));
+                }
+                at = at.max(we);
+            }
+        }
+        spans.sort_unstable();
+        let mut merged: Vec<(u64, u64, bool)> = Vec::with_capacity(spans.len());
+        for (s, e, x) in spans {
+            if let Some(last) = merged.last_mut() {
+                let gap = if x && last.2 {
+                    ms(c.context_merge_gap_ms)
+                } else {
+                    ms(c.merge_gap_ms)
+                };
+                if s <= last.1 + gap {
+                    last.1 = last.1.max(e);
+                    last.2 |= x;
+                    continue;
+                }
+            }
+            merged.push((s, e, x));
+        }
+        Verdict {
+            spans: merged
+                .into_iter()
+                .map(|(s, e, _)| (MediaTime(s), MediaTime(e)))
+                .collect(),
+            ask,
+        }
+    }
+
+    /// Mark lone harmless counts and their unit words (outside ask contexts).
+    fn mark_harmless<'a>(
+        &self,
+        toks: &mut [Tok],
+        text: &impl Fn(usize) -> &'a str,
+        words: &[Word],
+    ) {
+        let n = toks.len();
+        let numeric = |toks: &[Tok], j: Option<usize>| {
+            j.and_then(|j| toks.get(j))
+                .is_some_and(|t| t.class.is_numeric_like())
+        };
+        // A "count": a cardinal word (not double/triple) or a short digit group.
+        let is_count = |toks: &[Tok], i: usize| match toks[i].class {
+            TokenClass::NumberWord => !matches!(text(i), "double" | "triple"),
+            TokenClass::Digits => {
+                let w = words[i]
+                    .text
+                    .trim_matches(|ch: char| ch.is_ascii_punctuation());
+                digit_count(&words[i].text) <= 3
+                    && !w.is_empty()
+                    && w.bytes()
+                        .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.')
+            }
+            _ => false,
+        };
+        let amount = |toks: &[Tok], i: usize| {
+            let w = words[i].text.as_str();
+            toks[i].class == TokenClass::Digits
+                && (w.starts_with('$') || w.trim_end_matches(['.', ',']).ends_with('%'))
+                && digit_count(w) <= 6
+        };
+        // Unit noun at j, or after one modifier; returns the unit's index.
+        let unit_at = |j: usize| -> Option<usize> {
+            if UNIT_NOUNS.contains(&text(j)) {
+                return Some(j);
+            }
+            if UNIT_MODIFIERS.contains(&text(j)) && UNIT_NOUNS.contains(&text(j + 1)) {
+                return Some(j + 1);
+            }
+            None
+        };
+        for i in 0..n {
+            if toks[i].ctx {
+                continue;
+            }
+            if amount(toks, i) && !numeric(toks, i.checked_sub(1)) && !numeric(toks, Some(i + 1)) {
+                toks[i].harmless = true;
+                continue;
+            }
+            if !is_count(toks, i) || numeric(toks, i.checked_sub(1)) {
+                continue;
+            }
+            let prev = i.checked_sub(1).map_or("", text);
+            let next = text(i + 1);
+            // Range: "five to seven business days".
+            if matches!(next, "to" | "or") && i + 2 < n && is_count(toks, i + 2) {
+                if !numeric(toks, Some(i + 3)) {
+                    if let Some(u) = unit_at(i + 3) {
+                        for k in [i, i + 2, u] {
+                            toks[k].harmless = true;
+                        }
+                    }
+                }
+                continue;
+            }
+            if numeric(toks, Some(i + 1)) && unit_at(i + 1).is_none() {
+                continue;
+            }
+            let count_word = (next == "of" && OF_PRONOUNS.contains(&text(i + 2)))
+                || (text(i) == "one" && (ONE_DETERMINERS.contains(&prev) || next == "of"))
+                || (prev == "number" && next == "in")
+                || (prev == "last" && matches!(text(i), "four" | "4" | "two" | "2"));
+            let ok = match unit_at(i + 1) {
+                Some(u) => Some(Some(u)),
+                None if count_word => Some(None),
+                None => None,
+            };
+            if let Some(unit) = ok {
+                toks[i].harmless = true;
+                if let Some(u) = unit {
+                    toks[u].harmless = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<Word> {
+        text.split_whitespace()
+            .enumerate()
+            .map(|(i, t)| Word {
+                text: t.to_string(),
+                start: MediaTime(i as u64 * 3200),
+                end: MediaTime(i as u64 * 3200 + 2400),
+                confidence: None,
+            })
+            .collect()
+    }
+
+    fn spans(text: &str, ctx: bool) -> Vec<(MediaTime, MediaTime)> {
+        let w = words(text);
+        let end = MediaTime(w.len() as u64 * 3200 + 800);
+        SpanPolicy::default()
+            .evaluate(&w, MediaTime(8000), MediaTime(8000) + end.0, |_| ctx)
+            .spans
+    }
+
+    #[test]
+    fn harmless_counts_stay() {
+        for t in [
+            "I called two times last week",
+            "It was about a hundred dollars.",
+            "Thank you, one moment while I look that up.",
+            "The refund should arrive in five to seven business days.",
+            "I ordered three of them",
+            "Sure, give me one second.",
+            "Your call is number three in the queue.",
+            "I waited 20 minutes",
+            "it was $100 total",
+            "oh okay",
+        ] {
+            assert!(spans(t, false).is_empty(), "{t}");
+        }
+    }
+
+    #[test]
+    fn ask_context_turns_exceptions_off() {
+        assert!(!spans("I called two times", true).is_empty());
+    }
+
+    #[test]
+    fn numbers_are_muted_and_padded() {
+        let s = spans("my code is eight four eight", false);
+        assert_eq!(s.len(), 1);
+        // "my code is" holds a keyword ("code"), so the context covers up to "is".
+        assert!(s[0].0 .0 <= 8000 + 3 * 3200 + 2400);
+        assert!(s[0].1 .0 >= 8000 + 5 * 3200 + 2400 + 1200);
+    }
+}
