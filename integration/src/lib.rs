@@ -199,7 +199,17 @@ pub fn free_media_range(pairs: u16) -> (u16, u16) {
 /// Whether something holds UDP `port` on 127.0.0.1 or 0.0.0.0, read from /proc/net/udp (no
 /// probe bind, which could race with the process starting).
 pub fn udp_port_bound(port: u16) -> bool {
-    let table = fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    port_in_table("/proc/net/udp", port)
+}
+
+/// Whether something holds UDP or TCP `port` on 127.0.0.1 or 0.0.0.0 (sipp with `-t t1`
+/// binds TCP only).
+pub fn port_bound(port: u16) -> bool {
+    port_in_table("/proc/net/udp", port) || port_in_table("/proc/net/tcp", port)
+}
+
+fn port_in_table(path: &str, port: u16) -> bool {
+    let table = fs::read_to_string(path).unwrap_or_default();
     let want = [
         format!("0100007F:{port:04X}"),
         format!("00000000:{port:04X}"),
@@ -349,6 +359,8 @@ pub struct CallmaskOpts {
     pub media_pairs: u16,
     /// More `--set KEY=VALUE` overrides.
     pub sets: Vec<String>,
+    /// Configure `agents.peer` (trunk mode); `false` starts registration mode.
+    pub agents_peer: bool,
 }
 
 impl Default for CallmaskOpts {
@@ -356,6 +368,7 @@ impl Default for CallmaskOpts {
         CallmaskOpts {
             media_pairs: 16,
             sets: Vec::new(),
+            agents_peer: true,
         }
     }
 }
@@ -386,7 +399,9 @@ impl Callmask {
             set(format!("pbx.listen={}", layout.pbx_listen));
             set(format!("agents.listen={}", layout.agents_listen));
             set(format!("pbx.peer={}", layout.pbx_peer));
-            set(format!("agents.peer={}", layout.agents_peer));
+            if opts.agents_peer {
+                set(format!("agents.peer={}", layout.agents_peer));
+            }
             set(format!("http.listen={}", layout.http));
             set(format!("media.ports={}-{}", layout.media.0, layout.media.1));
             set(format!(
@@ -862,7 +877,7 @@ impl Sipp {
         };
         let port = self.port;
         let bound = wait_for(Duration::from_secs(5), || {
-            if udp_port_bound(port) {
+            if port_bound(port) {
                 return Some(true);
             }
             c.child

@@ -219,5 +219,7 @@ impl Signalling {
         let ports = self.core.ports();
         self.metrics
             .set_media_ports(2 * ports.in_use() as u64, 2 * ports.available() as u64);
+        self.metrics
+            .set_registrations_active(self.core.registrations() as u64);
     }
 }
