@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use super::debounce::{Action, Debouncer, Resolution};
-use super::verify::{self, Analysis, Sub, PRESENCE, SUB};
+use super::verify::{self, Analyser, Analysis, Sub, PRESENCE, SUB, WINDOW};
 use super::{Digit, ToneEvent, HIGH_GROUP_HZ, LOW_GROUP_HZ};
 use crate::goertzel::GoertzelBank;
 use crate::MediaTime;
@@ -47,6 +47,7 @@ pub const BLOCK: usize = 102;
 const HIST_BLOCKS: usize = 4;
 const HIST_SAMPLES: usize = HIST_BLOCKS * BLOCK;
 const SUBS: usize = HIST_SAMPLES / SUB;
+const _: () = assert!(WINDOW == 2 * BLOCK);
 /// Capacity of the event queue. One block yields at most two events, so a caller that drains
 /// after every ≤ 1 s chunk (the calling rule) never fills it.
 const EVENT_CAPACITY: usize = 256;
@@ -207,18 +208,18 @@ pub struct DtmfDetector {
     config: DtmfConfig,
     now: MediaTime,
     bank: GoertzelBank<8>,
-    /// Block being filled and its fill level.
-    block: [f32; BLOCK],
+    /// Fill level of the block being filled (`hist[block_index % HIST_BLOCKS]`).
     fill: usize,
     /// Index of the block being filled.
     block_index: u64,
-    /// The last `HIST_BLOCKS` blocks, block `k` at `k % HIST_BLOCKS`.
+    /// The last `HIST_BLOCKS` blocks, block `k` at `k % HIST_BLOCKS`; the block being filled
+    /// is written in place.
     hist: [[f32; BLOCK]; HIST_BLOCKS],
     /// Contiguous copy of the history for the fine stage.
     scratch: [f32; HIST_SAMPLES],
     presence: [Sub; SUBS],
-    /// Hann window over the fine stage's two-block analysis window.
-    hann: [f32; 2 * BLOCK],
+    /// The fine stage and its tables.
+    analyser: Analyser,
     debounce: Debouncer,
     /// The current block's hit, if any.
     last_hit: Option<Digit>,
@@ -247,11 +248,9 @@ impl DtmfDetector {
         // Weakest stronger-tone amplitude the block stage accepts.
         let a_min = dbm0_amp
             * 10.0f32.powf((config.min_level_dbm0 - LEVEL_MARGIN_DB - BLOCK_LEVEL_SLACK_DB) / 20.0);
-        let mut hann = [0.0; 2 * BLOCK];
-        crate::goertzel::hann(&mut hann);
         DtmfDetector {
             config,
-            hann,
+            analyser: Analyser::new([&LOW_GROUP_HZ, &HIGH_GROUP_HZ]),
             now: MediaTime::ZERO,
             bank: GoertzelBank::new(
                 [
@@ -265,8 +264,8 @@ impl DtmfDetector {
                     HIGH_GROUP_HZ[3],
                 ],
                 8000.0,
-            ),
-            block: [0.0; BLOCK],
+            )
+            .with_block_len(BLOCK),
             fill: 0,
             block_index: 0,
             hist: [[0.0; BLOCK]; HIST_BLOCKS],
@@ -308,7 +307,8 @@ impl DtmfDetector {
         while !rest.is_empty() {
             let take = (BLOCK - self.fill).min(rest.len());
             let (head, tail) = rest.split_at(take);
-            for (d, &s) in self.block[self.fill..self.fill + take].iter_mut().zip(head) {
+            let cur = &mut self.hist[(self.block_index % HIST_BLOCKS as u64) as usize];
+            for (d, &s) in cur[self.fill..self.fill + take].iter_mut().zip(head) {
                 *d = f32::from(s);
             }
             self.fill += take;
@@ -365,7 +365,6 @@ impl DtmfDetector {
 
     fn end_of_block(&mut self) {
         let k = self.block_index;
-        self.hist[(k % HIST_BLOCKS as u64) as usize] = self.block;
         let hit = match self.block_test() {
             Ok(d) => {
                 self.last_block = BlockVerdict::Hit;
@@ -398,9 +397,9 @@ impl DtmfDetector {
         self.block_index += 1;
     }
 
-    /// The block stage's tests on `self.block`.
+    /// The block stage's tests on the block just completed.
     fn block_test(&self) -> Result<Digit, BlockVerdict> {
-        let x = &self.block;
+        let x = &self.hist[(self.block_index % HIST_BLOCKS as u64) as usize];
         let energy = energy(x);
         if energy < self.block_energy_gate {
             return Err(BlockVerdict::Silent);
@@ -470,14 +469,10 @@ impl DtmfDetector {
             self.last_candidate = CandidateVerdict::TooShort;
             return Resolution::Reject;
         };
-        let (fl, fh) = digit.frequencies();
-        let a = verify::analyse(
-            &self.scratch[w0..w0 + 2 * BLOCK],
-            &self.hann,
-            fl,
-            fh,
-            [&LOW_GROUP_HZ, &HIGH_GROUP_HZ],
-        );
+        let (row, col) = digit.keypad_position();
+        let a = self
+            .analyser
+            .analyse(&self.scratch[w0..w0 + WINDOW], row, col);
         let db = |v: f64| (10.0 * v.max(1e-12).log10()) as f32;
         self.measurement = CandidateMeasurement {
             deviation_pct: [

@@ -18,11 +18,15 @@
 //!    the run of sub-blocks where the projection holds gives the onset (for `Started`) and,
 //!    if the run already closed, the duration (Q.24: < 23 ms must be rejected).
 //!
-//! Costs a few tens of µs per candidate, and runs only on candidates.
+//! Runs only on candidates. All DTFTs are `f32` Goertzel recursions run side by side (16 lanes
+//! per pass: both search grids and the other keys of each group, then the levels, harmonics and
+//! rectangular fits at the estimated frequencies), with coefficients and the window tabled in
+//! [`Analyser::new`]; the extent scan runs four sub-blocks at a time on recursive oscillators.
+//! About 25 k instructions per candidate.
 
 use std::f64::consts::PI;
 
-use crate::goertzel::dtft_multi;
+use crate::goertzel::{goertzel_pair, States};
 
 /// Sample rate the receiver runs at.
 const FS: f64 = 8000.0;
@@ -80,97 +84,191 @@ pub(crate) struct Analysis {
     pub(crate) group_ratio: f64,
 }
 
-/// Analyse `window` (the candidate's hit blocks) for the pair nominally at `low_hz`/`high_hz`.
-/// `hann` is a Hann window as long as `window`.
-pub(crate) fn analyse(
-    window: &[f32],
-    hann: &[f32],
-    low_hz: f32,
-    high_hz: f32,
-    groups: [&[f32; 4]; 2],
-) -> Analysis {
-    let n = window.len() as f64;
-    let energy: f64 = window.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-    let nominal = [f64::from(low_hz), f64::from(high_hz)];
-    // 1. Frequency: both components' grids in one pass.
-    let mut grid = [0.0f64; 2 * STEPS];
-    for (i, g) in grid.iter_mut().enumerate() {
-        let rel = -SEARCH_HALF_WIDTH + (i % STEPS) as f64 * SEARCH_STEP;
-        *g = 2.0 * PI * nominal[i / STEPS] * (1.0 + rel) / FS;
-    }
-    let spectrum = dtft_multi(window, &grid, Some(hann));
-    let mut mag = [0.0f64; 2 * STEPS];
-    for (m, (re, im)) in mag.iter_mut().zip(spectrum) {
-        *m = (re * re + im * im).sqrt();
-    }
-    let deviation = [peak_deviation(&mag[..STEPS]), peak_deviation(&mag[STEPS..])];
-    let omega = [0, 1].map(|i| 2.0 * PI * nominal[i] * (1.0 + deviation[i]) / FS);
-    // 2. Amplitude and phase at the estimated frequencies.
-    let rect = dtft_multi(window, &omega, None);
-    let mut comp = [Component::default(); 2];
-    for i in 0..2 {
-        let (re, im) = rect[i];
-        comp[i] = Component {
-            omega: omega[i],
-            deviation: deviation[i],
-            amp: 2.0 * (re * re + im * im).sqrt() / n,
-            hann_amp: 0.0,
-            phase: im.atan2(re),
+/// Length of the analysis window (the candidate's two hit blocks).
+pub(crate) const WINDOW: usize = 204;
+/// Lanes of the first pass: both frequency grids, then the three other keys of each group.
+const PASS1: usize = 2 * STEPS + 6;
+const _: () = assert!(PASS1 == 32);
+/// Grid index of the nominal frequency (relative offset 0).
+const NOMINAL_STEP: usize = STEPS / 2;
+
+/// The fine stage with its tables (window, Goertzel coefficients), computed once so that a
+/// candidate costs no trigonometry beyond a few calls per component.
+#[derive(Debug, Clone)]
+pub(crate) struct Analyser {
+    /// Hann window over [`WINDOW`] samples and its sum.
+    hann: [f32; WINDOW],
+    wsum: f64,
+    /// Nominal key frequencies, rad/sample, per group (low, high).
+    nominal: [[f64; 4]; 2],
+    /// `2 cos ω` of each key's search grid, per group and key.
+    grid: [[[f32; STEPS]; 4]; 2],
+    /// `2 cos ω` of each key, per group.
+    keys: [[f32; 4]; 2],
+    /// `(cos, sin)` of the harmonic side-bin offset.
+    side: (f64, f64),
+}
+
+impl Analyser {
+    /// Tables for the key frequencies `groups` (low, high), Hz.
+    pub(crate) fn new(groups: [&[f32; 4]; 2]) -> Self {
+        let mut hann = [0.0f32; WINDOW];
+        crate::goertzel::hann(&mut hann);
+        let mut a = Analyser {
+            wsum: hann.iter().map(|&w| f64::from(w)).sum(),
+            hann,
+            nominal: [[0.0; 4]; 2],
+            grid: [[[0.0; STEPS]; 4]; 2],
+            keys: [[0.0; 4]; 2],
+            side: {
+                let w = 2.0 * PI * HARMONIC_SIDE_HZ / FS;
+                (w.cos(), w.sin())
+            },
         };
-    }
-    let tone_energy: f64 = comp.iter().map(|c| c.amp * c.amp / 2.0 * n).sum();
-    // 3. Talk-off guards, Hann-windowed, in one pass: each component, its second harmonic with
-    //    a bin either side of it, and the four keys of each group.
-    let side = 2.0 * PI * HARMONIC_SIDE_HZ / FS;
-    let mut probe = [0.0f64; 16];
-    probe[..2].copy_from_slice(&omega);
-    for (i, f) in groups[0].iter().chain(groups[1].iter()).enumerate() {
-        probe[2 + i] = 2.0 * PI * f64::from(*f) / FS;
-    }
-    for i in 0..2 {
-        probe[10 + 3 * i] = 2.0 * omega[i];
-        probe[11 + 3 * i] = 2.0 * omega[i] - side;
-        probe[12 + 3 * i] = 2.0 * omega[i] + side;
-    }
-    let pw = dtft_multi(window, &probe, Some(hann)).map(|(re, im)| re * re + im * im);
-    let wsum: f64 = hann.iter().map(|&w| f64::from(w)).sum();
-    for (c, p) in comp.iter_mut().zip(pw) {
-        c.hann_amp = 2.0 * p.sqrt() / wsum.max(1e-9);
-    }
-    // Second harmonics (a Hann-windowed sine of amplitude A reads A·N/4), counted only above
-    // the level of the spectrum beside them: a harmonic is a peak at exactly 2f, while noise
-    // or speech babble fills 2f and its neighbourhood alike (without this, a weak tone in
-    // white noise reads as "harmonic-rich").
-    // A low-group harmonic lands within 71 Hz of a high-group key (2·697 = 1394 next to 1336,
-    // 2·770 next to 1477, 2·852 next to 1633), where the pair's own high tone would read as a
-    // harmonic, so only clear ones are measured; the high group's (2418–3266 Hz) always are.
-    let excess = |i: usize| (pw[10 + 3 * i] - (pw[11 + 3 * i] + pw[12 + 3 * i])).max(0.0);
-    let mut harm = excess(1);
-    let mut fund = (comp[1].amp * n / 4.0).powi(2);
-    if (2.0 * omega[0] - omega[1]).abs() >= 2.0 * PI * HARMONIC_CLEARANCE_HZ / FS {
-        harm += excess(0);
-        fund += (comp[0].amp * n / 4.0).powi(2);
-    }
-    // Other keys of each group (those within the search range of the component are its own).
-    let mut group_ratio = 0.0f64;
-    for g in 0..2 {
-        for k in 0..4 {
-            let w = probe[2 + 4 * g + k];
-            if (w - omega[g]).abs() < 2.0 * PI * SEARCH_HALF_WIDTH * nominal[g] / FS {
-                continue;
+        for (g, group) in groups.iter().enumerate() {
+            for (k, &f) in group.iter().enumerate() {
+                let f = f64::from(f);
+                a.nominal[g][k] = 2.0 * PI * f / FS;
+                a.keys[g][k] = (2.0 * (2.0 * PI * f / FS).cos()) as f32;
+                for (i, c) in a.grid[g][k].iter_mut().enumerate() {
+                    let rel = -SEARCH_HALF_WIDTH + i as f64 * SEARCH_STEP;
+                    *c = (2.0 * (2.0 * PI * f * (1.0 + rel) / FS).cos()) as f32;
+                }
             }
-            group_ratio = group_ratio.max(pw[2 + 4 * g + k] / pw[g].max(1e-9));
+        }
+        a
+    }
+
+    /// Analyse `window` ([`WINDOW`] samples: the candidate's hit blocks) for the key at
+    /// (`row`, `col`) of the keypad.
+    pub(crate) fn analyse(&self, window: &[f32], row: usize, col: usize) -> Analysis {
+        let n = window.len() as f64;
+        let key = [row & 3, col & 3];
+        // The windowed signal, and the energy in f64 lanes.
+        let mut xw = [0.0f32; WINDOW];
+        let mut acc = [0.0f64; 4];
+        for ((d, &v), &w) in xw.iter_mut().zip(window).zip(&self.hann) {
+            *d = v * w;
+        }
+        let mut quads = window.chunks_exact(4);
+        for q in &mut quads {
+            for i in 0..4 {
+                acc[i] += f64::from(q[i]) * f64::from(q[i]);
+            }
+        }
+        for (i, &v) in quads.remainder().iter().enumerate() {
+            acc[i] += f64::from(v) * f64::from(v);
+        }
+        let energy: f64 = acc.iter().sum();
+        // 1. Frequency: both components' grids, and the other keys of both groups, in one pass.
+        let mut c1 = [0.0f32; PASS1];
+        for g in 0..2 {
+            c1[g * STEPS..(g + 1) * STEPS].copy_from_slice(&self.grid[g][key[g]]);
+            for (j, k) in (2 * STEPS + 3 * g..).zip((0..4).filter(|&k| k != key[g])) {
+                c1[j] = self.keys[g][k];
+            }
+        }
+        // Two passes of 16 lanes: the states stay in registers.
+        let (p1a, _) = goertzel_pair(&xw, &half(&c1, 0), &xw, &[0.0f32; 0]);
+        let (p1b, _) = goertzel_pair(&xw, &half(&c1, 1), &xw, &[0.0f32; 0]);
+        let p1 = Pass1(p1a, p1b);
+        let mut mag = [0.0f64; 2 * STEPS];
+        for (k, m) in mag.iter_mut().enumerate() {
+            *m = p1.power(k).max(0.0).sqrt();
+        }
+        let deviation = [peak_deviation(&mag[..STEPS]), peak_deviation(&mag[STEPS..])];
+        let nominal = [self.nominal[0][key[0]], self.nominal[1][key[1]]];
+        let omega = [0, 1].map(|i| nominal[i] * (1.0 + deviation[i]));
+        // 2. At the estimated frequencies: Hann-windowed level, second harmonic and a bin
+        //    either side of it; rectangular amplitude and phase (the model).
+        let cs = omega.map(|w| (w.cos(), w.sin()));
+        let mut c2 = [0.0f32; 8];
+        for i in 0..2 {
+            let (c, s) = cs[i];
+            let (c2w, s2w) = (2.0 * c * c - 1.0, 2.0 * s * c);
+            c2[i] = (2.0 * c) as f32;
+            c2[2 + 3 * i] = (2.0 * c2w) as f32;
+            // cos(2ω ∓ side)
+            c2[3 + 3 * i] = (2.0 * (c2w * self.side.0 + s2w * self.side.1)) as f32;
+            c2[4 + 3 * i] = (2.0 * (c2w * self.side.0 - s2w * self.side.1)) as f32;
+        }
+        let (p2, rect) = goertzel_pair(&xw, &c2, window, &[c2[0], c2[1]]);
+        let mut comp = [Component::default(); 2];
+        for i in 0..2 {
+            let end = omega[i] * (n - 1.0);
+            let (re, im) = rect.dtft(i, cs[i], (end.cos(), end.sin()));
+            comp[i] = Component {
+                omega: omega[i],
+                deviation: deviation[i],
+                amp: 2.0 * (re * re + im * im).sqrt() / n,
+                hann_amp: 2.0 * p2.power(i).max(0.0).sqrt() / self.wsum.max(1e-9),
+                phase: im.atan2(re),
+            };
+        }
+        let tone_energy: f64 = comp.iter().map(|c| c.amp * c.amp / 2.0 * n).sum();
+        // 3. Talk-off guards. Second harmonics (a Hann-windowed sine of amplitude A reads
+        //    A·N/4), counted only above the level of the spectrum beside them: a harmonic is a
+        //    peak at exactly 2f, while noise or speech babble fills 2f and its neighbourhood
+        //    alike (without this, a weak tone in white noise reads as "harmonic-rich").
+        // A low-group harmonic lands within 71 Hz of a high-group key (2·697 = 1394 next to
+        // 1336, 2·770 next to 1477, 2·852 next to 1633), where the pair's own high tone would
+        // read as a harmonic, so only clear ones are measured; the high group's (2418–3266 Hz)
+        // always are.
+        let excess =
+            |i: usize| (p2.power(2 + 3 * i) - (p2.power(3 + 3 * i) + p2.power(4 + 3 * i))).max(0.0);
+        let mut harm = excess(1);
+        let mut fund = (comp[1].amp * n / 4.0).powi(2);
+        if (2.0 * omega[0] - omega[1]).abs() >= 2.0 * PI * HARMONIC_CLEARANCE_HZ / FS {
+            harm += excess(0);
+            fund += (comp[0].amp * n / 4.0).powi(2);
+        }
+        // Other keys of each group (those within the search range of the component are its
+        // own; the component's own key is its grid's nominal point).
+        let mut group_ratio = 0.0f64;
+        for g in 0..2 {
+            let own = p2.power(g).max(1e-9);
+            let mut j = 2 * STEPS + 3 * g;
+            for k in 0..4 {
+                let p = if k == key[g] {
+                    p1.power(g * STEPS + NOMINAL_STEP)
+                } else {
+                    j += 1;
+                    p1.power(j - 1)
+                };
+                if (self.nominal[g][k] - omega[g]).abs() < SEARCH_HALF_WIDTH * nominal[g] {
+                    continue;
+                }
+                group_ratio = group_ratio.max(p / own);
+            }
+        }
+        Analysis {
+            comp,
+            group_ratio,
+            energy_ratio: if energy > 0.0 {
+                tone_energy / energy
+            } else {
+                0.0
+            },
+            harmonic_ratio: if fund > 0.0 { harm / fund } else { 1.0 },
         }
     }
-    Analysis {
-        comp,
-        group_ratio,
-        energy_ratio: if energy > 0.0 {
-            tone_energy / energy
+}
+
+/// Lanes `16 h .. 16 h + 16` of the first pass's coefficients.
+fn half(c: &[f32; PASS1], h: usize) -> [f32; PASS1 / 2] {
+    std::array::from_fn(|i| c[h * (PASS1 / 2) + i])
+}
+
+/// The first pass's two halves.
+struct Pass1(States<{ PASS1 / 2 }>, States<{ PASS1 / 2 }>);
+
+impl Pass1 {
+    fn power(&self, k: usize) -> f64 {
+        if k < PASS1 / 2 {
+            self.0.power(k)
         } else {
-            0.0
-        },
-        harmonic_ratio: if fund > 0.0 { harm / fund } else { 1.0 },
+            self.1.power(k - PASS1 / 2)
+        }
     }
 }
 
@@ -208,36 +306,114 @@ pub(crate) struct Sub {
     pub(crate) model: f32,
 }
 
+/// Sub-blocks projected side by side in [`presence`].
+const LANES: usize = 4;
+
 /// Project each `SUB`-sample sub-block of `buf` on the fitted pair. `window_start` is the index
 /// in `buf` of the analysis window's first sample (where the components' phases are referenced).
+///
+/// The model is generated per sub-block by a two-term oscillator (`y[n+1] = 2 cos ω · y[n] −
+/// y[n−1]`) started from the exact phase, and [`LANES`] sub-blocks run side by side, so the
+/// per-sample work is a few independent multiply-adds and no trigonometry.
 pub(crate) fn presence(buf: &[f32], window_start: usize, a: &Analysis, out: &mut [Sub]) {
-    // Each component as a rotating phasor (no trigonometry per sample), starting at buf[0].
+    // Per component: phasor A e^{jθ} at the current sub-block's first sample, its step over
+    // one sub-block, and e^{−jω} (the sample before).
     let mut ph = [(0.0f64, 0.0f64); 2];
-    let mut rot = [(0.0f64, 0.0f64); 2];
-    for ((p, r), c) in ph.iter_mut().zip(rot.iter_mut()).zip(&a.comp) {
+    let mut step = [(0.0f64, 0.0f64); 2];
+    let mut back = [(0.0f64, 0.0f64); 2];
+    let mut coef = [0.0f32; 2];
+    for (i, c) in a.comp.iter().enumerate() {
         let t0 = c.phase - c.omega * window_start as f64;
-        *p = (c.amp * t0.cos(), c.amp * t0.sin());
-        *r = (c.omega.cos(), c.omega.sin());
+        ph[i] = (c.amp * t0.cos(), c.amp * t0.sin());
+        let w = c.omega * SUB as f64;
+        step[i] = (w.cos(), w.sin());
+        back[i] = (c.omega.cos(), -c.omega.sin());
+        coef[i] = (2.0 * c.omega.cos()) as f32;
     }
-    for (j, o) in out.iter_mut().enumerate() {
-        let lo = (j * SUB).min(buf.len());
-        let hi = (lo + SUB).min(buf.len());
-        let (mut xs, mut ss, mut xx) = (0.0f64, 0.0f64, 0.0f64);
-        for &v in &buf[lo..hi] {
-            let s = ph[0].0 + ph[1].0;
-            let v = f64::from(v);
-            xs += v * s;
-            ss += s * s;
-            xx += v * v;
-            for (p, r) in ph.iter_mut().zip(&rot) {
-                *p = (p.0 * r.0 - p.1 * r.1, p.0 * r.1 + p.1 * r.0);
+    let mul = |p: (f64, f64), r: (f64, f64)| (p.0 * r.0 - p.1 * r.1, p.0 * r.1 + p.1 * r.0);
+    for (j0, chunk) in out.chunks_mut(LANES).enumerate() {
+        let first = j0 * LANES;
+        // Oscillator states per lane: y[n] and y[n − 1] of each component. A lane whose
+        // sub-block is not wholly inside `buf` keeps a zero model here and is redone below.
+        let mut y = [[0.0f32; LANES]; 4];
+        let mut start = [[0.0f32; 4]; LANES];
+        for (l, st) in start.iter_mut().enumerate().take(chunk.len()) {
+            *st = [
+                ph[0].0 as f32,
+                mul(ph[0], back[0]).0 as f32,
+                ph[1].0 as f32,
+                mul(ph[1], back[1]).0 as f32,
+            ];
+            if (first + l + 1) * SUB <= buf.len() {
+                for (k, v) in st.iter().enumerate() {
+                    y[k][l] = *v;
+                }
+            }
+            for i in 0..2 {
+                ph[i] = mul(ph[i], step[i]);
             }
         }
-        *o = Sub {
-            rho: if ss > 0.0 { (xs / ss) as f32 } else { 0.0 },
-            energy: xx as f32,
-            model: ss as f32,
-        };
+        let [mut a0, mut a1, mut b0, mut b1] = y;
+        // The lanes' samples, transposed so that the lanes are contiguous.
+        let mut v = [[0.0f32; LANES]; SUB];
+        for l in 0..chunk.len() {
+            let lo = ((first + l) * SUB).min(buf.len());
+            let hi = (lo + SUB).min(buf.len());
+            for (row, &x) in v.iter_mut().zip(&buf[lo..hi]) {
+                row[l] = x;
+            }
+        }
+        let (ca, cb) = (coef[0], coef[1]);
+        let mut xs = [0.0f32; LANES];
+        let mut ss = [0.0f32; LANES];
+        let mut xx = [0.0f32; LANES];
+        for v in &v {
+            let mut s = [0.0f32; LANES];
+            for l in 0..LANES {
+                s[l] = a0[l] + b0[l];
+            }
+            for l in 0..LANES {
+                xs[l] += v[l] * s[l];
+            }
+            for l in 0..LANES {
+                ss[l] += s[l] * s[l];
+            }
+            for l in 0..LANES {
+                xx[l] += v[l] * v[l];
+            }
+            for l in 0..LANES {
+                let na = ca * a0[l] - a1[l];
+                a1[l] = a0[l];
+                a0[l] = na;
+            }
+            for l in 0..LANES {
+                let nb = cb * b0[l] - b1[l];
+                b1[l] = b0[l];
+                b0[l] = nb;
+            }
+        }
+        for (l, o) in chunk.iter_mut().enumerate() {
+            let lo = ((first + l) * SUB).min(buf.len());
+            let hi = (lo + SUB).min(buf.len());
+            if hi - lo < SUB {
+                // Partly (or not at all) inside `buf`: one lane, the samples there are.
+                let [mut a0, mut a1, mut b0, mut b1] = start[l];
+                (xs[l], ss[l], xx[l]) = (0.0, 0.0, 0.0);
+                for &x in &buf[lo..hi] {
+                    let s = a0 + b0;
+                    xs[l] += x * s;
+                    ss[l] += s * s;
+                    xx[l] += x * x;
+                    (a0, a1) = (ca * a0 - a1, a0);
+                    (b0, b1) = (cb * b0 - b1, b0);
+                }
+            }
+            *o = Sub {
+                rho: if ss[l] > 0.0 { xs[l] / ss[l] } else { 0.0 },
+                energy: xx[l],
+                model: ss[l],
+            };
+        }
     }
 }
 
@@ -246,10 +422,10 @@ mod tests {
     use super::*;
     use crate::dtmf::{HIGH_GROUP_HZ as HIGH, LOW_GROUP_HZ as LOW};
 
-    fn hann204() -> Vec<f32> {
-        let mut w = vec![0.0; 204];
-        crate::goertzel::hann(&mut w);
-        w
+    fn analyse(x: &[f32], low: f32, high: f32) -> Analysis {
+        let row = LOW.iter().position(|&f| f == low).unwrap_or(0);
+        let col = HIGH.iter().position(|&f| f == high).unwrap_or(0);
+        Analyser::new([&LOW, &HIGH]).analyse(x, row, col)
     }
 
     fn pair(fl: f64, fh: f64, al: f64, ah: f64, n: usize) -> Vec<f32> {
@@ -271,7 +447,7 @@ mod tests {
                 1200.0,
                 204,
             );
-            let a = analyse(&x, &hann204(), 697.0, 1633.0, [&LOW, &HIGH]);
+            let a = analyse(&x, 697.0, 1633.0);
             assert!(
                 (a.comp[0].deviation - dev).abs() < 0.001,
                 "{dev}: {:?}",
@@ -291,7 +467,7 @@ mod tests {
         let mut buf = vec![0.0f32; 408];
         let tone = pair(852.0, 1477.0, 2000.0, 2000.0, 408);
         buf[150..].copy_from_slice(&tone[150..]);
-        let a = analyse(&buf[204..], &hann204(), 852.0, 1477.0, [&LOW, &HIGH]);
+        let a = analyse(&buf[204..], 852.0, 1477.0);
         let mut p = [Sub::default(); 408 / SUB];
         presence(&buf, 204, &a, &mut p);
         let first = p
