@@ -1,0 +1,150 @@
+//! Two-direction aligner: turns the independently arriving caller and agent frames into one
+//! interleaved stereo stream that can be appended to a file as the call goes on.
+//!
+//! Each direction has a small pending buffer covering the output positions from `emitted`
+//! on. Output is released up to the point both directions are known, or up to [`LAG`]
+//! behind the direction that is furthest ahead (the other one is then silent there: it is
+//! stalled, on hold, or has not started). Audio that arrives for positions already released
+//! is dropped. Memory per call is therefore bounded by about `LAG` samples per direction.
+
+/// Longest time (samples, 2 s at 8 kHz) one direction may lag the other before the output
+/// moves on and fills it with silence.
+pub(super) const LAG: u64 = 16_000;
+
+/// Largest chunk (samples per channel) released at once, so the output buffer stays small.
+const CHUNK: u64 = 8_000;
+
+#[derive(Debug, Default)]
+pub(super) struct Aligner {
+    /// Output position (samples per channel) released so far.
+    emitted: u64,
+    /// Per channel (0 = caller/left, 1 = agent/right): samples at `emitted..`.
+    bufs: [Vec<i16>; 2],
+}
+
+impl Aligner {
+    /// Samples per channel released so far.
+    #[cfg(test)]
+    fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
+    /// Place `samples` of channel `ch` at output position `at`, releasing whatever the
+    /// placement makes final through `out` (interleaved little-endian 16-bit stereo bytes,
+    /// in chunks). Returns how many samples came too late (their positions were already
+    /// released) and were dropped.
+    pub(super) fn put(
+        &mut self,
+        ch: usize,
+        at: u64,
+        samples: &[i16],
+        out: &mut dyn FnMut(&[u8]),
+    ) -> u64 {
+        let end = at + samples.len() as u64;
+        // Everything more than LAG behind this frame's end is final: release it first, so a
+        // jump ahead never grows the pending buffers past LAG.
+        self.release_to(end.saturating_sub(LAG), out);
+        let dropped = if end > self.emitted {
+            let skip = self.emitted.saturating_sub(at);
+            let start = (at + skip - self.emitted) as usize;
+            let s = &samples[skip as usize..];
+            let buf = &mut self.bufs[ch];
+            if buf.len() < start + s.len() {
+                buf.resize(start + s.len(), 0);
+            }
+            buf[start..start + s.len()].copy_from_slice(s);
+            skip
+        } else {
+            samples.len() as u64
+        };
+        self.release_to(self.ready(), out);
+        dropped
+    }
+
+    /// The output position up to which both directions are settled.
+    fn ready(&self) -> u64 {
+        let k0 = self.emitted + self.bufs[0].len() as u64;
+        let k1 = self.emitted + self.bufs[1].len() as u64;
+        k0.min(k1).max(k0.max(k1).saturating_sub(LAG))
+    }
+
+    /// Release everything still pending (the call ended).
+    pub(super) fn flush(&mut self, out: &mut dyn FnMut(&[u8])) {
+        let end = self.emitted + self.bufs[0].len().max(self.bufs[1].len()) as u64;
+        self.release_to(end, out);
+    }
+
+    fn release_to(&mut self, end: u64, out: &mut dyn FnMut(&[u8])) {
+        let mut bytes = Vec::new();
+        while self.emitted < end {
+            let n = (end - self.emitted).min(CHUNK) as usize;
+            bytes.clear();
+            bytes.reserve(n * 4);
+            for i in 0..n {
+                let l = self.bufs[0].get(i).copied().unwrap_or(0);
+                let r = self.bufs[1].get(i).copied().unwrap_or(0);
+                bytes.extend_from_slice(&l.to_le_bytes());
+                bytes.extend_from_slice(&r.to_le_bytes());
+            }
+            for b in &mut self.bufs {
+                b.drain(..n.min(b.len()));
+            }
+            self.emitted += n as u64;
+            out(&bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(a: &mut Aligner, ch: usize, at: u64, s: &[i16], out: &mut Vec<i16>) -> u64 {
+        a.put(ch, at, s, &mut |b: &[u8]| {
+            out.extend(b.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])))
+        })
+    }
+
+    #[test]
+    fn releases_when_both_known() {
+        let mut a = Aligner::default();
+        let mut out = Vec::new();
+        collect(&mut a, 0, 0, &[1; 160], &mut out);
+        assert!(out.is_empty());
+        collect(&mut a, 1, 0, &[2; 100], &mut out);
+        assert_eq!(out.len(), 200);
+        assert!(out.chunks(2).all(|f| f == [1, 2]));
+        a.flush(&mut |b: &[u8]| out.extend(b.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]]))));
+        assert_eq!(out.len(), 320);
+        assert_eq!(&out[200..202], &[1, 0]);
+    }
+
+    #[test]
+    fn one_silent_direction_is_released_after_lag_and_memory_stays_bounded() {
+        let mut a = Aligner::default();
+        let mut out = Vec::new();
+        for k in 0..1000u64 {
+            collect(&mut a, 1, k * 160, &[7; 160], &mut out);
+            assert!(a.bufs[1].len() as u64 <= LAG + 160);
+        }
+        let emitted = (out.len() / 2) as u64;
+        assert_eq!(emitted, 1000 * 160 - LAG);
+        assert!(out.chunks(2).all(|f| f == [0, 7]));
+        // Late audio for released positions is dropped, the rest placed (and, both
+        // directions being known there now, released).
+        let dropped = collect(&mut a, 0, emitted - 10, &[3; 20], &mut out);
+        assert_eq!(dropped, 10);
+        assert_eq!(out.len() as u64, (emitted + 10) * 2);
+        assert!(out[emitted as usize * 2..].chunks(2).all(|f| f == [3, 7]));
+    }
+
+    #[test]
+    fn a_jump_far_ahead_streams_silence_instead_of_buffering_it() {
+        let mut a = Aligner::default();
+        let mut bytes = 0usize;
+        a.put(0, 8000 * 600, &[5; 160], &mut |b: &[u8]| bytes += b.len());
+        assert!(a.bufs[0].len() as u64 <= LAG + 160);
+        assert_eq!(a.emitted(), 8000 * 600 + 160 - LAG);
+        assert_eq!(bytes as u64, a.emitted() * 4);
+    }
+}

@@ -1,0 +1,502 @@
+//! Recorder sinks: consume the sanitized tap (never raw audio) and record or forward it.
+//!
+//! Only [`TapFrame`](super::media::TapFrame) samples (sanitized 8 kHz PCM) and span times
+//! ever leave this module: no sink writes or sends anything else.
+//!
+//! - `wav`: one stereo 8 kHz 16-bit WAV per call (caller left, agent right), streamed to a
+//!   temporary file while the call goes on ([`align`]: the two directions are interleaved as
+//!   soon as both are known, or 2 s behind the one ahead, the other then silent), made final
+//!   (sizes patched, fsync, rename) at call end, with a JSON sidecar of the masked spans
+//!   (times and reasons, never digits). With `encrypt_to`, both are age-encrypted and named
+//!   `NAME.wav.age` / `NAME.json.age`; the plaintext never touches the disk ([`wav`] explains
+//!   how), and an encryption failure never falls back to plaintext. With `retention_days`, a
+//!   sweeper deletes old recordings ([`retention`]). A failed write (ENOSPC sets
+//!   `callmask_recorder_disk_full`) is counted and logged once for the call, the recording
+//!   is abandoned and its temporary file removed; the proxy goes on. A later recording that
+//!   completes clears the alarm.
+//! - `rtp`: two sanitized RTP streams per call to the target ([`rtp`]: caller to the target
+//!   port, agent to port + 2).
+//!
+//! Names: `{start unix ms}-call{N}` (N is callmask's internal call number, no SIP data).
+#![allow(clippy::disallowed_methods)] // io shell: reads the clock
+
+mod align;
+pub mod retention;
+mod rtp;
+mod wav;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use age::x25519;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::media::TapEvent;
+use crate::core::proxy::{CallRef, Side};
+use crate::metrics::{Metrics, SinkKind};
+
+#[derive(Debug, Serialize)]
+struct SpanOut {
+    channel: &'static str,
+    start_ms: f64,
+    end_ms: f64,
+    reason: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Sidecar {
+    version: u32,
+    call: u64,
+    start_unix_ms: u128,
+    end_unix_ms: u128,
+    sample_rate: u32,
+    channels: [&'static str; 2],
+    spans: Vec<SpanOut>,
+}
+
+/// A hand-driven clock for tests: where each direction's first audio is placed in the
+/// recording depends on when it arrives after the call's start.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock at 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Move the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let us = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.0.fetch_add(us, Ordering::SeqCst);
+    }
+}
+
+enum Clock {
+    Real(Instant),
+    Manual(ManualClock),
+}
+
+impl Clock {
+    fn now(&self) -> Duration {
+        match self {
+            Clock::Real(origin) => origin.elapsed(),
+            Clock::Manual(c) => Duration::from_micros(c.0.load(Ordering::SeqCst)),
+        }
+    }
+}
+
+/// A configured `wav` sink.
+struct WavSink {
+    dir: PathBuf,
+    recipients: Vec<x25519::Recipient>,
+    /// `encrypt_to` named a recipient that is not a usable X25519 key: record nothing (never
+    /// plaintext), count an error per call.
+    broken: bool,
+    retention_days: Option<u16>,
+}
+
+/// One call being recorded.
+struct CallRec {
+    caller_side: Side,
+    started: Duration,
+    start_unix_ms: u128,
+    /// Per direction (0 = caller, 1 = agent): offset (samples) from the call start to its
+    /// media time 0.
+    offsets: [Option<u64>; 2],
+    spans: Vec<SpanOut>,
+    aligner: align::Aligner,
+    /// Per `wav` sink; `None` once it failed (the failure was counted and logged).
+    wavs: Vec<Option<wav::WavFile>>,
+    /// Per `rtp` sink; `None` if it could not be opened.
+    rtps: Vec<Option<rtp::RtpCall>>,
+    rtp_error_logged: bool,
+}
+
+/// All configured sinks.
+pub struct Recorders {
+    wav: Vec<WavSink>,
+    rtp: Vec<rtp::Target>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl Recorders {
+    /// The sinks the config asks for (kinds not built yet are reported and skipped).
+    pub fn from_config(cfg: &config::Config, metrics: Arc<Metrics>) -> Self {
+        let mut wav_sinks = Vec::new();
+        let mut rtp_targets = Vec::new();
+        for r in &cfg.recorders {
+            match r {
+                config::RecorderConfig::Wav(w) => {
+                    let parsed: Result<Vec<x25519::Recipient>, _> = w
+                        .encrypt_to
+                        .iter()
+                        .map(|r| r.as_str().parse::<x25519::Recipient>())
+                        .collect();
+                    let (recipients, broken) = match parsed {
+                        Ok(v) => (v, false),
+                        Err(e) => {
+                            tracing::error!(dir = %w.dir.display(), error = %e, "wav recorder: an encrypt_to recipient is unusable; nothing will be recorded there");
+                            (Vec::new(), true)
+                        }
+                    };
+                    wav_sinks.push(WavSink {
+                        dir: w.dir.clone(),
+                        recipients,
+                        broken,
+                        retention_days: w.retention_days.map(|d| d.get()),
+                    });
+                }
+                config::RecorderConfig::Rtp(r) => {
+                    if r.codec != config::types::RtpCodec::Pcmu {
+                        tracing::warn!("rtp recorder: the tap carries decoded PCM; sending PCMU instead of the original codec");
+                    }
+                    match resolve(r.target.host(), r.target.port()) {
+                        Some(addr) => rtp_targets.push(rtp::Target::new(addr)),
+                        None => {
+                            tracing::error!(
+                                host = r.target.host(),
+                                "rtp recorder: target does not resolve; sink skipped"
+                            )
+                        }
+                    }
+                }
+                other => {
+                    tracing::warn!(kind = ?other.kind(), "recorder kind not supported yet; skipped")
+                }
+            }
+        }
+        Recorders {
+            wav: wav_sinks,
+            rtp: rtp_targets,
+            metrics,
+            clock: Clock::Real(Instant::now()),
+        }
+    }
+
+    /// Place each direction's first audio by `clock` instead of the real time (tests).
+    pub fn with_clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Clock::Manual(clock);
+        self
+    }
+
+    /// No sink configured: the tap can be switched off.
+    pub fn is_empty(&self) -> bool {
+        self.wav.is_empty() && self.rtp.is_empty()
+    }
+
+    /// Consume the tap until every sender is gone; then finish the calls still open and wait
+    /// for every recording to be final.
+    pub async fn run(self, mut rx: mpsc::Receiver<TapEvent>) {
+        let sweepers: Vec<JoinHandle<()>> = self
+            .wav
+            .iter()
+            .filter_map(|w| {
+                let days = w.retention_days?;
+                Some(tokio::spawn(retention::sweeper(
+                    w.dir.clone(),
+                    days,
+                    self.metrics.clone(),
+                )))
+            })
+            .collect();
+        let mut calls: HashMap<CallRef, CallRec> = HashMap::new();
+        let mut finishing: Vec<JoinHandle<()>> = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                TapEvent::Start { call, caller_side } => {
+                    if let Some(old) = calls.remove(&call) {
+                        finishing.push(self.finish(call, old));
+                    }
+                    calls.insert(call, self.start(call, caller_side));
+                }
+                TapEvent::Frame(f) => {
+                    let Some(rec) = calls.get_mut(&f.call) else {
+                        continue;
+                    };
+                    let ch = usize::from(f.from != rec.caller_side);
+                    let samples = f.samples();
+                    let offset = *rec.offsets[ch].get_or_insert_with(|| {
+                        // First audio of this direction: place it at its arrival time.
+                        let since =
+                            (self.clock.now().saturating_sub(rec.started)).as_millis() as u64 * 8;
+                        since.saturating_sub(f.media_time)
+                    });
+                    self.rtp_frame(f.call, rec, ch, f.media_time, samples);
+                    let CallRec { aligner, wavs, .. } = rec;
+                    let metrics = &self.metrics;
+                    aligner.put(ch, offset + f.media_time, samples, &mut |bytes| {
+                        write_wavs(wavs, bytes, metrics, f.call)
+                    });
+                }
+                TapEvent::Span {
+                    call,
+                    from,
+                    start,
+                    end,
+                    reason,
+                } => {
+                    if let Some(rec) = calls.get_mut(&call) {
+                        let ch = usize::from(from != rec.caller_side);
+                        let off = rec.offsets[ch].unwrap_or(0);
+                        rec.spans.push(SpanOut {
+                            channel: if ch == 0 { "caller" } else { "agent" },
+                            start_ms: (start + off) as f64 / 8.0,
+                            end_ms: (end + off) as f64 / 8.0,
+                            reason: reason.as_str(),
+                        });
+                    }
+                }
+                TapEvent::End { call } => {
+                    // Both directions' relay tasks send End; finish on the first, keep
+                    // accepting nothing after.
+                    if let Some(rec) = calls.remove(&call) {
+                        finishing.retain(|h| !h.is_finished());
+                        finishing.push(self.finish(call, rec));
+                    }
+                }
+            }
+        }
+        for (call, rec) in calls.drain() {
+            finishing.push(self.finish(call, rec));
+        }
+        for h in finishing {
+            let _ = h.await;
+        }
+        for s in sweepers {
+            s.abort();
+        }
+    }
+
+    fn start(&self, call: CallRef, caller_side: Side) -> CallRec {
+        let start_unix_ms = unix_ms();
+        let name = recording_name(start_unix_ms, call);
+        let wavs = self
+            .wav
+            .iter()
+            .map(|sink| {
+                self.metrics.recorder_session_opened(SinkKind::Wav);
+                if sink.broken {
+                    self.metrics.recorder_error(SinkKind::Wav);
+                    return None;
+                }
+                match wav::WavFile::create(&sink.dir, &name, &sink.recipients) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        self.write_failed(call, &e);
+                        None
+                    }
+                }
+            })
+            .collect();
+        let rtps = self
+            .rtp
+            .iter()
+            .map(|t| {
+                self.metrics.recorder_session_opened(SinkKind::Rtp);
+                match rtp::RtpCall::open(*t) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        self.metrics.recorder_error(SinkKind::Rtp);
+                        tracing::error!(call = call.0, error = %e, "rtp recorder: cannot open a socket for the call");
+                        None
+                    }
+                }
+            })
+            .collect();
+        CallRec {
+            caller_side,
+            started: self.clock.now(),
+            start_unix_ms,
+            offsets: [None, None],
+            spans: Vec::new(),
+            aligner: align::Aligner::default(),
+            wavs,
+            rtps,
+            rtp_error_logged: false,
+        }
+    }
+
+    fn rtp_frame(&self, call: CallRef, rec: &mut CallRec, ch: usize, at: u64, samples: &[i16]) {
+        for r in rec.rtps.iter_mut().flatten() {
+            let sent = r.frame(ch, at, samples);
+            self.rtp_account(call, sent, &mut rec.rtp_error_logged);
+        }
+    }
+
+    fn rtp_account(&self, call: CallRef, sent: rtp::Sent, logged: &mut bool) {
+        if sent.bytes > 0 {
+            self.metrics
+                .recorder_bytes(SinkKind::Rtp)
+                .inc_by(sent.bytes);
+        }
+        if sent.dropped > 0 {
+            self.metrics
+                .recorder_queue_dropped(SinkKind::Rtp, sent.dropped);
+        }
+        if let Some(kind) = sent.error {
+            self.metrics.recorder_error(SinkKind::Rtp);
+            if !std::mem::replace(logged, true) {
+                tracing::warn!(call = call.0, error = %kind, "rtp recorder: send failed (packets dropped; further errors of this call not logged)");
+            }
+        }
+    }
+
+    fn write_failed(&self, call: CallRef, e: &std::io::Error) {
+        record_failure(&self.metrics, call, e);
+    }
+
+    /// Close the call on every sink; the WAV files are made final on a blocking thread.
+    fn finish(&self, call: CallRef, rec: CallRec) -> JoinHandle<()> {
+        let CallRec {
+            start_unix_ms,
+            spans,
+            mut aligner,
+            mut wavs,
+            mut rtps,
+            mut rtp_error_logged,
+            ..
+        } = rec;
+        for r in rtps.iter_mut() {
+            if let Some(r) = r {
+                let sent = r.finish();
+                self.rtp_account(call, sent, &mut rtp_error_logged);
+            }
+            self.metrics.recorder_session_closed(SinkKind::Rtp);
+        }
+        aligner.flush(&mut |bytes| write_wavs(&mut wavs, bytes, &self.metrics, call));
+        let sidecar = Sidecar {
+            version: 1,
+            call: call.0,
+            start_unix_ms,
+            end_unix_ms: unix_ms(),
+            sample_rate: 8000,
+            channels: ["caller", "agent"],
+            spans,
+        };
+        let json = serde_json::to_vec_pretty(&sidecar).unwrap_or_default();
+        let name = recording_name(start_unix_ms, call);
+        let jobs: Vec<(wav::WavFile, PathBuf, Vec<x25519::Recipient>)> = wavs
+            .into_iter()
+            .zip(&self.wav)
+            .filter_map(|(w, sink)| Some((w?, sink.dir.clone(), sink.recipients.clone())))
+            .collect();
+        let closed = self.wav.len();
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            for (w, dir, recipients) in jobs {
+                match finish_one(w, &dir, &name, &recipients, &json) {
+                    Ok((path, bytes)) => {
+                        metrics.recorder_bytes(SinkKind::Wav).inc_by(bytes);
+                        metrics.set_recorder_disk_full(false);
+                        tracing::info!(call = call.0, path = %path.display(), "recording written");
+                    }
+                    Err(e) => record_failure(&metrics, call, &e),
+                }
+            }
+            for _ in 0..closed {
+                metrics.recorder_session_closed(SinkKind::Wav);
+            }
+        })
+    }
+}
+
+/// Append released audio to every still-healthy WAV of the call; a failure abandons that
+/// recording (its temporary file is removed), counted and logged once.
+fn write_wavs(wavs: &mut [Option<wav::WavFile>], bytes: &[u8], metrics: &Metrics, call: CallRef) {
+    for slot in wavs.iter_mut() {
+        if let Some(w) = slot {
+            if let Err(e) = w.write(bytes) {
+                *slot = None;
+                record_failure(metrics, call, &e);
+            }
+        }
+    }
+}
+
+fn record_failure(metrics: &Metrics, call: CallRef, e: &std::io::Error) {
+    metrics.recorder_error(SinkKind::Wav);
+    let full = e.kind() == std::io::ErrorKind::StorageFull;
+    if full {
+        metrics.set_recorder_disk_full(true);
+    }
+    tracing::error!(call = call.0, error = %e, disk_full = full, "recording abandoned: write failed (no partial file kept; proxying goes on)");
+}
+
+/// Make one WAV final and write its sidecar (both encrypted when there are recipients).
+fn finish_one(
+    w: wav::WavFile,
+    dir: &std::path::Path,
+    name: &str,
+    recipients: &[x25519::Recipient],
+    json: &[u8],
+) -> std::io::Result<(PathBuf, u64)> {
+    let (path, size) = w.finish()?;
+    let written = if recipients.is_empty() {
+        wav::write_atomic(&dir.join(format!("{name}.json")), json).map(|()| json.len())
+    } else {
+        wav::encrypt(json, recipients).and_then(|ct| {
+            wav::write_atomic(&dir.join(format!("{name}.json.age")), &ct).map(|()| ct.len())
+        })
+    };
+    match written {
+        Ok(n) => Ok((path, size + n as u64)),
+        Err(e) => {
+            // A recording without its sidecar is still a recording: keep it, report the error.
+            tracing::warn!(path = %path.display(), "sidecar not written");
+            Err(e)
+        }
+    }
+}
+
+fn recording_name(start_unix_ms: u128, call: CallRef) -> String {
+    format!("{start_unix_ms}-call{}", call.0)
+}
+
+/// `host:port` as a socket address (IP literals directly; names resolved once, at startup).
+fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_sets_the_alarm_and_counts() {
+        let m = Metrics::new();
+        let e = std::io::Error::from_raw_os_error(28); // ENOSPC
+        record_failure(&m, CallRef(1), &e);
+        let out = m.render();
+        assert!(out.contains("callmask_recorder_disk_full 1"), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("callmask_recorder_errors_total{sink=\"wav\"} 1")),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn other_errors_do_not_set_the_alarm() {
+        let m = Metrics::new();
+        record_failure(&m, CallRef(1), &std::io::Error::other("x"));
+        assert!(m.render().contains("callmask_recorder_disk_full 0"));
+    }
+}

@@ -1,0 +1,274 @@
+//! The `rtp` sink: per call, two sanitized RTP streams (caller and agent) to the target.
+//!
+//! - Legs: the caller's stream goes to the target port, the agent's to target port + 2 (the
+//!   next RTP port of the RFC 3550 even/odd convention; port − 2 if the target is 65534 or
+//!   above). Each call sends from its own UDP socket (own source port), and each stream has
+//!   its own random SSRC, initial sequence number and timestamp, so a receiver tells calls
+//!   apart by source address or SSRC, and legs by destination port.
+//! - Payload: G.711 µ-law (PCMU, payload type 0), 20 ms (160 samples) per packet. The tap
+//!   carries decoded, sanitized PCM only, so `codec = "original"` also sends PCMU (the
+//!   original codec is not re-encoded; see the startup warning).
+//! - Continuity: timestamps follow each direction's media time; muted audio is silence in
+//!   the tap already and is sent as such; gaps of up to 10 s are filled with silence packets;
+//!   a longer gap advances the timestamp without packets and marks the next packet.
+//! - Never blocking: the socket is non-blocking; a packet that cannot be sent at once is
+//!   dropped and counted (`callmask_recorder_queue_dropped_frames_total{sink="rtp"}`).
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+
+/// Samples per packet (20 ms at 8 kHz).
+pub(super) const PTIME: usize = 160;
+/// RTP header size.
+const HEADER: usize = 12;
+/// Longest gap (samples) filled with silence packets: 10 s.
+const MAX_FILL: u64 = 80_000;
+/// Payload type of PCMU.
+const PT_PCMU: u8 = 0;
+
+/// Where one call's two legs go.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target {
+    pub(super) caller: SocketAddr,
+    pub(super) agent: SocketAddr,
+}
+
+impl Target {
+    /// The two leg addresses for the configured `target`.
+    pub(super) fn new(target: SocketAddr) -> Self {
+        let p = target.port();
+        let agent_port = p.checked_add(2).unwrap_or(p.saturating_sub(2));
+        let mut agent = target;
+        agent.set_port(agent_port);
+        Target {
+            caller: target,
+            agent,
+        }
+    }
+}
+
+/// One leg's packetizer state.
+struct Leg {
+    dest: SocketAddr,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    /// Media time of `pending[0]`; `None` until the first frame.
+    pos: Option<u64>,
+    pending: Vec<i16>,
+    marker: bool,
+}
+
+/// What a send did (for the metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sent {
+    pub(super) bytes: u64,
+    pub(super) dropped: u64,
+    /// First hard error (not "would block") of this batch.
+    pub(super) error: Option<io::ErrorKind>,
+}
+
+impl Leg {
+    fn new(dest: SocketAddr) -> Self {
+        Leg {
+            dest,
+            ssrc: rand::random(),
+            seq: rand::random(),
+            ts: rand::random(),
+            pos: None,
+            pending: Vec::with_capacity(PTIME * 2),
+            marker: true,
+        }
+    }
+
+    fn push(&mut self, sock: &UdpSocket, media_time: u64, samples: &[i16], sent: &mut Sent) {
+        let pos = *self.pos.get_or_insert(media_time);
+        let expected = pos + self.pending.len() as u64;
+        let mut samples = samples;
+        if media_time < expected {
+            // Overlap with what was already queued: keep only the new part.
+            let skip = ((expected - media_time) as usize).min(samples.len());
+            samples = &samples[skip..];
+        } else if media_time > expected {
+            let gap = media_time - expected;
+            if gap <= MAX_FILL {
+                for _ in 0..gap {
+                    self.pending.push(0);
+                    if self.pending.len() == PTIME {
+                        self.send(sock, sent);
+                    }
+                }
+            } else {
+                // Too long to fill: close the packet in progress with silence, then jump.
+                let pad = (PTIME - self.pending.len() % PTIME) % PTIME;
+                self.pending.resize(self.pending.len() + pad, 0);
+                self.drain(sock, sent);
+                let skip = gap - pad as u64;
+                self.ts = self.ts.wrapping_add(skip as u32);
+                self.pos = Some(media_time);
+                self.marker = true;
+            }
+        }
+        self.pending.extend_from_slice(samples);
+        self.drain(sock, sent);
+    }
+
+    fn drain(&mut self, sock: &UdpSocket, sent: &mut Sent) {
+        while self.pending.len() >= PTIME {
+            self.send(sock, sent);
+        }
+    }
+
+    /// Send the first `PTIME` pending samples.
+    fn send(&mut self, sock: &UdpSocket, sent: &mut Sent) {
+        let mut pkt = [0u8; HEADER + PTIME];
+        pkt[0] = 0x80;
+        pkt[1] = PT_PCMU | if self.marker { 0x80 } else { 0 };
+        pkt[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        pkt[4..8].copy_from_slice(&self.ts.to_be_bytes());
+        pkt[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        dsp::g711::encode_ulaw(&self.pending[..PTIME], &mut pkt[HEADER..]);
+        match sock.send_to(&pkt, self.dest) {
+            Ok(n) => sent.bytes += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => sent.dropped += 1,
+            Err(e) => {
+                sent.dropped += 1;
+                sent.error.get_or_insert(e.kind());
+            }
+        }
+        // Sequence and timestamp advance even for a dropped packet: the receiver sees a loss,
+        // not a shift in time.
+        self.marker = false;
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(PTIME as u32);
+        self.pending.drain(..PTIME);
+        if let Some(p) = &mut self.pos {
+            *p += PTIME as u64;
+        }
+    }
+
+    /// The call ended: send what is pending, padded with silence to a whole packet.
+    fn flush(&mut self, sock: &UdpSocket, sent: &mut Sent) {
+        if !self.pending.is_empty() {
+            self.pending.resize(PTIME, 0);
+            self.send(sock, sent);
+        }
+    }
+}
+
+/// One call on one `rtp` sink.
+pub(super) struct RtpCall {
+    sock: UdpSocket,
+    legs: [Leg; 2],
+}
+
+impl RtpCall {
+    /// Open the call's socket toward `target`.
+    pub(super) fn open(target: Target) -> io::Result<RtpCall> {
+        let bind: SocketAddr = if target.caller.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = UdpSocket::bind(bind)?;
+        sock.set_nonblocking(true)?;
+        Ok(RtpCall {
+            sock,
+            legs: [Leg::new(target.caller), Leg::new(target.agent)],
+        })
+    }
+
+    /// Sanitized samples of channel `ch` (0 caller, 1 agent) at that direction's media time.
+    pub(super) fn frame(&mut self, ch: usize, media_time: u64, samples: &[i16]) -> Sent {
+        let mut sent = Sent::default();
+        self.legs[ch].push(&self.sock, media_time, samples, &mut sent);
+        sent
+    }
+
+    /// The call ended.
+    pub(super) fn finish(&mut self) -> Sent {
+        let mut sent = Sent::default();
+        for leg in &mut self.legs {
+            leg.flush(&self.sock, &mut sent);
+        }
+        sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn recv_all(sock: &UdpSocket) -> Vec<Vec<u8>> {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut v = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = sock.recv(&mut buf) {
+            v.push(buf[..n].to_vec());
+        }
+        v
+    }
+
+    #[test]
+    fn gaps_are_filled_and_sequence_is_continuous() {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = rx.local_addr().expect("addr");
+        let mut call = RtpCall::open(Target {
+            caller: addr,
+            agent: addr,
+        })
+        .expect("open");
+        call.frame(0, 1000, &[1000; 100]);
+        call.frame(0, 1100, &[1000; 100]); // 200 queued → 1 packet
+        call.frame(0, 1300, &[1000; 100]); // 100-sample gap filled
+        call.finish();
+        let pkts = recv_all(&rx);
+        assert_eq!(pkts.len(), 3); // 200 + 100 gap + 100 = 400 → 2 full + 1 padded
+        let seq = |p: &Vec<u8>| u16::from_be_bytes([p[2], p[3]]);
+        let ts = |p: &Vec<u8>| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        assert_eq!(pkts[0][1], 0x80); // marker, PT 0
+        for w in pkts.windows(2) {
+            assert_eq!(seq(&w[1]), seq(&w[0]).wrapping_add(1));
+            assert_eq!(ts(&w[1]), ts(&w[0]).wrapping_add(160));
+            assert_eq!(w[1][1], 0);
+        }
+        let pcm: Vec<i16> = pkts
+            .iter()
+            .flat_map(|p| p[12..].iter().map(|&b| dsp::g711::ulaw_to_linear(b)))
+            .collect();
+        assert!(pcm[..200].iter().all(|&s| (s - 1000).abs() < 40));
+        assert!(pcm[200..300].iter().all(|&s| s.abs() < 10));
+        assert!(pcm[300..400].iter().all(|&s| (s - 1000).abs() < 40));
+    }
+
+    #[test]
+    fn a_long_gap_jumps_the_timestamp_and_marks() {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = rx.local_addr().expect("addr");
+        let mut call = RtpCall::open(Target {
+            caller: addr,
+            agent: addr,
+        })
+        .expect("open");
+        call.frame(1, 0, &[0; 100]);
+        call.frame(1, 100 + MAX_FILL + 1000, &[0; 160]);
+        let pkts = recv_all(&rx);
+        assert_eq!(pkts.len(), 2);
+        let ts = |p: &Vec<u8>| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        assert_eq!(
+            ts(&pkts[1]).wrapping_sub(ts(&pkts[0])) as u64,
+            100 + MAX_FILL + 1000
+        );
+        assert_eq!(pkts[1][1], 0x80);
+    }
+
+    #[test]
+    fn agent_leg_is_two_ports_up() {
+        let t = Target::new("10.0.0.7:40000".parse().expect("addr"));
+        assert_eq!(t.agent.port(), 40002);
+        let t = Target::new("10.0.0.7:65535".parse().expect("addr"));
+        assert_eq!(t.agent.port(), 65533);
+    }
+}
