@@ -678,7 +678,7 @@ mod tests {
     fn undecided_audio_fails_closed() {
         let mut p = pipe(20);
         let out = run(&mut p, 1600, |p, t| {
-            p.set_undecided_from((t >= 480 && t < 960).then_some(MediaTime(480)));
+            p.set_undecided_from((480..960).contains(&t).then_some(MediaTime(480)));
         });
         // Audio from 480 left while undecided: muted and counted.
         assert!(out[480..800].iter().all(|&x| x == 0));

@@ -1,6 +1,8 @@
 //! RFC 4733 telephone-events: spec-rule vectors (`tests/vectors/rfc4733/`, one per RFC section
 //! and named after it), the eval corpus' labelled event packets (clean and with loss), and
 //! property tests for the parser and the tracker.
+// Test helpers outside #[test] fns: unwrap on test vectors is the point of failing loudly.
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 use std::path::Path;
 

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("{e}");
-                    ExitCode::from(e.exit_code() as u8)
+                    ExitCode::from(e.exit_code())
                 }
             }
         }
@@ -163,7 +163,7 @@ fn run(config_path: Option<PathBuf>, set: Vec<String>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(e.exit_code() as u8);
+            return ExitCode::from(e.exit_code());
         }
     };
     let format = match cfg.log.format {

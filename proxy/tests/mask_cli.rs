@@ -86,14 +86,19 @@ fn masks_an_inband_tone_and_keeps_length() {
         assert_eq!(y.len(), x.len(), "same length");
         let ms = |m: u32| (m * rate / 1000) as usize;
         // The whole tone is silent, from its first sample.
-        assert!(y[ms(600)..ms(720)].iter().all(|&s| s == 0), "tone muted at {rate} Hz");
+        assert!(
+            y[ms(600)..ms(720)].iter().all(|&s| s == 0),
+            "tone muted at {rate} Hz"
+        );
         // The hum well away from the tone is untouched.
         assert_eq!(&y[..ms(500)], &x[..ms(500)]);
         assert_eq!(&y[ms(900)..], &x[ms(900)..]);
         let rep: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
         assert_eq!(rep["spans"][0]["reason"], "dtmf_inband");
-        assert!(!String::from_utf8_lossy(&std::fs::read(&report).expect("report")).contains("digit"));
+        assert!(
+            !String::from_utf8_lossy(&std::fs::read(&report).expect("report")).contains("digit")
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 }
@@ -103,21 +108,42 @@ fn bad_input_gets_sysexits_codes_and_no_partial_output() {
     let d = tmpdir("bad");
     let out = d.join("out.wav");
     // 66: cannot open
-    let st = bin().arg("mask").arg(d.join("nope.wav")).arg(&out).status().expect("runs");
+    let st = bin()
+        .arg("mask")
+        .arg(d.join("nope.wav"))
+        .arg(&out)
+        .status()
+        .expect("runs");
     assert_eq!(st.code(), Some(66));
     // 65: not audio, one line of error
     let junk = d.join("junk.wav");
     std::fs::write(&junk, b"this is not a wav file at all").expect("write");
-    let o = bin().arg("mask").arg(&junk).arg(&out).arg("--no-speech").output().expect("runs");
+    let o = bin()
+        .arg("mask")
+        .arg(&junk)
+        .arg(&out)
+        .arg("--no-speech")
+        .output()
+        .expect("runs");
     assert_eq!(o.status.code(), Some(65));
-    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "one-line error");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).lines().count(),
+        1,
+        "one-line error"
+    );
     // 65: truncated
     let good = d.join("good.wav");
     write_wav(&good, 8000, &[100; 800]);
     let bytes = std::fs::read(&good).expect("read");
     let cut = d.join("cut.wav");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
-    let st = bin().arg("mask").arg(&cut).arg(&out).arg("--no-speech").status().expect("runs");
+    let st = bin()
+        .arg("mask")
+        .arg(&cut)
+        .arg(&out)
+        .arg("--no-speech")
+        .status()
+        .expect("runs");
     assert_eq!(st.code(), Some(65));
     // 73: cannot create
     let st = bin()
@@ -147,7 +173,12 @@ fn raw_ulaw_round_trips_format() {
     let (input, output) = (d.join("in.ulaw"), d.join("out.ulaw"));
     let bytes: Vec<u8> = (0..8000u32).map(|i| (i % 256) as u8).collect();
     std::fs::write(&input, &bytes).expect("write");
-    let st = bin().arg("mask").args([&input, &output]).arg("--no-speech").status().expect("runs");
+    let st = bin()
+        .arg("mask")
+        .args([&input, &output])
+        .arg("--no-speech")
+        .status()
+        .expect("runs");
     assert!(st.success());
     assert_eq!(std::fs::read(&output).expect("read").len(), bytes.len());
     let _ = std::fs::remove_dir_all(&d);

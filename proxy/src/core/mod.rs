@@ -5,6 +5,6 @@ pub mod proxy;
 pub mod registrar;
 pub mod relay;
 pub mod sdp;
-pub mod sip;
 #[cfg(test)]
 mod sim_tests;
+pub mod sip;

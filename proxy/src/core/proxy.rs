@@ -381,7 +381,10 @@ impl ProxyCore {
         let ports = self.ports.poll_timeout();
         let regs = self.registrar.poll_timeout();
         let ended = self.ended.values().min().copied();
-        [calls, paths, ports, regs, ended].into_iter().flatten().min()
+        [calls, paths, ports, regs, ended]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Expire what is due at `now`.
@@ -624,13 +627,11 @@ impl ProxyCore {
                     call.deadline = now + BYE_TTL;
                 }
                 Method::Cancel => call.cancelled = true,
-                Method::Info => {
-                    if is_dtmf_info(&msg) {
-                        self.events.push_back(ProxyEvent::InfoDtmf {
-                            call: call.id,
-                            side,
-                        });
-                    }
+                Method::Info if is_dtmf_info(&msg) => {
+                    self.events.push_back(ProxyEvent::InfoDtmf {
+                        call: call.id,
+                        side,
+                    });
                 }
                 _ => {}
             }
@@ -671,7 +672,12 @@ impl ProxyCore {
         if has_sdp(&msg) {
             match self.anchor_body(&call_id, side, msg.body(), now) {
                 Ok(Some(body)) => edit = edit.set_body(body),
-                Ok(None) => {}
+                Ok(None) => {
+                    // Media for a dialog callmask does not know (state lost, or a stray
+                    // request): never let it bypass the tap.
+                    self.respond(side, src, &msg, 481, "Call/Transaction Does Not Exist");
+                    return;
+                }
                 Err(code) => {
                     self.respond(side, src, &msg, code, "Media Anchoring Failed");
                     return;
@@ -774,7 +780,15 @@ impl ProxyCore {
         if has_sdp(&msg) && code < 300 {
             match self.anchor_body(&call_id, side, msg.body(), now) {
                 Ok(Some(body)) => edit = edit.set_body(body),
-                Ok(None) => {}
+                Ok(None) => {
+                    // SDP for a call callmask no longer anchors (e.g. a 200 retransmitted
+                    // after the call ended): forwarding it would point media past the tap.
+                    self.events.push_back(ProxyEvent::Dropped {
+                        side,
+                        reason: "sdp_without_call",
+                    });
+                    return;
+                }
                 Err(_) => {
                     // Cannot anchor the answer: forward it unchanged would bypass the
                     // recorder; drop it and let the UAS retransmit / the caller time out.
@@ -806,13 +820,11 @@ impl ProxyCore {
             call.agents_addr = Some(src);
         }
         match cseq_method {
-            Method::Invite if code >= 200 && code < 300 => {
-                if call.state == CallState::Early {
-                    call.state = CallState::Confirmed;
-                    call.deadline = now + Duration::from_secs(u64::from(u32::MAX));
-                    let id = call.id;
-                    self.events.push_back(ProxyEvent::CallAnswered { call: id });
-                }
+            Method::Invite if (200..300).contains(&code) && call.state == CallState::Early => {
+                call.state = CallState::Confirmed;
+                call.deadline = now + Duration::from_secs(u64::from(u32::MAX));
+                let id = call.id;
+                self.events.push_back(ProxyEvent::CallAnswered { call: id });
             }
             Method::Invite if code >= 300 && call.state == CallState::Early => {
                 let outcome = if call.cancelled || code == 487 {

@@ -129,6 +129,7 @@ impl Registrar {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the virtual clock's base is read once per test
 mod tests {
     use super::*;
 

@@ -22,6 +22,7 @@ const WRITE_QUEUE: usize = 256;
 
 /// What connection tasks tell the signalling task.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per SIP message; boxing would allocate per message
 pub enum StreamInput {
     /// A connection is up; `writer` sends to it.
     Opened {
