@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::core::proxy::{CallRef, Side, StreamSpec};
 use crate::core::relay::{
-    ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, Received,
+    ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, Received, SeqClass,
 };
 use crate::metrics::{self, CallStats, Metrics};
 
@@ -285,6 +285,8 @@ struct StreamState {
     /// Index 0 = PBX side, 1 = agents' side; each holds (RTP, RTCP) sockets.
     sockets: [[Option<UdpSocket>; 2]; 2],
     legs: [LegReceiver; 2],
+    /// Loss already reported to the metrics, per leg (reported as deltas).
+    lost_reported: [i64; 2],
     tel_event_pt: Option<u8>,
     g711: HashMap<u8, G711>,
 }
@@ -474,6 +476,7 @@ impl CallRelay {
                 spec,
                 sockets,
                 legs,
+                lost_reported: [0, 0],
                 tel_event_pt: tel,
                 g711,
             });
@@ -518,9 +521,28 @@ impl CallRelay {
         if let (Some(target), Some(sock)) = (target, st.sockets[other][out_port].as_ref()) {
             let _ = sock.try_send_to(data, target);
         }
-        self.stats
-            .leg(metric_side(side), metrics::Direction::Inbound)
-            .record_packet(data.len());
+        let inbound = self
+            .stats
+            .leg(metric_side(side), metrics::Direction::Inbound);
+        inbound.record_packet(data.len());
+        if let Received::Rtp { class, .. } = received {
+            if class == SeqClass::OutOfOrder {
+                inbound.add_out_of_order(1);
+            }
+            // Loss and jitter once a second of packets (per-packet atomics only above).
+            let leg = &st.legs[side_i].stats;
+            if leg.received() % 50 == 0 {
+                let lost = leg.lost().max(0);
+                if lost > st.lost_reported[side_i] {
+                    inbound.add_lost((lost - st.lost_reported[side_i]) as u64);
+                    st.lost_reported[side_i] = lost;
+                }
+                self.metrics.rtp_jitter(
+                    metric_side(side),
+                    leg.jitter_ms(ClockRate::NARROWBAND) / 1000.0,
+                );
+            }
+        }
         self.stats
             .leg(metric_side(side_of(other)), metrics::Direction::Outbound)
             .record_packet(data.len());
