@@ -1,0 +1,251 @@
+//! The embedded engine: CTranslate2 Whisper through `ct2rs::sys::Whisper` (the low-level API;
+//! the high-level `ct2rs::Whisper` prompts with a language token and is unusable for `.en`).
+
+use std::path::Path;
+use std::time::Instant;
+
+use ct2rs::sys::{ComputeType, Config, Device, StorageView, Whisper, WhisperOptions};
+
+use crate::audio::upsample2;
+use crate::mel::{MelFrontEnd, N_FRAMES, N_MELS};
+use crate::tokens::{Vocab, EOT, SOT};
+use crate::{AsrError, Word};
+
+/// Tunables; defaults follow faster-whisper except where noted.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// CTranslate2 intra-op threads (default 1: one decode per core, decodes run on a pool).
+    pub threads: usize,
+    /// "int8" (default), "float32", "int8_float32", "default".
+    pub compute_type: String,
+    /// 1 = greedy (default here); faster-whisper uses 5.
+    pub beam_size: usize,
+    /// Token budget per second of audio (repetition guard), plus a constant 16.
+    pub max_tokens_per_second: f32,
+    /// Apply faster-whisper's first-word duration clamp.
+    pub clamp_first_word: bool,
+    /// Previous-text prompt (faster-whisper `initial_prompt`), words split on spaces; each word
+    /// must be one vocabulary token with a leading space (e.g. "My number is 4 5 6 7").
+    pub prompt: Option<String>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { threads: 1, compute_type: "int8".into(), beam_size: 1, max_tokens_per_second: 12.0, clamp_first_word: true, prompt: None }
+    }
+}
+
+/// Timings of the last `transcribe` call (wall clock, single-threaded by default).
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub mel_ms: f64,
+    pub encode_ms: f64,
+    pub generate_ms: f64,
+    pub align_ms: f64,
+    pub text: String,
+    pub tokens: usize,
+}
+
+pub struct WhisperEngine {
+    model: Whisper,
+    vocab: Vocab,
+    mel: MelFrontEnd,
+    pub options: EngineOptions,
+    pub last: Timings,
+    prompt: Vec<String>,
+}
+
+fn compute_type(s: &str) -> Result<ComputeType, AsrError> {
+    Ok(match s {
+        "int8" => ComputeType::INT8,
+        "float32" => ComputeType::FLOAT32,
+        "int8_float32" => ComputeType::INT8_FLOAT32,
+        "default" => ComputeType::DEFAULT,
+        "auto" => ComputeType::AUTO,
+        other => return Err(AsrError::Config(format!("unknown compute type {other}"))),
+    })
+}
+
+impl WhisperEngine {
+    pub fn load(model_dir: impl AsRef<Path>) -> Result<Self, AsrError> {
+        Self::load_with(model_dir, EngineOptions::default())
+    }
+
+    pub fn load_with(model_dir: impl AsRef<Path>, options: EngineOptions) -> Result<Self, AsrError> {
+        let dir = model_dir.as_ref();
+        let vocab_text = std::fs::read_to_string(dir.join("vocabulary.txt"))
+            .map_err(|e| AsrError::Load(format!("{}: {e}", dir.join("vocabulary.txt").display())))?;
+        let vocab = Vocab::from_text(&vocab_text);
+        if vocab.token(SOT) != Some("<|startoftranscript|>") || vocab.token(EOT) != Some("<|endoftext|>") {
+            return Err(AsrError::Load("vocabulary.txt is not Whisper's English vocabulary".into()));
+        }
+        let config = Config {
+            device: Device::CPU,
+            compute_type: compute_type(&options.compute_type)?,
+            num_threads_per_replica: options.threads,
+            ..Config::default()
+        };
+        let model = Whisper::new(dir, config).map_err(|e| AsrError::Load(format!("{}: {e}", dir.display())))?;
+        if model.is_multilingual() {
+            return Err(AsrError::Load("expected an English-only (.en) model".into()));
+        }
+        if model.n_mels() != N_MELS {
+            return Err(AsrError::Load(format!("model wants {} mel bins", model.n_mels())));
+        }
+        let mut prompt = vec!["<|startoftranscript|>".to_owned()];
+        if let Some(text) = &options.prompt {
+            let mut prev = vec!["<|startofprev|>".to_owned()];
+            for w in text.split_whitespace() {
+                let tok = format!("Ġ{w}");
+                if vocab.id(&tok).is_none() {
+                    return Err(AsrError::Config(format!("prompt word {w:?} is not a single token")));
+                }
+                prev.push(tok);
+            }
+            prev.extend(prompt);
+            prompt = prev;
+        }
+        Ok(WhisperEngine { model, vocab, mel: MelFrontEnd::new(), options, last: Timings::default(), prompt })
+    }
+
+    /// Transcribe one segment of 8 kHz telephone audio (at most 30 s); word times are ms from
+    /// the segment's first sample.
+    pub fn transcribe(&mut self, pcm_8k: &[i16]) -> Result<Vec<Word>, AsrError> {
+        self.transcribe_16k(&upsample2(pcm_8k))
+    }
+
+    /// Transcribe 16 kHz audio in [-1, 1) (at most 30 s).
+    pub fn transcribe_16k(&mut self, audio: &[f32]) -> Result<Vec<Word>, AsrError> {
+        self.last = Timings::default();
+        if audio.len() < 3200 {
+            return Ok(Vec::new()); // under 0.2 s: nothing to align against
+        }
+        let t0 = Instant::now();
+        let (mut feats, content_frames) = self.mel.window(audio);
+        self.last.mel_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+        let t1 = Instant::now();
+        let view = StorageView::new(&[1, N_MELS, N_FRAMES], &mut feats, Device::CPU).map_err(ct2)?;
+        let encoded = self.model.encode(&view, false).map_err(ct2)?;
+        self.last.encode_ms = t1.elapsed().as_secs_f64() * 1e3;
+
+        let seconds = audio.len() as f32 / 16_000.0;
+        let opts = WhisperOptions {
+            beam_size: self.options.beam_size,
+            max_length: ((seconds * self.options.max_tokens_per_second) as usize + 16).min(448),
+            ..WhisperOptions::default()
+        };
+        let t2 = Instant::now();
+        let result = self.model.generate(&encoded, &[self.prompt.clone()], &opts).map_err(ct2)?;
+        self.last.generate_ms = t2.elapsed().as_secs_f64() * 1e3;
+        let ids: Vec<usize> = result
+            .first()
+            .and_then(|r| r.sequences_ids.first())
+            .map(|s| s.iter().copied().filter(|&t| t < EOT).collect())
+            .unwrap_or_default();
+        self.last.tokens = ids.len();
+        self.last.text = self.vocab.decode(&ids);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let t3 = Instant::now();
+        let aligned = self
+            .model
+            .align(&encoded, &[SOT], &[ids.clone()], &[content_frames], 7)
+            .map_err(ct2)?;
+        self.last.align_ms = t3.elapsed().as_secs_f64() * 1e3;
+        let Some(al) = aligned.first() else { return Ok(Vec::new()) };
+        Ok(words_from_alignment(&self.vocab, &ids, al, self.options.clamp_first_word))
+    }
+}
+
+fn ct2(e: anyhow::Error) -> AsrError {
+    AsrError::Engine(e.to_string())
+}
+
+/// faster-whisper `find_alignment` + `merge_punctuations` + the first-word clamp of
+/// `add_word_timestamps` (for a segment that starts after silence).
+fn words_from_alignment(vocab: &Vocab, ids: &[usize], al: &ct2rs::sys::WhisperAlignmentResult, clamp: bool) -> Vec<Word> {
+    let mut with_eot = ids.to_vec();
+    with_eot.push(EOT);
+    let words = vocab.split_words(&with_eot);
+    if words.len() <= 1 {
+        return Vec::new();
+    }
+    // jump_times: time index at each change of text index, in seconds (50 frames/s).
+    let mut jump_times: Vec<f64> = Vec::new();
+    let mut prev: Option<i64> = None;
+    for a in &al.alignments {
+        if prev != Some(a.token_x) {
+            jump_times.push(a.frame_x as f64 / 50.0);
+        }
+        prev = Some(a.token_x);
+    }
+    let mut bounds = vec![0usize];
+    for w in &words[..words.len() - 1] {
+        bounds.push(bounds.last().copied().unwrap_or(0) + w.1.len());
+    }
+    let probs = &al.text_token_probs;
+    struct W {
+        text: String,
+        start: f64,
+        end: f64,
+        prob: f32,
+    }
+    let mut out: Vec<W> = Vec::new();
+    for (i, w) in words[..words.len() - 1].iter().enumerate() {
+        let (b0, b1) = (bounds[i], bounds[i + 1]);
+        let (Some(&s), Some(&e)) = (jump_times.get(b0), jump_times.get(b1)) else { break };
+        let p = probs.get(b0..b1.min(probs.len())).map(|p| p.iter().sum::<f32>() / p.len().max(1) as f32).unwrap_or(0.0);
+        out.push(W { text: w.0.clone(), start: s, end: e, prob: p });
+    }
+    // merge_punctuations: prepended marks join the next word, appended ones the previous word.
+    const PREPEND: &str = "\"'“¿([{-";
+    const APPEND: &str = "\"'.。,，!！?？:：”)]}、";
+    let mut merged: Vec<W> = Vec::new();
+    let mut pending = String::new();
+    for w in out {
+        let t = w.text.trim();
+        if !t.is_empty() && t.chars().all(|c| PREPEND.contains(c)) && w.text.starts_with(' ') {
+            pending.push_str(&w.text);
+            continue;
+        }
+        if !t.is_empty() && t.chars().all(|c| APPEND.contains(c)) && !w.text.starts_with(' ') {
+            if let Some(last) = merged.last_mut() {
+                last.text.push_str(&w.text);
+                continue;
+            }
+        }
+        let text = if pending.is_empty() { w.text } else { format!("{}{}", std::mem::take(&mut pending), w.text.trim_start()) };
+        merged.push(W { text, ..w });
+    }
+    // First-word clamp (faster-whisper add_word_timestamps, last_speech_timestamp = 0).
+    if clamp && !merged.is_empty() {
+        let mut durs: Vec<f64> = merged.iter().map(|w| w.end - w.start).filter(|d| *d > 0.0).collect();
+        if !durs.is_empty() {
+            durs.sort_by(|a, b| a.total_cmp(b));
+            let median = durs[durs.len() / 2].min(0.7);
+            let max_d = median * 2.0;
+            let w0 = (merged[0].start, merged[0].end);
+            let long_first = w0.1 - w0.0 > max_d || (merged.len() > 1 && merged[1].end - w0.0 > max_d * 2.0);
+            if w0.1 > median * 4.0 && long_first {
+                if merged.len() > 1 && merged[1].end - merged[1].start > max_d {
+                    let boundary = (merged[1].end / 2.0).max(merged[1].end - max_d);
+                    merged[0].end = boundary;
+                    merged[1].start = boundary;
+                }
+                merged[0].start = (merged[0].end - max_d).max(0.0);
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|w| Word {
+            text: w.text.trim().to_owned(),
+            start_ms: (w.start * 1000.0).round() as u64,
+            end_ms: (w.end * 1000.0).round() as u64,
+            confidence: w.prob,
+        })
+        .collect()
+}
