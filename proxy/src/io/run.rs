@@ -88,19 +88,30 @@ fn mask_config(cfg: &config::Config) -> MaskConfig {
     }
 }
 
+/// Bind with `f`, mapping the failure to an error that names the socket and its config key.
+async fn bind<T, F>(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+    f: impl FnOnce(SocketAddr) -> F,
+) -> Result<T, RunError>
+where
+    F: std::future::Future<Output = std::io::Result<T>>,
+{
+    f(addr).await.map_err(|source| RunError::Bind {
+        what,
+        addr,
+        key,
+        source,
+    })
+}
+
 async fn bind_udp(
     addr: SocketAddr,
     what: &'static str,
     key: &'static str,
 ) -> Result<tokio::net::UdpSocket, RunError> {
-    tokio::net::UdpSocket::bind(addr)
-        .await
-        .map_err(|source| RunError::Bind {
-            what,
-            addr,
-            key,
-            source,
-        })
+    bind(addr, what, key, tokio::net::UdpSocket::bind).await
 }
 
 async fn bind_tcp(
@@ -108,14 +119,7 @@ async fn bind_tcp(
     what: &'static str,
     key: &'static str,
 ) -> Result<tokio::net::TcpListener, RunError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| RunError::Bind {
-            what,
-            addr,
-            key,
-            source,
-        })
+    bind(addr, what, key, tokio::net::TcpListener::bind).await
 }
 
 /// Run the proxy with `cfg` until `shutdown` changes to true. `on_bound` is told the bound
@@ -148,14 +152,7 @@ pub async fn run(
     )
     .await?;
     let http_listen = cfg.http.listen.get();
-    let http_listener = tokio::net::TcpListener::bind(http_listen)
-        .await
-        .map_err(|source| RunError::Bind {
-            what: "HTTP",
-            addr: http_listen,
-            key: "http.listen",
-            source,
-        })?;
+    let http_listener = bind_tcp(http_listen, "HTTP", "http.listen").await?;
     let bound = Bound {
         pbx_sip: pbx_sock.local_addr().unwrap_or(pbx_listen),
         agents_sip: agents_sock.local_addr().unwrap_or(agents_listen),
