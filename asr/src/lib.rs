@@ -36,7 +36,8 @@ pub enum AsrError {
 }
 
 /// Mirror of the trait planned for `dsp::spoken` (issue 5): PCM segment in, timed words out.
-/// `MediaTime` there is a sample index at the stream rate; here times are samples at `rate`.
+/// As in `dsp/src/spoken/mod.rs`: word times are offsets in **8 kHz samples** whatever the rate;
+/// `confidence` is optional. (`SampleRate` there; a plain Hz value here.)
 pub mod spoken {
     /// A sample index at the segment's rate (mirrors `callmask_dsp::time::MediaTime`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -47,13 +48,13 @@ pub mod spoken {
         pub text: String,
         pub start: MediaTime,
         pub end: MediaTime,
-        pub confidence: f32,
+        pub confidence: Option<f32>,
     }
 
     pub type RecognizerError = crate::AsrError;
 
     pub trait Recognizer {
-        /// `pcm` at `rate` Hz (8000 or 16000); word times are sample offsets into `pcm`.
+        /// `pcm` at `rate` Hz (8000 or 16000); word times are 8 kHz sample offsets into `pcm`.
         fn transcribe(&mut self, pcm: &[i16], rate: u32) -> Result<Vec<Word>, RecognizerError>;
     }
 
@@ -65,10 +66,10 @@ pub mod spoken {
                 16000 => self.transcribe_16k(&pcm.iter().map(|&s| f32::from(s) / 32768.0).collect::<Vec<_>>())?,
                 r => return Err(crate::AsrError::Rate(r)),
             };
-            let per_ms = u64::from(rate) / 1000;
+            let per_ms = 8;
             Ok(words
                 .into_iter()
-                .map(|w| Word { text: w.text, start: MediaTime(w.start_ms * per_ms), end: MediaTime(w.end_ms * per_ms), confidence: w.confidence })
+                .map(|w| Word { text: w.text, start: MediaTime(w.start_ms * per_ms), end: MediaTime(w.end_ms * per_ms), confidence: Some(w.confidence) })
                 .collect())
         }
     }
