@@ -371,28 +371,20 @@ impl NameAddr {
         let bad = |problem| SipError::BadHeader { header, problem };
         let v = lex::trim(v);
         // Find `<` outside a quoted display name.
-        let mut in_quote = false;
-        let mut escaped = false;
+        let mut quotes = lex::Quotes::default();
         let mut lt = None;
         for (i, &c) in v.iter().enumerate() {
-            if in_quote {
-                if escaped {
-                    escaped = false;
-                } else if c == b'\\' {
-                    escaped = true;
-                } else if c == b'"' {
-                    in_quote = false;
-                }
-            } else if c == b'"' {
-                in_quote = true;
-            } else if c == b'<' {
+            if !quotes.outside(c) {
+                continue;
+            }
+            if c == b'<' {
                 lt = Some(i);
                 break;
             } else if c == b';' || c == b',' {
                 break;
             }
         }
-        if in_quote {
+        if quotes.is_open() {
             return Err(bad("unterminated quoted string"));
         }
         match lt {

@@ -49,60 +49,31 @@ pub(crate) fn unfold(v: &Bytes) -> Bytes {
 /// empty elements are skipped.
 pub(crate) fn split_list(v: &Bytes) -> Vec<Bytes> {
     let mut out = Vec::new();
+    let mut push = |part: Bytes| {
+        if !part.is_empty() {
+            out.push(part);
+        }
+    };
+    // At a separating comma the scan state is back to "outside quotes and angles", so each
+    // element can be scanned afresh.
     let mut start = 0;
-    let mut in_quote = false;
-    let mut in_angle = false;
-    let mut escaped = false;
-    for (i, &c) in v.iter().enumerate() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if c == b'\\' {
-                escaped = true;
-            } else if c == b'"' {
-                in_quote = false;
-            }
-            continue;
-        }
-        match c {
-            b'"' => in_quote = true,
-            b'<' => in_angle = true,
-            b'>' => in_angle = false,
-            b',' if !in_angle => {
-                let part = trim(&v.slice(start..i));
-                if !part.is_empty() {
-                    out.push(part);
-                }
-                start = i + 1;
-            }
-            _ => {}
-        }
+    while let Some(i) = first_list_comma(&v[start..]) {
+        push(trim(&v.slice(start..start + i)));
+        start += i + 1;
     }
-    let part = trim(&v.slice(start..));
-    if !part.is_empty() {
-        out.push(part);
-    }
+    push(trim(&v.slice(start..)));
     out
 }
 
 /// Byte offset of the first comma that separates list elements (see [`split_list`]).
 pub(crate) fn first_list_comma(v: &[u8]) -> Option<usize> {
-    let mut in_quote = false;
+    let mut quotes = Quotes::default();
     let mut in_angle = false;
-    let mut escaped = false;
     for (i, &c) in v.iter().enumerate() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if c == b'\\' {
-                escaped = true;
-            } else if c == b'"' {
-                in_quote = false;
-            }
+        if !quotes.outside(c) {
             continue;
         }
         match c {
-            b'"' => in_quote = true,
             b'<' => in_angle = true,
             b'>' => in_angle = false,
             b',' if !in_angle => return Some(i),
@@ -110,6 +81,40 @@ pub(crate) fn first_list_comma(v: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// Scanner state for `quoted-string`s (RFC 3261 §25.1): `"` opens and closes, `\` escapes the
+/// next byte inside. Feed bytes in order with [`Quotes::outside`].
+#[derive(Debug, Default)]
+pub(crate) struct Quotes {
+    in_quote: bool,
+    escaped: bool,
+}
+
+impl Quotes {
+    /// Feed the next byte. True if `c` lies outside any quoted string and is not a quote mark.
+    pub(crate) fn outside(&mut self, c: u8) -> bool {
+        if self.in_quote {
+            if self.escaped {
+                self.escaped = false;
+            } else if c == b'\\' {
+                self.escaped = true;
+            } else if c == b'"' {
+                self.in_quote = false;
+            }
+            false
+        } else if c == b'"' {
+            self.in_quote = true;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Whether the bytes fed so far end inside an unterminated quoted string.
+    pub(crate) fn is_open(&self) -> bool {
+        self.in_quote
+    }
 }
 
 /// A parsed `;name[=value]` list (generic-param, RFC 3261 §25.1). Names keep their original
@@ -132,26 +137,15 @@ impl Params {
         }
         loop {
             // Find the next ';' outside quotes.
-            let mut in_quote = false;
-            let mut escaped = false;
+            let mut quotes = Quotes::default();
             let mut end = rest.len();
             for (i, &c) in rest.iter().enumerate() {
-                if in_quote {
-                    if escaped {
-                        escaped = false;
-                    } else if c == b'\\' {
-                        escaped = true;
-                    } else if c == b'"' {
-                        in_quote = false;
-                    }
-                } else if c == b'"' {
-                    in_quote = true;
-                } else if c == b';' {
+                if quotes.outside(c) && c == b';' {
                     end = i;
                     break;
                 }
             }
-            if in_quote {
+            if quotes.is_open() {
                 return None;
             }
             let item = rest.slice(..end);

@@ -359,20 +359,9 @@ impl<'a> Edit<'a> {
 
 /// `<` and `>` positions of a name-addr element, skipping a quoted display name.
 fn find_angle(elem: &[u8]) -> Option<(usize, usize)> {
-    let mut in_quote = false;
-    let mut escaped = false;
+    let mut quotes = lex::Quotes::default();
     for (i, &c) in elem.iter().enumerate() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if c == b'\\' {
-                escaped = true;
-            } else if c == b'"' {
-                in_quote = false;
-            }
-        } else if c == b'"' {
-            in_quote = true;
-        } else if c == b'<' {
+        if quotes.outside(c) && c == b'<' {
             let gt = elem[i..].iter().position(|&c| c == b'>')? + i;
             return Some((i, gt));
         }
