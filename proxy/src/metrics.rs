@@ -154,23 +154,13 @@ label_enum! {
 impl SipMethod {
     /// Classify a method token (case-sensitive, RFC 3261 §7.1).
     pub fn from_token(token: &[u8]) -> Self {
-        match token {
-            b"INVITE" => Self::Invite,
-            b"ACK" => Self::Ack,
-            b"BYE" => Self::Bye,
-            b"CANCEL" => Self::Cancel,
-            b"REGISTER" => Self::Register,
-            b"OPTIONS" => Self::Options,
-            b"INFO" => Self::Info,
-            b"PRACK" => Self::Prack,
-            b"UPDATE" => Self::Update,
-            b"SUBSCRIBE" => Self::Subscribe,
-            b"NOTIFY" => Self::Notify,
-            b"REFER" => Self::Refer,
-            b"MESSAGE" => Self::Message,
-            b"PUBLISH" => Self::Publish,
-            _ => Self::Other,
-        }
+        // Each label is the method's token (RFC 3261 §7.1), so the label list is the one
+        // token table; `other` is the fallback either way.
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|m| m.as_str().as_bytes() == token)
+            .unwrap_or(Self::Other)
     }
 }
 
@@ -1325,6 +1315,24 @@ mod tests {
             value(&m.render(), "callmask_fail_closed_muted_seconds_total"),
             1.5
         );
+    }
+
+    #[test]
+    fn method_labels_agree_with_sip_method_tokens() {
+        use crate::core::sip::Method;
+        for &m in SipMethod::ALL {
+            let token = bytes::Bytes::from_static(m.as_str().as_bytes());
+            let parsed = Method::from_bytes(token);
+            assert_eq!(
+                matches!(parsed, Method::Extension(_)),
+                m == SipMethod::Other,
+                "{m:?}"
+            );
+            assert_eq!(SipMethod::from(&parsed), m);
+        }
+        for token in [&b"FOO"[..], b"invite", b"", b"INVITEX"] {
+            assert_eq!(SipMethod::from_token(token), SipMethod::Other);
+        }
     }
 
     #[test]
