@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{earliest, Outbox, Timers, Transmit, TxnEvent};
+use super::{Clock, Fired, Outbox, Timers, Transmit, TxnEvent};
 use crate::core::sip::SipMessage;
 
 /// States of figure 6.
@@ -34,9 +34,8 @@ pub struct ClientNonInvite {
     dest: SocketAddr,
     timers: Timers,
     reliable: bool,
-    timer_e: Option<(Instant, Duration)>,
-    timer_f: Option<Instant>,
-    timer_k: Option<Instant>,
+    /// E (retransmit), F (timeout), K (linger).
+    clock: Clock,
     out: Outbox,
 }
 
@@ -55,11 +54,10 @@ impl ClientNonInvite {
             dest,
             timers,
             reliable,
-            timer_e: (!reliable).then(|| (now + timers.t1, timers.t1)),
-            timer_f: Some(now + timers.t1x64()),
-            timer_k: None,
+            clock: Clock::default(),
             out: Outbox::default(),
         };
+        t.clock.start(now, reliable, &timers);
         t.resend();
         t
     }
@@ -70,17 +68,12 @@ impl ClientNonInvite {
     }
 
     fn resend(&mut self) {
-        self.out.transmits.push_back(Transmit {
-            dest: self.dest,
-            payload: self.request.as_bytes().clone(),
-        });
+        self.out.send(self.dest, self.request.as_bytes().clone());
     }
 
     fn terminate(&mut self) {
         self.state = ClientNonInviteState::Terminated;
-        self.timer_e = None;
-        self.timer_f = None;
-        self.timer_k = None;
+        self.clock.clear();
     }
 
     /// A response matched this transaction (§17.1.2.2).
@@ -95,68 +88,21 @@ impl ClientNonInvite {
                     self.state = ClientNonInviteState::Proceeding;
                 } else {
                     self.state = ClientNonInviteState::Completed;
-                    self.timer_e = None;
-                    self.timer_f = None;
-                    let k = if self.reliable {
-                        Duration::ZERO
-                    } else {
-                        self.timers.t4
-                    };
-                    self.timer_k = Some(now + k);
+                    self.clock.linger(now, self.reliable, self.timers.t4);
                 }
             }
             ClientNonInviteState::Completed | ClientNonInviteState::Terminated => {}
         }
     }
 
-    /// Next deadline.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(&[self.timer_e.map(|(t, _)| t), self.timer_f, self.timer_k])
-    }
-
-    /// Fire timers due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.timer_f.is_some_and(|t| t <= now) {
-            self.out.events.push_back(TxnEvent::Timeout);
-            self.terminate();
-            return;
-        }
-        if let Some((t, interval)) = self.timer_e {
-            if t <= now {
-                self.resend();
-                let next = if self.state == ClientNonInviteState::Proceeding {
-                    self.timers.t2
-                } else {
-                    (interval * 2).min(self.timers.t2)
-                };
-                self.timer_e = Some((t + next, next));
-            }
-        }
-        if self.timer_k.is_some_and(|t| t <= now) {
-            self.terminate();
+    /// Timer E's next interval: doubling up to T2, T2 once a provisional arrived.
+    fn next_interval(&self, interval: Duration) -> Duration {
+        if self.state == ClientNonInviteState::Proceeding {
+            self.timers.t2
+        } else {
+            (interval * 2).min(self.timers.t2)
         }
     }
 
-    /// Sending failed (§17.1.4).
-    pub fn handle_transport_error(&mut self) {
-        if self.state != ClientNonInviteState::Terminated {
-            self.out.events.push_back(TxnEvent::TransportError);
-            self.terminate();
-        }
-    }
-
-    /// Next message to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.transmits.pop_front()
-    }
-
-    /// Next event for the TU.
-    pub fn poll_event(&mut self) -> Option<TxnEvent> {
-        self.out.events.pop_front()
-    }
-
-    /// Whether the transaction is over.
-    pub fn is_terminated(&self) -> bool {
-        self.state == ClientNonInviteState::Terminated
-    }
+    txn_common!(ClientNonInviteState::Terminated, resend, next_interval);
 }

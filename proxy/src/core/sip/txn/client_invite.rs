@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{earliest, Outbox, Timers, Transmit, TxnEvent};
+use super::{Clock, Fired, Outbox, Timers, Transmit, TxnEvent};
 use crate::core::sip::{HeaderName, SipMessage};
 
 /// States of figure 5.
@@ -39,10 +39,8 @@ pub struct ClientInvite {
     dest: SocketAddr,
     timers: Timers,
     reliable: bool,
-    /// Timer A: deadline and current interval.
-    timer_a: Option<(Instant, Duration)>,
-    timer_b: Option<Instant>,
-    timer_d: Option<Instant>,
+    /// A (retransmit), B (timeout), D (linger).
+    clock: Clock,
     ack: Option<Bytes>,
     out: Outbox,
 }
@@ -62,13 +60,12 @@ impl ClientInvite {
             dest,
             timers,
             reliable,
-            timer_a: (!reliable).then(|| (now + timers.t1, timers.t1)),
-            timer_b: Some(now + timers.t1x64()),
-            timer_d: None,
+            clock: Clock::default(),
             ack: None,
             out: Outbox::default(),
         };
-        t.send(t.request.as_bytes().clone());
+        t.clock.start(now, reliable, &timers);
+        t.resend_invite();
         t
     }
 
@@ -78,17 +75,16 @@ impl ClientInvite {
     }
 
     fn send(&mut self, payload: Bytes) {
-        self.out.transmits.push_back(Transmit {
-            dest: self.dest,
-            payload,
-        });
+        self.out.send(self.dest, payload);
+    }
+
+    fn resend_invite(&mut self) {
+        self.send(self.request.as_bytes().clone());
     }
 
     fn terminate(&mut self) {
         self.state = ClientInviteState::Terminated;
-        self.timer_a = None;
-        self.timer_b = None;
-        self.timer_d = None;
+        self.clock.clear();
     }
 
     /// A response matched this transaction (§17.1.1.2).
@@ -100,8 +96,8 @@ impl ClientInvite {
             ClientInviteState::Calling | ClientInviteState::Proceeding => {
                 if status.is_provisional() {
                     self.state = ClientInviteState::Proceeding;
-                    self.timer_a = None;
-                    self.timer_b = None;
+                    self.clock.retransmit = None;
+                    self.clock.timeout = None;
                     self.out.events.push_back(TxnEvent::Response(resp));
                 } else if status.is_success() {
                     self.out.events.push_back(TxnEvent::Response(resp));
@@ -112,14 +108,8 @@ impl ClientInvite {
                     self.ack = Some(ack);
                     self.out.events.push_back(TxnEvent::Response(resp));
                     self.state = ClientInviteState::Completed;
-                    self.timer_a = None;
-                    self.timer_b = None;
-                    let d = if self.reliable {
-                        Duration::ZERO
-                    } else {
-                        Duration::from_secs(32).max(self.timers.t1x64())
-                    };
-                    self.timer_d = Some(now + d);
+                    let d = Duration::from_secs(32).max(self.timers.t1x64());
+                    self.clock.linger(now, self.reliable, d);
                 }
             }
             ClientInviteState::Completed => {
@@ -134,52 +124,12 @@ impl ClientInvite {
         }
     }
 
-    /// Next deadline.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(&[self.timer_a.map(|(t, _)| t), self.timer_b, self.timer_d])
+    /// Timer A's next interval: doubling without a cap.
+    fn next_interval(&self, interval: Duration) -> Duration {
+        interval * 2
     }
 
-    /// Fire timers due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.timer_b.is_some_and(|t| t <= now) {
-            self.out.events.push_back(TxnEvent::Timeout);
-            self.terminate();
-            return;
-        }
-        if let Some((t, interval)) = self.timer_a {
-            if t <= now {
-                self.send(self.request.as_bytes().clone());
-                let next = interval * 2;
-                self.timer_a = Some((t + next, next));
-            }
-        }
-        if self.timer_d.is_some_and(|t| t <= now) {
-            self.terminate();
-        }
-    }
-
-    /// Sending failed (§17.1.4).
-    pub fn handle_transport_error(&mut self) {
-        if self.state != ClientInviteState::Terminated {
-            self.out.events.push_back(TxnEvent::TransportError);
-            self.terminate();
-        }
-    }
-
-    /// Next message to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.transmits.pop_front()
-    }
-
-    /// Next event for the TU.
-    pub fn poll_event(&mut self) -> Option<TxnEvent> {
-        self.out.events.pop_front()
-    }
-
-    /// Whether the transaction is over.
-    pub fn is_terminated(&self) -> bool {
-        self.state == ClientInviteState::Terminated
-    }
+    txn_common!(ClientInviteState::Terminated, resend_invite, next_interval);
 }
 
 /// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, Call-ID, From, CSeq number

@@ -29,6 +29,64 @@
 //! 2xx and terminates. Retransmitted 2xx responses and the ACK for a 2xx therefore match no
 //! transaction, and a proxy forwards them statelessly end to end (§16.7, §16.10).
 
+/// The methods every state machine has alike. The type needs fields `state`, `clock` ([`Clock`])
+/// and `out` ([`Outbox`]) and a `terminate()` method; `$terminated` is its terminal state.
+macro_rules! txn_common {
+    ($terminated:path) => {
+        /// Next deadline.
+        pub fn poll_timeout(&self) -> Option<Instant> {
+            self.clock.next()
+        }
+
+        /// Sending failed (§17.1.4, §17.2.4).
+        pub fn handle_transport_error(&mut self) {
+            if self.state != $terminated {
+                self.out.events.push_back(TxnEvent::TransportError);
+                self.terminate();
+            }
+        }
+
+        /// Next message to send.
+        pub fn poll_transmit(&mut self) -> Option<Transmit> {
+            self.out.transmits.pop_front()
+        }
+
+        /// Next event for the TU.
+        pub fn poll_event(&mut self) -> Option<TxnEvent> {
+            self.out.events.pop_front()
+        }
+
+        /// Whether the transaction is over.
+        pub fn is_terminated(&self) -> bool {
+            self.state == $terminated
+        }
+    };
+    // With a retransmit timer: `$resend()` resends, `$next(interval)` is the following interval.
+    ($terminated:path, $resend:ident, $next:ident) => {
+        txn_common!($terminated);
+
+        /// Fire timers due at `now`.
+        pub fn handle_timeout(&mut self, now: Instant) {
+            match self.clock.fire(now) {
+                Fired::Timeout => {
+                    self.out.events.push_back(TxnEvent::Timeout);
+                    self.terminate();
+                }
+                Fired::Due { retransmit, linger } => {
+                    if let Some((t, interval)) = retransmit {
+                        self.$resend();
+                        let next = self.$next(interval);
+                        self.clock.retransmit = Some((t + next, next));
+                    }
+                    if linger {
+                        self.terminate();
+                    }
+                }
+            }
+        }
+    };
+}
+
 mod client;
 mod client_invite;
 mod server;
@@ -210,9 +268,73 @@ pub(crate) struct Outbox {
     pub(crate) events: VecDeque<TxnEvent>,
 }
 
-/// Earliest of several optional deadlines.
-pub(crate) fn earliest(ts: &[Option<Instant>]) -> Option<Instant> {
-    ts.iter().flatten().min().copied()
+impl Outbox {
+    /// Queue `payload` for `dest`.
+    pub(crate) fn send(&mut self, dest: SocketAddr, payload: Bytes) {
+        self.transmits.push_back(Transmit { dest, payload });
+    }
+}
+
+/// The timers of one state machine, by role: a retransmit timer (A, E, G) with its current
+/// interval, an overall timeout (B, F, H) and a linger timer (D, K, I, J).
+#[derive(Debug, Default)]
+pub(crate) struct Clock {
+    pub(crate) retransmit: Option<(Instant, Duration)>,
+    pub(crate) timeout: Option<Instant>,
+    pub(crate) linger: Option<Instant>,
+}
+
+/// What [`Clock::fire`] found due.
+pub(crate) enum Fired {
+    /// The overall timeout (B, F, H): report it and terminate.
+    Timeout,
+    /// Otherwise: the retransmit timer if due (deadline, interval), and whether the linger
+    /// timer ran out.
+    Due {
+        retransmit: Option<(Instant, Duration)>,
+        linger: bool,
+    },
+}
+
+impl Clock {
+    /// Start the retransmit timer at T1 (unreliable transports only) and the timeout at 64*T1.
+    pub(crate) fn start(&mut self, now: Instant, reliable: bool, timers: &Timers) {
+        self.retransmit = (!reliable).then(|| (now + timers.t1, timers.t1));
+        self.timeout = Some(now + timers.t1x64());
+    }
+
+    /// Stop retransmit and timeout; linger for `d` (zero on a reliable transport).
+    pub(crate) fn linger(&mut self, now: Instant, reliable: bool, d: Duration) {
+        self.retransmit = None;
+        self.timeout = None;
+        let d = if reliable { Duration::ZERO } else { d };
+        self.linger = Some(now + d);
+    }
+
+    /// Stop every timer.
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Earliest deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        [self.retransmit.map(|(t, _)| t), self.timeout, self.linger]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Which timers are due at `now`. A due timeout wins and nothing else is looked at; the
+    /// caller reschedules a due retransmit timer.
+    pub(crate) fn fire(&self, now: Instant) -> Fired {
+        if self.timeout.is_some_and(|t| t <= now) {
+            return Fired::Timeout;
+        }
+        Fired::Due {
+            retransmit: self.retransmit.filter(|&(t, _)| t <= now),
+            linger: self.linger.is_some_and(|t| t <= now),
+        }
+    }
 }
 
 /// One transaction of any kind.

@@ -7,11 +7,11 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{earliest, Outbox, Timers, Transmit, TxnError, TxnEvent};
+use super::{Clock, Fired, Outbox, Timers, Transmit, TxnError, TxnEvent};
 use crate::core::sip::SipMessage;
 
 /// States of figure 8.
@@ -35,7 +35,8 @@ pub struct ServerNonInvite {
     timers: Timers,
     reliable: bool,
     last: Option<Bytes>,
-    timer_j: Option<Instant>,
+    /// J (linger); no retransmit or timeout timer.
+    clock: Clock,
     out: Outbox,
 }
 
@@ -48,7 +49,7 @@ impl ServerNonInvite {
             timers,
             reliable,
             last: None,
-            timer_j: None,
+            clock: Clock::default(),
             out: Outbox::default(),
         }
     }
@@ -69,18 +70,10 @@ impl ServerNonInvite {
         }
         let payload = resp.as_bytes().clone();
         self.last = Some(payload.clone());
-        self.out.transmits.push_back(Transmit {
-            dest: self.reply_to,
-            payload,
-        });
+        self.out.send(self.reply_to, payload);
         if status.is_final() {
             self.state = ServerNonInviteState::Completed;
-            let j = if self.reliable {
-                Duration::ZERO
-            } else {
-                self.timers.t1x64()
-            };
-            self.timer_j = Some(now + j);
+            self.clock.linger(now, self.reliable, self.timers.t1x64());
         } else {
             self.state = ServerNonInviteState::Proceeding;
         }
@@ -94,48 +87,22 @@ impl ServerNonInvite {
             ServerNonInviteState::Proceeding | ServerNonInviteState::Completed
         ) {
             if let Some(p) = self.last.clone() {
-                self.out.transmits.push_back(Transmit {
-                    dest: self.reply_to,
-                    payload: p,
-                });
+                self.out.send(self.reply_to, p);
             }
         }
     }
 
-    /// Next deadline.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(&[self.timer_j])
+    fn terminate(&mut self) {
+        self.state = ServerNonInviteState::Terminated;
+        self.clock.clear();
     }
 
     /// Fire timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.timer_j.is_some_and(|t| t <= now) {
-            self.state = ServerNonInviteState::Terminated;
-            self.timer_j = None;
+        if let Fired::Due { linger: true, .. } = self.clock.fire(now) {
+            self.terminate();
         }
     }
 
-    /// Sending failed (§17.2.4).
-    pub fn handle_transport_error(&mut self) {
-        if self.state != ServerNonInviteState::Terminated {
-            self.out.events.push_back(TxnEvent::TransportError);
-            self.state = ServerNonInviteState::Terminated;
-            self.timer_j = None;
-        }
-    }
-
-    /// Next message to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.transmits.pop_front()
-    }
-
-    /// Next event for the TU.
-    pub fn poll_event(&mut self) -> Option<TxnEvent> {
-        self.out.events.pop_front()
-    }
-
-    /// Whether the transaction is over.
-    pub fn is_terminated(&self) -> bool {
-        self.state == ServerNonInviteState::Terminated
-    }
+    txn_common!(ServerNonInviteState::Terminated);
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{earliest, Outbox, Timers, Transmit, TxnError, TxnEvent};
+use super::{Clock, Fired, Outbox, Timers, Transmit, TxnError, TxnEvent};
 use crate::core::sip::{build_response, SipMessage, StatusCode};
 
 /// States of figure 7.
@@ -41,9 +41,8 @@ pub struct ServerInvite {
     reliable: bool,
     /// Last response sent (provisional in Proceeding, final in Completed).
     last: Option<Bytes>,
-    timer_g: Option<(Instant, Duration)>,
-    timer_h: Option<Instant>,
-    timer_i: Option<Instant>,
+    /// G (retransmit), H (timeout), I (linger).
+    clock: Clock,
     out: Outbox,
 }
 
@@ -64,9 +63,7 @@ impl ServerInvite {
             timers,
             reliable,
             last: None,
-            timer_g: None,
-            timer_h: None,
-            timer_i: None,
+            clock: Clock::default(),
             out: Outbox::default(),
         };
         if send_trying {
@@ -84,26 +81,18 @@ impl ServerInvite {
 
     fn send(&mut self, payload: Bytes) {
         self.last = Some(payload.clone());
-        self.out.transmits.push_back(Transmit {
-            dest: self.reply_to,
-            payload,
-        });
+        self.out.send(self.reply_to, payload);
     }
 
     fn resend_last(&mut self) {
         if let Some(p) = self.last.clone() {
-            self.out.transmits.push_back(Transmit {
-                dest: self.reply_to,
-                payload: p,
-            });
+            self.out.send(self.reply_to, p);
         }
     }
 
     fn terminate(&mut self) {
         self.state = ServerInviteState::Terminated;
-        self.timer_g = None;
-        self.timer_h = None;
-        self.timer_i = None;
+        self.clock.clear();
     }
 
     /// The TU sends a response (§17.2.1).
@@ -117,10 +106,8 @@ impl ServerInvite {
             self.terminate();
         } else if status.is_final() {
             self.state = ServerInviteState::Completed;
-            if !self.reliable {
-                self.timer_g = Some((now + self.timers.t1, self.timers.t1));
-            }
-            self.timer_h = Some(now + self.timers.t1x64());
+            // G and H are unset in Proceeding.
+            self.clock.start(now, self.reliable, &self.timers);
         }
         Ok(())
     }
@@ -141,14 +128,7 @@ impl ServerInvite {
         match self.state {
             ServerInviteState::Completed => {
                 self.state = ServerInviteState::Confirmed;
-                self.timer_g = None;
-                self.timer_h = None;
-                let i = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    self.timers.t4
-                };
-                self.timer_i = Some(now + i);
+                self.clock.linger(now, self.reliable, self.timers.t4);
                 true
             }
             ServerInviteState::Confirmed => true,
@@ -156,50 +136,10 @@ impl ServerInvite {
         }
     }
 
-    /// Next deadline.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        earliest(&[self.timer_g.map(|(t, _)| t), self.timer_h, self.timer_i])
+    /// Timer G's next interval: doubling up to T2.
+    fn next_interval(&self, interval: Duration) -> Duration {
+        (interval * 2).min(self.timers.t2)
     }
 
-    /// Fire timers due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.timer_h.is_some_and(|t| t <= now) {
-            self.out.events.push_back(TxnEvent::Timeout);
-            self.terminate();
-            return;
-        }
-        if let Some((t, interval)) = self.timer_g {
-            if t <= now {
-                self.resend_last();
-                let next = (interval * 2).min(self.timers.t2);
-                self.timer_g = Some((t + next, next));
-            }
-        }
-        if self.timer_i.is_some_and(|t| t <= now) {
-            self.terminate();
-        }
-    }
-
-    /// Sending failed (§17.2.4).
-    pub fn handle_transport_error(&mut self) {
-        if self.state != ServerInviteState::Terminated {
-            self.out.events.push_back(TxnEvent::TransportError);
-            self.terminate();
-        }
-    }
-
-    /// Next message to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.transmits.pop_front()
-    }
-
-    /// Next event for the TU.
-    pub fn poll_event(&mut self) -> Option<TxnEvent> {
-        self.out.events.pop_front()
-    }
-
-    /// Whether the transaction is over.
-    pub fn is_terminated(&self) -> bool {
-        self.state == ServerInviteState::Terminated
-    }
+    txn_common!(ServerInviteState::Terminated, resend_last, next_interval);
 }
