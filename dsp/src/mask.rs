@@ -166,6 +166,9 @@ pub struct PipelineStats {
     pub reports_dropped: u64,
     /// In-band DTMF tones detected.
     pub dtmf_tones: u64,
+    /// Samples between the last in-band tone's onset and its confirmation (the receiver's
+    /// decision latency; must stay below the look-ahead).
+    pub last_dtmf_latency_samples: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -290,6 +293,8 @@ impl MaskPipeline {
             match ev {
                 ToneEvent::Started { onset, .. } => {
                     self.stats.dtmf_tones += 1;
+                    self.stats.last_dtmf_latency_samples =
+                        (self.input_time + n as i64 - onset.0 as i64).max(0) as u64;
                     if let Some(old) = self.open_tone.take() {
                         // A start without an end: close the old one at the new onset.
                         self.end_span(old, onset);

@@ -177,6 +177,18 @@ fn run(config_path: Option<PathBuf>, set: Vec<String>) -> ExitCode {
     for w in cfg.warnings() {
         tracing::warn!(key = w.key, "{}", w.message);
     }
+    // Phone numbers in logs: keyed hash (key from log.hash_key, else random per process)
+    // unless log.reveal_numbers opts in.
+    let key = match &cfg.log.hash_key {
+        Some(k) => callmask::redact::HashKey::from_bytes(*k.as_bytes()),
+        None => callmask::redact::HashKey::random(),
+    };
+    let policy = if cfg.log.reveal_numbers {
+        callmask::redact::NumberPolicy::Reveal
+    } else {
+        callmask::redact::NumberPolicy::Hash
+    };
+    callmask::redact::install(callmask::redact::NumberHasher::new(key, policy));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -180,6 +180,21 @@ pub enum MediaCommand {
     },
 }
 
+/// The caller's and callee's URIs of a call (PHI; see [`ProxyEvent::CallStarted`]).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Parties {
+    /// From URI.
+    pub from: Bytes,
+    /// To URI.
+    pub to: Bytes,
+}
+
+impl std::fmt::Debug for Parties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Parties(<redacted>)")
+    }
+}
+
 /// How a call ended (metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallOutcome {
@@ -216,6 +231,9 @@ pub enum ProxyEvent {
         call: CallRef,
         /// Where the caller is.
         caller_side: Side,
+        /// From and To URIs as received. PHI: the shell hashes them before anything is
+        /// logged ([`crate::redact`]); they never go into metrics.
+        parties: Parties,
     },
     /// The call was answered (2xx to the initial INVITE).
     CallAnswered {
@@ -242,6 +260,11 @@ pub enum ProxyEvent {
         side: Side,
         /// Status code.
         status: u16,
+        /// Method of the request it answers (closed label).
+        method: &'static str,
+        /// For a final response to a request callmask forwarded: the time since it was
+        /// forwarded (the downstream transaction's duration).
+        elapsed: Option<Duration>,
     },
     /// A message was rejected or dropped.
     Rejected {
@@ -612,9 +635,20 @@ impl ProxyCore {
                     agents_addr: None,
                 },
             );
+            let parties = Parties {
+                from: msg
+                    .from()
+                    .map(|f| f.uri().as_bytes().clone())
+                    .unwrap_or_default(),
+                to: msg
+                    .to()
+                    .map(|t| t.uri().as_bytes().clone())
+                    .unwrap_or_default(),
+            };
             self.events.push_back(ProxyEvent::CallStarted {
                 call: id,
                 caller_side: side,
+                parties,
             });
         }
         if let Some(call) = self.calls.get_mut(&call_id) {
@@ -716,10 +750,7 @@ impl ProxyCore {
         let Some(status) = msg.status() else {
             return;
         };
-        self.events.push_back(ProxyEvent::ResponseIn {
-            side,
-            status: status.as_u16(),
-        });
+
         let Ok(vias) = msg.vias() else {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
@@ -745,6 +776,15 @@ impl ProxyCore {
         let cseq_method = cseq.method.clone();
         let is_cancel = cseq_method == Method::Cancel;
         let path = self.paths.get(&(branch.clone(), is_cancel)).cloned();
+        self.events.push_back(ProxyEvent::ResponseIn {
+            side,
+            status: status.as_u16(),
+            method: method_label(&cseq_method),
+            elapsed: path
+                .as_ref()
+                .filter(|_| status.is_final())
+                .map(|p| now.saturating_duration_since(p.expires - PATH_TTL)),
+        });
         if let (Some(reg), true) = (
             path.as_ref().and_then(|p| p.register.clone()),
             status.is_final(),

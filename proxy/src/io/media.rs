@@ -716,6 +716,10 @@ fn run_pipeline(
     let after = dir.pipeline.stats();
     for _ in before.dtmf_tones..after.dtmf_tones {
         metrics.dtmf_detected(metrics::DtmfSource::Inband);
+        metrics.mask_decision_latency(
+            MaskReason::DtmfInband,
+            after.last_dtmf_latency_samples as f64 / 8000.0,
+        );
     }
     if report.fail_closed_samples > 0 {
         stats.add_fail_closed_samples(u64::from(report.fail_closed_samples), 8000);

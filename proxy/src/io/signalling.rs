@@ -159,10 +159,24 @@ impl Signalling {
                     self.media.upsert(call, streams);
                 }
                 ProxyEvent::Media(MediaCommand::Remove { call }) => self.media.remove(call),
-                ProxyEvent::CallStarted { call, caller_side } => {
+                ProxyEvent::CallStarted {
+                    call,
+                    caller_side,
+                    parties,
+                } => {
+                    // Numbers only as keyed hashes (or revealed if the admin opted in).
+                    let hasher = crate::redact::hasher();
+                    let hash = |uri: &bytes::Bytes| {
+                        hasher
+                            .hash_uri(&String::from_utf8_lossy(uri))
+                            .map(|h| h.to_string())
+                            .unwrap_or_else(|| "-".to_string())
+                    };
                     tracing::info!(
                         call = call.0,
                         caller_side = caller_side.as_str(),
+                        from = %hash(&parties.from),
+                        to = %hash(&parties.to),
                         "call started"
                     );
                     self.media.call_started(call, caller_side);
@@ -187,9 +201,26 @@ impl Signalling {
                         metrics::SipMethod::from_token(method.as_bytes()),
                     );
                 }
-                ProxyEvent::ResponseIn { side, status } => {
-                    self.metrics
-                        .sip_response(metric_side(side), metrics::SipMethod::Other, status);
+                ProxyEvent::ResponseIn {
+                    side,
+                    status,
+                    method,
+                    elapsed,
+                } => {
+                    let m = metrics::SipMethod::from_token(method.as_bytes());
+                    self.metrics.sip_response(metric_side(side), m, status);
+                    if let Some(d) = elapsed {
+                        let kind = if method == "INVITE" {
+                            metrics::TransactionKind::Invite
+                        } else {
+                            metrics::TransactionKind::NonInvite
+                        };
+                        self.metrics.sip_transaction_finished(
+                            metric_side(side),
+                            kind,
+                            d.as_secs_f64(),
+                        );
+                    }
                 }
                 ProxyEvent::Rejected { side, reason } => {
                     tracing::debug!(
