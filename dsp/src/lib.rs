@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod clamp;
 pub mod delay_line;
 pub mod dtmf;
 pub mod error;

@@ -102,6 +102,10 @@ pub struct MaskConfig {
     pub replacement: Replacement,
     /// DTMF receiver settings.
     pub detector: DtmfConfig,
+    /// Treat all audio as undecided from the start (a required verdict source, such as the
+    /// speech recognizer, is missing): everything is muted and counted as fail-closed until an
+    /// owner calls [`MaskPipeline::set_undecided_from`].
+    pub undecided_until_told: bool,
 }
 
 impl Default for MaskConfig {
@@ -114,6 +118,7 @@ impl Default for MaskConfig {
             ramp_ms: 2,
             replacement: Replacement::Silence,
             detector: DtmfConfig::default(),
+            undecided_until_told: false,
         }
     }
 }
@@ -238,7 +243,7 @@ impl MaskPipeline {
             input_time: 0,
             slots: [EMPTY_SLOT; MAX_SPANS],
             open_tone: None,
-            external_undecided: None,
+            external_undecided: config.undecided_until_told.then_some(0),
             fail_run: None,
             reports: [MaskSpan {
                 start: MediaTime::ZERO,
@@ -747,6 +752,21 @@ mod tests {
             assert!(out.iter().all(|&x| x != 1000));
             assert!(out.iter().map(|&x| i32::from(x).abs()).max().unwrap_or(0) <= 2300);
         }
+    }
+
+    #[test]
+    fn missing_verdict_source_mutes_everything() {
+        let mut p = MaskPipeline::new(MaskConfig {
+            undecided_until_told: true,
+            ..MaskConfig::default()
+        });
+        let mut out = [1i16; 160];
+        for _ in 0..20 {
+            p.process(&[1000; 160], &mut out);
+            assert!(out.iter().all(|&x| x == 0));
+        }
+        // Everything after the look-ahead's pre-roll (which is silence that never existed).
+        assert_eq!(p.stats().fail_closed_samples, 20 * 160 - p.delay_samples());
     }
 
     #[test]

@@ -43,12 +43,16 @@ enum Command {
         /// Write a JSON report of masked spans (times and reasons, never digits).
         #[arg(long, value_name = "SPANS.json")]
         report: Option<PathBuf>,
-        /// Look-ahead of the simulated live pipeline, ms (DTMF only: 80 is plenty).
-        #[arg(long, value_name = "N", default_value_t = 80)]
-        lookahead_ms: u32,
+        /// Look-ahead of the simulated live pipeline, ms [default: 3000, or 80 with --no-speech].
+        #[arg(long, value_name = "N")]
+        lookahead_ms: Option<u32>,
         /// Do not mask spoken identifiers (DTMF only).
         #[arg(long)]
         no_speech: bool,
+        /// Whisper model folder (builds with speech) [default: $CALLMASK_ASR_MODEL_DIR, else
+        /// the folder scripts/setup_asr.sh installs].
+        #[arg(long, value_name = "DIR")]
+        speech_model: Option<PathBuf>,
         /// What muted audio becomes.
         #[arg(long, value_enum, default_value_t = ReplacementArg::Silence)]
         replacement: ReplacementArg,
@@ -100,20 +104,33 @@ fn main() -> ExitCode {
             report,
             lookahead_ms,
             no_speech,
+            speech_model,
             replacement,
             tone_hz,
         } => {
+            let lookahead_ms = lookahead_ms.unwrap_or(if no_speech {
+                80
+            } else {
+                callmask::offline::speech::DEFAULT_SPEECH_LOOKAHEAD_MS
+            });
             if lookahead_ms > 10_000 {
                 eprintln!(
                     "callmask mask: --lookahead-ms {lookahead_ms} is out of range (0 to 10000)"
                 );
                 return ExitCode::from(64);
             }
-            if !no_speech {
-                eprintln!(
-                    "callmask mask: note: spoken-identifier masking is not in this build yet; masking DTMF only"
-                );
-            }
+            // Fail closed: without a recognizer (not in this build, or no model) it refuses.
+            let mut speech = match callmask::offline::speech::for_cli(
+                no_speech,
+                speech_model.as_deref(),
+                lookahead_ms,
+            ) {
+                Ok(s) => s,
+                Err((code, msg)) => {
+                    eprintln!("callmask mask: {msg}");
+                    return ExitCode::from(code);
+                }
+            };
             let pipeline = MaskConfig {
                 lookahead_ms,
                 replacement: match replacement {
@@ -129,7 +146,7 @@ fn main() -> ExitCode {
                 report,
                 pipeline,
             };
-            match callmask::offline::run(&opts) {
+            match callmask::offline::run_with_speech(&opts, speech.as_mut()) {
                 Ok(r) => {
                     let summary: Vec<String> = r
                         .spans_by_reason
@@ -146,6 +163,12 @@ fn main() -> ExitCode {
                         },
                         r.fail_closed_ms
                     );
+                    if let Some(sp) = &r.speech {
+                        eprintln!(
+                            "callmask mask: speech ({}): {} segments, {:.1} s audio recognised in {:.2} s; {} would be late live",
+                            sp.engine, sp.segments, sp.recognised_ms / 1000.0, sp.recognizer_s, sp.live_late
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -84,6 +84,9 @@ fn mask_config(cfg: &config::Config) -> MaskConfig {
             config::types::Replacement::ComfortNoise => Replacement::ComfortNoise,
             config::types::Replacement::Tone => Replacement::Tone { hz: 2000 },
         },
+        // This build has no speech recognizer: with masking.speech on, spoken identifiers
+        // cannot be found, so the recorder path is muted whole (fail closed).
+        undecided_until_told: cfg.masking.speech,
         ..MaskConfig::default()
     }
 }
@@ -120,6 +123,24 @@ async fn bind_tcp(
     key: &'static str,
 ) -> Result<tokio::net::TcpListener, RunError> {
     bind(addr, what, key, tokio::net::TcpListener::bind).await
+}
+
+/// Every `wav` recorder folder exists (or can be created) and takes a file.
+fn sinks_writable(cfg: &config::Config) -> bool {
+    cfg.recorders.iter().all(|r| match r {
+        config::RecorderConfig::Wav(w) => {
+            let probe = w
+                .dir
+                .join(format!(".callmask-probe-{}", std::process::id()));
+            let ok = std::fs::create_dir_all(&w.dir).is_ok() && std::fs::write(&probe, b"").is_ok();
+            let _ = std::fs::remove_file(&probe);
+            if !ok {
+                tracing::error!(dir = %w.dir.display(), "recorder folder is not writable");
+            }
+            ok
+        }
+        _ => true,
+    })
 }
 
 /// Run the proxy with `cfg` until `shutdown` changes to true. `on_bound` is told the bound
@@ -244,8 +265,14 @@ pub async fn run(
     }));
 
     readiness.set_listeners_bound(true);
-    readiness.set_sinks_reachable(true);
-    readiness.set_recognizer_loaded(true);
+    readiness.set_sinks_reachable(sinks_writable(&cfg));
+    if cfg.masking.speech {
+        tracing::error!(
+            key = "masking.speech",
+            "spoken-identifier masking is on but this build has no recognizer: recordings are muted (fail closed); set masking.speech=false to record with DTMF masking only"
+        );
+    }
+    readiness.set_recognizer_loaded(!cfg.masking.speech);
     tracing::info!(
         pbx = %bound.pbx_sip,
         agents = %bound.agents_sip,

@@ -7,6 +7,7 @@
 //! The report lists masked spans and reasons, never digits.
 
 pub mod audio;
+pub mod speech;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -108,13 +109,24 @@ pub struct Report {
     pub spans_by_reason: std::collections::BTreeMap<&'static str, usize>,
     /// Samples muted because a verdict was late (fail closed).
     pub fail_closed_ms: f64,
+    /// Spoken-identifier masking totals (counts and times), when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speech: Option<speech::SpeechSummary>,
 }
 
 /// Sanitize one file. Writes OUT (and the report) through temporary names and renames them,
 /// so a failure never leaves a partial file.
 pub fn run(opts: &MaskOptions) -> Result<Report, OfflineError> {
+    run_with_speech(opts, None)
+}
+
+/// [`run`], masking spoken identifiers too when `speech` is given.
+pub fn run_with_speech(
+    opts: &MaskOptions,
+    speech: Option<&mut speech::SpeechMasking>,
+) -> Result<Report, OfflineError> {
     let mut audio = audio::read(&opts.input)?;
-    let report = mask_audio(&mut audio, &opts.pipeline);
+    let report = mask_audio_with(&mut audio, &opts.pipeline, speech)?;
     write_atomic(&opts.output, &audio::encode(&audio))?;
     if let Some(path) = &opts.report {
         let json = serde_json::to_vec_pretty(&report).map_err(|e| OfflineError::Create {
@@ -128,15 +140,65 @@ pub fn run(opts: &MaskOptions) -> Result<Report, OfflineError> {
 
 /// Mask every channel of `audio` in place and describe what was masked.
 pub fn mask_audio(audio: &mut Audio, config: &MaskConfig) -> Report {
+    mask_report(audio, config, |audio| {
+        let rate = audio.format.sample_rate;
+        audio
+            .channels
+            .iter_mut()
+            .map(|ch| {
+                if rate == 8000 {
+                    mask_channel_8k(ch, config)
+                } else {
+                    mask_channel_16k(ch, config)
+                }
+            })
+            .collect()
+    })
+}
+
+/// [`mask_audio`], with spoken identifiers masked too when `speech` is given (all channels
+/// of the file are the legs of one call).
+pub fn mask_audio_with(
+    audio: &mut Audio,
+    config: &MaskConfig,
+    speech: Option<&mut speech::SpeechMasking>,
+) -> Result<Report, OfflineError> {
+    let Some(sp) = speech else {
+        return Ok(mask_audio(audio, config));
+    };
+    let rate = audio.format.sample_rate;
+    let mut narrow: Vec<Vec<i16>> = if rate == 8000 {
+        audio.channels.clone()
+    } else {
+        audio.channels.iter().map(|c| decimate_by_2(c)).collect()
+    };
+    let (per_leg, summary) = speech::mask_legs_8k(&mut narrow, config, sp)
+        .map_err(|e| OfflineError::Unsupported(format!("speech masking settings: {e}")))?;
+    let mut report = mask_report(audio, config, move |audio| {
+        if rate == 8000 {
+            audio.channels = narrow;
+        } else {
+            let ramp = (config.ramp_ms.max(1) * 16) as usize;
+            for (ch, (spans, _)) in audio.channels.iter_mut().zip(&per_leg) {
+                apply_spans(ch, spans, 2, ramp);
+            }
+        }
+        per_leg
+    });
+    report.speech = Some(summary);
+    Ok(report)
+}
+
+/// Run `mask` (spans and fail-closed samples per channel) and build the report.
+fn mask_report(
+    audio: &mut Audio,
+    config: &MaskConfig,
+    mask: impl FnOnce(&mut Audio) -> Vec<(Vec<MaskSpan>, u64)>,
+) -> Report {
     let rate = audio.format.sample_rate;
     let mut spans = Vec::new();
     let mut fail_closed_samples = 0u64;
-    for (c, ch) in audio.channels.iter_mut().enumerate() {
-        let (ch_spans, fc) = if rate == 8000 {
-            mask_channel_8k(ch, config)
-        } else {
-            mask_channel_16k(ch, config)
-        };
+    for (c, (ch_spans, fc)) in mask(audio).into_iter().enumerate() {
         fail_closed_samples += fc;
         spans.extend(ch_spans.into_iter().map(|s| ReportSpan {
             channel: c,
@@ -162,6 +224,7 @@ pub fn mask_audio(audio: &mut Audio, config: &MaskConfig) -> Report {
         masked_ms_by_reason,
         spans_by_reason,
         fail_closed_ms: fail_closed_samples as f64 / 8.0,
+        speech: None,
     }
 }
 
