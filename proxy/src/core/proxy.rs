@@ -307,7 +307,6 @@ struct Stream {
 #[derive(Debug)]
 struct Call {
     id: CallRef,
-    caller_side: Side,
     state: CallState,
     streams: Vec<Stream>,
     /// `o=` version state of the SDP callmask sends toward each side.
@@ -626,7 +625,6 @@ impl ProxyCore {
                 call_id.clone(),
                 Call {
                     id,
-                    caller_side: side,
                     state: CallState::Early,
                     streams: Vec::new(),
                     origin: [OriginState::new(), OriginState::new()],
@@ -674,8 +672,11 @@ impl ProxyCore {
         let mut edit = msg.edit();
         // Pop the Route entries that name callmask (we record-route twice, RFC 5658).
         if let Ok(routes) = msg.routes() {
-            for r in routes.iter().take_while(|r| self.is_own_uri(r.uri())) {
-                let _ = r;
+            let own = routes
+                .iter()
+                .take_while(|r| self.is_own_uri(r.uri()))
+                .count();
+            for _ in 0..own {
                 edit = edit.pop_route();
             }
         }
@@ -975,7 +976,6 @@ impl ProxyCore {
             call: call.id,
             outcome,
         });
-        let _ = call.caller_side;
     }
 
     /// Rewrite a phone's REGISTER so the PBX sees callmask's Contact, and note the pending
