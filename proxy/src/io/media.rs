@@ -7,6 +7,21 @@
 //! [`dsp::mask::MaskPipeline`] for that direction. Sanitized frames leave through a bounded
 //! queue to the recorder side; a full queue drops (and counts) frames, it never slows the relay.
 //! RFC 4733 events are relayed live but only become mask spans on the recorder path.
+//!
+//! **Agent leg** (`masking.agent_dtmf`): with `pass` packets toward the agents' side are
+//! relayed untouched and nothing else runs. With `drop` / `flat-tone` the PBX→agents audio of
+//! stream 0 goes through a causal [`LiveClamp`] *before* it is forwarded: a packet during
+//! which a tone may be sounding is sent as a copy whose G.711 payload is silence (`drop`) or a
+//! flat 440 Hz tone (`flat-tone`), RTP header unchanged. RFC 4733 packets toward the agents are
+//! not forwarded (`drop`), or (`flat-tone`) each is sent instead as a 20 ms audio packet of the
+//! flat tone with the same sequence number, the last audio payload type seen toward the agents
+//! and timestamp `event start + duration − 160` (repeated end reports are dropped). Non-G.711
+//! audio cannot be clamped and is relayed as is.
+//!
+//! **DTMF trigger** (`secure.dtmf_trigger` / `dtmf_release`): the caller's keys (RFC 4733
+//! events, or in-band keys found by a separate receiver until the first RFC 4733 event is seen)
+//! go through a small matcher; a match switches the call's secure mode through the call table
+//! exactly as the API does, audited with actor `dtmf-trigger`. Keys are never logged.
 #![allow(clippy::disallowed_methods)] // io shell: reads the clock
 
 use std::collections::HashMap;
@@ -16,15 +31,19 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use config::types::{AgentDtmfMode, DtmfSequence};
+use dsp::clamp::{ClampMode, Law, LiveClamp};
+use dsp::dtmf::{Digit, DtmfConfig, DtmfDetector, ToneEvent};
 use dsp::mask::{MaskConfig, MaskPipeline, MaskReason, SpanId};
-use dsp::rfc4733::{EventTracker, EventUpdate, RtpClock};
+use dsp::rfc4733::{EventTracker, EventUpdate, RtpClock, TelephoneEvent};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::core::proxy::{CallRef, Side, StreamSpec};
 use crate::core::relay::{
-    ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, Received, SeqClass,
+    ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, Received, RtpPacket,
+    SeqClass,
 };
 use crate::metrics::{self, CallStats, Metrics};
 
@@ -100,6 +119,48 @@ pub struct MediaSettings {
     pub mask: MaskConfig,
     /// Latching policy.
     pub latch: LatchConfig,
+    /// What the agents hear of DTMF coming from the PBX side.
+    pub agent_dtmf: AgentDtmfMode,
+    /// Caller key sequence that switches secure mode on.
+    pub dtmf_trigger: Option<KeySequence>,
+    /// Caller key sequence that switches secure mode off.
+    pub dtmf_release: Option<KeySequence>,
+}
+
+/// Longest trigger sequence (the config allows 1–16 keys).
+const MAX_KEYS: usize = 16;
+
+/// A configured key sequence as RFC 4733 event codes. Its `Debug` never shows the keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySequence {
+    codes: [u8; MAX_KEYS],
+    len: usize,
+}
+
+impl KeySequence {
+    /// From the validated config value (keys beyond the 16th are ignored).
+    pub fn new(seq: &DtmfSequence) -> Self {
+        let mut codes = [0u8; MAX_KEYS];
+        let mut len = 0;
+        for d in seq.as_str().chars().filter_map(Digit::from_char) {
+            if len == MAX_KEYS {
+                break;
+            }
+            codes[len] = d.event_code();
+            len += 1;
+        }
+        KeySequence { codes, len }
+    }
+
+    fn keys(&self) -> &[u8] {
+        &self.codes[..self.len]
+    }
+}
+
+impl std::fmt::Debug for KeySequence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySequence(<redacted>)")
+    }
 }
 
 /// Commands to a call's relay task.
@@ -210,6 +271,19 @@ impl MediaHub {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(CallCmd::Spec(streams));
         self.table.attach(call, tx.clone(), codecs);
+        let agent_leg = match self.settings.agent_dtmf {
+            AgentDtmfMode::Pass => None,
+            AgentDtmfMode::Drop => Some(Box::new(AgentLeg::new(ClampMode::Silence))),
+            AgentDtmfMode::FlatTone => Some(Box::new(AgentLeg::new(ClampMode::FlatTone))),
+        };
+        let trigger = (self.settings.dtmf_trigger.is_some()
+            || self.settings.dtmf_release.is_some())
+        .then(|| {
+            Box::new(KeyTrigger::new(
+                self.settings.dtmf_trigger.clone(),
+                self.settings.dtmf_release.clone(),
+            ))
+        });
         let task = CallRelay {
             call,
             settings: self.settings.clone(),
@@ -218,6 +292,9 @@ impl MediaHub {
             tap: self.tap.clone(),
             streams: Vec::new(),
             caller_side,
+            agent_leg,
+            trigger,
+            table: self.table.clone(),
         };
         let timeouts = self.timeouts.clone();
         tokio::spawn(async move {
@@ -297,6 +374,173 @@ enum G711 {
     Alaw,
 }
 
+impl G711 {
+    fn law(self) -> Law {
+        match self {
+            G711::Ulaw => Law::Ulaw,
+            G711::Alaw => Law::Alaw,
+        }
+    }
+}
+
+/// Samples of one converted RFC 4733 report (`flat-tone`).
+const EVENT_FRAME: usize = 160;
+
+/// The PBX→agents live clamp of one call (`drop` / `flat-tone`); see the module docs.
+struct AgentLeg {
+    clamp: LiveClamp,
+    /// Last G.711 payload type seen toward the agents (for converted events).
+    audio: Option<(u8, Law)>,
+    /// Timestamp of the last converted event report (repeats are dropped).
+    last_event_ts: Option<u32>,
+    /// Rewritten packets are built here (allocated once per call).
+    buf: Vec<u8>,
+}
+
+impl AgentLeg {
+    fn new(mode: ClampMode) -> Self {
+        AgentLeg {
+            clamp: LiveClamp::new(mode),
+            audio: None,
+            last_event_ts: None,
+            buf: vec![0u8; 2048 + EVENT_FRAME],
+        }
+    }
+
+    /// What to send toward the agents instead of `data` (None: nothing).
+    fn rewrite<'a>(
+        &'a mut self,
+        packet: &RtpPacket<'_>,
+        data: &'a [u8],
+        tel_pt: Option<u8>,
+        g711: &HashMap<u8, G711>,
+    ) -> Option<&'a [u8]> {
+        let pt = packet.payload_type().get();
+        let hl = packet.header_len();
+        if Some(pt) == tel_pt {
+            if self.clamp.mode() == ClampMode::Silence {
+                return None;
+            }
+            let (apt, law) = self
+                .audio
+                .or_else(|| g711.iter().next().map(|(&p, &k)| (p, k.law())))?;
+            let ev = TelephoneEvent::parse(packet.payload()).ok()?;
+            let ts = packet
+                .timestamp()
+                .get()
+                .wrapping_add(u32::from(ev.duration).saturating_sub(EVENT_FRAME as u32));
+            if self.last_event_ts == Some(ts) {
+                return None;
+            }
+            self.last_event_ts = Some(ts);
+            let out = self.buf.get_mut(..hl + EVENT_FRAME)?;
+            out[..hl].copy_from_slice(&data[..hl]);
+            out[0] &= !0x20; // no padding
+            out[1] = apt & 0x7f; // audio payload type, no marker
+            out[4..8].copy_from_slice(&ts.to_be_bytes());
+            self.clamp.fill(&mut out[hl..], law);
+            return Some(out);
+        }
+        let Some(kind) = g711.get(&pt) else {
+            return Some(data);
+        };
+        let law = kind.law();
+        self.audio = Some((pt, law));
+        if !self.clamp.inspect(packet.payload(), law) {
+            return Some(data);
+        }
+        let out = self.buf.get_mut(..data.len())?;
+        out.copy_from_slice(data);
+        let end = hl + packet.payload().len();
+        self.clamp.fill(&mut out[hl..end], law);
+        Some(out)
+    }
+}
+
+/// Which configured sequence the caller just completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyMatch {
+    Trigger,
+    Release,
+}
+
+/// The secure-mode key matcher of one call: the last keys of the caller (never exposed).
+struct KeyTrigger {
+    trigger: Option<KeySequence>,
+    release: Option<KeySequence>,
+    ring: [u8; MAX_KEYS],
+    len: usize,
+    /// In-band receiver for callers that send tones instead of RFC 4733 events.
+    detector: DtmfDetector,
+    pcm: [i16; TAP_FRAME_MAX],
+    /// RFC 4733 events seen from the caller: in-band keys are ignored from then on (a sender
+    /// doing both would otherwise count every key twice).
+    rfc4733_seen: bool,
+}
+
+impl KeyTrigger {
+    fn new(trigger: Option<KeySequence>, release: Option<KeySequence>) -> Self {
+        KeyTrigger {
+            trigger,
+            release,
+            ring: [0; MAX_KEYS],
+            len: 0,
+            detector: DtmfDetector::new(DtmfConfig::default()),
+            pcm: [0; TAP_FRAME_MAX],
+            rfc4733_seen: false,
+        }
+    }
+
+    fn key(&mut self, d: Digit) -> Option<KeyMatch> {
+        if self.len == MAX_KEYS {
+            self.ring.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.ring[self.len] = d.event_code();
+        self.len += 1;
+        let recent = &self.ring[..self.len];
+        let hit = |s: &Option<KeySequence>| s.as_ref().is_some_and(|s| recent.ends_with(s.keys()));
+        let m = if hit(&self.trigger) {
+            Some(KeyMatch::Trigger)
+        } else if hit(&self.release) {
+            Some(KeyMatch::Release)
+        } else {
+            None
+        };
+        if m.is_some() {
+            self.len = 0;
+            self.ring = [0; MAX_KEYS];
+        }
+        m
+    }
+
+    fn rfc4733(&mut self, d: Digit) -> Option<KeyMatch> {
+        self.rfc4733_seen = true;
+        self.key(d)
+    }
+
+    fn audio(&mut self, payload: &[u8], kind: G711) -> Option<KeyMatch> {
+        if self.rfc4733_seen {
+            return None;
+        }
+        let mut m = None;
+        for chunk in payload.chunks(TAP_FRAME_MAX) {
+            let pcm = &mut self.pcm[..chunk.len()];
+            match kind {
+                G711::Ulaw => dsp::g711::decode_ulaw(chunk, pcm),
+                G711::Alaw => dsp::g711::decode_alaw(chunk, pcm),
+            };
+            self.detector.process(pcm);
+            while let Some(ev) = self.detector.poll_event() {
+                if let ToneEvent::Started { digit, .. } = ev {
+                    m = self.key(digit).or(m);
+                }
+            }
+        }
+        m
+    }
+}
+
 struct CallRelay {
     call: CallRef,
     settings: MediaSettings,
@@ -305,6 +549,9 @@ struct CallRelay {
     tap: Option<mpsc::Sender<TapEvent>>,
     streams: Vec<StreamState>,
     caller_side: Side,
+    agent_leg: Option<Box<AgentLeg>>,
+    trigger: Option<Box<KeyTrigger>>,
+    table: Arc<super::calls::CallTable>,
 }
 
 fn side_i(s: Side) -> usize {
@@ -517,9 +764,18 @@ impl CallRelay {
             Received::Rtp { .. } => (st.legs[other].rtp_target(), 0),
             Received::Rtcp { .. } => (st.legs[other].rtcp_target(), 1),
         };
-        // The live path first: forward without waiting.
-        if let (Some(target), Some(sock)) = (target, st.sockets[other][out_port].as_ref()) {
-            let _ = sock.try_send_to(data, target);
+        // The live path first: forward without waiting (toward the agents, through the clamp
+        // unless the mode is `pass`).
+        let out = match (&received, self.agent_leg.as_deref_mut()) {
+            (Received::Rtp { packet, .. }, Some(leg)) if side == Side::Pbx && si == 0 => {
+                leg.rewrite(packet, data, st.tel_event_pt, &st.g711)
+            }
+            _ => Some(data),
+        };
+        if let (Some(out), Some(target), Some(sock)) =
+            (out, target, st.sockets[other][out_port].as_ref())
+        {
+            let _ = sock.try_send_to(out, target);
         }
         let inbound = self
             .stats
@@ -550,21 +806,36 @@ impl CallRelay {
         if si != 0 {
             return;
         }
+        let mut key_match = None;
         if let Received::Rtp { packet, .. } = received {
             let pt = packet.payload_type().get();
             let ts = packet.timestamp().get();
             let dir = &mut dirs[side_i];
+            let trigger = self
+                .trigger
+                .as_deref_mut()
+                .filter(|_| side == self.caller_side);
             if Some(pt) == st.tel_event_pt {
                 dir.clock.extend(ts);
                 if let Ok(first) = dir.tracker.handle(ts, packet.marker(), packet.payload()) {
                     let mut next = first;
+                    let mut trigger = trigger;
                     while let Some(u) = next {
+                        if let (Some(t), EventUpdate::Began { digit: Some(d), .. }) =
+                            (trigger.as_deref_mut(), u)
+                        {
+                            key_match = t.rfc4733(d).or(key_match);
+                        }
                         apply_event(dir, u, &self.metrics);
                         next = dir.tracker.poll_update();
                     }
                 }
             } else if let Some(kind) = st.g711.get(&pt).copied() {
+                if let Some(t) = trigger {
+                    key_match = t.audio(packet.payload(), kind);
+                }
                 let Some(t) = dir.clock.extend(ts) else {
+                    self.on_key_match(key_match);
                     return;
                 };
                 if let Some(u) = dir.tracker.expire(ts) {
@@ -580,6 +851,55 @@ impl CallRelay {
                     self.tap.as_ref(),
                     &self.metrics,
                     &self.stats,
+                );
+            }
+        }
+        self.on_key_match(key_match);
+    }
+
+    /// The caller completed a configured sequence: switch secure mode like the API does (the
+    /// call table forwards the change back to this task) and audit it. Never logs keys.
+    fn on_key_match(&self, m: Option<KeyMatch>) {
+        use super::http::{Actor, CallControl, SecureChange};
+        use crate::metrics::SecureAction;
+        let Some(m) = m else {
+            return;
+        };
+        let (on, action) = match m {
+            KeyMatch::Trigger => (true, SecureAction::Secure),
+            KeyMatch::Release => (false, SecureAction::Unsecure),
+        };
+        // The table ignores the actor; the audit entry below names the real one.
+        let result = self
+            .table
+            .set_secure(&self.call.0.to_string(), on, &Actor::api(None));
+        let at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let action_str = crate::metrics::Label::as_str(action);
+        match result {
+            Ok(change) => {
+                self.metrics.secure_mode_changed(action);
+                tracing::info!(
+                    target: "callmask::audit",
+                    event = "secure_mode",
+                    action = action_str,
+                    actor = "dtmf-trigger",
+                    call = self.call.0,
+                    changed = change == SecureChange::Changed,
+                    at_unix_ms,
+                    "secure mode {action_str}"
+                );
+            }
+            Err(_) => {
+                tracing::warn!(
+                    target: "callmask::audit",
+                    event = "secure_mode_unknown_call",
+                    action = action_str,
+                    actor = "dtmf-trigger",
+                    call = self.call.0,
+                    at_unix_ms,
+                    "secure mode {action_str} by DTMF trigger refused: call not in the table"
                 );
             }
         }

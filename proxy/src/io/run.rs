@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::calls::CallTable;
 use super::http::{self, HttpState, Readiness};
-use super::media::{MediaHub, MediaSettings, TapEvent};
+use super::media::{KeySequence, MediaHub, MediaSettings, TapEvent};
 use super::recorder;
 use super::signalling::Signalling;
 use super::sip_stream::spawn_listener;
@@ -237,6 +237,9 @@ pub async fn run(
             inactivity: Duration::from_secs(u64::from(cfg.media.inactivity_timeout.get())),
             mask: mask_config(&cfg),
             latch: LatchConfig::default(),
+            agent_dtmf: cfg.masking.agent_dtmf,
+            dtmf_trigger: cfg.secure.dtmf_trigger.as_ref().map(KeySequence::new),
+            dtmf_release: cfg.secure.dtmf_release.as_ref().map(KeySequence::new),
         },
         metrics.clone(),
         tap,
