@@ -120,11 +120,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
             // Fail closed: without a recognizer (not in this build, or no model) it refuses.
-            let mut speech = match callmask::offline::speech::for_cli(
+            #[allow(clippy::disallowed_methods)] // main: the recognizer is timed with the real clock
+            let speech = callmask::offline::speech::for_cli(
                 no_speech,
                 speech_model.as_deref(),
                 lookahead_ms,
-            ) {
+                std::time::Instant::now,
+            );
+            let mut speech = match speech {
                 Ok(s) => s,
                 Err((code, msg)) => {
                     eprintln!("callmask mask: {msg}");
