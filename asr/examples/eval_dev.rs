@@ -20,10 +20,16 @@ fn main() -> anyhow::Result<()> {
     let model = std::env::var("CALLMASK_ASR_MODEL_DIR")?;
     let (c0, w0) = (process_cpu_seconds(), Instant::now());
     let mut engine = WhisperEngine::load_with(&model, options_from_env())?;
-    eprintln!("load {:.2} s wall {:.2} CPU-s, RSS {:?}", w0.elapsed().as_secs_f64(), process_cpu_seconds() - c0, rss_mib());
+    eprintln!(
+        "load {:.2} s wall {:.2} CPU-s, RSS {:?}",
+        w0.elapsed().as_secs_f64(),
+        process_cpu_seconds() - c0,
+        rss_mib()
+    );
     let (mut total_audio, mut total_cpu, mut total_wall) = (0.0f64, 0.0f64, 0.0f64);
     for call in &args[3..] {
-        let labels: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{call}.json")))?)?;
+        let labels: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{call}.json")))?)?;
         let pcm = read_8k(&dir.join(format!("{call}.ulaw"))).map_err(anyhow::Error::msg)?;
         let len_ms = pcm.len() as u64 / 8;
         let mut segs: Vec<(u64, u64, Value)> = Vec::new();
@@ -31,7 +37,10 @@ fn main() -> anyhow::Result<()> {
             "ids" | "speech" => {
                 let key = if mode == "ids" { "spoken_id" } else { "speech" };
                 for l in labels[key].as_array().into_iter().flatten() {
-                    let (s, e) = (l["start_ms"].as_u64().unwrap_or(0), l["end_ms"].as_u64().unwrap_or(0));
+                    let (s, e) = (
+                        l["start_ms"].as_u64().unwrap_or(0),
+                        l["end_ms"].as_u64().unwrap_or(0),
+                    );
                     segs.push((s.saturating_sub(arg), (e + arg).min(len_ms), l.clone()));
                 }
             }

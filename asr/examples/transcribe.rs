@@ -12,7 +12,9 @@ fn main() -> anyhow::Result<()> {
     let Some(file) = args.first() else {
         anyhow::bail!("usage: transcribe FILE.wav|.ulaw|.raw [start_ms end_ms]");
     };
-    let model = std::env::var("CALLMASK_ASR_MODEL_DIR").map_err(|_| anyhow::anyhow!("set CALLMASK_ASR_MODEL_DIR (source /var/tmp/callmask-asr/env.sh)"))?;
+    let model = std::env::var("CALLMASK_ASR_MODEL_DIR").map_err(|_| {
+        anyhow::anyhow!("set CALLMASK_ASR_MODEL_DIR (source /var/tmp/callmask-asr/env.sh)")
+    })?;
     let pcm = read_8k(&PathBuf::from(file)).map_err(anyhow::Error::msg)?;
     let (s, e) = match (args.get(1), args.get(2)) {
         (Some(s), Some(e)) => (s.parse::<usize>()? * 8, e.parse::<usize>()? * 8),
@@ -32,7 +34,13 @@ fn main() -> anyhow::Result<()> {
     let (rss2, hwm) = rss_mib();
     let offset_ms = s / 8;
     for w in &words {
-        println!("{:>7} {:>7}  {:<20} p={:.2}", w.start_ms as usize + offset_ms, w.end_ms as usize + offset_ms, w.text, w.confidence);
+        println!(
+            "{:>7} {:>7}  {:<20} p={:.2}",
+            w.start_ms as usize + offset_ms,
+            w.end_ms as usize + offset_ms,
+            w.text,
+            w.confidence
+        );
     }
     let audio_s = seg.len() as f64 / 8000.0;
     let t = &engine.last;

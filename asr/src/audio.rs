@@ -38,7 +38,11 @@ fn halfband() -> Vec<f32> {
     (-HALF..=HALF)
         .map(|k| {
             let x = k as f32 / 2.0;
-            let sinc = if k == 0 { 1.0 } else { (std::f32::consts::PI * x).sin() / (std::f32::consts::PI * x) };
+            let sinc = if k == 0 {
+                1.0
+            } else {
+                (std::f32::consts::PI * x).sin() / (std::f32::consts::PI * x)
+            };
             let i = (k + HALF) as f32;
             let w = 0.42 - 0.5 * (2.0 * std::f32::consts::PI * i / (n - 1.0)).cos()
                 + 0.08 * (4.0 * std::f32::consts::PI * i / (n - 1.0)).cos();
@@ -100,16 +104,26 @@ mod tests {
     fn ulaw_round_trip_is_close() {
         for s in [-32000i16, -1000, -1, 0, 1, 100, 5000, 32000] {
             let d = ulaw_decode(ulaw_encode(s));
-            assert!((i32::from(d) - i32::from(s)).abs() <= (i32::from(s).abs() / 16).max(8), "{s} -> {d}");
+            assert!(
+                (i32::from(d) - i32::from(s)).abs() <= (i32::from(s).abs() / 16).max(8),
+                "{s} -> {d}"
+            );
         }
     }
 
     #[test]
     fn upsample_keeps_a_tone() {
-        let x: Vec<i16> = (0..800).map(|i| (10000.0 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 8000.0).sin()) as i16).collect();
+        let x: Vec<i16> = (0..800)
+            .map(|i| {
+                (10000.0 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 8000.0).sin()) as i16
+            })
+            .collect();
         let y = upsample2(&x);
         assert_eq!(y.len(), 1600);
         let rms = (y[200..1400].iter().map(|v| v * v).sum::<f32>() / 1200.0).sqrt();
-        assert!((rms - 10000.0 / 32768.0 / 2f32.sqrt()).abs() < 0.01, "{rms}");
+        assert!(
+            (rms - 10000.0 / 32768.0 / 2f32.sqrt()).abs() < 0.01,
+            "{rms}"
+        );
     }
 }

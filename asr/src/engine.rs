@@ -31,7 +31,14 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { threads: 1, compute_type: "int8".into(), beam_size: 1, max_tokens_per_second: 12.0, clamp_first_word: true, prompt: None }
+        EngineOptions {
+            threads: 1,
+            compute_type: "int8".into(),
+            beam_size: 1,
+            max_tokens_per_second: 12.0,
+            clamp_first_word: true,
+            prompt: None,
+        }
     }
 }
 
@@ -71,13 +78,21 @@ impl WhisperEngine {
         Self::load_with(model_dir, EngineOptions::default())
     }
 
-    pub fn load_with(model_dir: impl AsRef<Path>, options: EngineOptions) -> Result<Self, AsrError> {
+    pub fn load_with(
+        model_dir: impl AsRef<Path>,
+        options: EngineOptions,
+    ) -> Result<Self, AsrError> {
         let dir = model_dir.as_ref();
-        let vocab_text = std::fs::read_to_string(dir.join("vocabulary.txt"))
-            .map_err(|e| AsrError::Load(format!("{}: {e}", dir.join("vocabulary.txt").display())))?;
+        let vocab_text = std::fs::read_to_string(dir.join("vocabulary.txt")).map_err(|e| {
+            AsrError::Load(format!("{}: {e}", dir.join("vocabulary.txt").display()))
+        })?;
         let vocab = Vocab::from_text(&vocab_text);
-        if vocab.token(SOT) != Some("<|startoftranscript|>") || vocab.token(EOT) != Some("<|endoftext|>") {
-            return Err(AsrError::Load("vocabulary.txt is not Whisper's English vocabulary".into()));
+        if vocab.token(SOT) != Some("<|startoftranscript|>")
+            || vocab.token(EOT) != Some("<|endoftext|>")
+        {
+            return Err(AsrError::Load(
+                "vocabulary.txt is not Whisper's English vocabulary".into(),
+            ));
         }
         let config = Config {
             device: Device::CPU,
@@ -85,12 +100,18 @@ impl WhisperEngine {
             num_threads_per_replica: options.threads,
             ..Config::default()
         };
-        let model = Whisper::new(dir, config).map_err(|e| AsrError::Load(format!("{}: {e}", dir.display())))?;
+        let model = Whisper::new(dir, config)
+            .map_err(|e| AsrError::Load(format!("{}: {e}", dir.display())))?;
         if model.is_multilingual() {
-            return Err(AsrError::Load("expected an English-only (.en) model".into()));
+            return Err(AsrError::Load(
+                "expected an English-only (.en) model".into(),
+            ));
         }
         if model.n_mels() != N_MELS {
-            return Err(AsrError::Load(format!("model wants {} mel bins", model.n_mels())));
+            return Err(AsrError::Load(format!(
+                "model wants {} mel bins",
+                model.n_mels()
+            )));
         }
         let mut prompt = vec!["<|startoftranscript|>".to_owned()];
         if let Some(text) = &options.prompt {
@@ -98,14 +119,23 @@ impl WhisperEngine {
             for w in text.split_whitespace() {
                 let tok = format!("Ġ{w}");
                 if vocab.id(&tok).is_none() {
-                    return Err(AsrError::Config(format!("prompt word {w:?} is not a single token")));
+                    return Err(AsrError::Config(format!(
+                        "prompt word {w:?} is not a single token"
+                    )));
                 }
                 prev.push(tok);
             }
             prev.extend(prompt);
             prompt = prev;
         }
-        Ok(WhisperEngine { model, vocab, mel: MelFrontEnd::new(), options, last: Timings::default(), prompt })
+        Ok(WhisperEngine {
+            model,
+            vocab,
+            mel: MelFrontEnd::new(),
+            options,
+            last: Timings::default(),
+            prompt,
+        })
     }
 
     /// Transcribe one segment of 8 kHz telephone audio (at most 30 s); word times are ms from
@@ -125,7 +155,8 @@ impl WhisperEngine {
         self.last.mel_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let t1 = Instant::now();
-        let view = StorageView::new(&[1, N_MELS, N_FRAMES], &mut feats, Device::CPU).map_err(ct2)?;
+        let view =
+            StorageView::new(&[1, N_MELS, N_FRAMES], &mut feats, Device::CPU).map_err(ct2)?;
         let encoded = self.model.encode(&view, false).map_err(ct2)?;
         self.last.encode_ms = t1.elapsed().as_secs_f64() * 1e3;
 
@@ -136,7 +167,10 @@ impl WhisperEngine {
             ..WhisperOptions::default()
         };
         let t2 = Instant::now();
-        let result = self.model.generate(&encoded, &[self.prompt.clone()], &opts).map_err(ct2)?;
+        let result = self
+            .model
+            .generate(&encoded, &[self.prompt.clone()], &opts)
+            .map_err(ct2)?;
         self.last.generate_ms = t2.elapsed().as_secs_f64() * 1e3;
         let ids: Vec<usize> = result
             .first()
@@ -155,8 +189,15 @@ impl WhisperEngine {
             .align(&encoded, &[SOT], &[ids.clone()], &[content_frames], 7)
             .map_err(ct2)?;
         self.last.align_ms = t3.elapsed().as_secs_f64() * 1e3;
-        let Some(al) = aligned.first() else { return Ok(Vec::new()) };
-        Ok(words_from_alignment(&self.vocab, &ids, al, self.options.clamp_first_word))
+        let Some(al) = aligned.first() else {
+            return Ok(Vec::new());
+        };
+        Ok(words_from_alignment(
+            &self.vocab,
+            &ids,
+            al,
+            self.options.clamp_first_word,
+        ))
     }
 }
 
@@ -166,7 +207,12 @@ fn ct2(e: anyhow::Error) -> AsrError {
 
 /// faster-whisper `find_alignment` + `merge_punctuations` + the first-word clamp of
 /// `add_word_timestamps` (for a segment that starts after silence).
-fn words_from_alignment(vocab: &Vocab, ids: &[usize], al: &ct2rs::sys::WhisperAlignmentResult, clamp: bool) -> Vec<Word> {
+fn words_from_alignment(
+    vocab: &Vocab,
+    ids: &[usize],
+    al: &ct2rs::sys::WhisperAlignmentResult,
+    clamp: bool,
+) -> Vec<Word> {
     let mut with_eot = ids.to_vec();
     with_eot.push(EOT);
     let words = vocab.split_words(&with_eot);
@@ -196,9 +242,19 @@ fn words_from_alignment(vocab: &Vocab, ids: &[usize], al: &ct2rs::sys::WhisperAl
     let mut out: Vec<W> = Vec::new();
     for (i, w) in words[..words.len() - 1].iter().enumerate() {
         let (b0, b1) = (bounds[i], bounds[i + 1]);
-        let (Some(&s), Some(&e)) = (jump_times.get(b0), jump_times.get(b1)) else { break };
-        let p = probs.get(b0..b1.min(probs.len())).map(|p| p.iter().sum::<f32>() / p.len().max(1) as f32).unwrap_or(0.0);
-        out.push(W { text: w.0.clone(), start: s, end: e, prob: p });
+        let (Some(&s), Some(&e)) = (jump_times.get(b0), jump_times.get(b1)) else {
+            break;
+        };
+        let p = probs
+            .get(b0..b1.min(probs.len()))
+            .map(|p| p.iter().sum::<f32>() / p.len().max(1) as f32)
+            .unwrap_or(0.0);
+        out.push(W {
+            text: w.0.clone(),
+            start: s,
+            end: e,
+            prob: p,
+        });
     }
     // merge_punctuations: prepended marks join the next word, appended ones the previous word.
     const PREPEND: &str = "\"'“¿([{-";
@@ -217,18 +273,27 @@ fn words_from_alignment(vocab: &Vocab, ids: &[usize], al: &ct2rs::sys::WhisperAl
                 continue;
             }
         }
-        let text = if pending.is_empty() { w.text } else { format!("{}{}", std::mem::take(&mut pending), w.text.trim_start()) };
+        let text = if pending.is_empty() {
+            w.text
+        } else {
+            format!("{}{}", std::mem::take(&mut pending), w.text.trim_start())
+        };
         merged.push(W { text, ..w });
     }
     // First-word clamp (faster-whisper add_word_timestamps, last_speech_timestamp = 0).
     if clamp && !merged.is_empty() {
-        let mut durs: Vec<f64> = merged.iter().map(|w| w.end - w.start).filter(|d| *d > 0.0).collect();
+        let mut durs: Vec<f64> = merged
+            .iter()
+            .map(|w| w.end - w.start)
+            .filter(|d| *d > 0.0)
+            .collect();
         if !durs.is_empty() {
             durs.sort_by(|a, b| a.total_cmp(b));
             let median = durs[durs.len() / 2].min(0.7);
             let max_d = median * 2.0;
             let w0 = (merged[0].start, merged[0].end);
-            let long_first = w0.1 - w0.0 > max_d || (merged.len() > 1 && merged[1].end - w0.0 > max_d * 2.0);
+            let long_first =
+                w0.1 - w0.0 > max_d || (merged.len() > 1 && merged[1].end - w0.0 > max_d * 2.0);
             if w0.1 > median * 4.0 && long_first {
                 if merged.len() > 1 && merged[1].end - merged[1].start > max_d {
                     let boundary = (merged[1].end / 2.0).max(merged[1].end - max_d);

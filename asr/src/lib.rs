@@ -63,13 +63,22 @@ pub mod spoken {
         fn transcribe(&mut self, pcm: &[i16], rate: u32) -> Result<Vec<Word>, RecognizerError> {
             let words = match rate {
                 8000 => crate::WhisperEngine::transcribe(self, pcm)?,
-                16000 => self.transcribe_16k(&pcm.iter().map(|&s| f32::from(s) / 32768.0).collect::<Vec<_>>())?,
+                16000 => self.transcribe_16k(
+                    &pcm.iter()
+                        .map(|&s| f32::from(s) / 32768.0)
+                        .collect::<Vec<_>>(),
+                )?,
                 r => return Err(crate::AsrError::Rate(r)),
             };
             let per_ms = 8;
             Ok(words
                 .into_iter()
-                .map(|w| Word { text: w.text, start: MediaTime(w.start_ms * per_ms), end: MediaTime(w.end_ms * per_ms), confidence: Some(w.confidence) })
+                .map(|w| Word {
+                    text: w.text,
+                    start: MediaTime(w.start_ms * per_ms),
+                    end: MediaTime(w.end_ms * per_ms),
+                    confidence: Some(w.confidence),
+                })
                 .collect())
         }
     }

@@ -55,9 +55,13 @@ fn mel_to_hz(m: f64) -> f64 {
 /// librosa.filters.mel(sr=16000, n_fft=400, n_mels=80, htk=False, norm="slaney").
 pub fn mel_filters() -> Vec<f32> {
     let n_bins = N_FFT / 2 + 1;
-    let fftfreqs: Vec<f64> = (0..n_bins).map(|i| i as f64 * (SAMPLE_RATE as f64 / 2.0) / (n_bins - 1) as f64).collect();
+    let fftfreqs: Vec<f64> = (0..n_bins)
+        .map(|i| i as f64 * (SAMPLE_RATE as f64 / 2.0) / (n_bins - 1) as f64)
+        .collect();
     let (mmin, mmax) = (hz_to_mel(0.0), hz_to_mel(SAMPLE_RATE as f64 / 2.0));
-    let mel_f: Vec<f64> = (0..N_MELS + 2).map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (N_MELS + 1) as f64)).collect();
+    let mel_f: Vec<f64> = (0..N_MELS + 2)
+        .map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (N_MELS + 1) as f64))
+        .collect();
     let mut w = vec![0f32; N_MELS * n_bins];
     for m in 0..N_MELS {
         let fd0 = mel_f[m + 1] - mel_f[m];
@@ -76,8 +80,16 @@ impl MelFrontEnd {
     pub fn new() -> Self {
         let fft = FftPlanner::new().plan_fft_forward(N_FFT);
         // np.hanning(N+1)[:-1]: periodic Hann.
-        let window = (0..N_FFT).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32).collect();
-        MelFrontEnd { fft, window, filters: mel_filters() }
+        let window = (0..N_FFT)
+            .map(|i| {
+                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()) as f32
+            })
+            .collect();
+        MelFrontEnd {
+            fft,
+            window,
+            filters: mel_filters(),
+        }
     }
 
     /// Log-mel of 16 kHz audio in [-1, 1): returns (`N_MELS × n_frames` row-major, n_frames).

@@ -13,7 +13,10 @@ pub struct Vocab {
 
 /// GPT-2 `bytes_to_unicode`, inverted.
 fn byte_decoder() -> HashMap<char, u8> {
-    let mut bs: Vec<u32> = (u32::from(b'!')..=u32::from(b'~')).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut bs: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -31,7 +34,10 @@ fn byte_decoder() -> HashMap<char, u8> {
 
 impl Vocab {
     pub fn from_text(text: &str) -> Vocab {
-        Vocab { tokens: text.lines().map(str::to_owned).collect(), byte_of: byte_decoder() }
+        Vocab {
+            tokens: text.lines().map(str::to_owned).collect(),
+            byte_of: byte_decoder(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -54,12 +60,20 @@ impl Vocab {
     pub fn bytes(&self, id: usize) -> Vec<u8> {
         self.tokens
             .get(id)
-            .map(|t| t.chars().filter_map(|c| self.byte_of.get(&c).copied()).collect())
+            .map(|t| {
+                t.chars()
+                    .filter_map(|c| self.byte_of.get(&c).copied())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     pub fn decode(&self, ids: &[usize]) -> String {
-        let bytes: Vec<u8> = ids.iter().filter(|&&i| i < EOT).flat_map(|&i| self.bytes(i)).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .filter(|&&i| i < EOT)
+            .flat_map(|&i| self.bytes(i))
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -89,7 +103,8 @@ impl Vocab {
             let special = toks[0] >= EOT;
             let with_space = sub.starts_with(' ');
             let trimmed = sub.trim();
-            let punctuation = trimmed.len() == 1 && trimmed.chars().all(|c| c.is_ascii_punctuation());
+            let punctuation =
+                trimmed.len() == 1 && trimmed.chars().all(|c| c.is_ascii_punctuation());
             if special || with_space || punctuation || words.is_empty() {
                 words.push((sub, toks));
             } else if let Some(last) = words.last_mut() {

