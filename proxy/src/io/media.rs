@@ -602,14 +602,10 @@ impl CallRelay {
         let mut last_packet = Instant::now();
         let mut seen_any = false;
         let mut rotate = 0usize;
+        // Inactivity is checked once a second rather than with a timer re-armed per packet.
+        let mut idle_check = tokio::time::interval(Duration::from_secs(1));
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
-            let idle_deadline = last_packet
-                + if seen_any {
-                    self.settings.inactivity
-                } else {
-                    // Before the first packet (ringing, hold before media) be patient.
-                    self.settings.inactivity * 10
-                };
             tokio::select! {
                 cmd = cmd_rx.recv() => {
                     match cmd {
@@ -645,8 +641,16 @@ impl CallRelay {
                     seen_any = true;
                     self.on_datagram(k, &buf[..n], src, now, &mut dirs);
                 }
-                _ = tokio::time::sleep_until(idle_deadline.into()) => {
-                    break Exit::Inactive;
+                _ = idle_check.tick() => {
+                    let limit = if seen_any {
+                        self.settings.inactivity
+                    } else {
+                        // Before the first packet (ringing, hold before media) be patient.
+                        self.settings.inactivity * 10
+                    };
+                    if last_packet.elapsed() >= limit {
+                        break Exit::Inactive;
+                    }
                 }
             }
         };
@@ -840,6 +844,12 @@ impl CallRelay {
                 };
                 if let Some(u) = dir.tracker.expire(ts) {
                     apply_event(dir, u, &self.metrics);
+                }
+                // The recorder path only exists when a recorder does: without one there is
+                // nothing to sanitize (in-band DTMF is then not counted in the metrics).
+                if self.tap.is_none() {
+                    self.on_key_match(key_match);
+                    return;
                 }
                 push_audio(
                     self.call,
@@ -1092,13 +1102,18 @@ async fn recv_any(
             let Some(sock) = streams[k / 4].sockets[(k / 2) % 2][k % 2].as_ref() else {
                 continue;
             };
-            let mut rb = ReadBuf::new(buf);
-            match sock.poll_recv_from(cx, &mut rb) {
-                Poll::Ready(Ok(src)) => {
-                    *rotate = k + 1;
-                    return Poll::Ready((k, rb.filled().len(), src));
+            // An error (e.g. a queued ICMP report) consumes the readiness: poll again so the
+            // socket is registered for the next wake-up instead of going deaf.
+            for _ in 0..8 {
+                let mut rb = ReadBuf::new(buf);
+                match sock.poll_recv_from(cx, &mut rb) {
+                    Poll::Ready(Ok(src)) => {
+                        *rotate = k + 1;
+                        return Poll::Ready((k, rb.filled().len(), src));
+                    }
+                    Poll::Ready(Err(_)) => continue,
+                    Poll::Pending => break,
                 }
-                Poll::Ready(Err(_)) | Poll::Pending => {}
             }
         }
         Poll::Pending
