@@ -218,7 +218,24 @@ pub async fn run(
     } else {
         Some(tap_tx)
     };
-    let recorder_task = tokio::spawn(recorders.run(tap_rx));
+    // The sinks write files: give them their own thread and runtime so a slow disk can
+    // never stall the relay's workers.
+    let (recorder_done_tx, recorder_done) = tokio::sync::oneshot::channel::<()>();
+    let recorder_thread = std::thread::Builder::new()
+        .name("callmask-recorder".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(recorders.run(tap_rx)),
+                Err(e) => tracing::error!(error = %e, "recorder runtime failed to start"),
+            }
+            let _ = recorder_done_tx.send(());
+        });
+    if let Err(e) = &recorder_thread {
+        tracing::error!(error = %e, "recorder thread failed to start");
+    }
 
     let (timeouts_tx, timeouts_rx) = mpsc::unbounded_channel();
     let table = Arc::new(CallTable::new());
@@ -306,7 +323,7 @@ pub async fn run(
         .await;
     // Dropping the signalling task dropped the media hub and the tap sender: the recorder
     // finishes its files once the relay tasks have flushed.
-    let _ = tokio::time::timeout(Duration::from_secs(10), recorder_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), recorder_done).await;
     let _ = http_task.await;
     Ok(())
 }
