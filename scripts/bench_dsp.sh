@@ -30,8 +30,9 @@ fi
 if [ -z "${BENCH_SPANDSP:-}" ]; then
     BENCH_SPANDSP=0
     if [ -f /usr/include/spandsp/dtmf.h ] &&
-        { ldconfig -p 2>/dev/null | grep -q 'libspandsp\.so ' ||
-          ls /usr/lib/*/libspandsp.so /usr/lib/libspandsp.so /usr/local/lib/libspandsp.so >/dev/null 2>&1; }; then
+        { ldconfig -p 2>/dev/null | grep -q 'libspandsp\.so' ||
+          compgen -G '/usr/lib/*/libspandsp.so' >/dev/null ||
+          [ -e /usr/lib/libspandsp.so ] || [ -e /usr/local/lib/libspandsp.so ]; }; then
         BENCH_SPANDSP=1
     fi
 fi
