@@ -73,7 +73,7 @@ async fn setup(mode: AgentDtmfMode, trigger: Option<(&str, &str)>) -> Harness {
     );
     let call = CallRef(7);
     let (pbx_local, agents_local) = (free_pair(), free_pair());
-    hub.call_started(call, Side::Pbx);
+    hub.call_started(call, Side::Pbx, Default::default());
     let codec = |pt: u8, name: &str| Codec {
         pt: PayloadType::try_from(pt).unwrap(),
         name: name.into(),

@@ -135,6 +135,7 @@ async fn drive_call(d: &Driver, call: u64, caller_ms: u64, agent_delay_ms: u64, 
     d.send(TapEvent::Start {
         call: CallRef(call),
         caller_side: Side::Pbx,
+        meta: Default::default(),
     })
     .await;
     let total = caller_ms.max(agent_delay_ms + agent_ms);
@@ -534,6 +535,7 @@ async fn rtp_sink_sends_both_legs_continuous_and_decodable() {
     d.send(TapEvent::Start {
         call: CallRef(9),
         caller_side: Side::Agents, // the caller is on the agents' side this time
+        meta: Default::default(),
     })
     .await;
     // Caller: 33 frames of 240 samples (30 ms), a muted stretch in the middle (silence).

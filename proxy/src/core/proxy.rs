@@ -183,6 +183,8 @@ pub enum MediaCommand {
 /// The caller's and callee's URIs of a call (PHI; see [`ProxyEvent::CallStarted`]).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Parties {
+    /// SIP Call-ID.
+    pub call_id: Bytes,
     /// From URI.
     pub from: Bytes,
     /// To URI.
@@ -634,6 +636,7 @@ impl ProxyCore {
                 },
             );
             let parties = Parties {
+                call_id: call_id.clone(),
                 from: msg
                     .from()
                     .map(|f| f.uri().as_bytes().clone())

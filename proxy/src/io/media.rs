@@ -74,6 +74,20 @@ impl TapFrame {
     }
 }
 
+/// Call metadata for recording sidecars: the SIP Call-ID (to correlate with PBX logs),
+/// caller and callee only as keyed hashes, codecs. Never digits heard on the call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallMeta {
+    /// SIP Call-ID.
+    pub sip_call_id: String,
+    /// Caller number, hashed (`h:…`) unless the admin opted in to revealing numbers.
+    pub from: String,
+    /// Callee number, hashed likewise.
+    pub to: String,
+    /// Audio codecs negotiated (encoding names).
+    pub codecs: Vec<String>,
+}
+
 /// What the recorder side receives.
 #[derive(Debug, Clone)]
 pub enum TapEvent {
@@ -83,6 +97,8 @@ pub enum TapEvent {
         call: CallRef,
         /// Side of the caller (recordings put the caller left).
         caller_side: Side,
+        /// Metadata for the sidecar.
+        meta: CallMeta,
     },
     /// Sanitized audio.
     Frame(Box<TapFrame>),
@@ -191,6 +207,7 @@ pub struct MediaHub {
     metrics: Arc<Metrics>,
     calls: HashMap<CallRef, CallHandle>,
     caller_sides: HashMap<CallRef, Side>,
+    metas: HashMap<CallRef, CallMeta>,
     stats: HashMap<CallRef, CallStats>,
     tap: Option<mpsc::Sender<TapEvent>>,
     timeouts: mpsc::UnboundedSender<CallRef>,
@@ -212,6 +229,7 @@ impl MediaHub {
             metrics,
             calls: HashMap::new(),
             caller_sides: HashMap::new(),
+            metas: HashMap::new(),
             stats: HashMap::new(),
             tap,
             timeouts,
@@ -232,8 +250,9 @@ impl MediaHub {
     }
 
     /// A call began (before any media).
-    pub fn call_started(&mut self, call: CallRef, caller_side: Side) {
+    pub fn call_started(&mut self, call: CallRef, caller_side: Side, meta: CallMeta) {
         self.table.started(call);
+        self.metas.insert(call, meta);
         self.caller_sides.insert(call, caller_side);
         self.stats.insert(call, self.metrics.new_call());
     }
@@ -242,6 +261,7 @@ impl MediaHub {
     pub fn call_ended(&mut self, call: CallRef) {
         self.table.ended(call);
         self.caller_sides.remove(&call);
+        self.metas.remove(&call);
         self.stats.remove(&call);
         self.remove(call);
     }
@@ -270,7 +290,7 @@ impl MediaHub {
             .clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(CallCmd::Spec(streams));
-        self.table.attach(call, tx.clone(), codecs);
+        self.table.attach(call, tx.clone(), codecs.clone());
         let agent_leg = match self.settings.agent_dtmf {
             AgentDtmfMode::Pass => None,
             AgentDtmfMode::Drop => Some(Box::new(AgentLeg::new(ClampMode::Silence))),
@@ -292,6 +312,10 @@ impl MediaHub {
             tap: self.tap.clone(),
             streams: Vec::new(),
             caller_side,
+            meta: CallMeta {
+                codecs: codecs.clone(),
+                ..self.metas.get(&call).cloned().unwrap_or_default()
+            },
             agent_leg,
             trigger,
             table: self.table.clone(),
@@ -549,6 +573,7 @@ struct CallRelay {
     tap: Option<mpsc::Sender<TapEvent>>,
     streams: Vec<StreamState>,
     caller_side: Side,
+    meta: CallMeta,
     agent_leg: Option<Box<AgentLeg>>,
     trigger: Option<Box<KeyTrigger>>,
     table: Arc<super::calls::CallTable>,
@@ -591,6 +616,7 @@ impl CallRelay {
             let _ = tap.try_send(TapEvent::Start {
                 call: self.call,
                 caller_side: self.caller_side,
+                meta: self.meta.clone(),
             });
         }
         let mut dirs = [

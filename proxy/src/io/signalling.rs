@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::media::MediaHub;
+use super::media::{CallMeta, MediaHub};
 use super::sip_stream::{spawn_outbound, StreamInput};
 use crate::core::proxy::{
     CallOutcome, CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport,
@@ -172,14 +172,20 @@ impl Signalling {
                             .map(|h| h.to_string())
                             .unwrap_or_else(|| "-".to_string())
                     };
+                    let meta = CallMeta {
+                        sip_call_id: String::from_utf8_lossy(&parties.call_id).into_owned(),
+                        from: hash(&parties.from),
+                        to: hash(&parties.to),
+                        codecs: Vec::new(),
+                    };
                     tracing::info!(
                         call = call.0,
                         caller_side = caller_side.as_str(),
-                        from = %hash(&parties.from),
-                        to = %hash(&parties.to),
+                        from = %meta.from,
+                        to = %meta.to,
                         "call started"
                     );
-                    self.media.call_started(call, caller_side);
+                    self.media.call_started(call, caller_side, meta);
                 }
                 ProxyEvent::CallAnswered { call } => {
                     tracing::info!(call = call.0, "call answered");

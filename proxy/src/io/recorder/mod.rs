@@ -37,7 +37,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::media::TapEvent;
+use super::media::{CallMeta, TapEvent};
 use crate::core::proxy::{CallRef, Side};
 use crate::metrics::{Metrics, SinkKind};
 
@@ -53,6 +53,10 @@ struct SpanOut {
 struct Sidecar {
     version: u32,
     call: u64,
+    sip_call_id: String,
+    from: String,
+    to: String,
+    codecs: Vec<String>,
     start_unix_ms: u128,
     end_unix_ms: u128,
     sample_rate: u32,
@@ -105,6 +109,7 @@ struct WavSink {
 /// One call being recorded.
 struct CallRec {
     caller_side: Side,
+    meta: CallMeta,
     started: Duration,
     start_unix_ms: u128,
     /// Per direction (0 = caller, 1 = agent): offset (samples) from the call start to its
@@ -211,11 +216,15 @@ impl Recorders {
         let mut finishing: Vec<JoinHandle<()>> = Vec::new();
         while let Some(ev) = rx.recv().await {
             match ev {
-                TapEvent::Start { call, caller_side } => {
+                TapEvent::Start {
+                    call,
+                    caller_side,
+                    meta,
+                } => {
                     if let Some(old) = calls.remove(&call) {
                         finishing.push(self.finish(call, old));
                     }
-                    calls.insert(call, self.start(call, caller_side));
+                    calls.insert(call, self.start(call, caller_side, meta));
                 }
                 TapEvent::Frame(f) => {
                     let Some(rec) = calls.get_mut(&f.call) else {
@@ -275,7 +284,7 @@ impl Recorders {
         }
     }
 
-    fn start(&self, call: CallRef, caller_side: Side) -> CallRec {
+    fn start(&self, call: CallRef, caller_side: Side, meta: CallMeta) -> CallRec {
         let start_unix_ms = unix_ms();
         let name = recording_name(start_unix_ms, call);
         let wavs = self
@@ -313,6 +322,7 @@ impl Recorders {
             .collect();
         CallRec {
             caller_side,
+            meta,
             started: self.clock.now(),
             start_unix_ms,
             offsets: [None, None],
@@ -357,6 +367,7 @@ impl Recorders {
     fn finish(&self, call: CallRef, rec: CallRec) -> JoinHandle<()> {
         let CallRec {
             start_unix_ms,
+            meta,
             spans,
             mut aligner,
             mut wavs,
@@ -375,6 +386,10 @@ impl Recorders {
         let sidecar = Sidecar {
             version: 1,
             call: call.0,
+            sip_call_id: meta.sip_call_id,
+            from: meta.from,
+            to: meta.to,
+            codecs: meta.codecs,
             start_unix_ms,
             end_unix_ms: unix_ms(),
             sample_rate: 8000,
