@@ -1,17 +1,47 @@
-// With the `system` feature (build route b), link against the libctranslate2 of the PyPI wheel
-// that scripts/setup_asr.sh installs, and record an rpath so examples/tests run without
-// LD_LIBRARY_PATH. Source the env file that script writes before building.
+// With the `system` feature, link against the libctranslate2 of the PyPI wheel that
+// scripts/setup_asr.sh installs under /var/tmp/callmask-asr (override: CALLMASK_ASR_ROOT, or
+// CALLMASK_ASR_LINK_DIR / CALLMASK_ASR_LIB_DIR), so a plain `cargo build` needs no exported
+// variables. The run-time library folder is passed on to dependents (`links` metadata:
+// DEP_CALLMASK_ASR_RPATH) so their binaries can record it as an rpath.
+use std::path::PathBuf;
+
+const DEFAULT_ROOT: &str = "/var/tmp/callmask-asr";
+
 fn main() {
-    println!("cargo:rerun-if-env-changed=CALLMASK_ASR_LINK_DIR");
-    println!("cargo:rerun-if-env-changed=CALLMASK_ASR_LIB_DIR");
+    for key in [
+        "CALLMASK_ASR_ROOT",
+        "CALLMASK_ASR_LINK_DIR",
+        "CALLMASK_ASR_LIB_DIR",
+    ] {
+        println!("cargo:rerun-if-env-changed={key}");
+    }
     if std::env::var_os("CARGO_FEATURE_SYSTEM").is_none() {
         return;
     }
-    let link = std::env::var("CALLMASK_ASR_LINK_DIR").unwrap_or_else(|_| {
-        panic!("feature `system` needs CALLMASK_ASR_LINK_DIR: run scripts/setup_asr.sh and source /var/tmp/callmask-asr/env.sh")
-    });
-    println!("cargo:rustc-link-search=native={link}");
-    if let Ok(lib) = std::env::var("CALLMASK_ASR_LIB_DIR") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    let root = std::env::var_os("CALLMASK_ASR_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    let link = std::env::var_os("CALLMASK_ASR_LINK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("link"));
+    let lib = std::env::var_os("CALLMASK_ASR_LIB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("lib"));
+    let so = link.join("libctranslate2.so");
+    println!("cargo:rerun-if-changed={}", so.display());
+    if !so.exists() {
+        // A build script cannot print a friendlier error than a failed build; say what to do.
+        eprintln!(
+            "\n\ncallmask-asr: {} not found.\n\
+             The embedded speech engine links the CTranslate2 library from PyPI.\n\
+             Run ./scripts/setup.sh (or scripts/setup_asr.sh) first, set CALLMASK_ASR_ROOT if it\n\
+             lives elsewhere, or build without the engine: cargo build --no-default-features\n\
+             (spoken-identifier masking then fails closed: recordings muted).\n",
+            so.display()
+        );
+        std::process::exit(1);
     }
+    println!("cargo:rustc-link-search=native={}", link.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rpath={}", lib.display());
 }
