@@ -319,6 +319,21 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// What became of a speech segment sent to the recognizer. Anything but `ok` means the
+    /// segment left the recorder path muted whole (fail closed).
+    RecognizerOutcome, "outcome" {
+        /// Words came back in time; the span policy decided what to mute.
+        Ok => "ok",
+        /// The result (or the worker) came after the segment's deadline.
+        Late => "late",
+        /// The engine failed on the segment.
+        Failed => "failed",
+        /// Never sent: the worker queue was full or no worker is running.
+        Dropped => "dropped",
+    }
+}
+
 impl Label for MaskReason {
     const NAME: &'static str = "reason";
     const ALL: &'static [Self] = &MaskReason::ALL;
@@ -704,6 +719,10 @@ pub struct Metrics {
     siprec_failovers: IntCounter,
     recognizer_rtf: Gauge,
     recognizer_backlog: Gauge,
+    recognizer_segments: By<RecognizerOutcome, IntCounter>,
+    recognizer_audio_seconds: Counter,
+    recognizer_busy_seconds: Counter,
+    recognizer_queued_jobs: IntGauge,
     registrations_active: IntGauge,
     config_reloads: By<ReloadResult, IntCounter>,
     http_unauthorized: IntCounter,
@@ -911,6 +930,27 @@ impl Metrics {
             "callmask_recognizer_backlog_seconds",
             "Audio queued for the speech recognizer and not yet decided.",
         )?;
+        let recognizer_segments = int_counter_vec(
+            r,
+            "callmask_recognizer_segments_total",
+            "Speech segments sent to the recognizer, by outcome (all but ok are muted whole).",
+            &[RecognizerOutcome::NAME],
+        )?;
+        let recognizer_audio_seconds = counter(
+            r,
+            "callmask_recognizer_audio_seconds_total",
+            "Audio transcribed by the recognizer workers.",
+        )?;
+        let recognizer_busy_seconds = counter(
+            r,
+            "callmask_recognizer_busy_seconds_total",
+            "Time the recognizer workers spent transcribing.",
+        )?;
+        let recognizer_queued_jobs = int_gauge(
+            r,
+            "callmask_recognizer_queued_jobs",
+            "Speech segments waiting for a recognizer worker.",
+        )?;
         let registrations_active = int_gauge(
             r,
             "callmask_registrations_active",
@@ -968,6 +1008,10 @@ impl Metrics {
             siprec_failovers,
             recognizer_rtf,
             recognizer_backlog,
+            recognizer_segments: by(&recognizer_segments),
+            recognizer_audio_seconds,
+            recognizer_busy_seconds,
+            recognizer_queued_jobs,
             registrations_active,
             config_reloads: by(&config_reloads),
             http_unauthorized,
@@ -1136,6 +1180,23 @@ impl Metrics {
         self.recognizer_backlog.set(backlog_seconds);
     }
 
+    /// A speech segment's fate.
+    pub fn recognizer_segment(&self, outcome: RecognizerOutcome) {
+        self.recognizer_segments.get(outcome).inc();
+    }
+
+    /// A worker transcribed `audio_s` seconds of audio in `busy_s` seconds.
+    pub fn recognizer_work(&self, audio_s: f64, busy_s: f64) {
+        self.recognizer_audio_seconds.inc_by(audio_s.max(0.0));
+        self.recognizer_busy_seconds.inc_by(busy_s.max(0.0));
+    }
+
+    /// Segments waiting for a worker now.
+    pub fn set_recognizer_queued_jobs(&self, n: usize) {
+        self.recognizer_queued_jobs
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// Agent registrations held.
     pub fn set_registrations_active(&self, n: u64) {
         self.registrations_active
@@ -1161,6 +1222,12 @@ fn int_counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCo
 
 fn int_gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
     let m = IntGauge::new(name, help)?;
+    r.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<Counter> {
+    let m = Counter::new(name, help)?;
     r.register(Box::new(m.clone()))?;
     Ok(m)
 }

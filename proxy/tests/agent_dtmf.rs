@@ -61,6 +61,7 @@ async fn setup(mode: AgentDtmfMode, trigger: Option<(&str, &str)>) -> Harness {
         agent_dtmf: mode,
         dtmf_trigger: trigger.map(|t| seq(t.0)),
         dtmf_release: trigger.map(|t| seq(t.1)),
+        speech: None,
     };
     let (timeouts, _) = mpsc::unbounded_channel();
     let table = Arc::new(CallTable::new());

@@ -47,6 +47,9 @@ use crate::core::relay::{
 };
 use crate::metrics::{self, CallStats, Metrics};
 
+use super::speech::{CallSpeech, SpeechPool};
+use dsp::spoken::SpeechConfig;
+
 /// Samples carried by one tap frame at most (40 ms at 8 kHz); longer packets are split.
 pub const TAP_FRAME_MAX: usize = 320;
 /// Longest gap (in samples) filled with silence to keep the recorder path time-aligned.
@@ -122,6 +125,15 @@ pub enum TapEvent {
     },
 }
 
+/// Live spoken-identifier masking: the shared recognizer pool and the masker settings.
+#[derive(Debug, Clone)]
+pub struct LiveSpeech {
+    /// The worker pool.
+    pub pool: Arc<SpeechPool>,
+    /// Masker settings (`lookahead_ms` equal to the pipeline's).
+    pub config: SpeechConfig,
+}
+
 /// Settings of the media shell.
 #[derive(Debug, Clone)]
 pub struct MediaSettings {
@@ -141,6 +153,9 @@ pub struct MediaSettings {
     pub dtmf_trigger: Option<KeySequence>,
     /// Caller key sequence that switches secure mode off.
     pub dtmf_release: Option<KeySequence>,
+    /// Spoken-identifier masking on the recorder path. `None` with `mask.undecided_until_told`
+    /// set means speech masking is on without an engine: the recorder path stays muted.
+    pub speech: Option<LiveSpeech>,
 }
 
 /// Longest trigger sequence (the config allows 1–16 keys).
@@ -304,7 +319,22 @@ impl MediaHub {
                 self.settings.dtmf_release.clone(),
             ))
         });
+        // Speech masking only where there is a recorder path to sanitize.
+        let speech = match (&self.settings.speech, &self.tap) {
+            (Some(ls), Some(_)) => {
+                match CallSpeech::new(ls.pool.clone(), ls.config, self.metrics.clone()) {
+                    Ok(cs) => Some(Box::new(cs)),
+                    Err(e) => {
+                        // The recorder path stays muted (undecided until told).
+                        tracing::error!(call = call.0, error = %e, "spoken-identifier masking cannot run on this call: its recording is muted");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let task = CallRelay {
+            speech,
             call,
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
@@ -577,6 +607,21 @@ struct CallRelay {
     agent_leg: Option<Box<AgentLeg>>,
     trigger: Option<Box<KeyTrigger>>,
     table: Arc<super::calls::CallTable>,
+    speech: Option<Box<CallSpeech>>,
+}
+
+/// Both directions' pipelines, for the speech glue (which marks both legs).
+fn pipes(dirs: &mut [TapDirection; 2]) -> [&mut MaskPipeline; 2] {
+    let [a, b] = dirs;
+    [&mut a.pipeline, &mut b.pipeline]
+}
+
+/// The next speech verdict of the call; never resolves without speech masking.
+async fn speech_reply(speech: &mut Option<Box<CallSpeech>>) -> Option<super::speech::Reply> {
+    match speech {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn side_i(s: Side) -> usize {
@@ -661,6 +706,11 @@ impl CallRelay {
                         }
                     }
                 }
+                Some(reply) = speech_reply(&mut self.speech) => {
+                    if let Some(sp) = self.speech.as_deref_mut() {
+                        sp.on_reply(reply, pipes(&mut dirs));
+                    }
+                }
                 (k, n, src) = recv_any(&self.streams, &mut buf, &mut rotate) => {
                     let now = Instant::now();
                     last_packet = now;
@@ -680,8 +730,20 @@ impl CallRelay {
                 }
             }
         };
-        for (i, d) in dirs.iter_mut().enumerate() {
-            self.flush_direction(side_of(i), d);
+        // Let the recognizer decide the last words (bounded by the look-ahead), so the end
+        // of the call is not muted merely because it ended.
+        if let Some(sp) = self.speech.as_deref_mut() {
+            sp.finish();
+            let until = tokio::time::Instant::now() + sp.lookahead();
+            while sp.undecided() {
+                match tokio::time::timeout_at(until, sp.recv()).await {
+                    Ok(Some(reply)) => sp.on_reply(reply, pipes(&mut dirs)),
+                    _ => break,
+                }
+            }
+        }
+        for i in 0..2 {
+            self.flush_direction(i, &mut dirs);
         }
         if let Some(tap) = &self.tap {
             let _ = tap.try_send(TapEvent::End { call: self.call });
@@ -879,11 +941,12 @@ impl CallRelay {
                 }
                 push_audio(
                     self.call,
-                    side,
-                    dir,
+                    dirs,
+                    side_i,
                     t.0,
                     packet.payload(),
                     kind,
+                    self.speech.as_deref_mut(),
                     self.tap.as_ref(),
                     &self.metrics,
                     &self.stats,
@@ -941,28 +1004,30 @@ impl CallRelay {
         }
     }
 
-    fn flush_direction(&self, side: Side, dir: &mut TapDirection) {
-        if !dir.started {
+    fn flush_direction(&mut self, i: usize, dirs: &mut [TapDirection; 2]) {
+        if !dirs[i].started {
             return;
         }
         // Push the look-ahead's worth of silence so the last real audio leaves the line.
         let silence = [0i16; TAP_FRAME_MAX];
-        let mut left = dir.pipeline.delay_samples() as usize;
+        let mut left = dirs[i].pipeline.delay_samples() as usize;
         while left > 0 {
             let n = left.min(TAP_FRAME_MAX);
             run_pipeline(
                 self.call,
-                side,
-                dir,
+                dirs,
+                i,
                 &silence[..n],
+                self.speech.as_deref_mut(),
                 self.tap.as_ref(),
                 &self.metrics,
                 &self.stats,
             );
             left -= n;
         }
+        let dir = &mut dirs[i];
         dir.pipeline.finish();
-        drain_spans(self.call, side, dir, self.tap.as_ref(), &self.metrics);
+        drain_spans(self.call, side_of(i), dir, self.tap.as_ref(), &self.metrics);
     }
 }
 
@@ -999,15 +1064,17 @@ fn apply_event(dir: &mut TapDirection, u: EventUpdate, metrics: &Metrics) {
 #[allow(clippy::too_many_arguments)]
 fn push_audio(
     call: CallRef,
-    side: Side,
-    dir: &mut TapDirection,
+    dirs: &mut [TapDirection; 2],
+    i: usize,
     rtp_time: u64,
     payload: &[u8],
     kind: G711,
+    mut speech: Option<&mut CallSpeech>,
     tap: Option<&mpsc::Sender<TapEvent>>,
     metrics: &Metrics,
     stats: &CallStats,
 ) {
+    let dir = &mut dirs[i];
     let Ok(t) = u64::try_from(rtp_time as i64 + dir.offset) else {
         return;
     };
@@ -1020,13 +1087,33 @@ fn push_audio(
         // A long discontinuity (hold, SSRC restart): re-base instead of writing minutes of
         // silence; the recorder aligns on wall-clock.
         dir.offset -= (gap - MAX_GAP_FILL) as i64;
+        if let Some(sp) = speech.as_deref_mut() {
+            sp.rebased(i, gap - MAX_GAP_FILL);
+        }
         gap = MAX_GAP_FILL;
+    }
+    if !dir.started {
+        if let Some(sp) = speech.as_deref_mut() {
+            // Where this leg's media time 0 lies, to line the two legs up.
+            let now = Instant::now();
+            let ago = Duration::from_secs_f64(t as f64 / 8000.0);
+            sp.set_origin(i, now.checked_sub(ago).unwrap_or(now));
+        }
     }
     dir.started = true;
     let silence = [0i16; TAP_FRAME_MAX];
     while gap > 0 {
         let n = (gap as usize).min(TAP_FRAME_MAX);
-        run_pipeline(call, side, dir, &silence[..n], tap, metrics, stats);
+        run_pipeline(
+            call,
+            dirs,
+            i,
+            &silence[..n],
+            speech.as_deref_mut(),
+            tap,
+            metrics,
+            stats,
+        );
         gap -= n as u64;
     }
     let mut pcm = [0i16; TAP_FRAME_MAX];
@@ -1037,19 +1124,36 @@ fn push_audio(
                 G711::Alaw => dsp::g711::alaw_to_linear(b),
             };
         }
-        run_pipeline(call, side, dir, &pcm[..chunk.len()], tap, metrics, stats);
+        run_pipeline(
+            call,
+            dirs,
+            i,
+            &pcm[..chunk.len()],
+            speech.as_deref_mut(),
+            tap,
+            metrics,
+            stats,
+        );
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_pipeline(
     call: CallRef,
-    side: Side,
-    dir: &mut TapDirection,
+    dirs: &mut [TapDirection; 2],
+    i: usize,
     input: &[i16],
+    speech: Option<&mut CallSpeech>,
     tap: Option<&mpsc::Sender<TapEvent>>,
     metrics: &Metrics,
     stats: &CallStats,
 ) {
+    if let Some(sp) = speech {
+        // Segments out, verdicts and the undecided region in, before this frame enters.
+        sp.before_frame(i, input, pipes(dirs));
+    }
+    let side = side_of(i);
+    let dir = &mut dirs[i];
     let mut frame = TapFrame {
         call,
         from: side,

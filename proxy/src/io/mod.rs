@@ -4,6 +4,7 @@
 //! - [`media`]: per-call RTP/RTCP relay tasks and the recorder tap.
 //! - [`recorder`]: recorder sinks fed only with sanitized audio.
 //! - [`http`]: metrics, health and the control API.
+//! - [`speech`]: the recognizer worker pool and per-call spoken-identifier glue.
 //! - [`run`]: `callmask run` wiring.
 
 pub mod calls;
@@ -13,3 +14,4 @@ pub mod recorder;
 pub mod run;
 pub mod signalling;
 pub mod sip_stream;
+pub mod speech;

@@ -12,10 +12,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::calls::CallTable;
 use super::http::{self, HttpState, Readiness};
-use super::media::{KeySequence, MediaHub, MediaSettings, TapEvent};
+use super::media::{KeySequence, LiveSpeech, MediaHub, MediaSettings, TapEvent};
 use super::recorder;
 use super::signalling::Signalling;
 use super::sip_stream::spawn_listener;
+use super::speech::{RecognizerFactory, SpeechPool};
 use crate::core::ports::{PortAllocator, PortRange};
 use crate::core::proxy::{ProxyConfig, ProxyCore, Side, SideConfig};
 use crate::core::relay::LatchConfig;
@@ -84,11 +85,73 @@ fn mask_config(cfg: &config::Config) -> MaskConfig {
             config::types::Replacement::ComfortNoise => Replacement::ComfortNoise,
             config::types::Replacement::Tone => Replacement::Tone { hz: 2000 },
         },
-        // This build has no speech recognizer: with masking.speech on, spoken identifiers
-        // cannot be found, so the recorder path is muted whole (fail closed).
+        // With masking.speech on, nothing leaves until the speech glue says what is decided
+        // (it does on every frame once an engine is up); without an engine the recorder path
+        // stays muted whole (fail closed).
         undecided_until_told: cfg.masking.speech,
         ..MaskConfig::default()
     }
+}
+
+/// The engine `speech.engine` names, as a factory run once per worker thread.
+fn recognizer_factory(cfg: &config::Config) -> Result<(&'static str, RecognizerFactory), String> {
+    match cfg.speech.engine {
+        config::types::SpeechEngine::Embedded => embedded_factory(&cfg.speech.model_dir),
+        // TODO(remote): `super::speech::remote::RemoteRecognizer::new(url, timeout)` from
+        // proxy/src/io/speech/remote.rs (branch `remote`) plugs in here, e.g.
+        // `Arc::new(move || Ok(Box::new(RemoteRecognizer::new(&url, timeout).map_err(|e| e.to_string())?)))`.
+        config::types::SpeechEngine::Remote => Err(
+            "speech.engine = \"remote\" is not available in this build (set speech.engine = \"embedded\")".into(),
+        ),
+    }
+}
+
+#[cfg(feature = "whisper")]
+fn embedded_factory(dir: &std::path::Path) -> Result<(&'static str, RecognizerFactory), String> {
+    use crate::offline::speech::whisper::WhisperRecognizer;
+    let dir = dir.to_path_buf();
+    let factory: RecognizerFactory = Arc::new(move || {
+        WhisperRecognizer::load(&dir)
+            .map(|r| Box::new(r) as super::speech::BoxedRecognizer)
+            .map_err(|e| {
+                format!(
+                    "{}: {e} (run scripts/setup.sh, or set speech.model_dir)",
+                    dir.display()
+                )
+            })
+    });
+    Ok(("whisper-tiny.en", factory))
+}
+
+#[cfg(not(feature = "whisper"))]
+fn embedded_factory(_dir: &std::path::Path) -> Result<(&'static str, RecognizerFactory), String> {
+    Err("this build has no embedded speech engine (built without the `whisper` feature)".into())
+}
+
+/// The live speech pool, or why there is none (then the recorder path stays muted).
+fn start_speech(
+    cfg: &config::Config,
+    mask: &MaskConfig,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+) -> Result<LiveSpeech, String> {
+    let config = crate::offline::speech::tuned_config(mask.lookahead_ms);
+    if dsp::spoken::SpeechMasker::new(config).is_err() {
+        return Err(format!(
+            "masking.lookahead_ms = {} is too short for spoken identifiers (use 3000)",
+            mask.lookahead_ms
+        ));
+    }
+    let (engine, factory) = recognizer_factory(cfg)?;
+    let pool = SpeechPool::start(
+        engine,
+        factory,
+        usize::from(cfg.speech.workers.get()),
+        metrics.clone(),
+        Some(readiness.clone()),
+    )
+    .map_err(|e| format!("cannot start recognizer threads: {e}"))?;
+    Ok(LiveSpeech { pool, config })
 }
 
 /// Bind with `f`, mapping the failure to an error that names the socket and its config key.
@@ -237,6 +300,24 @@ pub async fn run(
         tracing::error!(error = %e, "recorder thread failed to start");
     }
 
+    let mask = mask_config(&cfg);
+    let speech = if cfg.masking.speech {
+        match start_speech(&cfg, &mask, &metrics, &readiness) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(
+                    key = "masking.speech",
+                    error = %e,
+                    "spoken-identifier masking is on but has no recognizer: recordings are muted (fail closed); set masking.speech=false to record with DTMF masking only"
+                );
+                None
+            }
+        }
+    } else {
+        readiness.set_recognizer_loaded(true);
+        None
+    };
+
     let (timeouts_tx, timeouts_rx) = mpsc::unbounded_channel();
     let table = Arc::new(CallTable::new());
     let media = MediaHub::new(
@@ -252,11 +333,12 @@ pub async fn run(
                 agents_ip
             },
             inactivity: Duration::from_secs(u64::from(cfg.media.inactivity_timeout.get())),
-            mask: mask_config(&cfg),
+            mask,
             latch: LatchConfig::default(),
             agent_dtmf: cfg.masking.agent_dtmf,
             dtmf_trigger: cfg.secure.dtmf_trigger.as_ref().map(KeySequence::new),
             dtmf_release: cfg.secure.dtmf_release.as_ref().map(KeySequence::new),
+            speech,
         },
         metrics.clone(),
         tap,
@@ -286,13 +368,6 @@ pub async fn run(
 
     readiness.set_listeners_bound(true);
     readiness.set_sinks_reachable(sinks_writable(&cfg));
-    if cfg.masking.speech {
-        tracing::error!(
-            key = "masking.speech",
-            "spoken-identifier masking is on but this build has no recognizer: recordings are muted (fail closed); set masking.speech=false to record with DTMF masking only"
-        );
-    }
-    readiness.set_recognizer_loaded(!cfg.masking.speech);
     tracing::info!(
         pbx = %bound.pbx_sip,
         agents = %bound.agents_sip,

@@ -1,0 +1,495 @@
+//! Live spoken-identifier masking: a bounded pool of recognizer workers shared by every call,
+//! and the per-call glue ([`CallSpeech`]) between the relay task, the two legs'
+//! [`SpeechMasker`]s and the recorder-path [`MaskPipeline`]s.
+//!
+//! Relay tasks never wait on a recognizer: a cut segment is offered to the pool's queue
+//! (refused at once when full) and the words come back later on the call's own channel.
+//! Every segment carries a wall-clock deadline (when its audio must leave the look-ahead);
+//! a worker does not start a job whose deadline has passed. Anything but words in time mutes
+//! the segment whole, and a pool whose every engine failed to load mutes the whole recorder
+//! path (fail closed). Engines come from a factory, one instance per worker thread, so the
+//! embedded Whisper and the remote engine plug in alike.
+//!
+//! The remote engine lives in `remote.rs` on another branch (`pub mod remote;` is declared
+//! once that file is merged; see `io::run::recognizer_factory`).
+//!
+//! PHI: words exist only between the worker's `transcribe` and [`SpeechMasker::complete`];
+//! nothing here logs or counts them.
+#![allow(clippy::disallowed_methods)] // io shell: reads the clock
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dsp::mask::{MaskPipeline, MaskReason};
+use dsp::spoken::{
+    Job, JobId, LegEvent, Recognizer, RecognizerError, SpeechConfig, SpeechMasker, Word,
+};
+use dsp::MediaTime;
+use tokio::sync::mpsc;
+
+use super::http::Readiness;
+use crate::metrics::{Metrics, RecognizerOutcome};
+
+/// An engine instance for one worker thread.
+pub type BoxedRecognizer = Box<dyn Recognizer + Send>;
+
+/// Makes one engine per worker (loads the model, or sets up a client). The error names a
+/// path or an address, never audio.
+pub type RecognizerFactory = Arc<dyn Fn() -> Result<BoxedRecognizer, String> + Send + Sync>;
+
+/// Queue slots per worker: more would only hold segments that cannot finish in time.
+const QUEUE_PER_WORKER: usize = 8;
+/// Weight of the newest segment in the real-time-factor moving average (~20 segments).
+const RTF_ALPHA: f64 = 0.05;
+const RATE: f64 = 8000.0;
+
+/// A finished job, back to its call. `Debug` never prints the words.
+pub struct Reply {
+    /// Leg index (0 = PBX side, 1 = agents' side).
+    pub leg: usize,
+    /// The job.
+    pub id: JobId,
+    /// Words, or why there are none.
+    pub result: Result<Vec<Word>, RecognizerError>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("leg", &self.leg)
+            .field("id", &self.id)
+            .field("ok", &self.result.is_ok())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Task {
+    job: Job,
+    leg: usize,
+    deadline: Instant,
+    reply: mpsc::UnboundedSender<Reply>,
+}
+
+struct Shared {
+    metrics: Arc<Metrics>,
+    readiness: Option<Arc<Readiness>>,
+    workers: usize,
+    /// Workers still loading their engine.
+    starting: AtomicUsize,
+    /// Workers with a loaded engine, running.
+    alive: AtomicUsize,
+    queued: AtomicUsize,
+    /// Samples queued or being transcribed.
+    backlog: AtomicU64,
+    /// Latest real-time factor (f64 bits).
+    rtf: AtomicU64,
+}
+
+impl Shared {
+    fn publish(&self) {
+        let rtf = f64::from_bits(self.rtf.load(Ordering::Relaxed));
+        let backlog = self.backlog.load(Ordering::Relaxed) as f64 / RATE;
+        self.metrics.set_recognizer(rtf, backlog);
+        self.metrics
+            .set_recognizer_queued_jobs(self.queued.load(Ordering::Relaxed));
+    }
+
+    fn loaded(&self, ok: bool) {
+        if ok {
+            self.alive.fetch_add(1, Ordering::AcqRel);
+        }
+        let left = self
+            .starting
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        if let Some(r) = &self.readiness {
+            r.set_recognizer_loaded(
+                left == 0 && self.alive.load(Ordering::Acquire) == self.workers,
+            );
+        }
+    }
+}
+
+/// The recognizer worker pool (one per process, shared by every call).
+pub struct SpeechPool {
+    tx: SyncSender<Task>,
+    shared: Arc<Shared>,
+    /// The engine name for logs and the demo.
+    engine: &'static str,
+}
+
+impl std::fmt::Debug for SpeechPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpeechPool")
+            .field("engine", &self.engine)
+            .field("workers", &self.shared.workers)
+            .field("alive", &self.shared.alive.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpeechPool {
+    /// Start `workers` threads, each loading its engine with `factory`. Returns at once;
+    /// `readiness` (when given) turns ready once every worker has loaded. Fails only when a
+    /// thread cannot be spawned.
+    pub fn start(
+        engine: &'static str,
+        factory: RecognizerFactory,
+        workers: usize,
+        metrics: Arc<Metrics>,
+        readiness: Option<Arc<Readiness>>,
+    ) -> std::io::Result<Arc<SpeechPool>> {
+        let workers = workers.max(1);
+        let (tx, rx) = sync_channel::<Task>(workers * QUEUE_PER_WORKER);
+        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Shared {
+            metrics,
+            readiness,
+            workers,
+            starting: AtomicUsize::new(workers),
+            alive: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            backlog: AtomicU64::new(0),
+            rtf: AtomicU64::new(0f64.to_bits()),
+        });
+        if let Some(r) = &shared.readiness {
+            r.set_recognizer_loaded(false);
+        }
+        shared.publish();
+        for n in 0..workers {
+            let (rx, shared, factory) = (rx.clone(), shared.clone(), factory.clone());
+            std::thread::Builder::new()
+                .name(format!("callmask-asr-{n}"))
+                .spawn(move || worker(n, engine, &factory, &rx, &shared))?;
+        }
+        Ok(Arc::new(SpeechPool { tx, shared, engine }))
+    }
+
+    /// The engine's name.
+    pub fn engine(&self) -> &'static str {
+        self.engine
+    }
+
+    /// Every worker failed to load or stopped: nothing will ever be recognised.
+    pub fn is_dead(&self) -> bool {
+        self.shared.starting.load(Ordering::Acquire) == 0
+            && self.shared.alive.load(Ordering::Acquire) == 0
+    }
+
+    /// Workers with a loaded engine.
+    pub fn alive(&self) -> usize {
+        self.shared.alive.load(Ordering::Acquire)
+    }
+
+    /// Offer a job; never blocks. `Err` (queue full, no worker) hands the job back.
+    fn submit(
+        &self,
+        leg: usize,
+        job: Job,
+        deadline: Instant,
+        reply: &mpsc::UnboundedSender<Reply>,
+    ) -> Result<(), Job> {
+        if self.is_dead() {
+            return Err(job);
+        }
+        let samples = job.pcm.len() as u64;
+        // Count before sending: a worker may take the job (and uncount it) at once.
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        self.shared.backlog.fetch_add(samples, Ordering::AcqRel);
+        let task = Task {
+            job,
+            leg,
+            deadline,
+            reply: reply.clone(),
+        };
+        let res = match self.tx.try_send(task) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(t) | TrySendError::Disconnected(t)) => {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                self.shared.backlog.fetch_sub(samples, Ordering::AcqRel);
+                Err(t.job)
+            }
+        };
+        self.shared.publish();
+        res
+    }
+}
+
+fn worker(
+    n: usize,
+    engine: &'static str,
+    factory: &RecognizerFactory,
+    rx: &Mutex<Receiver<Task>>,
+    shared: &Shared,
+) {
+    let t0 = Instant::now();
+    let mut rec = match std::panic::catch_unwind(AssertUnwindSafe(|| factory())) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!(worker = n, engine, error = %e, "speech recognizer failed to load: spoken identifiers cannot be found, recordings are muted (fail closed)");
+            shared.loaded(false);
+            return;
+        }
+        Err(_) => {
+            tracing::error!(
+                worker = n,
+                engine,
+                "speech recognizer panicked while loading: recordings are muted (fail closed)"
+            );
+            shared.loaded(false);
+            return;
+        }
+    };
+    tracing::info!(
+        worker = n,
+        engine,
+        load_ms = t0.elapsed().as_millis() as u64,
+        "speech recognizer loaded"
+    );
+    shared.loaded(true);
+    loop {
+        let task = {
+            let Ok(rx) = rx.lock() else { break };
+            match rx.recv() {
+                Ok(t) => t,
+                Err(_) => break, // pool dropped
+            }
+        };
+        shared.queued.fetch_sub(1, Ordering::AcqRel);
+        let samples = task.job.pcm.len() as u64;
+        let result = if Instant::now() >= task.deadline {
+            Err(RecognizerError::Timeout)
+        } else {
+            let start = Instant::now();
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| task.job.run(rec.as_mut())))
+                .unwrap_or(Err(RecognizerError::Engine("panic")));
+            let busy = start.elapsed().as_secs_f64();
+            let audio = samples as f64 / RATE;
+            shared.metrics.recognizer_work(audio, busy);
+            if audio > 0.0 {
+                let old = f64::from_bits(shared.rtf.load(Ordering::Relaxed));
+                let new = if old == 0.0 {
+                    busy / audio
+                } else {
+                    old + RTF_ALPHA * (busy / audio - old)
+                };
+                shared.rtf.store(new.to_bits(), Ordering::Relaxed);
+            }
+            r
+        };
+        shared.backlog.fetch_sub(samples, Ordering::AcqRel);
+        shared.publish();
+        // The call may have ended: nobody to tell.
+        let _ = task.reply.send(Reply {
+            leg: task.leg,
+            id: task.job.id,
+            result,
+        });
+    }
+    shared.alive.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// One leg's masker and where its media time 0 lies on the wall clock.
+struct Leg {
+    masker: SpeechMasker,
+    origin: Option<Instant>,
+}
+
+/// Spoken-identifier masking of one call's recorder path (both legs), owned by its relay
+/// task. Call [`CallSpeech::before_frame`] before every recorder-path `process`, and
+/// [`CallSpeech::on_reply`] for every [`Reply`] from [`CallSpeech::recv`].
+pub struct CallSpeech {
+    pool: Arc<SpeechPool>,
+    metrics: Arc<Metrics>,
+    legs: [Leg; 2],
+    lookahead: Duration,
+    tx: mpsc::UnboundedSender<Reply>,
+    rx: mpsc::UnboundedReceiver<Reply>,
+}
+
+impl std::fmt::Debug for CallSpeech {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallSpeech")
+            .field("legs", &[&self.legs[0].masker, &self.legs[1].masker])
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallSpeech {
+    /// Maskers for both legs; fails when the look-ahead is too short for speech.
+    pub fn new(
+        pool: Arc<SpeechPool>,
+        config: SpeechConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<CallSpeech, dsp::DspError> {
+        let leg = || -> Result<Leg, dsp::DspError> {
+            Ok(Leg {
+                masker: SpeechMasker::new(config)?,
+                origin: None,
+            })
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(CallSpeech {
+            pool,
+            metrics,
+            legs: [leg()?, leg()?],
+            lookahead: Duration::from_millis(u64::from(config.lookahead_ms)),
+            tx,
+            rx,
+        })
+    }
+
+    /// Next finished job of this call (cancel-safe).
+    pub async fn recv(&mut self) -> Option<Reply> {
+        self.rx.recv().await
+    }
+
+    /// Leg `i`'s media time 0 was at `origin` (first audio), for mapping times between legs.
+    pub fn set_origin(&mut self, i: usize, origin: Instant) {
+        if let Some(l) = self.legs.get_mut(i) {
+            l.origin = Some(origin);
+        }
+    }
+
+    /// Leg `i` skipped `samples` of a long gap (its media time jumped back by that much).
+    pub fn rebased(&mut self, i: usize, samples: u64) {
+        if let Some(o) = self.legs.get_mut(i).and_then(|l| l.origin.as_mut()) {
+            *o += Duration::from_secs_f64(samples as f64 / RATE);
+        }
+    }
+
+    /// Feed leg `i`'s next audio (the samples about to enter its pipeline), hand cut
+    /// segments to the pool, and bring both pipelines' marks and undecided regions up to date.
+    pub fn before_frame(&mut self, i: usize, input: &[i16], pipes: [&mut MaskPipeline; 2]) {
+        if let Some(l) = self.legs.get_mut(i) {
+            l.masker.push(input);
+        }
+        self.submit_jobs();
+        self.sync(pipes);
+    }
+
+    /// Apply a finished job and bring the pipelines up to date.
+    pub fn on_reply(&mut self, reply: Reply, pipes: [&mut MaskPipeline; 2]) {
+        let Some(leg) = self.legs.get_mut(reply.leg) else {
+            return;
+        };
+        let m = &mut leg.masker;
+        let worker_late = matches!(reply.result, Err(RecognizerError::Timeout));
+        let failed = reply.result.is_err();
+        let before = m.stats();
+        m.complete(reply.id, reply.result);
+        let after = m.stats();
+        let outcome = if worker_late || after.late_results > before.late_results {
+            RecognizerOutcome::Late
+        } else if failed {
+            RecognizerOutcome::Failed
+        } else {
+            RecognizerOutcome::Ok
+        };
+        self.metrics.recognizer_segment(outcome);
+        self.sync(pipes);
+    }
+
+    /// End of the call's audio: cut the open segments and send them (deadline one look-ahead
+    /// from now). Then wait for [`CallSpeech::recv`] while [`CallSpeech::undecided`].
+    pub fn finish(&mut self) {
+        for l in &mut self.legs {
+            if l.origin.is_some() {
+                l.masker.flush();
+            }
+        }
+        self.submit_jobs_with(Some(Instant::now() + self.lookahead));
+    }
+
+    /// Some leg still waits for a verdict (and the pool can still give one).
+    pub fn undecided(&self) -> bool {
+        !self.pool.is_dead()
+            && self
+                .legs
+                .iter()
+                .any(|l| l.masker.undecided_from().is_some())
+    }
+
+    /// The look-ahead: how long a verdict may take.
+    pub fn lookahead(&self) -> Duration {
+        self.lookahead
+    }
+
+    fn submit_jobs(&mut self) {
+        self.submit_jobs_with(None);
+    }
+
+    fn submit_jobs_with(&mut self, fixed_deadline: Option<Instant>) {
+        let now = Instant::now();
+        for (i, l) in self.legs.iter_mut().enumerate() {
+            while let Some(job) = l.masker.take_job() {
+                let left = job.deadline.0.saturating_sub(l.masker.input_time().0);
+                let deadline =
+                    fixed_deadline.unwrap_or(now + Duration::from_secs_f64(left as f64 / RATE));
+                if let Err(job) = self.pool.submit(i, job, deadline, &self.tx) {
+                    self.metrics.recognizer_segment(RecognizerOutcome::Dropped);
+                    // Muted whole: the masker marks a failed segment end to end.
+                    l.masker.complete(job.id, Err(RecognizerError::Overloaded));
+                }
+            }
+        }
+    }
+
+    fn sync(&mut self, pipes: [&mut MaskPipeline; 2]) {
+        if self.pool.is_dead() {
+            // No engine at all: nothing on the recorder path can be cleared.
+            for p in pipes {
+                p.set_undecided_from(Some(MediaTime(0)));
+            }
+            return;
+        }
+        let [a, b] = &mut self.legs;
+        if let (Some(oa), Some(ob)) = (a.origin, b.origin) {
+            // t_b = t_a - delta (samples).
+            let delta = if ob >= oa {
+                (ob - oa).as_secs_f64() * RATE
+            } else {
+                -((oa - ob).as_secs_f64() * RATE)
+            } as i64;
+            exchange_mapped(&mut a.masker, &mut b.masker, delta);
+        }
+        for (l, p) in self.legs.iter_mut().zip(pipes) {
+            let now = l.masker.input_time().0;
+            while let Some((s, e)) = l.masker.poll_marks() {
+                p.mark(MaskReason::SpokenId, s, e);
+                self.metrics.mask_decision_latency(
+                    MaskReason::SpokenId,
+                    now.saturating_sub(s.0) as f64 / RATE,
+                );
+            }
+            p.set_undecided_from(l.masker.undecided_from());
+        }
+    }
+}
+
+fn shift(t: MediaTime, by: i64) -> MediaTime {
+    MediaTime(t.0.saturating_add_signed(by))
+}
+
+fn shift_event(ev: LegEvent, by: i64) -> LegEvent {
+    match ev {
+        LegEvent::Ask(t) => LegEvent::Ask(shift(t, by)),
+        LegEvent::TurnStart(t) => LegEvent::TurnStart(shift(t, by)),
+    }
+}
+
+/// [`dsp::spoken::exchange`] for legs whose media clocks differ: `t_b = t_a - delta`.
+fn exchange_mapped(a: &mut SpeechMasker, b: &mut SpeechMasker, delta: i64) {
+    while let Some(ev) = a.poll_leg_event() {
+        b.apply_other_leg(shift_event(ev, -delta));
+    }
+    while let Some(ev) = b.poll_leg_event() {
+        a.apply_other_leg(shift_event(ev, delta));
+    }
+    let (ta, tb) = (a.decided_through(), b.decided_through());
+    b.set_other_leg_decided_through(Some(shift(ta, -delta)));
+    a.set_other_leg_decided_through(Some(shift(tb, delta)));
+}
