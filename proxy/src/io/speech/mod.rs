@@ -308,6 +308,8 @@ pub struct CallSpeech {
     lookahead: Duration,
     tx: mpsc::UnboundedSender<Reply>,
     rx: mpsc::UnboundedReceiver<Reply>,
+    /// Jobs at the pool whose reply has not been applied.
+    outstanding: usize,
 }
 
 impl std::fmt::Debug for CallSpeech {
@@ -339,6 +341,7 @@ impl CallSpeech {
             lookahead: Duration::from_millis(u64::from(config.lookahead_ms)),
             tx,
             rx,
+            outstanding: 0,
         })
     }
 
@@ -373,6 +376,7 @@ impl CallSpeech {
 
     /// Apply a finished job and bring the pipelines up to date.
     pub fn on_reply(&mut self, reply: Reply, pipes: [&mut MaskPipeline; 2]) {
+        self.outstanding = self.outstanding.saturating_sub(1);
         let Some(leg) = self.legs.get_mut(reply.leg) else {
             return;
         };
@@ -413,6 +417,11 @@ impl CallSpeech {
                 .any(|l| l.masker.undecided_from().is_some())
     }
 
+    /// Jobs sent to the pool and not answered yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
     /// The look-ahead: how long a verdict may take.
     pub fn lookahead(&self) -> Duration {
         self.lookahead
@@ -426,10 +435,12 @@ impl CallSpeech {
         let now = Instant::now();
         for (i, l) in self.legs.iter_mut().enumerate() {
             while let Some(job) = l.masker.take_job() {
+                self.outstanding += 1;
                 let left = job.deadline.0.saturating_sub(l.masker.input_time().0);
                 let deadline =
                     fixed_deadline.unwrap_or(now + Duration::from_secs_f64(left as f64 / RATE));
                 if let Err(job) = self.pool.submit(i, job, deadline, &self.tx) {
+                    self.outstanding -= 1;
                     self.metrics.recognizer_segment(RecognizerOutcome::Dropped);
                     // Muted whole: the masker marks a failed segment end to end.
                     l.masker.complete(job.id, Err(RecognizerError::Overloaded));
@@ -492,4 +503,229 @@ fn exchange_mapped(a: &mut SpeechMasker, b: &mut SpeechMasker, delta: i64) {
     let (ta, tb) = (a.decided_through(), b.decided_through());
     b.set_other_leg_decided_through(Some(shift(ta, -delta)));
     a.set_other_leg_decided_through(Some(shift(tb, delta)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsp::mask::{MaskConfig, MaskSpan};
+    use dsp::spoken::FakeRecognizer;
+    use dsp::SampleRate;
+
+    const LOOKAHEAD_MS: u32 = 3000;
+
+    fn word(text: &str, from_ms: u64, to_ms: u64) -> Word {
+        Word {
+            text: text.into(),
+            start: MediaTime(from_ms * 8),
+            end: MediaTime(to_ms * 8),
+            confidence: None,
+        }
+    }
+
+    /// 0.8 s voiced bursts separated by 0.7 s pauses.
+    fn voice(n: usize) -> Vec<i16> {
+        (0..n)
+            .map(|i| {
+                let on = i % 12_000 < 6_400;
+                let t = i as f32 / 8000.0;
+                if on {
+                    (6000.0 * (std::f32::consts::TAU * 180.0 * t).sin()
+                        + 2000.0 * (std::f32::consts::TAU * 720.0 * t).sin())
+                        as i16
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
+    fn pool_of(factory: RecognizerFactory, metrics: &Arc<Metrics>) -> Arc<SpeechPool> {
+        SpeechPool::start("test", factory, 1, metrics.clone(), None).expect("threads")
+    }
+
+    fn wait(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..500 {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Runs `audio` on leg 0 (leg 1 silent) through CallSpeech + pipelines, waiting for every
+    /// verdict before the next frame (a pool that keeps up). Returns leg 0's output and spans.
+    fn run_call(cs: &mut CallSpeech, audio: &[i16]) -> (Vec<i16>, Vec<MaskSpan>) {
+        let mask = MaskConfig {
+            lookahead_ms: LOOKAHEAD_MS,
+            undecided_until_told: true,
+            ..MaskConfig::default()
+        };
+        let mut p = [MaskPipeline::new(mask), MaskPipeline::new(mask)];
+        let origin = Instant::now();
+        cs.set_origin(0, origin);
+        cs.set_origin(1, origin);
+        let delay = p[0].delay_samples() as usize;
+        let silence = [0i16; 160];
+        let mut out = vec![0i16; audio.len() + delay];
+        let mut spans = Vec::new();
+        for (k, chunk) in out.chunks_mut(160).enumerate() {
+            let input = audio.get(k * 160..(k * 160 + chunk.len()).min(audio.len()));
+            let input = input
+                .filter(|x| x.len() == chunk.len())
+                .unwrap_or(&silence[..chunk.len()]);
+            for leg in 0..2 {
+                let x = if leg == 0 {
+                    input
+                } else {
+                    &silence[..chunk.len()]
+                };
+                let [a, b] = &mut p;
+                cs.before_frame(leg, x, [a, b]);
+                while cs.outstanding() > 0 {
+                    let Some(r) = wait_reply(cs) else { break };
+                    let [a, b] = &mut p;
+                    cs.on_reply(r, [a, b]);
+                }
+                let mut o = vec![0i16; chunk.len()];
+                p[leg].process(x, &mut o);
+                if leg == 0 {
+                    chunk.copy_from_slice(&o);
+                }
+            }
+            spans.extend(std::iter::from_fn(|| p[0].poll_span()));
+        }
+        (out[delay..].to_vec(), spans)
+    }
+
+    fn wait_reply(cs: &mut CallSpeech) -> Option<Reply> {
+        for _ in 0..500 {
+            if let Ok(r) = cs.rx.try_recv() {
+                return Some(r);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+
+    #[test]
+    fn words_in_time_become_spoken_id_spans() {
+        let metrics = Arc::new(Metrics::new());
+        let factory: RecognizerFactory = Arc::new(|| {
+            Ok(
+                Box::new(FakeRecognizer::timeline(vec![word("4532", 1600, 2000)]))
+                    as BoxedRecognizer,
+            )
+        });
+        let pool = pool_of(factory, &metrics);
+        let config = crate::offline::speech::tuned_config(LOOKAHEAD_MS);
+        let mut cs = CallSpeech::new(pool, config, metrics.clone()).expect("valid");
+        let audio = voice(8000 * 6);
+        let (out, spans) = run_call(&mut cs, &audio);
+        let id = spans
+            .iter()
+            .find(|s| s.reason == MaskReason::SpokenId)
+            .expect("a spoken_id span");
+        assert!(id.start.0 <= 1600 * 8 && id.end.0 >= 2000 * 8, "{id:?}");
+        assert!(out[1700 * 8..1900 * 8].iter().all(|&x| x == 0), "muted");
+        // Speech away from the number stays audible.
+        assert!(out[4000 * 8..4600 * 8].iter().any(|&x| x != 0), "audible");
+        let text = metrics.render();
+        assert!(
+            text.contains("callmask_recognizer_segments_total{outcome=\"ok\"}"),
+            "{text}"
+        );
+        assert!(!text.contains("callmask_recognizer_segments_total{outcome=\"late\"} 1"));
+    }
+
+    #[test]
+    fn engine_that_cannot_load_mutes_everything() {
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::new());
+        let factory: RecognizerFactory = Arc::new(|| Err("no model at /nonexistent".into()));
+        let pool = SpeechPool::start("test", factory, 2, metrics.clone(), Some(readiness.clone()))
+            .expect("threads");
+        assert!(wait(|| pool.is_dead()));
+        assert!(readiness.not_ready().contains(&"recognizer_loaded"));
+        let config = crate::offline::speech::tuned_config(LOOKAHEAD_MS);
+        let mut cs = CallSpeech::new(pool, config, metrics).expect("valid");
+        let audio = voice(8000 * 5);
+        let (out, _) = run_call(&mut cs, &audio);
+        assert!(out.iter().all(|&x| x == 0), "recorder path must be silent");
+    }
+
+    /// Blocks each call until told, counting calls.
+    struct Gate(Arc<(Mutex<bool>, AtomicUsize)>);
+
+    impl Recognizer for Gate {
+        fn transcribe(&mut self, _: &[i16], _: SampleRate) -> Result<Vec<Word>, RecognizerError> {
+            self.0 .1.fetch_add(1, Ordering::SeqCst);
+            while !*self
+                .0
+                 .0
+                .lock()
+                .map_err(|_| RecognizerError::Engine("lock"))?
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(Vec::new())
+        }
+    }
+
+    fn job(id: u64) -> Job {
+        Job {
+            id: JobId(id),
+            start: MediaTime(0),
+            end: MediaTime(800),
+            deadline: MediaTime(8000),
+            pcm: vec![0; 800],
+            rate: SampleRate::NARROWBAND,
+        }
+    }
+
+    #[test]
+    fn full_queue_refuses_and_late_jobs_are_not_run() {
+        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new((Mutex::new(false), AtomicUsize::new(0)));
+        let st = state.clone();
+        let factory: RecognizerFactory =
+            Arc::new(move || Ok(Box::new(Gate(st.clone())) as BoxedRecognizer));
+        let readiness = Arc::new(Readiness::new());
+        let pool = SpeechPool::start("test", factory, 1, metrics.clone(), Some(readiness.clone()))
+            .expect("threads");
+        assert!(
+            wait(|| !readiness.not_ready().contains(&"recognizer_loaded")),
+            "ready once loaded"
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let later = Instant::now() + Duration::from_secs(30);
+        // One running (blocked), QUEUE_PER_WORKER queued, the next refused.
+        assert!(pool.submit(0, job(0), later, &tx).is_ok());
+        assert!(wait(|| state.1.load(Ordering::SeqCst) == 1));
+        // This one's deadline passes while it waits.
+        assert!(pool.submit(0, job(1), Instant::now(), &tx).is_ok());
+        for id in 2..QUEUE_PER_WORKER as u64 + 1 {
+            assert!(pool.submit(0, job(id), later, &tx).is_ok(), "job {id}");
+        }
+        assert!(pool.submit(0, job(99), later, &tx).is_err(), "queue full");
+        assert!(metrics.render().contains(&format!(
+            "callmask_recognizer_queued_jobs {QUEUE_PER_WORKER}"
+        )));
+        *state.0.lock().expect("lock") = true;
+        let mut replies = Vec::new();
+        assert!(wait(|| {
+            while let Ok(r) = rx.try_recv() {
+                replies.push(r);
+            }
+            replies.len() == QUEUE_PER_WORKER + 1
+        }));
+        let late = replies.iter().find(|r| r.id == JobId(1)).expect("job 1");
+        assert_eq!(late.result, Err(RecognizerError::Timeout));
+        // Job 1 was never transcribed.
+        assert_eq!(state.1.load(Ordering::SeqCst), QUEUE_PER_WORKER);
+        assert!(metrics
+            .render()
+            .contains("callmask_recognizer_queued_jobs 0"));
+    }
 }
