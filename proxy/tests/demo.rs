@@ -1,7 +1,8 @@
 //! `callmask demo` end to end: the real binary places one short synthetic call (4 s: speech-like
 //! bursts, 4 in-band DTMF keys, 3 RFC 4733 events) through the real proxy on 127.0.0.1, and the
 //! sanitized recording it leaves must be a stereo 8 kHz WAV whose caller channel holds speech
-//! but no DTMF tone anywhere, with a span report listing both kinds of DTMF span.
+//! but no DTMF tone anywhere, with a span report listing both kinds of DTMF span. With the
+//! speech engine, a 13 s synthetic call: its spoken card number is muted.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -74,7 +75,14 @@ fn demo_places_a_call_and_leaves_a_sanitized_recording() {
         std::env::temp_dir().join(format!("callmask-demo-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_callmask"))
-        .args(["demo", "--synthetic", "--duration-s", "4", "--dir"])
+        .args([
+            "demo",
+            "--synthetic",
+            "--duration-s",
+            "4",
+            "--no-speech",
+            "--dir",
+        ])
         .arg(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -144,5 +152,61 @@ fn demo_places_a_call_and_leaves_a_sanitized_recording() {
         assert!(s.get("digit").is_none() && s.get("digits").is_none());
     }
 
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With the embedded engine and its model: the synthetic call's spoken card number (an
+/// embedded corpus clip) is muted, and the summary says so.
+#[test]
+#[cfg(feature = "whisper")]
+fn demo_mutes_the_spoken_card_number() {
+    if !std::path::Path::new("/var/lib/callmask/models/whisper-tiny.en/model.bin").is_file() {
+        eprintln!("skipped: no speech model (run scripts/setup.sh)");
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("callmask-demo-speech-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callmask"))
+        .args(["demo", "--synthetic", "--duration-s", "13", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start callmask demo");
+    let mut waited = Duration::ZERO;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for callmask demo") {
+            break s;
+        }
+        if waited > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("callmask demo did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        waited += Duration::from_millis(100);
+    };
+    let out = child.wait_with_output().expect("demo output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        status.success(),
+        "demo failed: {status}\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("a spoken card number"), "{stdout}");
+    assert!(stdout.contains("Whisper tiny.en"), "{stdout}");
+    assert!(
+        stdout.contains("1 spoken identifier masked"),
+        "the card number was not muted:\n{stdout}"
+    );
+    let spans: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("spans.json")).expect("spans.json"))
+            .expect("spans.json is JSON");
+    let spans = spans["spans"].as_array().expect("spans list");
+    assert!(
+        spans.iter().any(|s| s["reason"] == "spoken_id"),
+        "{spans:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

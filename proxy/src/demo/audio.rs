@@ -61,6 +61,8 @@ pub(crate) struct CallerScript {
     pub expected_events: usize,
     /// Labelled spoken identifiers.
     pub expected_spoken: usize,
+    /// Where the caller's spoken identifiers are, ms from the start of the script.
+    pub spoken_at: Vec<(u64, u64)>,
 }
 
 impl CallerScript {
@@ -143,6 +145,7 @@ pub(crate) fn agent_schedule(ms: u64) -> Vec<Packet> {
         expected_inband: 0,
         expected_events: 0,
         expected_spoken: 0,
+        spoken_at: Vec::new(),
     }
     .schedule()
 }
@@ -213,16 +216,33 @@ fn amplitude_dbm0(dbm0: f64) -> f64 {
     32767.0 * 10f64.powf((dbm0 - FULL_SCALE_DBM0) / 20.0)
 }
 
+/// A caller reading a card number: 5.9 s of µ-law from the dev corpus (call_014, 34.7-40.6 s;
+/// synthetic espeak-ng voice, telephone band). Small enough to ship, real enough for Whisper.
+const CARD_NUMBER_CLIP: &[u8] = include_bytes!("card_number.ulaw");
+/// Calls at least this long carry the spoken card number.
+pub(crate) const CLIP_MIN_CALL_MS: u64 = 12_000;
+
 /// The synthetic caller: speech-like bursts, four in-band DTMF keys (Q.23, −10 dBm0 per tone,
-/// 80 ms on / 80 ms off) and three RFC 4733 events, in `ms` (at least 4000) of audio.
+/// 80 ms on / 80 ms off), three RFC 4733 events and, in calls of at least
+/// [`CLIP_MIN_CALL_MS`], a spoken card number, in `ms` (at least 4000) of audio.
 pub(crate) fn synthetic(ms: u64) -> CallerScript {
     let ms = ms.max(4000);
     let n = (ms * 8) as usize;
     let mut pcm = vec![0i16; n];
     let mut rng = Lcg(0x5EC0_DE01);
-    // Layout (fractions of the call): speech, keys at 30 %, speech, events at 55 %, speech.
-    let tones_at = (ms as f64 * 0.30) as u64 / 20 * 20;
-    let events_at = (ms as f64 * 0.55) as u64 / 20 * 20;
+    let with_clip = ms >= CLIP_MIN_CALL_MS;
+    // Layout (fractions of the call): speech, keys at 30 %, speech, events at 55 %, speech;
+    // with the card number: keys at 15 %, events at 30 %, the card number from 45 %.
+    let (f_tones, f_events) = if with_clip {
+        (0.15, 0.30)
+    } else {
+        (0.30, 0.55)
+    };
+    let tones_at = (ms as f64 * f_tones) as u64 / 20 * 20;
+    let events_at = (ms as f64 * f_events) as u64 / 20 * 20;
+    let clip_ms = (CARD_NUMBER_CLIP.len() / 8) as u64;
+    let clip_at = (ms as f64 * 0.45) as u64 / 20 * 20;
+    let clip = with_clip.then_some((clip_at, (clip_at + clip_ms).min(ms)));
     let keys: [(usize, usize); 4] = [(1, 0), (0, 1), (2, 0), (0, 0)];
     let a = amplitude_dbm0(-10.0);
     for (d, &(r, c)) in keys.iter().enumerate() {
@@ -260,10 +280,17 @@ pub(crate) fn synthetic(ms: u64) -> CallerScript {
     }
     let events_end = events_at + 3 * 220;
     // Speech everywhere else, 250 ms clear of the keys and events.
-    let busy = [
+    let mut busy = vec![
         (tones_at.saturating_sub(250), tones_end + 250),
         (events_at.saturating_sub(250), events_end + 250),
     ];
+    if let Some((c0, c1)) = clip {
+        busy.push((c0.saturating_sub(250), c1 + 250));
+        let at = (c0 * 8) as usize;
+        for (o, &b) in pcm[at..].iter_mut().zip(CARD_NUMBER_CLIP) {
+            *o = dsp::g711::ulaw_to_linear(b);
+        }
+    }
     let mut segs = Vec::new();
     let mut from = 200u64;
     for (b0, b1) in busy {
@@ -285,21 +312,28 @@ pub(crate) fn synthetic(ms: u64) -> CallerScript {
     }
     CallerScript {
         source: format!(
-            "synthetic caller ({:.1} s): speech-like bursts, 4 in-band DTMF keys, 3 RFC 4733 events",
-            ms as f64 / 1000.0
+            "synthetic caller ({:.1} s): speech-like bursts, 4 in-band DTMF keys, 3 RFC 4733 events{}",
+            ms as f64 / 1000.0,
+            clip.map_or(String::new(), |(a, b)| format!(
+                ", a spoken card number at {:.1}-{:.1} s",
+                a as f64 / 1000.0,
+                b as f64 / 1000.0
+            ))
         ),
         ulaw: pcm.iter().map(|&s| dsp::g711::linear_to_ulaw(s)).collect(),
         events,
         pauses,
         expected_inband: 4,
         expected_events: 3,
-        expected_spoken: 0,
+        expected_spoken: usize::from(clip.is_some()),
+        spoken_at: clip.into_iter().collect(),
     }
 }
 
 /// Corpus calls with in-band DTMF, RFC 4733 events and a spoken identifier, and the excerpt
 /// (ms) the demo plays.
-const CORPUS: [(&str, u64, u64); 2] = [("call_003", 34_000, 54_000), ("call_014", 17_000, 40_500)];
+/// call_014 first: the caller reads a card number (35.0-40.3 s).
+const CORPUS: [(&str, u64, u64); 2] = [("call_014", 17_000, 40_800), ("call_003", 34_000, 54_000)];
 
 /// Find the eval corpus (`shared/eval/data/dev`) above the current directory or the binary.
 pub(crate) fn find_corpus() -> Option<(PathBuf, &'static str, u64, u64)> {
@@ -367,11 +401,13 @@ pub(crate) fn corpus_excerpt(
         .iter()
         .filter(|t| num(t, "start_ms").is_some_and(inside))
         .count();
-    let expected_spoken = list("spoken_id")
+    let spoken_at: Vec<(u64, u64)> = list("spoken_id")
         .iter()
         .filter(|t| num(t, "start_ms").is_some_and(inside))
         .filter(|t| t.get("speaker").and_then(|x| x.as_str()) == Some("caller"))
-        .count();
+        .filter_map(|t| Some((num(t, "start_ms")? - start_ms, num(t, "end_ms")? - start_ms)))
+        .collect();
+    let expected_spoken = spoken_at.len();
     let mut pauses = Vec::new();
     let mut expected_events = 0;
     for ev in list("rfc4733_events") {
@@ -421,5 +457,6 @@ pub(crate) fn corpus_excerpt(
         expected_inband,
         expected_events,
         expected_spoken,
+        spoken_at,
     })
 }

@@ -6,22 +6,28 @@
 //! ```
 //!
 //! - Starts the proxy in-process (trunk mode, ephemeral SIP/HTTP ports, a free media block in
-//!   41000-59999, DTMF masking with an 120 ms look-ahead, one `wav` recorder writing to DIR,
-//!   default `/tmp/callmask-demo-<unix time>`), and prints the metrics URL.
+//!   41000-59999, one `wav` recorder writing to DIR, default `/tmp/callmask-demo-<unix time>`)
+//!   and prints the metrics URL. With the embedded speech engine and its model (the default
+//!   build after `scripts/setup.sh`): DTMF and spoken-identifier masking, a 6 s look-ahead
+//!   and two recognizer workers, started once the model is loaded; otherwise DTMF masking
+//!   with a 120 ms look-ahead, and it says why.
 //! - A simulated PBX (UAC) calls a simulated agent (UAS) through it over real UDP sockets:
 //!   INVITE with SDP (PCMU + telephone-event/8000), 100/180/200, ACK, 20 ms RTP both ways in
-//!   real time, BYE. The caller plays a ~20 s excerpt of the eval corpus (`call_003`, found
+//!   real time, BYE. The caller plays a ~24 s excerpt of the eval corpus (`call_014`, found
 //!   as `shared/eval/data/dev` above the current directory or the binary) with in-band DTMF,
-//!   its labelled RFC 4733 packets (PT 101) and a spoken account number; without the corpus,
-//!   a synthetic script: speech-like bursts, 4 in-band keys (Q.23, -10 dBm0, 80 ms on/off)
-//!   and 3 RFC 4733 events. The agent answers with a quieter synthetic voice.
+//!   its labelled RFC 4733 packets (PT 101) and a spoken card number; without the corpus,
+//!   a synthetic script: speech-like bursts, 4 in-band keys (Q.23, -10 dBm0, 80 ms on/off),
+//!   3 RFC 4733 events and a 5.9 s clip of a caller reading a card number (embedded, from the
+//!   dev corpus; calls of 12 s or more). The agent answers with a quieter synthetic voice.
 //! - At the end it prints the folder with the sanitized stereo WAV (caller left, agent right)
 //!   and its JSON span report (also copied as `recording.wav` / `spans.json`), a summary from
-//!   the sidecar and the metrics, and how to listen. Never a digit heard on the call.
+//!   the sidecar and the metrics ("4 DTMF spans masked (in-band), 3 RFC 4733 events masked,
+//!   1 spoken identifier masked …"), and how to listen. Never a digit heard on the call.
 //! - Exit 0; 70 if the call fails or does not finish within ~60 s, 71 if the proxy cannot
 //!   bind, 73 if DIR cannot be created. `--keep-running` leaves the proxy (and its metrics
 //!   page) up after the call until Ctrl-C. Hidden test flags: `--synthetic` (ignore the
-//!   corpus) and `--duration-s N` (call length; 4 s minimum for the synthetic script).
+//!   corpus), `--duration-s N` (call length; 4 s minimum for the synthetic script) and
+//!   `--no-speech` (DTMF masking only).
 #![allow(clippy::disallowed_methods)] // edge program like main.rs: reads the clock, binds sockets
 
 pub(crate) mod audio;
@@ -51,6 +57,9 @@ pub struct DemoArgs {
     /// Length of the call's audio in seconds (default 20).
     #[arg(long, hide = true, value_name = "S")]
     pub duration_s: Option<u64>,
+    /// DTMF masking only (a 120 ms look-ahead), even when the speech engine is available.
+    #[arg(long, hide = true)]
+    pub no_speech: bool,
 }
 
 /// Why the demo failed: a one-line message and an exit status.
@@ -151,6 +160,38 @@ async fn scrape(http: SocketAddr) -> Option<String> {
     Some(body.to_string())
 }
 
+/// The embedded engine's model folder when this build has the engine and the model is there,
+/// else why spoken-identifier masking is off in the demo.
+fn speech_engine() -> Result<PathBuf, String> {
+    if !cfg!(feature = "whisper") {
+        return Err("this build has no speech engine (built without the `whisper` feature)".into());
+    }
+    let dir = PathBuf::from(config::model::DEFAULT_MODEL_DIR);
+    if dir.join("model.bin").is_file() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "no speech model in {} (run ./scripts/setup.sh)",
+            dir.display()
+        ))
+    }
+}
+
+async fn ready(http: SocketAddr) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(http).await else {
+        return false;
+    };
+    if s.write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200")
+}
+
 /// Sum of the samples of metric `name` whose labels contain `label` (e.g. `source="inband"`).
 fn metric(text: &str, name: &str, label: &str) -> f64 {
     text.lines()
@@ -202,6 +243,14 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
         "recorder=[{{kind=\"wav\",dir={}}}]",
         toml_str(&dir.display().to_string())
     );
+    let speech = if args.no_speech {
+        Err("--no-speech".to_string())
+    } else {
+        speech_engine()
+    };
+    // Speech: 6 s of look-ahead buys longer segments (Whisper costs about the same per segment
+    // whatever its length) and time for a busy machine; two workers for the two legs.
+    let lookahead_ms = if speech.is_ok() { 6000 } else { 120 };
     let overrides = vec![
         "pbx.listen=\"127.0.0.1:0\"".to_string(),
         "agents.listen=\"127.0.0.1:0\"".to_string(),
@@ -210,8 +259,9 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
         "http.listen=\"127.0.0.1:0\"".to_string(),
         format!("media.ports=\"{m0}-{m1}\""),
         "masking.dtmf=true".to_string(),
-        "masking.speech=false".to_string(),
-        "masking.lookahead_ms=120".to_string(),
+        format!("masking.speech={}", speech.is_ok()),
+        format!("masking.lookahead_ms={lookahead_ms}"),
+        "speech.workers=2".to_string(),
         "log.level=\"warn\"".to_string(),
         recorder,
     ];
@@ -241,6 +291,13 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
     );
     println!("  metrics  {metrics_url}   (try: curl -s {metrics_url} | grep -E 'dtmf|masked')");
     println!("  caller   {}", script.source);
+    match &speech {
+        Ok(model) => println!(
+            "  speech   Whisper tiny.en ({}), recorder look-ahead {lookahead_ms} ms",
+            model.display()
+        ),
+        Err(why) => println!("  speech   spoken-identifier masking off: {why}"),
+    }
     println!(
         "  call     PBX {} -> callmask -> agent {}: INVITE, 100/180/200, ACK, {:.0} s of RTP both ways, BYE ...",
         caller_phone.sip_addr(),
@@ -248,6 +305,13 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
         script.duration_ms() as f64 / 1000.0
     );
 
+    if speech.is_ok() {
+        // Start the call once the model is loaded, or its first words would be muted whole.
+        let until = Instant::now() + Duration::from_secs(30);
+        while !ready(bound.http).await && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let result = call_and_report(
         &dir,
         &before,
@@ -257,6 +321,7 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
         agent_phone,
         caller_packets,
         agent_packets,
+        lookahead_ms,
     )
     .await;
 
@@ -280,6 +345,7 @@ async fn call_and_report(
     agent_phone: ua::Phone,
     caller_packets: Vec<audio::Packet>,
     agent_packets: Vec<audio::Packet>,
+    lookahead_ms: u32,
 ) -> Result<(), DemoError> {
     let deadline = Instant::now() + Duration::from_millis(script.duration_ms() + 40_000);
     let agent_uri = format!("sip:agent@{}", agent_phone.sip_addr());
@@ -364,11 +430,14 @@ async fn call_and_report(
         file_name(&sidecar)
     );
     println!();
+    let spoken = spoken_identifiers_masked(&json, script, lookahead_ms);
     println!(
-        "Summary: {} masked (in-band), {} masked, {} masked (speech masking not built yet)",
+        "Summary: {} masked (in-band), {} masked, {} masked ({}, {})",
         plural(n("dtmf_inband"), "DTMF span", "DTMF spans"),
         plural(n("rfc4733"), "RFC 4733 event", "RFC 4733 events"),
-        plural(n("spoken_id"), "spoken identifier", "spoken identifiers"),
+        plural(spoken, "spoken identifier", "spoken identifiers"),
+        plural(n("spoken_id"), "spoken_id span", "spoken_id spans"),
+        plural(n("fail_closed"), "fail_closed span", "fail_closed spans"),
     );
     println!(
         "  the caller's script holds {} in-band DTMF tones, {} RFC 4733 events, {} spoken identifier(s)",
@@ -396,6 +465,54 @@ async fn call_and_report(
     println!("Listen: aplay {}", recording.display());
     println!("    or: play {}   (sox)", recording.display());
     Ok(())
+}
+
+/// The script's spoken identifiers that the caller channel's spans mute (≥ 90 % covered by
+/// `spoken_id` spans, or by `fail_closed` ones where a verdict came too late). Span times are
+/// on the recording's clock: the recorder places the caller's audio at its first frame's
+/// arrival, about one look-ahead after the call's first packet, so the best offset in a 2 s
+/// band after the look-ahead is used.
+fn spoken_identifiers_masked(
+    json: &serde_json::Value,
+    script: &audio::CallerScript,
+    lookahead_ms: u32,
+) -> usize {
+    let spans: Vec<(f64, f64)> = json
+        .get("spans")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            matches!(
+                s.get("reason").and_then(|r| r.as_str()),
+                Some("spoken_id" | "fail_closed")
+            )
+        })
+        .filter(|s| s.get("channel").and_then(|c| c.as_str()) != Some("agent"))
+        .filter_map(|s| Some((s.get("start_ms")?.as_f64()?, s.get("end_ms")?.as_f64()?)))
+        .collect();
+    let covered_with = |off: f64| {
+        script
+            .spoken_at
+            .iter()
+            .filter(|&&(a, b)| {
+                let (a, b) = (a as f64 + off, b as f64 + off);
+                // Spans of different reasons may overlap: measure the union on a 10 ms grid.
+                let steps = ((b - a) / 10.0).ceil().max(1.0) as usize;
+                let hit = (0..steps)
+                    .filter(|k| {
+                        let t = a + *k as f64 * 10.0 + 5.0;
+                        spans.iter().any(|&(s, e)| s <= t && t < e)
+                    })
+                    .count();
+                hit as f64 >= 0.9 * steps as f64
+            })
+            .count()
+    };
+    (0..=100)
+        .map(|k| covered_with(f64::from(lookahead_ms) + f64::from(k) * 20.0))
+        .max()
+        .unwrap_or(0)
 }
 
 fn file_name(p: &Path) -> String {
