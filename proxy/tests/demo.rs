@@ -208,5 +208,23 @@ fn demo_mutes_the_spoken_card_number() {
         spans.iter().any(|s| s["reason"] == "spoken_id"),
         "{spans:?}"
     );
+    // The recording itself: the clip (5.8-11.7 s of the script) is silent. The recorder puts
+    // the caller's audio about one look-ahead (6 s) late; accept any offset up to 5 s beyond.
+    let wav = callmask::offline::audio::read(&dir.join("recording.wav")).expect("recording.wav");
+    let caller = &wav.channels[0];
+    let silent_at = |off_ms: usize| {
+        let (a, b) = ((5_900 + off_ms) * 8, (11_600 + off_ms) * 8);
+        // No 20 ms block with audible speech (a muted pause between digit groups may keep
+        // the line's noise floor).
+        b <= caller.len()
+            && caller[a..b].chunks(160).all(|c| {
+                let e: f64 = c.iter().map(|&x| f64::from(x).powi(2)).sum();
+                (e / c.len() as f64).sqrt() < 100.0
+            })
+    };
+    assert!(
+        (6_000..11_000).step_by(20).any(silent_at),
+        "the card number is audible in the recording\n{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -118,14 +118,32 @@ fn bad_input_gets_sysexits_codes_and_no_partial_output() {
     assert_eq!(st.code(), Some(66));
     // 64: speech masking asked for (the default) but no recognizer in this build: refuse
     // rather than write a file with spoken identifiers in it (fail closed).
-    let o = bin()
-        .arg("mask")
-        .arg(d.join("nope.wav"))
-        .arg(&out)
-        .output()
-        .expect("runs");
-    assert_eq!(o.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--no-speech"));
+    #[cfg(not(feature = "whisper"))]
+    {
+        let o = bin()
+            .arg("mask")
+            .arg(d.join("nope.wav"))
+            .arg(&out)
+            .output()
+            .expect("runs");
+        assert_eq!(o.status.code(), Some(64));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--no-speech"));
+    }
+    // 66: the engine is built in (the default) but its model cannot be loaded: refuse too.
+    #[cfg(feature = "whisper")]
+    {
+        let o = bin()
+            .arg("mask")
+            .arg(d.join("nope.wav"))
+            .arg(&out)
+            .arg("--speech-model")
+            .arg(d.join("no-model"))
+            .output()
+            .expect("runs");
+        assert_eq!(o.status.code(), Some(66));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--no-speech"));
+        assert!(!out.exists());
+    }
     // 65: not audio, one line of error
     let junk = d.join("junk.wav");
     std::fs::write(&junk, b"this is not a wav file at all").expect("write");

@@ -470,8 +470,8 @@ async fn call_and_report(
 /// The script's spoken identifiers that the caller channel's spans mute (≥ 90 % covered by
 /// `spoken_id` spans, or by `fail_closed` ones where a verdict came too late). Span times are
 /// on the recording's clock: the recorder places the caller's audio at its first frame's
-/// arrival, about one look-ahead after the call's first packet, so the best offset in a 2 s
-/// band after the look-ahead is used.
+/// arrival, about one look-ahead after the call's first packet, so the best offset in a 5 s
+/// band after the look-ahead (a busy machine delays it) is used.
 fn spoken_identifiers_masked(
     json: &serde_json::Value,
     script: &audio::CallerScript,
@@ -509,7 +509,7 @@ fn spoken_identifiers_masked(
             })
             .count()
     };
-    (0..=100)
+    (0..=250)
         .map(|k| covered_with(f64::from(lookahead_ms) + f64::from(k) * 20.0))
         .max()
         .unwrap_or(0)
