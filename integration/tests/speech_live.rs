@@ -384,3 +384,19 @@ fn engine_missing_fails_closed() {
     let m = cm.metrics();
     assert!(m.value("callmask_fail_closed_muted_seconds_total") > 5.0);
 }
+
+/// The default build links the CTranslate2 library from /var/tmp/callmask-asr with an rpath:
+/// the binary starts with no LD_LIBRARY_PATH.
+#[test]
+fn binary_runs_without_ld_library_path() {
+    let out = Command::new(callmask_bin())
+        .arg("--version")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "callmask --version failed without LD_LIBRARY_PATH: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
