@@ -722,7 +722,6 @@ pub struct Metrics {
     recognizer_segments: By<RecognizerOutcome, IntCounter>,
     recognizer_audio_seconds: Counter,
     recognizer_busy_seconds: Counter,
-    recognizer_cpu_seconds: Counter,
     recognizer_queued_jobs: IntGauge,
     registrations_active: IntGauge,
     config_reloads: By<ReloadResult, IntCounter>,
@@ -947,11 +946,6 @@ impl Metrics {
             "callmask_recognizer_busy_seconds_total",
             "Time the recognizer workers spent transcribing.",
         )?;
-        let recognizer_cpu_seconds = counter(
-            r,
-            "callmask_recognizer_cpu_seconds_total",
-            "CPU time (user + system) the recognizer worker threads spent transcribing.",
-        )?;
         let recognizer_queued_jobs = int_gauge(
             r,
             "callmask_recognizer_queued_jobs",
@@ -1017,7 +1011,6 @@ impl Metrics {
             recognizer_segments: by(&recognizer_segments),
             recognizer_audio_seconds,
             recognizer_busy_seconds,
-            recognizer_cpu_seconds,
             recognizer_queued_jobs,
             registrations_active,
             config_reloads: by(&config_reloads),
@@ -1196,11 +1189,6 @@ impl Metrics {
     pub fn recognizer_work(&self, audio_s: f64, busy_s: f64) {
         self.recognizer_audio_seconds.inc_by(audio_s.max(0.0));
         self.recognizer_busy_seconds.inc_by(busy_s.max(0.0));
-    }
-
-    /// CPU time a worker thread spent on a segment.
-    pub fn recognizer_cpu(&self, seconds: f64) {
-        self.recognizer_cpu_seconds.inc_by(seconds.max(0.0));
     }
 
     /// Segments waiting for a worker now.

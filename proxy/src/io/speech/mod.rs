@@ -263,15 +263,12 @@ fn worker(
         let result = if Instant::now() >= task.deadline {
             Err(RecognizerError::Timeout)
         } else {
-            let (start, cpu0) = (Instant::now(), thread_cpu_seconds());
+            let start = Instant::now();
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| task.job.run(rec.as_mut())))
                 .unwrap_or(Err(RecognizerError::Engine("panic")));
             let busy = start.elapsed().as_secs_f64();
             let audio = samples as f64 / RATE;
             shared.metrics.recognizer_work(audio, busy);
-            if let (Some(a), Some(b)) = (cpu0, thread_cpu_seconds()) {
-                shared.metrics.recognizer_cpu(b - a);
-            }
             if audio > 0.0 {
                 let old = f64::from_bits(shared.rtf.load(Ordering::Relaxed));
                 let new = if old == 0.0 {
@@ -293,20 +290,6 @@ fn worker(
         });
     }
     shared.alive.fetch_sub(1, Ordering::AcqRel);
-}
-
-/// CPU time of the calling thread (user + system), from `/proc/thread-self/stat` (clock ticks
-/// of 10 ms); `None` where that file does not exist. The engine runs on this thread (one
-/// intra-op thread), so the difference around a job is the job's CPU cost.
-fn thread_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses: state is the
-    // first, utime the 12th, stime the 13th.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut f = rest.split_whitespace().skip(11);
-    let utime: f64 = f.next()?.parse().ok()?;
-    let stime: f64 = f.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
 
 /// One leg's masker and where its media time 0 lies on the wall clock.
@@ -654,21 +637,6 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("callmask_recognizer_segments_total{outcome=\"late\"} 1"));
-    }
-
-    #[test]
-    fn thread_cpu_time_is_read_and_grows() {
-        let Some(a) = thread_cpu_seconds() else {
-            return; // not Linux
-        };
-        let t = Instant::now();
-        let mut x = 0u64;
-        while t.elapsed() < Duration::from_millis(150) {
-            x = x.wrapping_mul(31).wrapping_add(7);
-        }
-        std::hint::black_box(x);
-        let b = thread_cpu_seconds().expect("still readable");
-        assert!(b >= a, "{a} -> {b}");
     }
 
     #[test]
