@@ -305,7 +305,8 @@ fn spoken_identifiers_muted_live() {
     let sp = spans(&json);
     let m = cm.metrics();
     eprintln!(
-        "[speech_live] offset {} ms; spans {:?}; segments ok {} late {} failed {} dropped {}",
+        "[speech_live] offset {} ms; spans {:?}; segments ok {} late {} failed {} dropped {}; \
+         recognizer: {:.1} s audio, {:.2} busy-s",
         off / 8,
         sp,
         m.sum("callmask_recognizer_segments_total", &["outcome=\"ok\""]),
@@ -318,6 +319,8 @@ fn spoken_identifiers_muted_live() {
             "callmask_recognizer_segments_total",
             &["outcome=\"dropped\""]
         ),
+        m.value("callmask_recognizer_audio_seconds_total"),
+        m.value("callmask_recognizer_busy_seconds_total"),
     );
     let mut in_ids = vec![false; orig.len()];
     for (s, e) in IDS {
