@@ -269,7 +269,11 @@ fn start(eval: &Path, sets: &[String]) -> Option<(Callmask, TempDir, Vec<i16>)> 
     let orig = make_pcap(eval, dir.path());
     let mut all = vec![
         "masking.speech=true".to_string(),
-        format!("masking.lookahead_ms={LOOKAHEAD_MS}"),
+        // CALLMASK_SPEECH_LIVE_LOOKAHEAD_MS: measure other look-aheads (the checks assume 8000).
+        format!(
+            "masking.lookahead_ms={}",
+            std::env::var("CALLMASK_SPEECH_LIVE_LOOKAHEAD_MS").unwrap_or(LOOKAHEAD_MS.to_string())
+        ),
     ];
     all.extend_from_slice(sets);
     let cm = Callmask::start_with(CallmaskOpts {

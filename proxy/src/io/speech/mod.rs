@@ -289,7 +289,11 @@ fn worker(
             result,
         });
     }
+    // The pool is gone (shutdown) or the queue broke: no longer ready.
     shared.alive.fetch_sub(1, Ordering::AcqRel);
+    if let Some(r) = &shared.readiness {
+        r.set_recognizer_loaded(false);
+    }
 }
 
 /// One leg's masker and where its media time 0 lies on the wall clock.
