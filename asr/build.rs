@@ -6,6 +6,9 @@
 use std::path::PathBuf;
 
 const DEFAULT_ROOT: &str = "/var/tmp/callmask-asr";
+/// Second rpath entry: where setup_asr.sh also copies the library, for services whose
+/// /var/tmp is private (systemd PrivateTmp).
+const SYSTEM_LIB_DIR: &str = "/usr/local/lib/callmask";
 
 fn main() {
     for key in [
@@ -42,6 +45,7 @@ fn main() {
         std::process::exit(1);
     }
     println!("cargo:rustc-link-search=native={}", link.display());
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    println!("cargo:rpath={}", lib.display());
+    let rpath = format!("{}:{SYSTEM_LIB_DIR}", lib.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");
+    println!("cargo:rpath={rpath}");
 }

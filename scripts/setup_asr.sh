@@ -8,8 +8,8 @@
 #   $ASR_ROOT/link/libctranslate2.so   link time (asr/build.rs)
 #   $ASR_ROOT/lib  -> the wheel's lib folder (the rpath recorded in callmask)
 #   $ASR_ROOT/model -> the model folder
-#   /var/lib/callmask/models/whisper-tiny.en -> the model (config speech.model_dir default;
-#     when writable, i.e. as root)
+#   /var/lib/callmask/models/whisper-tiny.en   a copy of the model (config speech.model_dir
+#     default) and /usr/local/lib/callmask a copy of the library, when writable (as root)
 # Writes $ASR_ROOT/env.sh (only needed for the asr/ examples) and prints the model directory
 # on the last line of stdout.
 set -euo pipefail
@@ -53,12 +53,23 @@ done
 # Stable names (the wheel's folders depend on the Python version).
 ln -sfn "$LIBDIR" "$ASR_ROOT/lib"
 ln -sfn "$MODEL_DIR" "$ASR_ROOT/model"
-CONFIG_MODEL_DIR="${CALLMASK_MODEL_LINK:-/var/lib/callmask/models/whisper-tiny.en}"
-if mkdir -p "$(dirname "$CONFIG_MODEL_DIR")" 2>/dev/null \
-    && { [ ! -e "$CONFIG_MODEL_DIR" ] || [ -L "$CONFIG_MODEL_DIR" ]; }; then
-    ln -sfn "$MODEL_DIR" "$CONFIG_MODEL_DIR"
+# Outside /var/tmp too (when writable, i.e. as root), because the systemd unit's PrivateTmp
+# hides /var/tmp: a copy of the model where config's speech.model_dir default points, and of
+# the library in /usr/local/lib/callmask (the binary's second rpath entry, see asr/build.rs).
+CONFIG_MODEL_DIR="${CALLMASK_MODEL_DIR_INSTALL:-/var/lib/callmask/models/whisper-tiny.en}"
+SYS_LIB_DIR="${CALLMASK_ASR_SYSTEM_LIB_DIR:-/usr/local/lib/callmask}"
+[ -L "$CONFIG_MODEL_DIR" ] && rm -f "$CONFIG_MODEL_DIR"
+if mkdir -p "$CONFIG_MODEL_DIR" 2>/dev/null; then
+    for f in model.bin config.json tokenizer.json vocabulary.txt; do
+        cmp -s "$MODEL_DIR/$f" "$CONFIG_MODEL_DIR/$f" || cp -f "$MODEL_DIR/$f" "$CONFIG_MODEL_DIR/$f"
+    done
 else
-    echo "setup_asr: cannot link $CONFIG_MODEL_DIR (not root?): set speech.model_dir = \"$ASR_ROOT/model\"" >&2
+    echo "setup_asr: cannot write $CONFIG_MODEL_DIR (not root?): set speech.model_dir = \"$ASR_ROOT/model\"" >&2
+fi
+if mkdir -p "$SYS_LIB_DIR" 2>/dev/null; then
+    for f in "$LIBDIR"/*.so*; do
+        cmp -s "$f" "$SYS_LIB_DIR/$(basename "$f")" || cp -f "$f" "$SYS_LIB_DIR/"
+    done
 fi
 
 cat > "$ASR_ROOT/env.sh" <<ENV
