@@ -13,3 +13,4 @@ pub mod recorder;
 pub mod run;
 pub mod signalling;
 pub mod sip_stream;
+pub mod speech;

@@ -1,0 +1,3 @@
+//! Speech recognizers that run in the I/O shell (the remote engine).
+
+pub mod remote;
