@@ -106,6 +106,12 @@ pub struct RawSpeech {
     /// Worker count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<i64>,
+    /// Model name sent to the remote engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_model: Option<String>,
+    /// File holding the remote engine's API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_api_key_file: Option<String>,
 }
 
 /// `[secure]`.

@@ -17,8 +17,8 @@ use crate::raw::{RawConfig, RawRecorder};
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, Replacement, RetentionDays, RtpCodec,
-    SipUri, SpeechEngine, SrsTimeoutMs, Workers,
+    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays,
+    RtpCodec, SipUri, SpeechEngine, SrsTimeoutMs, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -249,6 +249,17 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             s.workers,
             d.speech.workers,
             Workers::try_from,
+        ),
+        remote_model: c.value(
+            k("speech.remote_model"),
+            s.remote_model,
+            d.speech.remote_model.clone(),
+            |v| RemoteModel::try_from(v.as_str()),
+        ),
+        remote_api_key_file: c.opt(
+            k("speech.remote_api_key_file"),
+            s.remote_api_key_file,
+            nonempty_path,
         ),
     };
     let sec = raw.secure.unwrap_or_default();

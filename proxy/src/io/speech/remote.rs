@@ -19,7 +19,7 @@ use dsp::{MediaTime, SampleRate};
 use serde::Deserialize;
 
 /// Model name sent when none is configured (what OpenAI calls its hosted Whisper).
-pub const DEFAULT_MODEL: &str = "whisper-1";
+pub const DEFAULT_MODEL: &str = config::types::RemoteModel::DEFAULT;
 
 /// Largest response body read; a transcript of a few seconds is a few kB.
 const MAX_RESPONSE_BYTES: u64 = 1 << 20;
@@ -44,6 +44,17 @@ pub enum RemoteError {
     /// A zero timeout would fail every request.
     #[error("the remote recognizer timeout must be above zero")]
     ZeroTimeout,
+    /// `engine = "remote"` without a URL (config validation normally catches it).
+    #[error("speech.remote_url: the remote engine needs a server URL — add remote_url = \"http://HOST:PORT\" to [speech]")]
+    NoUrl,
+    /// The API key file could not be read (its content is never echoed).
+    #[error("speech.remote_api_key_file: cannot read {path}: {kind} — create it with the key on one line, readable by callmask")]
+    ApiKeyFile {
+        /// The configured path.
+        path: String,
+        /// What went wrong.
+        kind: io::ErrorKind,
+    },
 }
 
 /// An OpenAI-compatible transcription server as a [`Recognizer`].
@@ -87,6 +98,22 @@ impl RemoteRecognizer {
             model: DEFAULT_MODEL.to_owned(),
             api_key: None,
         })
+    }
+
+    /// The recognizer `[speech]` describes: URL, model and API key file (read now, once).
+    /// `timeout` bounds each request; the masking look-ahead is a sensible value, since an
+    /// answer arriving later is dropped and its segment muted anyway.
+    pub fn from_config(cfg: &config::SpeechConfig, timeout: Duration) -> Result<Self, RemoteError> {
+        let url = cfg.remote_url.as_ref().ok_or(RemoteError::NoUrl)?;
+        let mut rec = Self::new(url.as_str(), timeout)?.with_model(cfg.remote_model.as_str())?;
+        if let Some(path) = &cfg.remote_api_key_file {
+            let key = std::fs::read_to_string(path).map_err(|e| RemoteError::ApiKeyFile {
+                path: path.display().to_string(),
+                kind: e.kind(),
+            })?;
+            rec = rec.with_api_key(&key)?;
+        }
+        Ok(rec)
     }
 
     /// Ask for another model than [`DEFAULT_MODEL`] (servers name theirs differently).

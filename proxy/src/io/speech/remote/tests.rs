@@ -545,3 +545,65 @@ fn the_boundary_never_occurs_in_the_audio() {
     let n = body.windows(b.len()).filter(|w| *w == b.as_bytes()).count();
     assert_eq!(n, 8, "one delimiter per field plus the closing one");
 }
+
+fn speech_config(url: Option<&str>, key_file: Option<&std::path::Path>) -> config::SpeechConfig {
+    config::SpeechConfig {
+        engine: config::types::SpeechEngine::Remote,
+        remote_url: url.map(|u| config::types::HttpUrl::try_from(u).unwrap()),
+        remote_model: config::types::RemoteModel::try_from("tiny.en").unwrap(),
+        remote_api_key_file: key_file.map(std::path::Path::to_path_buf),
+        ..config::SpeechConfig::default()
+    }
+}
+
+#[test]
+fn from_config_reads_the_key_file_and_model() {
+    let dir = std::env::temp_dir().join(format!(
+        "callmask-remote-key-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    std::fs::write(&key, "sk-from-file\n").unwrap();
+
+    let srv = TestServer::start(vec![Reply::Json(200, WORDS.into())]);
+    let cfg = speech_config(Some(&srv.url()), Some(&key));
+    let mut rec = RemoteRecognizer::from_config(&cfg, Duration::from_secs(5)).unwrap();
+    rec.transcribe(&pcm_ramp(800), SampleRate::NARROWBAND)
+        .unwrap();
+    let req = srv.request();
+    assert_eq!(req.header("authorization"), Some("Bearer sk-from-file"));
+    assert_eq!(req.field("model"), ["tiny.en"]);
+
+    let missing = dir.join("nope");
+    let e = RemoteRecognizer::from_config(
+        &speech_config(Some("http://127.0.0.1:9"), Some(&missing)),
+        Duration::from_secs(1),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        RemoteError::ApiKeyFile {
+            path: missing.display().to_string(),
+            kind: std::io::ErrorKind::NotFound
+        }
+    );
+    assert!(e
+        .to_string()
+        .starts_with("speech.remote_api_key_file: cannot read "));
+    std::fs::write(&key, "not a key\n").unwrap();
+    let e = RemoteRecognizer::from_config(
+        &speech_config(Some("http://127.0.0.1:9"), Some(&key)),
+        Duration::from_secs(1),
+    )
+    .unwrap_err();
+    assert_eq!(e, RemoteError::BadApiKey);
+    assert!(!e.to_string().contains("not a key"));
+    assert_eq!(
+        RemoteRecognizer::from_config(&speech_config(None, None), Duration::from_secs(1))
+            .unwrap_err(),
+        RemoteError::NoUrl
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
