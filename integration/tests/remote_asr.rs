@@ -398,3 +398,83 @@ fn spoken_id_spans(json: &str) -> Vec<(u64, u64)> {
         })
         .collect()
 }
+
+/// `callmask mask --remote-url`: the real binary, the real server, the digits clip as an
+/// 8 kHz WAV; the report's spoken_id spans must cover the digits.
+#[test]
+fn callmask_mask_uses_the_remote_engine() {
+    let Some(srv) = AsrServer::start("callmask_mask_uses_the_remote_engine") else {
+        return;
+    };
+    let dir = TempDir::new("remote-mask");
+    let (input, output, report) = (
+        dir.path().join("in.wav"),
+        dir.path().join("out.wav"),
+        dir.path().join("spans.json"),
+    );
+    let mut pcm = vec![0i16; 4000];
+    pcm.extend(telephone_band(&clip_16k()));
+    pcm.resize(pcm.len() + 16000, 0);
+    std::fs::write(&input, wav_8k(&pcm)).unwrap();
+
+    let out = Command::new(callmask_integration::callmask_bin())
+        .arg("mask")
+        .args([&input, &output])
+        .arg("--report")
+        .arg(&report)
+        .args(["--remote-url", &srv.url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", srv.log_tail());
+    assert!(!stderr.contains("failed in the recognizer"), "{stderr}");
+
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(rep["speech"]["engine"], "remote");
+    assert_eq!(rep["speech"]["errors"], 0);
+    let spans: Vec<(u64, u64)> = rep["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["reason"] == "spoken_id")
+        .map(|s| {
+            let ms = |k: &str| (s[k].as_f64().unwrap() * 8.0) as u64;
+            (ms("start_ms"), ms("end_ms"))
+        })
+        .collect();
+    let cov = voiced_coverage(&voiced_frames(&pcm), &spans);
+    eprintln!(
+        "[remote_asr] callmask mask --remote-url: {} spoken_id spans, {:.0} % of the digits muted",
+        spans.len(),
+        cov * 100.0
+    );
+    assert!(cov >= 0.95, "{:.0} % of the digits muted", cov * 100.0);
+    // The output really is silent there.
+    let masked = wav_pcm(&std::fs::read(&output).unwrap());
+    assert_eq!(masked.len(), pcm.len());
+    let (s, e) = spans[0];
+    assert!(masked[s as usize..e as usize].iter().all(|&x| x.abs() < 64));
+}
+
+/// A mono 8 kHz 16-bit WAV.
+fn wav_8k(pcm: &[i16]) -> Vec<u8> {
+    let data = (pcm.len() * 2) as u32;
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&16000u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data.to_le_bytes());
+    for s in pcm {
+        w.extend_from_slice(&s.to_le_bytes());
+    }
+    w
+}
