@@ -57,7 +57,9 @@ pub enum RemoteError {
     },
 }
 
-/// An OpenAI-compatible transcription server as a [`Recognizer`].
+/// An OpenAI-compatible transcription server as a [`Recognizer`]. Clones share one
+/// connection pool, so a pool of workers can each hold a clone.
+#[derive(Clone)]
 pub struct RemoteRecognizer {
     agent: ureq::Agent,
     endpoint: String,

@@ -607,3 +607,20 @@ fn from_config_reads_the_key_file_and_model() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn clones_share_the_connection_pool() {
+    let srv = TestServer::start(vec![
+        Reply::Json(200, WORDS.into()),
+        Reply::Json(200, WORDS.into()),
+    ]);
+    let mut a = RemoteRecognizer::new(&srv.url(), Duration::from_secs(5)).unwrap();
+    a.transcribe(&pcm_ramp(800), SampleRate::NARROWBAND)
+        .unwrap();
+    let mut b = a.clone();
+    thread::spawn(move || b.transcribe(&pcm_ramp(800), SampleRate::NARROWBAND))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
+}
