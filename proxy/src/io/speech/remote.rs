@@ -159,7 +159,7 @@ impl RemoteRecognizer {
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             // The error body may echo the request or part of a transcript: never read it.
-            tracing::warn!(status, "remote recognizer answered with an error status");
+            tracing::debug!(status, "remote recognizer answered with an error status");
             return Err(map_status(status));
         }
         resp.body_mut()
@@ -319,6 +319,10 @@ fn parse_response(body: &[u8], seg_len: u64) -> Result<Vec<Word>, RecognizerErro
     // serde_json's errors quote no input, but only a fixed message leaves this function.
     let t: Transcription = serde_json::from_slice(body)
         .map_err(|_| RecognizerError::Engine("remote server sent an unreadable response"))?;
+    if t.text.is_none() && t.words.is_none() && t.segments.is_none() {
+        // E.g. `{"error": …}` with status 200: nothing says the segment holds no number.
+        return Err(RecognizerError::Engine("remote server sent no transcript"));
+    }
     let at = |secs: f64| secs_to_samples(secs, seg_len);
 
     let mut words: Vec<Word> = t
@@ -342,20 +346,30 @@ fn parse_response(body: &[u8], seg_len: u64) -> Result<Vec<Word>, RecognizerErro
             })
         })
         .collect();
-    if !words.is_empty() {
-        return Ok(words);
-    }
-    // No word times: spread each segment's tokens over the segment's time.
+    // Segments without a word in their time (servers that give no word times, or drop them
+    // for some segments): their tokens spread evenly over the segment.
+    let aligned = words.len();
+    let mut any_segment_text = false;
     for seg in t.segments.unwrap_or_default() {
+        if seg.text.trim().is_empty() {
+            continue;
+        }
+        any_segment_text = true;
         let (start, end) = ordered(at(seg.start), at(seg.end));
-        spread(&seg.text, start, end, &mut words);
+        let has_word = words[..aligned]
+            .iter()
+            .any(|w| w.start <= end && w.end >= start);
+        if !has_word {
+            spread(&seg.text, start, end, &mut words);
+        }
     }
-    if words.is_empty() {
+    if words.is_empty() && !any_segment_text {
         // Text only (e.g. a server ignoring verbose_json): the whole segment.
         if let Some(text) = &t.text {
             spread(text, MediaTime(0), MediaTime(seg_len), &mut words);
         }
     }
+    words.sort_by_key(|w| w.start);
     Ok(words)
 }
 

@@ -624,3 +624,23 @@ fn clones_share_the_connection_pool() {
         .unwrap();
     assert_eq!(srv.connections.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn segments_the_server_left_without_words_are_spread() {
+    let json = r#"{"text":"x","words":[{"word":"hello","start":0.1,"end":0.3}],
+        "segments":[{"start":0.0,"end":0.4,"text":" hello"},
+                    {"start":0.5,"end":0.9,"text":" 4532 oh"}]}"#;
+    let words = parse_response(json.as_bytes(), 8000).unwrap();
+    assert_eq!(texts(&words), ["hello", "4532", "oh"]);
+    assert_eq!(times(&words), [(800, 2400), (4000, 5600), (5600, 7200)]);
+}
+
+#[test]
+fn an_answer_without_any_transcript_field_is_an_error() {
+    for body in [&br#"{"error":{"message":"4532"}}"#[..], b"{}"] {
+        assert_eq!(
+            parse_response(body, 8000),
+            Err(RecognizerError::Engine("remote server sent no transcript"))
+        );
+    }
+}
