@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use callmask::io::speech::remote::RemoteRecognizer;
@@ -25,12 +26,16 @@ use dsp::SampleRate;
 const DEFAULT_PYTHON: &str = "/var/tmp/callmask-asr/remote-venv/bin/python";
 const CLIP: &str = "/usr/share/pocketsphinx/test/data/tidigits/dhd.2934z.raw";
 
+/// One server at a time: each loads its own model and decodes on the shared cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// The server process, ended by PID on drop.
 struct AsrServer {
     child: Child,
     url: String,
     log: PathBuf,
     _dir: TempDir,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Drop for AsrServer {
@@ -60,6 +65,7 @@ impl AsrServer {
             );
             return None;
         }
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("asr_server/server.py");
         let dir = TempDir::new("remote-asr");
         let log = dir.path().join("server.log");
@@ -78,6 +84,7 @@ impl AsrServer {
             url: String::new(),
             log,
             _dir: dir,
+            _turn: turn,
         };
         // The server prints its address once the model is loaded and the socket bound.
         let url = wait_for(Duration::from_secs(90), || {
