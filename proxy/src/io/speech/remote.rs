@@ -2,7 +2,8 @@
 //! behind [`dsp::spoken::Recognizer`], for deployments whose decoding outgrows one machine.
 //!
 //! Blocking on purpose: the worker pool calls [`Recognizer::transcribe`] from a plain thread,
-//! so a small synchronous client (ureq, one connection pool per recognizer) is all it needs.
+//! so a small synchronous client (ureq, keep-alive connections shared by clones) is all it
+//! needs.
 //! One segment = one request: the PCM as a 16-bit mono WAV in a multipart form, asking for
 //! `verbose_json` with word timestamps. Servers that give segments only (or text only) still
 //! get every token a time inside the segment, spread evenly, so numbers are masked even
@@ -120,13 +121,10 @@ impl RemoteRecognizer {
 
     /// Ask for another model than [`DEFAULT_MODEL`] (servers name theirs differently).
     pub fn with_model(mut self, model: &str) -> Result<Self, RemoteError> {
-        let ok = !model.is_empty()
-            && model.len() <= 128
-            && model.chars().all(|c| !c.is_control() && c != '"');
-        if !ok {
-            return Err(RemoteError::BadModel);
-        }
-        self.model = model.to_owned();
+        // The config's rule, so a name that loads from a file is always sendable.
+        let model =
+            config::types::RemoteModel::try_from(model).map_err(|_| RemoteError::BadModel)?;
+        self.model = model.as_str().to_owned();
         Ok(self)
     }
 
