@@ -309,6 +309,14 @@ impl<K: Copy + Eq + Hash> Src<K> {
         self.sessions.len()
     }
 
+    /// Sessions whose BYE is still unanswered (worth waiting for at shutdown).
+    pub fn closing(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.state == State::Closing)
+            .count()
+    }
+
     // --- internals -----------------------------------------------------------------------
 
     fn branch(s: &mut Session) -> String {
