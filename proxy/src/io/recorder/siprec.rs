@@ -87,7 +87,10 @@ pub(super) struct SiprecSink {
     src: Src<CallRef>,
     /// The socket until [`SiprecSink::activate`] moves it into the runtime.
     std_sock: Option<StdUdpSocket>,
-    sock: Option<Arc<UdpSocket>>,
+    /// A clone for sending: a plain non-blocking `send_to` needs no readiness from the
+    /// runtime (tokio's `try_send_to` reports "would block" until the reactor has polled a
+    /// fresh socket once).
+    send_sock: Option<StdUdpSocket>,
     media_ip: IpAddr,
     fallback: Option<Fallback>,
     calls: HashMap<CallRef, Call>,
@@ -167,8 +170,8 @@ impl SiprecSink {
                 timeout: Duration::from_millis(u64::from(cfg.timeout_ms.get())),
                 timers: Timers::default(),
             }),
+            send_sock: sock.try_clone().ok(),
             std_sock: Some(sock),
-            sock: None,
             media_ip: bind.ip(),
             fallback,
             calls: HashMap::new(),
@@ -180,13 +183,12 @@ impl SiprecSink {
     pub(super) fn activate(&mut self, tx: mpsc::Sender<Datagram>) -> Option<JoinHandle<()>> {
         let std_sock = self.std_sock.take()?;
         let sock = match UdpSocket::from_std(std_sock) {
-            Ok(s) => Arc::new(s),
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "siprec recorder: cannot register its SIP socket");
                 return None;
             }
         };
-        self.sock = Some(sock.clone());
         let index = self.index;
         Some(tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
@@ -350,8 +352,8 @@ impl SiprecSink {
     /// Send what the client wants sent and act on its events.
     fn pump(&mut self) {
         while let Some(t) = self.src.poll_transmit() {
-            if let Some(sock) = &self.sock {
-                if let Err(e) = sock.try_send_to(&t.payload, t.dest) {
+            if let Some(sock) = &self.send_sock {
+                if let Err(e) = sock.send_to(&t.payload, t.dest) {
                     // The transaction retransmits (or times out and fails over).
                     tracing::debug!(dest = %t.dest, error = %e, "siprec recorder: SIP send failed");
                 }
