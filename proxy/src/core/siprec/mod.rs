@@ -291,8 +291,11 @@ impl<K: Copy + Eq + Hash> Src<K> {
         };
         for s in self.sessions.values() {
             for (i, a) in s.attempts.iter().enumerate() {
-                put(a.txn.as_ref().and_then(ClientInvite::poll_timeout));
-                put(a.forget_at);
+                match &a.txn {
+                    // A live transaction wakes us itself; it is forgotten when it ends.
+                    Some(t) if !t.is_terminated() => put(t.poll_timeout()),
+                    _ => put(a.forget_at),
+                }
                 if s.state == State::Inviting && s.current == Some(i) {
                     put(Some(a.deadline));
                 }

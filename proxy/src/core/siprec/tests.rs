@@ -83,6 +83,21 @@ fn reply(req: &SipMessage, code: u16, sdp: Option<&str>) -> Bytes {
     e.finish().expect("edit").as_bytes().clone()
 }
 
+/// Run every timer until nothing is left; each deadline must lie after the instant just
+/// handled (a deadline that does not move would spin the shell's loop).
+fn run_timers_out(c: &mut Src<u64>, from: Instant) {
+    let mut now = from;
+    while let Some(t) = c.poll_timeout() {
+        now = t.max(now);
+        c.handle_timeout(now);
+        sent(c);
+        if let Some(next) = c.poll_timeout() {
+            assert!(next > now, "deadline stuck at {:?}", next - from);
+        }
+        assert!(now < from + Duration::from_secs(120), "timers never stop");
+    }
+}
+
 /// Start call 7 and return the first INVITE.
 fn started(c: &mut Src<u64>, now: Instant) -> SipMessage {
     c.start(7, "tok".into(), [4000, 4002], info(), now);
@@ -251,6 +266,11 @@ fn proceeding_srs_that_times_out_is_cancelled_and_its_487_acked() {
     assert_eq!(method(&out[0].1), "ACK");
     assert_eq!(out[0].0, addr(SRS0));
     assert_eq!(out[0].1.cseq().expect("cseq").seq, 1);
+    // The cancelled attempt lingers (timer D) without spinning; then all is forgotten.
+    c.end(7, now);
+    sent(&mut c);
+    run_timers_out(&mut c, now);
+    assert_eq!(c.sessions(), 0);
 }
 
 #[test]
@@ -288,13 +308,7 @@ fn server_error_fails_over_at_once_and_all_failing_asks_for_the_fallback() {
     assert_eq!(method(&sent(&mut c)[0].1), "ACK");
     // After the call ends and the linger timers run out, nothing is left.
     c.end(7, t0);
-    let mut now = t0;
-    while let Some(t) = c.poll_timeout() {
-        now = t.max(now);
-        c.handle_timeout(now);
-        sent(&mut c);
-        assert!(now < t0 + Duration::from_secs(120), "timers never stop");
-    }
+    run_timers_out(&mut c, t0);
     assert_eq!(c.sessions(), 0);
     assert!(events(&mut c).is_empty());
 }

@@ -235,8 +235,18 @@ impl Recorders {
         let has_sip = !readers.is_empty();
         let mut calls: HashMap<CallRef, CallRec> = HashMap::new();
         let mut finishing: Vec<JoinHandle<()>> = Vec::new();
+        // One timer for the SIPREC deadlines, re-armed only when the deadline moves.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let deadline = self.siprec_deadline();
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(ev) => self.handle_tap(ev, &mut calls, &mut finishing),
@@ -247,7 +257,8 @@ impl Recorders {
                         s.handle_datagram(bytes, from, Instant::now());
                     }
                 }
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     let now = Instant::now();
                     for s in &mut self.siprec {
                         s.handle_timeout(now);

@@ -84,7 +84,14 @@ struct Call {
 /// One configured `siprec` sink.
 pub(super) struct SiprecSink {
     index: usize,
-    src: Src<CallRef>,
+    /// Keyed by a session number, not the call: a session may linger (absorbing late
+    /// answers) after its call ended, and must never swallow a new start of the same call.
+    src: Src<u64>,
+    sessions: HashMap<u64, CallRef>,
+    session_of: HashMap<CallRef, u64>,
+    next_session: u64,
+    /// `src.poll_timeout()` as of the last mutation (asking costs a walk over the sessions).
+    deadline: Option<Instant>,
     /// The socket until [`SiprecSink::activate`] moves it into the runtime.
     std_sock: Option<StdUdpSocket>,
     /// A clone for sending: a plain non-blocking `send_to` needs no readiness from the
@@ -165,6 +172,10 @@ impl SiprecSink {
         );
         Some(SiprecSink {
             index,
+            sessions: HashMap::new(),
+            session_of: HashMap::new(),
+            next_session: 0,
+            deadline: None,
             src: Src::new(SrcConfig {
                 targets,
                 timeout: Duration::from_millis(u64::from(cfg.timeout_ms.get())),
@@ -209,7 +220,7 @@ impl SiprecSink {
 
     /// When [`SiprecSink::handle_timeout`] must run.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        self.src.poll_timeout()
+        self.deadline
     }
 
     /// Sessions whose BYE is unanswered.
@@ -262,7 +273,11 @@ impl SiprecSink {
                 send_error_logged: false,
             },
         );
-        self.src.start(call, token, ports, info, Instant::now());
+        self.next_session += 1;
+        let key = self.next_session;
+        self.sessions.insert(key, call);
+        self.session_of.insert(call, key);
+        self.src.start(key, token, ports, info, Instant::now());
         self.pump();
     }
 
@@ -304,8 +319,11 @@ impl SiprecSink {
     /// The call ended: BYE the SRS (or give up the attempt in progress; its audio then goes
     /// to the fallback file) and make a fallback file final with `sidecar`.
     pub(super) fn end(&mut self, call: CallRef, sidecar: &[u8]) -> Option<JoinHandle<()>> {
-        self.src.end(call, Instant::now());
-        self.pump();
+        if let Some(key) = self.session_of.remove(&call) {
+            self.sessions.remove(&key);
+            self.src.end(key, Instant::now());
+            self.pump();
+        }
         let mut c = self.calls.remove(&call)?;
         self.metrics.recorder_session_closed(SinkKind::Siprec);
         if matches!(c.media, Media::Pending { .. }) {
@@ -359,9 +377,12 @@ impl SiprecSink {
                 }
             }
         }
-        while let Some((call, ev)) = self.src.poll_event() {
-            self.on_event(call, ev);
+        while let Some((key, ev)) = self.src.poll_event() {
+            if let Some(&call) = self.sessions.get(&key) {
+                self.on_event(call, ev);
+            }
         }
+        self.deadline = self.src.poll_timeout();
     }
 
     fn on_event(&mut self, call: CallRef, ev: SrcEvent) {
