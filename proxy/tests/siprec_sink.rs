@@ -256,3 +256,37 @@ async fn a_bye_from_the_srs_stops_the_stream_and_is_counted() {
         "audio sent after the SRS's BYE"
     );
 }
+
+#[tokio::test]
+async fn a_call_without_audio_opens_no_session() {
+    let srs = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    srs.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let dir = tmpdir("no-audio");
+    let (tx, task, metrics) = start(&siprec(
+        srs.local_addr().expect("addr"),
+        Some(&dir),
+        Vec::new(),
+    ));
+    tx.send(TapEvent::Start {
+        call: CallRef(3),
+        caller_side: Side::Pbx,
+        meta: Default::default(),
+    })
+    .await
+    .expect("alive");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tx.send(TapEvent::End { call: CallRef(3) })
+        .await
+        .expect("alive");
+    drop(tx);
+    task.await.expect("recorder");
+    let mut buf = [0u8; 4096];
+    assert!(
+        srs.recv(&mut buf).is_err(),
+        "an INVITE for a call without audio"
+    );
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+    assert_eq!(counter(&metrics, "callmask_siprec_failovers_total"), 0.0);
+    let _ = std::fs::remove_dir_all(dir);
+}

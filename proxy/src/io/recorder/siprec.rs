@@ -4,8 +4,9 @@
 //! sent as silence, gaps filled).
 //!
 //! Per call:
-//! - At the call's start two RTP sockets are bound (their ports go into the SDP offer) and
-//!   the first SRS is INVITEd. Until an SRS accepts, the sanitized audio is held in memory
+//! - With the call's first audio (answer or early media; a call without audio opens no
+//!   session) two RTP sockets are bound (their ports go into the SDP offer) and the first SRS
+//!   is INVITEd. Until an SRS accepts, the sanitized audio is held in memory
 //!   (at most [`MAX_PENDING`] samples, ~10 s per direction; older audio beyond that is
 //!   dropped and counted in `callmask_recorder_queue_dropped_frames_total{sink="siprec"}`).
 //!   Once accepted, the held audio is sent first (a burst; timestamps keep it in place), then
@@ -75,6 +76,8 @@ enum Media {
 
 struct Call {
     name: String,
+    /// Set until the call's first audio opens the recording session.
+    info: Option<RecordingInfo>,
     /// RTP sockets whose ports the offer names, until the SRS accepts.
     socks: Option<[StdUdpSocket; 2]>,
     media: Media,
@@ -240,32 +243,17 @@ impl SiprecSink {
         self.pump();
     }
 
-    /// A call starts: open its RTP sockets and INVITE the first SRS.
+    /// A call starts. The recording session opens with its first audio (the call was
+    /// answered, or has early media): a call that never carries audio (cancelled, rejected)
+    /// costs the SRS nothing.
     pub(super) fn start(&mut self, call: CallRef, name: String, info: RecordingInfo) {
         self.metrics.recorder_session_opened(SinkKind::Siprec);
-        let socks = match (bind_rtp(self.media_ip), bind_rtp(self.media_ip)) {
-            (Ok(a), Ok(b)) => [a, b],
-            (Err(e), _) | (_, Err(e)) => {
-                self.metrics.recorder_error(SinkKind::Siprec);
-                tracing::error!(call = call.0, error = %e, "siprec recorder: cannot open RTP sockets; trying the fallback");
-                let mut c = Call {
-                    name,
-                    socks: None,
-                    media: Media::Off,
-                    send_error_logged: false,
-                };
-                self.start_fallback(call, &mut c);
-                self.calls.insert(call, c);
-                return;
-            }
-        };
-        let ports = [port_of(&socks[0]), port_of(&socks[1])];
-        let token = format!("{:016x}", rand::random::<u64>());
         self.calls.insert(
             call,
             Call {
                 name,
-                socks: Some(socks),
+                info: Some(info),
+                socks: None,
                 media: Media::Pending {
                     held: VecDeque::new(),
                     samples: 0,
@@ -273,6 +261,31 @@ impl SiprecSink {
                 send_error_logged: false,
             },
         );
+    }
+
+    /// The call's first audio: open its RTP sockets and INVITE the first SRS.
+    fn open(&mut self, call: CallRef) {
+        let Some(mut c) = self.calls.remove(&call) else {
+            return;
+        };
+        let Some(info) = c.info.take() else {
+            self.calls.insert(call, c);
+            return;
+        };
+        let socks = match (bind_rtp(self.media_ip), bind_rtp(self.media_ip)) {
+            (Ok(a), Ok(b)) => [a, b],
+            (Err(e), _) | (_, Err(e)) => {
+                self.metrics.recorder_error(SinkKind::Siprec);
+                tracing::error!(call = call.0, error = %e, "siprec recorder: cannot open RTP sockets; trying the fallback");
+                self.start_fallback(call, &mut c);
+                self.calls.insert(call, c);
+                return;
+            }
+        };
+        let ports = [port_of(&socks[0]), port_of(&socks[1])];
+        let token = format!("{:016x}", rand::random::<u64>());
+        c.socks = Some(socks);
+        self.calls.insert(call, c);
         self.next_session += 1;
         let key = self.next_session;
         self.sessions.insert(key, call);
@@ -283,6 +296,9 @@ impl SiprecSink {
 
     /// Sanitized audio of channel `ch` (0 caller, 1 agent) at output position `at`.
     pub(super) fn frame(&mut self, call: CallRef, ch: usize, at: u64, samples: &[i16]) {
+        if self.calls.get(&call).is_some_and(|c| c.info.is_some()) {
+            self.open(call);
+        }
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -326,6 +342,10 @@ impl SiprecSink {
         }
         let mut c = self.calls.remove(&call)?;
         self.metrics.recorder_session_closed(SinkKind::Siprec);
+        if c.info.is_some() {
+            // No audio ever came: no session was opened, there is nothing to record.
+            return None;
+        }
         if matches!(c.media, Media::Pending { .. }) {
             tracing::warn!(
                 call = call.0,
