@@ -225,6 +225,54 @@ mod tests {
         assert!(!s.contains("telephone-event"));
     }
 
+    /// Elements nest and close properly (a tiny well-formedness check: tags balance, every
+    /// attribute value is quoted, no bare `&` or `<` in text).
+    fn well_formed(x: &str) {
+        let body = x.split_once("?>").map_or(x, |(_, b)| b);
+        let mut stack: Vec<&str> = Vec::new();
+        let mut rest = body;
+        while let Some(i) = rest.find('<') {
+            let text = &rest[..i];
+            assert!(!text.contains('>'), "stray > in {text:?}");
+            for (j, _) in text.match_indices('&') {
+                let ent = &text[j..];
+                assert!(
+                    ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
+                        .iter()
+                        .any(|e| ent.starts_with(e)),
+                    "bare & in {text:?}"
+                );
+            }
+            let end = rest[i..].find('>').expect("tag closes") + i;
+            let tag = &rest[i + 1..end];
+            if let Some(name) = tag.strip_prefix('/') {
+                assert_eq!(stack.pop(), Some(name), "mismatched </{name}>");
+            } else if !tag.ends_with('/') {
+                let name = tag.split_whitespace().next().expect("tag name");
+                assert_eq!(
+                    tag.matches('"').count() % 2,
+                    0,
+                    "unquoted attribute in <{tag}>"
+                );
+                stack.push(name);
+            }
+            rest = &rest[end + 1..];
+        }
+        assert!(stack.is_empty(), "unclosed {stack:?}");
+    }
+
+    #[test]
+    fn metadata_is_well_formed_even_with_markup_in_names() {
+        for who in ["h:0123456789ab", "<b>&\"'", "sip:+1555@example.com", ""] {
+            let info = RecordingInfo {
+                caller: who.into(),
+                callee: who.into(),
+                start_unix_ms: 1,
+            };
+            well_formed(&metadata_xml("t", &info));
+        }
+    }
+
     #[test]
     fn metadata_maps_participants_to_streams_and_escapes() {
         let info = RecordingInfo {
