@@ -102,7 +102,7 @@ fn siprec_fails_over_to_the_second_srs_and_sends_sanitized_streams() {
     ];
     let cm = Callmask::start_with(CallmaskOpts {
         sets: vec![
-            siprec_set(&srs_list, 500, fallback.path()),
+            siprec_set(&srs_list, 1000, fallback.path()),
             "masking.speech=false".into(),
         ],
         ..CallmaskOpts::default()
@@ -113,12 +113,13 @@ fn siprec_fails_over_to_the_second_srs_and_sends_sanitized_streams() {
         .timeout_s(40)
         .spawn();
 
-    // 4 s of caller audio, keys "5" and "9" pressed at 1.5 s (after the failover, ~0.5 s).
-    let (frames, sent) = synth_call_with_dtmf(4000, 1500, "59");
+    // 4 s of caller audio, keys "5", "9", "1" pressed at 0.6, 0.85 and 1.1 s: the first two
+    // while the dead SRS is still being tried (held audio), the last after the failover.
+    let (frames, sent) = synth_call_with_dtmf(4000, 600, "591");
     assert_eq!(
         dtmf_digit_count(&sent),
-        2,
-        "the test call must carry 2 DTMF digits"
+        3,
+        "the test call must carry 3 DTMF digits"
     );
     play_call(&cm, &frames, 5000);
 
@@ -197,8 +198,8 @@ fn siprec_fails_over_to_the_second_srs_and_sends_sanitized_streams() {
         at_dead.len()
     );
     assert!(
-        (180..=1200).contains(&silent_ms),
-        "{silent_ms} ms of the caller stream silent; the two 100 ms key presses should be \
+        (270..=1200).contains(&silent_ms),
+        "{silent_ms} ms of the caller stream silent; the three 100 ms key presses should be \
          muted, the voice kept"
     );
     assert!(
