@@ -148,9 +148,10 @@ async fn every_srs_dead_gives_an_encrypted_fallback_with_the_held_audio() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A minimal SRS: answers the INVITE with 200 (media to `media`), takes the ACK, then ends
-/// the session with a BYE. Returns the BYE's response status line.
-fn srs_that_hangs_up(sock: UdpSocket, media: u16) -> std::thread::JoinHandle<String> {
+/// A minimal SRS: answers the INVITE with 200 (media to `media`), takes the ACK, then (with
+/// `hang_up`) ends the session with a BYE and returns the BYE's response status line, or
+/// waits for callmask's BYE, answers it and returns its request line.
+fn minimal_srs(sock: UdpSocket, media: u16, hang_up: bool) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         sock.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
@@ -190,6 +191,25 @@ fn srs_that_hangs_up(sock: UdpSocket, media: u16) -> std::thread::JoinHandle<Str
         sock.send_to(ok.as_bytes(), from).expect("200");
         let (n, _) = sock.recv_from(&mut buf).expect("ACK");
         assert!(buf[..n].starts_with(b"ACK "));
+        if !hang_up {
+            let (n, from) = sock.recv_from(&mut buf).expect("BYE from callmask");
+            let bye = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let copy: Vec<&str> = bye
+                .lines()
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    ["via:", "from:", "to:", "call-id:", "cseq:"]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                })
+                .collect();
+            let ok = format!(
+                "SIP/2.0 200 OK\r\n{}\r\nContent-Length: 0\r\n\r\n",
+                copy.join("\r\n")
+            );
+            sock.send_to(ok.as_bytes(), from).expect("200");
+            return bye.lines().next().unwrap_or_default().to_owned();
+        }
         std::thread::sleep(Duration::from_millis(300));
         let bye = format!(
             "BYE sip:callmask@{from} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKsrsbye\r\n\
@@ -216,7 +236,7 @@ async fn a_bye_from_the_srs_stops_the_stream_and_is_counted() {
     media
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let srs = srs_that_hangs_up(srs, media.local_addr().expect("addr").port());
+    let srs = minimal_srs(srs, media.local_addr().expect("addr").port(), true);
     let (tx, task, metrics) = start(&siprec(srs_addr, None, Vec::new()));
     tx.send(TapEvent::Start {
         call: CallRef(2),
@@ -289,4 +309,33 @@ async fn a_call_without_audio_opens_no_session() {
     assert!(files(&dir).is_empty(), "{:?}", files(&dir));
     assert_eq!(counter(&metrics, "callmask_siprec_failovers_total"), 0.0);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn shutdown_byes_an_established_session() {
+    let srs = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let srs_addr = srs.local_addr().expect("addr");
+    let media = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let srs = minimal_srs(srs, media.local_addr().expect("addr").port(), false);
+    let (tx, task, metrics) = start(&siprec(srs_addr, None, Vec::new()));
+    tx.send(TapEvent::Start {
+        call: CallRef(4),
+        caller_side: Side::Pbx,
+        meta: Default::default(),
+    })
+    .await
+    .expect("alive");
+    talk(&tx, 4, 0, 200).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        counter(&metrics, "callmask_siprec_sessions_established_total"),
+        1.0
+    );
+    // The process stops with the call still up: the tap closes without an End.
+    drop(tx);
+    task.await.expect("recorder");
+    let line = tokio::task::spawn_blocking(move || srs.join().expect("srs"))
+        .await
+        .expect("join");
+    assert!(line.starts_with("BYE sip:srs@"), "{line}");
 }
