@@ -417,12 +417,16 @@ impl SiprecSink {
                     srs,
                     "siprec recorder: SRS accepted the session"
                 );
-                if let (Some(socks), Media::Pending { held, .. }) =
-                    (c.socks.take(), std::mem::replace(&mut c.media, Media::Off))
-                {
-                    let enabled = [dests[0].is_some(), dests[1].is_some()];
-                    let any = dests[0].or(dests[1]);
-                    if let Some(any) = any {
+                // The core reports a usable answer only (at least one stream) and only while
+                // the call's audio is held; anything else leaves the call as it is.
+                let any = dests[0].or(dests[1]);
+                if let (true, Some(any)) = (matches!(c.media, Media::Pending { .. }), any) {
+                    if let Some(socks) = c.socks.take() {
+                        let held = match std::mem::replace(&mut c.media, Media::Off) {
+                            Media::Pending { held, .. } => held,
+                            _ => VecDeque::new(),
+                        };
+                        let enabled = [dests[0].is_some(), dests[1].is_some()];
                         let d = [dests[0].unwrap_or(any), dests[1].unwrap_or(any)];
                         let mut rtp = rtp::RtpCall::with_sockets(socks, d);
                         for (ch, at, s) in held {
