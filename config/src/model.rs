@@ -228,6 +228,16 @@ pub struct SiprecRecorder {
     pub timeout_ms: SrsTimeoutMs,
     /// Where WAV files go when every SRS fails; `None`: the call is not recorded (and counted).
     pub fallback_dir: Option<PathBuf>,
+    /// age recipients for the fallback files (as the `wav` sink's `encrypt_to`).
+    pub encrypt_to: Vec<AgeRecipient>,
+    /// Local address of the client's SIP (UDP) socket; its IP also binds the RTP sockets.
+    /// Default `0.0.0.0:0` (any interface, a port from the OS).
+    pub bind: ListenAddr,
+}
+
+/// Default of `[[recorder]] kind = "siprec"` `bind`.
+pub fn default_siprec_bind() -> ListenAddr {
+    any_v4(0)
 }
 
 /// How the HTTP API authenticates callers (`/healthz` and `/readyz` are always open).
@@ -495,6 +505,8 @@ fn recorder_to_raw(r: &RecorderConfig) -> RawRecorder {
             raw.srs = Some(s.srs.iter().map(|u| u.to_string()).collect());
             raw.timeout_ms = Some(i64::from(s.timeout_ms.get()));
             raw.fallback_dir = s.fallback_dir.as_deref().map(path_str);
+            raw.encrypt_to = Some(s.encrypt_to.iter().map(|a| a.to_string()).collect());
+            raw.bind = Some(s.bind.to_string());
         }
     }
     raw

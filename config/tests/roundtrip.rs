@@ -103,13 +103,16 @@ fn recorder() -> impl Strategy<Value = RecorderConfig> {
                 1..3
             ),
             bounded::<SrsTimeoutMs>(100, 60_000),
-            proptest::option::of(path())
+            proptest::option::of(path()),
+            listen(0..512)
         )
-            .prop_map(|(srs, timeout_ms, fallback_dir)| {
+            .prop_map(|(srs, timeout_ms, fallback_dir, bind)| {
                 RecorderConfig::Siprec(SiprecRecorder {
                     srs,
                     timeout_ms,
                     fallback_dir,
+                    encrypt_to: Vec::new(),
+                    bind,
                 })
             }),
     ]

@@ -702,6 +702,10 @@ pub struct Metrics {
     recorder_disk_full: IntGauge,
     recorder_retention_deleted: IntCounter,
     siprec_failovers: IntCounter,
+    siprec_established: IntCounter,
+    siprec_failed: IntCounter,
+    siprec_fallbacks: IntCounter,
+    siprec_srs_byes: IntCounter,
     recognizer_rtf: Gauge,
     recognizer_backlog: Gauge,
     registrations_active: IntGauge,
@@ -901,6 +905,26 @@ impl Metrics {
             "callmask_siprec_failovers_total",
             "SIPREC sessions moved to the next SRS (timeout or 5xx), or to the local fallback.",
         )?;
+        let siprec_established = int_counter(
+            r,
+            "callmask_siprec_sessions_established_total",
+            "SIPREC recording sessions an SRS accepted.",
+        )?;
+        let siprec_failed = int_counter(
+            r,
+            "callmask_siprec_sessions_failed_total",
+            "SIPREC recording sessions that every configured SRS failed.",
+        )?;
+        let siprec_fallbacks = int_counter(
+            r,
+            "callmask_siprec_fallback_recordings_total",
+            "Calls of a SIPREC sink recorded to its local fallback directory instead.",
+        )?;
+        let siprec_srs_byes = int_counter(
+            r,
+            "callmask_siprec_srs_byes_total",
+            "SIPREC sessions the SRS ended (BYE) before the call ended.",
+        )?;
         let recognizer_rtf = gauge(
             r,
             "callmask_recognizer_real_time_factor",
@@ -966,6 +990,10 @@ impl Metrics {
             recorder_disk_full,
             recorder_retention_deleted,
             siprec_failovers,
+            siprec_established,
+            siprec_failed,
+            siprec_fallbacks,
+            siprec_srs_byes,
             recognizer_rtf,
             recognizer_backlog,
             registrations_active,
@@ -1126,6 +1154,26 @@ impl Metrics {
     /// A SIPREC session failed over.
     pub fn siprec_failover(&self) {
         self.siprec_failovers.inc();
+    }
+
+    /// An SRS accepted a recording session.
+    pub fn siprec_established(&self) {
+        self.siprec_established.inc();
+    }
+
+    /// Every SRS failed for a recording session.
+    pub fn siprec_failed(&self) {
+        self.siprec_failed.inc();
+    }
+
+    /// A SIPREC sink recorded a call to its fallback directory.
+    pub fn siprec_fallback(&self) {
+        self.siprec_fallbacks.inc();
+    }
+
+    /// An SRS ended a recording session early.
+    pub fn siprec_srs_bye(&self) {
+        self.siprec_srs_byes.inc();
     }
 
     // --- recognizer, registrations, config, http ---------------------------------------
