@@ -1,13 +1,24 @@
 //! The SIP routing core: what callmask does with each message between the PBX side and the
 //! agents side, and which media it anchors. Sans-IO.
 //!
-//! callmask is a record-routing proxy that rewrites SDP (the Kamailio + rtpengine pair in one
-//! place). A request that arrives on one side leaves on the other, toward that side's peer
-//! (trunk mode). Each forwarded request gets a Via whose branch is derived from the incoming
-//! branch, so retransmissions, CANCEL and the ACK of a non-2xx response map to the same
-//! downstream transaction without per-transaction timers (RFC 3261 §16.11); the response
-//! path is remembered per branch so responses return to the address the request really came
-//! from (NAT-safe), with the Via as fallback.
+//! callmask is a transaction-stateful, record-routing proxy that rewrites SDP (the Kamailio +
+//! rtpengine pair in one place). A request that arrives on one side leaves on the other,
+//! toward that side's peer (trunk mode). Each request gets a server transaction and each
+//! forwarded request a client transaction (RFC 3261 §16, §17; see [`txn`]):
+//!
+//! - INVITE: 100 Trying at once; retransmissions absorbed and answered with the latest
+//!   response; the proxy retransmits downstream itself on UDP (timers A/E) and answers 408
+//!   upstream when the next hop never answers (timers B/F, §16.8); timer C bounds a ringing
+//!   INVITE (CANCEL downstream, then 408).
+//! - Non-2xx finals are ACKed hop by hop (the client transaction ACKs downstream, the server
+//!   transaction absorbs the upstream ACK); their retransmissions are absorbed. A 2xx and its
+//!   ACK pass end to end (§16.7 step 10, §16.11).
+//! - CANCEL is answered 200 by callmask and forwarded to the pending client transaction; the
+//!   487 comes back through the INVITE's transactions (§16.10).
+//!
+//! The downstream branch is still derived from the incoming one, so a stateless fallback
+//! (CANCEL or 2xx with no transaction) keeps landing in the right place. Responses return to
+//! the address the request really came from (NAT-safe), with the Via as fallback.
 //!
 //! Every SDP that crosses is anchored: its `c=`/`m=` point at callmask's ports on the side it
 //! is sent to, and the sender's own address becomes the remote of that side's leg. The core
@@ -15,7 +26,8 @@
 //!
 //! Calling rules: feed each datagram with [`ProxyCore::handle_datagram`] (with `now`), then
 //! drain [`ProxyCore::poll_transmit`] and [`ProxyCore::poll_event`]; call
-//! [`ProxyCore::handle_timeout`] when [`ProxyCore::poll_timeout`] is due.
+//! [`ProxyCore::handle_timeout`] when [`ProxyCore::poll_timeout`] is due (it moves after
+//! every `handle_*`: ask again each time).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -28,15 +40,19 @@ use bytes::Bytes;
 use super::ports::{PortAllocator, PortPair};
 use super::registrar::Registrar;
 use super::sdp::{anchor, Codec, LocalAnchor, OriginState, Sdp};
+use super::sip::txn::{build_cancel, Timers, TransactionKey, TxnEvent};
 use super::sip::{
     build_response, parse_datagram, reject_request, reject_unparsed, Frame, Limits, MaxForwards,
     Method, RejectReason, SipMessage, StatusCode, Via, MAGIC_COOKIE,
 };
+use txn::{AckMatch, CancelState, ClientEntry, ClientTxn, Hop, ServerEntry, Txns};
 
 /// Prefix of every branch callmask writes, so its own Via is recognisable.
 const BRANCH_PREFIX: &str = "z9hG4bKcm";
-/// How long the response path of a forwarded request is remembered (64·T1, RFC 3261 §17).
+/// How long a finished call's Call-ID is remembered against late INVITE copies (64·T1).
 const PATH_TTL: Duration = Duration::from_secs(32);
+/// Timer C (RFC 3261 §16.6 step 11: more than 3 minutes), restarted by each provisional.
+const TIMER_C: Duration = Duration::from_secs(181);
 /// An INVITE that never gets a final response is given up after this long.
 const EARLY_CALL_TTL: Duration = Duration::from_secs(300);
 /// A BYE that never gets a response ends the call after this long (64·T1).
@@ -282,6 +298,16 @@ pub enum ProxyEvent {
         /// Closed label.
         reason: &'static str,
     },
+    /// A forwarded request got no final response in time (timer B, F or C): callmask
+    /// answered 408 upstream (RFC 3261 §16.8).
+    TransactionTimedOut {
+        /// The side the request was sent to.
+        side: Side,
+        /// Its method (closed label).
+        method: &'static str,
+        /// Time since it was first sent.
+        elapsed: Duration,
+    },
     /// SIP INFO carried a DTMF key (`application/dtmf-relay` or `application/dtmf`). The key
     /// itself is never exposed.
     InfoDtmf {
@@ -320,15 +346,6 @@ struct Call {
     agents_addr: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone)]
-struct ResponsePath {
-    side: Side,
-    transport: SipTransport,
-    dest: SocketAddr,
-    expires: Instant,
-    register: Option<PendingRegister>,
-}
-
 /// What a forwarded REGISTER asked for, to apply when the PBX answers.
 #[derive(Debug, Clone)]
 struct PendingRegister {
@@ -344,7 +361,8 @@ pub struct ProxyCore {
     config: ProxyConfig,
     ports: PortAllocator,
     calls: HashMap<Bytes, Call>,
-    paths: HashMap<(Bytes, bool), ResponsePath>,
+    /// Server and client transactions with their timer queue.
+    txns: Txns,
     /// Call-IDs of calls that ended recently: a late copy of their INVITE must not start a
     /// new call (kept for 64·T1, the INVITE transaction's lifetime).
     ended: HashMap<Bytes, Instant>,
@@ -363,7 +381,7 @@ impl ProxyCore {
             config,
             ports,
             calls: HashMap::new(),
-            paths: HashMap::new(),
+            txns: Txns::new(Timers::default()),
             ended: HashMap::new(),
             registrar: Registrar::new(),
             next_call: 1,
@@ -371,6 +389,16 @@ impl ProxyCore {
             events: VecDeque::new(),
             arrival: SipTransport::Udp,
         }
+    }
+
+    /// Use other §17 timer values (T1, T2, T4); tests shorten or check them.
+    pub fn set_timers(&mut self, timers: Timers) {
+        self.txns.timers = timers;
+    }
+
+    /// Live transactions (server and client, lingering ones included).
+    pub fn transactions(&self) -> usize {
+        self.txns.len()
     }
 
     /// Calls currently known.
@@ -401,11 +429,11 @@ impl ProxyCore {
     /// When [`ProxyCore::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let calls = self.calls.values().map(|c| c.deadline).min();
-        let paths = self.paths.values().map(|p| p.expires).min();
+        let txns = self.txns.poll_timeout();
         let ports = self.ports.poll_timeout();
         let regs = self.registrar.poll_timeout();
         let ended = self.ended.values().min().copied();
-        [calls, paths, ports, regs, ended]
+        [calls, txns, ports, regs, ended]
             .into_iter()
             .flatten()
             .min()
@@ -413,7 +441,13 @@ impl ProxyCore {
 
     /// Expire what is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.paths.retain(|_, p| p.expires > now);
+        while let Some(due) = self.txns.pop_due(now) {
+            if due.client {
+                self.fire_client(&due.key, now);
+            } else {
+                self.fire_server(&due.key, now);
+            }
+        }
         self.ended.retain(|_, t| *t > now);
         self.ports.release_due(now);
         self.registrar.handle_timeout(now);
@@ -517,14 +551,56 @@ impl ProxyCore {
         });
     }
 
-    fn reject(&mut self, side: Side, src: SocketAddr, req: &SipMessage, reason: RejectReason) {
+    /// Answer `req`'s sender with `resp`: through the server transaction `server` while it
+    /// can take a response (it then answers retransmissions and absorbs the ACK of a non-2xx),
+    /// else statelessly.
+    fn answer(
+        &mut self,
+        server: Option<&TransactionKey>,
+        side: Side,
+        src: SocketAddr,
+        resp: SipMessage,
+        now: Instant,
+    ) {
+        if let Some(key) = server {
+            if let Some(e) = self.txns.servers.get_mut(key) {
+                if e.awaiting_final() {
+                    let timers = self.txns.timers;
+                    e.respond(resp, &timers, now, &mut self.transmits);
+                    self.txns.resched_server(key);
+                    return;
+                }
+            }
+        }
+        self.send(side, src, resp.as_bytes().clone());
+    }
+
+    fn reject(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        req: &SipMessage,
+        reason: RejectReason,
+        server: Option<&TransactionKey>,
+        now: Instant,
+    ) {
         self.events.push_back(ProxyEvent::Rejected { side, reason });
         if let Some(resp) = reject_request(req, reason) {
-            self.send(side, src, resp.as_bytes().clone());
+            self.answer(server, side, src, resp, now);
         }
     }
 
-    fn respond(&mut self, side: Side, src: SocketAddr, req: &SipMessage, code: u16, phrase: &str) {
+    #[allow(clippy::too_many_arguments)] // the request, its answer and where it goes
+    fn respond(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        req: &SipMessage,
+        code: u16,
+        phrase: &str,
+        server: Option<&TransactionKey>,
+        now: Instant,
+    ) {
         if req.method() == Some(&Method::Ack) {
             return;
         }
@@ -532,7 +608,7 @@ impl ProxyCore {
             return;
         };
         if let Ok(resp) = build_response(req, status, phrase) {
-            self.send(side, src, resp.as_bytes().clone());
+            self.answer(server, side, src, resp, now);
         }
     }
 
@@ -546,9 +622,58 @@ impl ProxyCore {
         });
         let (Ok(top_via), Ok(call_id), Ok(_cseq)) = (msg.top_via(), msg.call_id(), msg.cseq())
         else {
-            self.reject(side, src, &msg, RejectReason::MissingHeader);
+            self.reject(side, src, &msg, RejectReason::MissingHeader, None, now);
             return;
         };
+        let Ok(key) = TransactionKey::for_request(&msg) else {
+            self.reject(side, src, &msg, RejectReason::MissingHeader, None, now);
+            return;
+        };
+        // §17.2.3: a retransmission, or the ACK of a non-2xx callmask sent, belongs to a
+        // server transaction and goes no further.
+        if method == Method::Ack {
+            match self.txns.servers.get_mut(&key).map(|e| e.handle_ack(now)) {
+                Some(AckMatch::Absorbed) => {
+                    self.txns.resched_server(&key);
+                    return;
+                }
+                Some(AckMatch::Drop) => return,
+                Some(AckMatch::Forward) | None => {}
+            }
+        } else if let Some(e) = self.txns.servers.get_mut(&key) {
+            e.handle_retransmission(&mut self.transmits);
+            self.txns.resched_server(&key);
+            return;
+        }
+        if method == Method::Cancel && self.cancel(side, src, &msg, &key, &call_id, now) {
+            return;
+        }
+        let to_tag = msg.to().ok().and_then(|t| t.tag().cloned());
+        let is_initial_invite = method == Method::Invite && to_tag.is_none();
+        if is_initial_invite && self.ended.contains_key(&call_id) {
+            // A late network copy of a finished call's INVITE: its transaction is over.
+            self.events.push_back(ProxyEvent::Dropped {
+                side,
+                reason: "stale_invite",
+            });
+            return;
+        }
+        // Every request but ACK (end to end) and a CANCEL that matched nothing (forwarded
+        // statelessly, §16.10) gets a server transaction; rejects go through it too.
+        let server = if matches!(method, Method::Ack | Method::Cancel) {
+            None
+        } else {
+            let up = Hop {
+                side,
+                transport: self.arrival,
+                dest: src,
+            };
+            let entry = ServerEntry::new(msg.clone(), up, self.txns.timers, now);
+            self.txns.servers.insert(key.clone(), entry);
+            Some(key)
+        };
+        let server = server.as_ref();
+
         let out = side.other();
         let branch = self.branch_for(side, &top_via, &msg);
         // Loop detection (RFC 3261 §16.3 step 4): our own branch for this request is already
@@ -558,24 +683,23 @@ impl ProxyCore {
                 .iter()
                 .any(|v| v.branch().is_some_and(|b| b.as_ref() == branch.as_bytes()))
             {
-                self.reject(side, src, &msg, RejectReason::LoopDetected);
+                self.reject(side, src, &msg, RejectReason::LoopDetected, server, now);
                 return;
             }
         }
         // Max-Forwards (§16.3 step 3 / §16.6 step 3).
         let mf = match msg.max_forwards() {
             Ok(Some(MaxForwards(0))) => {
-                self.reject(side, src, &msg, RejectReason::TooManyHops);
+                self.reject(side, src, &msg, RejectReason::TooManyHops, server, now);
                 return;
             }
             Ok(Some(MaxForwards(n))) => n - 1,
             Ok(None) => 69,
             Err(_) => {
-                self.reject(side, src, &msg, RejectReason::BadHeaderValue);
+                self.reject(side, src, &msg, RejectReason::BadHeaderValue, server, now);
                 return;
             }
         };
-        let to_tag = msg.to().ok().and_then(|t| t.tag().cloned());
         let mut new_ruri: Option<Bytes> = None;
         let dest = match self.config.side(out).peer {
             Some(peer) => peer,
@@ -599,27 +723,19 @@ impl ProxyCore {
                             side,
                             reason: "no_route",
                         });
-                        if self.config.side(out).peer.is_none() && out == Side::Agents {
-                            self.respond(side, src, &msg, 480, "Temporarily Unavailable");
+                        let (code, phrase) = if out == Side::Agents {
+                            (480, "Temporarily Unavailable")
                         } else {
-                            self.respond(side, src, &msg, 503, "No Route To Peer");
-                        }
+                            (503, "No Route To Peer")
+                        };
+                        self.respond(side, src, &msg, code, phrase, server, now);
                         return;
                     }
                 }
             }
         };
-        let is_initial_invite = method == Method::Invite && to_tag.is_none();
 
         // Call bookkeeping before the body is touched.
-        if is_initial_invite && self.ended.contains_key(&call_id) {
-            // A late network copy of a finished call's INVITE: its transaction is over.
-            self.events.push_back(ProxyEvent::Dropped {
-                side,
-                reason: "stale_invite",
-            });
-            return;
-        }
         if is_initial_invite && !self.calls.contains_key(&call_id) {
             let id = CallRef(self.next_call);
             self.next_call += 1;
@@ -713,11 +829,13 @@ impl ProxyCore {
                 Ok(None) => {
                     // Media for a dialog callmask does not know (state lost, or a stray
                     // request): never let it bypass the tap.
-                    self.respond(side, src, &msg, 481, "Call/Transaction Does Not Exist");
+                    let phrase = "Call/Transaction Does Not Exist";
+                    self.respond(side, src, &msg, 481, phrase, server, now);
                     return;
                 }
                 Err(code) => {
-                    self.respond(side, src, &msg, code, "Media Anchoring Failed");
+                    let phrase = "Media Anchoring Failed";
+                    self.respond(side, src, &msg, code, phrase, server, now);
                     return;
                 }
             }
@@ -731,30 +849,160 @@ impl ProxyCore {
         let fwd = match edit.finish() {
             Ok(m) => m,
             Err(e) => {
-                self.reject(side, src, &msg, e.reason());
+                self.reject(side, src, &msg, e.reason(), server, now);
                 return;
             }
         };
-        if method != Method::Ack {
-            self.paths.insert(
-                (Bytes::from(branch), method == Method::Cancel),
-                ResponsePath {
-                    side,
-                    transport: self.arrival,
-                    dest: src,
-                    expires: now + PATH_TTL,
-                    register,
-                },
-            );
+        let Some(skey) = server.cloned() else {
+            // ACK for a 2xx, or a CANCEL that matched nothing: stateless (§16.10, §16.11).
+            self.send(out, dest, fwd.as_bytes().clone());
+            return;
+        };
+        if method == Method::Invite {
+            // §16.7 / §17.2.1: a proxy answers 100 at once, so the caller stops retransmitting.
+            if let Ok(trying) = build_response(&msg, StatusCode::TRYING, "Trying") {
+                self.answer(Some(&skey), side, src, trying, now);
+            }
         }
-        self.send(out, dest, fwd.as_bytes().clone());
+        let ckey = match TransactionKey::for_request(&fwd) {
+            Ok(k) if !self.txns.clients.contains_key(&k) => k,
+            _ => {
+                // Two upstream transactions hashed onto one downstream branch: stateless.
+                self.send(out, dest, fwd.as_bytes().clone());
+                return;
+            }
+        };
+        let down = Hop {
+            side: out,
+            transport: self.arrival,
+            dest,
+        };
+        let up = Hop {
+            side,
+            transport: self.arrival,
+            dest: src,
+        };
+        let timer_c = (method == Method::Invite).then(|| now + TIMER_C);
+        let timers = self.txns.timers;
+        let mut entry = ClientEntry::new(
+            fwd,
+            down,
+            up,
+            Some(skey.clone()),
+            register,
+            timers,
+            timer_c,
+            now,
+        );
+        entry.drain(&mut self.transmits);
+        self.txns.clients.insert(ckey.clone(), entry);
+        self.txns.resched_client(&ckey);
+        if let Some(s) = self.txns.servers.get_mut(&skey) {
+            s.client = Some(ckey);
+        }
+    }
+
+    /// A CANCEL (§16.10). If it matches an INVITE server transaction: 200 through the
+    /// CANCEL's own server transaction, and the pending client transaction is cancelled (the
+    /// 487 comes back through it). `false` if it matches nothing: the caller forwards it
+    /// statelessly.
+    fn cancel(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        msg: &SipMessage,
+        key: &TransactionKey,
+        call_id: &Bytes,
+        now: Instant,
+    ) -> bool {
+        let Some(target) = key.cancel_target() else {
+            return false;
+        };
+        let Some(invite) = self.txns.servers.get(&target) else {
+            return false;
+        };
+        let pending = invite.awaiting_final();
+        let client = invite.client.clone();
+        let up = Hop {
+            side,
+            transport: self.arrival,
+            dest: src,
+        };
+        let entry = ServerEntry::new(msg.clone(), up, self.txns.timers, now);
+        self.txns.servers.insert(key.clone(), entry);
+        if let Ok(ok) = build_response(msg, StatusCode::OK, "OK") {
+            self.answer(Some(key), side, src, ok, now);
+        }
+        if !pending {
+            // The INVITE has its final response already: the CANCEL has no effect (§9.2).
+            return true;
+        }
+        if let Some(call) = self.calls.get_mut(call_id) {
+            call.cancelled = true;
+        }
+        match client {
+            Some(ck) => self.cancel_client(&ck, now),
+            None => {
+                // Nothing went downstream: callmask ends the INVITE itself.
+                let resp = self
+                    .txns
+                    .servers
+                    .get(&target)
+                    .and_then(|s| build_response(&s.request, StatusCode::REQUEST_TERMINATED, "Request Terminated").ok());
+                if let Some(resp) = resp {
+                    self.answer(Some(&target), side, src, resp, now);
+                }
+            }
+        }
+        true
+    }
+
+    /// Cancel the forwarded INVITE `ck`: now if it had a provisional response, else as soon as
+    /// one arrives (§9.1).
+    fn cancel_client(&mut self, ck: &TransactionKey, now: Instant) {
+        let Some(e) = self.txns.clients.get_mut(ck) else {
+            return;
+        };
+        if !e.awaiting_final() || e.cancel != CancelState::No {
+            return;
+        }
+        if e.provisional {
+            self.send_cancel(ck, now);
+        } else {
+            e.cancel = CancelState::Pending;
+        }
+    }
+
+    /// Send the CANCEL for the INVITE client transaction `ck` through a client transaction of
+    /// its own (its responses stop here); timer C then limits the wait for the final response
+    /// to 64·T1.
+    fn send_cancel(&mut self, ck: &TransactionKey, now: Instant) {
+        let t1x64 = self.txns.timers.t1x64();
+        let Some(e) = self.txns.clients.get_mut(ck) else {
+            return;
+        };
+        let Some(cancel) = e.invite().and_then(|i| SipMessage::parse(build_cancel(i)).ok()) else {
+            return;
+        };
+        e.cancel = CancelState::Sent;
+        e.timer_c = Some(now + t1x64);
+        let (down, up) = (e.down, e.up);
+        self.txns.resched_client(ck);
+        let key = match TransactionKey::for_request(&cancel) {
+            Ok(k) if !self.txns.clients.contains_key(&k) => k,
+            _ => return,
+        };
+        let timers = self.txns.timers;
+        let mut c = ClientEntry::new(cancel, down, up, None, None, timers, None, now);
+        c.drain(&mut self.transmits);
+        self.txns.clients.insert(key.clone(), c);
+        self.txns.resched_client(&key);
     }
 
     fn handle_response(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
         let Some(status) = msg.status() else {
             return;
         };
-
         let Ok(vias) = msg.vias() else {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
@@ -762,64 +1010,259 @@ impl ProxyCore {
             });
             return;
         };
-        let own = vias.first().and_then(|v| {
+        let own = vias.first().is_some_and(|v| {
             v.branch()
-                .filter(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
-                .cloned()
+                .is_some_and(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
         });
-        let (Some(branch), Some(next)) = (own, vias.get(1)) else {
+        let (true, Some(next)) = (own, vias.get(1)) else {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
                 reason: "not_our_via",
             });
             return;
         };
-        let Ok(cseq) = msg.cseq() else {
+        let (Ok(cseq), Ok(key)) = (msg.cseq(), TransactionKey::for_response(&msg)) else {
             return;
         };
-        let cseq_method = cseq.method.clone();
-        let is_cancel = cseq_method == Method::Cancel;
-        let path = self.paths.get(&(branch.clone(), is_cancel)).cloned();
+        let method = method_label(&cseq.method);
+        let Some(entry) = self.txns.clients.get_mut(&key) else {
+            // No transaction (§16.7): e.g. a 2xx long after its INVITE. Statelessly, by Via.
+            self.events.push_back(ProxyEvent::ResponseIn {
+                side,
+                status: status.as_u16(),
+                method,
+                elapsed: None,
+            });
+            let Some(dest) = via_destination(next) else {
+                self.events.push_back(ProxyEvent::Dropped {
+                    side,
+                    reason: "unroutable_via",
+                });
+                return;
+            };
+            let transport = if next.transport().is_reliable() {
+                SipTransport::Tcp
+            } else {
+                SipTransport::Udp
+            };
+            let up = Hop {
+                side: side.other(),
+                transport,
+                dest,
+            };
+            self.forward_response(side, src, msg, None, up, None, now);
+            return;
+        };
+        let elapsed = (status.is_final() && entry.awaiting_final())
+            .then(|| now.saturating_duration_since(entry.started));
         self.events.push_back(ProxyEvent::ResponseIn {
             side,
             status: status.as_u16(),
-            method: method_label(&cseq_method),
-            elapsed: path
-                .as_ref()
-                .filter(|_| status.is_final())
-                .map(|p| now.saturating_duration_since(p.expires - PATH_TTL)),
+            method,
+            elapsed,
         });
-        if let (Some(reg), true) = (
-            path.as_ref().and_then(|p| p.register.clone()),
-            status.is_final(),
-        ) {
-            self.register_answered(reg, &msg, status.as_u16(), now);
+        if matches!(entry.txn, ClientTxn::Accepted(_)) {
+            // A 2xx retransmission: end to end, to where the INVITE came from (§16.7 step
+            // 10); anything else is absorbed.
+            if status.is_success() && entry.server.is_some() {
+                let up = entry.up;
+                self.forward_response(side, src, msg, None, up, None, now);
+            }
+            return;
         }
-        let (back_side, back_transport, dest) = match path {
-            Some(p) => (p.side, p.transport, p.dest),
-            None => match via_destination(next) {
-                Some(d) => (
-                    side.other(),
-                    if next.transport().is_reliable() {
-                        SipTransport::Tcp
-                    } else {
-                        SipTransport::Udp
-                    },
-                    d,
-                ),
-                None => {
-                    self.events.push_back(ProxyEvent::Dropped {
-                        side,
-                        reason: "unroutable_via",
-                    });
-                    return;
+        let mut cancel_now = false;
+        if entry.method == Method::Invite && entry.awaiting_final() {
+            if status.is_provisional() {
+                entry.provisional = true;
+                if status != StatusCode::TRYING && entry.cancel != CancelState::Sent {
+                    entry.timer_c = Some(now + TIMER_C);
                 }
-            },
+                cancel_now = entry.cancel == CancelState::Pending;
+            } else if status.is_success() {
+                entry.answered = true;
+            }
+        }
+        entry.handle_response(msg, now);
+        self.after_client(&key, side, src, now);
+        if cancel_now {
+            self.send_cancel(&key, now);
+        }
+    }
+
+    /// Send what client transaction `key` queued, act on its events (responses go upstream,
+    /// a timeout becomes a 408), and drop or keep it.
+    fn after_client(&mut self, key: &TransactionKey, side: Side, src: SocketAddr, now: Instant) {
+        loop {
+            let Some(e) = self.txns.clients.get_mut(key) else {
+                return;
+            };
+            e.drain(&mut self.transmits);
+            let Some(ev) = e.poll_event() else {
+                break;
+            };
+            let (server, up) = (e.server.clone(), e.up);
+            match ev {
+                TxnEvent::Response(resp) => {
+                    if server.is_none() {
+                        // The answer to callmask's own CANCEL stops here.
+                        continue;
+                    }
+                    let register = if resp.status().is_some_and(|s| s.is_final()) {
+                        e.register.take()
+                    } else {
+                        None
+                    };
+                    self.forward_response(side, src, resp, server.as_ref(), up, register, now);
+                }
+                _ => {
+                    let (method, down, started, register) =
+                        (e.method.clone(), e.down, e.started, e.register.take());
+                    self.client_failed(server, &method, down.side, started, register, now);
+                }
+            }
+        }
+        let timers = self.txns.timers;
+        match self.txns.clients.get_mut(key).map(|e| e.settle(&timers, now)) {
+            Some(true) => self.txns.resched_client(key),
+            Some(false) => {
+                self.txns.clients.remove(key);
+            }
+            None => {}
+        }
+    }
+
+    /// A forwarded request got no final response (timer B/F, or timer C): as if the next hop
+    /// had answered 408 (§16.7 step 2, §16.8). Callmask's own CANCEL (`server` = `None`)
+    /// concerns nobody.
+    fn client_failed(
+        &mut self,
+        server: Option<TransactionKey>,
+        method: &Method,
+        down_side: Side,
+        started: Instant,
+        register: Option<PendingRegister>,
+        now: Instant,
+    ) {
+        let Some(skey) = server else {
+            return;
         };
-        let Ok(call_id) = msg.call_id() else {
+        self.events.push_back(ProxyEvent::TransactionTimedOut {
+            side: down_side,
+            method: method_label(method),
+            elapsed: now.saturating_duration_since(started),
+        });
+        if let Some(t) = register.and_then(|r| r.token) {
+            self.registrar.refused(&t);
+        }
+        let Some(s) = self.txns.servers.get(&skey) else {
+            return;
+        };
+        let call_id = s.request.call_id().ok();
+        let (side, src) = (s.up.side, s.up.dest);
+        if s.awaiting_final() {
+            let resp = build_response(&s.request, StatusCode::REQUEST_TIMEOUT, "Request Timeout");
+            if let Ok(resp) = resp {
+                self.answer(Some(&skey), side, src, resp, now);
+            }
+        }
+        let Some(call_id) = call_id else {
+            return;
+        };
+        let Some(state) = self.calls.get(&call_id).map(|c| c.state) else {
+            return;
+        };
+        match method {
+            Method::Invite if state == CallState::Early => {
+                self.end_call(&call_id, CallOutcome::TimedOut, now);
+            }
+            Method::Bye => self.end_call(&call_id, CallOutcome::Completed, now),
+            _ => {}
+        }
+    }
+
+    /// Timers of client transaction `key` are due.
+    fn fire_client(&mut self, key: &TransactionKey, now: Instant) {
+        let Some(e) = self.txns.clients.get_mut(key) else {
+            return;
+        };
+        e.fire_machine(now);
+        let c_due = e.timer_c.is_some_and(|t| t <= now);
+        if c_due && !e.awaiting_final() {
+            e.timer_c = None;
+        }
+        let c_due = c_due && e.timer_c.is_some();
+        let down = e.down;
+        self.after_client(key, down.side, down.dest, now);
+        if c_due {
+            self.timer_c(key, now);
+        }
+    }
+
+    /// Timer C fired (§16.8): a ringing INVITE is cancelled (timer C then bounds the wait for
+    /// its final response); one that never rang, or whose CANCEL went unanswered, ends as if
+    /// 408 had come back.
+    fn timer_c(&mut self, key: &TransactionKey, now: Instant) {
+        let Some(e) = self.txns.clients.get_mut(key) else {
+            return;
+        };
+        if !e.awaiting_final() {
+            return;
+        }
+        e.timer_c = None;
+        if e.provisional && e.cancel != CancelState::Sent {
+            self.send_cancel(key, now);
+            return;
+        }
+        let (server, method, side, started, register) = (
+            e.server.clone(),
+            e.method.clone(),
+            e.down.side,
+            e.started,
+            e.register.take(),
+        );
+        e.abandon(now);
+        self.txns.clients.remove(key);
+        self.client_failed(server, &method, side, started, register, now);
+    }
+
+    /// Timers of server transaction `key` are due.
+    fn fire_server(&mut self, key: &TransactionKey, now: Instant) {
+        let Some(e) = self.txns.servers.get_mut(key) else {
+            return;
+        };
+        if e.fire(now, &mut self.transmits) {
+            self.txns.resched_server(key);
+        } else {
+            self.txns.servers.remove(key);
+        }
+    }
+
+    /// Send a response upstream (to `up`, through server transaction `server` while it can
+    /// take it), with callmask's Via removed and its SDP anchored; then move the call on.
+    #[allow(clippy::too_many_arguments)] // the response, where it came from and where it goes
+    fn forward_response(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        msg: SipMessage,
+        server: Option<&TransactionKey>,
+        up: Hop,
+        register: Option<PendingRegister>,
+        now: Instant,
+    ) {
+        let (Some(status), Ok(cseq), Ok(call_id)) = (msg.status(), msg.cseq(), msg.call_id())
+        else {
             return;
         };
         let code = status.as_u16();
+        if let (Some(reg), true) = (register, status.is_final()) {
+            self.register_answered(reg, &msg, code, now);
+        }
+        if status == StatusCode::TRYING {
+            // §16.7 step 3: a 100 is never forwarded (callmask sent its own).
+            return;
+        }
+        let cseq_method = cseq.method;
         let mut edit = msg.edit().remove_top_via();
         if has_sdp(&msg) && code < 300 {
             match self.anchor_body(&call_id, side, msg.body(), now) {
@@ -854,7 +1297,16 @@ impl ProxyCore {
                 return;
             }
         };
-        self.send_on(back_side, back_transport, dest, fwd.as_bytes().clone());
+        let via_server = server.filter(|k| {
+            self.txns
+                .servers
+                .get(*k)
+                .is_some_and(ServerEntry::awaiting_final)
+        });
+        match via_server {
+            Some(k) => self.answer(Some(k), up.side, up.dest, fwd, now),
+            None => self.send_on(up.side, up.transport, up.dest, fwd.as_bytes().clone()),
+        }
 
         // Call state after forwarding.
         let Some(call) = self.calls.get_mut(&call_id) else {
@@ -1177,6 +1629,9 @@ pub fn method_label(m: &Method) -> &'static str {
         _ => "other",
     }
 }
+
+#[path = "proxy_txn.rs"]
+mod txn;
 
 #[cfg(test)]
 #[path = "proxy_tests.rs"]

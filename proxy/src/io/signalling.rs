@@ -242,6 +242,23 @@ impl Signalling {
                     self.metrics
                         .sip_rejected(metric_side(side), metrics::DropReason::NoRoute);
                 }
+                ProxyEvent::TransactionTimedOut {
+                    side,
+                    method,
+                    elapsed,
+                } => {
+                    tracing::debug!(side = side.as_str(), method, "SIP transaction timed out");
+                    let kind = if method == "INVITE" {
+                        metrics::TransactionKind::Invite
+                    } else {
+                        metrics::TransactionKind::NonInvite
+                    };
+                    self.metrics.sip_transaction_finished(
+                        metric_side(side),
+                        kind,
+                        elapsed.as_secs_f64(),
+                    );
+                }
                 ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);
                     self.media.info_dtmf(call, side);

@@ -101,7 +101,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use client::{ClientNonInvite, ClientNonInviteState};
-pub use client_invite::{ClientInvite, ClientInviteState};
+pub use client_invite::{build_cancel, ClientInvite, ClientInviteState};
 pub use server::{ServerNonInvite, ServerNonInviteState};
 pub use server_invite::{ServerInvite, ServerInviteState};
 
