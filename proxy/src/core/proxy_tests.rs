@@ -115,6 +115,25 @@ fn one_transmit(core: &mut ProxyCore) -> Transmit {
     t
 }
 
+/// All queued transmits.
+fn transmits(core: &mut ProxyCore) -> Vec<Transmit> {
+    std::iter::from_fn(|| core.poll_transmit()).collect()
+}
+
+fn status_of(t: &Transmit) -> Option<u16> {
+    parse(&t.payload).status().map(StatusCode::as_u16)
+}
+
+/// A stateful proxy answers an INVITE with 100 Trying upstream before it forwards it
+/// (RFC 3261 §16.7 / §17.2.1): check the 100, return the forwarded INVITE.
+fn trying_then_forward(core: &mut ProxyCore) -> Transmit {
+    let ts = transmits(core);
+    assert_eq!(ts.len(), 2, "100 Trying and the forwarded INVITE: {ts:?}");
+    assert_eq!(status_of(&ts[0]), Some(100), "100 Trying first");
+    assert_eq!(ts[0].side, ts[1].side.other(), "100 goes back where the INVITE came from");
+    ts[1].clone()
+}
+
 fn drain_events(core: &mut ProxyCore) -> Vec<ProxyEvent> {
     std::iter::from_fn(|| core.poll_event()).collect()
 }
@@ -134,7 +153,7 @@ fn basic_call_anchors_media_and_returns_ports() {
         request("INVITE", "z9hG4bKinv1", None, 1, Some(&offer)),
         t0,
     );
-    let fwd = one_transmit(&mut c);
+    let fwd = trying_then_forward(&mut c);
     assert_eq!((fwd.side, fwd.dest), (Side::Agents, addr(AGENT_UA)));
     let inv = parse(&fwd.payload);
     // Our Via on top, Max-Forwards decremented, two Record-Routes, unknown header kept.
@@ -250,94 +269,6 @@ fn basic_call_anchors_media_and_returns_ports() {
 }
 
 #[test]
-fn cancel_and_non_2xx_ack_reuse_the_invite_branch() {
-    let mut c = core();
-    let t0 = Instant::now();
-    c.handle_datagram(
-        Side::Pbx,
-        addr(PBX_UA),
-        request(
-            "INVITE",
-            "z9hG4bKinv2",
-            None,
-            1,
-            Some(&sdp("10.1.1.1", 4000)),
-        ),
-        t0,
-    );
-    let inv = parse(&one_transmit(&mut c).payload);
-    c.handle_datagram(
-        Side::Pbx,
-        addr(PBX_UA),
-        request("CANCEL", "z9hG4bKinv2", None, 1, None),
-        t0,
-    );
-    let cancel = parse(&one_transmit(&mut c).payload);
-    assert_eq!(
-        inv.top_via().expect("via").branch(),
-        cancel.top_via().expect("via").branch(),
-        "RFC 3261 §16.11: CANCEL gets the INVITE's downstream branch"
-    );
-    // 200 to CANCEL and 487 to INVITE go back; the call ends as cancelled.
-    c.handle_datagram(
-        Side::Agents,
-        addr(AGENT_UA),
-        response_to(&cancel, 200, None),
-        t0,
-    );
-    assert_eq!(one_transmit(&mut c).dest, addr(PBX_UA));
-    c.handle_datagram(
-        Side::Agents,
-        addr(AGENT_UA),
-        response_to(&inv, 487, None),
-        t0,
-    );
-    assert_eq!(one_transmit(&mut c).dest, addr(PBX_UA));
-    let ev = drain_events(&mut c);
-    assert!(ev.iter().any(|e| matches!(
-        e,
-        ProxyEvent::CallEnded {
-            outcome: CallOutcome::Cancelled,
-            ..
-        }
-    )));
-    assert_eq!(c.ports().in_use(), 0);
-}
-
-#[test]
-fn retransmitted_invite_is_forwarded_with_the_same_branch_and_one_call() {
-    let mut c = core();
-    let t0 = Instant::now();
-    let inv = request(
-        "INVITE",
-        "z9hG4bKinv3",
-        None,
-        1,
-        Some(&sdp("10.1.1.1", 4000)),
-    );
-    c.handle_datagram(Side::Pbx, addr(PBX_UA), inv.clone(), t0);
-    let a = parse(&one_transmit(&mut c).payload);
-    c.handle_datagram(
-        Side::Pbx,
-        addr(PBX_UA),
-        inv,
-        t0 + Duration::from_millis(500),
-    );
-    let b = parse(&one_transmit(&mut c).payload);
-    assert_eq!(
-        a.top_via().expect("via").branch(),
-        b.top_via().expect("via").branch()
-    );
-    assert_eq!(
-        a.body(),
-        b.body(),
-        "same anchored SDP, same o= version (RFC 3264 §8)"
-    );
-    assert_eq!(c.active_calls(), 1);
-    assert_eq!(c.ports().in_use(), 2);
-}
-
-#[test]
 fn max_forwards_zero_gets_483_and_loops_get_482() {
     let mut c = core();
     let t0 = Instant::now();
@@ -392,7 +323,7 @@ fn late_offer_is_anchored_in_200_and_ack() {
         request("INVITE", "z9hG4bKlo", None, 1, None),
         t0,
     );
-    let inv = parse(&one_transmit(&mut c).payload);
+    let inv = parse(&trying_then_forward(&mut c).payload);
     assert!(inv.body().is_empty());
     c.handle_datagram(
         Side::Agents,
@@ -438,7 +369,7 @@ fn unanswered_invite_times_out_and_frees_ports() {
         request("INVITE", "z9hG4bKto", None, 1, Some(&sdp("10.1.1.1", 4000))),
         t0,
     );
-    let _ = one_transmit(&mut c);
+    let _ = trying_then_forward(&mut c);
     let due = c.poll_timeout().expect("a timer");
     assert!(due <= t0 + EARLY_CALL_TTL);
     c.handle_timeout(t0 + EARLY_CALL_TTL);
@@ -520,7 +451,7 @@ fn registration_mode_routes_pbx_calls_to_registered_phone() {
         ),
     );
     c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(inv), t0);
-    let t = one_transmit(&mut c);
+    let t = trying_then_forward(&mut c);
     assert_eq!((t.side, t.dest), (Side::Agents, addr(PHONE)));
     let fwd = parse(&t.payload);
     assert_eq!(
@@ -579,7 +510,7 @@ fn tcp_requests_forward_over_tcp() {
         Some(&sdp("10.1.1.1", 4000)),
     ));
     c.handle_stream_message(Side::Pbx, addr(PBX_UA), inv, t0);
-    let t = one_transmit(&mut c);
+    let t = trying_then_forward(&mut c);
     assert_eq!(t.transport, SipTransport::Tcp);
     let fwd = parse(&t.payload);
     assert!(fwd.top_via().expect("via").transport().is_reliable());
@@ -596,4 +527,424 @@ fn tcp_requests_forward_over_tcp() {
         (back.transport, back.dest),
         (SipTransport::Tcp, addr(PBX_UA))
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transaction-stateful behaviour (RFC 3261 §16 on the §17 machines), on a virtual clock.
+// ---------------------------------------------------------------------------------------------
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// An initial INVITE from the PBX side, forwarded; returns the forwarded copy.
+fn invite_through(c: &mut ProxyCore, branch: &str, t0: Instant) -> SipMessage {
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", branch, None, 1, Some(&sdp("10.1.1.1", 4000))),
+        t0,
+    );
+    parse(&trying_then_forward(c).payload)
+}
+
+fn outcome(events: &[ProxyEvent]) -> Option<CallOutcome> {
+    events.iter().find_map(|e| match e {
+        ProxyEvent::CallEnded { outcome, .. } => Some(*outcome),
+        _ => None,
+    })
+}
+
+/// §17.2.1: a retransmitted INVITE is absorbed by the server transaction, which resends its
+/// latest response (100, then 180 once forwarded); one call, nothing new downstream.
+#[test]
+fn invite_retransmission_absorbed_and_latest_provisional_resent() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let raw = request("INVITE", "z9hG4bKrx", None, 1, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0);
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0 + ms(400));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(100), addr(PBX_UA)));
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0 + ms(450),
+    );
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(180));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0 + ms(900));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.side), (Some(180), Side::Pbx));
+    assert_eq!(c.active_calls(), 1);
+    assert_eq!(c.ports().in_use(), 2);
+}
+
+/// §17.1.1.2: on UDP the proxy retransmits the INVITE itself at T1, 2·T1, 4·T1 … (timer A,
+/// no cap) and gives up at 64·T1 (timer B) with a 408 upstream (§16.8); the call ends as
+/// timed out, its ports come back, and the ACK for the 408 is absorbed.
+#[test]
+fn timer_a_doubles_and_timer_b_answers_408_upstream() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKta", t0);
+    let mut sent_at = Vec::new();
+    let mut now = t0;
+    while let Some(due) = c.poll_timeout() {
+        if due > t0 + Duration::from_secs(40) {
+            break;
+        }
+        now = due;
+        c.handle_timeout(now);
+        for t in transmits(&mut c) {
+            if t.dest == addr(AGENT_UA) {
+                assert_eq!(t.payload, *inv.as_bytes(), "the same bytes again");
+                sent_at.push((now - t0).as_millis());
+            } else {
+                assert_eq!(status_of(&t), Some(408), "408 upstream at timer B");
+                assert_eq!((now - t0).as_millis(), 32_000);
+                let ev = drain_events(&mut c);
+                assert_eq!(outcome(&ev), Some(CallOutcome::TimedOut), "{ev:?}");
+                assert!(ev
+                    .iter()
+                    .any(|e| matches!(e, ProxyEvent::TransactionTimedOut { .. })));
+            }
+        }
+        if c.active_calls() == 0 {
+            break;
+        }
+    }
+    assert_eq!(sent_at, [500, 1500, 3500, 7500, 15_500, 31_500]);
+    assert_eq!(c.active_calls(), 0);
+    // The caller ACKs the 408: absorbed by the server transaction, nothing goes downstream.
+    let ack = String::from_utf8_lossy(&request("ACK", "z9hG4bKta", Some("x"), 1, None))
+        .into_owned();
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(ack), now);
+    assert!(c.poll_transmit().is_none());
+}
+
+/// §17.1.2.2: timer E doubles up to T2 (4 s) for a non-INVITE; timer F → 408 upstream.
+#[test]
+fn timer_e_caps_at_t2_and_timer_f_answers_408() {
+    let mut c = core();
+    let t0 = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("OPTIONS", "z9hG4bKte", None, 1, None),
+        t0,
+    );
+    assert_eq!(one_transmit(&mut c).dest, addr(AGENT_UA), "no 100 for OPTIONS");
+    let mut sent_at = Vec::new();
+    let mut got_408 = None;
+    while let Some(due) = c.poll_timeout() {
+        if due > t0 + Duration::from_secs(33) || got_408.is_some() {
+            break;
+        }
+        c.handle_timeout(due);
+        for t in transmits(&mut c) {
+            if t.dest == addr(AGENT_UA) {
+                sent_at.push((due - t0).as_millis());
+            } else {
+                got_408 = Some(((due - t0).as_millis(), status_of(&t)));
+            }
+        }
+    }
+    assert_eq!(
+        sent_at,
+        [500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500]
+    );
+    assert_eq!(got_408, Some((32_000, Some(408))));
+}
+
+/// TCP is reliable: no retransmissions downstream (timer A off), timer B still applies.
+#[test]
+fn tcp_forwarding_never_retransmits() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = parse(&request("INVITE", "z9hG4bKtt", None, 1, None));
+    c.handle_stream_message(Side::Pbx, addr(PBX_UA), inv, t0);
+    let fwd = trying_then_forward(&mut c);
+    assert_eq!(fwd.transport, SipTransport::Tcp);
+    c.handle_timeout(t0 + Duration::from_secs(20));
+    assert!(c.poll_transmit().is_none(), "nothing resent over TCP");
+    c.handle_timeout(t0 + Duration::from_secs(32));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.transport), (Some(408), SipTransport::Tcp));
+}
+
+/// A 486 is ACKed hop by hop (§16.7, §17.1.1.3): callmask ACKs it downstream, forwards it
+/// upstream once, absorbs the agent's retransmissions (re-ACKing each), answers the caller's
+/// INVITE retransmission with the 486, resends it on timer G until the caller's ACK, which it
+/// absorbs.
+#[test]
+fn busy_486_acked_hop_by_hop_and_retransmissions_absorbed() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let raw = request("INVITE", "z9hG4bKbz", None, 1, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0);
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    let busy = response_to(&inv, 486, None);
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), busy.clone(), t0 + ms(10));
+    let ts = transmits(&mut c);
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    let ack = parse(&ts[0].payload);
+    assert_eq!(ts[0].dest, addr(AGENT_UA));
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    assert_eq!(
+        ack.top_via().expect("via").branch(),
+        inv.top_via().expect("via").branch(),
+        "§17.1.1.3: the ACK has the INVITE's branch"
+    );
+    assert_eq!(ack.to().expect("to").tag().map(|t| t.as_ref()), Some(&b"uas1"[..]));
+    assert_eq!((status_of(&ts[1]), ts[1].dest), (Some(486), addr(PBX_UA)));
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
+    // The agent resends its 486: re-ACKed, not forwarded.
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), busy, t0 + ms(510));
+    let t = one_transmit(&mut c);
+    assert_eq!((t.dest, t.payload.clone()), (addr(AGENT_UA), ack.as_bytes().clone()));
+    // The caller resends its INVITE: answered with the 486, nothing downstream.
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0 + ms(300));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(486), addr(PBX_UA)));
+    // Timer G: the 486 again at +T1 without an ACK.
+    c.handle_timeout(t0 + ms(510));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(486), addr(PBX_UA)));
+    // The caller's ACK (same branch as its INVITE): absorbed.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("ACK", "z9hG4bKbz", Some("uas1"), 1, None),
+        t0 + ms(600),
+    );
+    assert!(c.poll_transmit().is_none(), "the upstream ACK stops here");
+    c.handle_timeout(t0 + Duration::from_secs(3));
+    assert!(c.poll_transmit().is_none(), "no more 486 after the ACK");
+    assert_eq!(c.ports().in_use(), 0);
+    c.handle_timeout(t0 + Duration::from_secs(60));
+    assert_eq!(c.transactions(), 0, "every transaction ends");
+}
+
+/// §16.10: callmask answers the CANCEL with 200 itself, forwards a CANCEL (with the INVITE's
+/// downstream branch) to the pending client transaction, absorbs the agent's 200 to it, and
+/// the 487 comes back through the INVITE's transactions (ACKed downstream by callmask).
+#[test]
+fn cancel_gets_200_forwarded_downstream_and_487_comes_back() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKcx", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0 + ms(5),
+    );
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(180));
+    let cancel_raw = request("CANCEL", "z9hG4bKcx", None, 1, None);
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), cancel_raw.clone(), t0 + ms(50));
+    let ts = transmits(&mut c);
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    assert_eq!((status_of(&ts[0]), ts[0].dest), (Some(200), addr(PBX_UA)));
+    let cancel = parse(&ts[1].payload);
+    assert_eq!(ts[1].dest, addr(AGENT_UA));
+    assert_eq!(cancel.method(), Some(&Method::Cancel));
+    assert_eq!(
+        cancel.top_via().expect("via").branch(),
+        inv.top_via().expect("via").branch(),
+        "§9.1: the CANCEL has the INVITE's branch"
+    );
+    assert_eq!(cancel.vias().expect("vias").len(), 1, "a single Via");
+    // A retransmitted CANCEL gets the 200 again.
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), cancel_raw, t0 + ms(550));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(200), addr(PBX_UA)));
+    // The agent's 200 to the CANCEL stops at callmask.
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&cancel, 200, None),
+        t0 + ms(60),
+    );
+    assert!(c.poll_transmit().is_none(), "200 to our CANCEL is ours");
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 487, None),
+        t0 + ms(61),
+    );
+    let ts = transmits(&mut c);
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    assert_eq!(parse(&ts[0].payload).method(), Some(&Method::Ack));
+    assert_eq!((status_of(&ts[1]), ts[1].dest), (Some(487), addr(PBX_UA)));
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Cancelled));
+    assert_eq!(c.ports().in_use(), 0);
+}
+
+/// §9.1: a CANCEL that arrives before any provisional response waits for one.
+#[test]
+fn cancel_before_any_provisional_waits_for_one() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKcw", t0);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("CANCEL", "z9hG4bKcw", None, 1, None),
+        t0 + ms(5),
+    );
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(200), addr(PBX_UA)));
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0 + ms(20),
+    );
+    let ts = transmits(&mut c);
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    assert_eq!(status_of(&ts[0]), Some(180));
+    assert_eq!(parse(&ts[1].payload).method(), Some(&Method::Cancel));
+}
+
+/// §16.7 step 10: a 2xx and its retransmissions go end to end (re-anchored with the same
+/// SDP); an INVITE retransmission crossing the 2xx is absorbed; the ACK for the 2xx is
+/// forwarded.
+#[test]
+fn ok_retransmissions_forwarded_and_crossing_invite_absorbed() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let raw = request("INVITE", "z9hG4bKok", None, 1, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0);
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    let ok = response_to(&inv, 200, Some(&sdp("10.2.2.2", 5000)));
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), ok.clone(), t0 + ms(10));
+    let first = one_transmit(&mut c);
+    assert_eq!((status_of(&first), first.dest), (Some(200), addr(PBX_UA)));
+    for i in 1..=3u64 {
+        c.handle_datagram(Side::Agents, addr(AGENT_UA), ok.clone(), t0 + ms(10 + 500 * i));
+        let again = one_transmit(&mut c);
+        assert_eq!(again.payload, first.payload, "same bytes, same anchored SDP");
+    }
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0 + ms(600));
+    assert!(c.poll_transmit().is_none(), "INVITE copy after the 2xx is absorbed");
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("ACK", "z9hG4bKok-ack", Some("uas1"), 1, None),
+        t0 + ms(700),
+    );
+    assert_eq!(one_transmit(&mut c).dest, addr(AGENT_UA), "2xx ACK end to end");
+    assert_eq!(c.active_calls(), 1);
+    assert_eq!(c.ports().in_use(), 2);
+    // The lingering entries (64·T1) go away.
+    c.handle_timeout(t0 + Duration::from_secs(40));
+    assert_eq!(c.transactions(), 0);
+}
+
+/// A downstream 100 Trying is never forwarded (§16.7 step 3): callmask sent its own.
+#[test]
+fn downstream_100_is_not_forwarded() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bK1h", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 100, None),
+        t0 + ms(5),
+    );
+    assert!(c.poll_transmit().is_none());
+    // …but it stops timer A.
+    c.handle_timeout(t0 + Duration::from_secs(5));
+    assert!(c.poll_transmit().is_none());
+}
+
+/// Timer C (§16.8): a ringing INVITE with no final response is cancelled downstream after
+/// more than 3 minutes; if the CANCEL brings no final either, 408 upstream 64·T1 later.
+#[test]
+fn timer_c_cancels_a_ringing_invite_then_408() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKtc", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0 + ms(5),
+    );
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(180));
+    c.handle_timeout(t0 + TIMER_C);
+    assert!(c.poll_transmit().is_none(), "nothing before timer C");
+    c.handle_timeout(t0 + ms(5) + TIMER_C);
+    let t = one_transmit(&mut c);
+    assert_eq!(parse(&t.payload).method(), Some(&Method::Cancel));
+    assert_eq!(t.dest, addr(AGENT_UA));
+    // CANCEL retransmissions (timer E) and, 64·T1 on, the 408 upstream.
+    let mut got_408 = false;
+    let end = t0 + ms(5) + TIMER_C + Duration::from_secs(33);
+    while let Some(due) = c.poll_timeout() {
+        if due > end {
+            break;
+        }
+        c.handle_timeout(due);
+        for t in transmits(&mut c) {
+            if t.dest == addr(PBX_UA) {
+                assert_eq!(status_of(&t), Some(408));
+                got_408 = true;
+            }
+        }
+    }
+    assert!(got_408);
+    assert_eq!(c.active_calls(), 0);
+}
+
+/// A BYE nobody answers: 408 upstream at timer F, the call ends (completed: both sides
+/// wanted it over).
+#[test]
+fn unanswered_bye_gets_408_and_ends_the_call() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKby", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&sdp("10.2.2.2", 5000))),
+        t0,
+    );
+    let _ = one_transmit(&mut c);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("BYE", "z9hG4bKby2", Some("uas1"), 2, None),
+        t0 + ms(100),
+    );
+    let _ = one_transmit(&mut c);
+    let _ = drain_events(&mut c);
+    c.handle_timeout(t0 + ms(100) + Duration::from_secs(32));
+    let sent = transmits(&mut c);
+    assert!(sent
+        .iter()
+        .any(|t| t.dest == addr(PBX_UA) && status_of(t) == Some(408)));
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Completed));
+    assert_eq!(c.active_calls(), 0);
+}
+
+/// Rejects go through the server transaction too: a 483 to an INVITE is resent on the
+/// INVITE's retransmission and its ACK is absorbed (no 100 before a reject).
+#[test]
+fn reject_of_invite_is_transactional() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let raw = String::from_utf8_lossy(&request("INVITE", "z9hG4bKmf", None, 1, None))
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(raw.clone()), t0);
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(483));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(raw), t0 + ms(100));
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(483));
+    let ack = String::from_utf8_lossy(&request("ACK", "z9hG4bKmf", Some("x"), 1, None))
+        .into_owned();
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(ack), t0 + ms(200));
+    assert!(c.poll_transmit().is_none());
 }

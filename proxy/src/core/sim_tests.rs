@@ -5,8 +5,9 @@
 //! `127.0.0.1:5080`). The two endpoints are built on the RFC 3261 §17 transaction layer
 //! ([`TransactionTable`]), so INVITE, CANCEL, BYE and non-2xx ACK retransmissions come from real
 //! timers A–K; the callee's UA core also retransmits its 2xx until the ACK (§13.3.1.4). The
-//! core itself keeps no retransmission timers and must cope with whatever the endpoints and
-//! the network do.
+//! core is transaction-stateful too: it answers 100, absorbs retransmissions, retransmits
+//! downstream on its own timers and ACKs non-2xx hop by hop, so the runs exercise both its
+//! retransmissions and the endpoints'.
 //!
 //! The [`Network`] carries every datagram with a seeded loss probability and a seeded delay
 //! (1–50 ms, so datagrams overtake each other). [`Sim::progress`] advances the clock to the
@@ -1471,9 +1472,9 @@ fn clean_network_call_completes() {
         let callee = sim.callee_report().expect("callee saw the call");
         assert!(callee.acked && callee.bye_received, "{callee:?}");
         assert!(sim.core_noise.is_empty(), "{:?}", sim.core_noise);
-        // Without loss nobody retransmits: 6 messages each way through the core, 12 in all
-        // from the endpoints' view plus the core's 6 forwards.
-        assert_eq!(sim.transcript().len(), 12, "seed {seed}");
+        // Without loss nobody retransmits: the endpoints' 6 messages, the core's 6 forwards
+        // and its own 100 Trying.
+        assert_eq!(sim.transcript().len(), 13, "seed {seed}");
     }
 }
 
@@ -1483,6 +1484,7 @@ fn clean_network_call_completes() {
 #[test]
 fn lossy_network_core_agrees_with_endpoints_and_leaks_nothing() {
     let (mut answered, mut invite_resent, mut ok_resent) = (0, 0, 0);
+    let (mut core_resent, mut core_trying_resent) = (0, 0);
     sweep(
         &LOSS_LEVELS,
         |seed, loss| Scenario::new(seed).loss(loss),
@@ -1490,12 +1492,19 @@ fn lossy_network_core_agrees_with_endpoints_and_leaks_nothing() {
             answered += u32::from(sim.core_call().answered > 0);
             invite_resent += u32::from(sim.sent_count(CALLER, "INVITE ") > 1);
             ok_resent += u32::from(sim.sent_count(CALLEE, "SIP/2.0 200 Sim") > 2);
+            core_resent += u32::from(sim.sent_count(CORE_AGENTS, "INVITE ") > 1);
+            core_trying_resent += u32::from(sim.sent_count(CORE_PBX, "SIP/2.0 100 ") > 1);
         },
     );
-    // The sweep must really exercise retransmission paths, not only happy calls.
+    // The sweep must really exercise retransmission paths, not only happy calls: the
+    // endpoints' and the core's own (timer A toward the callee, 100 on a caller's resend).
     assert!(
         answered > 0 && invite_resent > 0 && ok_resent > 0,
         "answered {answered}, INVITE resent {invite_resent}, 2xx resent {ok_resent}"
+    );
+    assert!(
+        core_resent > 0 && core_trying_resent > 0,
+        "core INVITE resent {core_resent}, core 100 resent {core_trying_resent}"
     );
 }
 
