@@ -1014,18 +1014,20 @@ impl ProxyCore {
             v.branch()
                 .is_some_and(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
         });
-        let (true, Some(next)) = (own, vias.get(1)) else {
+        let (Ok(cseq), Ok(key)) = (msg.cseq(), TransactionKey::for_response(&msg)) else {
+            return;
+        };
+        let client = self.txns.clients.get_mut(&key);
+        let next = vias.get(1);
+        if !own || (client.is_none() && next.is_none()) {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
                 reason: "not_our_via",
             });
             return;
-        };
-        let (Ok(cseq), Ok(key)) = (msg.cseq(), TransactionKey::for_response(&msg)) else {
-            return;
-        };
+        }
         let method = method_label(&cseq.method);
-        let Some(entry) = self.txns.clients.get_mut(&key) else {
+        let Some(entry) = client else {
             // No transaction (§16.7): e.g. a 2xx long after its INVITE. Statelessly, by Via.
             self.events.push_back(ProxyEvent::ResponseIn {
                 side,
@@ -1033,14 +1035,14 @@ impl ProxyCore {
                 method,
                 elapsed: None,
             });
-            let Some(dest) = via_destination(next) else {
+            let Some(dest) = next.and_then(via_destination) else {
                 self.events.push_back(ProxyEvent::Dropped {
                     side,
                     reason: "unroutable_via",
                 });
                 return;
             };
-            let transport = if next.transport().is_reliable() {
+            let transport = if next.is_some_and(|v| v.transport().is_reliable()) {
                 SipTransport::Tcp
             } else {
                 SipTransport::Udp
@@ -1065,8 +1067,8 @@ impl ProxyCore {
             // A 2xx retransmission: end to end, to where the INVITE came from (§16.7 step
             // 10); anything else is absorbed.
             if status.is_success() && entry.server.is_some() {
-                let up = entry.up;
-                self.forward_response(side, src, msg, None, up, None, now);
+                let (up, server) = (entry.up, entry.server.clone());
+                self.forward_response(side, src, msg, server.as_ref(), up, None, now);
             }
             return;
         }
@@ -1264,6 +1266,24 @@ impl ProxyCore {
         }
         let cseq_method = cseq.method;
         let mut edit = msg.edit().remove_top_via();
+        if msg.header_values("Via").len() < 2 {
+            // Only callmask's Via: the next hop answered from a copy of it (e.g. a 487 built
+            // from our CANCEL). The request's own Vias are known from its server transaction.
+            let vias = server
+                .and_then(|k| self.txns.servers.get(k))
+                .map(|s| s.request.header_values("Via"))
+                .unwrap_or_default();
+            if vias.is_empty() {
+                self.events.push_back(ProxyEvent::Dropped {
+                    side,
+                    reason: "not_our_via",
+                });
+                return;
+            }
+            for v in vias.iter().rev() {
+                edit = edit.prepend_via(v);
+            }
+        }
         if has_sdp(&msg) && code < 300 {
             match self.anchor_body(&call_id, side, msg.body(), now) {
                 Ok(Some(body)) => edit = edit.set_body(body),

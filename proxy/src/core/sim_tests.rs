@@ -1304,6 +1304,9 @@ impl Sim {
         if self.core.ports().in_use() != 0 {
             return fail("ports still in use after far-future timeout (leak)");
         }
+        if self.core.transactions() != 0 {
+            return fail("transactions still live after far-future timeout (leak)");
+        }
         if core.started > 1 {
             return fail("one INVITE became several calls in the core");
         }
