@@ -636,7 +636,12 @@ fn trying_100_arrives() {
         .iter()
         .filter(|m| m.starts_with("INVITE "))
         .count();
-    assert_eq!(sent_invites, 1, "the PBX never had to resend\n{}", uac.report());
+    assert_eq!(
+        sent_invites,
+        1,
+        "the PBX never had to resend\n{}",
+        uac.report()
+    );
     cm.wait_metrics("1 completed call, 0 active", T, |m| {
         m.calls("completed") == 1.0 && m.active() == 0.0
     });
@@ -684,7 +689,12 @@ fn callmask_retransmits_invite_the_agent_missed() {
         .iter()
         .filter(|m| m.starts_with("INVITE "))
         .count();
-    assert_eq!(sent_invites, 1, "the PBX sent its INVITE once\n{}", a.report());
+    assert_eq!(
+        sent_invites,
+        1,
+        "the PBX sent its INVITE once\n{}",
+        a.report()
+    );
     // What the agent got was callmask's copy (its Via on top).
     let inv = traced(&b, "received")
         .into_iter()

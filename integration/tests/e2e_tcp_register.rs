@@ -156,6 +156,9 @@ fn register_then_pbx_calls_the_phone() {
          Content-Length: 0\r\n\r\n"
     );
     pbx.send_to(invite.as_bytes(), l.pbx_listen).expect("send");
+    // A stateful proxy answers 100 Trying at once (RFC 3261 §16.7).
+    let trying = recv(&pbx);
+    assert_eq!(sip_status(&trying), Some(100), "{trying}");
     let inv = recv(&phone);
     let first = inv.lines().next().unwrap_or_default();
     assert_eq!(first, format!("INVITE sip:1001@{me} SIP/2.0"), "{inv}");
@@ -166,8 +169,24 @@ fn register_then_pbx_calls_the_phone() {
             l.agents_listen,
         )
         .expect("send");
+    // callmask ACKs the 486 itself, hop by hop (RFC 3261 §17.1.1.3)…
+    let ack = recv(&phone);
+    assert!(ack.starts_with(&format!("ACK sip:1001@{me} ")), "{ack}");
     let busy = recv(&pbx);
     assert_eq!(sip_status(&busy), Some(486), "{busy}");
+    // …and absorbs the PBX's ACK (same branch as the INVITE), which stops the 486.
+    let to = sip_header(&busy, "To").expect("To");
+    let pbx_ack = format!(
+        "ACK {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {pbx_addr};branch=z9hG4bK-inv-1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@pbx.test>;tag=pbx1\r\n\
+         To: {to}\r\n\
+         Call-ID: call-e2e-1\r\n\
+         CSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    pbx.send_to(pbx_ack.as_bytes(), l.pbx_listen).expect("send");
     cm.wait_metrics("1 failed call", T, |m| m.calls("failed") == 1.0);
 
     // 5. Un-REGISTER removes the binding once the PBX confirms.

@@ -944,11 +944,14 @@ impl ProxyCore {
             Some(ck) => self.cancel_client(&ck, now),
             None => {
                 // Nothing went downstream: callmask ends the INVITE itself.
-                let resp = self
-                    .txns
-                    .servers
-                    .get(&target)
-                    .and_then(|s| build_response(&s.request, StatusCode::REQUEST_TERMINATED, "Request Terminated").ok());
+                let resp = self.txns.servers.get(&target).and_then(|s| {
+                    build_response(
+                        &s.request,
+                        StatusCode::REQUEST_TERMINATED,
+                        "Request Terminated",
+                    )
+                    .ok()
+                });
                 if let Some(resp) = resp {
                     self.answer(Some(&target), side, src, resp, now);
                 }
@@ -981,7 +984,10 @@ impl ProxyCore {
         let Some(e) = self.txns.clients.get_mut(ck) else {
             return;
         };
-        let Some(cancel) = e.invite().and_then(|i| SipMessage::parse(build_cancel(i)).ok()) else {
+        let Some(cancel) = e
+            .invite()
+            .and_then(|i| SipMessage::parse(build_cancel(i)).ok())
+        else {
             return;
         };
         e.cancel = CancelState::Sent;
@@ -1124,7 +1130,12 @@ impl ProxyCore {
             }
         }
         let timers = self.txns.timers;
-        match self.txns.clients.get_mut(key).map(|e| e.settle(&timers, now)) {
+        match self
+            .txns
+            .clients
+            .get_mut(key)
+            .map(|e| e.settle(&timers, now))
+        {
             Some(true) => self.txns.resched_client(key),
             Some(false) => {
                 self.txns.clients.remove(key);

@@ -130,7 +130,11 @@ fn trying_then_forward(core: &mut ProxyCore) -> Transmit {
     let ts = transmits(core);
     assert_eq!(ts.len(), 2, "100 Trying and the forwarded INVITE: {ts:?}");
     assert_eq!(status_of(&ts[0]), Some(100), "100 Trying first");
-    assert_eq!(ts[0].side, ts[1].side.other(), "100 goes back where the INVITE came from");
+    assert_eq!(
+        ts[0].side,
+        ts[1].side.other(),
+        "100 goes back where the INVITE came from"
+    );
     ts[1].clone()
 }
 
@@ -618,8 +622,8 @@ fn timer_a_doubles_and_timer_b_answers_408_upstream() {
     assert_eq!(sent_at, [500, 1500, 3500, 7500, 15_500, 31_500]);
     assert_eq!(c.active_calls(), 0);
     // The caller ACKs the 408: absorbed by the server transaction, nothing goes downstream.
-    let ack = String::from_utf8_lossy(&request("ACK", "z9hG4bKta", Some("x"), 1, None))
-        .into_owned();
+    let ack =
+        String::from_utf8_lossy(&request("ACK", "z9hG4bKta", Some("x"), 1, None)).into_owned();
     c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(ack), now);
     assert!(c.poll_transmit().is_none());
 }
@@ -635,7 +639,11 @@ fn timer_e_caps_at_t2_and_timer_f_answers_408() {
         request("OPTIONS", "z9hG4bKte", None, 1, None),
         t0,
     );
-    assert_eq!(one_transmit(&mut c).dest, addr(AGENT_UA), "no 100 for OPTIONS");
+    assert_eq!(
+        one_transmit(&mut c).dest,
+        addr(AGENT_UA),
+        "no 100 for OPTIONS"
+    );
     let mut sent_at = Vec::new();
     let mut got_408 = None;
     while let Some(due) = c.poll_timeout() {
@@ -697,13 +705,19 @@ fn busy_486_acked_hop_by_hop_and_retransmissions_absorbed() {
         inv.top_via().expect("via").branch(),
         "§17.1.1.3: the ACK has the INVITE's branch"
     );
-    assert_eq!(ack.to().expect("to").tag().map(|t| t.as_ref()), Some(&b"uas1"[..]));
+    assert_eq!(
+        ack.to().expect("to").tag().map(|t| t.as_ref()),
+        Some(&b"uas1"[..])
+    );
     assert_eq!((status_of(&ts[1]), ts[1].dest), (Some(486), addr(PBX_UA)));
     assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
     // The agent resends its 486: re-ACKed, not forwarded.
     c.handle_datagram(Side::Agents, addr(AGENT_UA), busy, t0 + ms(510));
     let t = one_transmit(&mut c);
-    assert_eq!((t.dest, t.payload.clone()), (addr(AGENT_UA), ack.as_bytes().clone()));
+    assert_eq!(
+        (t.dest, t.payload.clone()),
+        (addr(AGENT_UA), ack.as_bytes().clone())
+    );
     // The caller resends its INVITE: answered with the 486, nothing downstream.
     c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0 + ms(300));
     let t = one_transmit(&mut c);
@@ -823,19 +837,34 @@ fn ok_retransmissions_forwarded_and_crossing_invite_absorbed() {
     let first = one_transmit(&mut c);
     assert_eq!((status_of(&first), first.dest), (Some(200), addr(PBX_UA)));
     for i in 1..=3u64 {
-        c.handle_datagram(Side::Agents, addr(AGENT_UA), ok.clone(), t0 + ms(10 + 500 * i));
+        c.handle_datagram(
+            Side::Agents,
+            addr(AGENT_UA),
+            ok.clone(),
+            t0 + ms(10 + 500 * i),
+        );
         let again = one_transmit(&mut c);
-        assert_eq!(again.payload, first.payload, "same bytes, same anchored SDP");
+        assert_eq!(
+            again.payload, first.payload,
+            "same bytes, same anchored SDP"
+        );
     }
     c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0 + ms(600));
-    assert!(c.poll_transmit().is_none(), "INVITE copy after the 2xx is absorbed");
+    assert!(
+        c.poll_transmit().is_none(),
+        "INVITE copy after the 2xx is absorbed"
+    );
     c.handle_datagram(
         Side::Pbx,
         addr(PBX_UA),
         request("ACK", "z9hG4bKok-ack", Some("uas1"), 1, None),
         t0 + ms(700),
     );
-    assert_eq!(one_transmit(&mut c).dest, addr(AGENT_UA), "2xx ACK end to end");
+    assert_eq!(
+        one_transmit(&mut c).dest,
+        addr(AGENT_UA),
+        "2xx ACK end to end"
+    );
     assert_eq!(c.active_calls(), 1);
     assert_eq!(c.ports().in_use(), 2);
     // The lingering entries (64·T1) go away.
@@ -943,8 +972,8 @@ fn reject_of_invite_is_transactional() {
     assert_eq!(status_of(&one_transmit(&mut c)), Some(483));
     c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(raw), t0 + ms(100));
     assert_eq!(status_of(&one_transmit(&mut c)), Some(483));
-    let ack = String::from_utf8_lossy(&request("ACK", "z9hG4bKmf", Some("x"), 1, None))
-        .into_owned();
+    let ack =
+        String::from_utf8_lossy(&request("ACK", "z9hG4bKmf", Some("x"), 1, None)).into_owned();
     c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(ack), t0 + ms(200));
     assert!(c.poll_transmit().is_none());
 }

@@ -269,9 +269,7 @@ impl ClientEntry {
         let txn = if method == Method::Invite {
             ClientTxn::Invite(ClientInvite::new(req, down.dest, reliable, timers, now))
         } else {
-            ClientTxn::NonInvite(ClientNonInvite::new(
-                req, down.dest, reliable, timers, now,
-            ))
+            ClientTxn::NonInvite(ClientNonInvite::new(req, down.dest, reliable, timers, now))
         };
         ClientEntry {
             txn,
