@@ -4,7 +4,7 @@
 //! callmask is a transaction-stateful, record-routing proxy that rewrites SDP (the Kamailio +
 //! rtpengine pair in one place). A request that arrives on one side leaves on the other,
 //! toward that side's peer (trunk mode). Each request gets a server transaction and each
-//! forwarded request a client transaction (RFC 3261 §16, §17; see [`txn`]):
+//! forwarded request a client transaction (RFC 3261 §16, §17; `proxy_txn.rs`):
 //!
 //! - INVITE: 100 Trying at once; retransmissions absorbed and answered with the latest
 //!   response; the proxy retransmits downstream itself on UDP (timers A/E) and answers 408
@@ -29,8 +29,9 @@
 //! [`ProxyCore::handle_timeout`] when [`ProxyCore::poll_timeout`] is due (it moves after
 //! every `handle_*`: ask again each time).
 
+use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -366,6 +367,11 @@ pub struct ProxyCore {
     /// Call-IDs of calls that ended recently: a late copy of their INVITE must not start a
     /// new call (kept for 64·T1, the INVITE transaction's lifetime).
     ended: HashMap<Bytes, Instant>,
+    /// The same, in expiry order (O(1) expiry).
+    ended_order: VecDeque<(Instant, Bytes)>,
+    /// Call deadlines, earliest first; lazy (checked against the call when due), so the core
+    /// never scans every call for its next wake-up.
+    call_deadlines: BinaryHeap<Reverse<(Instant, Bytes)>>,
     registrar: Registrar,
     next_call: u64,
     transmits: VecDeque<Transmit>,
@@ -383,6 +389,8 @@ impl ProxyCore {
             calls: HashMap::new(),
             txns: Txns::new(Timers::default()),
             ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            call_deadlines: BinaryHeap::new(),
             registrar: Registrar::new(),
             next_call: 1,
             transmits: VecDeque::new(),
@@ -428,11 +436,11 @@ impl ProxyCore {
 
     /// When [`ProxyCore::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.values().map(|c| c.deadline).min();
+        let calls = self.call_deadlines.peek().map(|d| d.0 .0);
         let txns = self.txns.poll_timeout();
         let ports = self.ports.poll_timeout();
         let regs = self.registrar.poll_timeout();
-        let ended = self.ended.values().min().copied();
+        let ended = self.ended_order.front().map(|e| e.0);
         [calls, txns, ports, regs, ended]
             .into_iter()
             .flatten()
@@ -448,18 +456,30 @@ impl ProxyCore {
                 self.fire_server(&due.key, now);
             }
         }
-        self.ended.retain(|_, t| *t > now);
+        while self.ended_order.front().is_some_and(|e| e.0 <= now) {
+            if let Some((at, k)) = self.ended_order.pop_front() {
+                if self.ended.get(&k) == Some(&at) {
+                    self.ended.remove(&k);
+                }
+            }
+        }
         self.ports.release_due(now);
         self.registrar.handle_timeout(now);
-        let due: Vec<Bytes> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
-            let outcome = match self.calls.get(&k).map(|c| c.state) {
-                Some(CallState::Terminating) => CallOutcome::Completed,
+        while self.call_deadlines.peek().is_some_and(|d| d.0 .0 <= now) {
+            let Some(Reverse((_, k))) = self.call_deadlines.pop() else {
+                break;
+            };
+            // Lazy deletion: the call may be gone or its deadline moved on.
+            let Some(state) = self
+                .calls
+                .get(&k)
+                .filter(|c| c.deadline <= now)
+                .map(|c| c.state)
+            else {
+                continue;
+            };
+            let outcome = match state {
+                CallState::Terminating => CallOutcome::Completed,
                 _ => CallOutcome::TimedOut,
             };
             self.end_call(&k, outcome, now);
@@ -751,6 +771,8 @@ impl ProxyCore {
                     agents_addr: None,
                 },
             );
+            self.call_deadlines
+                .push(Reverse((now + EARLY_CALL_TTL, call_id.clone())));
             let parties = Parties {
                 call_id: call_id.clone(),
                 from: msg
@@ -776,6 +798,8 @@ impl ProxyCore {
                 Method::Bye => {
                     call.state = CallState::Terminating;
                     call.deadline = now + BYE_TTL;
+                    self.call_deadlines
+                        .push(Reverse((call.deadline, call_id.clone())));
                 }
                 Method::Cancel => call.cancelled = true,
                 Method::Info if is_dtmf_info(&msg) => {
@@ -1448,6 +1472,8 @@ impl ProxyCore {
             return;
         };
         self.ended.insert(call_id.clone(), now + PATH_TTL);
+        self.ended_order
+            .push_back((now + PATH_TTL, call_id.clone()));
         for s in &call.streams {
             for pair in s.local {
                 // A pair freed twice would be a bug in this module; the pool refuses it.

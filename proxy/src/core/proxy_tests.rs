@@ -977,3 +977,87 @@ fn reject_of_invite_is_transactional() {
     c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(ack), t0 + ms(200));
     assert!(c.poll_transmit().is_none());
 }
+
+/// Throughput of the stateful core alone: whole calls (INVITE/100/180/200/ACK/BYE/200, SDP
+/// anchored both ways) with 1,000 calls in progress at any time and timers driven on a
+/// virtual clock (1 ms per call). Run in release:
+/// `cargo test --release -p callmask --lib core_call_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run in release"]
+fn core_call_throughput() {
+    const CALLS: usize = 50_000;
+    const OPEN: usize = 1_000;
+    let mut c = core();
+    c.ports = PortAllocator::new(
+        PortRange::new(10_000, 59_999).expect("range"),
+        Duration::from_secs(5),
+    );
+    let t0 = Instant::now();
+    let offer = sdp("10.1.1.1", 4000);
+    let answer = sdp("10.2.2.2", 5000);
+    let per_call =
+        |i: usize, m: &str, b: &str, tag: Option<&str>, cseq: u32, body: Option<&str>| {
+            let raw = request(m, b, tag, cseq, body);
+            Bytes::from(
+                String::from_utf8_lossy(&raw).replace("call-1@test", &format!("call-{i}@test")),
+            )
+        };
+    let mut pending: std::collections::VecDeque<(usize, SipMessage)> = Default::default();
+    let started = std::time::Instant::now();
+    let mut messages = 0u64;
+    for i in 0..CALLS + OPEN {
+        let now = t0 + ms(i as u64);
+        if i < CALLS {
+            let inv = per_call(i, "INVITE", &format!("z9hG4bKi{i}"), None, 1, Some(&offer));
+            c.handle_datagram(Side::Pbx, addr(PBX_UA), inv, now);
+            let fwd = transmits(&mut c).pop().expect("forwarded");
+            let fwd = parse(&fwd.payload);
+            c.handle_datagram(
+                Side::Agents,
+                addr(AGENT_UA),
+                response_to(&fwd, 180, None),
+                now,
+            );
+            messages += 2;
+            pending.push_back((i, fwd));
+        }
+        if pending.len() > OPEN || i >= CALLS {
+            let Some((j, fwd)) = pending.pop_front() else {
+                break;
+            };
+            c.handle_datagram(
+                Side::Agents,
+                addr(AGENT_UA),
+                response_to(&fwd, 200, Some(&answer)),
+                now,
+            );
+            let ack = per_call(j, "ACK", &format!("z9hG4bKa{j}"), Some("uas1"), 1, None);
+            c.handle_datagram(Side::Pbx, addr(PBX_UA), ack, now);
+            let bye = per_call(j, "BYE", &format!("z9hG4bKb{j}"), Some("uas1"), 2, None);
+            c.handle_datagram(Side::Pbx, addr(PBX_UA), bye, now);
+            let fwd_bye = transmits(&mut c).pop().expect("BYE forwarded");
+            let fwd_bye = parse(&fwd_bye.payload);
+            c.handle_datagram(
+                Side::Agents,
+                addr(AGENT_UA),
+                response_to(&fwd_bye, 200, None),
+                now,
+            );
+            messages += 4;
+        }
+        while c.poll_transmit().is_some() {}
+        while c.poll_event().is_some() {}
+        if c.poll_timeout().is_some_and(|t| t <= now) {
+            c.handle_timeout(now);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(c.active_calls(), 0);
+    println!(
+        "{CALLS} calls ({messages} SIP messages in, {OPEN} open at a time) in {secs:.2} s: \
+         {:.0} calls/s, {:.0} messages/s; {} transactions lingering",
+        CALLS as f64 / secs,
+        messages as f64 / secs,
+        c.transactions()
+    );
+}
