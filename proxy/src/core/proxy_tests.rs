@@ -1061,3 +1061,50 @@ fn core_call_throughput() {
         c.transactions()
     );
 }
+
+/// A next hop that answers the INVITE from a copy of callmask's CANCEL (only callmask's Via,
+/// as sipp's `[last_Via:]` does): the response still reaches the caller, with the INVITE's
+/// own Vias restored from the server transaction.
+#[test]
+fn response_with_only_our_via_gets_the_request_vias_back() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKsv", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0,
+    );
+    let _ = one_transmit(&mut c);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("CANCEL", "z9hG4bKsv", None, 1, None),
+        t0 + ms(10),
+    );
+    let ts = transmits(&mut c);
+    let cancel = parse(&ts[1].payload);
+    // 487 built from the CANCEL's Via (one value) but the INVITE's CSeq.
+    let terminated = String::from_utf8_lossy(&response_to(&cancel, 487, None))
+        .replace("CSeq: 1 CANCEL", "CSeq: 1 INVITE");
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        Bytes::from(terminated),
+        t0 + ms(20),
+    );
+    let ts = transmits(&mut c);
+    let up = ts
+        .iter()
+        .find(|t| t.dest == addr(PBX_UA))
+        .expect("487 upstream");
+    let resp = parse(&up.payload);
+    assert_eq!(resp.status().map(StatusCode::as_u16), Some(487));
+    let vias = resp.vias().expect("vias");
+    assert_eq!(vias.len(), 1);
+    assert_eq!(
+        vias[0].branch().map(|b| b.as_ref()),
+        Some(&b"z9hG4bKsv"[..])
+    );
+}
