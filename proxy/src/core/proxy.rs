@@ -345,6 +345,29 @@ struct Call {
     cancelled: bool,
     /// Where the agents' side of this call answers from (routing in registration mode).
     agents_addr: Option<SocketAddr>,
+    /// The side the initial INVITE came from.
+    caller_side: Side,
+    /// Early dialogs with media (a forked INVITE: one per callee To tag), so that the dialog
+    /// the 2xx confirms gets its media back even when its 2xx carries no SDP.
+    early: Vec<EarlyDialog>,
+    /// The callee tag of the dialog the first 2xx confirmed; other forks' 2xx, ACK and BYE
+    /// pass through without moving the call's media or ending it.
+    answered_tag: Option<Bytes>,
+}
+
+impl Call {
+    /// Whether a message with callee tag `tag` belongs to another fork than the answered
+    /// dialog.
+    fn is_other_fork(&self, tag: Option<&Bytes>) -> bool {
+        matches!((&self.answered_tag, tag), (Some(a), Some(t)) if a != t)
+    }
+}
+
+/// The media one early dialog answered with (the callee side's remotes and codecs).
+#[derive(Debug)]
+struct EarlyDialog {
+    tag: Bytes,
+    media: Vec<(Option<SocketAddr>, Vec<Codec>)>,
 }
 
 /// What a forwarded REGISTER asked for, to apply when the PBX answers.
@@ -769,6 +792,9 @@ impl ProxyCore {
                     deadline: now + EARLY_CALL_TTL,
                     cancelled: false,
                     agents_addr: None,
+                    caller_side: side,
+                    early: Vec::new(),
+                    answered_tag: None,
                 },
             );
             self.call_deadlines
@@ -790,11 +816,14 @@ impl ProxyCore {
                 parties,
             });
         }
+        let mut other_fork = false;
         if let Some(call) = self.calls.get_mut(&call_id) {
             if side == Side::Agents {
                 call.agents_addr = Some(src);
             }
+            other_fork = call.is_other_fork(callee_tag(&msg, side, call.caller_side).as_ref());
             match method {
+                Method::Bye if other_fork => {}
                 Method::Bye => {
                     call.state = CallState::Terminating;
                     call.deadline = now + BYE_TTL;
@@ -848,7 +877,7 @@ impl ProxyCore {
                 .prepend_record_route(format!("<sip:{outbound}{tp};lr>").as_bytes());
         }
         if has_sdp(&msg) {
-            match self.anchor_body(&call_id, side, msg.body(), now) {
+            match self.anchor_body(&call_id, side, msg.body(), now, !other_fork) {
                 Ok(Some(body)) => edit = edit.set_body(body),
                 Ok(None) => {
                     // Media for a dialog callmask does not know (state lost, or a stray
@@ -1300,6 +1329,15 @@ impl ProxyCore {
             return;
         }
         let cseq_method = cseq.method;
+        let tag = self
+            .calls
+            .get(&call_id)
+            .and_then(|c| callee_tag(&msg, side, c.caller_side));
+        let other_fork = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| c.is_other_fork(tag.as_ref()));
+        let with_sdp = has_sdp(&msg) && code < 300;
         let mut edit = msg.edit().remove_top_via();
         if msg.header_values("Via").len() < 2 {
             // Only callmask's Via: the next hop answered from a copy of it (e.g. a 487 built
@@ -1319,8 +1357,8 @@ impl ProxyCore {
                 edit = edit.prepend_via(v);
             }
         }
-        if has_sdp(&msg) && code < 300 {
-            match self.anchor_body(&call_id, side, msg.body(), now) {
+        if with_sdp {
+            match self.anchor_body(&call_id, side, msg.body(), now, !other_fork) {
                 Ok(Some(body)) => edit = edit.set_body(body),
                 Ok(None) => {
                     // SDP for a call callmask no longer anchors (e.g. a 200 retransmitted
@@ -1374,8 +1412,49 @@ impl ProxyCore {
             Method::Invite if (200..300).contains(&code) && call.state == CallState::Early => {
                 call.state = CallState::Confirmed;
                 call.deadline = now + Duration::from_secs(u64::from(u32::MAX));
+                // The confirmed dialog wins (RFC 3261 §13.2.2.4 / §16.7 forking): without an
+                // SDP of its own, its early answer's media comes back; other early dialogs
+                // are forgotten.
+                let early = std::mem::take(&mut call.early);
+                let restore = (!with_sdp)
+                    .then(|| early.into_iter().find(|e| Some(&e.tag) == tag.as_ref()))
+                    .flatten();
+                call.answered_tag = tag;
+                let mut moved = false;
+                if let Some(e) = restore {
+                    for (st, (remote, codecs)) in call.streams.iter_mut().zip(e.media) {
+                        if st.remote[side.idx()] != remote {
+                            st.remote[side.idx()] = remote;
+                            st.codecs = codecs;
+                            moved = true;
+                        }
+                    }
+                }
                 let id = call.id;
+                if moved {
+                    let streams = stream_specs(call);
+                    self.events
+                        .push_back(ProxyEvent::Media(MediaCommand::Upsert {
+                            call: id,
+                            streams,
+                        }));
+                }
                 self.events.push_back(ProxyEvent::CallAnswered { call: id });
+            }
+            Method::Invite
+                if code < 200 && with_sdp && call.state == CallState::Early && tag.is_some() =>
+            {
+                // An early dialog answered: remember its media by its tag.
+                let media: Vec<_> = call
+                    .streams
+                    .iter()
+                    .map(|st| (st.remote[side.idx()], st.codecs.clone()))
+                    .collect();
+                let tag = tag.unwrap_or_default();
+                match call.early.iter_mut().find(|e| e.tag == tag) {
+                    Some(e) => e.media = media,
+                    None => call.early.push(EarlyDialog { tag, media }),
+                }
             }
             Method::Invite if code >= 300 && call.state == CallState::Early => {
                 let outcome = if call.cancelled || code == 487 {
@@ -1385,7 +1464,7 @@ impl ProxyCore {
                 };
                 self.end_call(&call_id, outcome, now);
             }
-            Method::Bye if code >= 200 => {
+            Method::Bye if code >= 200 && !other_fork => {
                 self.end_call(&call_id, CallOutcome::Completed, now);
             }
             _ => {}
@@ -1394,12 +1473,16 @@ impl ProxyCore {
 
     /// Anchor an SDP body that arrived from `from`: returns the body to send on, `None` if
     /// there is no call to anchor it for, or a SIP status to answer with on failure.
+    ///
+    /// With `commit` false (another fork's dialog) the body is still rewritten, so no SDP
+    /// ever bypasses the tap, but the call's media does not move.
     fn anchor_body(
         &mut self,
         call_id: &Bytes,
         from: Side,
         body: Bytes,
         now: Instant,
+        commit: bool,
     ) -> Result<Option<Bytes>, u16> {
         let Some(call) = self.calls.get_mut(call_id) else {
             return Ok(None);
@@ -1439,25 +1522,16 @@ impl ProxyCore {
             &mut call.origin[to.idx()],
         )
         .map_err(|_| 500u16)?;
+        if !commit {
+            return Ok(Some(anchored.body));
+        }
         for (s, p) in call.streams.iter_mut().zip(&anchored.plan.streams) {
             s.remote[from.idx()] = if p.is_active() { p.remote } else { None };
             if !p.codecs.is_empty() {
                 s.codecs = p.codecs.clone();
             }
         }
-        let streams = call
-            .streams
-            .iter()
-            .enumerate()
-            .map(|(index, s)| StreamSpec {
-                index,
-                pbx_local: s.local[Side::Pbx.idx()],
-                agents_local: s.local[Side::Agents.idx()],
-                pbx_remote: s.remote[Side::Pbx.idx()],
-                agents_remote: s.remote[Side::Agents.idx()],
-                codecs: s.codecs.clone(),
-            })
-            .collect();
+        let streams = stream_specs(call);
         let id = call.id;
         self.events
             .push_back(ProxyEvent::Media(MediaCommand::Upsert {
@@ -1632,6 +1706,31 @@ impl ProxyCore {
         }
         format!("{BRANCH_PREFIX}{:016x}", h.finish())
     }
+}
+
+/// What the media layer is told about a call's streams.
+fn stream_specs(call: &Call) -> Vec<StreamSpec> {
+    call.streams
+        .iter()
+        .enumerate()
+        .map(|(index, s)| StreamSpec {
+            index,
+            pbx_local: s.local[Side::Pbx.idx()],
+            agents_local: s.local[Side::Agents.idx()],
+            pbx_remote: s.remote[Side::Pbx.idx()],
+            agents_remote: s.remote[Side::Agents.idx()],
+            codecs: s.codecs.clone(),
+        })
+        .collect()
+}
+
+/// The callee's dialog tag in `msg` arriving from `side` (a forked call's dialogs differ only
+/// in it): the To tag of requests from the caller's side and of responses from the callee's
+/// side, the From tag otherwise.
+fn callee_tag(msg: &SipMessage, side: Side, caller_side: Side) -> Option<Bytes> {
+    let in_to = msg.is_request() == (side == caller_side);
+    let na = if in_to { msg.to() } else { msg.from() };
+    na.ok()?.tag().cloned()
 }
 
 /// Where a response goes by its Via (RFC 3261 §18.2.2 with RFC 3581 rport): `received` and

@@ -1108,3 +1108,164 @@ fn response_with_only_our_via_gets_the_request_vias_back() {
         Some(&b"z9hG4bKsv"[..])
     );
 }
+
+/// `response_to` with the callee tag `tag` instead of `uas1` (a forking downstream).
+fn response_tagged(req: &SipMessage, code: u16, tag: &str, body: Option<&str>) -> Bytes {
+    Bytes::from(
+        String::from_utf8_lossy(&response_to(req, code, body))
+            .replace("tag=uas1", &format!("tag={tag}")),
+    )
+}
+
+fn upserts(events: &[ProxyEvent]) -> Vec<Vec<StreamSpec>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ProxyEvent::Media(MediaCommand::Upsert { streams, .. }) => Some(streams.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A forked INVITE (RFC 3261 §16.7, §13.2.2.4): two early dialogs answer with their own
+/// media; the 2xx of the first one (no SDP: its answer was in the 183) brings that dialog's
+/// media back; the other fork's late 2xx is forwarded anchored but moves nothing, and the BYE
+/// that ends that fork leaves the answered call alone.
+#[test]
+fn forked_early_dialogs_the_answered_one_wins() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKfk", t0);
+    let _ = drain_events(&mut c);
+    let remote = |ev: &[ProxyEvent]| upserts(ev).last().map(|s| s[0].agents_remote);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&inv, 183, "fa", Some(&sdp("10.2.2.1", 5000))),
+        t0,
+    );
+    assert!(body_str(&parse(&one_transmit(&mut c).payload)).contains("c=IN IP4 127.0.0.1"));
+    assert_eq!(
+        remote(&drain_events(&mut c)),
+        Some(Some(addr("10.2.2.1:5000")))
+    );
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&inv, 183, "fb", Some(&sdp("10.2.2.2", 6000))),
+        t0 + ms(5),
+    );
+    let _ = one_transmit(&mut c);
+    assert_eq!(
+        remote(&drain_events(&mut c)),
+        Some(Some(addr("10.2.2.2:6000")))
+    );
+    // Fork A answers without SDP: A's media is restored.
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&inv, 200, "fa", None),
+        t0 + ms(10),
+    );
+    let _ = one_transmit(&mut c);
+    let ev = drain_events(&mut c);
+    assert_eq!(remote(&ev), Some(Some(addr("10.2.2.1:5000"))), "{ev:?}");
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, ProxyEvent::CallAnswered { .. })));
+    // Fork B answers too: forwarded (the caller will ACK and BYE it), anchored, media kept.
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&inv, 200, "fb", Some(&sdp("10.2.2.2", 6000))),
+        t0 + ms(15),
+    );
+    let b = body_str(&parse(&one_transmit(&mut c).payload));
+    assert!(
+        b.contains("c=IN IP4 127.0.0.1") && !b.contains("10.2.2.2"),
+        "{b}"
+    );
+    assert!(
+        upserts(&drain_events(&mut c)).is_empty(),
+        "fork B moves no media"
+    );
+    assert_eq!(c.ports().in_use(), 2);
+    // The caller hangs up fork B: the call goes on.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("BYE", "z9hG4bKfk-b", Some("fb"), 2, None),
+        t0 + ms(20),
+    );
+    let bye = parse(&one_transmit(&mut c).payload);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&bye, 200, "fb", None),
+        t0 + ms(25),
+    );
+    let _ = one_transmit(&mut c);
+    assert_eq!(outcome(&drain_events(&mut c)), None);
+    assert_eq!(c.active_calls(), 1);
+    // …and the answered dialog ends it.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("BYE", "z9hG4bKfk-a", Some("fa"), 3, None),
+        t0 + ms(30),
+    );
+    let bye = parse(&one_transmit(&mut c).payload);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&bye, 200, "fa", None),
+        t0 + ms(35),
+    );
+    let _ = one_transmit(&mut c);
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Completed));
+    assert_eq!(c.ports().in_use(), 0);
+}
+
+/// A re-INVITE from the callee's side (its tag is then the From tag) belongs to the answered
+/// dialog and moves media as before.
+#[test]
+fn reinvite_from_the_callee_side_is_the_same_dialog() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKrv", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&sdp("10.2.2.2", 5000))),
+        t0,
+    );
+    let _ = one_transmit(&mut c);
+    let _ = drain_events(&mut c);
+    // Agent → PBX re-INVITE: From carries the callee tag uas1, To the caller's tag.
+    let reinvite = format!(
+        "INVITE sip:pbx@{PBX_UA} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {AGENT_UA};branch=z9hG4bKre1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:agent@127.0.0.1>;tag=uas1\r\n\
+         To: <sip:pbx@127.0.0.1>;tag=abc\r\n\
+         Call-ID: call-1@test\r\n\
+         CSeq: 1 INVITE\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{}",
+        sdp("10.2.2.9", 7000).len(),
+        sdp("10.2.2.9", 7000)
+    );
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        Bytes::from(reinvite),
+        t0 + ms(50),
+    );
+    let fwd = trying_then_forward(&mut c);
+    assert_eq!(fwd.dest, addr(PBX_UA));
+    let ev = drain_events(&mut c);
+    assert_eq!(
+        upserts(&ev).last().map(|s| s[0].agents_remote),
+        Some(Some(addr("10.2.2.9:7000")))
+    );
+}
