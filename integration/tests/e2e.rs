@@ -705,7 +705,16 @@ fn callmask_retransmits_invite_the_agent_missed() {
         top_via.contains(&l.agents_listen.port().to_string()) && top_via.contains("z9hG4bKcm"),
         "top Via is callmask's: {top_via}"
     );
-    cm.wait_metrics("1 completed call, 0 active, 0 ports in use", T, |m| {
+    let m = cm.wait_metrics("1 completed call, 0 active, 0 ports in use", T, |m| {
         m.calls("completed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
     });
+    let resent = m.sum(
+        "callmask_sip_retransmissions_total",
+        &["side=\"agents\"", "handling=\"resent\""],
+    );
+    assert!(
+        resent >= 1.0,
+        "resent toward the agent: {resent}\n{}",
+        m.callmask_lines()
+    );
 }

@@ -299,6 +299,14 @@ pub enum ProxyEvent {
         /// Closed label.
         reason: &'static str,
     },
+    /// A retransmission handled by callmask's transactions (for counting).
+    Retransmission {
+        /// Where callmask resent it to, or where the absorbed copy came from.
+        side: Side,
+        /// `true`: callmask resent on its own timer (A, E, G); `false`: a peer's copy was
+        /// absorbed by a transaction.
+        resent: bool,
+    },
     /// A forwarded request got no final response in time (timer B, F or C): callmask
     /// answered 408 upstream (RFC 3261 §16.8).
     TransactionTimedOut {
@@ -686,6 +694,10 @@ impl ProxyCore {
         } else if let Some(e) = self.txns.servers.get_mut(&key) {
             e.handle_retransmission(&mut self.transmits);
             self.txns.resched_server(&key);
+            self.events.push_back(ProxyEvent::Retransmission {
+                side,
+                resent: false,
+            });
             return;
         }
         if method == Method::Cancel && self.cancel(side, src, &msg, &key, &call_id, now) {
@@ -1131,6 +1143,13 @@ impl ProxyCore {
             }
             return;
         }
+        if status.is_final() && !entry.awaiting_final() {
+            // A final response again: the client transaction re-ACKs or ignores it.
+            self.events.push_back(ProxyEvent::Retransmission {
+                side,
+                resent: false,
+            });
+        }
         let mut cancel_now = false;
         if entry.method == Method::Invite && entry.awaiting_final() {
             if status.is_provisional() {
@@ -1252,6 +1271,15 @@ impl ProxyCore {
             return;
         };
         e.fire_machine(now);
+        // What the machine queued on its timer is a retransmission (A, E).
+        let before = self.transmits.len();
+        e.drain(&mut self.transmits);
+        for _ in before..self.transmits.len() {
+            self.events.push_back(ProxyEvent::Retransmission {
+                side: e.down.side,
+                resent: true,
+            });
+        }
         let c_due = e.timer_c.is_some_and(|t| t <= now);
         if c_due && !e.awaiting_final() {
             e.timer_c = None;
@@ -1296,7 +1324,16 @@ impl ProxyCore {
         let Some(e) = self.txns.servers.get_mut(key) else {
             return;
         };
-        if e.fire(now, &mut self.transmits) {
+        let before = self.transmits.len();
+        let alive = e.fire(now, &mut self.transmits);
+        for _ in before..self.transmits.len() {
+            // Timer G: a final response resent upstream.
+            self.events.push_back(ProxyEvent::Retransmission {
+                side: e.up.side,
+                resent: true,
+            });
+        }
+        if alive {
             self.txns.resched_server(key);
         } else {
             self.txns.servers.remove(key);

@@ -568,9 +568,14 @@ fn invite_retransmission_absorbed_and_latest_provisional_resent() {
     let raw = request("INVITE", "z9hG4bKrx", None, 1, Some(&sdp("10.1.1.1", 4000)));
     c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0);
     let inv = parse(&trying_then_forward(&mut c).payload);
+    let _ = drain_events(&mut c);
     c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0 + ms(400));
     let t = one_transmit(&mut c);
     assert_eq!((status_of(&t), t.dest), (Some(100), addr(PBX_UA)));
+    assert!(drain_events(&mut c).contains(&ProxyEvent::Retransmission {
+        side: Side::Pbx,
+        resent: false
+    }));
     c.handle_datagram(
         Side::Agents,
         addr(AGENT_UA),
@@ -621,6 +626,7 @@ fn timer_a_doubles_and_timer_b_answers_408_upstream() {
     }
     assert_eq!(sent_at, [500, 1500, 3500, 7500, 15_500, 31_500]);
     assert_eq!(c.active_calls(), 0);
+    let _ = drain_events(&mut c);
     // The caller ACKs the 408: absorbed by the server transaction, nothing goes downstream.
     let ack =
         String::from_utf8_lossy(&request("ACK", "z9hG4bKta", Some("x"), 1, None)).into_owned();
@@ -723,9 +729,17 @@ fn busy_486_acked_hop_by_hop_and_retransmissions_absorbed() {
     let t = one_transmit(&mut c);
     assert_eq!((status_of(&t), t.dest), (Some(486), addr(PBX_UA)));
     // Timer G: the 486 again at +T1 without an ACK.
+    let _ = drain_events(&mut c);
     c.handle_timeout(t0 + ms(510));
     let t = one_transmit(&mut c);
     assert_eq!((status_of(&t), t.dest), (Some(486), addr(PBX_UA)));
+    assert_eq!(
+        drain_events(&mut c),
+        [ProxyEvent::Retransmission {
+            side: Side::Pbx,
+            resent: true
+        }]
+    );
     // The caller's ACK (same branch as its INVITE): absorbed.
     c.handle_datagram(
         Side::Pbx,

@@ -1246,7 +1246,10 @@ impl Sim {
         let Some(name) = name else {
             if !matches!(
                 ev,
-                ProxyEvent::RequestIn { .. } | ProxyEvent::ResponseIn { .. } | ProxyEvent::Media(_)
+                ProxyEvent::RequestIn { .. }
+                    | ProxyEvent::ResponseIn { .. }
+                    | ProxyEvent::Media(_)
+                    | ProxyEvent::Retransmission { .. }
             ) {
                 self.core_noise.push(ev);
             }

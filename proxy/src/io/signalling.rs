@@ -242,6 +242,14 @@ impl Signalling {
                     self.metrics
                         .sip_rejected(metric_side(side), metrics::DropReason::NoRoute);
                 }
+                ProxyEvent::Retransmission { side, resent } => {
+                    let action = if resent {
+                        metrics::RetransmitAction::Resent
+                    } else {
+                        metrics::RetransmitAction::Absorbed
+                    };
+                    self.metrics.sip_retransmission(metric_side(side), action);
+                }
                 ProxyEvent::TransactionTimedOut {
                     side,
                     method,
