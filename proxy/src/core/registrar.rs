@@ -90,7 +90,7 @@ impl Registrar {
 
     fn remove(&mut self, token: &str) {
         if self.by_token.remove(token).is_some_and(|b| b.active) {
-            self.active -= 1;
+            self.active = self.active.saturating_sub(1);
         }
         if self.by_token.is_empty() {
             // Nothing left to expire: no stale wake-ups either.

@@ -127,6 +127,8 @@ struct Scenario {
     cancel_within: Option<Duration>,
     /// If set, the callee answers with this final non-2xx status instead of 200.
     reject_with: Option<u16>,
+    /// The callee ignores this many INVITE copies (as if its socket were not up yet).
+    callee_deaf_to: u32,
 }
 
 impl Scenario {
@@ -139,7 +141,13 @@ impl Scenario {
             hold: Duration::from_secs(2),
             cancel_within: None,
             reject_with: None,
+            callee_deaf_to: 0,
         }
+    }
+
+    fn callee_deaf_to(mut self, invites: u32) -> Self {
+        self.callee_deaf_to = invites;
+        self
     }
 
     fn loss(mut self, percent: u32) -> Self {
@@ -820,6 +828,8 @@ struct Callee {
     ep: Endpoint,
     answer_after: Duration,
     reject_with: Option<u16>,
+    /// INVITE copies still to ignore.
+    deaf_to: u32,
     calls: BTreeMap<String, CalleeCall>,
 }
 
@@ -831,6 +841,7 @@ impl Callee {
             ep: Endpoint::new(CORE_AGENTS),
             answer_after: s.answer_after,
             reject_with: s.reject_with,
+            deaf_to: s.callee_deaf_to,
             calls: BTreeMap::new(),
         }
     }
@@ -901,6 +912,10 @@ impl Callee {
                 Ok(_) => self.process_events(),
                 Err(e) => panic!("callee got an unmatchable response: {e}"),
             }
+            return;
+        }
+        if self.deaf_to > 0 && msg.method() == Some(&Method::Invite) {
+            self.deaf_to -= 1;
             return;
         }
         match self.ep.txns.handle_request(&msg, now) {
@@ -1615,4 +1630,31 @@ fn same_seed_same_transcript() {
         }
     }
     assert_ne!(run(1), run(2));
+}
+
+/// A callee that misses the first INVITE copies (no loss otherwise): the caller, answered with
+/// 100 Trying, sends its INVITE once; callmask's own timer A retransmissions (T1, 2·T1 …) get
+/// the call through, and it completes.
+#[test]
+fn core_retransmission_reaches_a_callee_that_missed_the_invite() {
+    for seed in 0..seeds() / 5 {
+        for deaf in [1, 2, 3] {
+            let mut sim = Sim::new(Scenario::new(seed).callee_deaf_to(deaf));
+            sim.finish();
+            sim.check()
+                .unwrap_or_else(|e| panic!("seed {seed}, deaf to {deaf}: {e}"));
+            assert_eq!(sim.sent_count(CALLER, "INVITE "), 1, "seed {seed}");
+            assert_eq!(
+                sim.sent_count(CORE_AGENTS, "INVITE "),
+                deaf as usize + 1,
+                "seed {seed}: one copy per timer A firing until the callee hears one"
+            );
+            let core = sim.core_call();
+            assert_eq!(
+                (core.answered, core.ended.as_slice()),
+                (1, &[CallOutcome::Completed][..]),
+                "seed {seed}"
+            );
+        }
+    }
 }
