@@ -723,8 +723,10 @@ impl ProxyCore {
                 transport: self.arrival,
                 dest: src,
             };
-            let entry = ServerEntry::new(msg.clone(), up, self.txns.timers, now);
+            let give_up = now + self.give_up_after(&method);
+            let entry = ServerEntry::new(msg.clone(), up, self.txns.timers, now, give_up);
             self.txns.servers.insert(key.clone(), entry);
+            self.txns.resched_server(&key);
             Some(key)
         };
         let server = server.as_ref();
@@ -923,20 +925,22 @@ impl ProxyCore {
             self.send(out, dest, fwd.as_bytes().clone());
             return;
         };
+        let ckey = match TransactionKey::for_request(&fwd) {
+            Ok(k) if !self.txns.clients.contains_key(&k) => k,
+            _ => {
+                // Two upstream transactions hashed onto one downstream branch: this one goes
+                // statelessly (its responses find their way back by Via).
+                self.txns.servers.remove(&skey);
+                self.send(out, dest, fwd.as_bytes().clone());
+                return;
+            }
+        };
         if method == Method::Invite {
             // §16.7 / §17.2.1: a proxy answers 100 at once, so the caller stops retransmitting.
             if let Ok(trying) = build_response(&msg, StatusCode::TRYING, "Trying") {
                 self.answer(Some(&skey), side, src, trying, now);
             }
         }
-        let ckey = match TransactionKey::for_request(&fwd) {
-            Ok(k) if !self.txns.clients.contains_key(&k) => k,
-            _ => {
-                // Two upstream transactions hashed onto one downstream branch: stateless.
-                self.send(out, dest, fwd.as_bytes().clone());
-                return;
-            }
-        };
         let down = Hop {
             side: out,
             transport: self.arrival,
@@ -967,6 +971,18 @@ impl ProxyCore {
         }
     }
 
+    /// How long a server transaction may wait for the final response it forwards: past every
+    /// timer of its client transaction (timer C and a CANCEL's 64·T1 for INVITE, timer F
+    /// otherwise), with 64·T1 to spare.
+    fn give_up_after(&self, method: &Method) -> Duration {
+        let t1x64 = self.txns.timers.t1x64();
+        if *method == Method::Invite {
+            TIMER_C + 3 * t1x64
+        } else {
+            3 * t1x64
+        }
+    }
+
     /// A CANCEL (§16.10). If it matches an INVITE server transaction: 200 through the
     /// CANCEL's own server transaction, and the pending client transaction is cancelled (the
     /// 487 comes back through it). `false` if it matches nothing: the caller forwards it
@@ -993,7 +1009,8 @@ impl ProxyCore {
             transport: self.arrival,
             dest: src,
         };
-        let entry = ServerEntry::new(msg.clone(), up, self.txns.timers, now);
+        let give_up = now + self.give_up_after(&Method::Cancel);
+        let entry = ServerEntry::new(msg.clone(), up, self.txns.timers, now, give_up);
         self.txns.servers.insert(key.clone(), entry);
         if let Ok(ok) = build_response(msg, StatusCode::OK, "OK") {
             self.answer(Some(key), side, src, ok, now);

@@ -1283,3 +1283,58 @@ fn reinvite_from_the_callee_side_is_the_same_dialog() {
         Some(Some(addr("10.2.2.9:7000")))
     );
 }
+
+/// A final response callmask cannot forward (here: a 200 whose SDP it cannot parse) leaves
+/// the server transaction unanswered; it is forgotten after its give-up time, so nothing
+/// leaks, while a ringing call that keeps sending provisionals is kept.
+#[test]
+fn unanswerable_server_transaction_is_forgotten() {
+    let mut c = core();
+    let t0 = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("OPTIONS", "z9hG4bKgu", None, 1, None),
+        t0,
+    );
+    let fwd = parse(&one_transmit(&mut c).payload);
+    let bad = String::from_utf8_lossy(&response_to(&fwd, 200, Some("v=0\r\nbroken"))).into_owned();
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), Bytes::from(bad), t0 + ms(10));
+    // OPTIONS has no call: its SDP cannot be anchored, the 200 is dropped.
+    assert!(c.poll_transmit().is_none());
+    c.handle_timeout(t0 + Duration::from_secs(200));
+    assert_eq!(c.transactions(), 0, "nothing lingers");
+
+    // A ringing INVITE re-announced every 70 s outlives the first give-up time (277 s; the
+    // call itself is given up at 300 s).
+    let inv = invite_through(&mut c, "z9hG4bKlr", t0);
+    for i in 1..=4u64 {
+        let at = t0 + Duration::from_secs(70 * i);
+        c.handle_datagram(
+            Side::Agents,
+            addr(AGENT_UA),
+            response_to(&inv, 180, None),
+            at,
+        );
+        let _ = transmits(&mut c);
+        c.handle_timeout(at);
+    }
+    // Still the same server transaction: a resent INVITE gets the 180 again.
+    c.handle_timeout(t0 + Duration::from_secs(285));
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKlr", None, 1, Some(&sdp("10.1.1.1", 4000))),
+        t0 + Duration::from_secs(285),
+    );
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(180), addr(PBX_UA)));
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&sdp("10.2.2.2", 5000))),
+        t0 + Duration::from_secs(290),
+    );
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(200), addr(PBX_UA)));
+}

@@ -76,12 +76,26 @@ pub(super) struct ServerEntry {
     pub(super) request: SipMessage,
     /// The client transaction that forwarded it, if any.
     pub(super) client: Option<TransactionKey>,
+    /// A request still unanswered by then is forgotten (its final response was lost to a
+    /// drop inside callmask, e.g. an SDP it could not anchor): no entry outlives its peers'
+    /// own timers.
+    give_up: Instant,
+    /// How far `give_up` is pushed on by each provisional response sent (a long-ringing
+    /// INVITE restarts timer C downstream too).
+    patience: std::time::Duration,
     scheduled: Option<Instant>,
 }
 
 impl ServerEntry {
-    /// A server transaction for `req` (not ACK) from `up`.
-    pub(super) fn new(req: SipMessage, up: Hop, timers: Timers, now: Instant) -> Self {
+    /// A server transaction for `req` (not ACK) from `up`; unanswered, it is dropped at
+    /// `give_up`.
+    pub(super) fn new(
+        req: SipMessage,
+        up: Hop,
+        timers: Timers,
+        now: Instant,
+        give_up: Instant,
+    ) -> Self {
         let reliable = up.reliable();
         let txn = if req.method() == Some(&Method::Invite) {
             // 100 Trying is sent by the proxy once it decides to forward (not before a reject).
@@ -96,6 +110,8 @@ impl ServerEntry {
             up,
             request: req,
             client: None,
+            give_up,
+            patience: give_up.saturating_duration_since(now),
             scheduled: None,
         }
     }
@@ -127,6 +143,9 @@ impl ServerEntry {
             ServerTxn::Accepted(_) => false,
         };
         self.drain(out);
+        if self.awaiting_final() {
+            self.give_up = now + self.patience;
+        }
         if let ServerTxn::Invite(t) = &self.txn {
             if t.is_terminated() {
                 // Only a 2xx ends an INVITE server transaction on send.
@@ -182,15 +201,20 @@ impl ServerEntry {
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        match &self.txn {
+        let machine = match &self.txn {
             ServerTxn::Invite(t) => t.poll_timeout(),
             ServerTxn::NonInvite(t) => t.poll_timeout(),
             ServerTxn::Accepted(until) => Some(*until),
-        }
+        };
+        let give_up = self.awaiting_final().then_some(self.give_up);
+        [machine, give_up].into_iter().flatten().min()
     }
 
     /// Fire what is due; `false` once the entry is over and can be dropped.
     pub(super) fn fire(&mut self, now: Instant, out: &mut VecDeque<Transmit>) -> bool {
+        if self.awaiting_final() && self.give_up <= now {
+            return false;
+        }
         match &mut self.txn {
             ServerTxn::Invite(t) => t.handle_timeout(now),
             ServerTxn::NonInvite(t) => t.handle_timeout(now),
