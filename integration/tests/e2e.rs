@@ -200,14 +200,27 @@ fn run_pair(cm: &Callmask, uas: Sipp, uac: Sipp) -> (SippRun, SippRun) {
 fn busy_486() {
     let cm = Callmask::start();
     let l = cm.layout;
-    let (uac, _) = run_pair(
+    let (uac, uas) = run_pair(
         &cm,
         Sipp::new(Scenario::file("uas_busy.xml"), l.agents_peer.port()),
         Sipp::new(Scenario::file("uac_busy.xml"), l.pbx_peer.port()),
     );
-    // The ACK went through callmask to the UAS (its scenario waits for it), and the UAC saw
-    // the 486 exactly as the agent sent it.
+    // The UAC saw the 486 as the agent sent it; the agent got callmask's own ACK (hop by hop,
+    // RFC 3261 §17.1.1.3: one Via, callmask's branch), not the PBX's.
     assert!(uac.messages.contains("SIP/2.0 486 Busy Here"));
+    let acks: Vec<&str> = traced(&uas, "received")
+        .into_iter()
+        .filter(|m| m.starts_with("ACK "))
+        .collect();
+    assert_eq!(acks.len(), 1, "{}", uas.report());
+    let vias = acks[0]
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("via:"))
+        .collect::<Vec<_>>();
+    assert!(
+        vias.len() == 1 && vias[0].contains("z9hG4bKcm"),
+        "callmask's ACK: {vias:?}"
+    );
     let m = cm.wait_metrics("1 failed call, 0 active, 0 ports in use", T, |m| {
         m.calls("failed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
     });
@@ -217,6 +230,14 @@ fn busy_486() {
         "{}",
         m.callmask_lines()
     );
+    // The PBX's ACK was absorbed: callmask never had to resend the 486 (timer G).
+    std::thread::sleep(Duration::from_millis(1200));
+    let m = cm.metrics();
+    let resent = m.sum(
+        "callmask_sip_retransmissions_total",
+        &["side=\"pbx\"", "handling=\"resent\""],
+    );
+    assert_eq!(resent, 0.0, "{}", m.callmask_lines());
 }
 
 // 8 ---------------------------------------------------------------------------------------
