@@ -205,3 +205,54 @@ fn register_then_pbx_calls_the_phone() {
         m.value("callmask_registrations_active") == 0.0
     });
 }
+
+/// RFC 3261 §16.9 over TCP: the agent cannot be reached (nothing listens on its TCP port),
+/// so callmask answers the PBX's INVITE with 503 at once instead of 408 after 32 s.
+#[test]
+fn tcp_unreachable_agent_gets_503() {
+    use std::io::{Read, Write};
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let mut pbx = std::net::TcpStream::connect(l.pbx_listen).expect("connect to callmask");
+    let me = pbx.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE sip:agent@{} SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {me};branch=z9hG4bK-tcp-503\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:pbx@{me}>;tag=t503\r\n\
+         To: <sip:agent@127.0.0.1>\r\n\
+         Call-ID: tcp-503@e2e\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:pbx@{me};transport=tcp>\r\n\
+         Content-Length: 0\r\n\r\n",
+        l.pbx_listen
+    );
+    let started = std::time::Instant::now();
+    pbx.write_all(invite.as_bytes()).expect("send");
+    pbx.set_read_timeout(Some(T)).expect("timeout");
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("SIP/2.0 503") {
+        match pbx.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(
+        got.starts_with("SIP/2.0 100 Trying"),
+        "{got}\n{}",
+        cm.log_tail()
+    );
+    assert!(
+        got.contains("SIP/2.0 503 Service Unavailable"),
+        "{got}\n{}",
+        cm.log_tail()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "503 at once, not at timer B"
+    );
+    cm.wait_metrics("1 failed call, 0 active", T, |m| {
+        m.calls("failed") == 1.0 && m.active() == 0.0
+    });
+}

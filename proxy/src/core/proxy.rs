@@ -517,6 +517,31 @@ impl ProxyCore {
         }
     }
 
+    /// The transport could not reach `dest` on `side` (a TCP connection could not be opened):
+    /// every request waiting for an answer from there fails as if it got 503 (RFC 3261
+    /// §16.9), at once rather than at timer B. Scans the transactions; connection failures
+    /// are rare.
+    pub fn handle_transport_error(&mut self, side: Side, dest: SocketAddr, now: Instant) {
+        let hit: Vec<TransactionKey> = self
+            .txns
+            .clients
+            .iter()
+            .filter(|(_, e)| {
+                e.down.side == side
+                    && e.down.dest == dest
+                    && e.down.transport == SipTransport::Tcp
+                    && e.awaiting_final()
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in hit {
+            if let Some(e) = self.txns.clients.get_mut(&key) {
+                e.transport_error();
+            }
+            self.after_client(&key, side, dest, now);
+        }
+    }
+
     /// The media layer saw no packets for a call for too long: end it (no BYE is sent).
     pub fn handle_media_timeout(&mut self, call: CallRef, now: Instant) {
         let key = self
@@ -1211,10 +1236,15 @@ impl ProxyCore {
                     };
                     self.forward_response(side, src, resp, server.as_ref(), up, register, now);
                 }
-                _ => {
+                other => {
                     let (method, down, started, register) =
                         (e.method.clone(), e.down, e.started, e.register.take());
-                    self.client_failed(server, &method, down.side, started, register, now);
+                    let why = if other == TxnEvent::TransportError {
+                        Failure::Transport
+                    } else {
+                        Failure::Timeout
+                    };
+                    self.client_failed(server, &method, down.side, started, register, why, now);
                 }
             }
         }
@@ -1233,9 +1263,10 @@ impl ProxyCore {
         }
     }
 
-    /// A forwarded request got no final response (timer B/F, or timer C): as if the next hop
-    /// had answered 408 (§16.7 step 2, §16.8). Callmask's own CANCEL (`server` = `None`)
-    /// concerns nobody.
+    /// A forwarded request got no final response: timer B/F or C fired (as if the next hop
+    /// had answered 408, §16.7 step 2, §16.8) or the transport failed (as if 503, §16.9).
+    /// Callmask's own CANCEL (`server` = `None`) concerns nobody.
+    #[allow(clippy::too_many_arguments)] // the transaction's parts, why, and when
     fn client_failed(
         &mut self,
         server: Option<TransactionKey>,
@@ -1243,16 +1274,31 @@ impl ProxyCore {
         down_side: Side,
         started: Instant,
         register: Option<PendingRegister>,
+        why: Failure,
         now: Instant,
     ) {
         let Some(skey) = server else {
             return;
         };
-        self.events.push_back(ProxyEvent::TransactionTimedOut {
-            side: down_side,
-            method: method_label(method),
-            elapsed: now.saturating_duration_since(started),
-        });
+        let (status, phrase, outcome) = match why {
+            Failure::Timeout => {
+                self.events.push_back(ProxyEvent::TransactionTimedOut {
+                    side: down_side,
+                    method: method_label(method),
+                    elapsed: now.saturating_duration_since(started),
+                });
+                let s = StatusCode::REQUEST_TIMEOUT;
+                (s, "Request Timeout", CallOutcome::TimedOut)
+            }
+            Failure::Transport => {
+                self.events.push_back(ProxyEvent::Dropped {
+                    side: down_side,
+                    reason: "transport_error",
+                });
+                let s = StatusCode::SERVICE_UNAVAILABLE;
+                (s, "Service Unavailable", CallOutcome::Failed)
+            }
+        };
         if let Some(t) = register.and_then(|r| r.token) {
             self.registrar.refused(&t);
         }
@@ -1262,8 +1308,7 @@ impl ProxyCore {
         let call_id = s.request.call_id().ok();
         let (side, src) = (s.up.side, s.up.dest);
         if s.awaiting_final() {
-            let resp = build_response(&s.request, StatusCode::REQUEST_TIMEOUT, "Request Timeout");
-            if let Ok(resp) = resp {
+            if let Ok(resp) = build_response(&s.request, status, phrase) {
                 self.answer(Some(&skey), side, src, resp, now);
             }
         }
@@ -1275,7 +1320,7 @@ impl ProxyCore {
         };
         match method {
             Method::Invite if state == CallState::Early => {
-                self.end_call(&call_id, CallOutcome::TimedOut, now);
+                self.end_call(&call_id, outcome, now);
             }
             Method::Bye => self.end_call(&call_id, CallOutcome::Completed, now),
             _ => {}
@@ -1333,7 +1378,8 @@ impl ProxyCore {
         );
         e.abandon(now);
         self.txns.clients.remove(key);
-        self.client_failed(server, &method, side, started, register, now);
+        let why = Failure::Timeout;
+        self.client_failed(server, &method, side, started, register, why, now);
     }
 
     /// Timers of server transaction `key` are due.
@@ -1760,6 +1806,15 @@ impl ProxyCore {
         }
         format!("{BRANCH_PREFIX}{:016x}", h.finish())
     }
+}
+
+/// Why a forwarded request got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Timer B, F or C.
+    Timeout,
+    /// The transport could not send it.
+    Transport,
 }
 
 /// What the media layer is told about a call's streams.

@@ -1354,3 +1354,32 @@ fn unanswerable_server_transaction_is_forgotten() {
     let t = one_transmit(&mut c);
     assert_eq!((status_of(&t), t.dest), (Some(200), addr(PBX_UA)));
 }
+
+/// RFC 3261 §16.9: a TCP next hop that cannot be reached fails the forwarded INVITE with 503
+/// at once (not 408 at timer B); the call ends as failed.
+#[test]
+fn tcp_connect_failure_answers_503() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = parse(&request(
+        "INVITE",
+        "z9hG4bKte3",
+        None,
+        1,
+        Some(&sdp("10.1.1.1", 4000)),
+    ));
+    c.handle_stream_message(Side::Pbx, addr(PBX_UA), inv, t0);
+    let _ = trying_then_forward(&mut c);
+    let _ = drain_events(&mut c);
+    // Another destination's failure concerns nobody here.
+    c.handle_transport_error(Side::Agents, addr("127.0.0.1:9"), t0 + ms(5));
+    assert!(c.poll_transmit().is_none());
+    c.handle_transport_error(Side::Agents, addr(AGENT_UA), t0 + ms(10));
+    let t = one_transmit(&mut c);
+    assert_eq!(
+        (status_of(&t), t.dest, t.transport),
+        (Some(503), addr(PBX_UA), SipTransport::Tcp)
+    );
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
+    assert_eq!(c.ports().in_use(), 0);
+}

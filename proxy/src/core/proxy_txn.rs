@@ -388,6 +388,15 @@ impl ClientEntry {
         false
     }
 
+    /// The transport failed for this transaction (§17.1.4): the machine reports it.
+    pub(super) fn transport_error(&mut self) {
+        match &mut self.txn {
+            ClientTxn::Invite(t) => t.handle_transport_error(),
+            ClientTxn::NonInvite(t) => t.handle_transport_error(),
+            ClientTxn::Accepted(_) => {}
+        }
+    }
+
     /// Stop the machine (timer C gave up on it).
     pub(super) fn abandon(&mut self, now: Instant) {
         self.txn = ClientTxn::Accepted(now);

@@ -121,6 +121,10 @@ impl Signalling {
             StreamInput::Closed { side, peer } => {
                 self.conns.remove(&(side, peer));
             }
+            StreamInput::ConnectFailed { side, peer } => {
+                self.conns.remove(&(side, peer));
+                self.core.handle_transport_error(side, peer, Instant::now());
+            }
         }
     }
 
