@@ -209,6 +209,7 @@ fn register_then_pbx_calls_the_phone() {
 /// RFC 3261 §16.9 over TCP: the agent cannot be reached (nothing listens on its TCP port),
 /// so callmask answers the PBX's INVITE with 503 at once instead of 408 after 32 s.
 #[test]
+#[allow(clippy::disallowed_methods)] // an e2e test reads the clock
 fn tcp_unreachable_agent_gets_503() {
     use std::io::{Read, Write};
     let cm = Callmask::start();
