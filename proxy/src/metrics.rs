@@ -214,6 +214,16 @@ label_enum! {
 }
 
 label_enum! {
+    /// What happened to a SIP retransmission in callmask's transactions (RFC 3261 §17).
+    RetransmitAction, "handling" {
+        /// callmask resent a request or response on its own timer (A, E, G).
+        Resent => "resent",
+        /// A peer's retransmission was absorbed by a transaction (answered or dropped there).
+        Absorbed => "absorbed",
+    }
+}
+
+label_enum! {
     /// Recorder sink kind (config `[[recorder]] kind`).
     SinkKind, "sink" {
         /// Local stereo WAV files.
@@ -684,6 +694,7 @@ pub struct Metrics {
     sip_requests: By2<Side, SipMethod, IntCounter>,
     sip_responses: IntCounterVec,
     sip_transaction_duration: By2<Side, TransactionKind, prometheus::Histogram>,
+    sip_retransmissions: By2<Side, RetransmitAction, IntCounter>,
     sip_rejected: By2<Side, DropReason, IntCounter>,
     rtp_dropped: By2<Side, DropReason, IntCounter>,
     rtp_jitter: By<Side, prometheus::Histogram>,
@@ -792,6 +803,12 @@ impl Metrics {
             "Client transaction time from first send to final response, by the side the request went to and kind.",
             &[Side::NAME, TransactionKind::NAME],
             TXN_BUCKETS,
+        )?;
+        let sip_retransmissions = int_counter_vec(
+            r,
+            "callmask_sip_retransmissions_total",
+            "SIP retransmissions resent by callmask's transactions or absorbed by them, by side.",
+            &[Side::NAME, RetransmitAction::NAME],
         )?;
         let sip_rejected = int_counter_vec(
             r,
@@ -972,6 +989,7 @@ impl Metrics {
             sip_requests: by2(&sip_requests),
             sip_responses,
             sip_transaction_duration: by2(&sip_txn),
+            sip_retransmissions: by2(&sip_retransmissions),
             sip_rejected: by2(&sip_rejected),
             rtp_dropped: by2(&rtp_dropped),
             rtp_jitter: by(&rtp_jitter),
@@ -1061,6 +1079,11 @@ impl Metrics {
         self.sip_transaction_duration
             .get(side, kind)
             .observe(seconds);
+    }
+
+    /// A SIP retransmission on `side`: resent by callmask toward it, or absorbed from it.
+    pub fn sip_retransmission(&self, side: Side, action: RetransmitAction) {
+        self.sip_retransmissions.get(side, action).inc();
     }
 
     /// A SIP message from `side` was rejected (error response) or dropped.

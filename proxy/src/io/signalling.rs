@@ -121,6 +121,10 @@ impl Signalling {
             StreamInput::Closed { side, peer } => {
                 self.conns.remove(&(side, peer));
             }
+            StreamInput::ConnectFailed { side, peer } => {
+                self.conns.remove(&(side, peer));
+                self.core.handle_transport_error(side, peer, Instant::now());
+            }
         }
     }
 
@@ -241,6 +245,31 @@ impl Signalling {
                     tracing::debug!(side = side.as_str(), reason, "SIP dropped");
                     self.metrics
                         .sip_rejected(metric_side(side), metrics::DropReason::NoRoute);
+                }
+                ProxyEvent::Retransmission { side, resent } => {
+                    let action = if resent {
+                        metrics::RetransmitAction::Resent
+                    } else {
+                        metrics::RetransmitAction::Absorbed
+                    };
+                    self.metrics.sip_retransmission(metric_side(side), action);
+                }
+                ProxyEvent::TransactionTimedOut {
+                    side,
+                    method,
+                    elapsed,
+                } => {
+                    tracing::debug!(side = side.as_str(), method, "SIP transaction timed out");
+                    let kind = if method == "INVITE" {
+                        metrics::TransactionKind::Invite
+                    } else {
+                        metrics::TransactionKind::NonInvite
+                    };
+                    self.metrics.sip_transaction_finished(
+                        metric_side(side),
+                        kind,
+                        elapsed.as_secs_f64(),
+                    );
                 }
                 ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);
