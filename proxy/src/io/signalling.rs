@@ -176,11 +176,21 @@ impl Signalling {
                             .map(|h| h.to_string())
                             .unwrap_or_else(|| "-".to_string())
                     };
+                    // For sinks configured with `hash_numbers = false` only; never logged.
+                    let clear = |uri: &bytes::Bytes| {
+                        crate::redact::uri_user(&String::from_utf8_lossy(uri))
+                            .unwrap_or("-")
+                            .to_string()
+                    };
                     let meta = CallMeta {
                         sip_call_id: String::from_utf8_lossy(&parties.call_id).into_owned(),
                         from: hash(&parties.from),
                         to: hash(&parties.to),
                         codecs: Vec::new(),
+                        numbers_clear: crate::redact::Redacted::new((
+                            clear(&parties.from),
+                            clear(&parties.to),
+                        )),
                     };
                     tracing::info!(
                         call = call.0,

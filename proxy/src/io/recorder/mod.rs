@@ -109,6 +109,8 @@ struct WavSink {
     /// plaintext), count an error per call.
     broken: bool,
     retention_days: Option<u16>,
+    /// `hash_numbers` (default true): the sidecar carries keyed hashes, not numbers.
+    hash_numbers: bool,
 }
 
 /// One call being recorded.
@@ -164,6 +166,7 @@ impl Recorders {
                         recipients,
                         broken,
                         retention_days: w.retention_days.map(|d| d.get()),
+                        hash_numbers: w.hash_numbers,
                     });
                 }
                 config::RecorderConfig::Rtp(r) => {
@@ -476,7 +479,7 @@ impl Recorders {
             self.metrics.recorder_session_closed(SinkKind::Rtp);
         }
         aligner.flush(&mut |bytes| write_wavs(&mut wavs, bytes, &self.metrics, call));
-        let sidecar = Sidecar {
+        let mut sidecar = Sidecar {
             version: 1,
             call: call.0,
             sip_call_id: meta.sip_call_id,
@@ -490,22 +493,40 @@ impl Recorders {
             spans,
         };
         let json = serde_json::to_vec_pretty(&sidecar).unwrap_or_default();
+        // Numbers in clear only for sinks configured with `hash_numbers = false`.
+        let json_clear = if self.wav.iter().any(|w| !w.hash_numbers) {
+            let (from, to) = meta.numbers_clear.into_inner();
+            sidecar.from = from;
+            sidecar.to = to;
+            serde_json::to_vec_pretty(&sidecar).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut handles: Vec<JoinHandle<()>> = self
             .siprec
             .iter_mut()
             .filter_map(|s| s.end(call, &json))
             .collect();
         let name = recording_name(start_unix_ms, call);
-        let jobs: Vec<(wav::WavFile, PathBuf, Vec<x25519::Recipient>)> = wavs
+        type Job = (wav::WavFile, PathBuf, Vec<x25519::Recipient>, bool);
+        let jobs: Vec<Job> = wavs
             .into_iter()
             .zip(&self.wav)
-            .filter_map(|(w, sink)| Some((w?, sink.dir.clone(), sink.recipients.clone())))
+            .filter_map(|(w, sink)| {
+                Some((
+                    w?,
+                    sink.dir.clone(),
+                    sink.recipients.clone(),
+                    sink.hash_numbers,
+                ))
+            })
             .collect();
         let closed = self.wav.len();
         let metrics = self.metrics.clone();
         handles.push(tokio::task::spawn_blocking(move || {
-            for (w, dir, recipients) in jobs {
-                match finish_one(w, &dir, &name, &recipients, &json) {
+            for (w, dir, recipients, hashed) in jobs {
+                let json = if hashed { &json } else { &json_clear };
+                match finish_one(w, &dir, &name, &recipients, json) {
                     Ok((path, bytes)) => {
                         metrics.recorder_bytes(SinkKind::Wav).inc_by(bytes);
                         metrics.set_recorder_disk_full(false);
