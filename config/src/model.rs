@@ -14,8 +14,8 @@ use crate::raw::{
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, Replacement, RetentionDays, RtpCodec,
-    SipUri, SpeechEngine, SrsTimeoutMs, Workers,
+    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays,
+    RtpCodec, SipUri, SpeechEngine, SrsTimeoutMs, Workers,
 };
 
 /// The effective callmask configuration.
@@ -146,6 +146,11 @@ pub struct SpeechConfig {
     pub remote_url: Option<HttpUrl>,
     /// Decoding workers (threads, or concurrent remote requests). Default 1.
     pub workers: Workers,
+    /// Model name the remote engine is asked for. Default `whisper-1`.
+    pub remote_model: RemoteModel,
+    /// File with the remote engine's API key (sent as a bearer token), read at start so the
+    /// secret stays out of the config file. Default none.
+    pub remote_api_key_file: Option<PathBuf>,
 }
 
 impl Default for SpeechConfig {
@@ -155,6 +160,8 @@ impl Default for SpeechConfig {
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
             remote_url: None,
             workers: Workers::try_from(1).expect("1 worker is in range"),
+            remote_model: RemoteModel::default(),
+            remote_api_key_file: None,
         }
     }
 }
@@ -221,6 +228,16 @@ pub struct SiprecRecorder {
     pub timeout_ms: SrsTimeoutMs,
     /// Where WAV files go when every SRS fails; `None`: the call is not recorded (and counted).
     pub fallback_dir: Option<PathBuf>,
+    /// age recipients for the fallback files (as the `wav` sink's `encrypt_to`).
+    pub encrypt_to: Vec<AgeRecipient>,
+    /// Local address of the client's SIP (UDP) socket; its IP also binds the RTP sockets.
+    /// Default `0.0.0.0:0` (any interface, a port from the OS).
+    pub bind: ListenAddr,
+}
+
+/// Default of `[[recorder]] kind = "siprec"` `bind`.
+pub fn default_siprec_bind() -> ListenAddr {
+    any_v4(0)
 }
 
 /// How the HTTP API authenticates callers (`/healthz` and `/readyz` are always open).
@@ -434,6 +451,8 @@ impl Config {
                 model_dir: Some(path_str(&self.speech.model_dir)),
                 remote_url: self.speech.remote_url.as_ref().map(|u| u.to_string()),
                 workers: Some(i64::from(self.speech.workers.get())),
+                remote_model: Some(self.speech.remote_model.to_string()),
+                remote_api_key_file: self.speech.remote_api_key_file.as_deref().map(path_str),
             }),
             secure: Some(RawSecure {
                 dtmf_trigger: self.secure.dtmf_trigger.as_ref().map(|s| s.to_string()),
@@ -486,6 +505,8 @@ fn recorder_to_raw(r: &RecorderConfig) -> RawRecorder {
             raw.srs = Some(s.srs.iter().map(|u| u.to_string()).collect());
             raw.timeout_ms = Some(i64::from(s.timeout_ms.get()));
             raw.fallback_dir = s.fallback_dir.as_deref().map(path_str);
+            raw.encrypt_to = Some(s.encrypt_to.iter().map(|a| a.to_string()).collect());
+            raw.bind = Some(s.bind.to_string());
         }
     }
     raw

@@ -106,6 +106,12 @@ pub struct RawSpeech {
     /// Worker count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<i64>,
+    /// Model name sent to the remote engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_model: Option<String>,
+    /// File holding the remote engine's API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_api_key_file: Option<String>,
 }
 
 /// `[secure]`.
@@ -179,7 +185,7 @@ pub struct RawRecorder {
     /// wav: output directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
-    /// wav: age recipients.
+    /// wav, siprec (fallback files): age recipients.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encrypt_to: Option<Vec<String>>,
     /// wav: retention in days.
@@ -203,6 +209,9 @@ pub struct RawRecorder {
     /// siprec: directory for WAV files when every SRS fails.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_dir: Option<String>,
+    /// siprec: local address of the SIP socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
 }
 
 /// The field names a serde struct accepts, read from its derived `Deserialize` impl, so the

@@ -716,6 +716,48 @@ impl fmt::Display for HttpUrl {
     }
 }
 
+/// The model name sent to the remote recognizer (`model` form field): servers name theirs
+/// differently ("whisper-1", "Systran/faster-whisper-tiny.en").
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteModel(String);
+
+impl RemoteModel {
+    /// What OpenAI-compatible servers usually accept.
+    pub const DEFAULT: &'static str = "whisper-1";
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RemoteModel {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+}
+
+impl TryFrom<&str> for RemoteModel {
+    type Error = ValueError;
+
+    fn try_from(s: &str) -> Result<Self, ValueError> {
+        let ok = !s.is_empty() && s.len() <= 128 && s.chars().all(|c| !c.is_control() && c != '"');
+        if !ok {
+            return Err(ValueError::new(
+                format!("{s:?} cannot be sent as a model name"),
+                "write the name the server lists, 1–128 characters without quotes, e.g. \"whisper-1\"",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for RemoteModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A DTMF key sequence (1–16 of `0-9 * # A-D`) that agents press to enter or leave secure mode.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DtmfSequence(String);

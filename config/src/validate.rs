@@ -17,8 +17,8 @@ use crate::raw::{RawConfig, RawRecorder};
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, Replacement, RetentionDays, RtpCodec,
-    SipUri, SpeechEngine, SrsTimeoutMs, Workers,
+    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays,
+    RtpCodec, SipUri, SpeechEngine, SrsTimeoutMs, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -250,6 +250,17 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             d.speech.workers,
             Workers::try_from,
         ),
+        remote_model: c.value(
+            k("speech.remote_model"),
+            s.remote_model,
+            d.speech.remote_model.clone(),
+            |v| RemoteModel::try_from(v.as_str()),
+        ),
+        remote_api_key_file: c.opt(
+            k("speech.remote_api_key_file"),
+            s.remote_api_key_file,
+            nonempty_path,
+        ),
     };
     let sec = raw.secure.unwrap_or_default();
     let secure = SecureConfig {
@@ -361,7 +372,14 @@ const WAV_KEYS: &[&str] = &[
     "hash_numbers",
 ];
 const RTP_KEYS: &[&str] = &["kind", "target", "codec"];
-const SIPREC_KEYS: &[&str] = &["kind", "srs", "timeout_ms", "fallback_dir"];
+const SIPREC_KEYS: &[&str] = &[
+    "kind",
+    "srs",
+    "timeout_ms",
+    "fallback_dir",
+    "encrypt_to",
+    "bind",
+];
 
 fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderConfig> {
     let Some(kind) = r.kind.as_deref() else {
@@ -386,7 +404,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         RecorderKind::Rtp => RTP_KEYS,
         RecorderKind::Siprec => SIPREC_KEYS,
     };
-    let present: [(&str, bool); 9] = [
+    let present: [(&str, bool); 10] = [
         ("dir", r.dir.is_some()),
         ("encrypt_to", r.encrypt_to.is_some()),
         ("retention_days", r.retention_days.is_some()),
@@ -396,6 +414,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         ("srs", r.srs.is_some()),
         ("timeout_ms", r.timeout_ms.is_some()),
         ("fallback_dir", r.fallback_dir.is_some()),
+        ("bind", r.bind.is_some()),
     ];
     for (key, _) in present
         .iter()
@@ -497,6 +516,23 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 SrsTimeoutMs::try_from,
             );
             let fallback_dir = c.opt(path.key("fallback_dir"), r.fallback_dir, nonempty_path);
+            let encrypt_to: Vec<AgeRecipient> = r
+                .encrypt_to
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(j, a)| {
+                    c.opt(path.key("encrypt_to").index(j), Some(a), |a| {
+                        AgeRecipient::try_from(a.as_str())
+                    })
+                })
+                .collect();
+            let bind = c.value(
+                path.key("bind"),
+                r.bind,
+                crate::model::default_siprec_bind(),
+                |v| ListenAddr::try_from(v.as_str()),
+            );
             if srs.is_empty() {
                 return None;
             }
@@ -504,6 +540,8 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 srs,
                 timeout_ms,
                 fallback_dir,
+                encrypt_to,
+                bind,
             }))
         }
     }

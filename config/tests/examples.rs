@@ -246,6 +246,10 @@ const BAD: &[(&str, &str)] = &[
         "callmask.toml:1:1: speech.remote_url: engine = \"remote\" needs a server URL — add remote_url = \"http://HOST:PORT\" to [speech], or use engine = \"embedded\"",
     ),
     (
+        "[speech]\nremote_model = \"\"\n",
+        "callmask.toml:2:16: speech.remote_model: \"\" cannot be sent as a model name — write the name the server lists, 1–128 characters without quotes, e.g. \"whisper-1\"",
+    ),
+    (
         "[http]\ntoken = \"0123456789abcdef\"\ntoken_file = \"/etc/t\"\n",
         "callmask.toml:3:14: http.token_file: both http.token and http.token_file are set — keep one of them (token_file keeps the secret out of the config file)",
     ),

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use config::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, PeerAddr, PortRange, Replacement, RetentionDays, RtpCodec, SipUri,
-    SpeechEngine, SrsTimeoutMs, Workers,
+    MaxMessageBytes, PeerAddr, PortRange, RemoteModel, Replacement, RetentionDays, RtpCodec,
+    SipUri, SpeechEngine, SrsTimeoutMs, Workers,
 };
 use config::{
     from_str, load_with_overrides, AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig,
@@ -103,13 +103,16 @@ fn recorder() -> impl Strategy<Value = RecorderConfig> {
                 1..3
             ),
             bounded::<SrsTimeoutMs>(100, 60_000),
-            proptest::option::of(path())
+            proptest::option::of(path()),
+            listen(0..512)
         )
-            .prop_map(|(srs, timeout_ms, fallback_dir)| {
+            .prop_map(|(srs, timeout_ms, fallback_dir, bind)| {
                 RecorderConfig::Siprec(SiprecRecorder {
                     srs,
                     timeout_ms,
                     fallback_dir,
+                    encrypt_to: Vec::new(),
+                    bind,
                 })
             }),
     ]
@@ -138,6 +141,8 @@ fn config() -> impl Strategy<Value = Config> {
             "https?://[a-z]{1,10}(:[1-9][0-9]{0,3})?(/[a-z]{0,5})?",
         )),
         bounded::<Workers>(1, 256),
+        parse::<RemoteModel>("[a-zA-Z0-9 ./_é'-]{1,30}"),
+        proptest::option::of(path()),
         proptest::option::of(parse::<DtmfSequence>("[0-9*#A-D]{1,16}")),
         proptest::option::of(parse::<DtmfSequence>("[0-9*#A-D]{1,16}")),
     );
@@ -164,7 +169,7 @@ fn config() -> impl Strategy<Value = Config> {
         |(
             (pl, pp, al, ap, ports, inactivity),
             (dtmf, speech_on, lookahead, agent_dtmf, replacement),
-            (engine, model_dir, remote_url, workers, trigger, release),
+            (engine, model_dir, remote_url, workers, remote_model, key_file, trigger, release),
             (hl, auth, format, level, reveal, hash_key),
             (max_msg, max_hdr, max_line, recorders),
         )| {
@@ -199,6 +204,8 @@ fn config() -> impl Strategy<Value = Config> {
                     model_dir,
                     remote_url,
                     workers,
+                    remote_model,
+                    remote_api_key_file: key_file,
                 },
                 secure: SecureConfig {
                     dtmf_trigger: trigger,

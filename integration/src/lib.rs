@@ -1293,3 +1293,194 @@ pub fn sip_header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
         k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Recorder receivers: capture what a recorder sink sends, back to PCM and WAV
+// ---------------------------------------------------------------------------------------------
+
+/// A received datagram and its source.
+type Datagram = (Vec<u8>, SocketAddr);
+
+/// A UDP socket on 127.0.0.1 that keeps every datagram it receives and never answers (a dead
+/// SIP peer, or an RTP receiver). A background thread reads; stopped on drop.
+#[derive(Debug)]
+pub struct UdpCapture {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Datagram>>>,
+    stop: Arc<AtomicBool>,
+    rx: Option<JoinHandle<()>>,
+}
+
+impl UdpCapture {
+    /// Bind a fresh port on 127.0.0.1.
+    pub fn bind() -> UdpCapture {
+        let sock = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, st) = (got.clone(), stop.clone());
+        let rx = thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    g.lock().unwrap().push((buf[..n].to_vec(), from));
+                }
+            }
+        });
+        UdpCapture {
+            addr,
+            got,
+            stop,
+            rx: Some(rx),
+        }
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every datagram so far, as (text, source).
+    pub fn texts(&self) -> Vec<(String, SocketAddr)> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(b, f)| (String::from_utf8_lossy(b).into_owned(), *f))
+            .collect()
+    }
+}
+
+impl Drop for UdpCapture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.rx.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// PCM of one received PCMU stream, each packet placed by its RTP timestamp (relative to the
+/// first packet's; gaps stay silent). Packets of other payload types are ignored.
+pub fn rtp_to_pcm(packets: &[RtpPacket]) -> Vec<i16> {
+    let pcmu: Vec<&RtpPacket> = packets.iter().filter(|p| p.pt == 0).collect();
+    let Some(first) = pcmu.first() else {
+        return Vec::new();
+    };
+    let mut out: Vec<i16> = Vec::new();
+    for p in &pcmu {
+        let off = p.ts.wrapping_sub(first.ts);
+        if off > 0x7fff_ffff || off > 8000 * 3600 {
+            continue; // before the first packet, or absurd
+        }
+        let off = off as usize;
+        if out.len() < off + p.payload.len() {
+            out.resize(off + p.payload.len(), 0);
+        }
+        for (i, &b) in p.payload.iter().enumerate() {
+            out[off + i] = dsp::g711::ulaw_to_linear(b);
+        }
+    }
+    out
+}
+
+/// Write 8 kHz 16-bit mono PCM as a WAV file.
+pub fn write_wav_mono(path: &Path, samples: &[i16]) {
+    let data = (samples.len() * 2) as u32;
+    let mut b = Vec::with_capacity(44 + samples.len() * 2);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&8000u32.to_le_bytes());
+    b.extend_from_slice(&16000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    fs::write(path, b).unwrap();
+}
+
+/// Read a 16-bit PCM WAV (as written by callmask's `wav` sink): (channels, interleaved samples).
+pub fn read_wav(path: &Path) -> (u16, Vec<i16>) {
+    let b = fs::read(path).unwrap();
+    assert!(
+        b.len() >= 44 && &b[..4] == b"RIFF",
+        "{} is not a WAV",
+        path.display()
+    );
+    let channels = u16::from_le_bytes([b[22], b[23]]);
+    let samples = b[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    (channels, samples)
+}
+
+/// DTMF digits callmask's receiver (ITU-T Q.24 settings) finds in 8 kHz PCM.
+pub fn dtmf_digit_count(samples: &[i16]) -> usize {
+    let mut det = dsp::dtmf::DtmfDetector::new(dsp::dtmf::DtmfConfig::default());
+    let mut n = 0;
+    for chunk in samples.chunks(160) {
+        det.process(chunk);
+        while let Some(ev) = det.poll_event() {
+            if matches!(ev, dsp::dtmf::ToneEvent::Started { .. }) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// A test call's caller audio: 20 ms µ-law frames of a steady two-tone "voice" (450 + 1900 Hz,
+/// not a DTMF pair) with the DTMF keys `digits` pressed (100 ms tones, 150 ms apart) starting
+/// at `dtmf_at_ms`, `total_ms` long. Returns (frames, the linear samples encoded).
+pub fn synth_call_with_dtmf(
+    total_ms: u32,
+    dtmf_at_ms: u32,
+    digits: &str,
+) -> (Vec<Vec<u8>>, Vec<i16>) {
+    let n = (total_ms * 8) as usize;
+    let mut pcm = vec![0f32; n];
+    for (i, s) in pcm.iter_mut().enumerate() {
+        let t = i as f32 / 8000.0;
+        *s = 3000.0 * (2.0 * std::f32::consts::PI * 450.0 * t).sin()
+            + 1500.0 * (2.0 * std::f32::consts::PI * 1900.0 * t).sin();
+    }
+    for (k, d) in digits.chars().enumerate() {
+        let digit = dsp::dtmf::Digit::from_char(d).unwrap();
+        let (lo, hi) = digit.frequencies();
+        let start = ((dtmf_at_ms + 250 * k as u32) * 8) as usize;
+        let end = (start + 800).min(n);
+        for (i, x) in pcm.iter_mut().enumerate().take(end).skip(start) {
+            let t = i as f32 / 8000.0;
+            // The tone replaces the voice (a keypad press), at about -7 dBm0 per tone.
+            *x = 7000.0 * (2.0 * std::f32::consts::PI * lo * t).sin()
+                + 7000.0 * (2.0 * std::f32::consts::PI * hi * t).sin();
+        }
+    }
+    let lin: Vec<i16> = pcm
+        .iter()
+        .map(|&x| x.clamp(-32768.0, 32767.0) as i16)
+        .collect();
+    let frames = lin
+        .chunks(160)
+        .map(|c| c.iter().map(|&s| dsp::g711::linear_to_ulaw(s)).collect())
+        .collect();
+    (frames, lin)
+}
+
+/// Root-mean-square of `s` (0 for an empty slice).
+pub fn rms(s: &[i16]) -> f64 {
+    if s.is_empty() {
+        return 0.0;
+    }
+    (s.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / s.len() as f64).sqrt()
+}

@@ -200,14 +200,27 @@ fn run_pair(cm: &Callmask, uas: Sipp, uac: Sipp) -> (SippRun, SippRun) {
 fn busy_486() {
     let cm = Callmask::start();
     let l = cm.layout;
-    let (uac, _) = run_pair(
+    let (uac, uas) = run_pair(
         &cm,
         Sipp::new(Scenario::file("uas_busy.xml"), l.agents_peer.port()),
         Sipp::new(Scenario::file("uac_busy.xml"), l.pbx_peer.port()),
     );
-    // The ACK went through callmask to the UAS (its scenario waits for it), and the UAC saw
-    // the 486 exactly as the agent sent it.
+    // The UAC saw the 486 as the agent sent it; the agent got callmask's own ACK (hop by hop,
+    // RFC 3261 §17.1.1.3: one Via, callmask's branch), not the PBX's.
     assert!(uac.messages.contains("SIP/2.0 486 Busy Here"));
+    let acks: Vec<&str> = traced(&uas, "received")
+        .into_iter()
+        .filter(|m| m.starts_with("ACK "))
+        .collect();
+    assert_eq!(acks.len(), 1, "{}", uas.report());
+    let vias = acks[0]
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("via:"))
+        .collect::<Vec<_>>();
+    assert!(
+        vias.len() == 1 && vias[0].contains("z9hG4bKcm"),
+        "callmask's ACK: {vias:?}"
+    );
     let m = cm.wait_metrics("1 failed call, 0 active, 0 ports in use", T, |m| {
         m.calls("failed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
     });
@@ -217,6 +230,14 @@ fn busy_486() {
         "{}",
         m.callmask_lines()
     );
+    // The PBX's ACK was absorbed: callmask never had to resend the 486 (timer G).
+    std::thread::sleep(Duration::from_millis(1200));
+    let m = cm.metrics();
+    let resent = m.sum(
+        "callmask_sip_retransmissions_total",
+        &["side=\"pbx\"", "handling=\"resent\""],
+    );
+    assert_eq!(resent, 0.0, "{}", m.callmask_lines());
 }
 
 // 8 ---------------------------------------------------------------------------------------
@@ -584,4 +605,137 @@ fn lost_200_retransmission() {
         m.calls("completed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
     });
     assert_eq!(m.calls("failed") + m.calls("timed_out"), 0.0);
+}
+
+// Transaction-stateful proxy (RFC 3261 §16/§17) ----------------------------------------------
+
+/// The SIP messages of one direction in a sipp `-trace_msg` log (`"sent"` or `"received"`),
+/// each starting at its first line.
+fn traced<'a>(run: &'a SippRun, dir: &str) -> Vec<&'a str> {
+    run.messages
+        .split(&format!("UDP message {dir}"))
+        .skip(1)
+        .filter_map(|m| m.split_once("\n\n").map(|(_, rest)| rest.trim_start()))
+        .collect()
+}
+
+/// callmask answers 100 Trying at once (so the PBX stops retransmitting), exactly once.
+#[test]
+fn trying_100_arrives() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let dir = TempDir::new("trying_100");
+    let re = l.media_rtp_port_regex();
+    let (uac, _uas) = run_pair(
+        &cm,
+        Sipp::new(
+            Scenario::file("uas_call.xml").with("MEDIA_RE", re.clone()),
+            l.agents_peer.port(),
+        )
+        .set("mport", 40_000)
+        .set("portfile", port_file(&dir, "uas_port").display()),
+        Sipp::new(
+            Scenario::file("uac_call_trying.xml").with("MEDIA_RE", re),
+            l.pbx_peer.port(),
+        )
+        .pause_ms(200)
+        .set("mport", 40_002)
+        .set("portfile", port_file(&dir, "uac_port").display()),
+    );
+    let got = traced(&uac, "received");
+    let trying = got
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 100 Trying") && m.contains(" INVITE"))
+        .count();
+    assert_eq!(trying, 1, "one 100 Trying\n{}", uac.report());
+    let first = got.first().copied().unwrap_or_default();
+    assert!(
+        first.starts_with("SIP/2.0 100"),
+        "the 100 comes first: {first}"
+    );
+    let sent_invites = traced(&uac, "sent")
+        .iter()
+        .filter(|m| m.starts_with("INVITE "))
+        .count();
+    assert_eq!(
+        sent_invites,
+        1,
+        "the PBX never had to resend\n{}",
+        uac.report()
+    );
+    cm.wait_metrics("1 completed call, 0 active", T, |m| {
+        m.calls("completed") == 1.0 && m.active() == 0.0
+    });
+}
+
+/// The agent misses the first INVITE copy (its socket is not up yet when callmask forwards
+/// it) and the PBX, answered with 100 Trying, never resends: only callmask's own timer A
+/// retransmission can get the call through.
+#[test]
+fn callmask_retransmits_invite_the_agent_missed() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let dir = TempDir::new("retransmit_invite");
+    let re = l.media_rtp_port_regex();
+    let mut uac = Sipp::new(
+        Scenario::file("uac_call_trying.xml").with("MEDIA_RE", re.clone()),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .pause_ms(200)
+    .set("mport", 40_002)
+    .set("portfile", port_file(&dir, "uac_port").display())
+    .spawn();
+    // The INVITE has reached callmask and gone to the (not yet bound) agent.
+    let m = cm.wait_metrics("the call started", T, |m| m.active() == 1.0);
+    assert_eq!(m.calls("completed"), 0.0);
+    let mut uas = Sipp::new(
+        Scenario::file("uas_call.xml").with("MEDIA_RE", re),
+        l.agents_peer.port(),
+    )
+    .set("mport", 40_000)
+    .set("portfile", port_file(&dir, "uas_port").display())
+    .spawn();
+    let a = uac.wait();
+    let b = uas.wait();
+    if !a.success() || !b.success() {
+        panic!(
+            "sipp failed\n=== UAC ===\n{}\n=== UAS ===\n{}\n--- callmask log ---\n{}",
+            a.report(),
+            b.report(),
+            cm.log_tail()
+        );
+    }
+    let sent_invites = traced(&a, "sent")
+        .iter()
+        .filter(|m| m.starts_with("INVITE "))
+        .count();
+    assert_eq!(
+        sent_invites,
+        1,
+        "the PBX sent its INVITE once\n{}",
+        a.report()
+    );
+    // What the agent got was callmask's copy (its Via on top).
+    let inv = traced(&b, "received")
+        .into_iter()
+        .find(|m| m.starts_with("INVITE "))
+        .unwrap_or_else(|| panic!("agent saw no INVITE\n{}", b.report()));
+    let top_via = sip_header(inv, "Via").unwrap_or_default();
+    assert!(
+        top_via.contains(&l.agents_listen.port().to_string()) && top_via.contains("z9hG4bKcm"),
+        "top Via is callmask's: {top_via}"
+    );
+    let m = cm.wait_metrics("1 completed call, 0 active, 0 ports in use", T, |m| {
+        m.calls("completed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+    let resent = m.sum(
+        "callmask_sip_retransmissions_total",
+        &["side=\"agents\"", "handling=\"resent\""],
+    );
+    assert!(
+        resent >= 1.0,
+        "resent toward the agent: {resent}\n{}",
+        m.callmask_lines()
+    );
 }

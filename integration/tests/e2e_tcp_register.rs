@@ -156,6 +156,9 @@ fn register_then_pbx_calls_the_phone() {
          Content-Length: 0\r\n\r\n"
     );
     pbx.send_to(invite.as_bytes(), l.pbx_listen).expect("send");
+    // A stateful proxy answers 100 Trying at once (RFC 3261 §16.7).
+    let trying = recv(&pbx);
+    assert_eq!(sip_status(&trying), Some(100), "{trying}");
     let inv = recv(&phone);
     let first = inv.lines().next().unwrap_or_default();
     assert_eq!(first, format!("INVITE sip:1001@{me} SIP/2.0"), "{inv}");
@@ -166,8 +169,24 @@ fn register_then_pbx_calls_the_phone() {
             l.agents_listen,
         )
         .expect("send");
+    // callmask ACKs the 486 itself, hop by hop (RFC 3261 §17.1.1.3)…
+    let ack = recv(&phone);
+    assert!(ack.starts_with(&format!("ACK sip:1001@{me} ")), "{ack}");
     let busy = recv(&pbx);
     assert_eq!(sip_status(&busy), Some(486), "{busy}");
+    // …and absorbs the PBX's ACK (same branch as the INVITE), which stops the 486.
+    let to = sip_header(&busy, "To").expect("To");
+    let pbx_ack = format!(
+        "ACK {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {pbx_addr};branch=z9hG4bK-inv-1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@pbx.test>;tag=pbx1\r\n\
+         To: {to}\r\n\
+         Call-ID: call-e2e-1\r\n\
+         CSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    pbx.send_to(pbx_ack.as_bytes(), l.pbx_listen).expect("send");
     cm.wait_metrics("1 failed call", T, |m| m.calls("failed") == 1.0);
 
     // 5. Un-REGISTER removes the binding once the PBX confirms.
@@ -184,5 +203,57 @@ fn register_then_pbx_calls_the_phone() {
     assert_eq!(sip_status(&recv(&phone)), Some(200));
     cm.wait_metrics("no registration", T, |m| {
         m.value("callmask_registrations_active") == 0.0
+    });
+}
+
+/// RFC 3261 §16.9 over TCP: the agent cannot be reached (nothing listens on its TCP port),
+/// so callmask answers the PBX's INVITE with 503 at once instead of 408 after 32 s.
+#[test]
+#[allow(clippy::disallowed_methods)] // an e2e test reads the clock
+fn tcp_unreachable_agent_gets_503() {
+    use std::io::{Read, Write};
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let mut pbx = std::net::TcpStream::connect(l.pbx_listen).expect("connect to callmask");
+    let me = pbx.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE sip:agent@{} SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {me};branch=z9hG4bK-tcp-503\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:pbx@{me}>;tag=t503\r\n\
+         To: <sip:agent@127.0.0.1>\r\n\
+         Call-ID: tcp-503@e2e\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:pbx@{me};transport=tcp>\r\n\
+         Content-Length: 0\r\n\r\n",
+        l.pbx_listen
+    );
+    let started = std::time::Instant::now();
+    pbx.write_all(invite.as_bytes()).expect("send");
+    pbx.set_read_timeout(Some(T)).expect("timeout");
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("SIP/2.0 503") {
+        match pbx.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(
+        got.starts_with("SIP/2.0 100 Trying"),
+        "{got}\n{}",
+        cm.log_tail()
+    );
+    assert!(
+        got.contains("SIP/2.0 503 Service Unavailable"),
+        "{got}\n{}",
+        cm.log_tail()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "503 at once, not at timer B"
+    );
+    cm.wait_metrics("1 failed call, 0 active", T, |m| {
+        m.calls("failed") == 1.0 && m.active() == 0.0
     });
 }

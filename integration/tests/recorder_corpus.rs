@@ -1,8 +1,10 @@
 //! End-to-end recorder check on the dev corpus: `scripts/e2e_recorder.sh` plays a subset of
-//! the labelled calls as real-time RTP (sipp `play_pcap_audio`) through `callmask run` and
-//! scores the WAV recorder's caller channel with `../shared/eval/score.py` (0 in-band tones
-//! leaked or decodable, 0 negative controls muted, < 0.5 % speech over-masked, reliable
-//! alignment, no RFC 4733 digit audible in the recording).
+//! the labelled calls as real-time RTP (sipp `play_pcap_audio`) through `callmask run` with
+//! the `wav`, `rtp` and `siprec` sinks at once (sipp as the SRS, a receiver writing what the
+//! `rtp` fork and the SRS get to WAV) and scores each sink's caller channel with
+//! `../shared/eval/score.py` (0 in-band tones leaked or decodable, 0 negative controls muted,
+//! < 0.5 % speech over-masked, reliable alignment, no RFC 4733 digit audible in the recording,
+//! no RFC 4733 packet sent).
 //!
 //! It plays ~1.5 min of real time and needs sipp, python3 (numpy, scipy, soundfile),
 //! multimon-ng and libspandsp-dev, so it only runs with `CALLMASK_E2E_RECORDER=1`; otherwise

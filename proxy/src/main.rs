@@ -53,6 +53,17 @@ enum Command {
         /// the folder scripts/setup_asr.sh installs].
         #[arg(long, value_name = "DIR")]
         speech_model: Option<PathBuf>,
+        /// Recognize speech with an OpenAI-compatible server instead of the built-in engine
+        /// (POST URL/v1/audio/transcriptions; see scripts/setup_remote_asr.sh for a local one).
+        #[arg(long, value_name = "URL", conflicts_with_all = ["no_speech", "speech_model"])]
+        remote_url: Option<String>,
+        /// Model name asked of the remote server.
+        #[arg(long, value_name = "NAME", requires = "remote_url",
+              default_value = callmask::io::speech::remote::DEFAULT_MODEL)]
+        remote_model: String,
+        /// File holding the remote server's API key (sent as a bearer token).
+        #[arg(long, value_name = "FILE", requires = "remote_url")]
+        remote_api_key_file: Option<PathBuf>,
         /// What muted audio becomes.
         #[arg(long, value_enum, default_value_t = ReplacementArg::Silence)]
         replacement: ReplacementArg,
@@ -105,6 +116,9 @@ fn main() -> ExitCode {
             lookahead_ms,
             no_speech,
             speech_model,
+            remote_url,
+            remote_model,
+            remote_api_key_file,
             replacement,
             tone_hz,
         } => {
@@ -122,12 +136,17 @@ fn main() -> ExitCode {
             // Fail closed: without a recognizer (not in this build, or no model) it refuses.
             #[allow(clippy::disallowed_methods)]
             // main: the recognizer is timed with the real clock
-            let speech = callmask::offline::speech::for_cli(
-                no_speech,
-                speech_model.as_deref(),
-                lookahead_ms,
-                std::time::Instant::now,
-            );
+            let speech = match &remote_url {
+                Some(url) => {
+                    remote_speech(url, &remote_model, remote_api_key_file, lookahead_ms).map(Some)
+                }
+                None => callmask::offline::speech::for_cli(
+                    no_speech,
+                    speech_model.as_deref(),
+                    lookahead_ms,
+                    std::time::Instant::now,
+                ),
+            };
             let mut speech = match speech {
                 Ok(s) => s,
                 Err((code, msg)) => {
@@ -172,6 +191,12 @@ fn main() -> ExitCode {
                             "callmask mask: speech ({}): {} segments, {:.1} s audio recognised in {:.2} s; {} would be late live",
                             sp.engine, sp.segments, sp.recognised_ms / 1000.0, sp.recognizer_s, sp.live_late
                         );
+                        if sp.errors > 0 {
+                            eprintln!(
+                                "callmask mask: {} segments failed in the recognizer and were muted whole",
+                                sp.errors
+                            );
+                        }
                     }
                     ExitCode::SUCCESS
                 }
@@ -182,6 +207,54 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `callmask mask --remote-url`: the remote engine with the masker settings the built-in
+/// engine gets. Each request may take 30 s (offline nothing waits on it; a failure mutes the
+/// segment whole). `Err((exit code, message))` like `offline::speech::for_cli`.
+#[allow(clippy::disallowed_methods)] // main: the recognizer is timed with the real clock
+fn remote_speech(
+    url: &str,
+    model: &str,
+    key_file: Option<PathBuf>,
+    lookahead_ms: u32,
+) -> Result<callmask::offline::speech::SpeechMasking, (u8, String)> {
+    use callmask::io::speech::remote::{RemoteError, RemoteRecognizer};
+    let config = callmask::offline::speech::tuned_config(lookahead_ms);
+    if dsp::spoken::SpeechMasker::new(config).is_err() {
+        return Err((
+            64,
+            format!("--lookahead-ms {lookahead_ms} is too short for spoken-identifier masking"),
+        ));
+    }
+    let usage = |e: RemoteError| {
+        let what = match e {
+            RemoteError::BadUrl(_) => format!("--remote-url {url:?} is not an http(s) base URL"),
+            RemoteError::BadModel => format!("--remote-model {model:?} cannot be sent"),
+            RemoteError::BadApiKey => "the API key file must hold one printable key".to_owned(),
+            other => other.to_string(),
+        };
+        (64, what)
+    };
+    let mut rec = RemoteRecognizer::new(url, std::time::Duration::from_secs(30))
+        .map_err(usage)?
+        .with_model(model)
+        .map_err(usage)?;
+    if let Some(path) = key_file {
+        let key = std::fs::read_to_string(&path).map_err(|e| {
+            (
+                66,
+                format!("cannot read the API key file {}: {e}", path.display()),
+            )
+        })?;
+        rec = rec.with_api_key(&key).map_err(usage)?;
+    }
+    Ok(callmask::offline::speech::SpeechMasking {
+        config,
+        recognizer: Box::new(rec),
+        engine: "remote",
+        clock: std::time::Instant::now,
+    })
 }
 
 #[allow(clippy::disallowed_methods)] // main: the edge of the program

@@ -214,6 +214,16 @@ label_enum! {
 }
 
 label_enum! {
+    /// What happened to a SIP retransmission in callmask's transactions (RFC 3261 §17).
+    RetransmitAction, "handling" {
+        /// callmask resent a request or response on its own timer (A, E, G).
+        Resent => "resent",
+        /// A peer's retransmission was absorbed by a transaction (answered or dropped there).
+        Absorbed => "absorbed",
+    }
+}
+
+label_enum! {
     /// Recorder sink kind (config `[[recorder]] kind`).
     SinkKind, "sink" {
         /// Local stereo WAV files.
@@ -699,6 +709,7 @@ pub struct Metrics {
     sip_requests: By2<Side, SipMethod, IntCounter>,
     sip_responses: IntCounterVec,
     sip_transaction_duration: By2<Side, TransactionKind, prometheus::Histogram>,
+    sip_retransmissions: By2<Side, RetransmitAction, IntCounter>,
     sip_rejected: By2<Side, DropReason, IntCounter>,
     rtp_dropped: By2<Side, DropReason, IntCounter>,
     rtp_jitter: By<Side, prometheus::Histogram>,
@@ -717,6 +728,10 @@ pub struct Metrics {
     recorder_disk_full: IntGauge,
     recorder_retention_deleted: IntCounter,
     siprec_failovers: IntCounter,
+    siprec_established: IntCounter,
+    siprec_failed: IntCounter,
+    siprec_fallbacks: IntCounter,
+    siprec_srs_byes: IntCounter,
     recognizer_rtf: Gauge,
     recognizer_backlog: Gauge,
     recognizer_segments: By<RecognizerOutcome, IntCounter>,
@@ -807,6 +822,12 @@ impl Metrics {
             "Client transaction time from first send to final response, by the side the request went to and kind.",
             &[Side::NAME, TransactionKind::NAME],
             TXN_BUCKETS,
+        )?;
+        let sip_retransmissions = int_counter_vec(
+            r,
+            "callmask_sip_retransmissions_total",
+            "SIP retransmissions resent by callmask's transactions or absorbed by them, by side.",
+            &[Side::NAME, RetransmitAction::NAME],
         )?;
         let sip_rejected = int_counter_vec(
             r,
@@ -920,6 +941,26 @@ impl Metrics {
             "callmask_siprec_failovers_total",
             "SIPREC sessions moved to the next SRS (timeout or 5xx), or to the local fallback.",
         )?;
+        let siprec_established = int_counter(
+            r,
+            "callmask_siprec_sessions_established_total",
+            "SIPREC recording sessions an SRS accepted.",
+        )?;
+        let siprec_failed = int_counter(
+            r,
+            "callmask_siprec_sessions_failed_total",
+            "SIPREC recording sessions that every configured SRS failed.",
+        )?;
+        let siprec_fallbacks = int_counter(
+            r,
+            "callmask_siprec_fallback_recordings_total",
+            "Calls of a SIPREC sink recorded to its local fallback directory instead.",
+        )?;
+        let siprec_srs_byes = int_counter(
+            r,
+            "callmask_siprec_srs_byes_total",
+            "SIPREC sessions the SRS ended (BYE) before the call ended.",
+        )?;
         let recognizer_rtf = gauge(
             r,
             "callmask_recognizer_real_time_factor",
@@ -988,6 +1029,7 @@ impl Metrics {
             sip_requests: by2(&sip_requests),
             sip_responses,
             sip_transaction_duration: by2(&sip_txn),
+            sip_retransmissions: by2(&sip_retransmissions),
             sip_rejected: by2(&sip_rejected),
             rtp_dropped: by2(&rtp_dropped),
             rtp_jitter: by(&rtp_jitter),
@@ -1006,6 +1048,10 @@ impl Metrics {
             recorder_disk_full,
             recorder_retention_deleted,
             siprec_failovers,
+            siprec_established,
+            siprec_failed,
+            siprec_fallbacks,
+            siprec_srs_byes,
             recognizer_rtf,
             recognizer_backlog,
             recognizer_segments: by(&recognizer_segments),
@@ -1077,6 +1123,11 @@ impl Metrics {
         self.sip_transaction_duration
             .get(side, kind)
             .observe(seconds);
+    }
+
+    /// A SIP retransmission on `side`: resent by callmask toward it, or absorbed from it.
+    pub fn sip_retransmission(&self, side: Side, action: RetransmitAction) {
+        self.sip_retransmissions.get(side, action).inc();
     }
 
     /// A SIP message from `side` was rejected (error response) or dropped.
@@ -1170,6 +1221,26 @@ impl Metrics {
     /// A SIPREC session failed over.
     pub fn siprec_failover(&self) {
         self.siprec_failovers.inc();
+    }
+
+    /// An SRS accepted a recording session.
+    pub fn siprec_established(&self) {
+        self.siprec_established.inc();
+    }
+
+    /// Every SRS failed for a recording session.
+    pub fn siprec_failed(&self) {
+        self.siprec_failed.inc();
+    }
+
+    /// A SIPREC sink recorded a call to its fallback directory.
+    pub fn siprec_fallback(&self) {
+        self.siprec_fallbacks.inc();
+    }
+
+    /// An SRS ended a recording session early.
+    pub fn siprec_srs_bye(&self) {
+        self.siprec_srs_byes.inc();
     }
 
     // --- recognizer, registrations, config, http ---------------------------------------

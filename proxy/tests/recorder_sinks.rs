@@ -243,6 +243,54 @@ async fn wav_is_stereo_time_aligned_streamed_with_sidecar() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `hash_numbers` is per sink: a sink with `hash_numbers = false` gets the numbers in clear,
+/// the default sink only the keyed hashes.
+#[tokio::test]
+async fn hash_numbers_is_honoured_per_sink() {
+    let hashed_dir = tmpdir("hashed");
+    let clear_dir = tmpdir("clear");
+    let mut clear = wav(&clear_dir, vec![], None);
+    if let RecorderConfig::Wav(w) = &mut clear {
+        w.hash_numbers = false;
+    }
+    let d = Driver::start(&config(vec![wav(&hashed_dir, vec![], None), clear]));
+    d.send(TapEvent::Start {
+        call: CallRef(9),
+        caller_side: Side::Pbx,
+        meta: callmask::io::media::CallMeta {
+            sip_call_id: "cid-9@test".into(),
+            from: "h:0123456789ab".into(),
+            to: "h:ba9876543210".into(),
+            codecs: vec!["PCMU".into()],
+            numbers_clear: callmask::redact::Redacted::new(("+15550100".into(), "2001".into())),
+        },
+    })
+    .await;
+    let s: Vec<i16> = (0..160).map(caller_sample).collect();
+    d.send(frame(9, Side::Pbx, 0, &s)).await;
+    d.clock.advance(Duration::from_millis(20));
+    d.send(TapEvent::End { call: CallRef(9) }).await;
+    d.send(TapEvent::End { call: CallRef(9) }).await;
+    d.stop().await;
+    let read = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(only_file(dir, ".json")).expect("json"))
+            .expect("sidecar json")
+    };
+    let hashed = read(&hashed_dir);
+    assert_eq!(
+        (hashed["from"].as_str(), hashed["to"].as_str()),
+        (Some("h:0123456789ab"), Some("h:ba9876543210"))
+    );
+    assert_eq!(hashed["sip_call_id"], "cid-9@test");
+    let clear = read(&clear_dir);
+    assert_eq!(
+        (clear["from"].as_str(), clear["to"].as_str()),
+        (Some("+15550100"), Some("2001"))
+    );
+    let _ = std::fs::remove_dir_all(hashed_dir);
+    let _ = std::fs::remove_dir_all(clear_dir);
+}
+
 #[tokio::test]
 async fn a_stalled_direction_is_filled_with_silence_and_the_call_goes_on() {
     let dir = tmpdir("stall");

@@ -8,3 +8,4 @@ pub mod sdp;
 #[cfg(test)]
 mod sim_tests;
 pub mod sip;
+pub mod siprec;

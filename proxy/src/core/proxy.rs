@@ -1,13 +1,24 @@
 //! The SIP routing core: what callmask does with each message between the PBX side and the
 //! agents side, and which media it anchors. Sans-IO.
 //!
-//! callmask is a record-routing proxy that rewrites SDP (the Kamailio + rtpengine pair in one
-//! place). A request that arrives on one side leaves on the other, toward that side's peer
-//! (trunk mode). Each forwarded request gets a Via whose branch is derived from the incoming
-//! branch, so retransmissions, CANCEL and the ACK of a non-2xx response map to the same
-//! downstream transaction without per-transaction timers (RFC 3261 §16.11); the response
-//! path is remembered per branch so responses return to the address the request really came
-//! from (NAT-safe), with the Via as fallback.
+//! callmask is a transaction-stateful, record-routing proxy that rewrites SDP (the Kamailio +
+//! rtpengine pair in one place). A request that arrives on one side leaves on the other,
+//! toward that side's peer (trunk mode). Each request gets a server transaction and each
+//! forwarded request a client transaction (RFC 3261 §16, §17; `proxy_txn.rs`):
+//!
+//! - INVITE: 100 Trying at once; retransmissions absorbed and answered with the latest
+//!   response; the proxy retransmits downstream itself on UDP (timers A/E) and answers 408
+//!   upstream when the next hop never answers (timers B/F, §16.8); timer C bounds a ringing
+//!   INVITE (CANCEL downstream, then 408).
+//! - Non-2xx finals are ACKed hop by hop (the client transaction ACKs downstream, the server
+//!   transaction absorbs the upstream ACK); their retransmissions are absorbed. A 2xx and its
+//!   ACK pass end to end (§16.7 step 10, §16.11).
+//! - CANCEL is answered 200 by callmask and forwarded to the pending client transaction; the
+//!   487 comes back through the INVITE's transactions (§16.10).
+//!
+//! The downstream branch is still derived from the incoming one, so a stateless fallback
+//! (CANCEL or 2xx with no transaction) keeps landing in the right place. Responses return to
+//! the address the request really came from (NAT-safe), with the Via as fallback.
 //!
 //! Every SDP that crosses is anchored: its `c=`/`m=` point at callmask's ports on the side it
 //! is sent to, and the sender's own address becomes the remote of that side's leg. The core
@@ -15,10 +26,12 @@
 //!
 //! Calling rules: feed each datagram with [`ProxyCore::handle_datagram`] (with `now`), then
 //! drain [`ProxyCore::poll_transmit`] and [`ProxyCore::poll_event`]; call
-//! [`ProxyCore::handle_timeout`] when [`ProxyCore::poll_timeout`] is due.
+//! [`ProxyCore::handle_timeout`] when [`ProxyCore::poll_timeout`] is due (it moves after
+//! every `handle_*`: ask again each time).
 
+use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -28,15 +41,19 @@ use bytes::Bytes;
 use super::ports::{PortAllocator, PortPair};
 use super::registrar::Registrar;
 use super::sdp::{anchor, Codec, LocalAnchor, OriginState, Sdp};
+use super::sip::txn::{build_cancel, Timers, TransactionKey, TxnEvent};
 use super::sip::{
     build_response, parse_datagram, reject_request, reject_unparsed, Frame, Limits, MaxForwards,
     Method, RejectReason, SipMessage, StatusCode, Via, MAGIC_COOKIE,
 };
+use txn::{AckMatch, CancelState, ClientEntry, ClientTxn, Hop, ServerEntry, Txns};
 
 /// Prefix of every branch callmask writes, so its own Via is recognisable.
 const BRANCH_PREFIX: &str = "z9hG4bKcm";
-/// How long the response path of a forwarded request is remembered (64·T1, RFC 3261 §17).
+/// How long a finished call's Call-ID is remembered against late INVITE copies (64·T1).
 const PATH_TTL: Duration = Duration::from_secs(32);
+/// Timer C (RFC 3261 §16.6 step 11: more than 3 minutes), restarted by each provisional.
+const TIMER_C: Duration = Duration::from_secs(181);
 /// An INVITE that never gets a final response is given up after this long.
 const EARLY_CALL_TTL: Duration = Duration::from_secs(300);
 /// A BYE that never gets a response ends the call after this long (64·T1).
@@ -282,6 +299,24 @@ pub enum ProxyEvent {
         /// Closed label.
         reason: &'static str,
     },
+    /// A retransmission handled by callmask's transactions (for counting).
+    Retransmission {
+        /// Where callmask resent it to, or where the absorbed copy came from.
+        side: Side,
+        /// `true`: callmask resent on its own timer (A, E, G); `false`: a peer's copy was
+        /// absorbed by a transaction.
+        resent: bool,
+    },
+    /// A forwarded request got no final response in time (timer B, F or C): callmask
+    /// answered 408 upstream (RFC 3261 §16.8).
+    TransactionTimedOut {
+        /// The side the request was sent to.
+        side: Side,
+        /// Its method (closed label).
+        method: &'static str,
+        /// Time since it was first sent.
+        elapsed: Duration,
+    },
     /// SIP INFO carried a DTMF key (`application/dtmf-relay` or `application/dtmf`). The key
     /// itself is never exposed.
     InfoDtmf {
@@ -318,15 +353,29 @@ struct Call {
     cancelled: bool,
     /// Where the agents' side of this call answers from (routing in registration mode).
     agents_addr: Option<SocketAddr>,
+    /// The side the initial INVITE came from.
+    caller_side: Side,
+    /// Early dialogs with media (a forked INVITE: one per callee To tag), so that the dialog
+    /// the 2xx confirms gets its media back even when its 2xx carries no SDP.
+    early: Vec<EarlyDialog>,
+    /// The callee tag of the dialog the first 2xx confirmed; other forks' 2xx, ACK and BYE
+    /// pass through without moving the call's media or ending it.
+    answered_tag: Option<Bytes>,
 }
 
-#[derive(Debug, Clone)]
-struct ResponsePath {
-    side: Side,
-    transport: SipTransport,
-    dest: SocketAddr,
-    expires: Instant,
-    register: Option<PendingRegister>,
+impl Call {
+    /// Whether a message with callee tag `tag` belongs to another fork than the answered
+    /// dialog.
+    fn is_other_fork(&self, tag: Option<&Bytes>) -> bool {
+        matches!((&self.answered_tag, tag), (Some(a), Some(t)) if a != t)
+    }
+}
+
+/// The media one early dialog answered with (the callee side's remotes and codecs).
+#[derive(Debug)]
+struct EarlyDialog {
+    tag: Bytes,
+    media: Vec<(Option<SocketAddr>, Vec<Codec>)>,
 }
 
 /// What a forwarded REGISTER asked for, to apply when the PBX answers.
@@ -344,10 +393,16 @@ pub struct ProxyCore {
     config: ProxyConfig,
     ports: PortAllocator,
     calls: HashMap<Bytes, Call>,
-    paths: HashMap<(Bytes, bool), ResponsePath>,
+    /// Server and client transactions with their timer queue.
+    txns: Txns,
     /// Call-IDs of calls that ended recently: a late copy of their INVITE must not start a
     /// new call (kept for 64·T1, the INVITE transaction's lifetime).
     ended: HashMap<Bytes, Instant>,
+    /// The same, in expiry order (O(1) expiry).
+    ended_order: VecDeque<(Instant, Bytes)>,
+    /// Call deadlines, earliest first; lazy (checked against the call when due), so the core
+    /// never scans every call for its next wake-up.
+    call_deadlines: BinaryHeap<Reverse<(Instant, Bytes)>>,
     registrar: Registrar,
     next_call: u64,
     transmits: VecDeque<Transmit>,
@@ -363,14 +418,26 @@ impl ProxyCore {
             config,
             ports,
             calls: HashMap::new(),
-            paths: HashMap::new(),
+            txns: Txns::new(Timers::default()),
             ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            call_deadlines: BinaryHeap::new(),
             registrar: Registrar::new(),
             next_call: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             arrival: SipTransport::Udp,
         }
+    }
+
+    /// Use other §17 timer values (T1, T2, T4); tests shorten or check them.
+    pub fn set_timers(&mut self, timers: Timers) {
+        self.txns.timers = timers;
+    }
+
+    /// Live transactions (server and client, lingering ones included).
+    pub fn transactions(&self) -> usize {
+        self.txns.len()
     }
 
     /// Calls currently known.
@@ -400,12 +467,12 @@ impl ProxyCore {
 
     /// When [`ProxyCore::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.values().map(|c| c.deadline).min();
-        let paths = self.paths.values().map(|p| p.expires).min();
+        let calls = self.call_deadlines.peek().map(|d| d.0 .0);
+        let txns = self.txns.poll_timeout();
         let ports = self.ports.poll_timeout();
         let regs = self.registrar.poll_timeout();
-        let ended = self.ended.values().min().copied();
-        [calls, paths, ports, regs, ended]
+        let ended = self.ended_order.front().map(|e| e.0);
+        [calls, txns, ports, regs, ended]
             .into_iter()
             .flatten()
             .min()
@@ -413,22 +480,65 @@ impl ProxyCore {
 
     /// Expire what is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.paths.retain(|_, p| p.expires > now);
-        self.ended.retain(|_, t| *t > now);
+        while let Some(due) = self.txns.pop_due(now) {
+            if due.client {
+                self.fire_client(&due.key, now);
+            } else {
+                self.fire_server(&due.key, now);
+            }
+        }
+        while self.ended_order.front().is_some_and(|e| e.0 <= now) {
+            if let Some((at, k)) = self.ended_order.pop_front() {
+                if self.ended.get(&k) == Some(&at) {
+                    self.ended.remove(&k);
+                }
+            }
+        }
         self.ports.release_due(now);
         self.registrar.handle_timeout(now);
-        let due: Vec<Bytes> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
-            let outcome = match self.calls.get(&k).map(|c| c.state) {
-                Some(CallState::Terminating) => CallOutcome::Completed,
+        while self.call_deadlines.peek().is_some_and(|d| d.0 .0 <= now) {
+            let Some(Reverse((_, k))) = self.call_deadlines.pop() else {
+                break;
+            };
+            // Lazy deletion: the call may be gone or its deadline moved on.
+            let Some(state) = self
+                .calls
+                .get(&k)
+                .filter(|c| c.deadline <= now)
+                .map(|c| c.state)
+            else {
+                continue;
+            };
+            let outcome = match state {
+                CallState::Terminating => CallOutcome::Completed,
                 _ => CallOutcome::TimedOut,
             };
             self.end_call(&k, outcome, now);
+        }
+    }
+
+    /// The transport could not reach `dest` on `side` (a TCP connection could not be opened):
+    /// every request waiting for an answer from there fails as if it got 503 (RFC 3261
+    /// §16.9), at once rather than at timer B. Scans the transactions; connection failures
+    /// are rare.
+    pub fn handle_transport_error(&mut self, side: Side, dest: SocketAddr, now: Instant) {
+        let hit: Vec<TransactionKey> = self
+            .txns
+            .clients
+            .iter()
+            .filter(|(_, e)| {
+                e.down.side == side
+                    && e.down.dest == dest
+                    && e.down.transport == SipTransport::Tcp
+                    && e.awaiting_final()
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in hit {
+            if let Some(e) = self.txns.clients.get_mut(&key) {
+                e.transport_error();
+            }
+            self.after_client(&key, side, dest, now);
         }
     }
 
@@ -517,14 +627,56 @@ impl ProxyCore {
         });
     }
 
-    fn reject(&mut self, side: Side, src: SocketAddr, req: &SipMessage, reason: RejectReason) {
+    /// Answer `req`'s sender with `resp`: through the server transaction `server` while it
+    /// can take a response (it then answers retransmissions and absorbs the ACK of a non-2xx),
+    /// else statelessly.
+    fn answer(
+        &mut self,
+        server: Option<&TransactionKey>,
+        side: Side,
+        src: SocketAddr,
+        resp: SipMessage,
+        now: Instant,
+    ) {
+        if let Some(key) = server {
+            if let Some(e) = self.txns.servers.get_mut(key) {
+                if e.awaiting_final() {
+                    let timers = self.txns.timers;
+                    e.respond(resp, &timers, now, &mut self.transmits);
+                    self.txns.resched_server(key);
+                    return;
+                }
+            }
+        }
+        self.send(side, src, resp.as_bytes().clone());
+    }
+
+    fn reject(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        req: &SipMessage,
+        reason: RejectReason,
+        server: Option<&TransactionKey>,
+        now: Instant,
+    ) {
         self.events.push_back(ProxyEvent::Rejected { side, reason });
         if let Some(resp) = reject_request(req, reason) {
-            self.send(side, src, resp.as_bytes().clone());
+            self.answer(server, side, src, resp, now);
         }
     }
 
-    fn respond(&mut self, side: Side, src: SocketAddr, req: &SipMessage, code: u16, phrase: &str) {
+    #[allow(clippy::too_many_arguments)] // the request, its answer and where it goes
+    fn respond(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        req: &SipMessage,
+        code: u16,
+        phrase: &str,
+        server: Option<&TransactionKey>,
+        now: Instant,
+    ) {
         if req.method() == Some(&Method::Ack) {
             return;
         }
@@ -532,7 +684,7 @@ impl ProxyCore {
             return;
         };
         if let Ok(resp) = build_response(req, status, phrase) {
-            self.send(side, src, resp.as_bytes().clone());
+            self.answer(server, side, src, resp, now);
         }
     }
 
@@ -546,9 +698,64 @@ impl ProxyCore {
         });
         let (Ok(top_via), Ok(call_id), Ok(_cseq)) = (msg.top_via(), msg.call_id(), msg.cseq())
         else {
-            self.reject(side, src, &msg, RejectReason::MissingHeader);
+            self.reject(side, src, &msg, RejectReason::MissingHeader, None, now);
             return;
         };
+        let Ok(key) = TransactionKey::for_request(&msg) else {
+            self.reject(side, src, &msg, RejectReason::MissingHeader, None, now);
+            return;
+        };
+        // §17.2.3: a retransmission, or the ACK of a non-2xx callmask sent, belongs to a
+        // server transaction and goes no further.
+        if method == Method::Ack {
+            match self.txns.servers.get_mut(&key).map(|e| e.handle_ack(now)) {
+                Some(AckMatch::Absorbed) => {
+                    self.txns.resched_server(&key);
+                    return;
+                }
+                Some(AckMatch::Drop) => return,
+                Some(AckMatch::Forward) | None => {}
+            }
+        } else if let Some(e) = self.txns.servers.get_mut(&key) {
+            e.handle_retransmission(&mut self.transmits);
+            self.txns.resched_server(&key);
+            self.events.push_back(ProxyEvent::Retransmission {
+                side,
+                resent: false,
+            });
+            return;
+        }
+        if method == Method::Cancel && self.cancel(side, src, &msg, &key, &call_id, now) {
+            return;
+        }
+        let to_tag = msg.to().ok().and_then(|t| t.tag().cloned());
+        let is_initial_invite = method == Method::Invite && to_tag.is_none();
+        if is_initial_invite && self.ended.contains_key(&call_id) {
+            // A late network copy of a finished call's INVITE: its transaction is over.
+            self.events.push_back(ProxyEvent::Dropped {
+                side,
+                reason: "stale_invite",
+            });
+            return;
+        }
+        // Every request but ACK (end to end) and a CANCEL that matched nothing (forwarded
+        // statelessly, §16.10) gets a server transaction; rejects go through it too.
+        let server = if matches!(method, Method::Ack | Method::Cancel) {
+            None
+        } else {
+            let up = Hop {
+                side,
+                transport: self.arrival,
+                dest: src,
+            };
+            let give_up = now + self.give_up_after(&method);
+            let entry = ServerEntry::new(msg.clone(), up, self.txns.timers, now, give_up);
+            self.txns.servers.insert(key.clone(), entry);
+            self.txns.resched_server(&key);
+            Some(key)
+        };
+        let server = server.as_ref();
+
         let out = side.other();
         let branch = self.branch_for(side, &top_via, &msg);
         // Loop detection (RFC 3261 §16.3 step 4): our own branch for this request is already
@@ -558,24 +765,23 @@ impl ProxyCore {
                 .iter()
                 .any(|v| v.branch().is_some_and(|b| b.as_ref() == branch.as_bytes()))
             {
-                self.reject(side, src, &msg, RejectReason::LoopDetected);
+                self.reject(side, src, &msg, RejectReason::LoopDetected, server, now);
                 return;
             }
         }
         // Max-Forwards (§16.3 step 3 / §16.6 step 3).
         let mf = match msg.max_forwards() {
             Ok(Some(MaxForwards(0))) => {
-                self.reject(side, src, &msg, RejectReason::TooManyHops);
+                self.reject(side, src, &msg, RejectReason::TooManyHops, server, now);
                 return;
             }
             Ok(Some(MaxForwards(n))) => n - 1,
             Ok(None) => 69,
             Err(_) => {
-                self.reject(side, src, &msg, RejectReason::BadHeaderValue);
+                self.reject(side, src, &msg, RejectReason::BadHeaderValue, server, now);
                 return;
             }
         };
-        let to_tag = msg.to().ok().and_then(|t| t.tag().cloned());
         let mut new_ruri: Option<Bytes> = None;
         let dest = match self.config.side(out).peer {
             Some(peer) => peer,
@@ -599,27 +805,19 @@ impl ProxyCore {
                             side,
                             reason: "no_route",
                         });
-                        if self.config.side(out).peer.is_none() && out == Side::Agents {
-                            self.respond(side, src, &msg, 480, "Temporarily Unavailable");
+                        let (code, phrase) = if out == Side::Agents {
+                            (480, "Temporarily Unavailable")
                         } else {
-                            self.respond(side, src, &msg, 503, "No Route To Peer");
-                        }
+                            (503, "No Route To Peer")
+                        };
+                        self.respond(side, src, &msg, code, phrase, server, now);
                         return;
                     }
                 }
             }
         };
-        let is_initial_invite = method == Method::Invite && to_tag.is_none();
 
         // Call bookkeeping before the body is touched.
-        if is_initial_invite && self.ended.contains_key(&call_id) {
-            // A late network copy of a finished call's INVITE: its transaction is over.
-            self.events.push_back(ProxyEvent::Dropped {
-                side,
-                reason: "stale_invite",
-            });
-            return;
-        }
         if is_initial_invite && !self.calls.contains_key(&call_id) {
             let id = CallRef(self.next_call);
             self.next_call += 1;
@@ -633,8 +831,13 @@ impl ProxyCore {
                     deadline: now + EARLY_CALL_TTL,
                     cancelled: false,
                     agents_addr: None,
+                    caller_side: side,
+                    early: Vec::new(),
+                    answered_tag: None,
                 },
             );
+            self.call_deadlines
+                .push(Reverse((now + EARLY_CALL_TTL, call_id.clone())));
             let parties = Parties {
                 call_id: call_id.clone(),
                 from: msg
@@ -652,14 +855,19 @@ impl ProxyCore {
                 parties,
             });
         }
+        let mut other_fork = false;
         if let Some(call) = self.calls.get_mut(&call_id) {
             if side == Side::Agents {
                 call.agents_addr = Some(src);
             }
+            other_fork = call.is_other_fork(callee_tag(&msg, side, call.caller_side).as_ref());
             match method {
+                Method::Bye if other_fork => {}
                 Method::Bye => {
                     call.state = CallState::Terminating;
                     call.deadline = now + BYE_TTL;
+                    self.call_deadlines
+                        .push(Reverse((call.deadline, call_id.clone())));
                 }
                 Method::Cancel => call.cancelled = true,
                 Method::Info if is_dtmf_info(&msg) => {
@@ -708,16 +916,18 @@ impl ProxyCore {
                 .prepend_record_route(format!("<sip:{outbound}{tp};lr>").as_bytes());
         }
         if has_sdp(&msg) {
-            match self.anchor_body(&call_id, side, msg.body(), now) {
+            match self.anchor_body(&call_id, side, msg.body(), now, !other_fork) {
                 Ok(Some(body)) => edit = edit.set_body(body),
                 Ok(None) => {
                     // Media for a dialog callmask does not know (state lost, or a stray
                     // request): never let it bypass the tap.
-                    self.respond(side, src, &msg, 481, "Call/Transaction Does Not Exist");
+                    let phrase = "Call/Transaction Does Not Exist";
+                    self.respond(side, src, &msg, 481, phrase, server, now);
                     return;
                 }
                 Err(code) => {
-                    self.respond(side, src, &msg, code, "Media Anchoring Failed");
+                    let phrase = "Media Anchoring Failed";
+                    self.respond(side, src, &msg, code, phrase, server, now);
                     return;
                 }
             }
@@ -731,30 +941,181 @@ impl ProxyCore {
         let fwd = match edit.finish() {
             Ok(m) => m,
             Err(e) => {
-                self.reject(side, src, &msg, e.reason());
+                self.reject(side, src, &msg, e.reason(), server, now);
                 return;
             }
         };
-        if method != Method::Ack {
-            self.paths.insert(
-                (Bytes::from(branch), method == Method::Cancel),
-                ResponsePath {
-                    side,
-                    transport: self.arrival,
-                    dest: src,
-                    expires: now + PATH_TTL,
-                    register,
-                },
-            );
+        let Some(skey) = server.cloned() else {
+            // ACK for a 2xx, or a CANCEL that matched nothing: stateless (§16.10, §16.11).
+            self.send(out, dest, fwd.as_bytes().clone());
+            return;
+        };
+        let ckey = match TransactionKey::for_request(&fwd) {
+            Ok(k) if !self.txns.clients.contains_key(&k) => k,
+            _ => {
+                // Two upstream transactions hashed onto one downstream branch: this one goes
+                // statelessly (its responses find their way back by Via).
+                self.txns.servers.remove(&skey);
+                self.send(out, dest, fwd.as_bytes().clone());
+                return;
+            }
+        };
+        if method == Method::Invite {
+            // §16.7 / §17.2.1: a proxy answers 100 at once, so the caller stops retransmitting.
+            if let Ok(trying) = build_response(&msg, StatusCode::TRYING, "Trying") {
+                self.answer(Some(&skey), side, src, trying, now);
+            }
         }
-        self.send(out, dest, fwd.as_bytes().clone());
+        let down = Hop {
+            side: out,
+            transport: self.arrival,
+            dest,
+        };
+        let up = Hop {
+            side,
+            transport: self.arrival,
+            dest: src,
+        };
+        let timer_c = (method == Method::Invite).then(|| now + TIMER_C);
+        let timers = self.txns.timers;
+        let mut entry = ClientEntry::new(
+            fwd,
+            down,
+            up,
+            Some(skey.clone()),
+            register,
+            timers,
+            timer_c,
+            now,
+        );
+        entry.drain(&mut self.transmits);
+        self.txns.clients.insert(ckey.clone(), entry);
+        self.txns.resched_client(&ckey);
+        if let Some(s) = self.txns.servers.get_mut(&skey) {
+            s.client = Some(ckey);
+        }
+    }
+
+    /// How long a server transaction may wait for the final response it forwards: past every
+    /// timer of its client transaction (timer C and a CANCEL's 64·T1 for INVITE, timer F
+    /// otherwise), with 64·T1 to spare.
+    fn give_up_after(&self, method: &Method) -> Duration {
+        let t1x64 = self.txns.timers.t1x64();
+        if *method == Method::Invite {
+            TIMER_C + 3 * t1x64
+        } else {
+            3 * t1x64
+        }
+    }
+
+    /// A CANCEL (§16.10). If it matches an INVITE server transaction: 200 through the
+    /// CANCEL's own server transaction, and the pending client transaction is cancelled (the
+    /// 487 comes back through it). `false` if it matches nothing: the caller forwards it
+    /// statelessly.
+    fn cancel(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        msg: &SipMessage,
+        key: &TransactionKey,
+        call_id: &Bytes,
+        now: Instant,
+    ) -> bool {
+        let Some(target) = key.cancel_target() else {
+            return false;
+        };
+        let Some(invite) = self.txns.servers.get(&target) else {
+            return false;
+        };
+        let pending = invite.awaiting_final();
+        let client = invite.client.clone();
+        let up = Hop {
+            side,
+            transport: self.arrival,
+            dest: src,
+        };
+        let give_up = now + self.give_up_after(&Method::Cancel);
+        let entry = ServerEntry::new(msg.clone(), up, self.txns.timers, now, give_up);
+        self.txns.servers.insert(key.clone(), entry);
+        if let Ok(ok) = build_response(msg, StatusCode::OK, "OK") {
+            self.answer(Some(key), side, src, ok, now);
+        }
+        if !pending {
+            // The INVITE has its final response already: the CANCEL has no effect (§9.2).
+            return true;
+        }
+        if let Some(call) = self.calls.get_mut(call_id) {
+            call.cancelled = true;
+        }
+        match client {
+            Some(ck) => self.cancel_client(&ck, now),
+            None => {
+                // Nothing went downstream: callmask ends the INVITE itself.
+                let resp = self.txns.servers.get(&target).and_then(|s| {
+                    build_response(
+                        &s.request,
+                        StatusCode::REQUEST_TERMINATED,
+                        "Request Terminated",
+                    )
+                    .ok()
+                });
+                if let Some(resp) = resp {
+                    self.answer(Some(&target), side, src, resp, now);
+                }
+            }
+        }
+        true
+    }
+
+    /// Cancel the forwarded INVITE `ck`: now if it had a provisional response, else as soon as
+    /// one arrives (§9.1).
+    fn cancel_client(&mut self, ck: &TransactionKey, now: Instant) {
+        let Some(e) = self.txns.clients.get_mut(ck) else {
+            return;
+        };
+        if !e.awaiting_final() || e.cancel != CancelState::No {
+            return;
+        }
+        if e.provisional {
+            self.send_cancel(ck, now);
+        } else {
+            e.cancel = CancelState::Pending;
+        }
+    }
+
+    /// Send the CANCEL for the INVITE client transaction `ck` through a client transaction of
+    /// its own (its responses stop here); timer C then limits the wait for the final response
+    /// to 64·T1.
+    fn send_cancel(&mut self, ck: &TransactionKey, now: Instant) {
+        let t1x64 = self.txns.timers.t1x64();
+        let Some(e) = self.txns.clients.get_mut(ck) else {
+            return;
+        };
+        let Some(cancel) = e
+            .invite()
+            .and_then(|i| SipMessage::parse(build_cancel(i)).ok())
+        else {
+            return;
+        };
+        e.cancel = CancelState::Sent;
+        e.timer_c = Some(now + t1x64);
+        let (down, up) = (e.down, e.up);
+        self.txns.resched_client(ck);
+        let key = match TransactionKey::for_request(&cancel) {
+            Ok(k) if !self.txns.clients.contains_key(&k) => k,
+            _ => return,
+        };
+        let timers = self.txns.timers;
+        let mut c = ClientEntry::new(cancel, down, up, None, None, timers, None, now);
+        c.drain(&mut self.transmits);
+        self.txns.clients.insert(key.clone(), c);
+        self.txns.resched_client(&key);
     }
 
     fn handle_response(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
         let Some(status) = msg.status() else {
             return;
         };
-
         let Ok(vias) = msg.vias() else {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
@@ -762,67 +1123,342 @@ impl ProxyCore {
             });
             return;
         };
-        let own = vias.first().and_then(|v| {
+        let own = vias.first().is_some_and(|v| {
             v.branch()
-                .filter(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
-                .cloned()
+                .is_some_and(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
         });
-        let (Some(branch), Some(next)) = (own, vias.get(1)) else {
+        let (Ok(cseq), Ok(key)) = (msg.cseq(), TransactionKey::for_response(&msg)) else {
+            return;
+        };
+        let client = self.txns.clients.get_mut(&key);
+        let next = vias.get(1);
+        if !own || (client.is_none() && next.is_none()) {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
                 reason: "not_our_via",
             });
             return;
-        };
-        let Ok(cseq) = msg.cseq() else {
+        }
+        let method = method_label(&cseq.method);
+        let Some(entry) = client else {
+            // No transaction (§16.7): e.g. a 2xx long after its INVITE. Statelessly, by Via.
+            self.events.push_back(ProxyEvent::ResponseIn {
+                side,
+                status: status.as_u16(),
+                method,
+                elapsed: None,
+            });
+            let Some(dest) = next.and_then(via_destination) else {
+                self.events.push_back(ProxyEvent::Dropped {
+                    side,
+                    reason: "unroutable_via",
+                });
+                return;
+            };
+            let transport = if next.is_some_and(|v| v.transport().is_reliable()) {
+                SipTransport::Tcp
+            } else {
+                SipTransport::Udp
+            };
+            let up = Hop {
+                side: side.other(),
+                transport,
+                dest,
+            };
+            self.forward_response(side, src, msg, None, up, None, now);
             return;
         };
-        let cseq_method = cseq.method.clone();
-        let is_cancel = cseq_method == Method::Cancel;
-        let path = self.paths.get(&(branch.clone(), is_cancel)).cloned();
+        let elapsed = (status.is_final() && entry.awaiting_final())
+            .then(|| now.saturating_duration_since(entry.started));
         self.events.push_back(ProxyEvent::ResponseIn {
             side,
             status: status.as_u16(),
-            method: method_label(&cseq_method),
-            elapsed: path
-                .as_ref()
-                .filter(|_| status.is_final())
-                .map(|p| now.saturating_duration_since(p.expires - PATH_TTL)),
+            method,
+            elapsed,
         });
-        if let (Some(reg), true) = (
-            path.as_ref().and_then(|p| p.register.clone()),
-            status.is_final(),
-        ) {
-            self.register_answered(reg, &msg, status.as_u16(), now);
+        if matches!(entry.txn, ClientTxn::Accepted(_)) {
+            // A 2xx retransmission: end to end, to where the INVITE came from (§16.7 step
+            // 10); anything else is absorbed.
+            if status.is_success() && entry.server.is_some() {
+                let (up, server) = (entry.up, entry.server.clone());
+                self.forward_response(side, src, msg, server.as_ref(), up, None, now);
+            }
+            return;
         }
-        let (back_side, back_transport, dest) = match path {
-            Some(p) => (p.side, p.transport, p.dest),
-            None => match via_destination(next) {
-                Some(d) => (
-                    side.other(),
-                    if next.transport().is_reliable() {
-                        SipTransport::Tcp
-                    } else {
-                        SipTransport::Udp
-                    },
-                    d,
-                ),
-                None => {
-                    self.events.push_back(ProxyEvent::Dropped {
-                        side,
-                        reason: "unroutable_via",
-                    });
-                    return;
+        if status.is_final() && !entry.awaiting_final() {
+            // A final response again: the client transaction re-ACKs or ignores it.
+            self.events.push_back(ProxyEvent::Retransmission {
+                side,
+                resent: false,
+            });
+        }
+        let mut cancel_now = false;
+        if entry.method == Method::Invite && entry.awaiting_final() {
+            if status.is_provisional() {
+                entry.provisional = true;
+                if status != StatusCode::TRYING && entry.cancel != CancelState::Sent {
+                    entry.timer_c = Some(now + TIMER_C);
                 }
-            },
+                cancel_now = entry.cancel == CancelState::Pending;
+            } else if status.is_success() {
+                entry.answered = true;
+            }
+        }
+        entry.handle_response(msg, now);
+        self.after_client(&key, side, src, now);
+        if cancel_now {
+            self.send_cancel(&key, now);
+        }
+    }
+
+    /// Send what client transaction `key` queued, act on its events (responses go upstream,
+    /// a timeout becomes a 408), and drop or keep it.
+    fn after_client(&mut self, key: &TransactionKey, side: Side, src: SocketAddr, now: Instant) {
+        loop {
+            let Some(e) = self.txns.clients.get_mut(key) else {
+                return;
+            };
+            e.drain(&mut self.transmits);
+            let Some(ev) = e.poll_event() else {
+                break;
+            };
+            let (server, up) = (e.server.clone(), e.up);
+            match ev {
+                TxnEvent::Response(resp) => {
+                    if server.is_none() {
+                        // The answer to callmask's own CANCEL stops here.
+                        continue;
+                    }
+                    let register = if resp.status().is_some_and(|s| s.is_final()) {
+                        e.register.take()
+                    } else {
+                        None
+                    };
+                    self.forward_response(side, src, resp, server.as_ref(), up, register, now);
+                }
+                other => {
+                    let (method, down, started, register) =
+                        (e.method.clone(), e.down, e.started, e.register.take());
+                    let why = if other == TxnEvent::TransportError {
+                        Failure::Transport
+                    } else {
+                        Failure::Timeout
+                    };
+                    self.client_failed(server, &method, down.side, started, register, why, now);
+                }
+            }
+        }
+        let timers = self.txns.timers;
+        match self
+            .txns
+            .clients
+            .get_mut(key)
+            .map(|e| e.settle(&timers, now))
+        {
+            Some(true) => self.txns.resched_client(key),
+            Some(false) => {
+                self.txns.clients.remove(key);
+            }
+            None => {}
+        }
+    }
+
+    /// A forwarded request got no final response: timer B/F or C fired (as if the next hop
+    /// had answered 408, §16.7 step 2, §16.8) or the transport failed (as if 503, §16.9).
+    /// Callmask's own CANCEL (`server` = `None`) concerns nobody.
+    #[allow(clippy::too_many_arguments)] // the transaction's parts, why, and when
+    fn client_failed(
+        &mut self,
+        server: Option<TransactionKey>,
+        method: &Method,
+        down_side: Side,
+        started: Instant,
+        register: Option<PendingRegister>,
+        why: Failure,
+        now: Instant,
+    ) {
+        let Some(skey) = server else {
+            return;
         };
-        let Ok(call_id) = msg.call_id() else {
+        let (status, phrase, outcome) = match why {
+            Failure::Timeout => {
+                self.events.push_back(ProxyEvent::TransactionTimedOut {
+                    side: down_side,
+                    method: method_label(method),
+                    elapsed: now.saturating_duration_since(started),
+                });
+                let s = StatusCode::REQUEST_TIMEOUT;
+                (s, "Request Timeout", CallOutcome::TimedOut)
+            }
+            Failure::Transport => {
+                self.events.push_back(ProxyEvent::Dropped {
+                    side: down_side,
+                    reason: "transport_error",
+                });
+                let s = StatusCode::SERVICE_UNAVAILABLE;
+                (s, "Service Unavailable", CallOutcome::Failed)
+            }
+        };
+        if let Some(t) = register.and_then(|r| r.token) {
+            self.registrar.refused(&t);
+        }
+        let Some(s) = self.txns.servers.get(&skey) else {
+            return;
+        };
+        let call_id = s.request.call_id().ok();
+        let (side, src) = (s.up.side, s.up.dest);
+        if s.awaiting_final() {
+            if let Ok(resp) = build_response(&s.request, status, phrase) {
+                self.answer(Some(&skey), side, src, resp, now);
+            }
+        }
+        let Some(call_id) = call_id else {
+            return;
+        };
+        let Some(state) = self.calls.get(&call_id).map(|c| c.state) else {
+            return;
+        };
+        match method {
+            Method::Invite if state == CallState::Early => {
+                self.end_call(&call_id, outcome, now);
+            }
+            Method::Bye => self.end_call(&call_id, CallOutcome::Completed, now),
+            _ => {}
+        }
+    }
+
+    /// Timers of client transaction `key` are due.
+    fn fire_client(&mut self, key: &TransactionKey, now: Instant) {
+        let Some(e) = self.txns.clients.get_mut(key) else {
+            return;
+        };
+        e.fire_machine(now);
+        // What the machine queued on its timer is a retransmission (A, E).
+        let before = self.transmits.len();
+        e.drain(&mut self.transmits);
+        for _ in before..self.transmits.len() {
+            self.events.push_back(ProxyEvent::Retransmission {
+                side: e.down.side,
+                resent: true,
+            });
+        }
+        let c_due = e.timer_c.is_some_and(|t| t <= now);
+        if c_due && !e.awaiting_final() {
+            e.timer_c = None;
+        }
+        let c_due = c_due && e.timer_c.is_some();
+        let down = e.down;
+        self.after_client(key, down.side, down.dest, now);
+        if c_due {
+            self.timer_c(key, now);
+        }
+    }
+
+    /// Timer C fired (§16.8): a ringing INVITE is cancelled (timer C then bounds the wait for
+    /// its final response); one that never rang, or whose CANCEL went unanswered, ends as if
+    /// 408 had come back.
+    fn timer_c(&mut self, key: &TransactionKey, now: Instant) {
+        let Some(e) = self.txns.clients.get_mut(key) else {
+            return;
+        };
+        if !e.awaiting_final() {
+            return;
+        }
+        e.timer_c = None;
+        if e.provisional && e.cancel != CancelState::Sent {
+            self.send_cancel(key, now);
+            return;
+        }
+        let (server, method, side, started, register) = (
+            e.server.clone(),
+            e.method.clone(),
+            e.down.side,
+            e.started,
+            e.register.take(),
+        );
+        e.abandon(now);
+        self.txns.clients.remove(key);
+        let why = Failure::Timeout;
+        self.client_failed(server, &method, side, started, register, why, now);
+    }
+
+    /// Timers of server transaction `key` are due.
+    fn fire_server(&mut self, key: &TransactionKey, now: Instant) {
+        let Some(e) = self.txns.servers.get_mut(key) else {
+            return;
+        };
+        let before = self.transmits.len();
+        let alive = e.fire(now, &mut self.transmits);
+        for _ in before..self.transmits.len() {
+            // Timer G: a final response resent upstream.
+            self.events.push_back(ProxyEvent::Retransmission {
+                side: e.up.side,
+                resent: true,
+            });
+        }
+        if alive {
+            self.txns.resched_server(key);
+        } else {
+            self.txns.servers.remove(key);
+        }
+    }
+
+    /// Send a response upstream (to `up`, through server transaction `server` while it can
+    /// take it), with callmask's Via removed and its SDP anchored; then move the call on.
+    #[allow(clippy::too_many_arguments)] // the response, where it came from and where it goes
+    fn forward_response(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        msg: SipMessage,
+        server: Option<&TransactionKey>,
+        up: Hop,
+        register: Option<PendingRegister>,
+        now: Instant,
+    ) {
+        let (Some(status), Ok(cseq), Ok(call_id)) = (msg.status(), msg.cseq(), msg.call_id())
+        else {
             return;
         };
         let code = status.as_u16();
+        if let (Some(reg), true) = (register, status.is_final()) {
+            self.register_answered(reg, &msg, code, now);
+        }
+        if status == StatusCode::TRYING {
+            // §16.7 step 3: a 100 is never forwarded (callmask sent its own).
+            return;
+        }
+        let cseq_method = cseq.method;
+        let tag = self
+            .calls
+            .get(&call_id)
+            .and_then(|c| callee_tag(&msg, side, c.caller_side));
+        let other_fork = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| c.is_other_fork(tag.as_ref()));
+        let with_sdp = has_sdp(&msg) && code < 300;
         let mut edit = msg.edit().remove_top_via();
-        if has_sdp(&msg) && code < 300 {
-            match self.anchor_body(&call_id, side, msg.body(), now) {
+        if msg.header_values("Via").len() < 2 {
+            // Only callmask's Via: the next hop answered from a copy of it (e.g. a 487 built
+            // from our CANCEL). The request's own Vias are known from its server transaction.
+            let vias = server
+                .and_then(|k| self.txns.servers.get(k))
+                .map(|s| s.request.header_values("Via"))
+                .unwrap_or_default();
+            if vias.is_empty() {
+                self.events.push_back(ProxyEvent::Dropped {
+                    side,
+                    reason: "not_our_via",
+                });
+                return;
+            }
+            for v in vias.iter().rev() {
+                edit = edit.prepend_via(v);
+            }
+        }
+        if with_sdp {
+            match self.anchor_body(&call_id, side, msg.body(), now, !other_fork) {
                 Ok(Some(body)) => edit = edit.set_body(body),
                 Ok(None) => {
                     // SDP for a call callmask no longer anchors (e.g. a 200 retransmitted
@@ -854,7 +1490,16 @@ impl ProxyCore {
                 return;
             }
         };
-        self.send_on(back_side, back_transport, dest, fwd.as_bytes().clone());
+        let via_server = server.filter(|k| {
+            self.txns
+                .servers
+                .get(*k)
+                .is_some_and(ServerEntry::awaiting_final)
+        });
+        match via_server {
+            Some(k) => self.answer(Some(k), up.side, up.dest, fwd, now),
+            None => self.send_on(up.side, up.transport, up.dest, fwd.as_bytes().clone()),
+        }
 
         // Call state after forwarding.
         let Some(call) = self.calls.get_mut(&call_id) else {
@@ -867,8 +1512,49 @@ impl ProxyCore {
             Method::Invite if (200..300).contains(&code) && call.state == CallState::Early => {
                 call.state = CallState::Confirmed;
                 call.deadline = now + Duration::from_secs(u64::from(u32::MAX));
+                // The confirmed dialog wins (RFC 3261 §13.2.2.4 / §16.7 forking): without an
+                // SDP of its own, its early answer's media comes back; other early dialogs
+                // are forgotten.
+                let early = std::mem::take(&mut call.early);
+                let restore = (!with_sdp)
+                    .then(|| early.into_iter().find(|e| Some(&e.tag) == tag.as_ref()))
+                    .flatten();
+                call.answered_tag = tag;
+                let mut moved = false;
+                if let Some(e) = restore {
+                    for (st, (remote, codecs)) in call.streams.iter_mut().zip(e.media) {
+                        if st.remote[side.idx()] != remote {
+                            st.remote[side.idx()] = remote;
+                            st.codecs = codecs;
+                            moved = true;
+                        }
+                    }
+                }
                 let id = call.id;
+                if moved {
+                    let streams = stream_specs(call);
+                    self.events
+                        .push_back(ProxyEvent::Media(MediaCommand::Upsert {
+                            call: id,
+                            streams,
+                        }));
+                }
                 self.events.push_back(ProxyEvent::CallAnswered { call: id });
+            }
+            Method::Invite
+                if code < 200 && with_sdp && call.state == CallState::Early && tag.is_some() =>
+            {
+                // An early dialog answered: remember its media by its tag.
+                let media: Vec<_> = call
+                    .streams
+                    .iter()
+                    .map(|st| (st.remote[side.idx()], st.codecs.clone()))
+                    .collect();
+                let tag = tag.unwrap_or_default();
+                match call.early.iter_mut().find(|e| e.tag == tag) {
+                    Some(e) => e.media = media,
+                    None => call.early.push(EarlyDialog { tag, media }),
+                }
             }
             Method::Invite if code >= 300 && call.state == CallState::Early => {
                 let outcome = if call.cancelled || code == 487 {
@@ -878,7 +1564,7 @@ impl ProxyCore {
                 };
                 self.end_call(&call_id, outcome, now);
             }
-            Method::Bye if code >= 200 => {
+            Method::Bye if code >= 200 && !other_fork => {
                 self.end_call(&call_id, CallOutcome::Completed, now);
             }
             _ => {}
@@ -887,12 +1573,16 @@ impl ProxyCore {
 
     /// Anchor an SDP body that arrived from `from`: returns the body to send on, `None` if
     /// there is no call to anchor it for, or a SIP status to answer with on failure.
+    ///
+    /// With `commit` false (another fork's dialog) the body is still rewritten, so no SDP
+    /// ever bypasses the tap, but the call's media does not move.
     fn anchor_body(
         &mut self,
         call_id: &Bytes,
         from: Side,
         body: Bytes,
         now: Instant,
+        commit: bool,
     ) -> Result<Option<Bytes>, u16> {
         let Some(call) = self.calls.get_mut(call_id) else {
             return Ok(None);
@@ -932,25 +1622,16 @@ impl ProxyCore {
             &mut call.origin[to.idx()],
         )
         .map_err(|_| 500u16)?;
+        if !commit {
+            return Ok(Some(anchored.body));
+        }
         for (s, p) in call.streams.iter_mut().zip(&anchored.plan.streams) {
             s.remote[from.idx()] = if p.is_active() { p.remote } else { None };
             if !p.codecs.is_empty() {
                 s.codecs = p.codecs.clone();
             }
         }
-        let streams = call
-            .streams
-            .iter()
-            .enumerate()
-            .map(|(index, s)| StreamSpec {
-                index,
-                pbx_local: s.local[Side::Pbx.idx()],
-                agents_local: s.local[Side::Agents.idx()],
-                pbx_remote: s.remote[Side::Pbx.idx()],
-                agents_remote: s.remote[Side::Agents.idx()],
-                codecs: s.codecs.clone(),
-            })
-            .collect();
+        let streams = stream_specs(call);
         let id = call.id;
         self.events
             .push_back(ProxyEvent::Media(MediaCommand::Upsert {
@@ -965,6 +1646,8 @@ impl ProxyCore {
             return;
         };
         self.ended.insert(call_id.clone(), now + PATH_TTL);
+        self.ended_order
+            .push_back((now + PATH_TTL, call_id.clone()));
         for s in &call.streams {
             for pair in s.local {
                 // A pair freed twice would be a bug in this module; the pool refuses it.
@@ -1125,6 +1808,40 @@ impl ProxyCore {
     }
 }
 
+/// Why a forwarded request got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Timer B, F or C.
+    Timeout,
+    /// The transport could not send it.
+    Transport,
+}
+
+/// What the media layer is told about a call's streams.
+fn stream_specs(call: &Call) -> Vec<StreamSpec> {
+    call.streams
+        .iter()
+        .enumerate()
+        .map(|(index, s)| StreamSpec {
+            index,
+            pbx_local: s.local[Side::Pbx.idx()],
+            agents_local: s.local[Side::Agents.idx()],
+            pbx_remote: s.remote[Side::Pbx.idx()],
+            agents_remote: s.remote[Side::Agents.idx()],
+            codecs: s.codecs.clone(),
+        })
+        .collect()
+}
+
+/// The callee's dialog tag in `msg` arriving from `side` (a forked call's dialogs differ only
+/// in it): the To tag of requests from the caller's side and of responses from the callee's
+/// side, the From tag otherwise.
+fn callee_tag(msg: &SipMessage, side: Side, caller_side: Side) -> Option<Bytes> {
+    let in_to = msg.is_request() == (side == caller_side);
+    let na = if in_to { msg.to() } else { msg.from() };
+    na.ok()?.tag().cloned()
+}
+
 /// Where a response goes by its Via (RFC 3261 §18.2.2 with RFC 3581 rport): `received` and
 /// `rport` when present, else sent-by. Names are not resolved (no DNS in the core).
 fn via_destination(via: &Via) -> Option<SocketAddr> {
@@ -1177,6 +1894,9 @@ pub fn method_label(m: &Method) -> &'static str {
         _ => "other",
     }
 }
+
+#[path = "proxy_txn.rs"]
+mod txn;
 
 #[cfg(test)]
 #[path = "proxy_tests.rs"]

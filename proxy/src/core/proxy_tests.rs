@@ -115,6 +115,29 @@ fn one_transmit(core: &mut ProxyCore) -> Transmit {
     t
 }
 
+/// All queued transmits.
+fn transmits(core: &mut ProxyCore) -> Vec<Transmit> {
+    std::iter::from_fn(|| core.poll_transmit()).collect()
+}
+
+fn status_of(t: &Transmit) -> Option<u16> {
+    parse(&t.payload).status().map(StatusCode::as_u16)
+}
+
+/// A stateful proxy answers an INVITE with 100 Trying upstream before it forwards it
+/// (RFC 3261 §16.7 / §17.2.1): check the 100, return the forwarded INVITE.
+fn trying_then_forward(core: &mut ProxyCore) -> Transmit {
+    let ts = transmits(core);
+    assert_eq!(ts.len(), 2, "100 Trying and the forwarded INVITE: {ts:?}");
+    assert_eq!(status_of(&ts[0]), Some(100), "100 Trying first");
+    assert_eq!(
+        ts[0].side,
+        ts[1].side.other(),
+        "100 goes back where the INVITE came from"
+    );
+    ts[1].clone()
+}
+
 fn drain_events(core: &mut ProxyCore) -> Vec<ProxyEvent> {
     std::iter::from_fn(|| core.poll_event()).collect()
 }
@@ -134,7 +157,7 @@ fn basic_call_anchors_media_and_returns_ports() {
         request("INVITE", "z9hG4bKinv1", None, 1, Some(&offer)),
         t0,
     );
-    let fwd = one_transmit(&mut c);
+    let fwd = trying_then_forward(&mut c);
     assert_eq!((fwd.side, fwd.dest), (Side::Agents, addr(AGENT_UA)));
     let inv = parse(&fwd.payload);
     // Our Via on top, Max-Forwards decremented, two Record-Routes, unknown header kept.
@@ -250,94 +273,6 @@ fn basic_call_anchors_media_and_returns_ports() {
 }
 
 #[test]
-fn cancel_and_non_2xx_ack_reuse_the_invite_branch() {
-    let mut c = core();
-    let t0 = Instant::now();
-    c.handle_datagram(
-        Side::Pbx,
-        addr(PBX_UA),
-        request(
-            "INVITE",
-            "z9hG4bKinv2",
-            None,
-            1,
-            Some(&sdp("10.1.1.1", 4000)),
-        ),
-        t0,
-    );
-    let inv = parse(&one_transmit(&mut c).payload);
-    c.handle_datagram(
-        Side::Pbx,
-        addr(PBX_UA),
-        request("CANCEL", "z9hG4bKinv2", None, 1, None),
-        t0,
-    );
-    let cancel = parse(&one_transmit(&mut c).payload);
-    assert_eq!(
-        inv.top_via().expect("via").branch(),
-        cancel.top_via().expect("via").branch(),
-        "RFC 3261 §16.11: CANCEL gets the INVITE's downstream branch"
-    );
-    // 200 to CANCEL and 487 to INVITE go back; the call ends as cancelled.
-    c.handle_datagram(
-        Side::Agents,
-        addr(AGENT_UA),
-        response_to(&cancel, 200, None),
-        t0,
-    );
-    assert_eq!(one_transmit(&mut c).dest, addr(PBX_UA));
-    c.handle_datagram(
-        Side::Agents,
-        addr(AGENT_UA),
-        response_to(&inv, 487, None),
-        t0,
-    );
-    assert_eq!(one_transmit(&mut c).dest, addr(PBX_UA));
-    let ev = drain_events(&mut c);
-    assert!(ev.iter().any(|e| matches!(
-        e,
-        ProxyEvent::CallEnded {
-            outcome: CallOutcome::Cancelled,
-            ..
-        }
-    )));
-    assert_eq!(c.ports().in_use(), 0);
-}
-
-#[test]
-fn retransmitted_invite_is_forwarded_with_the_same_branch_and_one_call() {
-    let mut c = core();
-    let t0 = Instant::now();
-    let inv = request(
-        "INVITE",
-        "z9hG4bKinv3",
-        None,
-        1,
-        Some(&sdp("10.1.1.1", 4000)),
-    );
-    c.handle_datagram(Side::Pbx, addr(PBX_UA), inv.clone(), t0);
-    let a = parse(&one_transmit(&mut c).payload);
-    c.handle_datagram(
-        Side::Pbx,
-        addr(PBX_UA),
-        inv,
-        t0 + Duration::from_millis(500),
-    );
-    let b = parse(&one_transmit(&mut c).payload);
-    assert_eq!(
-        a.top_via().expect("via").branch(),
-        b.top_via().expect("via").branch()
-    );
-    assert_eq!(
-        a.body(),
-        b.body(),
-        "same anchored SDP, same o= version (RFC 3264 §8)"
-    );
-    assert_eq!(c.active_calls(), 1);
-    assert_eq!(c.ports().in_use(), 2);
-}
-
-#[test]
 fn max_forwards_zero_gets_483_and_loops_get_482() {
     let mut c = core();
     let t0 = Instant::now();
@@ -392,7 +327,7 @@ fn late_offer_is_anchored_in_200_and_ack() {
         request("INVITE", "z9hG4bKlo", None, 1, None),
         t0,
     );
-    let inv = parse(&one_transmit(&mut c).payload);
+    let inv = parse(&trying_then_forward(&mut c).payload);
     assert!(inv.body().is_empty());
     c.handle_datagram(
         Side::Agents,
@@ -438,7 +373,7 @@ fn unanswered_invite_times_out_and_frees_ports() {
         request("INVITE", "z9hG4bKto", None, 1, Some(&sdp("10.1.1.1", 4000))),
         t0,
     );
-    let _ = one_transmit(&mut c);
+    let _ = trying_then_forward(&mut c);
     let due = c.poll_timeout().expect("a timer");
     assert!(due <= t0 + EARLY_CALL_TTL);
     c.handle_timeout(t0 + EARLY_CALL_TTL);
@@ -520,7 +455,7 @@ fn registration_mode_routes_pbx_calls_to_registered_phone() {
         ),
     );
     c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(inv), t0);
-    let t = one_transmit(&mut c);
+    let t = trying_then_forward(&mut c);
     assert_eq!((t.side, t.dest), (Side::Agents, addr(PHONE)));
     let fwd = parse(&t.payload);
     assert_eq!(
@@ -579,7 +514,7 @@ fn tcp_requests_forward_over_tcp() {
         Some(&sdp("10.1.1.1", 4000)),
     ));
     c.handle_stream_message(Side::Pbx, addr(PBX_UA), inv, t0);
-    let t = one_transmit(&mut c);
+    let t = trying_then_forward(&mut c);
     assert_eq!(t.transport, SipTransport::Tcp);
     let fwd = parse(&t.payload);
     assert!(fwd.top_via().expect("via").transport().is_reliable());
@@ -596,4 +531,855 @@ fn tcp_requests_forward_over_tcp() {
         (back.transport, back.dest),
         (SipTransport::Tcp, addr(PBX_UA))
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transaction-stateful behaviour (RFC 3261 §16 on the §17 machines), on a virtual clock.
+// ---------------------------------------------------------------------------------------------
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// An initial INVITE from the PBX side, forwarded; returns the forwarded copy.
+fn invite_through(c: &mut ProxyCore, branch: &str, t0: Instant) -> SipMessage {
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", branch, None, 1, Some(&sdp("10.1.1.1", 4000))),
+        t0,
+    );
+    parse(&trying_then_forward(c).payload)
+}
+
+fn outcome(events: &[ProxyEvent]) -> Option<CallOutcome> {
+    events.iter().find_map(|e| match e {
+        ProxyEvent::CallEnded { outcome, .. } => Some(*outcome),
+        _ => None,
+    })
+}
+
+/// §17.2.1: a retransmitted INVITE is absorbed by the server transaction, which resends its
+/// latest response (100, then 180 once forwarded); one call, nothing new downstream.
+#[test]
+fn invite_retransmission_absorbed_and_latest_provisional_resent() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let raw = request("INVITE", "z9hG4bKrx", None, 1, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0);
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    let _ = drain_events(&mut c);
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0 + ms(400));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(100), addr(PBX_UA)));
+    assert!(drain_events(&mut c).contains(&ProxyEvent::Retransmission {
+        side: Side::Pbx,
+        resent: false
+    }));
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0 + ms(450),
+    );
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(180));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0 + ms(900));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.side), (Some(180), Side::Pbx));
+    assert_eq!(c.active_calls(), 1);
+    assert_eq!(c.ports().in_use(), 2);
+}
+
+/// §17.1.1.2: on UDP the proxy retransmits the INVITE itself at T1, 2·T1, 4·T1 … (timer A,
+/// no cap) and gives up at 64·T1 (timer B) with a 408 upstream (§16.8); the call ends as
+/// timed out, its ports come back, and the ACK for the 408 is absorbed.
+#[test]
+fn timer_a_doubles_and_timer_b_answers_408_upstream() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKta", t0);
+    let mut sent_at = Vec::new();
+    let mut now = t0;
+    while let Some(due) = c.poll_timeout() {
+        if due > t0 + Duration::from_secs(40) {
+            break;
+        }
+        now = due;
+        c.handle_timeout(now);
+        for t in transmits(&mut c) {
+            if t.dest == addr(AGENT_UA) {
+                assert_eq!(t.payload, *inv.as_bytes(), "the same bytes again");
+                sent_at.push((now - t0).as_millis());
+            } else {
+                assert_eq!(status_of(&t), Some(408), "408 upstream at timer B");
+                assert_eq!((now - t0).as_millis(), 32_000);
+                let ev = drain_events(&mut c);
+                assert_eq!(outcome(&ev), Some(CallOutcome::TimedOut), "{ev:?}");
+                assert!(ev
+                    .iter()
+                    .any(|e| matches!(e, ProxyEvent::TransactionTimedOut { .. })));
+            }
+        }
+        if c.active_calls() == 0 {
+            break;
+        }
+    }
+    assert_eq!(sent_at, [500, 1500, 3500, 7500, 15_500, 31_500]);
+    assert_eq!(c.active_calls(), 0);
+    let _ = drain_events(&mut c);
+    // The caller ACKs the 408: absorbed by the server transaction, nothing goes downstream.
+    let ack =
+        String::from_utf8_lossy(&request("ACK", "z9hG4bKta", Some("x"), 1, None)).into_owned();
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(ack), now);
+    assert!(c.poll_transmit().is_none());
+}
+
+/// §17.1.2.2: timer E doubles up to T2 (4 s) for a non-INVITE; timer F → 408 upstream.
+#[test]
+fn timer_e_caps_at_t2_and_timer_f_answers_408() {
+    let mut c = core();
+    let t0 = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("OPTIONS", "z9hG4bKte", None, 1, None),
+        t0,
+    );
+    assert_eq!(
+        one_transmit(&mut c).dest,
+        addr(AGENT_UA),
+        "no 100 for OPTIONS"
+    );
+    let mut sent_at = Vec::new();
+    let mut got_408 = None;
+    while let Some(due) = c.poll_timeout() {
+        if due > t0 + Duration::from_secs(33) || got_408.is_some() {
+            break;
+        }
+        c.handle_timeout(due);
+        for t in transmits(&mut c) {
+            if t.dest == addr(AGENT_UA) {
+                sent_at.push((due - t0).as_millis());
+            } else {
+                got_408 = Some(((due - t0).as_millis(), status_of(&t)));
+            }
+        }
+    }
+    assert_eq!(
+        sent_at,
+        [500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500]
+    );
+    assert_eq!(got_408, Some((32_000, Some(408))));
+}
+
+/// TCP is reliable: no retransmissions downstream (timer A off), timer B still applies.
+#[test]
+fn tcp_forwarding_never_retransmits() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = parse(&request("INVITE", "z9hG4bKtt", None, 1, None));
+    c.handle_stream_message(Side::Pbx, addr(PBX_UA), inv, t0);
+    let fwd = trying_then_forward(&mut c);
+    assert_eq!(fwd.transport, SipTransport::Tcp);
+    c.handle_timeout(t0 + Duration::from_secs(20));
+    assert!(c.poll_transmit().is_none(), "nothing resent over TCP");
+    c.handle_timeout(t0 + Duration::from_secs(32));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.transport), (Some(408), SipTransport::Tcp));
+}
+
+/// A 486 is ACKed hop by hop (§16.7, §17.1.1.3): callmask ACKs it downstream, forwards it
+/// upstream once, absorbs the agent's retransmissions (re-ACKing each), answers the caller's
+/// INVITE retransmission with the 486, resends it on timer G until the caller's ACK, which it
+/// absorbs.
+#[test]
+fn busy_486_acked_hop_by_hop_and_retransmissions_absorbed() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let raw = request("INVITE", "z9hG4bKbz", None, 1, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0);
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    let busy = response_to(&inv, 486, None);
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), busy.clone(), t0 + ms(10));
+    let ts = transmits(&mut c);
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    let ack = parse(&ts[0].payload);
+    assert_eq!(ts[0].dest, addr(AGENT_UA));
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    assert_eq!(
+        ack.top_via().expect("via").branch(),
+        inv.top_via().expect("via").branch(),
+        "§17.1.1.3: the ACK has the INVITE's branch"
+    );
+    assert_eq!(
+        ack.to().expect("to").tag().map(|t| t.as_ref()),
+        Some(&b"uas1"[..])
+    );
+    assert_eq!((status_of(&ts[1]), ts[1].dest), (Some(486), addr(PBX_UA)));
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
+    // The agent resends its 486: re-ACKed, not forwarded.
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), busy, t0 + ms(510));
+    let t = one_transmit(&mut c);
+    assert_eq!(
+        (t.dest, t.payload.clone()),
+        (addr(AGENT_UA), ack.as_bytes().clone())
+    );
+    // The caller resends its INVITE: answered with the 486, nothing downstream.
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0 + ms(300));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(486), addr(PBX_UA)));
+    // Timer G: the 486 again at +T1 without an ACK.
+    let _ = drain_events(&mut c);
+    c.handle_timeout(t0 + ms(510));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(486), addr(PBX_UA)));
+    assert_eq!(
+        drain_events(&mut c),
+        [ProxyEvent::Retransmission {
+            side: Side::Pbx,
+            resent: true
+        }]
+    );
+    // The caller's ACK (same branch as its INVITE): absorbed.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("ACK", "z9hG4bKbz", Some("uas1"), 1, None),
+        t0 + ms(600),
+    );
+    assert!(c.poll_transmit().is_none(), "the upstream ACK stops here");
+    c.handle_timeout(t0 + Duration::from_secs(3));
+    assert!(c.poll_transmit().is_none(), "no more 486 after the ACK");
+    assert_eq!(c.ports().in_use(), 0);
+    c.handle_timeout(t0 + Duration::from_secs(60));
+    assert_eq!(c.transactions(), 0, "every transaction ends");
+}
+
+/// §16.10: callmask answers the CANCEL with 200 itself, forwards a CANCEL (with the INVITE's
+/// downstream branch) to the pending client transaction, absorbs the agent's 200 to it, and
+/// the 487 comes back through the INVITE's transactions (ACKed downstream by callmask).
+#[test]
+fn cancel_gets_200_forwarded_downstream_and_487_comes_back() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKcx", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0 + ms(5),
+    );
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(180));
+    let cancel_raw = request("CANCEL", "z9hG4bKcx", None, 1, None);
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), cancel_raw.clone(), t0 + ms(50));
+    let ts = transmits(&mut c);
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    assert_eq!((status_of(&ts[0]), ts[0].dest), (Some(200), addr(PBX_UA)));
+    let cancel = parse(&ts[1].payload);
+    assert_eq!(ts[1].dest, addr(AGENT_UA));
+    assert_eq!(cancel.method(), Some(&Method::Cancel));
+    assert_eq!(
+        cancel.top_via().expect("via").branch(),
+        inv.top_via().expect("via").branch(),
+        "§9.1: the CANCEL has the INVITE's branch"
+    );
+    assert_eq!(cancel.vias().expect("vias").len(), 1, "a single Via");
+    // A retransmitted CANCEL gets the 200 again.
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), cancel_raw, t0 + ms(550));
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(200), addr(PBX_UA)));
+    // The agent's 200 to the CANCEL stops at callmask.
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&cancel, 200, None),
+        t0 + ms(60),
+    );
+    assert!(c.poll_transmit().is_none(), "200 to our CANCEL is ours");
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 487, None),
+        t0 + ms(61),
+    );
+    let ts = transmits(&mut c);
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    assert_eq!(parse(&ts[0].payload).method(), Some(&Method::Ack));
+    assert_eq!((status_of(&ts[1]), ts[1].dest), (Some(487), addr(PBX_UA)));
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Cancelled));
+    assert_eq!(c.ports().in_use(), 0);
+}
+
+/// §9.1: a CANCEL that arrives before any provisional response waits for one.
+#[test]
+fn cancel_before_any_provisional_waits_for_one() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKcw", t0);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("CANCEL", "z9hG4bKcw", None, 1, None),
+        t0 + ms(5),
+    );
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(200), addr(PBX_UA)));
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0 + ms(20),
+    );
+    let ts = transmits(&mut c);
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    assert_eq!(status_of(&ts[0]), Some(180));
+    assert_eq!(parse(&ts[1].payload).method(), Some(&Method::Cancel));
+}
+
+/// §16.7 step 10: a 2xx and its retransmissions go end to end (re-anchored with the same
+/// SDP); an INVITE retransmission crossing the 2xx is absorbed; the ACK for the 2xx is
+/// forwarded.
+#[test]
+fn ok_retransmissions_forwarded_and_crossing_invite_absorbed() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let raw = request("INVITE", "z9hG4bKok", None, 1, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw.clone(), t0);
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    let ok = response_to(&inv, 200, Some(&sdp("10.2.2.2", 5000)));
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), ok.clone(), t0 + ms(10));
+    let first = one_transmit(&mut c);
+    assert_eq!((status_of(&first), first.dest), (Some(200), addr(PBX_UA)));
+    for i in 1..=3u64 {
+        c.handle_datagram(
+            Side::Agents,
+            addr(AGENT_UA),
+            ok.clone(),
+            t0 + ms(10 + 500 * i),
+        );
+        let again = one_transmit(&mut c);
+        assert_eq!(
+            again.payload, first.payload,
+            "same bytes, same anchored SDP"
+        );
+    }
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0 + ms(600));
+    assert!(
+        c.poll_transmit().is_none(),
+        "INVITE copy after the 2xx is absorbed"
+    );
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("ACK", "z9hG4bKok-ack", Some("uas1"), 1, None),
+        t0 + ms(700),
+    );
+    assert_eq!(
+        one_transmit(&mut c).dest,
+        addr(AGENT_UA),
+        "2xx ACK end to end"
+    );
+    assert_eq!(c.active_calls(), 1);
+    assert_eq!(c.ports().in_use(), 2);
+    // The lingering entries (64·T1) go away.
+    c.handle_timeout(t0 + Duration::from_secs(40));
+    assert_eq!(c.transactions(), 0);
+}
+
+/// A downstream 100 Trying is never forwarded (§16.7 step 3): callmask sent its own.
+#[test]
+fn downstream_100_is_not_forwarded() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bK1h", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 100, None),
+        t0 + ms(5),
+    );
+    assert!(c.poll_transmit().is_none());
+    // …but it stops timer A.
+    c.handle_timeout(t0 + Duration::from_secs(5));
+    assert!(c.poll_transmit().is_none());
+}
+
+/// Timer C (§16.8): a ringing INVITE with no final response is cancelled downstream after
+/// more than 3 minutes; if the CANCEL brings no final either, 408 upstream 64·T1 later.
+#[test]
+fn timer_c_cancels_a_ringing_invite_then_408() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKtc", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0 + ms(5),
+    );
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(180));
+    c.handle_timeout(t0 + TIMER_C);
+    assert!(c.poll_transmit().is_none(), "nothing before timer C");
+    c.handle_timeout(t0 + ms(5) + TIMER_C);
+    let t = one_transmit(&mut c);
+    assert_eq!(parse(&t.payload).method(), Some(&Method::Cancel));
+    assert_eq!(t.dest, addr(AGENT_UA));
+    // CANCEL retransmissions (timer E) and, 64·T1 on, the 408 upstream.
+    let mut got_408 = false;
+    let end = t0 + ms(5) + TIMER_C + Duration::from_secs(33);
+    while let Some(due) = c.poll_timeout() {
+        if due > end {
+            break;
+        }
+        c.handle_timeout(due);
+        for t in transmits(&mut c) {
+            if t.dest == addr(PBX_UA) {
+                assert_eq!(status_of(&t), Some(408));
+                got_408 = true;
+            }
+        }
+    }
+    assert!(got_408);
+    assert_eq!(c.active_calls(), 0);
+}
+
+/// A BYE nobody answers: 408 upstream at timer F, the call ends (completed: both sides
+/// wanted it over).
+#[test]
+fn unanswered_bye_gets_408_and_ends_the_call() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKby", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&sdp("10.2.2.2", 5000))),
+        t0,
+    );
+    let _ = one_transmit(&mut c);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("BYE", "z9hG4bKby2", Some("uas1"), 2, None),
+        t0 + ms(100),
+    );
+    let _ = one_transmit(&mut c);
+    let _ = drain_events(&mut c);
+    c.handle_timeout(t0 + ms(100) + Duration::from_secs(32));
+    let sent = transmits(&mut c);
+    assert!(sent
+        .iter()
+        .any(|t| t.dest == addr(PBX_UA) && status_of(t) == Some(408)));
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Completed));
+    assert_eq!(c.active_calls(), 0);
+}
+
+/// Rejects go through the server transaction too: a 483 to an INVITE is resent on the
+/// INVITE's retransmission and its ACK is absorbed (no 100 before a reject).
+#[test]
+fn reject_of_invite_is_transactional() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let raw = String::from_utf8_lossy(&request("INVITE", "z9hG4bKmf", None, 1, None))
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(raw.clone()), t0);
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(483));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(raw), t0 + ms(100));
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(483));
+    let ack =
+        String::from_utf8_lossy(&request("ACK", "z9hG4bKmf", Some("x"), 1, None)).into_owned();
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(ack), t0 + ms(200));
+    assert!(c.poll_transmit().is_none());
+}
+
+/// Throughput of the stateful core alone: whole calls (INVITE/100/180/200/ACK/BYE/200, SDP
+/// anchored both ways) with 1,000 calls in progress at any time and timers driven on a
+/// virtual clock (1 ms per call). Run in release:
+/// `cargo test --release -p callmask --lib core_call_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run in release"]
+fn core_call_throughput() {
+    const CALLS: usize = 50_000;
+    const OPEN: usize = 1_000;
+    let mut c = core();
+    c.ports = PortAllocator::new(
+        PortRange::new(10_000, 59_999).expect("range"),
+        Duration::from_secs(5),
+    );
+    let t0 = Instant::now();
+    let offer = sdp("10.1.1.1", 4000);
+    let answer = sdp("10.2.2.2", 5000);
+    let per_call =
+        |i: usize, m: &str, b: &str, tag: Option<&str>, cseq: u32, body: Option<&str>| {
+            let raw = request(m, b, tag, cseq, body);
+            Bytes::from(
+                String::from_utf8_lossy(&raw).replace("call-1@test", &format!("call-{i}@test")),
+            )
+        };
+    let mut pending: std::collections::VecDeque<(usize, SipMessage)> = Default::default();
+    let started = std::time::Instant::now();
+    // Time spent inside the core only (the harness builds and parses messages too).
+    let mut in_core = Duration::ZERO;
+    fn timed(c: &mut ProxyCore, acc: &mut Duration, side: Side, from: &str, m: Bytes, at: Instant) {
+        let t = std::time::Instant::now();
+        c.handle_datagram(side, addr(from), m, at);
+        *acc += t.elapsed();
+    }
+    let mut messages = 0u64;
+    for i in 0..CALLS + OPEN {
+        let now = t0 + ms(i as u64);
+        if i < CALLS {
+            let inv = per_call(i, "INVITE", &format!("z9hG4bKi{i}"), None, 1, Some(&offer));
+            timed(&mut c, &mut in_core, Side::Pbx, PBX_UA, inv, now);
+            let fwd = transmits(&mut c).pop().expect("forwarded");
+            let fwd = parse(&fwd.payload);
+            c.handle_datagram(
+                Side::Agents,
+                addr(AGENT_UA),
+                response_to(&fwd, 180, None),
+                now,
+            );
+            messages += 2;
+            pending.push_back((i, fwd));
+        }
+        if pending.len() > OPEN || i >= CALLS {
+            let Some((j, fwd)) = pending.pop_front() else {
+                break;
+            };
+            timed(
+                &mut c,
+                &mut in_core,
+                Side::Agents,
+                AGENT_UA,
+                response_to(&fwd, 200, Some(&answer)),
+                now,
+            );
+            let ack = per_call(j, "ACK", &format!("z9hG4bKa{j}"), Some("uas1"), 1, None);
+            timed(&mut c, &mut in_core, Side::Pbx, PBX_UA, ack, now);
+            let bye = per_call(j, "BYE", &format!("z9hG4bKb{j}"), Some("uas1"), 2, None);
+            timed(&mut c, &mut in_core, Side::Pbx, PBX_UA, bye, now);
+            let fwd_bye = transmits(&mut c).pop().expect("BYE forwarded");
+            let fwd_bye = parse(&fwd_bye.payload);
+            timed(
+                &mut c,
+                &mut in_core,
+                Side::Agents,
+                AGENT_UA,
+                response_to(&fwd_bye, 200, None),
+                now,
+            );
+            messages += 4;
+        }
+        while c.poll_transmit().is_some() {}
+        while c.poll_event().is_some() {}
+        let t = std::time::Instant::now();
+        if c.poll_timeout().is_some_and(|t| t <= now) {
+            c.handle_timeout(now);
+        }
+        in_core += t.elapsed();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(c.active_calls(), 0);
+    let core_secs = in_core.as_secs_f64();
+    println!(
+        "{CALLS} calls ({messages} SIP messages in, {OPEN} open at a time) in {secs:.2} s \
+         ({core_secs:.2} s inside the core): {:.0} calls/s, {:.0} messages/s in the core \
+         ({:.1} µs per message); {} transactions lingering",
+        CALLS as f64 / core_secs,
+        messages as f64 / core_secs,
+        core_secs * 1e6 / messages as f64,
+        c.transactions()
+    );
+}
+
+/// A next hop that answers the INVITE from a copy of callmask's CANCEL (only callmask's Via,
+/// as sipp's `[last_Via:]` does): the response still reaches the caller, with the INVITE's
+/// own Vias restored from the server transaction.
+#[test]
+fn response_with_only_our_via_gets_the_request_vias_back() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKsv", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 180, None),
+        t0,
+    );
+    let _ = one_transmit(&mut c);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("CANCEL", "z9hG4bKsv", None, 1, None),
+        t0 + ms(10),
+    );
+    let ts = transmits(&mut c);
+    let cancel = parse(&ts[1].payload);
+    // 487 built from the CANCEL's Via (one value) but the INVITE's CSeq.
+    let terminated = String::from_utf8_lossy(&response_to(&cancel, 487, None))
+        .replace("CSeq: 1 CANCEL", "CSeq: 1 INVITE");
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        Bytes::from(terminated),
+        t0 + ms(20),
+    );
+    let ts = transmits(&mut c);
+    let up = ts
+        .iter()
+        .find(|t| t.dest == addr(PBX_UA))
+        .expect("487 upstream");
+    let resp = parse(&up.payload);
+    assert_eq!(resp.status().map(StatusCode::as_u16), Some(487));
+    let vias = resp.vias().expect("vias");
+    assert_eq!(vias.len(), 1);
+    assert_eq!(
+        vias[0].branch().map(|b| b.as_ref()),
+        Some(&b"z9hG4bKsv"[..])
+    );
+}
+
+/// `response_to` with the callee tag `tag` instead of `uas1` (a forking downstream).
+fn response_tagged(req: &SipMessage, code: u16, tag: &str, body: Option<&str>) -> Bytes {
+    Bytes::from(
+        String::from_utf8_lossy(&response_to(req, code, body))
+            .replace("tag=uas1", &format!("tag={tag}")),
+    )
+}
+
+fn upserts(events: &[ProxyEvent]) -> Vec<Vec<StreamSpec>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ProxyEvent::Media(MediaCommand::Upsert { streams, .. }) => Some(streams.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A forked INVITE (RFC 3261 §16.7, §13.2.2.4): two early dialogs answer with their own
+/// media; the 2xx of the first one (no SDP: its answer was in the 183) brings that dialog's
+/// media back; the other fork's late 2xx is forwarded anchored but moves nothing, and the BYE
+/// that ends that fork leaves the answered call alone.
+#[test]
+fn forked_early_dialogs_the_answered_one_wins() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKfk", t0);
+    let _ = drain_events(&mut c);
+    let remote = |ev: &[ProxyEvent]| upserts(ev).last().map(|s| s[0].agents_remote);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&inv, 183, "fa", Some(&sdp("10.2.2.1", 5000))),
+        t0,
+    );
+    assert!(body_str(&parse(&one_transmit(&mut c).payload)).contains("c=IN IP4 127.0.0.1"));
+    assert_eq!(
+        remote(&drain_events(&mut c)),
+        Some(Some(addr("10.2.2.1:5000")))
+    );
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&inv, 183, "fb", Some(&sdp("10.2.2.2", 6000))),
+        t0 + ms(5),
+    );
+    let _ = one_transmit(&mut c);
+    assert_eq!(
+        remote(&drain_events(&mut c)),
+        Some(Some(addr("10.2.2.2:6000")))
+    );
+    // Fork A answers without SDP: A's media is restored.
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&inv, 200, "fa", None),
+        t0 + ms(10),
+    );
+    let _ = one_transmit(&mut c);
+    let ev = drain_events(&mut c);
+    assert_eq!(remote(&ev), Some(Some(addr("10.2.2.1:5000"))), "{ev:?}");
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, ProxyEvent::CallAnswered { .. })));
+    // Fork B answers too: forwarded (the caller will ACK and BYE it), anchored, media kept.
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&inv, 200, "fb", Some(&sdp("10.2.2.2", 6000))),
+        t0 + ms(15),
+    );
+    let b = body_str(&parse(&one_transmit(&mut c).payload));
+    assert!(
+        b.contains("c=IN IP4 127.0.0.1") && !b.contains("10.2.2.2"),
+        "{b}"
+    );
+    assert!(
+        upserts(&drain_events(&mut c)).is_empty(),
+        "fork B moves no media"
+    );
+    assert_eq!(c.ports().in_use(), 2);
+    // The caller hangs up fork B: the call goes on.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("BYE", "z9hG4bKfk-b", Some("fb"), 2, None),
+        t0 + ms(20),
+    );
+    let bye = parse(&one_transmit(&mut c).payload);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&bye, 200, "fb", None),
+        t0 + ms(25),
+    );
+    let _ = one_transmit(&mut c);
+    assert_eq!(outcome(&drain_events(&mut c)), None);
+    assert_eq!(c.active_calls(), 1);
+    // …and the answered dialog ends it.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("BYE", "z9hG4bKfk-a", Some("fa"), 3, None),
+        t0 + ms(30),
+    );
+    let bye = parse(&one_transmit(&mut c).payload);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&bye, 200, "fa", None),
+        t0 + ms(35),
+    );
+    let _ = one_transmit(&mut c);
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Completed));
+    assert_eq!(c.ports().in_use(), 0);
+}
+
+/// A re-INVITE from the callee's side (its tag is then the From tag) belongs to the answered
+/// dialog and moves media as before.
+#[test]
+fn reinvite_from_the_callee_side_is_the_same_dialog() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKrv", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&sdp("10.2.2.2", 5000))),
+        t0,
+    );
+    let _ = one_transmit(&mut c);
+    let _ = drain_events(&mut c);
+    // Agent → PBX re-INVITE: From carries the callee tag uas1, To the caller's tag.
+    let reinvite = format!(
+        "INVITE sip:pbx@{PBX_UA} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {AGENT_UA};branch=z9hG4bKre1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:agent@127.0.0.1>;tag=uas1\r\n\
+         To: <sip:pbx@127.0.0.1>;tag=abc\r\n\
+         Call-ID: call-1@test\r\n\
+         CSeq: 1 INVITE\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{}",
+        sdp("10.2.2.9", 7000).len(),
+        sdp("10.2.2.9", 7000)
+    );
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        Bytes::from(reinvite),
+        t0 + ms(50),
+    );
+    let fwd = trying_then_forward(&mut c);
+    assert_eq!(fwd.dest, addr(PBX_UA));
+    let ev = drain_events(&mut c);
+    assert_eq!(
+        upserts(&ev).last().map(|s| s[0].agents_remote),
+        Some(Some(addr("10.2.2.9:7000")))
+    );
+}
+
+/// A final response callmask cannot forward (here: a 200 whose SDP it cannot parse) leaves
+/// the server transaction unanswered; it is forgotten after its give-up time, so nothing
+/// leaks, while a ringing call that keeps sending provisionals is kept.
+#[test]
+fn unanswerable_server_transaction_is_forgotten() {
+    let mut c = core();
+    let t0 = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("OPTIONS", "z9hG4bKgu", None, 1, None),
+        t0,
+    );
+    let fwd = parse(&one_transmit(&mut c).payload);
+    let bad = String::from_utf8_lossy(&response_to(&fwd, 200, Some("v=0\r\nbroken"))).into_owned();
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), Bytes::from(bad), t0 + ms(10));
+    // OPTIONS has no call: its SDP cannot be anchored, the 200 is dropped.
+    assert!(c.poll_transmit().is_none());
+    c.handle_timeout(t0 + Duration::from_secs(200));
+    assert_eq!(c.transactions(), 0, "nothing lingers");
+
+    // A ringing INVITE re-announced every 70 s outlives the first give-up time (277 s; the
+    // call itself is given up at 300 s).
+    let inv = invite_through(&mut c, "z9hG4bKlr", t0);
+    for i in 1..=4u64 {
+        let at = t0 + Duration::from_secs(70 * i);
+        c.handle_datagram(
+            Side::Agents,
+            addr(AGENT_UA),
+            response_to(&inv, 180, None),
+            at,
+        );
+        let _ = transmits(&mut c);
+        c.handle_timeout(at);
+    }
+    // Still the same server transaction: a resent INVITE gets the 180 again.
+    c.handle_timeout(t0 + Duration::from_secs(285));
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKlr", None, 1, Some(&sdp("10.1.1.1", 4000))),
+        t0 + Duration::from_secs(285),
+    );
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(180), addr(PBX_UA)));
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&sdp("10.2.2.2", 5000))),
+        t0 + Duration::from_secs(290),
+    );
+    let t = one_transmit(&mut c);
+    assert_eq!((status_of(&t), t.dest), (Some(200), addr(PBX_UA)));
+}
+
+/// RFC 3261 §16.9: a TCP next hop that cannot be reached fails the forwarded INVITE with 503
+/// at once (not 408 at timer B); the call ends as failed.
+#[test]
+fn tcp_connect_failure_answers_503() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = parse(&request(
+        "INVITE",
+        "z9hG4bKte3",
+        None,
+        1,
+        Some(&sdp("10.1.1.1", 4000)),
+    ));
+    c.handle_stream_message(Side::Pbx, addr(PBX_UA), inv, t0);
+    let _ = trying_then_forward(&mut c);
+    let _ = drain_events(&mut c);
+    // Another destination's failure concerns nobody here.
+    c.handle_transport_error(Side::Agents, addr("127.0.0.1:9"), t0 + ms(5));
+    assert!(c.poll_transmit().is_none());
+    c.handle_transport_error(Side::Agents, addr(AGENT_UA), t0 + ms(10));
+    let t = one_transmit(&mut c);
+    assert_eq!(
+        (status_of(&t), t.dest, t.transport),
+        (Some(503), addr(PBX_UA), SipTransport::Tcp)
+    );
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
+    assert_eq!(c.ports().in_use(), 0);
 }

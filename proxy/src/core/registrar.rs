@@ -7,7 +7,8 @@
 //! Bindings follow the expiry the PBX granted, refreshes extend them, and an un-REGISTER
 //! (`Expires: 0`, `expires=0`, or `Contact: *`) removes them once the PBX confirms. Sans-IO.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,11 @@ pub struct Binding {
 #[derive(Debug, Default)]
 pub struct Registrar {
     by_token: HashMap<String, Binding>,
+    /// Expiries, earliest first; lazy (checked against the binding when due), so the
+    /// signalling loop never scans every phone for its next wake-up.
+    expiries: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Bindings with `active` set.
+    active: usize,
 }
 
 impl Registrar {
@@ -77,6 +83,18 @@ impl Registrar {
         entry.source = source;
         if !entry.active {
             entry.expires = now + GRACE;
+            self.expiries
+                .push(Reverse((entry.expires, token.to_string())));
+        }
+    }
+
+    fn remove(&mut self, token: &str) {
+        if self.by_token.remove(token).is_some_and(|b| b.active) {
+            self.active = self.active.saturating_sub(1);
+        }
+        if self.by_token.is_empty() {
+            // Nothing left to expire: no stale wake-ups either.
+            self.expiries.clear();
         }
     }
 
@@ -85,25 +103,33 @@ impl Registrar {
     pub fn confirmed(&mut self, token: &str, expires: Option<Duration>, now: Instant) {
         let expires = expires.unwrap_or(DEFAULT_EXPIRES);
         if expires.is_zero() {
-            self.by_token.remove(token);
+            self.remove(token);
             return;
         }
         if let Some(b) = self.by_token.get_mut(token) {
-            b.active = true;
+            if !b.active {
+                b.active = true;
+                self.active += 1;
+            }
             b.expires = now + expires + GRACE;
+            self.expiries.push(Reverse((b.expires, token.to_string())));
         }
     }
 
     /// The PBX refused the REGISTER: forget a binding that was never confirmed.
     pub fn refused(&mut self, token: &str) {
         if self.by_token.get(token).is_some_and(|b| !b.active) {
-            self.by_token.remove(token);
+            self.remove(token);
         }
     }
 
     /// Remove every binding of `aor` (`Contact: *`, confirmed by the PBX).
     pub fn remove_aor(&mut self, aor: &[u8]) {
         self.by_token.retain(|_, b| b.aor.as_ref() != aor);
+        self.active = self.by_token.values().filter(|b| b.active).count();
+        if self.by_token.is_empty() {
+            self.expiries.clear();
+        }
     }
 
     /// The active binding for a Request-URI user part, if it is one of ours.
@@ -114,17 +140,25 @@ impl Registrar {
 
     /// Active bindings (metric).
     pub fn active(&self) -> usize {
-        self.by_token.values().filter(|b| b.active).count()
+        self.active
     }
 
     /// Next expiry.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.by_token.values().map(|b| b.expires).min()
+        self.expiries.peek().map(|e| e.0 .0)
     }
 
     /// Drop lapsed bindings.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.by_token.retain(|_, b| b.expires > now);
+        while self.expiries.peek().is_some_and(|e| e.0 .0 <= now) {
+            let Some(Reverse((_, token))) = self.expiries.pop() else {
+                break;
+            };
+            // Lazy deletion: a refresh moved the expiry on, or the binding is gone.
+            if self.by_token.get(&token).is_some_and(|b| b.expires <= now) {
+                self.remove(&token);
+            }
+        }
     }
 }
 

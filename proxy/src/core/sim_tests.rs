@@ -5,8 +5,9 @@
 //! `127.0.0.1:5080`). The two endpoints are built on the RFC 3261 §17 transaction layer
 //! ([`TransactionTable`]), so INVITE, CANCEL, BYE and non-2xx ACK retransmissions come from real
 //! timers A–K; the callee's UA core also retransmits its 2xx until the ACK (§13.3.1.4). The
-//! core itself keeps no retransmission timers and must cope with whatever the endpoints and
-//! the network do.
+//! core is transaction-stateful too: it answers 100, absorbs retransmissions, retransmits
+//! downstream on its own timers and ACKs non-2xx hop by hop, so the runs exercise both its
+//! retransmissions and the endpoints'.
 //!
 //! The [`Network`] carries every datagram with a seeded loss probability and a seeded delay
 //! (1–50 ms, so datagrams overtake each other). [`Sim::progress`] advances the clock to the
@@ -126,6 +127,8 @@ struct Scenario {
     cancel_within: Option<Duration>,
     /// If set, the callee answers with this final non-2xx status instead of 200.
     reject_with: Option<u16>,
+    /// The callee ignores this many INVITE copies (as if its socket were not up yet).
+    callee_deaf_to: u32,
 }
 
 impl Scenario {
@@ -138,7 +141,13 @@ impl Scenario {
             hold: Duration::from_secs(2),
             cancel_within: None,
             reject_with: None,
+            callee_deaf_to: 0,
         }
+    }
+
+    fn callee_deaf_to(mut self, invites: u32) -> Self {
+        self.callee_deaf_to = invites;
+        self
     }
 
     fn loss(mut self, percent: u32) -> Self {
@@ -819,6 +828,8 @@ struct Callee {
     ep: Endpoint,
     answer_after: Duration,
     reject_with: Option<u16>,
+    /// INVITE copies still to ignore.
+    deaf_to: u32,
     calls: BTreeMap<String, CalleeCall>,
 }
 
@@ -830,6 +841,7 @@ impl Callee {
             ep: Endpoint::new(CORE_AGENTS),
             answer_after: s.answer_after,
             reject_with: s.reject_with,
+            deaf_to: s.callee_deaf_to,
             calls: BTreeMap::new(),
         }
     }
@@ -900,6 +912,10 @@ impl Callee {
                 Ok(_) => self.process_events(),
                 Err(e) => panic!("callee got an unmatchable response: {e}"),
             }
+            return;
+        }
+        if self.deaf_to > 0 && msg.method() == Some(&Method::Invite) {
+            self.deaf_to -= 1;
             return;
         }
         match self.ep.txns.handle_request(&msg, now) {
@@ -1245,7 +1261,10 @@ impl Sim {
         let Some(name) = name else {
             if !matches!(
                 ev,
-                ProxyEvent::RequestIn { .. } | ProxyEvent::ResponseIn { .. } | ProxyEvent::Media(_)
+                ProxyEvent::RequestIn { .. }
+                    | ProxyEvent::ResponseIn { .. }
+                    | ProxyEvent::Media(_)
+                    | ProxyEvent::Retransmission { .. }
             ) {
                 self.core_noise.push(ev);
             }
@@ -1302,6 +1321,9 @@ impl Sim {
         }
         if self.core.ports().in_use() != 0 {
             return fail("ports still in use after far-future timeout (leak)");
+        }
+        if self.core.transactions() != 0 {
+            return fail("transactions still live after far-future timeout (leak)");
         }
         if core.started > 1 {
             return fail("one INVITE became several calls in the core");
@@ -1471,9 +1493,9 @@ fn clean_network_call_completes() {
         let callee = sim.callee_report().expect("callee saw the call");
         assert!(callee.acked && callee.bye_received, "{callee:?}");
         assert!(sim.core_noise.is_empty(), "{:?}", sim.core_noise);
-        // Without loss nobody retransmits: 6 messages each way through the core, 12 in all
-        // from the endpoints' view plus the core's 6 forwards.
-        assert_eq!(sim.transcript().len(), 12, "seed {seed}");
+        // Without loss nobody retransmits: the endpoints' 6 messages, the core's 6 forwards
+        // and its own 100 Trying.
+        assert_eq!(sim.transcript().len(), 13, "seed {seed}");
     }
 }
 
@@ -1483,6 +1505,7 @@ fn clean_network_call_completes() {
 #[test]
 fn lossy_network_core_agrees_with_endpoints_and_leaks_nothing() {
     let (mut answered, mut invite_resent, mut ok_resent) = (0, 0, 0);
+    let (mut core_resent, mut core_trying_resent) = (0, 0);
     sweep(
         &LOSS_LEVELS,
         |seed, loss| Scenario::new(seed).loss(loss),
@@ -1490,12 +1513,19 @@ fn lossy_network_core_agrees_with_endpoints_and_leaks_nothing() {
             answered += u32::from(sim.core_call().answered > 0);
             invite_resent += u32::from(sim.sent_count(CALLER, "INVITE ") > 1);
             ok_resent += u32::from(sim.sent_count(CALLEE, "SIP/2.0 200 Sim") > 2);
+            core_resent += u32::from(sim.sent_count(CORE_AGENTS, "INVITE ") > 1);
+            core_trying_resent += u32::from(sim.sent_count(CORE_PBX, "SIP/2.0 100 ") > 1);
         },
     );
-    // The sweep must really exercise retransmission paths, not only happy calls.
+    // The sweep must really exercise retransmission paths, not only happy calls: the
+    // endpoints' and the core's own (timer A toward the callee, 100 on a caller's resend).
     assert!(
         answered > 0 && invite_resent > 0 && ok_resent > 0,
         "answered {answered}, INVITE resent {invite_resent}, 2xx resent {ok_resent}"
+    );
+    assert!(
+        core_resent > 0 && core_trying_resent > 0,
+        "core INVITE resent {core_resent}, core 100 resent {core_trying_resent}"
     );
 }
 
@@ -1600,4 +1630,31 @@ fn same_seed_same_transcript() {
         }
     }
     assert_ne!(run(1), run(2));
+}
+
+/// A callee that misses the first INVITE copies (no loss otherwise): the caller, answered with
+/// 100 Trying, sends its INVITE once; callmask's own timer A retransmissions (T1, 2·T1 …) get
+/// the call through, and it completes.
+#[test]
+fn core_retransmission_reaches_a_callee_that_missed_the_invite() {
+    for seed in 0..seeds() / 5 {
+        for deaf in [1, 2, 3] {
+            let mut sim = Sim::new(Scenario::new(seed).callee_deaf_to(deaf));
+            sim.finish();
+            sim.check()
+                .unwrap_or_else(|e| panic!("seed {seed}, deaf to {deaf}: {e}"));
+            assert_eq!(sim.sent_count(CALLER, "INVITE "), 1, "seed {seed}");
+            assert_eq!(
+                sim.sent_count(CORE_AGENTS, "INVITE "),
+                deaf as usize + 1,
+                "seed {seed}: one copy per timer A firing until the callee hears one"
+            );
+            let core = sim.core_call();
+            assert_eq!(
+                (core.answered, core.ended.as_slice()),
+                (1, &[CallOutcome::Completed][..]),
+                "seed {seed}"
+            );
+        }
+    }
 }

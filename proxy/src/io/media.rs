@@ -87,6 +87,9 @@ pub struct CallMeta {
     pub from: String,
     /// Callee number, hashed likewise.
     pub to: String,
+    /// Caller and callee numbers in clear (URI user parts), only for a `wav` sink configured
+    /// with `hash_numbers = false`; never formatted into logs.
+    pub numbers_clear: crate::redact::Redacted<(String, String)>,
     /// Audio codecs negotiated (encoding names).
     pub codecs: Vec<String>,
 }

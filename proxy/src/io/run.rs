@@ -97,12 +97,17 @@ fn mask_config(cfg: &config::Config) -> MaskConfig {
 fn recognizer_factory(cfg: &config::Config) -> Result<(&'static str, RecognizerFactory), String> {
     match cfg.speech.engine {
         config::types::SpeechEngine::Embedded => embedded_factory(&cfg.speech.model_dir),
-        // TODO(remote): `super::speech::remote::RemoteRecognizer::new(url, timeout)` from
-        // proxy/src/io/speech/remote.rs (branch `remote`) plugs in here, e.g.
-        // `Arc::new(move || Ok(Box::new(RemoteRecognizer::new(&url, timeout).map_err(|e| e.to_string())?)))`.
-        config::types::SpeechEngine::Remote => Err(
-            "speech.engine = \"remote\" is not available in this build (set speech.engine = \"embedded\")".into(),
-        ),
+        config::types::SpeechEngine::Remote => {
+            // Built once here (URL checked, key file read), cloned per worker: clones share
+            // one connection pool. A request may take up to the look-ahead; later answers are
+            // dropped and their segment muted anyway.
+            let timeout = Duration::from_millis(u64::from(cfg.masking.lookahead_ms.get()).max(1));
+            let rec = super::speech::remote::RemoteRecognizer::from_config(&cfg.speech, timeout)
+                .map_err(|e| format!("speech.engine = \"remote\": {e}"))?;
+            let factory: RecognizerFactory =
+                Arc::new(move || Ok(Box::new(rec.clone()) as super::speech::BoxedRecognizer));
+            Ok(("remote", factory))
+        }
     }
 }
 

@@ -121,6 +121,10 @@ impl Signalling {
             StreamInput::Closed { side, peer } => {
                 self.conns.remove(&(side, peer));
             }
+            StreamInput::ConnectFailed { side, peer } => {
+                self.conns.remove(&(side, peer));
+                self.core.handle_transport_error(side, peer, Instant::now());
+            }
         }
     }
 
@@ -172,11 +176,21 @@ impl Signalling {
                             .map(|h| h.to_string())
                             .unwrap_or_else(|| "-".to_string())
                     };
+                    // For sinks configured with `hash_numbers = false` only; never logged.
+                    let clear = |uri: &bytes::Bytes| {
+                        crate::redact::uri_user(&String::from_utf8_lossy(uri))
+                            .unwrap_or("-")
+                            .to_string()
+                    };
                     let meta = CallMeta {
                         sip_call_id: String::from_utf8_lossy(&parties.call_id).into_owned(),
                         from: hash(&parties.from),
                         to: hash(&parties.to),
                         codecs: Vec::new(),
+                        numbers_clear: crate::redact::Redacted::new((
+                            clear(&parties.from),
+                            clear(&parties.to),
+                        )),
                     };
                     tracing::info!(
                         call = call.0,
@@ -241,6 +255,31 @@ impl Signalling {
                     tracing::debug!(side = side.as_str(), reason, "SIP dropped");
                     self.metrics
                         .sip_rejected(metric_side(side), metrics::DropReason::NoRoute);
+                }
+                ProxyEvent::Retransmission { side, resent } => {
+                    let action = if resent {
+                        metrics::RetransmitAction::Resent
+                    } else {
+                        metrics::RetransmitAction::Absorbed
+                    };
+                    self.metrics.sip_retransmission(metric_side(side), action);
+                }
+                ProxyEvent::TransactionTimedOut {
+                    side,
+                    method,
+                    elapsed,
+                } => {
+                    tracing::debug!(side = side.as_str(), method, "SIP transaction timed out");
+                    let kind = if method == "INVITE" {
+                        metrics::TransactionKind::Invite
+                    } else {
+                        metrics::TransactionKind::NonInvite
+                    };
+                    self.metrics.sip_transaction_finished(
+                        metric_side(side),
+                        kind,
+                        elapsed.as_secs_f64(),
+                    );
                 }
                 ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);

@@ -53,6 +53,14 @@ pub enum StreamInput {
         /// Why.
         error: SipError,
     },
+    /// An outbound connection could not be opened: what was queued for it is lost (the
+    /// core fails those requests with 503).
+    ConnectFailed {
+        /// Side.
+        side: Side,
+        /// The peer.
+        peer: SocketAddr,
+    },
     /// The connection is gone.
     Closed {
         /// Side.
@@ -109,7 +117,7 @@ pub fn spawn_outbound(
             }
             Err(e) => {
                 tracing::debug!(side = side.as_str(), error = %e, "TCP connect failed");
-                let _ = inputs.send(StreamInput::Closed { side, peer }).await;
+                let _ = inputs.send(StreamInput::ConnectFailed { side, peer }).await;
             }
         }
     });

@@ -16,6 +16,9 @@
 //!   completes clears the alarm.
 //! - `rtp`: two sanitized RTP streams per call to the target ([`rtp`]: caller to the target
 //!   port, agent to port + 2).
+//! - `siprec`: an RFC 7866 recording session per call toward the first SRS of its list that
+//!   answers, the two streams sent as the `rtp` sink sends them; a local `wav` file in
+//!   `fallback_dir` when every SRS fails ([`siprec`]).
 //!
 //! Names: `{start unix ms}-call{N}` (N is callmask's internal call number, no SIP data).
 #![allow(clippy::disallowed_methods)] // io shell: reads the clock
@@ -23,6 +26,7 @@
 mod align;
 pub mod retention;
 mod rtp;
+mod siprec;
 mod wav;
 
 use std::collections::HashMap;
@@ -39,6 +43,7 @@ use tokio::task::JoinHandle;
 
 use super::media::{CallMeta, TapEvent};
 use crate::core::proxy::{CallRef, Side};
+use crate::core::siprec::RecordingInfo;
 use crate::metrics::{Metrics, SinkKind};
 
 #[derive(Debug, Serialize)]
@@ -104,6 +109,8 @@ struct WavSink {
     /// plaintext), count an error per call.
     broken: bool,
     retention_days: Option<u16>,
+    /// `hash_numbers` (default true): the sidecar carries keyed hashes, not numbers.
+    hash_numbers: bool,
 }
 
 /// One call being recorded.
@@ -128,6 +135,7 @@ struct CallRec {
 pub struct Recorders {
     wav: Vec<WavSink>,
     rtp: Vec<rtp::Target>,
+    siprec: Vec<siprec::SiprecSink>,
     metrics: Arc<Metrics>,
     clock: Clock,
 }
@@ -137,6 +145,7 @@ impl Recorders {
     pub fn from_config(cfg: &config::Config, metrics: Arc<Metrics>) -> Self {
         let mut wav_sinks = Vec::new();
         let mut rtp_targets = Vec::new();
+        let mut siprec_sinks = Vec::new();
         for r in &cfg.recorders {
             match r {
                 config::RecorderConfig::Wav(w) => {
@@ -157,6 +166,7 @@ impl Recorders {
                         recipients,
                         broken,
                         retention_days: w.retention_days.map(|d| d.get()),
+                        hash_numbers: w.hash_numbers,
                     });
                 }
                 config::RecorderConfig::Rtp(r) => {
@@ -173,14 +183,19 @@ impl Recorders {
                         }
                     }
                 }
-                other => {
-                    tracing::warn!(kind = ?other.kind(), "recorder kind not supported yet; skipped")
+                config::RecorderConfig::Siprec(s) => {
+                    if let Some(sink) =
+                        siprec::SiprecSink::new(siprec_sinks.len(), s, metrics.clone())
+                    {
+                        siprec_sinks.push(sink);
+                    }
                 }
             }
         }
         Recorders {
             wav: wav_sinks,
             rtp: rtp_targets,
+            siprec: siprec_sinks,
             metrics,
             clock: Clock::Real(Instant::now()),
         }
@@ -194,12 +209,13 @@ impl Recorders {
 
     /// No sink configured: the tap can be switched off.
     pub fn is_empty(&self) -> bool {
-        self.wav.is_empty() && self.rtp.is_empty()
+        self.wav.is_empty() && self.rtp.is_empty() && self.siprec.is_empty()
     }
 
     /// Consume the tap until every sender is gone; then finish the calls still open and wait
-    /// for every recording to be final.
-    pub async fn run(self, mut rx: mpsc::Receiver<TapEvent>) {
+    /// for every recording to be final. SIPREC signalling (datagrams, timers) is driven from
+    /// the same loop.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<TapEvent>) {
         let sweepers: Vec<JoinHandle<()>> = self
             .wav
             .iter()
@@ -212,81 +228,161 @@ impl Recorders {
                 )))
             })
             .collect();
+        let (sip_tx, mut sip_rx) = mpsc::channel::<siprec::Datagram>(1024);
+        let readers: Vec<JoinHandle<()>> = self
+            .siprec
+            .iter_mut()
+            .filter_map(|s| s.activate(sip_tx.clone()))
+            .collect();
+        drop(sip_tx);
+        let has_sip = !readers.is_empty();
         let mut calls: HashMap<CallRef, CallRec> = HashMap::new();
         let mut finishing: Vec<JoinHandle<()>> = Vec::new();
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                TapEvent::Start {
-                    call,
-                    caller_side,
-                    meta,
-                } => {
-                    if let Some(old) = calls.remove(&call) {
-                        finishing.push(self.finish(call, old));
-                    }
-                    calls.insert(call, self.start(call, caller_side, meta));
+        // One timer for the SIPREC deadlines, re-armed only when the deadline moves.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            let deadline = self.siprec_deadline();
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
                 }
-                TapEvent::Frame(f) => {
-                    let Some(rec) = calls.get_mut(&f.call) else {
-                        continue;
-                    };
-                    let ch = usize::from(f.from != rec.caller_side);
-                    let samples = f.samples();
-                    let offset = *rec.offsets[ch].get_or_insert_with(|| {
-                        // First audio of this direction: place it at its arrival time.
-                        let since =
-                            (self.clock.now().saturating_sub(rec.started)).as_millis() as u64 * 8;
-                        since.saturating_sub(f.media_time)
-                    });
-                    self.rtp_frame(f.call, rec, ch, f.media_time, samples);
-                    let CallRec { aligner, wavs, .. } = rec;
-                    let metrics = &self.metrics;
-                    aligner.put(ch, offset + f.media_time, samples, &mut |bytes| {
-                        write_wavs(wavs, bytes, metrics, f.call)
-                    });
-                }
-                TapEvent::Span {
-                    call,
-                    from,
-                    start,
-                    end,
-                    reason,
-                } => {
-                    if let Some(rec) = calls.get_mut(&call) {
-                        let ch = usize::from(from != rec.caller_side);
-                        let off = rec.offsets[ch].unwrap_or(0);
-                        rec.spans.push(SpanOut {
-                            channel: if ch == 0 { "caller" } else { "agent" },
-                            start_ms: (start + off) as f64 / 8.0,
-                            end_ms: (end + off) as f64 / 8.0,
-                            reason: reason.as_str(),
-                        });
+                armed = deadline;
+            }
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.handle_tap(ev, &mut calls, &mut finishing),
+                    None => break,
+                },
+                Some((i, bytes, from)) = sip_rx.recv(), if has_sip => {
+                    if let Some(s) = self.siprec.get_mut(i) {
+                        s.handle_datagram(bytes, from, Instant::now());
                     }
                 }
-                TapEvent::End { call } => {
-                    // Both directions' relay tasks send End; finish on the first, keep
-                    // accepting nothing after.
-                    if let Some(rec) = calls.remove(&call) {
-                        finishing.retain(|h| !h.is_finished());
-                        finishing.push(self.finish(call, rec));
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    let now = Instant::now();
+                    for s in &mut self.siprec {
+                        s.handle_timeout(now);
                     }
                 }
             }
         }
-        for (call, rec) in calls.drain() {
-            finishing.push(self.finish(call, rec));
+        let open: Vec<(CallRef, CallRec)> = calls.drain().collect();
+        for (call, rec) in open {
+            finishing.extend(self.finish(call, rec));
+        }
+        // Shutdown: give the SRSs a moment to answer our BYEs (retransmitted meanwhile).
+        let until = Instant::now() + Duration::from_secs(2);
+        while has_sip && self.siprec.iter().any(|s| s.closing() > 0) && Instant::now() < until {
+            let deadline = self.siprec_deadline().map_or(until, |d| d.min(until));
+            tokio::select! {
+                Some((i, bytes, from)) = sip_rx.recv() => {
+                    if let Some(s) = self.siprec.get_mut(i) {
+                        s.handle_datagram(bytes, from, Instant::now());
+                    }
+                }
+                () = sleep_until(Some(deadline)) => {
+                    let now = Instant::now();
+                    for s in &mut self.siprec {
+                        s.handle_timeout(now);
+                    }
+                }
+            }
         }
         for h in finishing {
             let _ = h.await;
         }
-        for s in sweepers {
-            s.abort();
+        for h in sweepers.into_iter().chain(readers) {
+            h.abort();
         }
     }
 
-    fn start(&self, call: CallRef, caller_side: Side, meta: CallMeta) -> CallRec {
+    fn siprec_deadline(&self) -> Option<Instant> {
+        self.siprec.iter().filter_map(|s| s.poll_timeout()).min()
+    }
+
+    fn handle_tap(
+        &mut self,
+        ev: TapEvent,
+        calls: &mut HashMap<CallRef, CallRec>,
+        finishing: &mut Vec<JoinHandle<()>>,
+    ) {
+        match ev {
+            TapEvent::Start {
+                call,
+                caller_side,
+                meta,
+            } => {
+                if let Some(old) = calls.remove(&call) {
+                    finishing.extend(self.finish(call, old));
+                }
+                let rec = self.start(call, caller_side, meta);
+                calls.insert(call, rec);
+            }
+            TapEvent::Frame(f) => {
+                let Some(rec) = calls.get_mut(&f.call) else {
+                    return;
+                };
+                let ch = usize::from(f.from != rec.caller_side);
+                let samples = f.samples();
+                let offset = *rec.offsets[ch].get_or_insert_with(|| {
+                    // First audio of this direction: place it at its arrival time.
+                    let since =
+                        (self.clock.now().saturating_sub(rec.started)).as_millis() as u64 * 8;
+                    since.saturating_sub(f.media_time)
+                });
+                self.rtp_frame(f.call, rec, ch, f.media_time, samples);
+                for s in &mut self.siprec {
+                    s.frame(f.call, ch, offset + f.media_time, samples);
+                }
+                let CallRec { aligner, wavs, .. } = rec;
+                let metrics = &self.metrics;
+                aligner.put(ch, offset + f.media_time, samples, &mut |bytes| {
+                    write_wavs(wavs, bytes, metrics, f.call)
+                });
+            }
+            TapEvent::Span {
+                call,
+                from,
+                start,
+                end,
+                reason,
+            } => {
+                if let Some(rec) = calls.get_mut(&call) {
+                    let ch = usize::from(from != rec.caller_side);
+                    let off = rec.offsets[ch].unwrap_or(0);
+                    rec.spans.push(SpanOut {
+                        channel: if ch == 0 { "caller" } else { "agent" },
+                        start_ms: (start + off) as f64 / 8.0,
+                        end_ms: (end + off) as f64 / 8.0,
+                        reason: reason.as_str(),
+                    });
+                }
+            }
+            TapEvent::End { call } => {
+                // Both directions' relay tasks send End; finish on the first, keep
+                // accepting nothing after.
+                if let Some(rec) = calls.remove(&call) {
+                    finishing.retain(|h| !h.is_finished());
+                    finishing.extend(self.finish(call, rec));
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, call: CallRef, caller_side: Side, meta: CallMeta) -> CallRec {
         let start_unix_ms = unix_ms();
         let name = recording_name(start_unix_ms, call);
+        for s in &mut self.siprec {
+            let info = RecordingInfo {
+                caller: meta.from.clone(),
+                callee: meta.to.clone(),
+                start_unix_ms,
+            };
+            s.start(call, name.clone(), info);
+        }
         let wavs = self
             .wav
             .iter()
@@ -364,7 +460,7 @@ impl Recorders {
     }
 
     /// Close the call on every sink; the WAV files are made final on a blocking thread.
-    fn finish(&self, call: CallRef, rec: CallRec) -> JoinHandle<()> {
+    fn finish(&mut self, call: CallRef, rec: CallRec) -> Vec<JoinHandle<()>> {
         let CallRec {
             start_unix_ms,
             meta,
@@ -383,7 +479,7 @@ impl Recorders {
             self.metrics.recorder_session_closed(SinkKind::Rtp);
         }
         aligner.flush(&mut |bytes| write_wavs(&mut wavs, bytes, &self.metrics, call));
-        let sidecar = Sidecar {
+        let mut sidecar = Sidecar {
             version: 1,
             call: call.0,
             sip_call_id: meta.sip_call_id,
@@ -397,17 +493,40 @@ impl Recorders {
             spans,
         };
         let json = serde_json::to_vec_pretty(&sidecar).unwrap_or_default();
+        // Numbers in clear only for sinks configured with `hash_numbers = false`.
+        let json_clear = if self.wav.iter().any(|w| !w.hash_numbers) {
+            let (from, to) = meta.numbers_clear.into_inner();
+            sidecar.from = from;
+            sidecar.to = to;
+            serde_json::to_vec_pretty(&sidecar).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut handles: Vec<JoinHandle<()>> = self
+            .siprec
+            .iter_mut()
+            .filter_map(|s| s.end(call, &json))
+            .collect();
         let name = recording_name(start_unix_ms, call);
-        let jobs: Vec<(wav::WavFile, PathBuf, Vec<x25519::Recipient>)> = wavs
+        type Job = (wav::WavFile, PathBuf, Vec<x25519::Recipient>, bool);
+        let jobs: Vec<Job> = wavs
             .into_iter()
             .zip(&self.wav)
-            .filter_map(|(w, sink)| Some((w?, sink.dir.clone(), sink.recipients.clone())))
+            .filter_map(|(w, sink)| {
+                Some((
+                    w?,
+                    sink.dir.clone(),
+                    sink.recipients.clone(),
+                    sink.hash_numbers,
+                ))
+            })
             .collect();
         let closed = self.wav.len();
         let metrics = self.metrics.clone();
-        tokio::task::spawn_blocking(move || {
-            for (w, dir, recipients) in jobs {
-                match finish_one(w, &dir, &name, &recipients, &json) {
+        handles.push(tokio::task::spawn_blocking(move || {
+            for (w, dir, recipients, hashed) in jobs {
+                let json = if hashed { &json } else { &json_clear };
+                match finish_one(w, &dir, &name, &recipients, json) {
                     Ok((path, bytes)) => {
                         metrics.recorder_bytes(SinkKind::Wav).inc_by(bytes);
                         metrics.set_recorder_disk_full(false);
@@ -419,7 +538,16 @@ impl Recorders {
             for _ in 0..closed {
                 metrics.recorder_session_closed(SinkKind::Wav);
             }
-        })
+        }));
+        handles
+    }
+}
+
+/// Sleep until `t`; forever for `None`.
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -156,9 +156,11 @@ impl Leg {
     }
 }
 
-/// One call on one `rtp` sink.
+/// One call on one `rtp` sink (or one established SIPREC session).
 pub(super) struct RtpCall {
-    sock: UdpSocket,
+    /// One socket for both legs (`rtp` sink), or one per leg (SIPREC: each offered stream
+    /// is sent from the port its `m=` line names).
+    socks: Vec<UdpSocket>,
     legs: [Leg; 2],
 }
 
@@ -173,23 +175,36 @@ impl RtpCall {
         let sock = UdpSocket::bind(bind)?;
         sock.set_nonblocking(true)?;
         Ok(RtpCall {
-            sock,
+            socks: vec![sock],
             legs: [Leg::new(target.caller), Leg::new(target.agent)],
         })
+    }
+
+    /// Send leg `i` from `socks[i]` (non-blocking sockets) to `dests[i]`.
+    pub(super) fn with_sockets(socks: [UdpSocket; 2], dests: [SocketAddr; 2]) -> RtpCall {
+        RtpCall {
+            socks: socks.into(),
+            legs: [Leg::new(dests[0]), Leg::new(dests[1])],
+        }
+    }
+
+    fn sock(socks: &[UdpSocket], ch: usize) -> &UdpSocket {
+        // Both constructors give at least one socket.
+        &socks[ch.min(socks.len().saturating_sub(1))]
     }
 
     /// Sanitized samples of channel `ch` (0 caller, 1 agent) at that direction's media time.
     pub(super) fn frame(&mut self, ch: usize, media_time: u64, samples: &[i16]) -> Sent {
         let mut sent = Sent::default();
-        self.legs[ch].push(&self.sock, media_time, samples, &mut sent);
+        self.legs[ch].push(Self::sock(&self.socks, ch), media_time, samples, &mut sent);
         sent
     }
 
     /// The call ended.
     pub(super) fn finish(&mut self) -> Sent {
         let mut sent = Sent::default();
-        for leg in &mut self.legs {
-            leg.flush(&self.sock, &mut sent);
+        for (ch, leg) in self.legs.iter_mut().enumerate() {
+            leg.flush(Self::sock(&self.socks, ch), &mut sent);
         }
         sent
     }

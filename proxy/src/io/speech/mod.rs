@@ -10,12 +10,14 @@
 //! path (fail closed). Engines come from a factory, one instance per worker thread, so the
 //! embedded Whisper and the remote engine plug in alike.
 //!
-//! The remote engine lives in `remote.rs` on another branch (`pub mod remote;` is declared
-//! once that file is merged; see `io::run::recognizer_factory`).
+//! [`remote`]: the OpenAI-compatible remote engine, built per worker by
+//! `io::run::recognizer_factory` like the embedded one.
 //!
 //! PHI: words exist only between the worker's `transcribe` and [`SpeechMasker::complete`];
 //! nothing here logs or counts them.
 #![allow(clippy::disallowed_methods)] // io shell: reads the clock
+
+pub mod remote;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -74,6 +74,11 @@ impl ClientInvite {
         self.state
     }
 
+    /// The INVITE as sent (a proxy builds its CANCEL from it, §9.1).
+    pub fn request(&self) -> &SipMessage {
+        &self.request
+    }
+
     fn send(&mut self, payload: Bytes) {
         self.out.send(self.dest, payload);
     }
@@ -130,6 +135,40 @@ impl ClientInvite {
     }
 
     txn_common!(ClientInviteState::Terminated, resend_invite, next_interval);
+}
+
+/// The CANCEL for a pending INVITE (§9.1): Request-URI, Call-ID, From, To, CSeq number and
+/// the single top Via of the INVITE (so the same branch), its Route headers; method CANCEL.
+pub fn build_cancel(invite: &SipMessage) -> Bytes {
+    let mut out = BytesMut::with_capacity(512);
+    out.extend_from_slice(b"CANCEL ");
+    if let Some(u) = invite.request_uri() {
+        out.extend_from_slice(u.as_bytes());
+    }
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    let mut line = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    if let Some(via) = invite.header("Via") {
+        line(b"Via", &via);
+    }
+    line(b"Max-Forwards", b"70");
+    for h in invite.headers().filter(|h| h.kind == HeaderName::Route) {
+        line(&h.name, &h.value);
+    }
+    for kind in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+        for h in invite.headers().filter(|h| h.kind == kind).take(1) {
+            line(&h.name, &h.value);
+        }
+    }
+    let seq = invite.cseq().map(|c| c.seq).unwrap_or_default();
+    line(b"CSeq", format!("{seq} CANCEL").as_bytes());
+    line(b"Content-Length", b"0");
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
 }
 
 /// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, Call-ID, From, CSeq number

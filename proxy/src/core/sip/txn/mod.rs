@@ -28,6 +28,8 @@
 //! transaction passes a 2xx to the TU and terminates; an INVITE server transaction sends a
 //! 2xx and terminates. Retransmitted 2xx responses and the ACK for a 2xx therefore match no
 //! transaction, and a proxy forwards them statelessly end to end (§16.7, §16.10).
+//! callmask's proxy core (`core/proxy_txn.rs`) keeps its INVITE entries 64·T1 longer after a
+//! 2xx (RFC 6026 `Accepted`) to absorb crossing INVITE copies and route 2xx retransmissions.
 
 /// The methods every state machine has alike. The type needs fields `state`, `clock` ([`Clock`])
 /// and `out` ([`Outbox`]) and a `terminate()` method; `$terminated` is its terminal state.
@@ -101,7 +103,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use client::{ClientNonInvite, ClientNonInviteState};
-pub use client_invite::{ClientInvite, ClientInviteState};
+pub use client_invite::{build_cancel, ClientInvite, ClientInviteState};
 pub use server::{ServerNonInvite, ServerNonInviteState};
 pub use server_invite::{ServerInvite, ServerInviteState};
 

@@ -1,0 +1,277 @@
+//! End to end: callmask's `siprec` recorder sink against a real SRS (sipp, `srs_uas.xml`)
+//! after a dead one, and against only dead ones (fallback to a local WAV).
+//!
+//! The call is sipp PBX → callmask → sipp agent (as in `e2e.rs`), with Rust RTP endpoints as
+//! their media: the caller plays a synthetic voice with two in-band DTMF key presses. The
+//! SRS's two RTP streams are captured by Rust receivers and turned back into PCM (and WAV,
+//! kept with `CALLMASK_E2E_KEEP=1`).
+#![allow(clippy::disallowed_methods)] // an e2e test reads the clock
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use callmask_integration::*;
+
+const T: Duration = Duration::from_secs(10);
+
+/// The agent's audio: a steady 350 Hz tone, one 20 ms µ-law frame.
+fn agent_frame(i: usize) -> Vec<u8> {
+    (0..160)
+        .map(|k| {
+            let t = (i * 160 + k) as f32 / 8000.0;
+            let s = 3000.0 * (2.0 * std::f32::consts::PI * 350.0 * t).sin();
+            dsp::g711::linear_to_ulaw(s as i16)
+        })
+        .collect()
+}
+
+fn siprec_set(srs: &[String], timeout_ms: u32, fallback: &Path) -> String {
+    let list: Vec<String> = srs.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "recorder=[{{kind=\"siprec\",srs=[{}],timeout_ms={timeout_ms},bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
+        list.join(","),
+        fallback.display()
+    )
+}
+
+/// Plays one call through callmask: sipp UAC (PBX) and UAS (agent), `frames` from the PBX's
+/// RTP endpoint and a tone from the agent's, 20 ms apart; the UAC hangs up `hangup_ms` after
+/// its ACK.
+fn play_call(cm: &Callmask, frames: &[Vec<u8>], hangup_ms: u32) {
+    let l = cm.layout;
+    let dir = TempDir::new("siprec-call");
+    let mut pbx = RtpEndpoint::bind();
+    let mut agent = RtpEndpoint::bind();
+    let re = l.media_rtp_port_regex();
+    let uas_file = dir.path().join("uas_port");
+    let uac_file = dir.path().join("uac_port");
+    let mut uas = Sipp::new(
+        Scenario::file("uas_call.xml").with("MEDIA_RE", re.clone()),
+        l.agents_peer.port(),
+    )
+    .set("mport", agent.port())
+    .set("portfile", uas_file.display())
+    .timeout_s(30)
+    .spawn();
+    let mut uac = Sipp::new(
+        Scenario::file("uac_call.xml").with("MEDIA_RE", re),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .pause_ms(hangup_ms)
+    .set("mport", pbx.port())
+    .set("portfile", uac_file.display())
+    .timeout_s(30)
+    .spawn();
+    let port = |f: &Path| wait_file_line(f, T).and_then(|s| s.parse::<u16>().ok());
+    let (Some(cm_agents), Some(cm_pbx)) = (port(&uas_file), port(&uac_file)) else {
+        panic!(
+            "no media ports\n=== UAC ===\n{}\n=== UAS ===\n{}\n{}",
+            uac.wait().report(),
+            uas.wait().report(),
+            cm.log_tail()
+        );
+    };
+    let to_pbx_side = SocketAddr::from((LOCALHOST, cm_pbx));
+    let to_agents_side = SocketAddr::from((LOCALHOST, cm_agents));
+    let start = std::time::Instant::now();
+    for (i, f) in frames.iter().enumerate() {
+        pbx.send_pcmu(to_pbx_side, f);
+        agent.send_pcmu(to_agents_side, &agent_frame(i));
+        let next = start + Duration::from_millis(20 * (i as u64 + 1));
+        if let Some(d) = next.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    uac.wait().assert_success("UAC", cm);
+    uas.wait().assert_success("UAS", cm);
+}
+
+#[test]
+fn siprec_fails_over_to_the_second_srs_and_sends_sanitized_streams() {
+    let dead = UdpCapture::bind();
+    let srs_port = free_udp_port();
+    let caller_rx = RtpEndpoint::bind();
+    let agent_rx = RtpEndpoint::bind();
+    let fallback = TempDir::new("siprec-fallback-unused");
+    let srs_list = [
+        format!("sip:srs@{}", dead.addr()),
+        format!("sip:srs@127.0.0.1:{srs_port}"),
+    ];
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            siprec_set(&srs_list, 1000, fallback.path()),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let mut srs = Sipp::new(Scenario::file("srs_uas.xml"), srs_port)
+        .set("p1", caller_rx.port())
+        .set("p2", agent_rx.port())
+        .timeout_s(40)
+        .spawn();
+
+    // 4 s of caller audio, keys "5", "9", "1" pressed at 0.6, 0.85 and 1.1 s: the first two
+    // while the dead SRS is still being tried (held audio), the last after the failover.
+    let (frames, sent) = synth_call_with_dtmf(4000, 600, "591");
+    assert_eq!(
+        dtmf_digit_count(&sent),
+        3,
+        "the test call must carry 3 DTMF digits"
+    );
+    play_call(&cm, &frames, 5000);
+
+    let run = srs.wait();
+    run.assert_success("SRS (sipp)", &cm);
+    assert!(
+        run.actions.contains("siprec invite ok") && run.actions.contains("siprec bye received"),
+        "{}",
+        run.report()
+    );
+
+    // The dead SRS got the INVITE (retransmitted) and, having sent no 1xx, no CANCEL.
+    let at_dead = dead.texts();
+    assert!(
+        !at_dead.is_empty() && at_dead.iter().all(|(t, _)| t.starts_with("INVITE ")),
+        "dead SRS saw {:?}",
+        at_dead
+            .iter()
+            .map(|(t, _)| t.lines().next())
+            .collect::<Vec<_>>()
+    );
+    let m = cm.wait_metrics("one failover, one session", T, |m| {
+        m.value("callmask_siprec_failovers_total") == 1.0
+            && m.value("callmask_siprec_sessions_established_total") == 1.0
+    });
+    assert_eq!(m.value("callmask_siprec_sessions_failed_total"), 0.0);
+    assert_eq!(m.value("callmask_siprec_fallback_recordings_total"), 0.0);
+    assert!(m.value("callmask_recorder_bytes_total{sink=\"siprec\"}") > 0.0);
+
+    // Both streams arrived, PCMU only (no RFC 4733 event ever), one SSRC each.
+    let caller = caller_rx.wait_received(150, T);
+    let agent = agent_rx.wait_received(150, T);
+    assert!(
+        caller.len() >= 150,
+        "caller stream: {} packets",
+        caller.len()
+    );
+    assert!(agent.len() >= 150, "agent stream: {} packets", agent.len());
+    for (name, s) in [("caller", &caller), ("agent", &agent)] {
+        assert!(s.iter().all(|p| p.pt == 0), "{name}: a non-PCMU packet");
+        assert!(
+            s.iter().all(|p| p.ssrc == s[0].ssrc),
+            "{name}: SSRC changed"
+        );
+    }
+    let caller_pcm = rtp_to_pcm(&caller);
+    let agent_pcm = rtp_to_pcm(&agent);
+    let out = TempDir::new("siprec-received");
+    write_wav_mono(&out.path().join("caller.wav"), &caller_pcm);
+    write_wav_mono(&out.path().join("agent.wav"), &agent_pcm);
+    // The audio held while the first SRS timed out was sent too: (nearly) the whole call.
+    assert!(
+        caller_pcm.len() >= 3500 * 8,
+        "caller stream holds {} ms",
+        caller_pcm.len() / 8
+    );
+    assert!(rms(&caller_pcm) > 1000.0 && rms(&agent_pcm) > 1000.0);
+    // DTMF muted: no digit decodable, and the key presses are silence.
+    assert_eq!(
+        dtmf_digit_count(&caller_pcm),
+        0,
+        "DTMF leaked to the SRS (see {})",
+        out.path().display()
+    );
+    let silent_ms = caller_pcm
+        .chunks(80)
+        .filter(|c| c.len() == 80 && rms(c) < 50.0)
+        .count()
+        * 10;
+    eprintln!(
+        "[siprec] caller stream {} ms ({} packets), agent {} ms; {silent_ms} ms silent; \
+         dead SRS got {} INVITE(s)",
+        caller_pcm.len() / 8,
+        caller.len(),
+        agent_pcm.len() / 8,
+        at_dead.len()
+    );
+    assert!(
+        (270..=1200).contains(&silent_ms),
+        "{silent_ms} ms of the caller stream silent; the three 100 ms key presses should be \
+         muted, the voice kept"
+    );
+    assert!(
+        std::fs::read_dir(fallback.path()).unwrap().next().is_none(),
+        "no fallback file when an SRS recorded the call"
+    );
+}
+
+#[test]
+fn siprec_falls_back_to_a_local_wav_when_every_srs_is_dead() {
+    let dead = UdpCapture::bind();
+    let nobody = free_udp_port(); // nothing listens there
+    let fallback = TempDir::new("siprec-fallback");
+    let srs_list = [
+        format!("sip:srs@{}", dead.addr()),
+        format!("sip:srs@127.0.0.1:{nobody}"),
+    ];
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            siprec_set(&srs_list, 300, fallback.path()),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let (frames, _) = synth_call_with_dtmf(2000, 200, "3");
+    play_call(&cm, &frames, 2500);
+
+    let m = cm.wait_metrics("every SRS failed, one fallback", T, |m| {
+        m.value("callmask_siprec_sessions_failed_total") == 1.0
+            && m.value("callmask_siprec_fallback_recordings_total") == 1.0
+    });
+    assert_eq!(m.value("callmask_siprec_failovers_total"), 2.0);
+    assert_eq!(m.value("callmask_siprec_sessions_established_total"), 0.0);
+    let wav = wait_for(T, || {
+        std::fs::read_dir(fallback.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "wav"))
+    })
+    .unwrap_or_else(|| panic!("no fallback WAV\n{}", cm.log_tail()));
+    let sidecar = wav.with_extension("json");
+    assert!(
+        wait_for(T, || sidecar.exists().then_some(())).is_some(),
+        "no sidecar"
+    );
+    let (channels, samples) = read_wav(&wav);
+    assert_eq!(channels, 2);
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    // Audio from the call's start (held while the SRSs timed out) is in the file.
+    assert!(
+        left.len() >= 1800 * 8,
+        "fallback holds {} ms",
+        left.len() / 8
+    );
+    let voiced_ms = left
+        .chunks(80)
+        .filter(|c| c.len() == 80 && rms(c) > 500.0)
+        .count()
+        * 10;
+    eprintln!(
+        "[siprec] fallback WAV {} ms, {voiced_ms} ms voiced",
+        left.len() / 8
+    );
+    assert!(
+        voiced_ms >= 1500,
+        "only {voiced_ms} ms of caller audio in the fallback file"
+    );
+    assert_eq!(
+        dtmf_digit_count(&left),
+        0,
+        "DTMF leaked to the fallback file"
+    );
+    // The dead SRS saw INVITEs only.
+    assert!(dead.texts().iter().all(|(t, _)| t.starts_with("INVITE ")));
+}

@@ -1,0 +1,636 @@
+//! The `siprec` sink: drives the sans-IO recording client ([`crate::core::siprec`]) over
+//! one UDP SIP socket and sends each established session's two sanitized streams with the
+//! `rtp` sink's packetizer ([`super::rtp`]: PCMU, own SSRC/sequence/timestamps, muted audio
+//! sent as silence, gaps filled).
+//!
+//! Per call:
+//! - With the call's first audio (answer or early media; a call without audio opens no
+//!   session) two RTP sockets are bound (their ports go into the SDP offer) and the first SRS
+//!   is INVITEd. Until an SRS accepts, the sanitized audio is held in memory
+//!   (at most [`MAX_PENDING`] samples, ~10 s per direction; older audio beyond that is
+//!   dropped and counted in `callmask_recorder_queue_dropped_frames_total{sink="siprec"}`).
+//!   Once accepted, the held audio is sent first (a burst; timestamps keep it in place), then
+//!   the call's audio as it comes.
+//! - If every SRS fails, or the call ends before one accepts, the call (held audio included)
+//!   is written as the `wav` sink writes it, into `fallback_dir` (age-encrypted with
+//!   `encrypt_to`, never plaintext then), with its JSON sidecar. Without `fallback_dir` the
+//!   call is not recorded: counted and logged.
+//! - A BYE from the SRS stops the sending (counted); nothing else is recorded for that call.
+//!
+//! Only the tap's sanitized PCM is ever sent, and no RFC 4733 event: the offer has none.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket as StdUdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use age::x25519;
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{align, rtp, wav};
+use crate::core::proxy::CallRef;
+use crate::core::sip::txn::Timers;
+use crate::core::siprec::{FailoverReason, RecordingInfo, Src, SrcConfig, SrcEvent, SrsTarget};
+use crate::metrics::{Metrics, SinkKind};
+
+/// Most samples (both directions together) held per call while no SRS has accepted yet:
+/// 10 s per direction at 8 kHz.
+pub(super) const MAX_PENDING: usize = 2 * 10 * 8000;
+
+/// A datagram from a sink's SIP socket: (sink index, bytes, source).
+pub(super) type Datagram = (usize, Bytes, SocketAddr);
+
+/// Where fallback files go.
+struct Fallback {
+    dir: PathBuf,
+    recipients: Vec<x25519::Recipient>,
+    /// `encrypt_to` is unusable: never write plaintext, record nothing.
+    broken: bool,
+}
+
+/// What happens to a call's audio.
+enum Media {
+    /// No SRS has accepted yet: audio held, (channel, position, samples).
+    Pending {
+        held: VecDeque<(usize, u64, Vec<i16>)>,
+        samples: usize,
+    },
+    /// Sent to the SRS (`enabled[ch]`: the SRS accepted that stream).
+    Sending {
+        rtp: rtp::RtpCall,
+        enabled: [bool; 2],
+    },
+    /// Written to the fallback directory.
+    Fallback {
+        aligner: align::Aligner,
+        wav: Option<wav::WavFile>,
+    },
+    /// Not recorded (the SRS hung up, or every SRS failed with no fallback).
+    Off,
+}
+
+struct Call {
+    name: String,
+    /// Set until the call's first audio opens the recording session.
+    info: Option<RecordingInfo>,
+    /// RTP sockets whose ports the offer names, until the SRS accepts.
+    socks: Option<[StdUdpSocket; 2]>,
+    media: Media,
+    send_error_logged: bool,
+}
+
+/// One configured `siprec` sink.
+pub(super) struct SiprecSink {
+    index: usize,
+    /// Keyed by a session number, not the call: a session may linger (absorbing late
+    /// answers) after its call ended, and must never swallow a new start of the same call.
+    src: Src<u64>,
+    sessions: HashMap<u64, CallRef>,
+    session_of: HashMap<CallRef, u64>,
+    next_session: u64,
+    /// `src.poll_timeout()` as of the last mutation (asking costs a walk over the sessions).
+    deadline: Option<Instant>,
+    /// The socket until [`SiprecSink::activate`] moves it into the runtime.
+    std_sock: Option<StdUdpSocket>,
+    /// A clone for sending: a plain non-blocking `send_to` needs no readiness from the
+    /// runtime (tokio's `try_send_to` reports "would block" until the reactor has polled a
+    /// fresh socket once).
+    send_sock: Option<StdUdpSocket>,
+    media_ip: IpAddr,
+    fallback: Option<Fallback>,
+    calls: HashMap<CallRef, Call>,
+    metrics: Arc<Metrics>,
+}
+
+impl SiprecSink {
+    /// Bind the SIP socket and resolve the SRS list. SRSs that do not resolve (or `sips:`,
+    /// which needs TLS) are skipped with an error; `None` if none is left or binding fails.
+    pub(super) fn new(
+        index: usize,
+        cfg: &config::SiprecRecorder,
+        metrics: Arc<Metrics>,
+    ) -> Option<SiprecSink> {
+        let bind = cfg.bind.get();
+        let sock = match StdUdpSocket::bind(bind).and_then(|s| {
+            s.set_nonblocking(true)?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%bind, error = %e, "siprec recorder: cannot bind its SIP socket; sink skipped");
+                return None;
+            }
+        };
+        let port = sock.local_addr().map(|a| a.port()).unwrap_or(bind.port());
+        let mut targets = Vec::new();
+        for (i, uri) in cfg.srs.iter().enumerate() {
+            match srs_addr(uri.as_str()) {
+                Some(addr) => {
+                    let local = SocketAddr::new(local_ip_toward(bind.ip(), addr), port);
+                    targets.push(SrsTarget {
+                        uri: uri.as_str().to_owned(),
+                        addr,
+                        local,
+                    });
+                }
+                None => tracing::error!(
+                    srs = i,
+                    "siprec recorder: SRS URI is sips: or does not resolve; skipped"
+                ),
+            }
+        }
+        if targets.is_empty() {
+            tracing::error!("siprec recorder: no usable SRS; sink skipped");
+            return None;
+        }
+        let fallback = cfg.fallback_dir.as_ref().map(|dir| {
+            let parsed: Result<Vec<x25519::Recipient>, _> = cfg
+                .encrypt_to
+                .iter()
+                .map(|r| r.as_str().parse::<x25519::Recipient>())
+                .collect();
+            let (recipients, broken) = match parsed {
+                Ok(v) => (v, false),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "siprec recorder: an encrypt_to recipient is unusable; no fallback file will be written");
+                    (Vec::new(), true)
+                }
+            };
+            Fallback {
+                dir: dir.clone(),
+                recipients,
+                broken,
+            }
+        });
+        tracing::info!(
+            srs = targets.len(),
+            local = %SocketAddr::new(bind.ip(), port),
+            fallback = fallback.is_some(),
+            "siprec recorder ready"
+        );
+        Some(SiprecSink {
+            index,
+            sessions: HashMap::new(),
+            session_of: HashMap::new(),
+            next_session: 0,
+            deadline: None,
+            src: Src::new(SrcConfig {
+                targets,
+                timeout: Duration::from_millis(u64::from(cfg.timeout_ms.get())),
+                timers: Timers::default(),
+            }),
+            send_sock: sock.try_clone().ok(),
+            std_sock: Some(sock),
+            media_ip: bind.ip(),
+            fallback,
+            calls: HashMap::new(),
+            metrics,
+        })
+    }
+
+    /// Inside the recorder runtime: register the socket and forward what it receives to `tx`.
+    pub(super) fn activate(&mut self, tx: mpsc::Sender<Datagram>) -> Option<JoinHandle<()>> {
+        let std_sock = self.std_sock.take()?;
+        let sock = match UdpSocket::from_std(std_sock) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "siprec recorder: cannot register its SIP socket");
+                return None;
+            }
+        };
+        let index = self.index;
+        Some(tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                match sock.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        let d = Bytes::copy_from_slice(&buf[..n]);
+                        if tx.send((index, d, from)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // ICMP errors surface here on some systems: nothing to do but go on.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        }))
+    }
+
+    /// When [`SiprecSink::handle_timeout`] must run.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Sessions whose BYE is unanswered.
+    pub(super) fn closing(&self) -> usize {
+        self.src.closing()
+    }
+
+    /// Timers.
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        self.src.handle_timeout(now);
+        self.pump();
+    }
+
+    /// A datagram from the SRS side.
+    pub(super) fn handle_datagram(&mut self, bytes: Bytes, from: SocketAddr, now: Instant) {
+        self.src.handle_datagram(bytes, from, now);
+        self.pump();
+    }
+
+    /// A call starts. The recording session opens with its first audio (the call was
+    /// answered, or has early media): a call that never carries audio (cancelled, rejected)
+    /// costs the SRS nothing.
+    pub(super) fn start(&mut self, call: CallRef, name: String, info: RecordingInfo) {
+        self.metrics.recorder_session_opened(SinkKind::Siprec);
+        self.calls.insert(
+            call,
+            Call {
+                name,
+                info: Some(info),
+                socks: None,
+                media: Media::Pending {
+                    held: VecDeque::new(),
+                    samples: 0,
+                },
+                send_error_logged: false,
+            },
+        );
+    }
+
+    /// The call's first audio: open its RTP sockets and INVITE the first SRS.
+    fn open(&mut self, call: CallRef) {
+        let Some(mut c) = self.calls.remove(&call) else {
+            return;
+        };
+        let Some(info) = c.info.take() else {
+            self.calls.insert(call, c);
+            return;
+        };
+        let socks = match (bind_rtp(self.media_ip), bind_rtp(self.media_ip)) {
+            (Ok(a), Ok(b)) => [a, b],
+            (Err(e), _) | (_, Err(e)) => {
+                self.metrics.recorder_error(SinkKind::Siprec);
+                tracing::error!(call = call.0, error = %e, "siprec recorder: cannot open RTP sockets; trying the fallback");
+                self.start_fallback(call, &mut c);
+                self.calls.insert(call, c);
+                return;
+            }
+        };
+        let ports = [port_of(&socks[0]), port_of(&socks[1])];
+        let token = format!("{:016x}", rand::random::<u64>());
+        c.socks = Some(socks);
+        self.calls.insert(call, c);
+        self.next_session += 1;
+        let key = self.next_session;
+        self.sessions.insert(key, call);
+        self.session_of.insert(call, key);
+        self.src.start(key, token, ports, info, Instant::now());
+        self.pump();
+    }
+
+    /// Sanitized audio of channel `ch` (0 caller, 1 agent) at output position `at`.
+    pub(super) fn frame(&mut self, call: CallRef, ch: usize, at: u64, samples: &[i16]) {
+        if self.calls.get(&call).is_some_and(|c| c.info.is_some()) {
+            self.open(call);
+        }
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match &mut c.media {
+            Media::Pending { held, samples: n } => {
+                held.push_back((ch, at, samples.to_vec()));
+                *n += samples.len();
+                while *n > MAX_PENDING {
+                    match held.pop_front() {
+                        Some((_, _, s)) => {
+                            *n -= s.len();
+                            self.metrics.recorder_queue_dropped(SinkKind::Siprec, 1);
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Media::Sending { rtp, enabled } => {
+                if enabled[ch] {
+                    let sent = rtp.frame(ch, at, samples);
+                    account(&self.metrics, call, sent, &mut c.send_error_logged);
+                }
+            }
+            Media::Fallback { aligner, wav } => {
+                let metrics = &self.metrics;
+                aligner.put(ch, at, samples, &mut |bytes| {
+                    write_wav(wav, bytes, metrics, call)
+                });
+            }
+            Media::Off => {}
+        }
+    }
+
+    /// The call ended: BYE the SRS (or give up the attempt in progress; its audio then goes
+    /// to the fallback file) and make a fallback file final with `sidecar`.
+    pub(super) fn end(&mut self, call: CallRef, sidecar: &[u8]) -> Option<JoinHandle<()>> {
+        if let Some(key) = self.session_of.remove(&call) {
+            self.sessions.remove(&key);
+            self.src.end(key, Instant::now());
+            self.pump();
+        }
+        let mut c = self.calls.remove(&call)?;
+        self.metrics.recorder_session_closed(SinkKind::Siprec);
+        if c.info.is_some() {
+            // No audio ever came: no session was opened, there is nothing to record.
+            return None;
+        }
+        if matches!(c.media, Media::Pending { .. }) {
+            tracing::warn!(
+                call = call.0,
+                "siprec recorder: the call ended before an SRS accepted; recording it to the fallback"
+            );
+            self.start_fallback(call, &mut c);
+        }
+        match std::mem::replace(&mut c.media, Media::Off) {
+            Media::Sending { mut rtp, .. } => {
+                let sent = rtp.finish();
+                account(&self.metrics, call, sent, &mut c.send_error_logged);
+                None
+            }
+            Media::Fallback {
+                mut aligner,
+                mut wav,
+            } => {
+                let metrics = self.metrics.clone();
+                aligner.flush(&mut |bytes| write_wav(&mut wav, bytes, &metrics, call));
+                let wav = wav?;
+                let fb = self.fallback.as_ref()?;
+                let (dir, recipients) = (fb.dir.clone(), fb.recipients.clone());
+                let json = sidecar.to_vec();
+                let name = c.name;
+                Some(tokio::task::spawn_blocking(
+                    move || match super::finish_one(wav, &dir, &name, &recipients, &json) {
+                        Ok((path, bytes)) => {
+                            metrics.recorder_bytes(SinkKind::Siprec).inc_by(bytes);
+                            tracing::info!(call = call.0, path = %path.display(), "siprec fallback recording written");
+                        }
+                        Err(e) => {
+                            metrics.recorder_error(SinkKind::Siprec);
+                            tracing::error!(call = call.0, error = %e, "siprec fallback recording failed");
+                        }
+                    },
+                ))
+            }
+            Media::Pending { .. } | Media::Off => None,
+        }
+    }
+
+    /// Send what the client wants sent and act on its events.
+    fn pump(&mut self) {
+        while let Some(t) = self.src.poll_transmit() {
+            if let Some(sock) = &self.send_sock {
+                if let Err(e) = sock.send_to(&t.payload, t.dest) {
+                    // The transaction retransmits (or times out and fails over).
+                    tracing::debug!(dest = %t.dest, error = %e, "siprec recorder: SIP send failed");
+                }
+            }
+        }
+        while let Some((key, ev)) = self.src.poll_event() {
+            if let Some(&call) = self.sessions.get(&key) {
+                self.on_event(call, ev);
+            }
+        }
+        self.deadline = self.src.poll_timeout();
+    }
+
+    fn on_event(&mut self, call: CallRef, ev: SrcEvent) {
+        let Some(mut c) = self.calls.remove(&call) else {
+            return;
+        };
+        match ev {
+            SrcEvent::Established { srs, dests } => {
+                self.metrics.siprec_established();
+                tracing::info!(
+                    call = call.0,
+                    srs,
+                    "siprec recorder: SRS accepted the session"
+                );
+                // The core reports a usable answer only (at least one stream) and only while
+                // the call's audio is held; anything else leaves the call as it is.
+                let any = dests[0].or(dests[1]);
+                if let (true, Some(any)) = (matches!(c.media, Media::Pending { .. }), any) {
+                    if let Some(socks) = c.socks.take() {
+                        let held = match std::mem::replace(&mut c.media, Media::Off) {
+                            Media::Pending { held, .. } => held,
+                            _ => VecDeque::new(),
+                        };
+                        let enabled = [dests[0].is_some(), dests[1].is_some()];
+                        let d = [dests[0].unwrap_or(any), dests[1].unwrap_or(any)];
+                        let mut rtp = rtp::RtpCall::with_sockets(socks, d);
+                        for (ch, at, s) in held {
+                            if enabled[ch] {
+                                let sent = rtp.frame(ch, at, &s);
+                                account(&self.metrics, call, sent, &mut c.send_error_logged);
+                            }
+                        }
+                        c.media = Media::Sending { rtp, enabled };
+                    }
+                }
+            }
+            SrcEvent::FailedOver { from, reason } => {
+                self.metrics.siprec_failover();
+                let why = match reason {
+                    FailoverReason::Timeout => "no final answer in time".to_owned(),
+                    FailoverReason::Rejected(s) => format!("rejected with {}", s.as_u16()),
+                    FailoverReason::BadAnswer(b) => format!("unusable SDP answer ({b:?})"),
+                    FailoverReason::TransportError => "send failed".to_owned(),
+                };
+                tracing::warn!(call = call.0, srs = from, reason = %why, "siprec recorder: SRS failed; trying the next");
+            }
+            SrcEvent::AllFailed => {
+                self.metrics.siprec_failed();
+                self.metrics.recorder_error(SinkKind::Siprec);
+                tracing::error!(
+                    call = call.0,
+                    "siprec recorder: every SRS failed; recording to the fallback"
+                );
+                self.start_fallback(call, &mut c);
+            }
+            SrcEvent::RemoteBye => {
+                self.metrics.siprec_srs_bye();
+                tracing::warn!(
+                    call = call.0,
+                    "siprec recorder: the SRS ended the session; no more audio sent"
+                );
+                if let Media::Sending { mut rtp, .. } = std::mem::replace(&mut c.media, Media::Off)
+                {
+                    let sent = rtp.finish();
+                    account(&self.metrics, call, sent, &mut c.send_error_logged);
+                }
+            }
+        }
+        self.calls.insert(call, c);
+    }
+
+    /// Switch the call to its fallback file, with the audio held so far.
+    fn start_fallback(&mut self, call: CallRef, c: &mut Call) {
+        c.socks = None;
+        let held = match std::mem::replace(&mut c.media, Media::Off) {
+            Media::Pending { held, .. } => held,
+            other => {
+                c.media = other;
+                if !matches!(c.media, Media::Off) {
+                    return;
+                }
+                VecDeque::new()
+            }
+        };
+        let Some(fb) = &self.fallback else {
+            self.metrics.recorder_error(SinkKind::Siprec);
+            tracing::error!(
+                call = call.0,
+                "siprec recorder: no fallback_dir; this call is not recorded"
+            );
+            return;
+        };
+        if fb.broken {
+            self.metrics.recorder_error(SinkKind::Siprec);
+            return;
+        }
+        let mut wav = match wav::WavFile::create(&fb.dir, &c.name, &fb.recipients) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                self.metrics.recorder_error(SinkKind::Siprec);
+                if e.kind() == io::ErrorKind::StorageFull {
+                    self.metrics.set_recorder_disk_full(true);
+                }
+                tracing::error!(call = call.0, error = %e, "siprec recorder: cannot create the fallback file; this call is not recorded");
+                return;
+            }
+        };
+        self.metrics.siprec_fallback();
+        let mut aligner = align::Aligner::default();
+        for (ch, at, s) in held {
+            aligner.put(ch, at, &s, &mut |bytes| {
+                write_wav(&mut wav, bytes, &self.metrics, call)
+            });
+        }
+        c.media = Media::Fallback { aligner, wav };
+    }
+}
+
+fn write_wav(wav: &mut Option<wav::WavFile>, bytes: &[u8], metrics: &Metrics, call: CallRef) {
+    if let Some(w) = wav {
+        if let Err(e) = w.write(bytes) {
+            *wav = None;
+            metrics.recorder_error(SinkKind::Siprec);
+            if e.kind() == io::ErrorKind::StorageFull {
+                metrics.set_recorder_disk_full(true);
+            }
+            tracing::error!(call = call.0, error = %e, "siprec fallback recording abandoned: write failed");
+        }
+    }
+}
+
+fn account(metrics: &Metrics, call: CallRef, sent: rtp::Sent, logged: &mut bool) {
+    if sent.bytes > 0 {
+        metrics.recorder_bytes(SinkKind::Siprec).inc_by(sent.bytes);
+    }
+    if sent.dropped > 0 {
+        metrics.recorder_queue_dropped(SinkKind::Siprec, sent.dropped);
+    }
+    if let Some(kind) = sent.error {
+        metrics.recorder_error(SinkKind::Siprec);
+        if !std::mem::replace(logged, true) {
+            tracing::warn!(call = call.0, error = %kind, "siprec recorder: RTP send failed (packets dropped; further errors of this call not logged)");
+        }
+    }
+}
+
+fn bind_rtp(ip: IpAddr) -> io::Result<StdUdpSocket> {
+    let s = StdUdpSocket::bind(SocketAddr::new(ip, 0))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn port_of(s: &StdUdpSocket) -> u16 {
+    s.local_addr().map(|a| a.port()).unwrap_or(0)
+}
+
+/// The address an SRS URI's SIP goes to: `sip:[user@]host[:port][;params]`, port 5060 by
+/// default. `None` for `sips:` (TLS is not supported by this sink) or a host that does not
+/// resolve.
+fn srs_addr(uri: &str) -> Option<SocketAddr> {
+    let rest = uri.strip_prefix("sip:")?;
+    let hostport = rest.rsplit('@').next()?;
+    let hostport = hostport.split([';', '?']).next()?;
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => 5060,
+        };
+        (h, port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (hostport, 5060),
+        }
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+/// Our IP as `dest` sees it: `bind` itself, or (unspecified) the one the routing table picks
+/// toward `dest` (a connected UDP socket sends nothing).
+fn local_ip_toward(bind: IpAddr, dest: SocketAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    let any: SocketAddr = if dest.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    StdUdpSocket::bind(any)
+        .and_then(|s| {
+            s.connect(dest)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(bind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn srs_uri_addresses() {
+        let a = |s: &str| srs_addr(s);
+        assert_eq!(a("sip:srs@127.0.0.1:5070"), "127.0.0.1:5070".parse().ok());
+        assert_eq!(a("sip:127.0.0.1"), "127.0.0.1:5060".parse().ok());
+        assert_eq!(
+            a("sip:srs@127.0.0.1:5080;transport=udp"),
+            "127.0.0.1:5080".parse().ok()
+        );
+        assert_eq!(a("sip:[::1]:5090"), "[::1]:5090".parse().ok());
+        assert_eq!(a("sips:srs@127.0.0.1"), None);
+        assert_eq!(a("sip:srs@127.0.0.1:notaport"), None);
+    }
+
+    #[test]
+    fn local_ip_toward_loopback_is_loopback() {
+        let dest: SocketAddr = "127.0.0.1:5060".parse().expect("addr");
+        assert_eq!(
+            local_ip_toward(IpAddr::V4(Ipv4Addr::UNSPECIFIED), dest),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        let fixed = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(local_ip_toward(fixed, dest), fixed);
+    }
+}
