@@ -296,6 +296,12 @@ fn spoken_identifiers_muted_live() {
     let Some((cm, dir, orig)) = start(&eval, &[]) else {
         return;
     };
+    check_live(&cm, dir.path(), &orig, "speech-live");
+}
+
+/// Waits for `/readyz`, plays the excerpt through `cm`, and checks the recording: every
+/// labelled identifier muted and covered by `spoken_id` spans, the rest audible.
+fn check_live(cm: &Callmask, dir: &Path, orig: &[i16], name: &str) {
     let ready = wait_for(Duration::from_secs(60), || {
         (http_get(cm.layout.http, "/readyz").map(|r| r.0) == Some(200)).then_some(())
     });
@@ -304,12 +310,12 @@ fn spoken_identifiers_muted_live() {
         "recognizer never loaded\n{}",
         cm.log_tail()
     );
-    let (rec, json) = play(&cm, dir.path(), "speech-live");
-    let off = align(&orig, &rec);
+    let (rec, json) = play(cm, dir, name);
+    let off = align(orig, &rec);
     let sp = spans(&json);
     let m = cm.metrics();
     eprintln!(
-        "[speech_live] offset {} ms; spans {:?}; segments ok {} late {} failed {} dropped {}; \
+        "[{name}] offset {} ms; spans {:?}; segments ok {} late {} failed {} dropped {}; \
          recognizer: {:.1} s audio, {:.2} busy-s",
         off / 8,
         sp,
@@ -406,4 +412,52 @@ fn binary_runs_without_ld_library_path() {
         "callmask --version failed without LD_LIBRARY_PATH: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The same call with `speech.engine = "remote"`: the pool's workers post the segments to
+/// `integration/asr_server/server.py` (faster-whisper on the same model). Needs
+/// `scripts/setup_remote_asr.sh`; skipped with a note otherwise.
+#[test]
+fn spoken_identifiers_muted_live_remote_engine() {
+    let Some(eval) = eval_dir() else {
+        eprintln!("[speech_live] skipped: dev corpus ../shared/eval not found");
+        return;
+    };
+    let python = Path::new("/var/tmp/callmask-asr/remote-venv/bin/python");
+    if !python.exists() {
+        eprintln!("[speech_live] remote skipped: run scripts/setup_remote_asr.sh");
+        return;
+    }
+    let srv_dir = TempDir::new("speech-live-asr");
+    let log = srv_dir.path().join("server.log");
+    let child = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("asr_server/server.py"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--threads", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Proc(Some(child));
+    let url = wait_for(Duration::from_secs(90), || {
+        if let Some(Ok(Some(st))) = server.0.as_mut().map(Child::try_wait) {
+            panic!("asr server exited ({st})");
+        }
+        let text = std::fs::read_to_string(&log).ok()?;
+        let rest = text.split("ready on ").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+    .expect("asr server ready");
+    let Some((cm, dir, orig)) = start(
+        &eval,
+        &[
+            "speech.engine=\"remote\"".into(),
+            format!("speech.remote_url=\"{url}\""),
+        ],
+    ) else {
+        return;
+    };
+    check_live(&cm, dir.path(), &orig, "speech-live-remote");
+    drop(cm);
+    drop(server);
 }
