@@ -209,7 +209,8 @@ fn demo_mutes_the_spoken_card_number() {
         "{spans:?}"
     );
     // The recording itself: the clip (5.8-11.7 s of the script) is silent. The recorder puts
-    // the caller's audio about one look-ahead (6 s) late; accept any offset up to 5 s beyond.
+    // the caller's audio where the media started; accept any offset up to 5 s (a busy machine
+    // delays frames).
     let wav = callmask::offline::audio::read(&dir.join("recording.wav")).expect("recording.wav");
     let caller = &wav.channels[0];
     let silent_at = |off_ms: usize| {
@@ -223,7 +224,7 @@ fn demo_mutes_the_spoken_card_number() {
             })
     };
     assert!(
-        (6_000..11_000).step_by(20).any(silent_at),
+        (0..5_000).step_by(20).any(silent_at),
         "the card number is audible in the recording\n{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -321,7 +321,6 @@ async fn run(args: DemoArgs) -> Result<(), DemoError> {
         agent_phone,
         caller_packets,
         agent_packets,
-        lookahead_ms,
     )
     .await;
 
@@ -345,7 +344,6 @@ async fn call_and_report(
     agent_phone: ua::Phone,
     caller_packets: Vec<audio::Packet>,
     agent_packets: Vec<audio::Packet>,
-    lookahead_ms: u32,
 ) -> Result<(), DemoError> {
     let deadline = Instant::now() + Duration::from_millis(script.duration_ms() + 40_000);
     let agent_uri = format!("sip:agent@{}", agent_phone.sip_addr());
@@ -430,7 +428,7 @@ async fn call_and_report(
         file_name(&sidecar)
     );
     println!();
-    let spoken = spoken_identifiers_masked(&json, script, lookahead_ms);
+    let spoken = spoken_identifiers_masked(&json, script);
     println!(
         "Summary: {} masked (in-band), {} masked, {} masked ({}, {})",
         plural(n("dtmf_inband"), "DTMF span", "DTMF spans"),
@@ -470,13 +468,9 @@ async fn call_and_report(
 /// The script's spoken identifiers that the caller channel's spans mute (≥ 90 % covered by
 /// `spoken_id` spans, or by `fail_closed` ones where a verdict came too late). Span times are
 /// on the recording's clock: the recorder places the caller's audio at its first frame's
-/// arrival, about one look-ahead after the call's first packet, so the best offset in a 5 s
-/// band after the look-ahead (a busy machine delays it) is used.
-fn spoken_identifiers_masked(
-    json: &serde_json::Value,
-    script: &audio::CallerScript,
-    lookahead_ms: u32,
-) -> usize {
+/// arrival less the look-ahead, so about where the call's media started; the best offset in a
+/// 5 s band (a busy machine delays frames) is used.
+fn spoken_identifiers_masked(json: &serde_json::Value, script: &audio::CallerScript) -> usize {
     let spans: Vec<(f64, f64)> = json
         .get("spans")
         .and_then(|v| v.as_array())
@@ -510,7 +504,7 @@ fn spoken_identifiers_masked(
             .count()
     };
     (0..=250)
-        .map(|k| covered_with(f64::from(lookahead_ms) + f64::from(k) * 20.0))
+        .map(|k| covered_with(f64::from(k) * 20.0))
         .max()
         .unwrap_or(0)
 }

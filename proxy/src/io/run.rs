@@ -280,7 +280,8 @@ pub async fn run(
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
-    let recorders = recorder::Recorders::from_config(&cfg, metrics.clone());
+    let recorders = recorder::Recorders::from_config(&cfg, metrics.clone())
+        .with_path_delay_ms(u32::from(cfg.masking.lookahead_ms.get()));
     let tap = if recorders.is_empty() {
         None
     } else {

@@ -138,6 +138,9 @@ pub struct Recorders {
     siprec: Vec<siprec::SiprecSink>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    /// The recorder path's constant delay (the look-ahead, 8 kHz samples): sanitized audio
+    /// arrives this much after it was heard, so first frames are placed that much earlier.
+    path_delay: u64,
 }
 
 impl Recorders {
@@ -198,7 +201,15 @@ impl Recorders {
             siprec: siprec_sinks,
             metrics,
             clock: Clock::Real(Instant::now()),
+            path_delay: 0,
         }
+    }
+
+    /// Frames come through a look-ahead of `ms` (the live proxy's recorder path): a call's
+    /// recording starts when its media did, not one look-ahead later.
+    pub fn with_path_delay_ms(mut self, ms: u32) -> Self {
+        self.path_delay = u64::from(ms) * 8;
+        self
     }
 
     /// Place each direction's first audio by `clock` instead of the real time (tests).
@@ -331,7 +342,9 @@ impl Recorders {
                     // First audio of this direction: place it at its arrival time.
                     let since =
                         (self.clock.now().saturating_sub(rec.started)).as_millis() as u64 * 8;
-                    since.saturating_sub(f.media_time)
+                    since
+                        .saturating_sub(self.path_delay)
+                        .saturating_sub(f.media_time)
                 });
                 self.rtp_frame(f.call, rec, ch, f.media_time, samples);
                 for s in &mut self.siprec {
