@@ -725,6 +725,9 @@ pub struct Metrics {
     recorder_bytes: By<SinkKind, IntCounter>,
     recorder_errors: By<SinkKind, IntCounter>,
     recorder_queue_dropped: By<SinkKind, IntCounter>,
+    /// Sink kinds fed by the shared tap queue (set once at startup): a frame the queue drops
+    /// is lost to each of them.
+    tap_sinks: std::sync::OnceLock<Vec<SinkKind>>,
     recorder_disk_full: IntGauge,
     recorder_retention_deleted: IntCounter,
     siprec_failovers: IntCounter,
@@ -1045,6 +1048,7 @@ impl Metrics {
             recorder_bytes: by(&recorder_bytes),
             recorder_errors: by(&recorder_errors),
             recorder_queue_dropped: by(&recorder_queue_dropped),
+            tap_sinks: std::sync::OnceLock::new(),
             recorder_disk_full,
             recorder_retention_deleted,
             siprec_failovers,
@@ -1206,6 +1210,18 @@ impl Metrics {
     /// `frames` dropped (and muted) because `sink`'s queue was full.
     pub fn recorder_queue_dropped(&self, sink: SinkKind, frames: u64) {
         self.recorder_queue_dropped.get(sink).inc_by(frames);
+    }
+
+    /// The sink kinds behind the shared tap queue (one entry per configured sink).
+    pub fn set_tap_sinks(&self, sinks: Vec<SinkKind>) {
+        let _ = self.tap_sinks.set(sinks);
+    }
+
+    /// The shared tap queue was full: the frames are lost to every configured sink.
+    pub fn tap_queue_dropped(&self, frames: u64) {
+        for &sink in self.tap_sinks.get().map(Vec::as_slice).unwrap_or(&[]) {
+            self.recorder_queue_dropped(sink, frames);
+        }
     }
 
     /// Disk-full alarm of the WAV sink.
@@ -1453,6 +1469,22 @@ mod tests {
             value(&m.render(), "callmask_fail_closed_muted_seconds_total"),
             1.5
         );
+    }
+
+    #[test]
+    fn a_tap_drop_counts_for_every_configured_sink() {
+        let m = Metrics::new();
+        m.tap_queue_dropped(1); // before configuration: nothing to count against
+        m.set_tap_sinks(vec![SinkKind::Wav, SinkKind::Siprec]);
+        m.tap_queue_dropped(3);
+        let r = m.render();
+        let v = |sink: &str| {
+            value(
+                &r,
+                &format!("callmask_recorder_queue_dropped_frames_total{{sink=\"{sink}\"}}"),
+            )
+        };
+        assert_eq!((v("wav"), v("rtp"), v("siprec")), (3.0, 0.0, 3.0));
     }
 
     #[test]

@@ -1190,7 +1190,7 @@ fn run_pipeline(
     drain_spans(call, side, dir, tap, metrics);
     if let (Some(tap), true) = (tap, frame.len > 0) {
         if tap.try_send(TapEvent::Frame(Box::new(frame))).is_err() {
-            metrics.recorder_queue_dropped(metrics::SinkKind::Wav, 1);
+            metrics.tap_queue_dropped(1);
         }
     }
 }

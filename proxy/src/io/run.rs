@@ -280,6 +280,16 @@ pub async fn run(
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
+    metrics.set_tap_sinks(
+        cfg.recorders
+            .iter()
+            .map(|r| match r.kind() {
+                config::types::RecorderKind::Wav => crate::metrics::SinkKind::Wav,
+                config::types::RecorderKind::Rtp => crate::metrics::SinkKind::Rtp,
+                config::types::RecorderKind::Siprec => crate::metrics::SinkKind::Siprec,
+            })
+            .collect(),
+    );
     let recorders = recorder::Recorders::from_config(&cfg, metrics.clone())
         .with_path_delay_ms(u32::from(cfg.masking.lookahead_ms.get()));
     let tap = if recorders.is_empty() {
