@@ -280,6 +280,39 @@ async fn drop_clamps_inband_and_removes_events() {
     );
 }
 
+/// Removed event packets leave no sequence gap: the agent's jitter buffer would read one as
+/// loss and conceal it. Audio after the event continues the numbering.
+#[tokio::test]
+async fn drop_renumbers_so_the_agent_sees_no_gap() {
+    let h = setup(AgentDtmfMode::Drop, None).await;
+    let quiet = audio(8000, &[]);
+    let before = audio_packets(&quiet[..4000]);
+    let n = before.len() as u16;
+    let events = tel_event('7', n, 4000, 5);
+    let m = events.len() as u16;
+    let after: Vec<Vec<u8>> = quiet[4000..]
+        .chunks(FRAME)
+        .enumerate()
+        .map(|(i, c)| rtp(0, false, n + m + i as u16, (4000 + i * FRAME) as u32, c))
+        .collect();
+    let mut packets = before;
+    packets.extend(events);
+    packets.extend(after.iter().cloned());
+    send(&h, &packets).await;
+    let got = receive(&h).await;
+    let total = 8000 / FRAME;
+    assert_eq!(got.len(), total, "audio packets only");
+    let seqs: Vec<u16> = got
+        .iter()
+        .map(|p| u16::from_be_bytes([p[2], p[3]]))
+        .collect();
+    assert_eq!(seqs, (0..total as u16).collect::<Vec<_>>());
+    // Only the sequence number changed: timestamps and payloads are the sender's.
+    for (g, s) in got[n as usize..].iter().zip(&after) {
+        assert_eq!((&g[4..], g.len()), (&s[4..], s.len()));
+    }
+}
+
 #[tokio::test]
 async fn flat_tone_hides_the_key_not_the_press() {
     let h = setup(AgentDtmfMode::FlatTone, None).await;

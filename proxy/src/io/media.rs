@@ -15,8 +15,10 @@
 //! flat 440 Hz tone (`flat-tone`), RTP header unchanged. RFC 4733 packets toward the agents are
 //! not forwarded (`drop`), or (`flat-tone`) each is sent instead as a 20 ms audio packet of the
 //! flat tone with the same sequence number, the last audio payload type seen toward the agents
-//! and timestamp `event start + duration − 160` (repeated end reports are dropped). Non-G.711
-//! audio cannot be clamped and is relayed as is.
+//! and timestamp `event start + duration − 160` (repeated end reports are dropped). Packets
+//! that follow a removed one get their sequence numbers lowered to close the gap (a gap reads
+//! as loss to the agent's jitter buffer). Non-G.711 audio cannot be clamped and is relayed as
+//! is.
 //!
 //! **DTMF trigger** (`secure.dtmf_trigger` / `dtmf_release`): the caller's keys (RFC 4733
 //! events, or in-band keys found by a separate receiver until the first RFC 4733 event is seen)
@@ -452,6 +454,9 @@ struct AgentLeg {
     last_event_ts: Option<u32>,
     /// Rewritten packets are built here (allocated once per call).
     buf: Vec<u8>,
+    /// Packets removed toward the agents so far: later sequence numbers are lowered by this
+    /// much, so the agent's jitter buffer sees a continuous stream, not loss to conceal.
+    seq_shift: u16,
 }
 
 impl AgentLeg {
@@ -461,7 +466,19 @@ impl AgentLeg {
             audio: None,
             last_event_ts: None,
             buf: vec![0u8; 2048 + EVENT_FRAME],
+            seq_shift: 0,
         }
+    }
+
+    /// `data` with its sequence number lowered by the packets removed so far.
+    fn renumbered<'a>(&'a mut self, data: &'a [u8]) -> Option<&'a [u8]> {
+        if self.seq_shift == 0 {
+            return Some(data);
+        }
+        let out = self.buf.get_mut(..data.len())?;
+        out.copy_from_slice(data);
+        shift_seq(out, self.seq_shift);
+        Some(out)
     }
 
     /// What to send toward the agents instead of `data` (None: nothing).
@@ -476,6 +493,7 @@ impl AgentLeg {
         let hl = packet.header_len();
         if Some(pt) == tel_pt {
             if self.clamp.mode() == ClampMode::Silence {
+                self.seq_shift = self.seq_shift.wrapping_add(1);
                 return None;
             }
             let (apt, law) = self
@@ -487,6 +505,7 @@ impl AgentLeg {
                 .get()
                 .wrapping_add(u32::from(ev.duration).saturating_sub(EVENT_FRAME as u32));
             if self.last_event_ts == Some(ts) {
+                self.seq_shift = self.seq_shift.wrapping_add(1);
                 return None;
             }
             self.last_event_ts = Some(ts);
@@ -495,22 +514,32 @@ impl AgentLeg {
             out[0] &= !0x20; // no padding
             out[1] = apt & 0x7f; // audio payload type, no marker
             out[4..8].copy_from_slice(&ts.to_be_bytes());
+            shift_seq(out, self.seq_shift);
             self.clamp.fill(&mut out[hl..], law);
             return Some(out);
         }
         let Some(kind) = g711.get(&pt) else {
-            return Some(data);
+            return self.renumbered(data);
         };
         let law = kind.law();
         self.audio = Some((pt, law));
         if !self.clamp.inspect(packet.payload(), law) {
-            return Some(data);
+            return self.renumbered(data);
         }
         let out = self.buf.get_mut(..data.len())?;
         out.copy_from_slice(data);
+        shift_seq(out, self.seq_shift);
         let end = hl + packet.payload().len();
         self.clamp.fill(&mut out[hl..end], law);
         Some(out)
+    }
+}
+
+/// Lower an RTP packet's sequence number (bytes 2–3) by `by`, modulo 2^16.
+fn shift_seq(packet: &mut [u8], by: u16) {
+    if by != 0 && packet.len() >= 4 {
+        let seq = u16::from_be_bytes([packet[2], packet[3]]).wrapping_sub(by);
+        packet[2..4].copy_from_slice(&seq.to_be_bytes());
     }
 }
 
