@@ -54,6 +54,14 @@ fn metric_side(s: Side) -> metrics::Side {
     }
 }
 
+fn transaction_kind(method: &str) -> metrics::TransactionKind {
+    if method == "INVITE" {
+        metrics::TransactionKind::Invite
+    } else {
+        metrics::TransactionKind::NonInvite
+    }
+}
+
 impl Signalling {
     /// Run until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
@@ -230,14 +238,9 @@ impl Signalling {
                     let m = metrics::SipMethod::from_token(method.as_bytes());
                     self.metrics.sip_response(metric_side(side), m, status);
                     if let Some(d) = elapsed {
-                        let kind = if method == "INVITE" {
-                            metrics::TransactionKind::Invite
-                        } else {
-                            metrics::TransactionKind::NonInvite
-                        };
                         self.metrics.sip_transaction_finished(
                             metric_side(side),
-                            kind,
+                            transaction_kind(method),
                             d.as_secs_f64(),
                         );
                     }
@@ -270,14 +273,9 @@ impl Signalling {
                     elapsed,
                 } => {
                     tracing::debug!(side = side.as_str(), method, "SIP transaction timed out");
-                    let kind = if method == "INVITE" {
-                        metrics::TransactionKind::Invite
-                    } else {
-                        metrics::TransactionKind::NonInvite
-                    };
                     self.metrics.sip_transaction_finished(
                         metric_side(side),
-                        kind,
+                        transaction_kind(method),
                         elapsed.as_secs_f64(),
                     );
                 }

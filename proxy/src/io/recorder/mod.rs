@@ -152,18 +152,7 @@ impl Recorders {
         for r in &cfg.recorders {
             match r {
                 config::RecorderConfig::Wav(w) => {
-                    let parsed: Result<Vec<x25519::Recipient>, _> = w
-                        .encrypt_to
-                        .iter()
-                        .map(|r| r.as_str().parse::<x25519::Recipient>())
-                        .collect();
-                    let (recipients, broken) = match parsed {
-                        Ok(v) => (v, false),
-                        Err(e) => {
-                            tracing::error!(dir = %w.dir.display(), error = %e, "wav recorder: an encrypt_to recipient is unusable; nothing will be recorded there");
-                            (Vec::new(), true)
-                        }
-                    };
+                    let (recipients, broken) = age_recipients(&w.encrypt_to, &w.dir, "wav");
                     wav_sinks.push(WavSink {
                         dir: w.dir.clone(),
                         recipients,
@@ -553,6 +542,26 @@ impl Recorders {
             }
         }));
         handles
+    }
+}
+
+/// The `encrypt_to` recipients of a sink writing to `dir`; `broken` when one is not a usable
+/// X25519 key: that sink then writes nothing (never plaintext), which is logged here.
+fn age_recipients(
+    list: &[config::types::AgeRecipient],
+    dir: &std::path::Path,
+    sink: &str,
+) -> (Vec<x25519::Recipient>, bool) {
+    let parsed: Result<Vec<x25519::Recipient>, _> = list
+        .iter()
+        .map(|r| r.as_str().parse::<x25519::Recipient>())
+        .collect();
+    match parsed {
+        Ok(v) => (v, false),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, sink, "recorder: an encrypt_to recipient is unusable; no file will be written there");
+            (Vec::new(), true)
+        }
     }
 }
 

@@ -149,18 +149,7 @@ impl SiprecSink {
             return None;
         }
         let fallback = cfg.fallback_dir.as_ref().map(|dir| {
-            let parsed: Result<Vec<x25519::Recipient>, _> = cfg
-                .encrypt_to
-                .iter()
-                .map(|r| r.as_str().parse::<x25519::Recipient>())
-                .collect();
-            let (recipients, broken) = match parsed {
-                Ok(v) => (v, false),
-                Err(e) => {
-                    tracing::error!(dir = %dir.display(), error = %e, "siprec recorder: an encrypt_to recipient is unusable; no fallback file will be written");
-                    (Vec::new(), true)
-                }
-            };
+            let (recipients, broken) = super::age_recipients(&cfg.encrypt_to, dir, "siprec");
             Fallback {
                 dir: dir.clone(),
                 recipients,
