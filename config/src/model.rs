@@ -111,8 +111,8 @@ pub struct MaskingConfig {
     pub dtmf: bool,
     /// Mask spoken identifiers on the recorder path. Default true.
     pub speech: bool,
-    /// Recorder-path delay. Default 3000 ms (room for the recognizer); DTMF-only users can
-    /// set ~80.
+    /// Recorder-path delay. Default 8000 ms with `speech` on (room for the recognizer), 80 ms
+    /// with it off (DTMF only).
     pub lookahead_ms: LookaheadMs,
     /// What the agent hears of the caller's keys. Default `pass`.
     pub agent_dtmf: AgentDtmfMode,
@@ -125,7 +125,7 @@ impl Default for MaskingConfig {
         Self {
             dtmf: true,
             speech: true,
-            lookahead_ms: LookaheadMs::try_from(3_000).expect("3000 ms is in range"),
+            lookahead_ms: LookaheadMs::default_for(true),
             agent_dtmf: AgentDtmfMode::Pass,
             replacement: Replacement::Silence,
         }

@@ -208,13 +208,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         ),
     };
     let m = raw.masking.unwrap_or_default();
+    let speech_on = m.speech.unwrap_or(d.masking.speech);
     let masking = MaskingConfig {
         dtmf: m.dtmf.unwrap_or(d.masking.dtmf),
-        speech: m.speech.unwrap_or(d.masking.speech),
+        speech: speech_on,
         lookahead_ms: c.value(
             k("masking.lookahead_ms"),
             m.lookahead_ms,
-            d.masking.lookahead_ms,
+            LookaheadMs::default_for(speech_on),
             LookaheadMs::try_from,
         ),
         agent_dtmf: c.value(
