@@ -140,13 +140,20 @@ impl MelFrontEnd {
     /// Log-mel padded (zeros) or trimmed to Whisper's 3000-frame window:
     /// returns (`N_MELS × N_FRAMES`, content frames).
     pub fn window(&self, audio: &[f32]) -> (Vec<f32>, usize) {
+        self.window_n(audio, N_FRAMES)
+    }
+
+    /// [`MelFrontEnd::window`] to `frames` columns (≤ [`N_FRAMES`]): CTranslate2 accepts a
+    /// shorter encoder input, and the encoder's cost is per column.
+    pub fn window_n(&self, audio: &[f32], frames: usize) -> (Vec<f32>, usize) {
+        let frames = frames.clamp(2, N_FRAMES);
         let (mel, n) = self.log_mel(audio);
-        let keep = n.min(N_FRAMES);
-        let mut out = vec![0f32; N_MELS * N_FRAMES];
+        let keep = n.min(frames);
+        let mut out = vec![0f32; N_MELS * frames];
         for m in 0..N_MELS {
-            out[m * N_FRAMES..m * N_FRAMES + keep].copy_from_slice(&mel[m * n..m * n + keep]);
+            out[m * frames..m * frames + keep].copy_from_slice(&mel[m * n..m * n + keep]);
         }
         // faster-whisper passes the real frame count (without the trailing padding frame) to align.
-        (out, (audio.len() / HOP).min(N_FRAMES))
+        (out, (audio.len() / HOP).min(frames))
     }
 }

@@ -220,7 +220,12 @@ fn padding_and_merging() {
         v.spans,
         vec![(MediaTime(80_000 + 700 * MS), MediaTime(80_000 + 1450 * MS))]
     );
-    // Two numbers 300 ms apart merge (padded gap < 400 ms); 1.5 s apart they do not.
+    // Two numbers 300 ms apart merge (padded gap < 400 ms); 1.5 s apart they do not (with
+    // the answer rule off: three numbers in one segment would make it an answer).
+    let p = SpanPolicy::new(PolicyConfig {
+        answer_numbers: 0,
+        ..PolicyConfig::default()
+    });
     let v = p.evaluate(
         &[
             w("seven", 1000, 1300),

@@ -280,6 +280,8 @@ struct Context {
     own: VecDeque<(u64, u64)>,
     /// The other leg's turn starts (bounded).
     other_turns: VecDeque<u64>,
+    /// Asks answered: `(ask, end of the answer)`; the context ends there (bounded).
+    answered: VecDeque<(u64, u64)>,
     max: u64,
     long_pause: u64,
 }
@@ -302,6 +304,9 @@ impl Context {
     /// Is `t` inside the ask context opened at `a`?
     fn covers(&self, a: u64, t: u64) -> bool {
         if t < a || t >= a + self.max {
+            return false;
+        }
+        if self.answered.iter().any(|&(x, end)| x == a && t >= end) {
             return false;
         }
         // The answer starts with this leg's first segment reaching past the ask.
@@ -329,6 +334,20 @@ impl Context {
 
     fn active_at(&self, t: MediaTime) -> bool {
         self.asks.iter().any(|&a| self.covers(a, t.0))
+    }
+
+    /// A segment `[s, e)` in the contexts open at `s` held an identifier: those asks are
+    /// answered, and their contexts end with the segment.
+    fn answer(&mut self, s: MediaTime, e: MediaTime) {
+        let open: Vec<u64> = self
+            .asks
+            .iter()
+            .copied()
+            .filter(|&a| a < s.0 && self.covers(a, s.0))
+            .collect();
+        for a in open {
+            push_bounded(&mut self.answered, (a, e.0));
+        }
     }
 
     /// Did an ask added after `epoch` touch `[s, e)`?
@@ -492,6 +511,9 @@ impl SpeechMasker {
                     .evaluate_cut(&words, start, end, defer, |_| true)
                     .spans;
                 drop(words);
+                if plain.ask.is_none() && defer.is_none() && !plain.spans.is_empty() {
+                    self.context.answer(start, end);
+                }
                 if let Some(a) = plain.ask {
                     self.stats.asks += 1;
                     self.context.add_ask(a);

@@ -23,8 +23,8 @@
 //! output holds media times only. No type here prints word text.
 
 use super::numbers::{
-    classify, digit_count, Norm, TokenClass, ASK_KEYWORDS, OF_PRONOUNS, ONE_DETERMINERS,
-    UNIT_MODIFIERS, UNIT_NOUNS,
+    classify, digit_count, is_homophone, is_non_speech_word, Norm, TokenClass, ASK_KEYWORDS,
+    OF_PRONOUNS, ONE_DETERMINERS, UNIT_MODIFIERS, UNIT_NOUNS,
 };
 use super::Word;
 use crate::MediaTime;
@@ -49,6 +49,12 @@ pub struct PolicyConfig {
     pub low_confidence: f32,
     /// Let harmless counts ("two times") through outside ask contexts.
     pub harmless_exceptions: bool,
+    /// A decode without numbers whose words' mean confidence is below this is taken for
+    /// non-speech (tones, music, noise) and mutes nothing, even inside an ask context.
+    pub non_speech_confidence: f32,
+    /// This many non-harmless numbers in one segment make it an answer: it is judged as if
+    /// inside an ask context (the recognizer garbles the digits between the ones it gets).
+    pub answer_numbers: usize,
 }
 
 impl Default for PolicyConfig {
@@ -61,6 +67,8 @@ impl Default for PolicyConfig {
             context_unexplained_ms: 800,
             low_confidence: 0.4,
             harmless_exceptions: true,
+            non_speech_confidence: 0.2,
+            answer_numbers: 2,
         }
     }
 }
@@ -140,24 +148,46 @@ impl SpanPolicy {
             })
             .collect();
 
-        // Asks inside this segment open a context for the rest of it.
+        if self.non_speech(words, &norm, &toks) {
+            // Tones, music, noise: nothing to mute, nothing asked.
+            return Verdict::default();
+        }
+
+        // Asks inside this segment open a context for the rest of it; the words up to the
+        // keyword are the question (or a lead-in), not an answer.
         let mut ask = None;
         for i in 0..toks.len() {
             let w = text(i);
+            let read_back = w == "read" && (i + 1..i + 4).any(|j| text(j).starts_with("back"));
             let keyword = ASK_KEYWORDS.contains(&w)
+                || read_back
                 || (w == "number" && !toks.get(i + 1).is_some_and(|t| t.class.is_numeric_like()));
             if keyword {
                 ask = Some(abs(words[i].start));
+                for t in &mut toks[..=i] {
+                    t.ctx = false;
+                }
                 for t in &mut toks[i + 1..] {
                     t.ctx = true;
                 }
                 break;
             }
         }
-        let seg_ctx = context(seg_start) || context(seg_end.saturating_sub(1));
+        let seg_ctx = ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
 
         if c.harmless_exceptions {
             self.mark_harmless(&mut toks, &text, words);
+        }
+        // Several numbers: an answer even without a recognised ask.
+        let numbers = toks
+            .iter()
+            .filter(|t| t.class.is_strong() && !t.harmless)
+            .count();
+        let answer = c.answer_numbers > 0 && numbers >= c.answer_numbers;
+        if answer {
+            for t in toks.iter_mut().filter(|t| !t.harmless) {
+                t.ctx = true;
+            }
         }
 
         // Sensitivity.
@@ -187,6 +217,9 @@ impl SpanPolicy {
                         }
                     }
                     t.ctx || spelled || numeric_neighbour(&toks, i)
+                }
+                TokenClass::Plain if is_homophone(text(i)) => {
+                    t.ctx || (!t.harmless && numeric_neighbour(&toks, i))
                 }
                 TokenClass::Plain => {
                     t.ctx && words[i].confidence.is_some_and(|p| p < c.low_confidence)
@@ -264,6 +297,31 @@ impl SpanPolicy {
                 .collect(),
             ask,
         }
+    }
+
+    /// A decode of tones, music or noise: no number-like token, and nothing but punctuation,
+    /// non-speech renderings ("beep beep", "ahhh"), or words of very low mean confidence, or
+    /// the "Thank you." Whisper writes for music (first word near zero confidence).
+    fn non_speech(&self, words: &[Word], norm: &[Norm], toks: &[Tok]) -> bool {
+        if toks
+            .iter()
+            .any(|t| t.class.is_numeric_like() || t.class == TokenClass::Letter)
+        {
+            return false;
+        }
+        let spoken: Vec<usize> = (0..words.len())
+            .filter(|&i| !norm[i].as_str().is_empty())
+            .collect();
+        if spoken.iter().all(|&i| is_non_speech_word(norm[i].as_str())) {
+            return true;
+        }
+        let confs: Vec<f32> = spoken.iter().filter_map(|&i| words[i].confidence).collect();
+        if confs.len() != spoken.len() {
+            return false;
+        }
+        let mean = confs.iter().sum::<f32>() / confs.len() as f32;
+        let hallucinated_start = confs.first().is_some_and(|&p| p < 0.05) && confs.len() <= 3;
+        mean < self.config.non_speech_confidence || hallucinated_start
     }
 
     /// Mark lone harmless counts and their unit words (outside ask contexts).

@@ -294,7 +294,7 @@ pub mod whisper {
     impl WhisperRecognizer {
         /// Load the model from `dir`. The error names the folder, never audio.
         pub fn load(dir: &Path) -> Result<WhisperRecognizer, String> {
-            callmask_asr::WhisperEngine::load(dir)
+            callmask_asr::WhisperEngine::load_with(dir, callmask_asr::util::options_from_env())
                 .map(|engine| WhisperRecognizer { engine })
                 .map_err(|e| e.to_string())
         }
