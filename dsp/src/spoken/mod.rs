@@ -176,6 +176,10 @@ pub struct SpeechConfig {
     pub context_max_ms: u32,
     /// An ask context ends at a pause this long in the answering leg once it has spoken.
     pub context_long_pause_ms: u32,
+    /// An ask context covers at most this many of the leg's segments after the ask's own
+    /// (0 = no limit): the answer comes at once, and on a mono recording (both voices in one
+    /// channel) nothing else ends the context.
+    pub context_max_segments: u32,
     /// Segmenter and VAD.
     pub segmenter: SegmenterConfig,
     /// Span policy.
@@ -192,6 +196,7 @@ impl SpeechConfig {
             margin_ms: 100,
             context_max_ms: 15_000,
             context_long_pause_ms: 2500,
+            context_max_segments: 2,
             segmenter: SegmenterConfig::default(),
             policy: PolicyConfig::default(),
         }
@@ -284,6 +289,7 @@ struct Context {
     answered: VecDeque<(u64, u64)>,
     max: u64,
     long_pause: u64,
+    max_segments: usize,
 }
 
 const CONTEXT_HISTORY: usize = 64;
@@ -307,6 +313,11 @@ impl Context {
             return false;
         }
         if self.answered.iter().any(|&(x, end)| x == a && t >= end) {
+            return false;
+        }
+        if self.max_segments > 0
+            && self.own.iter().filter(|&&(s, _)| s > a && s <= t).count() > self.max_segments
+        {
             return false;
         }
         // The answer starts with this leg's first segment reaching past the ask.
@@ -411,6 +422,7 @@ impl SpeechMasker {
             context: Context {
                 max: u64::from(config.context_max_ms) * SAMPLES_PER_MS,
                 long_pause: u64::from(config.context_long_pause_ms) * SAMPLES_PER_MS,
+                max_segments: config.context_max_segments as usize,
                 ..Context::default()
             },
             other_through: None,

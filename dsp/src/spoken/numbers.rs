@@ -304,7 +304,7 @@ pub(crate) const OF_PRONOUNS: &[&str] = &["them", "those", "these", "us", "you",
 /// Determiners that make "one" a pronoun ("this one", "the other one").
 pub(crate) const ONE_DETERMINERS: &[&str] = &[
     "this", "that", "the", "which", "no", "each", "every", "any", "another", "other", "some", "a",
-    "only", "right", "wrong", "new", "old", "same",
+    "only", "right", "wrong", "new", "old", "same", "got",
 ];
 
 /// Words whose presence in an utterance means someone asks for (or announces) an identifier.

@@ -154,8 +154,9 @@ impl SpanPolicy {
         }
 
         // Asks inside this segment open a context for the rest of it; the words up to the
-        // keyword are the question (or a lead-in), not an answer.
+        // last keyword are the question (or a lead-in), not an answer.
         let mut ask = None;
+        let mut ask_idx = None;
         for i in 0..toks.len() {
             let w = text(i);
             let read_back = w == "read" && (i + 1..i + 4).any(|j| text(j).starts_with("back"));
@@ -163,29 +164,29 @@ impl SpanPolicy {
                 || read_back
                 || (w == "number" && !toks.get(i + 1).is_some_and(|t| t.class.is_numeric_like()));
             if keyword {
-                ask = Some(abs(words[i].start));
-                for t in &mut toks[..=i] {
-                    t.ctx = false;
-                }
-                for t in &mut toks[i + 1..] {
-                    t.ctx = true;
-                }
-                break;
+                ask.get_or_insert(abs(words[i].start));
+                ask_idx = Some(i);
             }
         }
+        if let Some(k) = ask_idx {
+            for (i, t) in toks.iter_mut().enumerate() {
+                t.ctx = i > k;
+            }
+        }
+        let answer_from = ask_idx.map_or(0, |k| k + 1);
         let seg_ctx = ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
 
         if c.harmless_exceptions {
             self.mark_harmless(&mut toks, &text, words);
         }
         // Several numbers: an answer even without a recognised ask.
-        let numbers = toks
+        let numbers = toks[answer_from.min(toks.len())..]
             .iter()
-            .filter(|t| t.class.is_strong() && !t.harmless)
+            .filter(|t| (t.class.is_strong() || t.class == TokenClass::WeakNumber) && !t.harmless)
             .count();
         let answer = c.answer_numbers > 0 && numbers >= c.answer_numbers;
         if answer {
-            for t in toks.iter_mut().filter(|t| !t.harmless) {
+            for t in toks.iter_mut().skip(answer_from).filter(|t| !t.harmless) {
                 t.ctx = true;
             }
         }
@@ -393,7 +394,8 @@ impl SpanPolicy {
             if numeric(toks, Some(i + 1)) && unit_at(i + 1).is_none() {
                 continue;
             }
-            let count_word = (next == "of" && OF_PRONOUNS.contains(&text(i + 2)))
+            // ("on them": how the recognizer often hears "of them")
+            let count_word = (matches!(next, "of" | "on") && OF_PRONOUNS.contains(&text(i + 2)))
                 || (text(i) == "one" && (ONE_DETERMINERS.contains(&prev) || next == "of"))
                 || (prev == "number" && next == "in")
                 || (prev == "last" && matches!(text(i), "four" | "4" | "two" | "2"));
