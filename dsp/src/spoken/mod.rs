@@ -522,10 +522,12 @@ impl SpeechMasker {
                     .policy
                     .evaluate_cut(&words, start, end, defer, |_| true)
                     .spans;
-                drop(words);
-                if plain.ask.is_none() && defer.is_none() && !plain.spans.is_empty() {
+                // An answer (muted) or keypad tones instead of one end the open contexts.
+                let answered = !plain.spans.is_empty() || self.policy.is_non_speech(&words);
+                if plain.ask.is_none() && defer.is_none() && answered {
                     self.context.answer(start, end);
                 }
+                drop(words);
                 if let Some(a) = plain.ask {
                     self.stats.asks += 1;
                     self.context.add_ask(a);

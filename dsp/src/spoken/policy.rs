@@ -31,6 +31,9 @@ use crate::MediaTime;
 
 const SAMPLES_PER_MS: u64 = 8;
 
+/// Words that end an answer's lead-in after an ask keyword ("my social is", "born on").
+const LEAD_IN_ENDS: &[&str] = &["is", "are", "on", "at", "expires", "back"];
+
 /// Policy settings (milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolicyConfig {
@@ -65,7 +68,7 @@ impl Default for PolicyConfig {
             merge_gap_ms: 400,
             context_merge_gap_ms: 1500,
             context_unexplained_ms: 800,
-            low_confidence: 0.4,
+            low_confidence: 0.7,
             harmless_exceptions: true,
             non_speech_confidence: 0.2,
             answer_numbers: 2,
@@ -94,6 +97,9 @@ pub struct SpanPolicy {
 struct Tok {
     class: TokenClass,
     ctx: bool,
+    /// After an ask keyword in the same segment: no harmless exceptions, but not an answer
+    /// context either (the rest of a question, or a lead-in) unless numbers follow.
+    asked: bool,
     harmless: bool,
     sensitive: bool,
 }
@@ -143,6 +149,7 @@ impl SpanPolicy {
             .map(|w| Tok {
                 class: classify(&w.text),
                 ctx: context(abs(w.start)),
+                asked: false,
                 harmless: false,
                 sensitive: false,
             })
@@ -169,8 +176,12 @@ impl SpanPolicy {
             }
         }
         if let Some(k) = ask_idx {
+            // A lead-in ("my phone number is", "born on", "it expires", "read that back")
+            // ends at its last terminator: what follows is the answer.
+            let lead_end = (k..toks.len()).rev().find(|&j| LEAD_IN_ENDS.contains(&text(j)));
             for (i, t) in toks.iter_mut().enumerate() {
-                t.ctx = i > k;
+                t.ctx = lead_end.is_some_and(|j| i > j);
+                t.asked = i > k;
             }
         }
         let answer_from = ask_idx.map_or(0, |k| k + 1);
@@ -302,7 +313,8 @@ impl SpanPolicy {
 
     /// A decode of tones, music or noise: no number-like token, and nothing but punctuation,
     /// non-speech renderings ("beep beep", "ahhh"), or words of very low mean confidence, or
-    /// the "Thank you." Whisper writes for music (first word near zero confidence).
+    /// the "Thank you." Whisper writes for music (first word near zero confidence), or mostly
+    /// words the alignment gives no duration (a sentence made up over noise).
     fn non_speech(&self, words: &[Word], norm: &[Norm], toks: &[Tok]) -> bool {
         if toks
             .iter()
@@ -316,6 +328,14 @@ impl SpanPolicy {
         if spoken.iter().all(|&i| is_non_speech_word(norm[i].as_str())) {
             return true;
         }
+        // Hallucinated over noise: the alignment finds no time for most words.
+        let timeless = spoken
+            .iter()
+            .filter(|&&i| words[i].end <= words[i].start)
+            .count();
+        if spoken.len() >= 3 && timeless * 2 > spoken.len() {
+            return true;
+        }
         let confs: Vec<f32> = spoken.iter().filter_map(|&i| words[i].confidence).collect();
         if confs.len() != spoken.len() {
             return false;
@@ -323,6 +343,22 @@ impl SpanPolicy {
         let mean = confs.iter().sum::<f32>() / confs.len() as f32;
         let hallucinated_start = confs.first().is_some_and(|&p| p < 0.05) && confs.len() <= 3;
         mean < self.config.non_speech_confidence || hallucinated_start
+    }
+
+    /// True when `words` are a decode of tones, music or noise (see `non_speech`).
+    pub(crate) fn is_non_speech(&self, words: &[Word]) -> bool {
+        let norm: Vec<Norm> = words.iter().map(|w| Norm::new(&w.text)).collect();
+        let toks: Vec<Tok> = words
+            .iter()
+            .map(|w| Tok {
+                class: classify(&w.text),
+                ctx: false,
+                asked: false,
+                harmless: false,
+                sensitive: false,
+            })
+            .collect();
+        self.non_speech(words, &norm, &toks)
     }
 
     /// Mark lone harmless counts and their unit words (outside ask contexts).
@@ -368,7 +404,7 @@ impl SpanPolicy {
             None
         };
         for i in 0..n {
-            if toks[i].ctx {
+            if toks[i].ctx || toks[i].asked {
                 continue;
             }
             if amount(toks, i) && !numeric(toks, i.checked_sub(1)) && !numeric(toks, Some(i + 1)) {
