@@ -55,6 +55,9 @@ pub struct PolicyConfig {
     /// A decode without numbers whose words' mean confidence is below this is taken for
     /// non-speech (tones, music, noise) and mutes nothing, even inside an ask context.
     pub non_speech_confidence: f32,
+    /// Inside an ask context, a muted word followed by at most this many words up to the
+    /// segment's end is muted through the end (the answer's misheard tail).
+    pub context_tail_words: usize,
     /// This many non-harmless numbers in one segment make it an answer: it is judged as if
     /// inside an ask context (the recognizer garbles the digits between the ones it gets).
     pub answer_numbers: usize,
@@ -72,6 +75,7 @@ impl Default for PolicyConfig {
             harmless_exceptions: true,
             non_speech_confidence: 0.2,
             answer_numbers: 2,
+            context_tail_words: 2,
         }
     }
 }
@@ -259,7 +263,11 @@ impl SpanPolicy {
                 let prev_plain = (0..i).rev().find(|&j| !toks[j].sensitive);
                 let next_plain = (i + 1..toks.len()).find(|&j| !toks[j].sensitive);
                 let back = prev_plain.map_or(seg_start.0, |j| abs(words[j].end).0);
-                let fwd = next_plain.map_or(seg_end.0, |j| abs(words[j].start).0);
+                // A word or two left after it: the tail of the same answer, misheard.
+                let fwd = match next_plain {
+                    Some(j) if toks.len() - j > c.context_tail_words => abs(words[j].start).0,
+                    _ => seg_end.0,
+                };
                 s = s.min(back.saturating_sub(ms(c.pad_before_ms) / 2));
                 e = e.max(fwd);
             }
