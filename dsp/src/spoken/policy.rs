@@ -324,24 +324,26 @@ impl SpanPolicy {
     /// the "Thank you." Whisper writes for music (first word near zero confidence), or mostly
     /// words the alignment gives no duration (a sentence made up over noise).
     fn non_speech(&self, words: &[Word], norm: &[Norm], toks: &[Tok]) -> bool {
+        let timeless = |i: usize| words[i].end <= words[i].start;
+        let timed_numbers = (0..toks.len()).any(|i| {
+            (toks[i].class.is_numeric_like() || toks[i].class == TokenClass::Letter)
+                && !timeless(i)
+        });
+        let spoken: Vec<usize> = (0..words.len())
+            .filter(|&i| !norm[i].as_str().is_empty())
+            .collect();
+        // Made up over noise: the alignment finds no time for most words (numbers included).
+        let untimed = spoken.iter().filter(|&&i| timeless(i)).count();
+        if !timed_numbers && spoken.len() >= 3 && untimed * 2 > spoken.len() {
+            return true;
+        }
         if toks
             .iter()
             .any(|t| t.class.is_numeric_like() || t.class == TokenClass::Letter)
         {
             return false;
         }
-        let spoken: Vec<usize> = (0..words.len())
-            .filter(|&i| !norm[i].as_str().is_empty())
-            .collect();
         if spoken.iter().all(|&i| is_non_speech_word(norm[i].as_str())) {
-            return true;
-        }
-        // Hallucinated over noise: the alignment finds no time for most words.
-        let timeless = spoken
-            .iter()
-            .filter(|&&i| words[i].end <= words[i].start)
-            .count();
-        if spoken.len() >= 3 && timeless * 2 > spoken.len() {
             return true;
         }
         let confs: Vec<f32> = spoken.iter().filter_map(|&i| words[i].confidence).collect();
