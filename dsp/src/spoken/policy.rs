@@ -195,10 +195,20 @@ impl SpanPolicy {
             self.mark_harmless(&mut toks, &text, words);
         }
         // Several numbers: an answer even without a recognised ask.
-        let numbers = toks[answer_from.min(toks.len())..]
-            .iter()
-            .filter(|t| (t.class.is_strong() || t.class == TokenClass::WeakNumber) && !t.harmless)
-            .count();
+        // A digit group of three or more ("29340") counts as a whole answer on its own.
+        let numbers: usize = (answer_from.min(toks.len())..toks.len())
+            .filter(|&i| {
+                let t = &toks[i];
+                (t.class.is_strong() || t.class == TokenClass::WeakNumber) && !t.harmless
+            })
+            .map(|i| {
+                if digit_count(&words[i].text) >= 3 {
+                    c.answer_numbers
+                } else {
+                    1
+                }
+            })
+            .sum();
         let answer = c.answer_numbers > 0 && numbers >= c.answer_numbers;
         if answer {
             for t in toks.iter_mut().skip(answer_from).filter(|t| !t.harmless) {
