@@ -182,8 +182,7 @@ impl WhisperEngine {
         self.last.mel_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let t1 = Instant::now();
-        let view =
-            StorageView::new(&[1, N_MELS, frames], &mut feats, Device::CPU).map_err(ct2)?;
+        let view = StorageView::new(&[1, N_MELS, frames], &mut feats, Device::CPU).map_err(ct2)?;
         let encoded = self.model.encode(&view, false).map_err(ct2)?;
         self.last.encode_ms = t1.elapsed().as_secs_f64() * 1e3;
 

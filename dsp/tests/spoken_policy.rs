@@ -556,6 +556,67 @@ fn ask_context_ends_when_the_agent_takes_the_turn_back() {
     assert_eq!(muted_ms(&ib, b.aligned(), 9000, 10_500).0, 0);
 }
 
+/// Mono (both voices in one channel): one leg, the timeline holding every utterance.
+fn mono(lookahead_ms: u32, utts: &[(&str, u64, u64)], total_ms: u64) -> (Vec<i16>, Leg) {
+    let input = audio(
+        total_ms,
+        &utts.iter().map(|u| (u.1, u.2)).collect::<Vec<_>>(),
+    );
+    let words: Vec<Word> = utts
+        .iter()
+        .flat_map(|&(t, s, e)| place(t, s, e, false))
+        .collect();
+    let mut leg = Leg::new(
+        lookahead_ms,
+        FakeRecognizer::timeline(words).delays_ms(vec![Some(300); 32]),
+    );
+    run_one(&mut leg, &input);
+    (input, leg)
+}
+
+#[test]
+fn mono_ask_context_ends_when_answered() {
+    // The answer is muted; the harmless count after it is not (its context was answered).
+    let (input, leg) = mono(
+        3000,
+        &[
+            ("Can I get the card number please?", 1000, 2500),
+            ("four five six seven", 3500, 5000),
+            ("I called two times", 6500, 8000),
+        ],
+        11_000,
+    );
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 3500, 5000).1,
+        0,
+        "answer muted"
+    );
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 6500, 8000).0,
+        0,
+        "count audible"
+    );
+}
+
+#[test]
+fn mono_ask_context_covers_two_segments_at_most() {
+    let utts = [
+        ("Can I get the card number please?", 1000, 2500),
+        ("okay", 3500, 4000),
+        ("hold on", 5000, 5500),
+        ("I called two times", 6500, 8000),
+    ];
+    let (input, leg) = mono(3000, &utts, 11_000);
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 6500, 8000).0,
+        0,
+        "third segment audible"
+    );
+    // The same count as the first segment after the ask is in its context: muted.
+    let (input, leg) = mono(3000, &[utts[0], ("I called two times", 3500, 5000)], 8000);
+    assert!(muted_ms(&input, leg.aligned(), 3500, 5000).0 > 400);
+}
+
 /// Replays every corpus call (both legs, synthetic audio over the labelled times, a fake
 /// recognizer answering with the label words after 400 ms) and scores the pipeline output.
 fn replay_corpus(digits: bool, drop_every: usize) -> (usize, usize, u64, u64) {

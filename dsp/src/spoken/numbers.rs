@@ -356,8 +356,8 @@ pub(crate) const HOMOPHONES: &[&str] = &[
 /// What the recognizer writes for tones, music and noise ("beep beep", "ahhh", "ha ha"):
 /// a decode made only of these is not speech.
 pub(crate) const NON_SPEECH_WORDS: &[&str] = &[
-    "beep", "bleep", "ha", "ah", "ahh", "ahhh", "hmm", "mm", "mmm", "um", "uh", "ooh",
-    "la", "music", "bye", "you", "thank",
+    "beep", "bleep", "ha", "ah", "ahh", "ahhh", "hmm", "mm", "mmm", "um", "uh", "ooh", "la",
+    "music", "bye", "you", "thank",
 ];
 
 #[cfg(test)]

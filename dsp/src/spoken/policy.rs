@@ -182,7 +182,9 @@ impl SpanPolicy {
         if let Some(k) = ask_idx {
             // A lead-in ("my phone number is", "born on", "it expires", "read that back")
             // ends at its last terminator: what follows is the answer.
-            let lead_end = (k..toks.len()).rev().find(|&j| LEAD_IN_ENDS.contains(&text(j)));
+            let lead_end = (k..toks.len())
+                .rev()
+                .find(|&j| LEAD_IN_ENDS.contains(&text(j)));
             for (i, t) in toks.iter_mut().enumerate() {
                 t.ctx = lead_end.is_some_and(|j| i > j);
                 t.asked = i > k;
@@ -336,8 +338,7 @@ impl SpanPolicy {
     fn non_speech(&self, words: &[Word], norm: &[Norm], toks: &[Tok]) -> bool {
         let timeless = |i: usize| words[i].end <= words[i].start;
         let timed_numbers = (0..toks.len()).any(|i| {
-            (toks[i].class.is_numeric_like() || toks[i].class == TokenClass::Letter)
-                && !timeless(i)
+            (toks[i].class.is_numeric_like() || toks[i].class == TokenClass::Letter) && !timeless(i)
         });
         let spoken: Vec<usize> = (0..words.len())
             .filter(|&i| !norm[i].as_str().is_empty())
@@ -492,6 +493,128 @@ mod tests {
         SpanPolicy::default()
             .evaluate(&w, MediaTime(8000), MediaTime(8000) + end.0, |_| ctx)
             .spans
+    }
+
+    /// Words with confidences `(text, conf)`, 400 ms apart, 300 ms long.
+    fn scored(ws: &[(&str, f32)]) -> Vec<Word> {
+        ws.iter()
+            .enumerate()
+            .map(|(i, &(t, p))| Word {
+                text: t.to_string(),
+                start: MediaTime(i as u64 * 3200),
+                end: MediaTime(i as u64 * 3200 + 2400),
+                confidence: Some(p),
+            })
+            .collect()
+    }
+
+    fn muted(v: &Verdict, word: usize) -> bool {
+        let mid = 8000 + word as u64 * 3200 + 1200;
+        v.spans.iter().any(|&(s, e)| s.0 <= mid && mid < e.0)
+    }
+
+    fn eval(w: &[Word], ctx: bool) -> Verdict {
+        let end = MediaTime(8000 + w.len() as u64 * 3200 + 800);
+        SpanPolicy::default().evaluate(w, MediaTime(8000), end, |_| ctx)
+    }
+
+    #[test]
+    fn non_speech_decodes_mute_nothing_even_in_context() {
+        for w in [
+            scored(&[("Thank", 0.01), ("you.", 0.97)]),
+            scored(&[("Beep", 0.4), ("beep", 0.8), ("beep", 0.9)]),
+            scored(&[("Aaaaaaaaa", 0.7)]),
+            scored(&[(".", 0.01)]),
+            scored(&[("I'm", 0.1), ("not", 0.1), ("going", 0.2)]),
+            Vec::new(),
+        ] {
+            assert_eq!(eval(&w, true), Verdict::default(), "{} words", w.len());
+        }
+        // Words the alignment gives no time: made up over noise, even with a number in it.
+        let mut w = scored(&[
+            ("So,", 0.1),
+            ("I", 0.9),
+            ("am", 0.9),
+            ("next", 0.9),
+            ("one.", 0.9),
+        ]);
+        for x in &mut w[1..] {
+            x.start = MediaTime(3200);
+            x.end = MediaTime(3200);
+        }
+        assert!(eval(&w, true).spans.is_empty());
+        // A confident decode with a number is speech.
+        let w = scored(&[("it's", 0.9), ("five", 0.9)]);
+        assert!(!eval(&w, true).spans.is_empty());
+    }
+
+    #[test]
+    fn question_words_are_not_an_answer() {
+        // The agent's question: an earlier context does not mute its garbled words.
+        let w = scored(&[
+            ("Please", 0.2),
+            ("enter", 0.9),
+            ("your", 0.9),
+            ("account", 0.9),
+            ("and", 0.3),
+            ("follow", 0.9),
+            ("by", 0.3),
+        ]);
+        let v = eval(&w, true);
+        assert!(v.spans.is_empty(), "{v:?}");
+        assert_eq!(v.ask, Some(MediaTime(8000 + 3 * 3200)));
+        // A caller's lead-in ends at "is": what follows is the answer, garbled or not.
+        let w = scored(&[
+            ("the", 0.9),
+            ("security", 0.9),
+            ("code", 0.9),
+            ("on", 0.9),
+            ("the", 0.9),
+            ("back", 0.9),
+            ("is", 0.9),
+            ("market", 0.5),
+            ("him", 0.3),
+        ]);
+        let v = eval(&w, false);
+        assert!(!muted(&v, 2) && muted(&v, 7) && muted(&v, 8), "{v:?}");
+    }
+
+    #[test]
+    fn several_numbers_make_an_answer() {
+        // "So fine. 22. 10.": the misheard words around the numbers go too.
+        let w = scored(&[
+            ("okay", 0.95),
+            ("so", 0.5),
+            ("fine.", 0.5),
+            ("22.", 0.8),
+            ("10.", 0.2),
+        ]);
+        let v = eval(&w, false);
+        assert!(v.spans[0].0 > MediaTime(8000), "{v:?}");
+        assert!((1..5).all(|i| muted(&v, i)), "{v:?}");
+        // One long digit group is an answer on its own: muted through the segment end.
+        let w = scored(&[("29340", 0.8), ("okay", 0.9)]);
+        let v = eval(&w, false);
+        assert_eq!(
+            v.spans.last().map(|s| s.1),
+            Some(MediaTime(8000 + 2 * 3200 + 800))
+        );
+        // A single count is not.
+        let w = scored(&[("I", 0.9), ("got", 0.9), ("one", 0.9), ("yesterday", 0.5)]);
+        assert!(!muted(&eval(&w, false), 3));
+    }
+
+    #[test]
+    fn homophones_count_next_to_numbers_only() {
+        assert!(spans("I waited for my order", false).is_empty());
+        let w = scored(&[
+            ("free", 0.9),
+            ("4", 0.9),
+            ("hello", 0.9),
+            ("there", 0.9),
+            ("now", 0.9),
+        ]);
+        assert!(muted(&eval(&w, false), 0));
     }
 
     #[test]
