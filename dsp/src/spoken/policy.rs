@@ -168,14 +168,14 @@ impl SpanPolicy {
         // last keyword are the question (or a lead-in), not an answer.
         let mut ask = None;
         let mut ask_idx = None;
-        for i in 0..toks.len() {
+        for (i, word) in words.iter().enumerate() {
             let w = text(i);
             let read_back = w == "read" && (i + 1..i + 4).any(|j| text(j).starts_with("back"));
             let keyword = ASK_KEYWORDS.contains(&w)
                 || read_back
                 || (w == "number" && !toks.get(i + 1).is_some_and(|t| t.class.is_numeric_like()));
             if keyword {
-                ask.get_or_insert(abs(words[i].start));
+                ask.get_or_insert(abs(word.start));
                 ask_idx = Some(i);
             }
         }
