@@ -13,11 +13,19 @@
 //!   days"), "three of them", "this one", "number three in the queue", "the last four of";
 //!   never inside an ask context;
 //! - an **ask context** (someone on either leg mentions a card, social, date of birth,
-//!   account/member number, security code, expiry, phone number …) widens the mask: harmless
-//!   exceptions are off, weak tokens count, letters and low-confidence words are muted, each
-//!   muted word extends over the unexplained audio around it up to the neighbouring plain
-//!   words, spans merge over [`PolicyConfig::context_merge_gap_ms`], long unexplained gaps are
-//!   muted, and a speech segment with no words at all is muted whole.
+//!   account/member number, security code, expiry, phone number …) widens the mask over the
+//!   answer: harmless exceptions are off, weak tokens and the recognizer's usual renderings of
+//!   digits it missed ("free", "fine", "for") count, letters and words below
+//!   [`PolicyConfig::low_confidence`] are muted, each muted word extends over the unexplained
+//!   audio around it up to the neighbouring plain words (and through the segment's end when
+//!   only [`PolicyConfig::context_tail_words`] follow), spans merge over
+//!   [`PolicyConfig::context_merge_gap_ms`], and long unexplained gaps are muted;
+//! - the words up to the last ask keyword of a segment are the question, never an answer;
+//!   after it, a lead-in terminator ("my social **is**", "born **on**") starts the answer;
+//! - [`PolicyConfig::answer_numbers`] numbers in one segment (or one digit group of three or
+//!   more) make it an answer even when the ask was not recognised;
+//! - a decode of tones, music or noise ("Thank you." at near-zero confidence, "beep beep",
+//!   words the alignment gives no time) mutes nothing, even inside an ask context.
 //!
 //! PHI: the policy reads the words during [`SpanPolicy::evaluate`] and keeps nothing; its
 //! output holds media times only. No type here prints word text.

@@ -292,7 +292,9 @@ pub mod whisper {
     }
 
     impl WhisperRecognizer {
-        /// Load the model from `dir`. The error names the folder, never audio.
+        /// Load the model from `dir`. The error names the folder, never audio. Engine options
+        /// are the asr crate's defaults (encoder window = the segment + 1 s) unless `ASR_*`
+        /// variables override them for measurements (`ASR_WINDOW=0`: Whisper's full 30 s).
         pub fn load(dir: &Path) -> Result<WhisperRecognizer, String> {
             callmask_asr::WhisperEngine::load_with(dir, callmask_asr::util::options_from_env())
                 .map(|engine| WhisperRecognizer { engine })
