@@ -206,10 +206,18 @@ impl SpanPolicy {
         }
         // Several numbers: an answer even without a recognised ask.
         // A digit group of three or more ("29340") counts as a whole answer on its own.
+        // Homophones ("free", "too") count when next to a number ("so too, one time").
+        let strong = |j: Option<usize>| {
+            j.and_then(|j| toks.get(j))
+                .is_some_and(|t| t.class.is_strong() && !t.harmless)
+        };
         let numbers: usize = (answer_from.min(toks.len())..toks.len())
             .filter(|&i| {
                 let t = &toks[i];
-                (t.class.is_strong() || t.class == TokenClass::WeakNumber) && !t.harmless
+                let number = t.class.is_strong() || t.class == TokenClass::WeakNumber;
+                let heard_as =
+                    is_homophone(text(i)) && (strong(i.checked_sub(1)) || strong(Some(i + 1)));
+                (number || heard_as) && !t.harmless
             })
             .map(|i| {
                 if digit_count(&words[i].text) >= 3 {
