@@ -631,6 +631,16 @@ mod tests {
             ("now", 0.9),
         ]);
         assert!(muted(&eval(&w, false), 0));
+        // Next to a number they count towards an answer: "so free, one fine, I've".
+        let w = scored(&[
+            ("so", 0.7),
+            ("free,", 0.4),
+            ("one", 0.8),
+            ("fine,", 0.9),
+            ("I've", 0.5),
+        ]);
+        let v = eval(&w, false);
+        assert!((0..5).all(|i| muted(&v, i)), "{v:?}");
     }
 
     #[test]
