@@ -177,8 +177,8 @@ pub struct SpeechConfig {
     /// An ask context ends at a pause this long in the answering leg once it has spoken.
     pub context_long_pause_ms: u32,
     /// An ask context covers at most this many of the leg's segments after the ask's own
-    /// (0 = no limit): the answer comes at once, and on a mono recording (both voices in one
-    /// channel) nothing else ends the context.
+    /// (0 = no limit; continuations of force-cut segments do not count): the answer comes at
+    /// once, and on a mono recording (both voices in one channel) nothing else ends it.
     pub context_max_segments: u32,
     /// Segmenter and VAD.
     pub segmenter: SegmenterConfig,
@@ -285,6 +285,8 @@ struct Context {
     own: VecDeque<(u64, u64)>,
     /// The other leg's turn starts (bounded).
     other_turns: VecDeque<u64>,
+    /// Starts of this leg's segments that are not continuations of a force-cut one (bounded).
+    own_turns: VecDeque<u64>,
     /// Asks answered: `(ask, end of the answer)`; the context ends there (bounded).
     answered: VecDeque<(u64, u64)>,
     max: u64,
@@ -316,7 +318,7 @@ impl Context {
             return false;
         }
         if self.max_segments > 0
-            && self.own.iter().filter(|&&(s, _)| s > a && s <= t).count() > self.max_segments
+            && self.own_turns.iter().filter(|&&s| s > a && s <= t).count() > self.max_segments
         {
             return false;
         }
@@ -592,6 +594,7 @@ impl SpeechMasker {
             push_bounded(&mut self.context.own, (seg.start.0, seg.end.0));
             if !seg.continuation {
                 push_bounded(&mut self.events, LegEvent::TurnStart(seg.start));
+                push_bounded(&mut self.context.own_turns, seg.start.0);
             }
             let id = JobId(self.next_id);
             self.next_id += 1;
