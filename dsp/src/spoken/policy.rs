@@ -198,8 +198,22 @@ impl SpanPolicy {
                 t.asked = i > k;
             }
         }
-        let answer_from = ask_idx.map_or(0, |k| k + 1);
+        let mut answer_from = ask_idx.map_or(0, |k| k + 1);
         let seg_ctx = ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
+        if ask.is_none() {
+            // An answer's lead-in ("I was born on", "okay, the number is") before its first
+            // number-like word stays audible up to its terminator.
+            let first = (0..toks.len())
+                .find(|&i| toks[i].class != TokenClass::Plain || is_homophone(text(i)));
+            let lead_end =
+                first.and_then(|f| (0..f).rev().find(|&j| LEAD_IN_ENDS.contains(&text(j))));
+            if let Some(j) = lead_end {
+                for t in &mut toks[..=j] {
+                    t.ctx = false;
+                }
+                answer_from = j + 1;
+            }
+        }
 
         if c.harmless_exceptions {
             self.mark_harmless(&mut toks, &text, words);
@@ -593,6 +607,23 @@ mod tests {
         ]);
         let v = eval(&w, false);
         assert!(!muted(&v, 2) && muted(&v, 7) && muted(&v, 8), "{v:?}");
+    }
+
+    #[test]
+    fn an_answers_lead_in_stays_audible() {
+        // In context (the question came in an earlier segment): "I am going on December 23".
+        let w = scored(&[
+            ("I", 0.1),
+            ("am", 0.2),
+            ("going", 0.1),
+            ("on", 0.8),
+            ("December", 0.6),
+            ("23,", 0.6),
+            ("1758.", 0.3),
+        ]);
+        let v = eval(&w, true);
+        assert!(v.spans[0].0 > MediaTime(8000 + 2 * 3200 + 2400), "{v:?}");
+        assert!((4..7).all(|i| muted(&v, i)), "{v:?}");
     }
 
     #[test]
