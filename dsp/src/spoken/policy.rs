@@ -178,7 +178,8 @@ impl SpanPolicy {
         let mut ask_idx = None;
         for (i, word) in words.iter().enumerate() {
             let w = text(i);
-            let read_back = w == "read" && (i + 1..i + 4).any(|j| text(j).starts_with("back"));
+            // "let me read that back" (often heard as "read that mark", "read my mind")
+            let read_back = w == "read";
             let keyword = ASK_KEYWORDS.contains(&w)
                 || read_back
                 || (w == "number" && !toks.get(i + 1).is_some_and(|t| t.class.is_numeric_like()));
@@ -187,6 +188,7 @@ impl SpanPolicy {
                 ask_idx = Some(i);
             }
         }
+        let mut answer_from = ask_idx.map_or(0, |k| k + 1);
         if let Some(k) = ask_idx {
             // A lead-in ("my phone number is", "born on", "it expires", "read that back")
             // ends at its last terminator: what follows is the answer.
@@ -197,8 +199,8 @@ impl SpanPolicy {
                 t.ctx = lead_end.is_some_and(|j| i > j);
                 t.asked = i > k;
             }
+            answer_from = answer_from.max(lead_end.map_or(0, |j| j + 1));
         }
-        let mut answer_from = ask_idx.map_or(0, |k| k + 1);
         let seg_ctx = ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
         if ask.is_none() {
             // An answer's lead-in ("I was born on", "okay, the number is") before its first
