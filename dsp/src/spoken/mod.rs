@@ -533,6 +533,11 @@ impl SpeechMasker {
                 if let Some(a) = plain.ask {
                     self.stats.asks += 1;
                     self.context.add_ask(a);
+                    if defer.is_none() && plain.spans.iter().any(|&(_, e)| e > a) {
+                        // Asked and answered in one breath ("my card number is 4532 …", a
+                        // read-back): this leg's context ends with the segment.
+                        push_bounded(&mut self.context.answered, (a.0, end.0));
+                    }
                     push_bounded(&mut self.events, LegEvent::Ask(a));
                 }
                 self.pending[i].state = State::Ready {
