@@ -599,6 +599,40 @@ fn mono_ask_context_ends_when_answered() {
 }
 
 #[test]
+fn mono_read_back_opens_no_context_after_itself() {
+    let (input, leg) = mono(
+        3000,
+        &[
+            ("let me read that back, four three five seven", 1000, 3500),
+            ("I called two times", 4500, 6000),
+        ],
+        9000,
+    );
+    let words = place(
+        "let me read that back, four three five seven",
+        1000,
+        3500,
+        false,
+    );
+    let digits = words[5].start.0 / MS;
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), digits, 3500).1,
+        0,
+        "read-back muted"
+    );
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 1000, 1400).0,
+        0,
+        "'let me' audible"
+    );
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 4500, 6000).0,
+        0,
+        "count audible"
+    );
+}
+
+#[test]
 fn mono_ask_context_covers_two_segments_at_most() {
     let utts = [
         ("Can I get the card number please?", 1000, 2500),
