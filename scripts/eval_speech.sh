@@ -5,7 +5,8 @@
 # time and the issue 5 targets:
 #   spoken IDs leaked <= 2/61, speech over-masked <= 5 %, DTMF leaked 0, negatives muted 0,
 #   <= 0.1 CPU-s per audio-s.
-# Extra arguments go to `callmask mask` (e.g. --lookahead-ms 5000).
+# Extra arguments go to `callmask mask` (e.g. --lookahead-ms 5000; the default with speech on
+# is 8000).
 # Output: /tmp/callmask-eval/speech/ (masked WAVs, span reports, score.json, cpu.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
