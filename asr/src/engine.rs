@@ -165,6 +165,7 @@ impl WhisperEngine {
     }
 
     /// Transcribe 16 kHz audio in [-1, 1) (at most 30 s).
+    #[allow(clippy::disallowed_methods)] // stage timings for the examples (`last`), not policy
     pub fn transcribe_16k(&mut self, audio: &[f32]) -> Result<Vec<Word>, AsrError> {
         self.last = Timings::default();
         if audio.len() < 3200 {
@@ -199,7 +200,7 @@ impl WhisperEngine {
         let t2 = Instant::now();
         let result = self
             .model
-            .generate(&encoded, &[self.prompt.clone()], &opts)
+            .generate(&encoded, std::slice::from_ref(&self.prompt), &opts)
             .map_err(ct2)?;
         self.last.generate_ms = t2.elapsed().as_secs_f64() * 1e3;
         if let Some(r) = result.first() {
@@ -222,7 +223,13 @@ impl WhisperEngine {
         let t3 = Instant::now();
         let aligned = self
             .model
-            .align(&encoded, &[SOT], &[ids.clone()], &[content_frames], 7)
+            .align(
+                &encoded,
+                &[SOT],
+                std::slice::from_ref(&ids),
+                &[content_frames],
+                7,
+            )
             .map_err(ct2)?;
         self.last.align_ms = t3.elapsed().as_secs_f64() * 1e3;
         let Some(al) = aligned.first() else {

@@ -95,7 +95,7 @@ impl MelFrontEnd {
     /// Log-mel of 16 kHz audio in [-1, 1): returns (`N_MELS × n_frames` row-major, n_frames).
     pub fn log_mel(&self, audio: &[f32]) -> (Vec<f32>, usize) {
         let mut x = audio.to_vec();
-        x.extend(std::iter::repeat(0.0).take(HOP));
+        x.extend(std::iter::repeat_n(0.0, HOP));
         let pad = N_FFT / 2;
         let n = x.len();
         // Reflect padding (numpy "reflect": edge sample not repeated).
@@ -155,5 +155,30 @@ impl MelFrontEnd {
         }
         // faster-whisper passes the real frame count (without the trailing padding frame) to align.
         (out, (audio.len() / HOP).min(frames))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_window_keeps_content_and_pads() {
+        let fe = MelFrontEnd::new();
+        let audio: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.05).sin() * 0.1).collect();
+        let (full, n_full) = fe.window(&audio);
+        let (short, n_short) = fe.window_n(&audio, 300);
+        assert_eq!((full.len(), short.len()), (N_MELS * N_FRAMES, N_MELS * 300));
+        assert_eq!((n_full, n_short), (100, 100));
+        // Same features for the content, zeros after it.
+        for m in [0, 40, N_MELS - 1] {
+            assert_eq!(
+                full[m * N_FRAMES..m * N_FRAMES + 100],
+                short[m * 300..m * 300 + 100]
+            );
+            assert!(short[m * 300 + 101..(m + 1) * 300]
+                .iter()
+                .all(|&v| v == 0.0));
+        }
     }
 }
