@@ -189,14 +189,17 @@ impl SpanPolicy {
             }
         }
         let mut answer_from = ask_idx.map_or(0, |k| k + 1);
+        let answering = context(seg_start);
         if let Some(k) = ask_idx {
             // A lead-in ("my phone number is", "born on", "it expires", "read that back")
             // ends at its last terminator: what follows is the answer.
+            let own = answering && (0..k).any(|j| text(j) == "my");
             let lead_end = (k..toks.len())
                 .rev()
                 .find(|&j| LEAD_IN_ENDS.contains(&text(j)));
             for (i, t) in toks.iter_mut().enumerate() {
-                t.ctx = lead_end.is_some_and(|j| i > j);
+                // Already answering an earlier ask ("my social is …"): the rest is the answer.
+                t.ctx = (own && i > k) || lead_end.is_some_and(|j| i > j);
                 t.asked = i > k;
             }
             answer_from = answer_from.max(lead_end.map_or(0, |j| j + 1));
@@ -626,6 +629,24 @@ mod tests {
         let v = eval(&w, true);
         assert!(v.spans[0].0 > MediaTime(8000 + 2 * 3200 + 2400), "{v:?}");
         assert!((4..7).all(|i| muted(&v, i)), "{v:?}");
+    }
+
+    #[test]
+    fn my_keyword_inside_an_answer_keeps_the_answer() {
+        // Answering an earlier ask: "but that's what my social ado either three".
+        let w = scored(&[
+            ("that's", 0.6),
+            ("my", 0.4),
+            ("social", 0.3),
+            ("ado", 0.1),
+            ("either", 0.1),
+            ("three", 0.5),
+        ]);
+        let v = eval(&w, true);
+        assert!((3..6).all(|i| muted(&v, i)), "{v:?}");
+        // Not answering: the rest of the segment is not taken for an answer.
+        let v = eval(&w, false);
+        assert!(!muted(&v, 3), "{v:?}");
     }
 
     #[test]
