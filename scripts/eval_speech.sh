@@ -5,7 +5,8 @@
 # time and the issue 5 targets:
 #   spoken IDs leaked <= 2/61, speech over-masked <= 5 %, DTMF leaked 0, negatives muted 0,
 #   <= 0.1 CPU-s per audio-s.
-# Extra arguments go to `callmask mask` (e.g. --lookahead-ms 5000).
+# Extra arguments go to `callmask mask` (e.g. --lookahead-ms 5000; the default with speech on
+# is 8000).
 # Output: /tmp/callmask-eval/speech/ (masked WAVs, span reports, score.json, cpu.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ EVAL="$SHARED/eval"
 export SPANDSP_DTMF_BIN=${SPANDSP_DTMF_BIN:-/tmp/callmask-eval/spandsp_dtmf}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/callmask-target}
 OUT=${OUT:-/tmp/callmask-eval/speech}
-ASR_ENV=${ASR_ENV:-/var/tmp/callmask-asr/env.sh}
+ASR_ENV=${ASR_ENV:-${CALLMASK_ASR_ROOT:-/var/tmp/callmask-asr}/env.sh}
 [ -f "$ASR_ENV" ] || { echo "eval_speech: $ASR_ENV missing: run scripts/setup_asr.sh" >&2; exit 1; }
 # shellcheck disable=SC1090
 source "$ASR_ENV"

@@ -3,6 +3,7 @@
 //! MODE `ids PAD_MS`: each labelled `spoken_id` span ± PAD_MS; `speech PAD_MS`: each labelled
 //! `speech` span ± PAD_MS; `tile LEN_MS`: the whole call cut into consecutive LEN_MS windows.
 //! Word times are ms in call time. Score with `python3 asr/examples/score_dev.py`.
+#![allow(clippy::disallowed_methods)] // a measuring tool: it reads the clock, like main.rs
 use std::path::Path;
 use std::time::Instant;
 

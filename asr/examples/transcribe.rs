@@ -1,6 +1,7 @@
 //! `transcribe FILE.wav|.ulaw|.raw [start_ms end_ms]` — words with times, CPU time, memory.
 //! Model dir: $CALLMASK_ASR_MODEL_DIR (scripts/setup_asr.sh). Env: ASR_THREADS (1), ASR_COMPUTE
 //! (int8), ASR_BEAM (1).
+#![allow(clippy::disallowed_methods)] // a measuring tool: it reads the clock, like main.rs
 use std::path::PathBuf;
 use std::time::Instant;
 

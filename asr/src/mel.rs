@@ -95,7 +95,7 @@ impl MelFrontEnd {
     /// Log-mel of 16 kHz audio in [-1, 1): returns (`N_MELS × n_frames` row-major, n_frames).
     pub fn log_mel(&self, audio: &[f32]) -> (Vec<f32>, usize) {
         let mut x = audio.to_vec();
-        x.extend(std::iter::repeat(0.0).take(HOP));
+        x.extend(std::iter::repeat_n(0.0, HOP));
         let pad = N_FFT / 2;
         let n = x.len();
         // Reflect padding (numpy "reflect": edge sample not repeated).
@@ -140,13 +140,45 @@ impl MelFrontEnd {
     /// Log-mel padded (zeros) or trimmed to Whisper's 3000-frame window:
     /// returns (`N_MELS × N_FRAMES`, content frames).
     pub fn window(&self, audio: &[f32]) -> (Vec<f32>, usize) {
+        self.window_n(audio, N_FRAMES)
+    }
+
+    /// [`MelFrontEnd::window`] to `frames` columns (≤ [`N_FRAMES`]): CTranslate2 accepts a
+    /// shorter encoder input, and the encoder's cost is per column.
+    pub fn window_n(&self, audio: &[f32], frames: usize) -> (Vec<f32>, usize) {
+        let frames = frames.clamp(2, N_FRAMES);
         let (mel, n) = self.log_mel(audio);
-        let keep = n.min(N_FRAMES);
-        let mut out = vec![0f32; N_MELS * N_FRAMES];
+        let keep = n.min(frames);
+        let mut out = vec![0f32; N_MELS * frames];
         for m in 0..N_MELS {
-            out[m * N_FRAMES..m * N_FRAMES + keep].copy_from_slice(&mel[m * n..m * n + keep]);
+            out[m * frames..m * frames + keep].copy_from_slice(&mel[m * n..m * n + keep]);
         }
         // faster-whisper passes the real frame count (without the trailing padding frame) to align.
-        (out, (audio.len() / HOP).min(N_FRAMES))
+        (out, (audio.len() / HOP).min(frames))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_window_keeps_content_and_pads() {
+        let fe = MelFrontEnd::new();
+        let audio: Vec<f32> = (0..16_000).map(|i| (i as f32 * 0.05).sin() * 0.1).collect();
+        let (full, n_full) = fe.window(&audio);
+        let (short, n_short) = fe.window_n(&audio, 300);
+        assert_eq!((full.len(), short.len()), (N_MELS * N_FRAMES, N_MELS * 300));
+        assert_eq!((n_full, n_short), (100, 100));
+        // Same features for the content, zeros after it.
+        for m in [0, 40, N_MELS - 1] {
+            assert_eq!(
+                full[m * N_FRAMES..m * N_FRAMES + 100],
+                short[m * 300..m * 300 + 100]
+            );
+            assert!(short[m * 300 + 101..(m + 1) * 300]
+                .iter()
+                .all(|&v| v == 0.0));
+        }
     }
 }

@@ -108,6 +108,15 @@ pub fn options_from_env() -> crate::EngineOptions {
     if let Some(v) = var("ASR_PROMPT") {
         o.prompt = Some(v);
     }
+    if let Some(v) = var("ASR_WINDOW").and_then(|v| v.parse().ok()) {
+        o.window_frames = v;
+    }
+    if let Some(v) = var("ASR_TAIL").and_then(|v| v.parse().ok()) {
+        o.tail_frames = v;
+    }
+    if let Some(v) = var("ASR_NO_REPEAT").and_then(|v| v.parse().ok()) {
+        o.no_repeat_ngram = v;
+    }
     if var("ASR_NO_CLAMP").is_some() {
         o.clamp_first_word = false;
     }

@@ -220,7 +220,12 @@ fn padding_and_merging() {
         v.spans,
         vec![(MediaTime(80_000 + 700 * MS), MediaTime(80_000 + 1450 * MS))]
     );
-    // Two numbers 300 ms apart merge (padded gap < 400 ms); 1.5 s apart they do not.
+    // Two numbers 300 ms apart merge (padded gap < 400 ms); 1.5 s apart they do not (with
+    // the answer rule off: three numbers in one segment would make it an answer).
+    let p = SpanPolicy::new(PolicyConfig {
+        answer_numbers: 0,
+        ..PolicyConfig::default()
+    });
     let v = p.evaluate(
         &[
             w("seven", 1000, 1300),
@@ -549,6 +554,101 @@ fn ask_context_ends_when_the_agent_takes_the_turn_back() {
     let (dob, longest) = muted_ms(&ib, b.aligned(), 3000, 5000);
     assert_eq!(longest, 0, "dob muted ({dob} ms)");
     assert_eq!(muted_ms(&ib, b.aligned(), 9000, 10_500).0, 0);
+}
+
+/// Mono (both voices in one channel): one leg, the timeline holding every utterance.
+fn mono(lookahead_ms: u32, utts: &[(&str, u64, u64)], total_ms: u64) -> (Vec<i16>, Leg) {
+    let input = audio(
+        total_ms,
+        &utts.iter().map(|u| (u.1, u.2)).collect::<Vec<_>>(),
+    );
+    let words: Vec<Word> = utts
+        .iter()
+        .flat_map(|&(t, s, e)| place(t, s, e, false))
+        .collect();
+    let mut leg = Leg::new(
+        lookahead_ms,
+        FakeRecognizer::timeline(words).delays_ms(vec![Some(300); 32]),
+    );
+    run_one(&mut leg, &input);
+    (input, leg)
+}
+
+#[test]
+fn mono_ask_context_ends_when_answered() {
+    // The answer is muted; the harmless count after it is not (its context was answered).
+    let (input, leg) = mono(
+        3000,
+        &[
+            ("Can I get the card number please?", 1000, 2500),
+            ("four five six seven", 3500, 5000),
+            ("I called two times", 6500, 8000),
+        ],
+        11_000,
+    );
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 3500, 5000).1,
+        0,
+        "answer muted"
+    );
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 6500, 8000).0,
+        0,
+        "count audible"
+    );
+}
+
+#[test]
+fn mono_read_back_opens_no_context_after_itself() {
+    let (input, leg) = mono(
+        3000,
+        &[
+            ("let me read that back, four three five seven", 1000, 3500),
+            ("I called two times", 4500, 6000),
+        ],
+        9000,
+    );
+    let words = place(
+        "let me read that back, four three five seven",
+        1000,
+        3500,
+        false,
+    );
+    let digits = words[5].start.0 / MS;
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), digits, 3500).1,
+        0,
+        "read-back muted"
+    );
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 1000, 1400).0,
+        0,
+        "'let me' audible"
+    );
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 4500, 6000).0,
+        0,
+        "count audible"
+    );
+}
+
+#[test]
+fn mono_ask_context_covers_two_segments_at_most() {
+    let utts = [
+        ("Can I get the card number please?", 1000, 2500),
+        ("okay", 3500, 4000),
+        ("hold on", 5000, 5500),
+        ("I called two times", 6500, 8000),
+    ];
+    let (input, leg) = mono(3000, &utts, 11_000);
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 6500, 8000).0,
+        0,
+        "third segment audible"
+    );
+    // The same count as the first segment after the ask is in its context: muted.
+    let (input, leg) = mono(3000, &[utts[0], ("I called two times", 3500, 5000)], 8000);
+    assert!(muted_ms(&input, leg.aligned(), 3500, 5000).0 > 400);
 }
 
 /// Replays every corpus call (both legs, synthetic audio over the labelled times, a fake

@@ -176,6 +176,10 @@ pub struct SpeechConfig {
     pub context_max_ms: u32,
     /// An ask context ends at a pause this long in the answering leg once it has spoken.
     pub context_long_pause_ms: u32,
+    /// An ask context covers at most this many of the leg's segments after the ask's own
+    /// (0 = no limit; continuations of force-cut segments do not count): the answer comes at
+    /// once, and on a mono recording (both voices in one channel) nothing else ends it.
+    pub context_max_segments: u32,
     /// Segmenter and VAD.
     pub segmenter: SegmenterConfig,
     /// Span policy.
@@ -192,6 +196,7 @@ impl SpeechConfig {
             margin_ms: 100,
             context_max_ms: 15_000,
             context_long_pause_ms: 2500,
+            context_max_segments: 2,
             segmenter: SegmenterConfig::default(),
             policy: PolicyConfig::default(),
         }
@@ -280,8 +285,13 @@ struct Context {
     own: VecDeque<(u64, u64)>,
     /// The other leg's turn starts (bounded).
     other_turns: VecDeque<u64>,
+    /// Starts of this leg's segments that are not continuations of a force-cut one (bounded).
+    own_turns: VecDeque<u64>,
+    /// Asks answered: `(ask, end of the answer)`; the context ends there (bounded).
+    answered: VecDeque<(u64, u64)>,
     max: u64,
     long_pause: u64,
+    max_segments: usize,
 }
 
 const CONTEXT_HISTORY: usize = 64;
@@ -302,6 +312,14 @@ impl Context {
     /// Is `t` inside the ask context opened at `a`?
     fn covers(&self, a: u64, t: u64) -> bool {
         if t < a || t >= a + self.max {
+            return false;
+        }
+        if self.answered.iter().any(|&(x, end)| x == a && t >= end) {
+            return false;
+        }
+        if self.max_segments > 0
+            && self.own_turns.iter().filter(|&&s| s > a && s <= t).count() > self.max_segments
+        {
             return false;
         }
         // The answer starts with this leg's first segment reaching past the ask.
@@ -329,6 +347,20 @@ impl Context {
 
     fn active_at(&self, t: MediaTime) -> bool {
         self.asks.iter().any(|&a| self.covers(a, t.0))
+    }
+
+    /// A segment `[s, e)` in the contexts open at `s` held an identifier: those asks are
+    /// answered, and their contexts end with the segment.
+    fn answer(&mut self, s: MediaTime, e: MediaTime) {
+        let open: Vec<u64> = self
+            .asks
+            .iter()
+            .copied()
+            .filter(|&a| a < s.0 && self.covers(a, s.0))
+            .collect();
+        for a in open {
+            push_bounded(&mut self.answered, (a, e.0));
+        }
     }
 
     /// Did an ask added after `epoch` touch `[s, e)`?
@@ -392,6 +424,7 @@ impl SpeechMasker {
             context: Context {
                 max: u64::from(config.context_max_ms) * SAMPLES_PER_MS,
                 long_pause: u64::from(config.context_long_pause_ms) * SAMPLES_PER_MS,
+                max_segments: config.context_max_segments as usize,
                 ..Context::default()
             },
             other_through: None,
@@ -491,10 +524,20 @@ impl SpeechMasker {
                     .policy
                     .evaluate_cut(&words, start, end, defer, |_| true)
                     .spans;
+                // An answer (muted) or keypad tones instead of one end the open contexts.
+                let answered = !plain.spans.is_empty() || self.policy.is_non_speech(&words);
+                if plain.ask.is_none() && defer.is_none() && answered {
+                    self.context.answer(start, end);
+                }
                 drop(words);
                 if let Some(a) = plain.ask {
                     self.stats.asks += 1;
                     self.context.add_ask(a);
+                    if defer.is_none() && plain.spans.iter().any(|&(_, e)| e > a) {
+                        // Asked and answered in one breath ("my card number is 4532 …", a
+                        // read-back): this leg's context ends with the segment.
+                        push_bounded(&mut self.context.answered, (a.0, end.0));
+                    }
                     push_bounded(&mut self.events, LegEvent::Ask(a));
                 }
                 self.pending[i].state = State::Ready {
@@ -556,6 +599,7 @@ impl SpeechMasker {
             push_bounded(&mut self.context.own, (seg.start.0, seg.end.0));
             if !seg.continuation {
                 push_bounded(&mut self.events, LegEvent::TurnStart(seg.start));
+                push_bounded(&mut self.context.own_turns, seg.start.0);
             }
             let id = JobId(self.next_id);
             self.next_id += 1;

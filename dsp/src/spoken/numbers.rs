@@ -247,6 +247,26 @@ pub fn classify(token: &str) -> TokenClass {
     TokenClass::Plain
 }
 
+/// A normalised token the recognizer writes for a digit it did not make out.
+pub(crate) fn is_homophone(w: &str) -> bool {
+    HOMOPHONES.contains(&w)
+}
+
+/// A normalised token that is a non-speech rendering ("beep", "ahhh", "aaaaaa").
+pub(crate) fn is_non_speech_word(w: &str) -> bool {
+    if NON_SPEECH_WORDS.contains(&w) {
+        return true;
+    }
+    // Held vowels and hums: "aaaaaa", "ahhhh", "mmmm" (at most two distinct letters).
+    let b = w.as_bytes();
+    b.len() >= 3 && {
+        let first = b[0];
+        let other = b.iter().copied().find(|&c| c != first);
+        b.iter()
+            .all(|&c| c == first || Some(c) == other && matches!(c, b'h' | b'm'))
+    }
+}
+
 /// Number of ASCII digits in `token`.
 pub(crate) fn digit_count(token: &str) -> usize {
     token.bytes().filter(u8::is_ascii_digit).count()
@@ -284,7 +304,7 @@ pub(crate) const OF_PRONOUNS: &[&str] = &["them", "those", "these", "us", "you",
 /// Determiners that make "one" a pronoun ("this one", "the other one").
 pub(crate) const ONE_DETERMINERS: &[&str] = &[
     "this", "that", "the", "which", "no", "each", "every", "any", "another", "other", "some", "a",
-    "only", "right", "wrong", "new", "old", "same",
+    "only", "right", "wrong", "new", "old", "same", "got",
 ];
 
 /// Words whose presence in an utterance means someone asks for (or announces) an identifier.
@@ -317,6 +337,27 @@ pub(crate) const ASK_KEYWORDS: &[&str] = &[
     "license",
     "passport",
     "id",
+    // Seen as the recognizer's renderings of the asks on telephone-band speech
+    // ("secure it decode", "date on where", "reach you at").
+    "secure",
+    "date",
+    "reach",
+    "verify",
+];
+
+/// Words the recognizer writes for digits it did not make out ("free" for three, "fine" for
+/// five or nine, "for", "to", "ate", "won"). Treated like "oh": sensitive next to numbers and
+/// inside an ask context only.
+pub(crate) const HOMOPHONES: &[&str] = &[
+    "free", "tree", "for", "fore", "to", "too", "ate", "won", "fine", "nein", "sex", "sicks",
+    "tin", "time", "tan", "twin", "fife", "nil",
+];
+
+/// What the recognizer writes for tones, music and noise ("beep beep", "ahhh", "ha ha"):
+/// a decode made only of these is not speech.
+pub(crate) const NON_SPEECH_WORDS: &[&str] = &[
+    "beep", "bleep", "ha", "ah", "ahh", "ahhh", "hmm", "mm", "mmm", "um", "uh", "ooh", "la",
+    "music", "bye", "you", "thank",
 ];
 
 #[cfg(test)]

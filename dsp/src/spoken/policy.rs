@@ -13,23 +13,34 @@
 //!   days"), "three of them", "this one", "number three in the queue", "the last four of";
 //!   never inside an ask context;
 //! - an **ask context** (someone on either leg mentions a card, social, date of birth,
-//!   account/member number, security code, expiry, phone number …) widens the mask: harmless
-//!   exceptions are off, weak tokens count, letters and low-confidence words are muted, each
-//!   muted word extends over the unexplained audio around it up to the neighbouring plain
-//!   words, spans merge over [`PolicyConfig::context_merge_gap_ms`], long unexplained gaps are
-//!   muted, and a speech segment with no words at all is muted whole.
+//!   account/member number, security code, expiry, phone number …) widens the mask over the
+//!   answer: harmless exceptions are off, weak tokens and the recognizer's usual renderings of
+//!   digits it missed ("free", "fine", "for") count, letters and words below
+//!   [`PolicyConfig::low_confidence`] are muted, each muted word extends over the unexplained
+//!   audio around it up to the neighbouring plain words (and through the segment's end when
+//!   only [`PolicyConfig::context_tail_words`] follow), spans merge over
+//!   [`PolicyConfig::context_merge_gap_ms`], and long unexplained gaps are muted;
+//! - the words up to the last ask keyword of a segment are the question, never an answer;
+//!   after it, a lead-in terminator ("my social **is**", "born **on**") starts the answer;
+//! - [`PolicyConfig::answer_numbers`] numbers in one segment (or one digit group of three or
+//!   more) make it an answer even when the ask was not recognised;
+//! - a decode of tones, music or noise ("Thank you." at near-zero confidence, "beep beep",
+//!   words the alignment gives no time) mutes nothing, even inside an ask context.
 //!
 //! PHI: the policy reads the words during [`SpanPolicy::evaluate`] and keeps nothing; its
 //! output holds media times only. No type here prints word text.
 
 use super::numbers::{
-    classify, digit_count, Norm, TokenClass, ASK_KEYWORDS, OF_PRONOUNS, ONE_DETERMINERS,
-    UNIT_MODIFIERS, UNIT_NOUNS,
+    classify, digit_count, is_homophone, is_non_speech_word, Norm, TokenClass, ASK_KEYWORDS,
+    OF_PRONOUNS, ONE_DETERMINERS, UNIT_MODIFIERS, UNIT_NOUNS,
 };
 use super::Word;
 use crate::MediaTime;
 
 const SAMPLES_PER_MS: u64 = 8;
+
+/// Words that end an answer's lead-in after an ask keyword ("my social is", "born on").
+const LEAD_IN_ENDS: &[&str] = &["is", "are", "on", "at", "expires", "back"];
 
 /// Policy settings (milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,6 +60,15 @@ pub struct PolicyConfig {
     pub low_confidence: f32,
     /// Let harmless counts ("two times") through outside ask contexts.
     pub harmless_exceptions: bool,
+    /// A decode without numbers whose words' mean confidence is below this is taken for
+    /// non-speech (tones, music, noise) and mutes nothing, even inside an ask context.
+    pub non_speech_confidence: f32,
+    /// Inside an ask context, a muted word followed by at most this many words up to the
+    /// segment's end is muted through the end (the answer's misheard tail).
+    pub context_tail_words: usize,
+    /// This many non-harmless numbers in one segment make it an answer: it is judged as if
+    /// inside an ask context (the recognizer garbles the digits between the ones it gets).
+    pub answer_numbers: usize,
 }
 
 impl Default for PolicyConfig {
@@ -59,8 +79,11 @@ impl Default for PolicyConfig {
             merge_gap_ms: 400,
             context_merge_gap_ms: 1500,
             context_unexplained_ms: 800,
-            low_confidence: 0.4,
+            low_confidence: 0.7,
             harmless_exceptions: true,
+            non_speech_confidence: 0.2,
+            answer_numbers: 2,
+            context_tail_words: 2,
         }
     }
 }
@@ -86,6 +109,9 @@ pub struct SpanPolicy {
 struct Tok {
     class: TokenClass,
     ctx: bool,
+    /// After an ask keyword in the same segment: no harmless exceptions, but not an answer
+    /// context either (the rest of a question, or a lead-in) unless numbers follow.
+    asked: bool,
     harmless: bool,
     sensitive: bool,
 }
@@ -135,29 +161,96 @@ impl SpanPolicy {
             .map(|w| Tok {
                 class: classify(&w.text),
                 ctx: context(abs(w.start)),
+                asked: false,
                 harmless: false,
                 sensitive: false,
             })
             .collect();
 
-        // Asks inside this segment open a context for the rest of it.
+        if self.non_speech(words, &norm, &toks) {
+            // Tones, music, noise: nothing to mute, nothing asked.
+            return Verdict::default();
+        }
+
+        // Asks inside this segment open a context for the rest of it; the words up to the
+        // last keyword are the question (or a lead-in), not an answer.
         let mut ask = None;
-        for i in 0..toks.len() {
+        let mut ask_idx = None;
+        for (i, word) in words.iter().enumerate() {
             let w = text(i);
+            // "let me read that back" (often heard as "read that mark", "read my mind")
+            let read_back = w == "read";
             let keyword = ASK_KEYWORDS.contains(&w)
+                || read_back
                 || (w == "number" && !toks.get(i + 1).is_some_and(|t| t.class.is_numeric_like()));
             if keyword {
-                ask = Some(abs(words[i].start));
-                for t in &mut toks[i + 1..] {
-                    t.ctx = true;
-                }
-                break;
+                ask.get_or_insert(abs(word.start));
+                ask_idx = Some(i);
             }
         }
-        let seg_ctx = context(seg_start) || context(seg_end.saturating_sub(1));
+        let mut answer_from = ask_idx.map_or(0, |k| k + 1);
+        let answering = context(seg_start);
+        if let Some(k) = ask_idx {
+            // A lead-in ("my phone number is", "born on", "it expires", "read that back")
+            // ends at its last terminator: what follows is the answer.
+            let own = answering && (0..k).any(|j| text(j) == "my");
+            let lead_end = (k..toks.len())
+                .rev()
+                .find(|&j| LEAD_IN_ENDS.contains(&text(j)));
+            for (i, t) in toks.iter_mut().enumerate() {
+                // Already answering an earlier ask ("my social is …"): the rest is the answer.
+                t.ctx = (own && i > k) || lead_end.is_some_and(|j| i > j);
+                t.asked = i > k;
+            }
+            answer_from = answer_from.max(lead_end.map_or(0, |j| j + 1));
+        }
+        let seg_ctx = ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
+        if ask.is_none() {
+            // An answer's lead-in ("I was born on", "okay, the number is") before its first
+            // number-like word stays audible up to its terminator.
+            let first = (0..toks.len())
+                .find(|&i| toks[i].class != TokenClass::Plain || is_homophone(text(i)));
+            let lead_end =
+                first.and_then(|f| (0..f).rev().find(|&j| LEAD_IN_ENDS.contains(&text(j))));
+            if let Some(j) = lead_end {
+                for t in &mut toks[..=j] {
+                    t.ctx = false;
+                }
+                answer_from = j + 1;
+            }
+        }
 
         if c.harmless_exceptions {
             self.mark_harmless(&mut toks, &text, words);
+        }
+        // Several numbers: an answer even without a recognised ask.
+        // A digit group of three or more ("29340") counts as a whole answer on its own.
+        // Homophones ("free", "too") count when next to a number ("so too, one time").
+        let strong = |j: Option<usize>| {
+            j.and_then(|j| toks.get(j))
+                .is_some_and(|t| t.class.is_strong() && !t.harmless)
+        };
+        let numbers: usize = (answer_from.min(toks.len())..toks.len())
+            .filter(|&i| {
+                let t = &toks[i];
+                let number = t.class.is_strong() || t.class == TokenClass::WeakNumber;
+                let heard_as =
+                    is_homophone(text(i)) && (strong(i.checked_sub(1)) || strong(Some(i + 1)));
+                (number || heard_as) && !t.harmless
+            })
+            .map(|i| {
+                if digit_count(&words[i].text) >= 3 {
+                    c.answer_numbers
+                } else {
+                    1
+                }
+            })
+            .sum();
+        let answer = c.answer_numbers > 0 && numbers >= c.answer_numbers;
+        if answer {
+            for t in toks.iter_mut().skip(answer_from).filter(|t| !t.harmless) {
+                t.ctx = true;
+            }
         }
 
         // Sensitivity.
@@ -188,6 +281,9 @@ impl SpanPolicy {
                     }
                     t.ctx || spelled || numeric_neighbour(&toks, i)
                 }
+                TokenClass::Plain if is_homophone(text(i)) => {
+                    t.ctx || (!t.harmless && numeric_neighbour(&toks, i))
+                }
                 TokenClass::Plain => {
                     t.ctx && words[i].confidence.is_some_and(|p| p < c.low_confidence)
                 }
@@ -214,7 +310,11 @@ impl SpanPolicy {
                 let prev_plain = (0..i).rev().find(|&j| !toks[j].sensitive);
                 let next_plain = (i + 1..toks.len()).find(|&j| !toks[j].sensitive);
                 let back = prev_plain.map_or(seg_start.0, |j| abs(words[j].end).0);
-                let fwd = next_plain.map_or(seg_end.0, |j| abs(words[j].start).0);
+                // A word or two left after it: the tail of the same answer, misheard.
+                let fwd = match next_plain {
+                    Some(j) if toks.len() - j > c.context_tail_words => abs(words[j].start).0,
+                    _ => seg_end.0,
+                };
                 s = s.min(back.saturating_sub(ms(c.pad_before_ms) / 2));
                 e = e.max(fwd);
             }
@@ -266,6 +366,57 @@ impl SpanPolicy {
         }
     }
 
+    /// A decode of tones, music or noise: no number-like token, and nothing but punctuation,
+    /// non-speech renderings ("beep beep", "ahhh"), or words of very low mean confidence, or
+    /// the "Thank you." Whisper writes for music (first word near zero confidence), or mostly
+    /// words the alignment gives no duration (a sentence made up over noise).
+    fn non_speech(&self, words: &[Word], norm: &[Norm], toks: &[Tok]) -> bool {
+        let timeless = |i: usize| words[i].end <= words[i].start;
+        let timed_numbers = (0..toks.len()).any(|i| {
+            (toks[i].class.is_numeric_like() || toks[i].class == TokenClass::Letter) && !timeless(i)
+        });
+        let spoken: Vec<usize> = (0..words.len())
+            .filter(|&i| !norm[i].as_str().is_empty())
+            .collect();
+        // Made up over noise: the alignment finds no time for most words (numbers included).
+        let untimed = spoken.iter().filter(|&&i| timeless(i)).count();
+        if !timed_numbers && spoken.len() >= 3 && untimed * 2 > spoken.len() {
+            return true;
+        }
+        if toks
+            .iter()
+            .any(|t| t.class.is_numeric_like() || t.class == TokenClass::Letter)
+        {
+            return false;
+        }
+        if spoken.iter().all(|&i| is_non_speech_word(norm[i].as_str())) {
+            return true;
+        }
+        let confs: Vec<f32> = spoken.iter().filter_map(|&i| words[i].confidence).collect();
+        if confs.len() != spoken.len() {
+            return false;
+        }
+        let mean = confs.iter().sum::<f32>() / confs.len() as f32;
+        let hallucinated_start = confs.first().is_some_and(|&p| p < 0.05) && confs.len() <= 3;
+        mean < self.config.non_speech_confidence || hallucinated_start
+    }
+
+    /// True when `words` are a decode of tones, music or noise (see `non_speech`).
+    pub(crate) fn is_non_speech(&self, words: &[Word]) -> bool {
+        let norm: Vec<Norm> = words.iter().map(|w| Norm::new(&w.text)).collect();
+        let toks: Vec<Tok> = words
+            .iter()
+            .map(|w| Tok {
+                class: classify(&w.text),
+                ctx: false,
+                asked: false,
+                harmless: false,
+                sensitive: false,
+            })
+            .collect();
+        self.non_speech(words, &norm, &toks)
+    }
+
     /// Mark lone harmless counts and their unit words (outside ask contexts).
     fn mark_harmless<'a>(
         &self,
@@ -309,7 +460,7 @@ impl SpanPolicy {
             None
         };
         for i in 0..n {
-            if toks[i].ctx {
+            if toks[i].ctx || toks[i].asked {
                 continue;
             }
             if amount(toks, i) && !numeric(toks, i.checked_sub(1)) && !numeric(toks, Some(i + 1)) {
@@ -335,7 +486,8 @@ impl SpanPolicy {
             if numeric(toks, Some(i + 1)) && unit_at(i + 1).is_none() {
                 continue;
             }
-            let count_word = (next == "of" && OF_PRONOUNS.contains(&text(i + 2)))
+            // ("on them": how the recognizer often hears "of them")
+            let count_word = (matches!(next, "of" | "on") && OF_PRONOUNS.contains(&text(i + 2)))
                 || (text(i) == "one" && (ONE_DETERMINERS.contains(&prev) || next == "of"))
                 || (prev == "number" && next == "in")
                 || (prev == "last" && matches!(text(i), "four" | "4" | "two" | "2"));
@@ -376,6 +528,173 @@ mod tests {
         SpanPolicy::default()
             .evaluate(&w, MediaTime(8000), MediaTime(8000) + end.0, |_| ctx)
             .spans
+    }
+
+    /// Words with confidences `(text, conf)`, 400 ms apart, 300 ms long.
+    fn scored(ws: &[(&str, f32)]) -> Vec<Word> {
+        ws.iter()
+            .enumerate()
+            .map(|(i, &(t, p))| Word {
+                text: t.to_string(),
+                start: MediaTime(i as u64 * 3200),
+                end: MediaTime(i as u64 * 3200 + 2400),
+                confidence: Some(p),
+            })
+            .collect()
+    }
+
+    fn muted(v: &Verdict, word: usize) -> bool {
+        let mid = 8000 + word as u64 * 3200 + 1200;
+        v.spans.iter().any(|&(s, e)| s.0 <= mid && mid < e.0)
+    }
+
+    fn eval(w: &[Word], ctx: bool) -> Verdict {
+        let end = MediaTime(8000 + w.len() as u64 * 3200 + 800);
+        SpanPolicy::default().evaluate(w, MediaTime(8000), end, |_| ctx)
+    }
+
+    #[test]
+    fn non_speech_decodes_mute_nothing_even_in_context() {
+        for w in [
+            scored(&[("Thank", 0.01), ("you.", 0.97)]),
+            scored(&[("Beep", 0.4), ("beep", 0.8), ("beep", 0.9)]),
+            scored(&[("Aaaaaaaaa", 0.7)]),
+            scored(&[(".", 0.01)]),
+            scored(&[("I'm", 0.1), ("not", 0.1), ("going", 0.2)]),
+            Vec::new(),
+        ] {
+            assert_eq!(eval(&w, true), Verdict::default(), "{} words", w.len());
+        }
+        // Words the alignment gives no time: made up over noise, even with a number in it.
+        let mut w = scored(&[
+            ("So,", 0.1),
+            ("I", 0.9),
+            ("am", 0.9),
+            ("next", 0.9),
+            ("one.", 0.9),
+        ]);
+        for x in &mut w[1..] {
+            x.start = MediaTime(3200);
+            x.end = MediaTime(3200);
+        }
+        assert!(eval(&w, true).spans.is_empty());
+        // A confident decode with a number is speech.
+        let w = scored(&[("it's", 0.9), ("five", 0.9)]);
+        assert!(!eval(&w, true).spans.is_empty());
+    }
+
+    #[test]
+    fn question_words_are_not_an_answer() {
+        // The agent's question: an earlier context does not mute its garbled words.
+        let w = scored(&[
+            ("Please", 0.2),
+            ("enter", 0.9),
+            ("your", 0.9),
+            ("account", 0.9),
+            ("and", 0.3),
+            ("follow", 0.9),
+            ("by", 0.3),
+        ]);
+        let v = eval(&w, true);
+        assert!(v.spans.is_empty(), "{v:?}");
+        assert_eq!(v.ask, Some(MediaTime(8000 + 3 * 3200)));
+        // A caller's lead-in ends at "is": what follows is the answer, garbled or not.
+        let w = scored(&[
+            ("the", 0.9),
+            ("security", 0.9),
+            ("code", 0.9),
+            ("on", 0.9),
+            ("the", 0.9),
+            ("back", 0.9),
+            ("is", 0.9),
+            ("market", 0.5),
+            ("him", 0.3),
+        ]);
+        let v = eval(&w, false);
+        assert!(!muted(&v, 2) && muted(&v, 7) && muted(&v, 8), "{v:?}");
+    }
+
+    #[test]
+    fn an_answers_lead_in_stays_audible() {
+        // In context (the question came in an earlier segment): "I am going on December 23".
+        let w = scored(&[
+            ("I", 0.1),
+            ("am", 0.2),
+            ("going", 0.1),
+            ("on", 0.8),
+            ("December", 0.6),
+            ("23,", 0.6),
+            ("1758.", 0.3),
+        ]);
+        let v = eval(&w, true);
+        assert!(v.spans[0].0 > MediaTime(8000 + 2 * 3200 + 2400), "{v:?}");
+        assert!((4..7).all(|i| muted(&v, i)), "{v:?}");
+    }
+
+    #[test]
+    fn my_keyword_inside_an_answer_keeps_the_answer() {
+        // Answering an earlier ask: "but that's what my social ado either three".
+        let w = scored(&[
+            ("that's", 0.6),
+            ("my", 0.4),
+            ("social", 0.3),
+            ("ado", 0.1),
+            ("either", 0.1),
+            ("three", 0.5),
+        ]);
+        let v = eval(&w, true);
+        assert!((3..6).all(|i| muted(&v, i)), "{v:?}");
+        // Not answering: the rest of the segment is not taken for an answer.
+        let v = eval(&w, false);
+        assert!(!muted(&v, 3), "{v:?}");
+    }
+
+    #[test]
+    fn several_numbers_make_an_answer() {
+        // "So fine. 22. 10.": the misheard words around the numbers go too.
+        let w = scored(&[
+            ("okay", 0.95),
+            ("so", 0.5),
+            ("fine.", 0.5),
+            ("22.", 0.8),
+            ("10.", 0.2),
+        ]);
+        let v = eval(&w, false);
+        assert!(v.spans[0].0 > MediaTime(8000), "{v:?}");
+        assert!((1..5).all(|i| muted(&v, i)), "{v:?}");
+        // One long digit group is an answer on its own: muted through the segment end.
+        let w = scored(&[("29340", 0.8), ("okay", 0.9)]);
+        let v = eval(&w, false);
+        assert_eq!(
+            v.spans.last().map(|s| s.1),
+            Some(MediaTime(8000 + 2 * 3200 + 800))
+        );
+        // A single count is not.
+        let w = scored(&[("I", 0.9), ("got", 0.9), ("one", 0.9), ("yesterday", 0.5)]);
+        assert!(!muted(&eval(&w, false), 3));
+    }
+
+    #[test]
+    fn homophones_count_next_to_numbers_only() {
+        assert!(spans("I waited for my order", false).is_empty());
+        let w = scored(&[
+            ("free", 0.9),
+            ("4", 0.9),
+            ("hello", 0.9),
+            ("there", 0.9),
+            ("now", 0.9),
+        ]);
+        assert!(muted(&eval(&w, false), 0));
+        // Next to a number they count towards an answer: "so free, one fine, I've".
+        let w = scored(&[
+            ("so", 0.7),
+            ("free,", 0.4),
+            ("one", 0.8),
+            ("fine,", 0.9),
+            ("I've", 0.5),
+        ]);
+        let v = eval(&w, false);
+        assert!((0..5).all(|i| muted(&v, i)), "{v:?}");
     }
 
     #[test]

@@ -23,7 +23,13 @@ use serde::Serialize;
 use super::FRAME;
 
 /// The speech look-ahead `callmask mask` simulates unless `--lookahead-ms` says otherwise.
-pub const DEFAULT_SPEECH_LOOKAHEAD_MS: u32 = 3000;
+///
+/// Measured on the dev corpus (scripts/eval_speech.sh, Whisper tiny.en): 8 s leaks 4 of 61
+/// spoken identifiers, 5 s leaks 17, 3 s leaks 39 — short look-aheads force-cut segments
+/// (at most look-ahead − budget − padding long), so the recognizer hears digit strings in
+/// pieces and answers lose their context. The recognizer's CPU barely depends on it (the
+/// encoder window follows the segment). Recorders tolerate the delay.
+pub const DEFAULT_SPEECH_LOOKAHEAD_MS: u32 = 8000;
 
 /// A recognizer and the settings to run it with.
 pub struct SpeechMasking {
@@ -49,9 +55,10 @@ impl std::fmt::Debug for SpeechMasking {
 /// The masker settings `callmask mask` uses for a pipeline look-ahead of `lookahead_ms`
 /// (tuned on the dev corpus; see scripts/eval_speech.sh).
 ///
-/// Whisper's encoder costs about the same for any segment up to 30 s (~0.5 CPU-s on one core,
-/// ~1 s wall on shared cores), so cost is per segment: a long look-ahead (≥ 6 s) buys long
-/// segments and a recognizer budget that covers one call.
+/// The encoder window follows the segment (its length + 1 s), so CPU is about proportional to
+/// the speech recognised (~0.035 CPU-s per audio-s on the dev corpus at 8 s); a long
+/// look-ahead (≥ 6 s) buys long segments — whole answers — and a recognizer budget that
+/// covers one call.
 pub fn tuned_config(lookahead_ms: u32) -> SpeechConfig {
     let mut c = SpeechConfig::for_lookahead_ms(lookahead_ms);
     if lookahead_ms >= 6000 {
@@ -292,9 +299,11 @@ pub mod whisper {
     }
 
     impl WhisperRecognizer {
-        /// Load the model from `dir`. The error names the folder, never audio.
+        /// Load the model from `dir`. The error names the folder, never audio. Engine options
+        /// are the asr crate's defaults (encoder window = the segment + 1 s) unless `ASR_*`
+        /// variables override them for measurements (`ASR_WINDOW=0`: Whisper's full 30 s).
         pub fn load(dir: &Path) -> Result<WhisperRecognizer, String> {
-            callmask_asr::WhisperEngine::load(dir)
+            callmask_asr::WhisperEngine::load_with(dir, callmask_asr::util::options_from_env())
                 .map(|engine| WhisperRecognizer { engine })
                 .map_err(|e| e.to_string())
         }

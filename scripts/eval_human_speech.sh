@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Spoken-identifier masking on real human speech (issue 5), not the synthetic dev corpus:
+# Debian pocketsphinx-testdata's digit recordings must come out muted and its LibriVox clips
+# (no numbers) mostly audible. Each clip goes through the telephone band (16 kHz -> 8 kHz,
+# mu-law round trip, 1 s of silence either side) and through `callmask mask` with speech on.
+# Prints, per clip, the fraction of its active speech that was muted (digit clips: want ~100 %)
+# or left audible (LibriVox: want most).
+# Needs: apt-get install pocketsphinx-testdata sox; scripts/setup_asr.sh once.
+# Extra arguments go to `callmask mask` (e.g. --lookahead-ms 3000).
+# Output: /tmp/callmask-eval/human/ (8 kHz inputs, masked WAVs, span reports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${PS_DATA:-/usr/share/pocketsphinx/test/data}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/callmask-target}
+OUT=${OUT:-/tmp/callmask-eval/human}
+ASR_ENV=${ASR_ENV:-${CALLMASK_ASR_ROOT:-/var/tmp/callmask-asr}/env.sh}
+[ -d "$DATA/tidigits" ] || { echo "eval_human_speech: $DATA missing: apt-get install pocketsphinx-testdata" >&2; exit 1; }
+[ -f "$ASR_ENV" ] || { echo "eval_human_speech: $ASR_ENV missing: run scripts/setup_asr.sh" >&2; exit 1; }
+# shellcheck disable=SC1090
+source "$ASR_ENV"
+export LD_LIBRARY_PATH="$CALLMASK_ASR_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+cargo build --release -q -p callmask --features whisper
+BIN="$CARGO_TARGET_DIR/release/callmask"
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+# name kind source (kind: digits = must be muted, speech = should stay audible)
+clips=(
+  "dhd.2934z digits $DATA/tidigits/dhd.2934z.raw"
+  "numbers digits $DATA/numbers.raw"
+)
+for f in "$DATA"/librivox/*.wav; do
+  clips+=("$(basename "$f" .wav) speech $f")
+done
+
+: > "$OUT/clips.txt"
+for c in "${clips[@]}"; do
+  read -r name kind src <<<"$c"
+  in16=(-t wav "$src")
+  [[ $src == *.raw ]] && in16=(-t raw -r 16000 -e signed -b 16 -c 1 "$src")
+  # telephone band: 8 kHz mu-law and back to 16-bit PCM, 1 s of silence either side
+  sox "${in16[@]}" -r 8000 -c 1 -e u-law -t wav "$OUT/$name.ulaw.wav" pad 1 1
+  sox "$OUT/$name.ulaw.wav" -e signed -b 16 "$OUT/$name.in.wav"
+  "$BIN" mask "$OUT/$name.in.wav" "$OUT/$name.out.wav" --report "$OUT/$name.spans.json" "$@" \
+    2>"$OUT/$name.log"
+  echo "$name $kind" >> "$OUT/clips.txt"
+done
+
+python3 - "$OUT" <<'PY'
+import sys, wave
+import numpy as np
+out = sys.argv[1]
+
+def read(path):
+    w = wave.open(path)
+    return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+
+fails = 0
+for line in open(f"{out}/clips.txt"):
+    name, kind = line.split()
+    x, y = read(f"{out}/{name}.in.wav"), read(f"{out}/{name}.out.wav")
+    n = min(len(x), len(y)) // 160
+    ex = (x[: n * 160].reshape(n, 160) ** 2).mean(axis=1) + 1e-9
+    ey = (y[: n * 160].reshape(n, 160) ** 2).mean(axis=1) + 1e-9
+    # active speech: 20 ms frames within 35 dB of the clip's loudest frame
+    active = 10 * np.log10(ex) > 10 * np.log10(ex.max()) - 35
+    muted = 10 * np.log10(ey) < 10 * np.log10(ex) - 30
+    frac = (active & muted).sum() / max(active.sum(), 1)
+    if kind == "digits":
+        ok = frac >= 0.95
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {100 * frac:.1f} % of {active.sum() * 20} ms "
+              f"active speech muted (digits; want >= 95 %)")
+    else:
+        ok = 1 - frac >= 0.8
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {100 * (1 - frac):.1f} % of "
+              f"{active.sum() * 20} ms active speech audible (no numbers; want >= 80 %)")
+    fails += not ok
+print(f"human speech: {fails} failed")
+sys.exit(1 if fails else 0)
+PY
