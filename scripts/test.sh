@@ -22,7 +22,9 @@ export CALLMASK_BIN="$CARGO_TARGET_DIR/debug/callmask"
 ./scripts/eval_corpus.sh
 # Spoken identifiers on the dev corpus through `callmask mask` (Whisper): prints the scorer's
 # aggregate and the issue 5 targets. Informational until the targets are met: never fails CI.
-if [ -f ./scripts/eval_speech.sh ]; then
-  bash ./scripts/eval_speech.sh 2>&1 | tail -n 40 \
-    || echo "test: eval_speech.sh did not meet the speech targets (informational, not a CI failure)"
-fi
+# Real human speech (pocketsphinx-testdata): spoken digits muted, LibriVox clips audible.
+./scripts/eval_human_speech.sh
+# Spoken identifiers on the dev corpus: the scorer's aggregate is printed; the accuracy
+# targets (<= 2/61 leaked, <= 5 % over-masked) are not met yet, so this does not gate CI.
+bash ./scripts/eval_speech.sh 2>&1 | tail -n 40 \
+  || echo "test: eval_speech.sh did not meet the speech targets (informational, not a CI failure)"
