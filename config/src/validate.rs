@@ -160,6 +160,19 @@ impl Checker {
     }
 }
 
+/// A sink's `encrypt_to` list; each bad entry is reported at its index.
+fn age_recipients(c: &mut Checker, path: &KeyPath, list: Option<Vec<String>>) -> Vec<AgeRecipient> {
+    list.unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, a)| {
+            c.opt(path.key("encrypt_to").index(j), Some(a), |a| {
+                AgeRecipient::try_from(a.as_str())
+            })
+        })
+        .collect()
+}
+
 fn nonempty_path(s: String) -> Result<PathBuf, ValueError> {
     if s.trim().is_empty() {
         return Err(ValueError::new(
@@ -446,17 +459,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                     None
                 }
             };
-            let encrypt_to: Vec<AgeRecipient> = r
-                .encrypt_to
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-                .filter_map(|(j, a)| {
-                    c.opt(path.key("encrypt_to").index(j), Some(a), |a| {
-                        AgeRecipient::try_from(a.as_str())
-                    })
-                })
-                .collect();
+            let encrypt_to = age_recipients(c, &path, r.encrypt_to);
             let retention_days = c.opt(
                 path.key("retention_days"),
                 r.retention_days,
@@ -517,17 +520,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 SrsTimeoutMs::try_from,
             );
             let fallback_dir = c.opt(path.key("fallback_dir"), r.fallback_dir, nonempty_path);
-            let encrypt_to: Vec<AgeRecipient> = r
-                .encrypt_to
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-                .filter_map(|(j, a)| {
-                    c.opt(path.key("encrypt_to").index(j), Some(a), |a| {
-                        AgeRecipient::try_from(a.as_str())
-                    })
-                })
-                .collect();
+            let encrypt_to = age_recipients(c, &path, r.encrypt_to);
             let bind = c.value(
                 path.key("bind"),
                 r.bind,
