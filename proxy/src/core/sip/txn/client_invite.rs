@@ -140,8 +140,22 @@ impl ClientInvite {
 /// The CANCEL for a pending INVITE (§9.1): Request-URI, Call-ID, From, To, CSeq number and
 /// the single top Via of the INVITE (so the same branch), its Route headers; method CANCEL.
 pub fn build_cancel(invite: &SipMessage) -> Bytes {
+    same_transaction_request("CANCEL", invite, invite)
+}
+
+/// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, Call-ID, From, CSeq number
+/// and the single top Via of the INVITE, its Route headers, and the To of the response.
+pub(crate) fn build_ack(invite: &SipMessage, resp: &SipMessage) -> Bytes {
+    same_transaction_request("ACK", invite, resp)
+}
+
+/// A request that shares the INVITE's transaction (CANCEL, non-2xx ACK): the INVITE's
+/// Request-URI, top Via, Routes, From, Call-ID and CSeq number, `method`, and the To of
+/// `to_from` (the INVITE itself, or the response being acknowledged).
+fn same_transaction_request(method: &str, invite: &SipMessage, to_from: &SipMessage) -> Bytes {
     let mut out = BytesMut::with_capacity(512);
-    out.extend_from_slice(b"CANCEL ");
+    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(b" ");
     if let Some(u) = invite.request_uri() {
         out.extend_from_slice(u.as_bytes());
     }
@@ -159,61 +173,17 @@ pub fn build_cancel(invite: &SipMessage) -> Bytes {
     for h in invite.headers().filter(|h| h.kind == HeaderName::Route) {
         line(&h.name, &h.value);
     }
-    for kind in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
-        for h in invite.headers().filter(|h| h.kind == kind).take(1) {
+    for (msg, kind) in [
+        (invite, HeaderName::From),
+        (to_from, HeaderName::To),
+        (invite, HeaderName::CallId),
+    ] {
+        for h in msg.headers().filter(|h| h.kind == kind).take(1) {
             line(&h.name, &h.value);
         }
     }
     let seq = invite.cseq().map(|c| c.seq).unwrap_or_default();
-    line(b"CSeq", format!("{seq} CANCEL").as_bytes());
-    line(b"Content-Length", b"0");
-    out.extend_from_slice(b"\r\n");
-    out.freeze()
-}
-
-/// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, Call-ID, From, CSeq number
-/// and the single top Via of the INVITE, its Route headers, and the To of the response.
-pub(crate) fn build_ack(invite: &SipMessage, resp: &SipMessage) -> Bytes {
-    let mut out = BytesMut::with_capacity(512);
-    let ruri = invite
-        .request_uri()
-        .map(|u| u.as_bytes().clone())
-        .unwrap_or_default();
-    out.extend_from_slice(b"ACK ");
-    out.extend_from_slice(&ruri);
-    out.extend_from_slice(b" SIP/2.0\r\n");
-    let mut line = |name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
-    if let Some(via) = invite.header("Via") {
-        line(b"Via", &via);
-    }
-    line(b"Max-Forwards", b"70");
-    for h in invite.headers().filter(|h| h.kind == HeaderName::Route) {
-        line(&h.name, &h.value);
-    }
-    for h in invite
-        .headers()
-        .filter(|h| h.kind == HeaderName::From)
-        .take(1)
-    {
-        line(&h.name, &h.value);
-    }
-    for h in resp.headers().filter(|h| h.kind == HeaderName::To).take(1) {
-        line(&h.name, &h.value);
-    }
-    for h in invite
-        .headers()
-        .filter(|h| h.kind == HeaderName::CallId)
-        .take(1)
-    {
-        line(&h.name, &h.value);
-    }
-    let seq = invite.cseq().map(|c| c.seq).unwrap_or_default();
-    line(b"CSeq", format!("{seq} ACK").as_bytes());
+    line(b"CSeq", format!("{seq} {method}").as_bytes());
     line(b"Content-Length", b"0");
     out.extend_from_slice(b"\r\n");
     out.freeze()
