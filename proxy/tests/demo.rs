@@ -4,7 +4,7 @@
 //! but no DTMF tone anywhere, with a span report listing both kinds of DTMF span. With the
 //! speech engine, a 13 s synthetic call: its spoken card number is muted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -74,40 +74,10 @@ fn demo_places_a_call_and_leaves_a_sanitized_recording() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("callmask-demo-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callmask"))
-        .args([
-            "demo",
-            "--synthetic",
-            "--duration-s",
-            "4",
-            "--no-speech",
-            "--dir",
-        ])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start callmask demo");
-    // Never leave the process behind: kill it if it overstays.
-    let mut waited = Duration::ZERO;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for callmask demo") {
-            break s;
-        }
-        if waited > Duration::from_secs(90) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("callmask demo did not finish within 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        waited += Duration::from_millis(100);
-    };
-    let out = child.wait_with_output().expect("demo output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        status.success(),
-        "demo failed: {status}\n{stdout}\n{stderr}"
+    let stdout = run_demo(
+        &["--synthetic", "--duration-s", "4", "--no-speech"],
+        &dir,
+        Duration::from_secs(90),
     );
     assert!(stdout.contains("/metrics"), "{stdout}");
     assert!(stdout.contains(&dir.display().to_string()), "{stdout}");
@@ -167,32 +137,10 @@ fn demo_mutes_the_spoken_card_number() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("callmask-demo-speech-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callmask"))
-        .args(["demo", "--synthetic", "--duration-s", "13", "--dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start callmask demo");
-    let mut waited = Duration::ZERO;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for callmask demo") {
-            break s;
-        }
-        if waited > Duration::from_secs(120) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("callmask demo did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        waited += Duration::from_millis(100);
-    };
-    let out = child.wait_with_output().expect("demo output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        status.success(),
-        "demo failed: {status}\n{stdout}\n{stderr}"
+    let stdout = run_demo(
+        &["--synthetic", "--duration-s", "13"],
+        &dir,
+        Duration::from_secs(120),
     );
     assert!(stdout.contains("a spoken card number"), "{stdout}");
     assert!(stdout.contains("Whisper tiny.en"), "{stdout}");
@@ -228,4 +176,39 @@ fn demo_mutes_the_spoken_card_number() {
         "the card number is audible in the recording\n{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Run `callmask demo ARGS --dir DIR` to completion (killed, and the test failed, if it
+/// overstays `limit`, so no process is left behind); its stdout, after checking it succeeded.
+fn run_demo(args: &[&str], dir: &Path, limit: Duration) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callmask"))
+        .arg("demo")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start callmask demo");
+    let mut waited = Duration::ZERO;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for callmask demo") {
+            break s;
+        }
+        if waited > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("callmask demo did not finish within {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        waited += Duration::from_millis(100);
+    };
+    let out = child.wait_with_output().expect("demo output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        status.success(),
+        "demo failed: {status}\n{stdout}\n{stderr}"
+    );
+    stdout
 }
