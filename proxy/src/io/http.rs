@@ -383,23 +383,11 @@ fn set_secure(state: &HttpState, id: &str, action: SecureAction) -> Response {
     } else {
         state.calls.set_secure(id, secure, &actor)
     };
-    let at_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let at_unix_ms = unix_ms_now();
     let action_str = crate::metrics::Label::as_str(action);
     match result {
         Ok(change) => {
-            state.metrics.secure_mode_changed(action);
-            tracing::info!(
-                target: "callmask::audit",
-                event = "secure_mode",
-                action = action_str,
-                actor = %actor,
-                call = id,
-                changed = change == SecureChange::Changed,
-                at_unix_ms,
-                "secure mode {action_str}"
-            );
+            audit_secure_change(&state.metrics, action, &actor, id, change, at_unix_ms);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(NotFound) => {
@@ -415,6 +403,37 @@ fn set_secure(state: &HttpState, id: &str, action: SecureAction) -> Response {
             json_error(StatusCode::NOT_FOUND, "no_such_call")
         }
     }
+}
+
+/// Milliseconds since the Unix epoch, for audit entries.
+pub(crate) fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Count and audit a secure-mode change that was applied, whoever asked for it (an API
+/// token or the caller's key trigger). Never logs keys.
+pub(crate) fn audit_secure_change<C: tracing::Value>(
+    metrics: &Metrics,
+    action: SecureAction,
+    actor: &dyn fmt::Display,
+    call: C,
+    change: SecureChange,
+    at_unix_ms: u64,
+) {
+    metrics.secure_mode_changed(action);
+    let action_str = crate::metrics::Label::as_str(action);
+    tracing::info!(
+        target: "callmask::audit",
+        event = "secure_mode",
+        action = action_str,
+        actor = %actor,
+        call,
+        changed = change == SecureChange::Changed,
+        at_unix_ms,
+        "secure mode {action_str}"
+    );
 }
 
 async fn not_found() -> Response {

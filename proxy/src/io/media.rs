@@ -991,7 +991,7 @@ impl CallRelay {
     /// The caller completed a configured sequence: switch secure mode like the API does (the
     /// call table forwards the change back to this task) and audit it. Never logs keys.
     fn on_key_match(&self, m: Option<KeyMatch>) {
-        use super::http::{Actor, CallControl, SecureChange};
+        use super::http::{Actor, CallControl};
         use crate::metrics::SecureAction;
         let Some(m) = m else {
             return;
@@ -1004,24 +1004,17 @@ impl CallRelay {
         let result = self
             .table
             .set_secure(&self.call.0.to_string(), on, &Actor::api(None));
-        let at_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let at_unix_ms = super::http::unix_ms_now();
         let action_str = crate::metrics::Label::as_str(action);
         match result {
-            Ok(change) => {
-                self.metrics.secure_mode_changed(action);
-                tracing::info!(
-                    target: "callmask::audit",
-                    event = "secure_mode",
-                    action = action_str,
-                    actor = "dtmf-trigger",
-                    call = self.call.0,
-                    changed = change == SecureChange::Changed,
-                    at_unix_ms,
-                    "secure mode {action_str}"
-                );
-            }
+            Ok(change) => super::http::audit_secure_change(
+                &self.metrics,
+                action,
+                &"dtmf-trigger",
+                self.call.0,
+                change,
+                at_unix_ms,
+            ),
             Err(_) => {
                 tracing::warn!(
                     target: "callmask::audit",
