@@ -161,6 +161,16 @@ pub enum LegEvent {
     TurnStart(MediaTime),
 }
 
+impl LegEvent {
+    /// The same event on a clock `by` samples ahead.
+    fn shifted(self, by: i64) -> LegEvent {
+        match self {
+            LegEvent::Ask(t) => LegEvent::Ask(shift(t, by)),
+            LegEvent::TurnStart(t) => LegEvent::TurnStart(shift(t, by)),
+        }
+    }
+}
+
 /// Speech masking settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpeechConfig {
@@ -670,13 +680,23 @@ impl SpeechMasker {
 /// Forward events and decided-through times between two legs of one call (call every frame
 /// after pushing both).
 pub fn exchange(a: &mut SpeechMasker, b: &mut SpeechMasker) {
+    exchange_offset(a, b, 0);
+}
+
+/// [`exchange`] for legs whose media clocks differ (they started at different moments):
+/// `t_b = t_a - delta`, in samples.
+pub fn exchange_offset(a: &mut SpeechMasker, b: &mut SpeechMasker, delta: i64) {
     while let Some(ev) = a.poll_leg_event() {
-        b.apply_other_leg(ev);
+        b.apply_other_leg(ev.shifted(-delta));
     }
     while let Some(ev) = b.poll_leg_event() {
-        a.apply_other_leg(ev);
+        a.apply_other_leg(ev.shifted(delta));
     }
     let (ta, tb) = (a.decided_through(), b.decided_through());
-    b.set_other_leg_decided_through(Some(ta));
-    a.set_other_leg_decided_through(Some(tb));
+    b.set_other_leg_decided_through(Some(shift(ta, -delta)));
+    a.set_other_leg_decided_through(Some(shift(tb, delta)));
+}
+
+fn shift(t: MediaTime, by: i64) -> MediaTime {
+    MediaTime(t.0.saturating_add_signed(by))
 }

@@ -26,9 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dsp::mask::{MaskPipeline, MaskReason};
-use dsp::spoken::{
-    Job, JobId, LegEvent, Recognizer, RecognizerError, SpeechConfig, SpeechMasker, Word,
-};
+use dsp::spoken::{Job, JobId, Recognizer, RecognizerError, SpeechConfig, SpeechMasker, Word};
 use dsp::MediaTime;
 use tokio::sync::mpsc;
 
@@ -471,7 +469,7 @@ impl CallSpeech {
             } else {
                 -((oa - ob).as_secs_f64() * RATE)
             } as i64;
-            exchange_mapped(&mut a.masker, &mut b.masker, delta);
+            dsp::spoken::exchange_offset(&mut a.masker, &mut b.masker, delta);
         }
         for (l, p) in self.legs.iter_mut().zip(pipes) {
             let now = l.masker.input_time().0;
@@ -485,30 +483,6 @@ impl CallSpeech {
             p.set_undecided_from(l.masker.undecided_from());
         }
     }
-}
-
-fn shift(t: MediaTime, by: i64) -> MediaTime {
-    MediaTime(t.0.saturating_add_signed(by))
-}
-
-fn shift_event(ev: LegEvent, by: i64) -> LegEvent {
-    match ev {
-        LegEvent::Ask(t) => LegEvent::Ask(shift(t, by)),
-        LegEvent::TurnStart(t) => LegEvent::TurnStart(shift(t, by)),
-    }
-}
-
-/// [`dsp::spoken::exchange`] for legs whose media clocks differ: `t_b = t_a - delta`.
-fn exchange_mapped(a: &mut SpeechMasker, b: &mut SpeechMasker, delta: i64) {
-    while let Some(ev) = a.poll_leg_event() {
-        b.apply_other_leg(shift_event(ev, -delta));
-    }
-    while let Some(ev) = b.poll_leg_event() {
-        a.apply_other_leg(shift_event(ev, delta));
-    }
-    let (ta, tb) = (a.decided_through(), b.decided_through());
-    b.set_other_leg_decided_through(Some(shift(ta, -delta)));
-    a.set_other_leg_decided_through(Some(shift(tb, delta)));
 }
 
 #[cfg(test)]
