@@ -188,7 +188,13 @@ impl WhisperEngine {
         self.last.encode_ms = t1.elapsed().as_secs_f64() * 1e3;
 
         let seconds = audio.len() as f32 / 16_000.0;
-        let max_length = ((seconds * self.options.max_tokens_per_second) as usize + 16).min(448);
+        // CTranslate2's max_length counts the prompt beyond its start token (as
+        // faster-whisper's max_new_tokens does): a previous-text prompt longer than the room
+        // left crashed generate. The decoder holds 448 positions.
+        let max_length = (self.prompt.len().saturating_sub(1)
+            + (seconds * self.options.max_tokens_per_second) as usize
+            + 16)
+            .min(448);
         let opts = WhisperOptions {
             beam_size: self.options.beam_size,
             max_length,
@@ -207,7 +213,7 @@ impl WhisperEngine {
             self.last.no_speech_prob = r.no_speech_prob;
             let n = r.sequences_ids.first().map_or(0, Vec::len);
             self.last.avg_logprob = r.scores.first().map_or(0.0, |s| s / (n.max(1) as f32));
-            self.last.truncated = n + 1 >= max_length;
+            self.last.truncated = n + self.prompt.len() >= max_length;
         }
         let ids: Vec<usize> = result
             .first()
