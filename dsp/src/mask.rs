@@ -174,6 +174,9 @@ pub struct PipelineStats {
     /// Samples between the last in-band tone's onset and its confirmation (the receiver's
     /// decision latency; must stay below the look-ahead).
     pub last_dtmf_latency_samples: u64,
+    /// Onset of the latest keypad press (in-band tone or RFC 4733 / SIP INFO event), for the
+    /// speech masker: a keypad answer ends an ask context ([`crate::spoken::SpeechMasker::note_keypad`]).
+    pub last_keypad_onset: Option<MediaTime>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -334,6 +337,10 @@ impl MaskPipeline {
     /// there until [`MaskPipeline::end_span`].
     pub fn begin_span(&mut self, reason: MaskReason, start: MediaTime) -> SpanId {
         self.stats.spans_marked += 1;
+        if matches!(reason, MaskReason::DtmfInband | MaskReason::Rfc4733) {
+            let last = self.stats.last_keypad_onset.get_or_insert(start);
+            *last = (*last).max(start);
+        }
         let s = start.0 as i64 - self.guard_before;
         let out_now = self.input_time - self.lookahead;
         if s < out_now {

@@ -651,6 +651,43 @@ fn mono_ask_context_covers_two_segments_at_most() {
     assert!(muted_ms(&input, leg.aligned(), 3500, 5000).0 > 400);
 }
 
+#[test]
+fn mono_keypad_answer_ends_the_ask_context() {
+    // The caller keys the number in instead of saying it: the recognizer makes words of the
+    // tones; the DTMF detector's onset (note_keypad) makes that segment the answer, so the
+    // count in the next segment is not in the ask's context.
+    let utts = [
+        ("Can I get the card number please?", 1000, 2500),
+        ("I'm not going to do it", 3500, 5000),
+        ("I called two times", 6500, 8000),
+    ];
+    let run = |keypad: bool| {
+        let input = audio(11_000, &utts.iter().map(|u| (u.1, u.2)).collect::<Vec<_>>());
+        let words: Vec<Word> = utts
+            .iter()
+            .flat_map(|&(t, s, e)| place(t, s, e, false))
+            .collect();
+        let mut leg = Leg::new(
+            3000,
+            FakeRecognizer::timeline(words).delays_ms(vec![Some(300); 32]),
+        );
+        let pad = vec![0i16; leg.pipe.delay_samples() as usize + 160];
+        for (i, frame) in input.chunks(160).chain(pad.chunks(160)).enumerate() {
+            if keypad && i * 20 == 3600 {
+                leg.sm.note_keypad(MediaTime(3600 * MS));
+            }
+            leg.step(frame);
+            leg.render(frame);
+        }
+        muted_ms(&input, leg.aligned(), 6500, 8000).0
+    };
+    assert_eq!(run(true), 0, "count audible after a keypad answer");
+    assert!(
+        run(false) > 400,
+        "without it the count is the awaited answer"
+    );
+}
+
 /// Replays every corpus call (both legs, synthetic audio over the labelled times, a fake
 /// recognizer answering with the label words after 400 ms) and scores the pipeline output.
 fn replay_corpus(digits: bool, drop_every: usize) -> (usize, usize, u64, u64) {

@@ -281,6 +281,8 @@ struct Pending {
     deadline: MediaTime,
     /// Force-cut: the continuation re-hears audio from here on.
     defer_from: Option<MediaTime>,
+    /// Pauses inside the segment (for the policy's answer onset).
+    pauses: Vec<(MediaTime, MediaTime)>,
     state: State,
 }
 
@@ -396,6 +398,8 @@ pub struct SpeechMasker {
     marks: VecDeque<(MediaTime, MediaTime)>,
     events: VecDeque<LegEvent>,
     context: Context,
+    /// Onsets of keypad presses on this leg (bounded).
+    keypad: VecDeque<u64>,
     other_through: Option<MediaTime>,
     stats: SpeechStats,
 }
@@ -437,6 +441,7 @@ impl SpeechMasker {
                 max_segments: config.context_max_segments as usize,
                 ..Context::default()
             },
+            keypad: VecDeque::new(),
             other_through: None,
             stats: SpeechStats::default(),
             config,
@@ -518,6 +523,7 @@ impl SpeechMasker {
         }
         let (start, end) = (self.pending[i].start, self.pending[i].end);
         let defer = self.pending[i].defer_from;
+        let pauses = std::mem::take(&mut self.pending[i].pauses);
         match result {
             Err(_) => {
                 self.stats.errors += 1;
@@ -529,13 +535,23 @@ impl SpeechMasker {
                 let ctx = &self.context;
                 let plain = self
                     .policy
-                    .evaluate_cut(&words, start, end, defer, |t| ctx.active_at(t));
+                    .evaluate_cut(&words, start, end, defer, &pauses, |t| ctx.active_at(t));
                 let widened = self
                     .policy
-                    .evaluate_cut(&words, start, end, defer, |_| true)
+                    .evaluate_cut(&words, start, end, defer, &pauses, |_| true)
                     .spans;
-                // An answer (muted) or keypad tones instead of one end the open contexts.
-                let answered = !plain.spans.is_empty() || self.policy.is_non_speech(&words);
+                // An answer (muted) or keypad presses instead of one end the open contexts; a
+                // decode the policy takes for noise does not (a mumbled lead-in is not an
+                // answer, and keypad tones are known from the DTMF detector).
+                // (A force-cut turn is judged at its last piece: look back to the turn's start.)
+                let turn = ctx
+                    .own_turns
+                    .iter()
+                    .rev()
+                    .find(|&&t| t <= start.0)
+                    .map_or(start.0, |&t| t.min(start.0));
+                let keypad = self.keypad.iter().any(|&k| k >= turn && k < end.0);
+                let answered = !plain.spans.is_empty() || keypad;
                 if plain.ask.is_none() && defer.is_none() && answered {
                     self.context.answer(start, end);
                 }
@@ -580,6 +596,15 @@ impl SpeechMasker {
         self.events.pop_front()
     }
 
+    /// A keypad press began at `onset` on this leg (in-band tone or RFC 4733 event; the mask
+    /// pipeline's [`crate::mask::PipelineStats::last_keypad_onset`]): a segment holding one is
+    /// a keypad answer and ends the open ask contexts. Repeated onsets are ignored.
+    pub fn note_keypad(&mut self, onset: MediaTime) {
+        if self.keypad.back() != Some(&onset.0) {
+            push_bounded(&mut self.keypad, onset.0);
+        }
+    }
+
     /// Take in an event from the other leg (the agent's ask widens the caller's mask).
     pub fn apply_other_leg(&mut self, event: LegEvent) {
         match event {
@@ -619,6 +644,17 @@ impl SpeechMasker {
                 end: seg.end,
                 deadline: seg.start + self.accept_window,
                 defer_from: seg.forced.then(|| seg.end.saturating_sub(self.overlap)),
+                // A continuation's first words are the cut-off segment's tail, not a lead-in.
+                pauses: if seg.continuation {
+                    Vec::new()
+                } else {
+                    segmenter::pauses(
+                        &seg.pcm,
+                        seg.start,
+                        self.config.policy.pause_ms,
+                        self.config.policy.pause_below_db,
+                    )
+                },
                 state: State::Queued(seg.pcm),
             });
         }

@@ -25,7 +25,18 @@
 //! - [`PolicyConfig::answer_numbers`] numbers in one segment (or one digit group of three or
 //!   more) make it an answer even when the ask was not recognised;
 //! - a decode of tones, music or noise ("Thank you." at near-zero confidence, "beep beep",
-//!   words the alignment gives no time) mutes nothing, even inside an ask context.
+//!   words the alignment gives no time) mutes nothing, even inside an ask context;
+//! - Whisper's loop on a short window (the opening words again) is an echo: an ask keyword
+//!   in it does not turn the answer before it into a question;
+//! - a question or prompt without a number ("can I get the …?", "please enter your …") is
+//!   not an answer, in a context or not; an elliptical follow-up ("and your …?", "and the
+//!   …?", at most six words) asks even when its keyword was misheard;
+//! - an answer begins at the first pause (≥ [`PolicyConfig::pause_ms`], found in the audio
+//!   by [`super::segmenter::pauses`]) that comes after the turn's first word and before its
+//!   first number-like word: the lead-in before it ("okay, the number is") stays audible,
+//!   however garbled, and neither the padding nor the context widening reaches back over it.
+//!   Only the first such pause is trusted: a later one may sit inside a misheard first digit
+//!   group.
 //!
 //! PHI: the policy reads the words during [`SpanPolicy::evaluate`] and keeps nothing; its
 //! output holds media times only. No type here prints word text.
@@ -69,6 +80,10 @@ pub struct PolicyConfig {
     /// This many non-harmless numbers in one segment make it an answer: it is judged as if
     /// inside an ask context (the recognizer garbles the digits between the ones it gets).
     pub answer_numbers: usize,
+    /// A pause inside a segment is at least this long (see [`super::segmenter::pauses`]).
+    pub pause_ms: u32,
+    /// … and this far below the segment's speech level.
+    pub pause_below_db: f32,
 }
 
 impl Default for PolicyConfig {
@@ -84,6 +99,8 @@ impl Default for PolicyConfig {
             non_speech_confidence: 0.2,
             answer_numbers: 2,
             context_tail_words: 2,
+            pause_ms: 80,
+            pause_below_db: 25.0,
         }
     }
 }
@@ -96,6 +113,22 @@ pub struct Verdict {
     pub spans: Vec<(MediaTime, MediaTime)>,
     /// Start of the first ask keyword in the segment, if any (opens an ask context).
     pub ask: Option<MediaTime>,
+}
+
+/// How a question or a prompt starts.
+const QUESTION_OPENERS: &[&str] = &[
+    "what", "can", "could", "would", "do", "does", "please", "how", "which", "where", "using",
+    "enter",
+];
+
+/// Index where the decode starts repeating itself (Whisper's loop on a short window: the
+/// same three words again), or `n`: words from there on are an echo, not new speech.
+fn repetition_start<'a>(text: &impl Fn(usize) -> &'a str, n: usize) -> usize {
+    (1..n.saturating_sub(2))
+        .find(|&p| {
+            (0..p).any(|q| (0..3).all(|k| text(q + k) == text(p + k)) && !text(p).is_empty())
+        })
+        .unwrap_or(n)
 }
 
 /// Turns words into mask spans. Stateless apart from its settings; see the module docs.
@@ -137,7 +170,7 @@ impl SpanPolicy {
         seg_end: MediaTime,
         context: impl Fn(MediaTime) -> bool,
     ) -> Verdict {
-        self.evaluate_cut(words, seg_start, seg_end, None, context)
+        self.evaluate_cut(words, seg_start, seg_end, None, &[], context)
     }
 
     /// [`SpanPolicy::evaluate`] for a force-cut segment whose continuation re-hears the audio
@@ -150,6 +183,7 @@ impl SpanPolicy {
         seg_start: MediaTime,
         seg_end: MediaTime,
         defer_from: Option<MediaTime>,
+        pauses: &[(MediaTime, MediaTime)],
         context: impl Fn(MediaTime) -> bool,
     ) -> Verdict {
         let c = &self.config;
@@ -176,7 +210,8 @@ impl SpanPolicy {
         // last keyword are the question (or a lead-in), not an answer.
         let mut ask = None;
         let mut ask_idx = None;
-        for (i, word) in words.iter().enumerate() {
+        let content = repetition_start(&text, words.len());
+        for (i, word) in words.iter().enumerate().take(content) {
             let w = text(i);
             // "let me read that back" (often heard as "read that mark", "read my mind")
             let read_back = w == "read";
@@ -188,6 +223,23 @@ impl SpanPolicy {
                 ask_idx = Some(i);
             }
         }
+        let strong_any = toks.iter().any(|t| t.class.is_strong());
+        // An elliptical follow-up question ("and your date of birth?", "and the security
+        // code?") asks for the next identifier even when its keyword was misheard.
+        if ask_idx.is_none()
+            && !strong_any
+            && (2..=6).contains(&content)
+            && text(0) == "and"
+            && matches!(text(1), "your" | "the")
+        {
+            ask = Some(abs(words[0].start));
+            ask_idx = Some(content - 1);
+        }
+        // A question ("can I get the …?", "please enter your …") is not an answer.
+        let question = !strong_any
+            && content > 0
+            && (words[content - 1].text.trim_end().ends_with('?')
+                || QUESTION_OPENERS.contains(&text(0)));
         let mut answer_from = ask_idx.map_or(0, |k| k + 1);
         let answering = context(seg_start);
         if let Some(k) = ask_idx {
@@ -204,7 +256,14 @@ impl SpanPolicy {
             }
             answer_from = answer_from.max(lead_end.map_or(0, |j| j + 1));
         }
-        let seg_ctx = ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
+        let mut seg_ctx =
+            ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
+        if question {
+            seg_ctx = false;
+            for t in toks.iter_mut() {
+                t.ctx = false;
+            }
+        }
         if ask.is_none() {
             // An answer's lead-in ("I was born on", "okay, the number is") before its first
             // number-like word stays audible up to its terminator.
@@ -340,6 +399,13 @@ impl SpanPolicy {
                 at = at.max(we);
             }
         }
+        if let Some(onset) = self.answer_onset(words, &toks, &text, seg_start, pauses) {
+            // The lead-in before the pause that precedes the first number stays audible.
+            spans.retain(|&(_, e, _)| e > onset);
+            for sp in &mut spans {
+                sp.0 = sp.0.max(onset);
+            }
+        }
         spans.sort_unstable();
         let mut merged: Vec<(u64, u64, bool)> = Vec::with_capacity(spans.len());
         for (s, e, x) in spans {
@@ -364,6 +430,32 @@ impl SpanPolicy {
                 .collect(),
             ask,
         }
+    }
+
+    /// Where an answer begins after its lead-in ("okay, the number is | 4992 …"): the pause
+    /// before the segment's first number-like word, when plain words come before it. Word
+    /// times are off by a few hundred ms (the reason for the padding); a pause in the audio
+    /// is not, so the padding and the widening over a misheard lead-in stop there.
+    fn answer_onset<'a>(
+        &self,
+        words: &[Word],
+        toks: &[Tok],
+        text: &impl Fn(usize) -> &'a str,
+        seg_start: MediaTime,
+        pauses: &[(MediaTime, MediaTime)],
+    ) -> Option<u64> {
+        let abs = |off: MediaTime| seg_start.0 + off.0;
+        let first = (0..toks.len())
+            .find(|&i| toks[i].class != TokenClass::Plain || is_homophone(text(i)))?;
+        if first == 0 {
+            return None;
+        }
+        let lead_from = abs(words[0].start) + 200 * SAMPLES_PER_MS;
+        let until = abs(words[first].start) + 100 * SAMPLES_PER_MS;
+        pauses
+            .iter()
+            .find(|&&(s, e)| s.0 >= lead_from && e.0 <= until)
+            .map(|&(s, _)| s.0)
     }
 
     /// A decode of tones, music or noise: no number-like token, and nothing but punctuation,
@@ -399,22 +491,6 @@ impl SpanPolicy {
         let mean = confs.iter().sum::<f32>() / confs.len() as f32;
         let hallucinated_start = confs.first().is_some_and(|&p| p < 0.05) && confs.len() <= 3;
         mean < self.config.non_speech_confidence || hallucinated_start
-    }
-
-    /// True when `words` are a decode of tones, music or noise (see `non_speech`).
-    pub(crate) fn is_non_speech(&self, words: &[Word]) -> bool {
-        let norm: Vec<Norm> = words.iter().map(|w| Norm::new(&w.text)).collect();
-        let toks: Vec<Tok> = words
-            .iter()
-            .map(|w| Tok {
-                class: classify(&w.text),
-                ctx: false,
-                asked: false,
-                harmless: false,
-                sensitive: false,
-            })
-            .collect();
-        self.non_speech(words, &norm, &toks)
     }
 
     /// Mark lone harmless counts and their unit words (outside ask contexts).
@@ -581,6 +657,110 @@ mod tests {
         // A confident decode with a number is speech.
         let w = scored(&[("it's", 0.9), ("five", 0.9)]);
         assert!(!eval(&w, true).spans.is_empty());
+    }
+
+    fn eval_with_pauses(w: &[Word], ctx: bool, pauses: &[(u64, u64)]) -> Verdict {
+        let end = MediaTime(8000 + w.len() as u64 * 3200 + 800);
+        let p: Vec<(MediaTime, MediaTime)> = pauses
+            .iter()
+            .map(|&(s, e)| (MediaTime(8000 + s), MediaTime(8000 + e)))
+            .collect();
+        SpanPolicy::default().evaluate_cut(w, MediaTime(8000), end, None, &p, |_| ctx)
+    }
+
+    #[test]
+    fn a_looping_decode_does_not_turn_the_answer_into_a_question() {
+        // "My member ID is K, 5 …" then Whisper's echo of the opening words: the echoed
+        // keyword is not the last ask, so the answer after "is" stays an answer.
+        let w = scored(&[
+            ("My", 0.6),
+            ("member", 0.8),
+            ("I", 0.7),
+            ("need", 0.5),
+            ("is", 0.6),
+            ("Canadian", 0.1),
+            ("King,", 0.6),
+            ("so", 0.9),
+            ("5,", 0.3),
+            ("My", 0.9),
+            ("member", 0.9),
+            ("I", 0.9),
+            ("need", 0.9),
+        ]);
+        let v = eval(&w, true);
+        assert!(muted(&v, 5) && muted(&v, 6) && muted(&v, 7), "{v:?}");
+        assert_eq!(
+            repetition_start(&|i| ["a", "b", "c", "a", "b", "c"][i], 6),
+            3
+        );
+        assert_eq!(repetition_start(&|i| ["a", "b", "c", "d"][i], 4), 4);
+    }
+
+    #[test]
+    fn a_question_in_an_open_context_mutes_nothing() {
+        // The agent's next question, misheard ("can I get the cart and we're clean?"), after
+        // an answer whose context is still open.
+        let w = scored(&[
+            ("Can", 0.6),
+            ("I", 0.6),
+            ("get", 0.9),
+            ("to", 0.5),
+            ("the", 0.7),
+            ("cart", 0.5),
+            ("and", 0.3),
+            ("clean?", 0.2),
+        ]);
+        assert!(eval(&w, true).spans.is_empty());
+        // "Please enter your BIN."
+        let w = scored(&[
+            ("Please", 0.2),
+            ("enter", 0.6),
+            ("your", 0.9),
+            ("BIN.", 0.3),
+        ]);
+        assert!(eval(&w, true).spans.is_empty());
+        // A question with a number in it is still judged word by word.
+        let w = scored(&[("Is", 0.6), ("it", 0.6), ("4532?", 0.9)]);
+        assert!(muted(&eval(&w, true), 2));
+    }
+
+    #[test]
+    fn an_elliptical_follow_up_asks() {
+        // "And your date of birth?" heard as "and your Nathan": still an ask.
+        let w = scored(&[("and", 0.5), ("your", 0.8), ("Nathan", 0.1)]);
+        let v = eval(&w, false);
+        assert_eq!(v.ask, Some(MediaTime(8000)));
+        assert!(v.spans.is_empty());
+        // Longer turns or numbers: not this rule.
+        let w = scored(&[("and", 0.5), ("the", 0.8), ("5", 0.9)]);
+        assert_eq!(eval(&w, false).ask, None);
+    }
+
+    #[test]
+    fn an_answer_starts_at_the_pause_before_its_first_number() {
+        // In context: "okay the number is | 4 9 …", the lead-in misheard at low confidence.
+        let w = scored(&[
+            ("Okay,", 0.3),
+            ("let's", 0.2),
+            ("hum,", 0.1),
+            ("maybe", 0.1),
+            ("49", 0.5),
+            ("92", 0.9),
+        ]);
+        // Without a pause the widening reaches back over the lead-in.
+        assert!(muted(&eval(&w, true), 1));
+        // A 150 ms pause just before "49" (word 4 starts at 12800 samples).
+        let v = eval_with_pauses(&w, true, &[(11_400, 12_600)]);
+        assert!(!muted(&v, 0) && !muted(&v, 1) && !muted(&v, 2), "{v:?}");
+        assert!(muted(&v, 4) && muted(&v, 5), "{v:?}");
+        assert_eq!(v.spans[0].0, MediaTime(8000 + 11_400));
+        // Only the first pause counts: a later one (inside a misheard first group) does not
+        // move the start past it.
+        let v = eval_with_pauses(&w, true, &[(4_000, 4_800), (11_400, 12_600)]);
+        assert!(muted(&v, 2) && muted(&v, 3), "{v:?}");
+        // A pause before the first word's start + 200 ms is the turn's onset, not a lead-in.
+        let v = eval_with_pauses(&w, true, &[(0, 1_000)]);
+        assert!(muted(&v, 1));
     }
 
     #[test]

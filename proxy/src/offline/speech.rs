@@ -254,6 +254,9 @@ pub fn mask_legs_8k(
                 frame[..m].copy_from_slice(&legs[i][at..at + m]);
             }
             pipe.process(&frame[..n], &mut outs[i][at..at + n]);
+            if let Some(t) = pipe.stats().last_keypad_onset {
+                sm.note_keypad(t);
+            }
             spans[i].extend(std::iter::from_fn(|| pipe.poll_span()));
         }
         at += n;

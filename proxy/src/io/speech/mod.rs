@@ -481,6 +481,9 @@ impl CallSpeech {
                 );
             }
             p.set_undecided_from(l.masker.undecided_from());
+            if let Some(t) = p.stats().last_keypad_onset {
+                l.masker.note_keypad(t);
+            }
         }
     }
 }
