@@ -50,7 +50,7 @@ use std::collections::VecDeque;
 
 pub use fake::{FakeRecognizer, FakeReply};
 pub use numbers::{classify, TokenClass};
-pub use policy::{PolicyConfig, SpanPolicy, Verdict};
+pub use policy::{PolicyConfig, SegmentCues, SpanPolicy, Verdict};
 pub use segmenter::{Segment, Segmenter, SegmenterConfig};
 
 use crate::{DspError, MediaTime, SampleRate};
@@ -283,6 +283,8 @@ struct Pending {
     defer_from: Option<MediaTime>,
     /// Pauses inside the segment (for the policy's answer onset).
     pauses: Vec<(MediaTime, MediaTime)>,
+    /// Continues a force-cut segment.
+    continuation: bool,
     state: State,
 }
 
@@ -524,6 +526,10 @@ impl SpeechMasker {
         let (start, end) = (self.pending[i].start, self.pending[i].end);
         let defer = self.pending[i].defer_from;
         let pauses = std::mem::take(&mut self.pending[i].pauses);
+        let cues = SegmentCues {
+            pauses: &pauses,
+            continuation: self.pending[i].continuation,
+        };
         match result {
             Err(_) => {
                 self.stats.errors += 1;
@@ -535,10 +541,10 @@ impl SpeechMasker {
                 let ctx = &self.context;
                 let plain = self
                     .policy
-                    .evaluate_cut(&words, start, end, defer, &pauses, |t| ctx.active_at(t));
+                    .evaluate_cut(&words, start, end, defer, cues, |t| ctx.active_at(t));
                 let widened = self
                     .policy
-                    .evaluate_cut(&words, start, end, defer, &pauses, |_| true)
+                    .evaluate_cut(&words, start, end, defer, cues, |_| true)
                     .spans;
                 // An answer (muted) or keypad presses instead of one end the open contexts; a
                 // decode the policy takes for noise does not (a mumbled lead-in is not an
@@ -644,17 +650,13 @@ impl SpeechMasker {
                 end: seg.end,
                 deadline: seg.start + self.accept_window,
                 defer_from: seg.forced.then(|| seg.end.saturating_sub(self.overlap)),
-                // A continuation's first words are the cut-off segment's tail, not a lead-in.
-                pauses: if seg.continuation {
-                    Vec::new()
-                } else {
-                    segmenter::pauses(
-                        &seg.pcm,
-                        seg.start,
-                        self.config.policy.pause_ms,
-                        self.config.policy.pause_below_db,
-                    )
-                },
+                pauses: segmenter::pauses(
+                    &seg.pcm,
+                    seg.start,
+                    self.config.policy.pause_ms,
+                    self.config.policy.pause_below_db,
+                ),
+                continuation: seg.continuation,
                 state: State::Queued(seg.pcm),
             });
         }

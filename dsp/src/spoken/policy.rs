@@ -105,6 +105,15 @@ impl Default for PolicyConfig {
     }
 }
 
+/// What the audio says about a segment, beside its words.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SegmentCues<'a> {
+    /// Pauses inside the segment (absolute times; [`super::segmenter::pauses`]).
+    pub pauses: &'a [(MediaTime, MediaTime)],
+    /// The segment continues a force-cut one: its first words are that turn's tail.
+    pub continuation: bool,
+}
+
 /// The outcome for one segment: spans to mute (absolute media time, sorted, disjoint) and
 /// whether the segment asks for an identifier. Holds no words.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -170,7 +179,14 @@ impl SpanPolicy {
         seg_end: MediaTime,
         context: impl Fn(MediaTime) -> bool,
     ) -> Verdict {
-        self.evaluate_cut(words, seg_start, seg_end, None, &[], context)
+        self.evaluate_cut(
+            words,
+            seg_start,
+            seg_end,
+            None,
+            SegmentCues::default(),
+            context,
+        )
     }
 
     /// [`SpanPolicy::evaluate`] for a force-cut segment whose continuation re-hears the audio
@@ -183,7 +199,7 @@ impl SpanPolicy {
         seg_start: MediaTime,
         seg_end: MediaTime,
         defer_from: Option<MediaTime>,
-        pauses: &[(MediaTime, MediaTime)],
+        cues: SegmentCues<'_>,
         context: impl Fn(MediaTime) -> bool,
     ) -> Verdict {
         let c = &self.config;
@@ -246,19 +262,31 @@ impl SpanPolicy {
             // A lead-in ("my phone number is", "born on", "it expires", "read that back")
             // ends at its last terminator: what follows is the answer.
             let own = answering && (0..k).any(|j| text(j) == "my");
-            let lead_end = (k..toks.len())
+            let lead_end = (k..content)
                 .rev()
                 .find(|&j| LEAD_IN_ENDS.contains(&text(j)));
             for (i, t) in toks.iter_mut().enumerate() {
                 // Already answering an earlier ask ("my social is …"): the rest is the answer.
-                t.ctx = (own && i > k) || lead_end.is_some_and(|j| i > j);
+                // The terminator ends the lead-in ("my phone is | …") when there is one.
+                t.ctx = lead_end.map_or(own && i > k, |j| i > j);
                 t.asked = i > k;
             }
             answer_from = answer_from.max(lead_end.map_or(0, |j| j + 1));
         }
         let mut seg_ctx =
             ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
-        if question {
+        let numberless = !toks
+            .iter()
+            .enumerate()
+            .any(|(i, t)| t.class != TokenClass::Plain || is_homophone(text(i)));
+        let open_lead = (0..content.saturating_sub(1)).any(|j| LEAD_IN_ENDS.contains(&text(j)));
+        // A turn's lead-in heard on its own ("the last four of my social are", misheard
+        // without a number): not the answer yet, which comes in the next segment. Three
+        // words at least, and nothing after a terminator ("… is not a late" may be the digits).
+        let lead_only =
+            !cues.continuation && ask.is_none() && numberless && !open_lead && content >= 3;
+        if question || lead_only {
+            // Neither mutes anything of its own, and neither answers the open context.
             seg_ctx = false;
             for t in toks.iter_mut() {
                 t.ctx = false;
@@ -399,7 +427,12 @@ impl SpanPolicy {
                 at = at.max(we);
             }
         }
-        if let Some(onset) = self.answer_onset(words, &toks, &text, seg_start, pauses) {
+        let onset = if cues.continuation {
+            None
+        } else {
+            self.answer_onset(words, &toks, &text, seg_start, cues.pauses)
+        };
+        if let Some(onset) = onset {
             // The lead-in before the pause that precedes the first number stays audible.
             spans.retain(|&(_, e, _)| e > onset);
             for sp in &mut spans {
@@ -665,7 +698,11 @@ mod tests {
             .iter()
             .map(|&(s, e)| (MediaTime(8000 + s), MediaTime(8000 + e)))
             .collect();
-        SpanPolicy::default().evaluate_cut(w, MediaTime(8000), end, None, &p, |_| ctx)
+        let cues = SegmentCues {
+            pauses: &p,
+            continuation: false,
+        };
+        SpanPolicy::default().evaluate_cut(w, MediaTime(8000), end, None, cues, |_| ctx)
     }
 
     #[test]
@@ -722,6 +759,39 @@ mod tests {
         // A question with a number in it is still judged word by word.
         let w = scored(&[("Is", 0.6), ("it", 0.6), ("4532?", 0.9)]);
         assert!(muted(&eval(&w, true), 2));
+    }
+
+    #[test]
+    fn a_lead_in_heard_alone_is_not_the_answer() {
+        // "the last four of my social are", misheard with no number: nothing muted.
+        let w = scored(&[
+            ("The", 0.1),
+            ("last", 0.9),
+            ("fall", 0.3),
+            ("of", 0.9),
+            ("my", 0.9),
+            ("own", 0.1),
+            ("shoulder.", 0.7),
+        ]);
+        assert!(eval(&w, true).spans.is_empty());
+        // The tail of a force-cut answer is judged as an answer.
+        let end = MediaTime(8000 + w.len() as u64 * 3200 + 800);
+        let cues = SegmentCues {
+            pauses: &[],
+            continuation: true,
+        };
+        let v = SpanPolicy::default().evaluate_cut(&w, MediaTime(8000), end, None, cues, |_| true);
+        assert!(muted(&v, 0) && muted(&v, 5), "{v:?}");
+        // Words after a terminator may be the digits, misheard: still an answer.
+        let w = scored(&[
+            ("the", 0.2),
+            ("back", 0.3),
+            ("is", 0.5),
+            ("not", 0.6),
+            ("a", 0.1),
+            ("late", 0.8),
+        ]);
+        assert!(muted(&eval(&w, true), 4));
     }
 
     #[test]
