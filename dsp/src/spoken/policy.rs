@@ -31,6 +31,10 @@
 //! - a question or prompt without a number ("can I get the …?", "please enter your …") is
 //!   not an answer, in a context or not; an elliptical follow-up ("and your …?", "and the
 //!   …?", at most six words) asks even when its keyword was misheard;
+//! - a lead-in heard on its own (three words or more, no number-like word — a lone
+//!   homophone is not one —, nothing after a terminator) neither mutes nor answers: the
+//!   digits come in the next segment; with words after a terminator ("on the back is | not
+//!   a late"), the words up to it stay audible and the rest is the answer;
 //! - an answer begins at the first pause (≥ [`PolicyConfig::pause_ms`], found in the audio
 //!   by [`super::segmenter::pauses`]) that comes after the turn's first word and before its
 //!   first number-like word: the lead-in before it ("okay, the number is") stays audible,
@@ -275,10 +279,15 @@ impl SpanPolicy {
         }
         let mut seg_ctx =
             ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
-        let numberless = !toks
-            .iter()
-            .enumerate()
-            .any(|(i, t)| t.class != TokenClass::Plain || is_homophone(text(i)));
+        // No number-like word; a lone homophone ("going to do it") is not one, a pair ("so
+        // too", "for to") is.
+        let heard = |i: usize| toks[i].class != TokenClass::Plain || is_homophone(text(i));
+        let numberless = !(0..toks.len()).any(|i| {
+            toks[i].class != TokenClass::Plain
+                || (is_homophone(text(i))
+                    && (i.checked_sub(1).is_some_and(heard)
+                        || (i + 1 < toks.len() && heard(i + 1))))
+        });
         let open_lead = (0..content.saturating_sub(1)).any(|j| LEAD_IN_ENDS.contains(&text(j)));
         // A turn's lead-in heard on its own ("the last four of my social are", misheard
         // without a number): not the answer yet, which comes in the next segment. Three
@@ -297,8 +306,13 @@ impl SpanPolicy {
             // number-like word stays audible up to its terminator.
             let first = (0..toks.len())
                 .find(|&i| toks[i].class != TokenClass::Plain || is_homophone(text(i)));
-            let lead_end =
-                first.and_then(|f| (0..f).rev().find(|&j| LEAD_IN_ENDS.contains(&text(j))));
+            // (No number at all: "the security code on the back is | not a late" — the
+            // terminator still ends the lead-in, and the words after it are the answer.)
+            let before = first.unwrap_or(content.saturating_sub(1));
+            let lead_end = (0..before)
+                .rev()
+                .find(|&j| LEAD_IN_ENDS.contains(&text(j)))
+                .filter(|&j| first.is_some() || j >= 2);
             if let Some(j) = lead_end {
                 for t in &mut toks[..=j] {
                     t.ctx = false;
@@ -782,16 +796,24 @@ mod tests {
         };
         let v = SpanPolicy::default().evaluate_cut(&w, MediaTime(8000), end, None, cues, |_| true);
         assert!(muted(&v, 0) && muted(&v, 5), "{v:?}");
-        // Words after a terminator may be the digits, misheard: still an answer.
+        // Words after a terminator may be the digits, misheard: still an answer; the
+        // lead-in up to the terminator stays audible.
         let w = scored(&[
+            ("but", 0.2),
             ("the", 0.2),
+            ("jury", 0.1),
+            ("called", 0.1),
+            ("on", 0.8),
+            ("the", 0.9),
             ("back", 0.3),
             ("is", 0.5),
             ("not", 0.6),
             ("a", 0.1),
             ("late", 0.8),
         ]);
-        assert!(muted(&eval(&w, true), 4));
+        let v = eval(&w, true);
+        assert!(muted(&v, 8) && muted(&v, 9), "{v:?}");
+        assert!(!muted(&v, 2) && !muted(&v, 5), "{v:?}");
     }
 
     #[test]
