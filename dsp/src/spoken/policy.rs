@@ -31,6 +31,8 @@
 //! - a question or prompt without a number ("can I get the …?", "please enter your …") is
 //!   not an answer, in a context or not; an elliptical follow-up ("and your …?", "and the
 //!   …?", at most six words) asks even when its keyword was misheard;
+//! - "the last four of", "the last 4 digits" name an identifier: plain words, in its own
+//!   context too;
 //! - a lead-in heard on its own (three words or more, no number-like word — a lone
 //!   homophone is not one —, nothing after a terminator) neither mutes nor answers: the
 //!   digits come in the next segment; with words after a terminator ("on the back is | not
@@ -160,6 +162,9 @@ struct Tok {
     asked: bool,
     harmless: bool,
     sensitive: bool,
+    /// Names the identifier ("the last **four** of my social"): a plain word, never muted
+    /// for its own sake.
+    label: bool,
 }
 
 impl SpanPolicy {
@@ -218,8 +223,20 @@ impl SpanPolicy {
                 asked: false,
                 harmless: false,
                 sensitive: false,
+                label: false,
             })
             .collect();
+        for i in 1..toks.len() {
+            // "the last four of my social", "the last 4 digits": the name of the
+            // identifier, in its own context too; judged as a plain word.
+            if text(i - 1) == "last"
+                && matches!(text(i), "four" | "4" | "two" | "2")
+                && matches!(text(i + 1), "of" | "on" | "digits")
+            {
+                toks[i].class = TokenClass::Plain;
+                toks[i].label = true;
+            }
+        }
 
         if self.non_speech(words, &norm, &toks) {
             // Tones, music, noise: nothing to mute, nothing asked.
@@ -386,7 +403,7 @@ impl SpanPolicy {
                     t.ctx || (!t.harmless && numeric_neighbour(&toks, i))
                 }
                 TokenClass::Plain => {
-                    t.ctx && words[i].confidence.is_some_and(|p| p < c.low_confidence)
+                    t.ctx && !t.label && words[i].confidence.is_some_and(|p| p < c.low_confidence)
                 }
             };
             toks[i].sensitive |= s;
@@ -814,6 +831,28 @@ mod tests {
         let v = eval(&w, true);
         assert!(muted(&v, 8) && muted(&v, 9), "{v:?}");
         assert!(!muted(&v, 2) && !muted(&v, 5), "{v:?}");
+    }
+
+    #[test]
+    fn the_last_four_of_names_the_identifier() {
+        // In context: "the last 4 on my own shall are 8 4 3 1" (…of my social are …).
+        let w = scored(&[
+            ("The", 0.3),
+            ("last", 0.7),
+            ("4", 0.4),
+            ("on", 0.4),
+            ("my", 0.9),
+            ("own", 0.2),
+            ("shall", 0.3),
+            ("are", 0.7),
+            ("8", 0.8),
+            ("4", 0.5),
+            ("3", 0.9),
+            ("1.", 0.8),
+        ]);
+        let v = eval(&w, true);
+        assert!((0..=5).all(|i| !muted(&v, i)), "{v:?}");
+        assert!((8..=11).all(|i| muted(&v, i)), "{v:?}");
     }
 
     #[test]
