@@ -31,6 +31,8 @@
 //! - a question or prompt without a number ("can I get the …?", "please enter your …") is
 //!   not an answer, in a context or not; an elliptical follow-up ("and your …?", "and the
 //!   …?", at most six words) asks even when its keyword was misheard;
+//! - in an answer, the word just before a number is its misheard start ("so too, one" for
+//!   "oh two, one"), muted however confident the recognizer was;
 //! - "the last four of", "the last 4 digits" name an identifier: plain words, in its own
 //!   context too;
 //! - a lead-in heard on its own (three words or more, no number-like word — a lone
@@ -403,7 +405,14 @@ impl SpanPolicy {
                     t.ctx || (!t.harmless && numeric_neighbour(&toks, i))
                 }
                 TokenClass::Plain => {
-                    t.ctx && !t.label && words[i].confidence.is_some_and(|p| p < c.low_confidence)
+                    // In an answer, the word just before a number is its misheard start ("so
+                    // too, one" for "oh two, one"), however confident.
+                    let leads = i >= answer_from
+                        && (toks.get(i + 1).is_some_and(|n| n.class.is_numeric_like())
+                            || (i + 1 < toks.len() && is_homophone(text(i + 1))));
+                    t.ctx
+                        && !t.label
+                        && (leads || words[i].confidence.is_some_and(|p| p < c.low_confidence))
                 }
             };
             toks[i].sensitive |= s;
@@ -831,6 +840,26 @@ mod tests {
         let v = eval(&w, true);
         assert!(muted(&v, 8) && muted(&v, 9), "{v:?}");
         assert!(!muted(&v, 2) && !muted(&v, 5), "{v:?}");
+    }
+
+    #[test]
+    fn the_word_before_an_answers_first_number_is_its_misheard_start() {
+        // Context open; "my date of birth is | oh two, one …" heard "… is so too, one time".
+        let w = scored(&[
+            ("My", 0.4),
+            ("gay", 0.2),
+            ("talk", 0.5),
+            ("is", 0.3),
+            ("so", 0.9),
+            ("too,", 0.4),
+            ("one", 0.8),
+            ("time.", 0.9),
+        ]);
+        let v = eval(&w, true);
+        // Muted from before "so" starts (not only from the padding before "too").
+        assert!(v.spans[0].0 <= MediaTime(8000 + 4 * 3200), "{v:?}");
+        assert!(muted(&v, 5) && muted(&v, 6), "{v:?}");
+        assert!(!muted(&v, 1) && !muted(&v, 2), "{v:?}");
     }
 
     #[test]
