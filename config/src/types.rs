@@ -64,7 +64,7 @@ bounded!(
 
 impl LookaheadMs {
     /// Default with spoken-identifier masking on: measured on the dev corpus, 8 s leaves the
-    /// recognizer enough context and time (2/61 identifiers leaked at 8 s, 16 at 5 s, 33 at
+    /// recognizer enough context and time (1/61 identifiers leaked at 8 s, 15 at 5 s, 33 at
     /// 3 s); recorders tolerate the delay.
     pub const SPEECH_DEFAULT: LookaheadMs = LookaheadMs(8_000);
     /// Default for DTMF-only masking: the receiver decides within ~60 ms of a tone's onset.

@@ -24,8 +24,8 @@ use super::FRAME;
 
 /// The speech look-ahead `callmask mask` simulates unless `--lookahead-ms` says otherwise.
 ///
-/// Measured on the dev corpus (scripts/eval_speech.sh, Whisper tiny.en): 8 s leaks 2 of 61
-/// spoken identifiers, 5 s leaks 16, 3 s leaks 33 — short look-aheads force-cut segments
+/// Measured on the dev corpus (scripts/eval_speech.sh, Whisper tiny.en): 8 s leaks 1 of 61
+/// spoken identifiers, 5 s leaks 15, 3 s leaks 33 — short look-aheads force-cut segments
 /// (at most look-ahead − budget − padding long), so the recognizer hears digit strings in
 /// pieces and answers lose their context. The recognizer's CPU barely depends on it (the
 /// encoder window follows the segment). Recorders tolerate the delay.
