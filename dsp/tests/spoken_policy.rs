@@ -556,8 +556,9 @@ fn ask_context_ends_when_the_agent_takes_the_turn_back() {
     assert_eq!(muted_ms(&ib, b.aligned(), 9000, 10_500).0, 0);
 }
 
-/// Mono (both voices in one channel): one leg, the timeline holding every utterance.
-fn mono(lookahead_ms: u32, utts: &[(&str, u64, u64)], total_ms: u64) -> (Vec<i16>, Leg) {
+/// Mono (both voices in one channel): one leg, the timeline holding every utterance, and its
+/// input, not run yet.
+fn mono_leg(lookahead_ms: u32, utts: &[(&str, u64, u64)], total_ms: u64) -> (Vec<i16>, Leg) {
     let input = audio(
         total_ms,
         &utts.iter().map(|u| (u.1, u.2)).collect::<Vec<_>>(),
@@ -566,10 +567,16 @@ fn mono(lookahead_ms: u32, utts: &[(&str, u64, u64)], total_ms: u64) -> (Vec<i16
         .iter()
         .flat_map(|&(t, s, e)| place(t, s, e, false))
         .collect();
-    let mut leg = Leg::new(
+    let leg = Leg::new(
         lookahead_ms,
         FakeRecognizer::timeline(words).delays_ms(vec![Some(300); 32]),
     );
+    (input, leg)
+}
+
+/// [`mono_leg`], run.
+fn mono(lookahead_ms: u32, utts: &[(&str, u64, u64)], total_ms: u64) -> (Vec<i16>, Leg) {
+    let (input, mut leg) = mono_leg(lookahead_ms, utts, total_ms);
     run_one(&mut leg, &input);
     (input, leg)
 }
@@ -662,15 +669,7 @@ fn mono_keypad_answer_ends_the_ask_context() {
         ("I called two times", 6500, 8000),
     ];
     let run = |keypad: bool| {
-        let input = audio(11_000, &utts.iter().map(|u| (u.1, u.2)).collect::<Vec<_>>());
-        let words: Vec<Word> = utts
-            .iter()
-            .flat_map(|&(t, s, e)| place(t, s, e, false))
-            .collect();
-        let mut leg = Leg::new(
-            3000,
-            FakeRecognizer::timeline(words).delays_ms(vec![Some(300); 32]),
-        );
+        let (input, mut leg) = mono_leg(3000, &utts, 11_000);
         let pad = vec![0i16; leg.pipe.delay_samples() as usize + 160];
         for (i, frame) in input.chunks(160).chain(pad.chunks(160)).enumerate() {
             if keypad && i * 20 == 3600 {
