@@ -228,15 +228,15 @@ impl SpanPolicy {
                 label: false,
             })
             .collect();
-        for i in 1..toks.len() {
+        for (i, t) in toks.iter_mut().enumerate().skip(1) {
             // "the last four of my social", "the last 4 digits": the name of the
             // identifier, in its own context too; judged as a plain word.
             if text(i - 1) == "last"
                 && matches!(text(i), "four" | "4" | "two" | "2")
                 && matches!(text(i + 1), "of" | "on" | "digits")
             {
-                toks[i].class = TokenClass::Plain;
-                toks[i].label = true;
+                t.class = TokenClass::Plain;
+                t.label = true;
             }
         }
 

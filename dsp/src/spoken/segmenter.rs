@@ -309,9 +309,9 @@ mod tests {
     fn pauses_are_found_inside_a_segment() {
         // 500 ms speech, 150 ms near-silence, 300 ms speech, 30 ms dip, 300 ms speech.
         let mut pcm = burst(4000);
-        pcm.extend(std::iter::repeat(3i16).take(1200));
+        pcm.extend(std::iter::repeat_n(3i16, 1200));
         pcm.extend(burst(2400));
-        pcm.extend(std::iter::repeat(3i16).take(240));
+        pcm.extend(std::iter::repeat_n(3i16, 240));
         pcm.extend(burst(2400));
         let p = pauses(&pcm, MediaTime(80_000), 80, 25.0);
         assert_eq!(p, vec![(MediaTime(84_000), MediaTime(85_200))]);
