@@ -43,8 +43,8 @@
 //!   by [`super::segmenter::pauses`]) that comes after the turn's first word and before its
 //!   first number-like word: the lead-in before it ("okay, the number is") stays audible,
 //!   however garbled, and neither the padding nor the context widening reaches back over it.
-//!   Only the first such pause is trusted: a later one may sit inside a misheard first digit
-//!   group.
+//!   Only the first such pause is trusted (a later one may sit inside a misheard first digit
+//!   group), except the one after a turn-opening "okay," with more lead-in words after it.
 //!
 //! PHI: the policy reads the words during [`SpanPolicy::evaluate`] and keeps nothing; its
 //! output holds media times only. No type here prints word text.
@@ -131,6 +131,11 @@ pub struct Verdict {
     /// Start of the first ask keyword in the segment, if any (opens an ask context).
     pub ask: Option<MediaTime>,
 }
+
+/// Turn openers that a pause may follow before the lead-in proper ("okay, the number is").
+const DISCOURSE_MARKERS: &[&str] = &[
+    "okay", "ok", "sure", "yes", "yeah", "so", "well", "um", "uh", "right", "alright",
+];
 
 /// How a question or a prompt starts.
 const QUESTION_OPENERS: &[&str] = &[
@@ -523,7 +528,12 @@ impl SpanPolicy {
         if first == 0 {
             return None;
         }
-        let lead_from = abs(words[0].start) + 200 * SAMPLES_PER_MS;
+        let mut lead_from = abs(words[0].start) + 200 * SAMPLES_PER_MS;
+        // The pause after a turn-opening "okay," / "sure," is not the lead-in's end (when
+        // two more plain words follow before the first number).
+        if first > 2 && DISCOURSE_MARKERS.contains(&text(0)) {
+            lead_from = lead_from.max(abs(words[1].start));
+        }
         let until = abs(words[first].start) + 100 * SAMPLES_PER_MS;
         pauses
             .iter()
@@ -921,6 +931,13 @@ mod tests {
         // A pause before the first word's start + 200 ms is the turn's onset, not a lead-in.
         let v = eval_with_pauses(&w, true, &[(0, 1_000)]);
         assert!(muted(&v, 1));
+        // The pause after a turn-opening "okay," is not the end of the lead-in: the next one is.
+        let v = eval_with_pauses(&w, true, &[(2_500, 3_100), (11_400, 12_600)]);
+        assert_eq!(v.spans[0].0, MediaTime(8000 + 11_400), "{v:?}");
+        // … unless the number follows at once ("okay, | so 49 …").
+        let w2 = scored(&[("Okay,", 0.3), ("so", 0.2), ("49", 0.5), ("92", 0.9)]);
+        let v = eval_with_pauses(&w2, true, &[(2_500, 3_100)]);
+        assert_eq!(v.spans[0].0, MediaTime(8000 + 2_500), "{v:?}");
     }
 
     #[test]
