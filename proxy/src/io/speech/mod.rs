@@ -540,6 +540,16 @@ mod tests {
     /// Runs `audio` on leg 0 (leg 1 silent) through CallSpeech + pipelines, waiting for every
     /// verdict before the next frame (a pool that keeps up). Returns leg 0's output and spans.
     fn run_call(cs: &mut CallSpeech, audio: &[i16]) -> (Vec<i16>, Vec<MaskSpan>) {
+        run_call_keyed(cs, audio, None)
+    }
+
+    /// [`run_call`] with an RFC 4733 key press marked on leg 0 at `keypad_ms` (as the relay's
+    /// tap does when a telephone-event arrives).
+    fn run_call_keyed(
+        cs: &mut CallSpeech,
+        audio: &[i16],
+        keypad_ms: Option<u64>,
+    ) -> (Vec<i16>, Vec<MaskSpan>) {
         let mask = MaskConfig {
             lookahead_ms: LOOKAHEAD_MS,
             undecided_until_told: true,
@@ -554,6 +564,10 @@ mod tests {
         let mut out = vec![0i16; audio.len() + delay];
         let mut spans = Vec::new();
         for (k, chunk) in out.chunks_mut(160).enumerate() {
+            if keypad_ms == Some(k as u64 * 20) {
+                let at = MediaTime(k as u64 * 160);
+                p[0].mark(MaskReason::Rfc4733, at, at + 800);
+            }
             let input = audio.get(k * 160..(k * 160 + chunk.len()).min(audio.len()));
             let input = input
                 .filter(|x| x.len() == chunk.len())
@@ -620,6 +634,40 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("callmask_recognizer_segments_total{outcome=\"late\"} 1"));
+    }
+
+    #[test]
+    fn a_keypad_answer_ends_the_ask_context_live() {
+        // Bursts at 0, 1.5 and 3 s: the ask, the caller keying digits (the recognizer makes
+        // words of it), then a harmless count. The key press (an RFC 4733 mark on the
+        // recorder pipeline) makes the second burst the answer, so the count stays audible.
+        let run = |keypad: Option<u64>| {
+            let metrics = Arc::new(Metrics::new());
+            let factory: RecognizerFactory = Arc::new(|| {
+                Ok(Box::new(FakeRecognizer::timeline(vec![
+                    word("card", 100, 400),
+                    word("number?", 400, 700),
+                    word("I'm", 1600, 1700),
+                    word("not", 1700, 1800),
+                    word("going", 1800, 1950),
+                    word("to", 1950, 2050),
+                    word("do", 2050, 2150),
+                    word("it", 2150, 2250),
+                    word("I", 3050, 3150),
+                    word("called", 3150, 3350),
+                    word("two", 3350, 3550),
+                    word("times", 3550, 3750),
+                ])) as BoxedRecognizer)
+            });
+            let pool = pool_of(factory, &metrics);
+            let config = crate::offline::speech::tuned_config(LOOKAHEAD_MS);
+            let mut cs = CallSpeech::new(pool, config, metrics).expect("valid");
+            let audio = voice(8000 * 6);
+            let (out, _) = run_call_keyed(&mut cs, &audio, keypad);
+            out[3350 * 8..3550 * 8].iter().any(|&x| x != 0)
+        };
+        assert!(run(Some(1600)), "count audible after a keypad answer");
+        assert!(!run(None), "without it the count is the awaited answer");
     }
 
     #[test]
