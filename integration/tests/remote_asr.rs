@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use callmask::io::speech::remote::RemoteRecognizer;
-use callmask_integration::{tail, terminate, wait_for, TempDir};
+use callmask_integration::{tail, terminate, wait_for, write_wav_mono, TempDir};
 use dsp::g711;
 use dsp::spoken::{classify, exchange, Recognizer, SpeechConfig, SpeechMasker, TokenClass, Word};
 use dsp::SampleRate;
@@ -422,7 +422,7 @@ fn callmask_mask_uses_the_remote_engine() {
     let mut pcm = vec![0i16; 4000];
     pcm.extend(telephone_band(&clip_16k()));
     pcm.resize(pcm.len() + 16000, 0);
-    std::fs::write(&input, wav_8k(&pcm)).unwrap();
+    write_wav_mono(&input, &pcm);
 
     let out = Command::new(callmask_integration::callmask_bin())
         .arg("mask")
@@ -462,26 +462,4 @@ fn callmask_mask_uses_the_remote_engine() {
     assert_eq!(masked.len(), pcm.len());
     let (s, e) = spans[0];
     assert!(masked[s as usize..e as usize].iter().all(|&x| x.abs() < 64));
-}
-
-/// A mono 8 kHz 16-bit WAV.
-fn wav_8k(pcm: &[i16]) -> Vec<u8> {
-    let data = (pcm.len() * 2) as u32;
-    let mut w = Vec::new();
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(36 + data).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    w.extend_from_slice(&16u32.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&8000u32.to_le_bytes());
-    w.extend_from_slice(&16000u32.to_le_bytes());
-    w.extend_from_slice(&2u16.to_le_bytes());
-    w.extend_from_slice(&16u16.to_le_bytes());
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&data.to_le_bytes());
-    for s in pcm {
-        w.extend_from_slice(&s.to_le_bytes());
-    }
-    w
 }
