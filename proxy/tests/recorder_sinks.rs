@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use callmask::core::proxy::{CallRef, Side};
-use callmask::io::media::{TapEvent, TapFrame, TAP_FRAME_MAX};
+use callmask::io::media::TapEvent;
 use callmask::io::recorder::{retention, ManualClock, Recorders};
 use callmask::metrics::Metrics;
 use config::types::{AgeRecipient, HostPort, RetentionDays, RtpCodec};
@@ -20,26 +20,8 @@ use config::{Config, RecorderConfig, RtpRecorder, WavRecorder};
 use dsp::mask::MaskReason;
 use tokio::sync::mpsc;
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "callmask-sinks-{tag}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&d).expect("tmpdir");
-    d
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    v.sort();
-    v
-}
+mod common;
+use common::{files, frame, tmpdir};
 
 fn only_file(dir: &Path, suffix: &str) -> PathBuf {
     let names: Vec<String> = files(dir)
@@ -65,19 +47,6 @@ fn config(recorders: Vec<RecorderConfig>) -> Config {
         recorders,
         ..Config::default()
     }
-}
-
-fn frame(call: u64, from: Side, media_time: u64, samples: &[i16]) -> TapEvent {
-    assert!(samples.len() <= TAP_FRAME_MAX);
-    let mut pcm = [0i16; TAP_FRAME_MAX];
-    pcm[..samples.len()].copy_from_slice(samples);
-    TapEvent::Frame(Box::new(TapFrame {
-        call: CallRef(call),
-        from,
-        media_time,
-        len: samples.len(),
-        pcm,
-    }))
 }
 
 /// A running recorder task fed by the test.
@@ -185,7 +154,7 @@ fn parse_wav(b: &[u8]) -> Wav {
 
 #[tokio::test]
 async fn wav_is_stereo_time_aligned_streamed_with_sidecar() {
-    let dir = tmpdir("wav");
+    let dir = tmpdir("sinks", "wav");
     let d = Driver::start(&config(vec![wav(&dir, vec![], None)]));
     // Caller 12 s from the start, agent from 0.5 s for 12 s: 12.5 s in all.
     drive_call(&d, 7, 12_000, 500, 12_000).await;
@@ -247,8 +216,8 @@ async fn wav_is_stereo_time_aligned_streamed_with_sidecar() {
 /// the default sink only the keyed hashes.
 #[tokio::test]
 async fn hash_numbers_is_honoured_per_sink() {
-    let hashed_dir = tmpdir("hashed");
-    let clear_dir = tmpdir("clear");
+    let hashed_dir = tmpdir("sinks", "hashed");
+    let clear_dir = tmpdir("sinks", "clear");
     let mut clear = wav(&clear_dir, vec![], None);
     if let RecorderConfig::Wav(w) = &mut clear {
         w.hash_numbers = false;
@@ -293,7 +262,7 @@ async fn hash_numbers_is_honoured_per_sink() {
 
 #[tokio::test]
 async fn a_stalled_direction_is_filled_with_silence_and_the_call_goes_on() {
-    let dir = tmpdir("stall");
+    let dir = tmpdir("sinks", "stall");
     let d = Driver::start(&config(vec![wav(&dir, vec![], None)]));
     // The agent stops after 1 s while the caller goes on for 10 s.
     drive_call(&d, 1, 10_000, 0, 1_000).await;
@@ -345,7 +314,7 @@ async fn age_encrypted_recording_decrypts_with_the_cli_to_the_plain_recording() 
         have_age_cli(),
         "the `age` CLI is needed (Debian package `age`, see scripts/setup.sh)"
     );
-    let keys = tmpdir("keys");
+    let keys = tmpdir("sinks", "keys");
     let key = keys.join("key.txt");
     let out = Command::new("age-keygen")
         .arg("-o")
@@ -362,8 +331,8 @@ async fn age_encrypted_recording_decrypts_with_the_cli_to_the_plain_recording() 
         .to_owned();
     let recipient = AgeRecipient::try_from(public.as_str()).expect("recipient");
 
-    let plain = tmpdir("plain");
-    let enc = tmpdir("enc");
+    let plain = tmpdir("sinks", "plain");
+    let enc = tmpdir("sinks", "enc");
     // The same call into a plain and an encrypted sink at once.
     let d = Driver::start(&config(vec![
         wav(&plain, vec![], None),
@@ -438,7 +407,7 @@ fn make_file(dir: &Path, name: &str, age_days: u64) {
 
 #[test]
 fn retention_deletes_old_recordings_keeps_new_ones_and_audits() {
-    let dir = tmpdir("retention");
+    let dir = tmpdir("sinks", "retention");
     make_file(&dir, "100-call1.wav", 10);
     make_file(&dir, "100-call1.json", 10);
     make_file(&dir, "200-call2.wav.age", 8);
@@ -488,7 +457,7 @@ fn retention_deletes_old_recordings_keeps_new_ones_and_audits() {
 
 #[tokio::test]
 async fn the_sweeper_runs_at_start() {
-    let dir = tmpdir("sweeper");
+    let dir = tmpdir("sinks", "sweeper");
     make_file(&dir, "1-call1.wav", 3);
     make_file(&dir, "2-call2.wav", 0);
     let d = Driver::start(&config(vec![wav(&dir, vec![], Some(2))]));
@@ -642,7 +611,7 @@ async fn rtp_sink_sends_both_legs_continuous_and_decodable() {
 
 #[tokio::test]
 async fn an_unwritable_dir_neither_panics_nor_leaves_a_partial_file() {
-    let base = tmpdir("unwritable");
+    let base = tmpdir("sinks", "unwritable");
     let blocker = base.join("blocker");
     std::fs::write(&blocker, b"a regular file").expect("blocker");
     // The recording dir would be below a regular file: cannot be created.

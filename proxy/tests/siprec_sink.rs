@@ -5,39 +5,20 @@
 #![allow(clippy::disallowed_methods)] // the test waits on the wall clock (SIP timers)
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use callmask::core::proxy::{CallRef, Side};
-use callmask::io::media::{TapEvent, TapFrame, TAP_FRAME_MAX};
+use callmask::io::media::TapEvent;
 use callmask::io::recorder::Recorders;
 use callmask::metrics::Metrics;
 use config::types::{AgeRecipient, ListenAddr, SipUri, SrsTimeoutMs};
 use config::{Config, RecorderConfig, SiprecRecorder};
 use tokio::sync::mpsc;
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "callmask-siprec-{tag}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&d).expect("tmpdir");
-    d
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
+mod common;
+use common::{files, frame, tmpdir};
 
 fn siprec(srs: SocketAddr, fallback: Option<&Path>, encrypt_to: Vec<AgeRecipient>) -> Config {
     Config {
@@ -50,18 +31,6 @@ fn siprec(srs: SocketAddr, fallback: Option<&Path>, encrypt_to: Vec<AgeRecipient
         })],
         ..Config::default()
     }
-}
-
-fn frame(call: u64, from: Side, media_time: u64, samples: &[i16]) -> TapEvent {
-    let mut pcm = [0i16; TAP_FRAME_MAX];
-    pcm[..samples.len()].copy_from_slice(samples);
-    TapEvent::Frame(Box::new(TapFrame {
-        call: CallRef(call),
-        from,
-        media_time,
-        len: samples.len(),
-        pcm,
-    }))
 }
 
 fn start(
@@ -100,7 +69,7 @@ fn counter(m: &Metrics, name: &str) -> f64 {
 #[tokio::test]
 async fn every_srs_dead_gives_an_encrypted_fallback_with_the_held_audio() {
     let dead = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let dir = tmpdir("fallback");
+    let dir = tmpdir("siprec", "fallback");
     let id = age::x25519::Identity::generate();
     let recipient = AgeRecipient::try_from(id.to_public().to_string().as_str()).expect("recipient");
     let (tx, task, metrics) = start(&siprec(
@@ -282,7 +251,7 @@ async fn a_call_without_audio_opens_no_session() {
     let srs = UdpSocket::bind("127.0.0.1:0").expect("bind");
     srs.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
-    let dir = tmpdir("no-audio");
+    let dir = tmpdir("siprec", "no-audio");
     let (tx, task, metrics) = start(&siprec(
         srs.local_addr().expect("addr"),
         Some(&dir),
