@@ -13,15 +13,9 @@ cd "$(dirname "$0")/.."
 DATA=${PS_DATA:-/usr/share/pocketsphinx/test/data}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/callmask-target}
 OUT=${OUT:-/tmp/callmask-eval/human}
-ASR_ENV=${ASR_ENV:-${CALLMASK_ASR_ROOT:-/var/tmp/callmask-asr}/env.sh}
 [ -d "$DATA/tidigits" ] || { echo "eval_human_speech: $DATA missing: apt-get install pocketsphinx-testdata" >&2; exit 1; }
-[ -f "$ASR_ENV" ] || { echo "eval_human_speech: $ASR_ENV missing: run scripts/setup_asr.sh" >&2; exit 1; }
-# shellcheck disable=SC1090
-source "$ASR_ENV"
-export LD_LIBRARY_PATH="$CALLMASK_ASR_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-
-cargo build --release -q -p callmask --features whisper
-BIN="$CARGO_TARGET_DIR/release/callmask"
+# shellcheck source=scripts/speech_bin.sh
+source scripts/speech_bin.sh
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 # name kind source (kind: digits = must be muted, speech = should stay audible)

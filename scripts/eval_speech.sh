@@ -17,15 +17,8 @@ EVAL="$SHARED/eval"
 export SPANDSP_DTMF_BIN=${SPANDSP_DTMF_BIN:-/tmp/callmask-eval/spandsp_dtmf}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/callmask-target}
 OUT=${OUT:-/tmp/callmask-eval/speech}
-ASR_ENV=${ASR_ENV:-${CALLMASK_ASR_ROOT:-/var/tmp/callmask-asr}/env.sh}
-[ -f "$ASR_ENV" ] || { echo "eval_speech: $ASR_ENV missing: run scripts/setup_asr.sh" >&2; exit 1; }
-# shellcheck disable=SC1090
-source "$ASR_ENV"
-# The binary links the wheel's libctranslate2 (asr/build.rs's rpath reaches only asr's own targets).
-export LD_LIBRARY_PATH="$CALLMASK_ASR_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-
-cargo build --release -q -p callmask --features whisper
-BIN="$CARGO_TARGET_DIR/release/callmask"
+# shellcheck source=scripts/speech_bin.sh
+source scripts/speech_bin.sh
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 : > "$OUT/cpu.txt"

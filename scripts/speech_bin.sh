@@ -1,0 +1,11 @@
+# Sourced by the speech evaluations (eval_speech.sh, eval_human_speech.sh): loads the speech
+# engine's environment (scripts/setup_asr.sh writes it) and builds `callmask` with the embedded
+# recognizer; leaves its path in BIN. Expects CARGO_TARGET_DIR and the repo root as cwd.
+ASR_ENV=${ASR_ENV:-${CALLMASK_ASR_ROOT:-/var/tmp/callmask-asr}/env.sh}
+[ -f "$ASR_ENV" ] || { echo "$(basename "$0" .sh): $ASR_ENV missing: run scripts/setup_asr.sh" >&2; exit 1; }
+# shellcheck disable=SC1090
+source "$ASR_ENV"
+# The binary links the wheel's libctranslate2 (asr/build.rs's rpath reaches only asr's own targets).
+export LD_LIBRARY_PATH="$CALLMASK_ASR_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cargo build --release -q -p callmask --features whisper
+BIN="$CARGO_TARGET_DIR/release/callmask"
