@@ -306,10 +306,13 @@ fn audio(total_ms: u64, utterances: &[(u64, u64)]) -> Vec<i16> {
             let noise = ((rng >> 28) as i16) - 8;
             let t = i / MS;
             if utterances.iter().any(|&(s, e)| s <= t && t < e) {
+                // A glottal-like buzz: 140 Hz with its harmonics falling off as 1/h (a few
+                // sinusoids would be taken for a tone by the masker's tonal guard).
                 let x = i as f32 / 8000.0 * std::f32::consts::TAU;
-                (2500.0 * (x * 180.0).sin()
-                    + 1200.0 * (x * 540.0).sin()
-                    + 600.0 * (x * 1310.0).sin()) as i16
+                ((1..=20)
+                    .map(|h| (x * 140.0 * h as f32).sin() / h as f32)
+                    .sum::<f32>()
+                    * 2000.0) as i16
                     + noise
             } else {
                 noise

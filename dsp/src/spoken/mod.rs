@@ -190,6 +190,12 @@ pub struct SpeechConfig {
     /// (0 = no limit; continuations of force-cut segments do not count): the answer comes at
     /// once, and on a mono recording (both voices in one channel) nothing else ends it.
     pub context_max_segments: u32,
+    /// A segment whose loud frames are a single sinusoid in at least this share (whistle,
+    /// held tone; [`segmenter::tonal_fraction`]) is not speech: it is never sent to the
+    /// recognizer, mutes nothing, asks nothing and is no turn.
+    pub tonal_share: f32,
+    /// … where a frame counts as one sinusoid when an order-2 predictor removes this much.
+    pub tonal_gain_db: f32,
     /// Segmenter and VAD.
     pub segmenter: SegmenterConfig,
     /// Span policy.
@@ -207,6 +213,8 @@ impl SpeechConfig {
             context_max_ms: 15_000,
             context_long_pause_ms: 2500,
             context_max_segments: 2,
+            tonal_share: 0.8,
+            tonal_gain_db: 12.0,
             segmenter: SegmenterConfig::default(),
             policy: PolicyConfig::default(),
         }
@@ -259,6 +267,8 @@ pub struct SpeechStats {
     pub marks: u64,
     /// Asks detected on this leg.
     pub asks: u64,
+    /// Segments taken for tones (whistles), not sent to the recognizer.
+    pub tonal_segments: u64,
 }
 
 enum State {
@@ -636,14 +646,34 @@ impl SpeechMasker {
         while let Some(seg) = self.segmenter.pop() {
             self.stats.segments += 1;
             self.stats.forced_cuts += u64::from(seg.forced);
+            let id = JobId(self.next_id);
+            self.next_id += 1;
+            let tonal = segmenter::tonal_fraction(&seg.pcm, self.config.tonal_gain_db, 100.0);
+            if tonal >= self.config.tonal_share {
+                // A whistle or a held tone: decided at once, nothing to mute, no turn.
+                self.stats.tonal_segments += 1;
+                self.pending.push_back(Pending {
+                    id,
+                    start: seg.start,
+                    end: seg.end,
+                    deadline: seg.start + self.accept_window,
+                    defer_from: None,
+                    pauses: Vec::new(),
+                    continuation: seg.continuation,
+                    state: State::Ready {
+                        plain: Vec::new(),
+                        widened: Vec::new(),
+                        epoch: self.context.added,
+                    },
+                });
+                continue;
+            }
             self.stats.recognised_samples += seg.pcm.len() as u64;
             push_bounded(&mut self.context.own, (seg.start.0, seg.end.0));
             if !seg.continuation {
                 push_bounded(&mut self.events, LegEvent::TurnStart(seg.start));
                 push_bounded(&mut self.context.own_turns, seg.start.0);
             }
-            let id = JobId(self.next_id);
-            self.next_id += 1;
             self.pending.push_back(Pending {
                 id,
                 start: seg.start,

@@ -307,8 +307,12 @@ pub(crate) const ONE_DETERMINERS: &[&str] = &[
     "only", "right", "wrong", "new", "old", "same", "got",
 ];
 
-/// Words whose presence in an utterance means someone asks for (or announces) an identifier.
-/// Matched on single normalised tokens; see [`crate::spoken::policy`] for the phrase rules.
+/// Words whose presence in an utterance means someone asks for (or announces) an identifier:
+/// the names of the identifiers a caller is asked for (card, social security, date of birth,
+/// account, member or policy ID, security code, expiry, phone, PIN, ZIP/post code, routing
+/// and sort codes, licence and passport numbers) and the date and verification words of an
+/// identity check. Matched on single normalised tokens; "number" is judged in context by
+/// [`crate::spoken::policy`].
 pub(crate) const ASK_KEYWORDS: &[&str] = &[
     "card",
     "social",
@@ -319,6 +323,7 @@ pub(crate) const ASK_KEYWORDS: &[&str] = &[
     "dob",
     "account",
     "member",
+    "membership",
     "cvv",
     "cvc",
     "security",
@@ -328,29 +333,33 @@ pub(crate) const ASK_KEYWORDS: &[&str] = &[
     "expires",
     "expire",
     "phone",
+    "mobile",
+    "telephone",
     "digits",
     "pin",
     "zip",
     "postcode",
+    "postal",
     "routing",
+    "sort",
     "policy",
     "license",
+    "licence",
     "passport",
     "id",
-    // Seen as the recognizer's renderings of the asks on telephone-band speech
-    // ("secure it decode", "date on where", "reach you at").
-    "secure",
+    "identification",
     "date",
     "reach",
     "verify",
+    "verification",
 ];
 
-/// Words the recognizer writes for digits it did not make out ("free" for three, "fine" for
-/// five or nine, "for", "to", "ate", "won"). Treated like "oh": sensitive next to numbers and
-/// inside an ask context only.
+/// English words that sound like a digit's name (four: for, fore; two: to, too; one: won;
+/// eight: ate; three: free, tree with th-fronting; five and nine: fine; six: sex, sicks;
+/// ten: tin; zero: nil). A recognizer that hears a digit poorly writes one of these. Treated
+/// like "oh": sensitive next to numbers and inside an ask context only.
 pub(crate) const HOMOPHONES: &[&str] = &[
-    "free", "tree", "for", "fore", "to", "too", "ate", "won", "fine", "nein", "sex", "sicks",
-    "tin", "time", "tan", "twin", "fife", "nil",
+    "free", "tree", "for", "fore", "to", "too", "ate", "won", "fine", "sex", "sicks", "tin", "nil",
 ];
 
 /// What the recognizer writes for tones, music and noise ("beep beep", "ahhh", "ha ha"):

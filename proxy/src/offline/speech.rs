@@ -357,7 +357,11 @@ mod tests {
             .map(|i| {
                 let t = i as f32 / 8000.0;
                 let env = if (i / 4000) % 2 == 0 { 1.0 } else { 0.0 };
-                (env * 6000.0 * (std::f32::consts::TAU * 220.0 * t).sin()) as i16
+                // a buzz rich in harmonics (one sinusoid would be taken for a tone)
+                let buzz: f32 = (1..=20)
+                    .map(|h| (std::f32::consts::TAU * 220.0 * h as f32 * t).sin() / h as f32)
+                    .sum();
+                (env * 4000.0 * buzz) as i16
             })
             .collect()
     }

@@ -513,9 +513,11 @@ mod tests {
                 let on = i % 12_000 < 6_400;
                 let t = i as f32 / 8000.0;
                 if on {
-                    (6000.0 * (std::f32::consts::TAU * 180.0 * t).sin()
-                        + 2000.0 * (std::f32::consts::TAU * 720.0 * t).sin())
-                        as i16
+                    // a buzz rich in harmonics (one or two sinusoids would be a tone)
+                    ((1..=20)
+                        .map(|h| (std::f32::consts::TAU * 180.0 * h as f32 * t).sin() / h as f32)
+                        .sum::<f32>()
+                        * 4000.0) as i16
                 } else {
                     0
                 }
