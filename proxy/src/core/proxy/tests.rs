@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::calls::EARLY_CALL_TTL;
 use super::*;
 use crate::core::ports::{PortAllocator, PortRange};
-use crate::core::sip::{parse_datagram, Frame, Limits, SipMessage};
+use crate::core::sip::{parse_datagram, Frame, Limits, MaxForwards, SipMessage};
 
 const PBX_UA: &str = "127.0.0.1:5070";
 const AGENT_UA: &str = "127.0.0.1:5080";
