@@ -269,10 +269,28 @@ label_enum! {
         LoopDetected => "loop_detected",
         /// Method callmask will not handle (501).
         NotImplemented => "not_implemented",
-        /// Response or CANCEL matching no transaction.
+        /// A response, an SDP answer or a late INVITE copy matching no live transaction or call.
         NoTransaction => "no_transaction",
-        /// No route or peer for the request.
+        /// No route or peer for the request, or no way back for a response.
         NoRoute => "no_route",
+        /// The transport to the next hop failed (TCP connect); answered 503.
+        TransportError => "transport_error",
+        /// An SDP could not be anchored (no free media ports, unusable SDP).
+        MediaAnchorFailed => "media_anchor_failed",
+    }
+}
+
+impl From<crate::core::proxy::DropReason> for DropReason {
+    /// Bucket of the SIP core's drop reasons (its fine label goes to the debug log).
+    fn from(r: crate::core::proxy::DropReason) -> Self {
+        use crate::core::proxy::DropReason as D;
+        match r {
+            D::NoRoute | D::UnroutableVia => DropReason::NoRoute,
+            D::BadVia => DropReason::Malformed,
+            D::NotOurVia | D::StaleInvite | D::SdpWithoutCall => DropReason::NoTransaction,
+            D::TransportError => DropReason::TransportError,
+            D::MediaAnchorFailed => DropReason::MediaAnchorFailed,
+        }
     }
 }
 
@@ -1381,6 +1399,34 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("series {series} missing in:\n{text}"))
+    }
+
+    #[test]
+    fn sip_core_drop_reasons_keep_their_bucket() {
+        // Each of the core's drop reasons lands in its own bucket (they were all counted as
+        // `no_route` once).
+        use crate::core::proxy::DropReason as D;
+        let expect = |d: D| match d {
+            D::StaleInvite => "no_transaction",
+            D::NoRoute => "no_route",
+            D::BadVia => "malformed",
+            D::NotOurVia => "no_transaction",
+            D::UnroutableVia => "no_route",
+            D::TransportError => "transport_error",
+            D::SdpWithoutCall => "no_transaction",
+            D::MediaAnchorFailed => "media_anchor_failed",
+        };
+        for d in D::ALL {
+            assert_eq!(DropReason::from(d).as_str(), expect(d), "{d:?}");
+        }
+        let m = Metrics::new();
+        m.sip_rejected(Side::Pbx, DropReason::from(D::MediaAnchorFailed));
+        let text = m.render();
+        let series = |r: &str| {
+            format!("callmask_sip_messages_rejected_total{{reason=\"{r}\",side=\"pbx\"}}")
+        };
+        assert_eq!(value(&text, &series("media_anchor_failed")), 1.0);
+        assert_eq!(value(&text, &series("no_route")), 0.0);
     }
 
     const PBX_IN: &str = "callmask_rtp_packets_total{direction=\"inbound\",side=\"pbx\"}";

@@ -20,8 +20,8 @@ use super::sip_stream::{spawn_outbound, StreamInput};
 use crate::core::proxy::{
     CallOutcome, CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport,
 };
-use crate::core::sip::Limits;
-use crate::metrics::{self, Metrics};
+use crate::core::sip::{Limits, Method};
+use crate::metrics::{self, Label, Metrics};
 
 /// The signalling task's parts.
 pub struct Signalling {
@@ -54,8 +54,8 @@ fn metric_side(s: Side) -> metrics::Side {
     }
 }
 
-fn transaction_kind(method: &str) -> metrics::TransactionKind {
-    if method == "INVITE" {
+fn transaction_kind(method: &Method) -> metrics::TransactionKind {
+    if *method == Method::Invite {
         metrics::TransactionKind::Invite
     } else {
         metrics::TransactionKind::NonInvite
@@ -223,62 +223,12 @@ impl Signalling {
                         CallOutcome::TimedOut => metrics::CallOutcome::TimedOut,
                     });
                 }
-                ProxyEvent::RequestIn { side, method } => {
-                    self.metrics.sip_request(
-                        metric_side(side),
-                        metrics::SipMethod::from_token(method.as_bytes()),
-                    );
-                }
-                ProxyEvent::ResponseIn {
-                    side,
-                    status,
-                    method,
-                    elapsed,
-                } => {
-                    let m = metrics::SipMethod::from_token(method.as_bytes());
-                    self.metrics.sip_response(metric_side(side), m, status);
-                    if let Some(d) = elapsed {
-                        self.metrics.sip_transaction_finished(
-                            metric_side(side),
-                            transaction_kind(method),
-                            d.as_secs_f64(),
-                        );
-                    }
-                }
-                ProxyEvent::Rejected { side, reason } => {
-                    tracing::debug!(
-                        side = side.as_str(),
-                        reason = reason.label(),
-                        "SIP rejected"
-                    );
-                    self.metrics
-                        .sip_rejected(metric_side(side), metrics::DropReason::from(reason));
-                }
-                ProxyEvent::Dropped { side, reason } => {
-                    tracing::debug!(side = side.as_str(), reason, "SIP dropped");
-                    self.metrics
-                        .sip_rejected(metric_side(side), metrics::DropReason::NoRoute);
-                }
-                ProxyEvent::Retransmission { side, resent } => {
-                    let action = if resent {
-                        metrics::RetransmitAction::Resent
-                    } else {
-                        metrics::RetransmitAction::Absorbed
-                    };
-                    self.metrics.sip_retransmission(metric_side(side), action);
-                }
-                ProxyEvent::TransactionTimedOut {
-                    side,
-                    method,
-                    elapsed,
-                } => {
-                    tracing::debug!(side = side.as_str(), method, "SIP transaction timed out");
-                    self.metrics.sip_transaction_finished(
-                        metric_side(side),
-                        transaction_kind(method),
-                        elapsed.as_secs_f64(),
-                    );
-                }
+                ProxyEvent::RequestIn { .. }
+                | ProxyEvent::ResponseIn { .. }
+                | ProxyEvent::Rejected { .. }
+                | ProxyEvent::Dropped { .. }
+                | ProxyEvent::Retransmission { .. }
+                | ProxyEvent::TransactionTimedOut { .. } => count_sip_event(&self.metrics, &ev),
                 ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);
                     self.media.info_dtmf(call, side);
@@ -295,5 +245,142 @@ impl Signalling {
             .set_media_ports(2 * ports.in_use() as u64, 2 * ports.available() as u64);
         self.metrics
             .set_registrations_active(self.core.registrations() as u64);
+    }
+}
+
+/// Count a core event that only feeds the SIP metrics (requests, responses, rejects and
+/// drops, retransmissions, transaction times); other events are left to the caller.
+fn count_sip_event(metrics: &Metrics, ev: &ProxyEvent) {
+    match ev {
+        ProxyEvent::RequestIn { side, method } => {
+            metrics.sip_request(metric_side(*side), method.into());
+        }
+        ProxyEvent::ResponseIn {
+            side,
+            status,
+            method,
+            elapsed,
+        } => {
+            let side = metric_side(*side);
+            metrics.sip_response(side, method.into(), status.as_u16());
+            if let Some(d) = elapsed {
+                let kind = transaction_kind(method);
+                metrics.sip_transaction_finished(side, kind, d.as_secs_f64());
+            }
+        }
+        ProxyEvent::Rejected { side, reason } => {
+            tracing::debug!(
+                side = side.as_str(),
+                reason = reason.label(),
+                "SIP rejected"
+            );
+            metrics.sip_rejected(metric_side(*side), metrics::DropReason::from(*reason));
+        }
+        ProxyEvent::Dropped { side, reason } => {
+            tracing::debug!(side = side.as_str(), reason = reason.label(), "SIP dropped");
+            metrics.sip_rejected(metric_side(*side), metrics::DropReason::from(*reason));
+        }
+        ProxyEvent::Retransmission { side, resent } => {
+            let action = if *resent {
+                metrics::RetransmitAction::Resent
+            } else {
+                metrics::RetransmitAction::Absorbed
+            };
+            metrics.sip_retransmission(metric_side(*side), action);
+        }
+        ProxyEvent::TransactionTimedOut {
+            side,
+            method,
+            elapsed,
+        } => {
+            let label = metrics::SipMethod::from(method).as_str();
+            tracing::debug!(
+                side = side.as_str(),
+                method = label,
+                "SIP transaction timed out"
+            );
+            let kind = transaction_kind(method);
+            metrics.sip_transaction_finished(metric_side(*side), kind, elapsed.as_secs_f64());
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::ports::{PortAllocator, PortRange};
+    use crate::core::proxy::{ProxyConfig, SideConfig};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    /// Registration mode: no agents peer, so a request toward the agents has no route.
+    fn core() -> ProxyCore {
+        let side = |sip: &str, peer| SideConfig {
+            sip_addr: addr(sip),
+            media_ip: "127.0.0.1".parse().expect("ip"),
+            peer,
+        };
+        let config = ProxyConfig {
+            pbx: side("127.0.0.1:5060", Some(addr("127.0.0.1:5070"))),
+            agents: side("127.0.0.1:5062", None),
+            limits: Limits::default(),
+            secret: 7,
+        };
+        let range = PortRange::new(30000, 30009).expect("range");
+        ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))
+    }
+
+    fn count_all(core: &mut ProxyCore, metrics: &Metrics) {
+        while let Some(ev) = core.poll_event() {
+            count_sip_event(metrics, &ev);
+        }
+    }
+
+    fn series(reason: &str, side: &str) -> String {
+        format!("callmask_sip_messages_rejected_total{{reason=\"{reason}\",side=\"{side}\"}} ")
+    }
+
+    fn value(text: &str, series: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing"))
+    }
+
+    #[test]
+    fn drop_reasons_are_counted_by_reason_not_all_as_no_route() {
+        let (mut core, metrics, now) = (core(), Metrics::new(), Instant::now());
+        // An INVITE toward an agent nobody registered: no route (answered 480).
+        let invite = "INVITE sip:nobody@127.0.0.1:5062 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1\r\nMax-Forwards: 70\r\n\
+            From: <sip:pbx@127.0.0.1>;tag=a\r\nTo: <sip:nobody@127.0.0.1>\r\n\
+            Call-ID: c1@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        core.handle_datagram(Side::Pbx, addr("127.0.0.1:5070"), Bytes::from(invite), now);
+        // A response whose top Via is not callmask's: not ours (no transaction).
+        let stray = "SIP/2.0 200 OK\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKforeign\r\n\
+            From: <sip:a@127.0.0.1>;tag=a\r\nTo: <sip:b@127.0.0.1>;tag=b\r\n\
+            Call-ID: c2@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        core.handle_datagram(
+            Side::Agents,
+            addr("127.0.0.1:5080"),
+            Bytes::from(stray),
+            now,
+        );
+        count_all(&mut core, &metrics);
+
+        let text = metrics.render();
+        assert_eq!(value(&text, &series("no_route", "pbx")), 1, "{text}");
+        assert_eq!(value(&text, &series("no_transaction", "agents")), 1);
+        assert_eq!(value(&text, &series("no_route", "agents")), 0);
+        let invites = "callmask_sip_requests_total{method=\"INVITE\",side=\"pbx\"} ";
+        assert_eq!(value(&text, invites), 1);
     }
 }

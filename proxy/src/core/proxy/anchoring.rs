@@ -13,7 +13,7 @@ use super::ProxyCore;
 use crate::core::ports::PortPair;
 use crate::core::sdp::{anchor, LocalAnchor, MediaPlan, Sdp};
 use crate::core::side::BySide;
-use crate::core::sip::SipMessage;
+use crate::core::sip::{SipMessage, StatusCode};
 
 impl ProxyCore {
     /// Anchor an SDP body that arrived from `from`: returns the body to send on, `None` if
@@ -28,22 +28,22 @@ impl ProxyCore {
         body: Bytes,
         now: Instant,
         commit: bool,
-    ) -> Result<Option<Bytes>, u16> {
+    ) -> Result<Option<Bytes>, StatusCode> {
         let Some(call) = self.calls.get_mut(call_id) else {
             return Ok(None);
         };
-        let sdp = Sdp::parse(body).map_err(|_| 488u16)?;
+        let sdp = Sdp::parse(body).map_err(|_| StatusCode::NOT_ACCEPTABLE_HERE)?;
         let plan = MediaPlan::from_sdp(&sdp);
         let to = from.other();
         // Allocate both sides' ports for every new active stream.
         while call.streams.len() < plan.streams.len() {
             let Some(a) = self.ports.alloc(now) else {
-                return Err(503);
+                return Err(StatusCode::SERVICE_UNAVAILABLE);
             };
             let Some(b) = self.ports.alloc(now) else {
                 // Give the first pair back: it was never advertised.
                 let _ = self.ports.free(a, now);
-                return Err(503);
+                return Err(StatusCode::SERVICE_UNAVAILABLE);
             };
             call.streams.push(Stream {
                 local: BySide::new(a, b),
@@ -66,7 +66,7 @@ impl ProxyCore {
             },
             &mut call.origin[to],
         )
-        .map_err(|_| 500u16)?;
+        .map_err(|_| StatusCode::SERVER_INTERNAL_ERROR)?;
         if !commit {
             return Ok(Some(anchored.body));
         }

@@ -19,7 +19,7 @@ use super::ProxyCore;
 use crate::core::ports::PortPair;
 use crate::core::sdp::{Codec, OriginState};
 use crate::core::side::BySide;
-use crate::core::sip::{Method, SipMessage};
+use crate::core::sip::{Method, SipMessage, StatusCode};
 
 /// How long a finished call's Call-ID is remembered against late INVITE copies (64·T1).
 const PATH_TTL: Duration = Duration::from_secs(32);
@@ -129,7 +129,7 @@ pub(super) struct RequestSeen {
 #[derive(Debug)]
 pub(super) struct ResponseSeen {
     pub(super) method: Method,
-    pub(super) code: u16,
+    pub(super) status: StatusCode,
     pub(super) side: Side,
     pub(super) src: SocketAddr,
     /// Callee tag of the dialog it belongs to.
@@ -297,23 +297,24 @@ impl Calls {
             call.agents_addr = Some(r.src);
         }
         let early = call.state == CallState::Early;
+        let s = r.status;
         match r.method {
-            Method::Invite if (200..300).contains(&r.code) && early => {
+            Method::Invite if s.is_success() && early => {
                 let moved = call.confirm(r.side, r.tag, r.with_sdp);
                 CallChange::Answered(call.id, moved.then(|| stream_specs(call)))
             }
-            Method::Invite if r.code < 200 && r.with_sdp && early && r.tag.is_some() => {
+            Method::Invite if s.is_provisional() && r.with_sdp && early && r.tag.is_some() => {
                 call.remember_early(r.side, r.tag.unwrap_or_default());
                 CallChange::None
             }
-            Method::Invite if r.code >= 300 && early => {
-                if call.cancelled || r.code == 487 {
+            Method::Invite if s.is_final() && !s.is_success() && early => {
+                if call.cancelled || s == StatusCode::REQUEST_TERMINATED {
                     CallChange::Ended(CallOutcome::Cancelled)
                 } else {
                     CallChange::Ended(CallOutcome::Failed)
                 }
             }
-            Method::Bye if r.code >= 200 && !r.other_fork => {
+            Method::Bye if s.is_final() && !r.other_fork => {
                 CallChange::Ended(CallOutcome::Completed)
             }
             _ => CallChange::None,

@@ -77,7 +77,7 @@ mod txn_glue;
 mod types;
 
 pub use types::{
-    method_label, CallOutcome, CallRef, MediaCommand, Parties, ProxyConfig, ProxyEvent, Side,
+    CallOutcome, CallRef, DropReason, MediaCommand, Parties, ProxyConfig, ProxyEvent, Side,
     SideConfig, SipTransport, StreamSpec, Transmit,
 };
 
@@ -328,7 +328,7 @@ impl ProxyCore {
         side: Side,
         src: SocketAddr,
         req: &SipMessage,
-        code: u16,
+        status: StatusCode,
         phrase: &str,
         server: Option<&TransactionKey>,
         now: Instant,
@@ -336,9 +336,6 @@ impl ProxyCore {
         if req.method() == Some(&Method::Ack) {
             return;
         }
-        let Some(status) = StatusCode::new(code) else {
-            return;
-        };
         if let Ok(resp) = build_response(req, status, phrase) {
             self.answer(server, side, src, resp, now);
         }

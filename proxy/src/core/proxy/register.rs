@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::ProxyCore;
 use crate::core::registrar::Registrar;
-use crate::core::sip::{Edit, SipMessage};
+use crate::core::sip::{Edit, SipMessage, StatusCode};
 
 /// What a forwarded REGISTER asked for, to apply when the PBX answers.
 #[derive(Debug, Clone)]
@@ -81,10 +81,10 @@ impl ProxyCore {
         &mut self,
         reg: PendingRegister,
         msg: &SipMessage,
-        code: u16,
+        status: StatusCode,
         now: Instant,
     ) {
-        if !(200..300).contains(&code) {
+        if !status.is_success() {
             if let Some(t) = &reg.token {
                 self.registrar.refused(t);
             }

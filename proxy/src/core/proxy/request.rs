@@ -12,7 +12,7 @@ use super::anchoring::has_sdp;
 use super::register::PendingRegister;
 use super::routing::NextHop;
 use super::txn::{AckMatch, ClientEntry, Hop, ServerEntry};
-use super::types::{method_label, Parties, ProxyEvent, Side};
+use super::types::{DropReason, Parties, ProxyEvent, Side};
 use super::{ProxyCore, TIMER_C};
 use crate::core::sip::txn::TransactionKey;
 use crate::core::sip::{
@@ -62,7 +62,7 @@ impl ProxyCore {
         };
         self.events.push_back(ProxyEvent::RequestIn {
             side,
-            method: method_label(&method),
+            method: method.clone(),
         });
         let Some((top_via, call_id, key)) = self.request_ids(side, src, &msg, now) else {
             return;
@@ -79,7 +79,7 @@ impl ProxyCore {
             // A late network copy of a finished call's INVITE: its transaction is over.
             self.events.push_back(ProxyEvent::Dropped {
                 side,
-                reason: "stale_invite",
+                reason: DropReason::StaleInvite,
             });
             return;
         }
@@ -231,12 +231,15 @@ impl ProxyCore {
         if hop.is_none() {
             self.events.push_back(ProxyEvent::Dropped {
                 side: r.side,
-                reason: "no_route",
+                reason: DropReason::NoRoute,
             });
             let (code, phrase) = if out == Side::Agents {
-                (480, "Temporarily Unavailable")
+                (
+                    StatusCode::TEMPORARILY_UNAVAILABLE,
+                    "Temporarily Unavailable",
+                )
             } else {
-                (503, "No Route To Peer")
+                (StatusCode::SERVICE_UNAVAILABLE, "No Route To Peer")
             };
             let server = r.server.as_ref();
             self.respond(r.side, r.src, &r.msg, code, phrase, server, r.now);
@@ -322,7 +325,10 @@ impl ProxyCore {
         let (code, phrase) = match anchored {
             Ok(Some(body)) => return Some(body),
             // Media for a dialog callmask does not know (state lost, or a stray request).
-            Ok(None) => (481, "Call/Transaction Does Not Exist"),
+            Ok(None) => (
+                StatusCode::CALL_DOES_NOT_EXIST,
+                "Call/Transaction Does Not Exist",
+            ),
             Err(code) => (code, "Media Anchoring Failed"),
         };
         let server = r.server.as_ref();

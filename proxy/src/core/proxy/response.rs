@@ -12,7 +12,7 @@ use super::calls::{CallChange, ResponseSeen};
 use super::register::PendingRegister;
 use super::routing::{is_own_branch, upstream_by_via};
 use super::txn::{ClientTxn, Hop, ServerEntry};
-use super::types::{method_label, MediaCommand, ProxyEvent, Side};
+use super::types::{DropReason, MediaCommand, ProxyEvent, Side};
 use super::{ProxyCore, TIMER_C};
 use crate::core::sip::txn::TransactionKey;
 use crate::core::sip::{Edit, Method, SipMessage, StatusCode, Via};
@@ -31,7 +31,7 @@ impl ProxyCore {
         let Ok(vias) = msg.vias() else {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
-                reason: "bad_via",
+                reason: DropReason::BadVia,
             });
             return;
         };
@@ -44,7 +44,7 @@ impl ProxyCore {
         if !own || (!known && next.is_none()) {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
-                reason: "not_our_via",
+                reason: DropReason::NotOurVia,
             });
             return;
         }
@@ -71,14 +71,14 @@ impl ProxyCore {
         };
         self.events.push_back(ProxyEvent::ResponseIn {
             side,
-            status: status.as_u16(),
-            method: method_label(method),
+            status,
+            method: method.clone(),
             elapsed: None,
         });
         let Some(up) = next.and_then(|v| upstream_by_via(side, v)) else {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
-                reason: "unroutable_via",
+                reason: DropReason::UnroutableVia,
             });
             return;
         };
@@ -103,8 +103,8 @@ impl ProxyCore {
             .then(|| now.saturating_duration_since(entry.started));
         self.events.push_back(ProxyEvent::ResponseIn {
             side,
-            status: status.as_u16(),
-            method: method_label(method),
+            status,
+            method: method.clone(),
             elapsed,
         });
         if matches!(entry.txn, ClientTxn::Accepted(_)) {
@@ -148,16 +148,16 @@ impl ProxyCore {
         else {
             return;
         };
-        let code = status.as_u16();
         if let (Some(reg), true) = (register, status.is_final()) {
-            self.register_answered(reg, &msg, code, now);
+            self.register_answered(reg, &msg, status, now);
         }
         if status == StatusCode::TRYING {
             // §16.7 step 3: a 100 is never forwarded (callmask sent its own).
             return;
         }
         let (tag, other_fork) = self.calls.fork_of(&call_id, &msg, side);
-        let with_sdp = has_sdp(&msg) && code < 300;
+        // Only provisional and 2xx SDP moves media (a failure's SDP is ignored).
+        let with_sdp = has_sdp(&msg) && (status.is_provisional() || status.is_success());
         let Some(mut edit) = self.response_vias(side, &msg, server) else {
             return;
         };
@@ -181,7 +181,7 @@ impl ProxyCore {
         self.send_upstream(fwd, server, up, now);
         let seen = ResponseSeen {
             method: cseq.method,
-            code,
+            status,
             side,
             src,
             tag,
@@ -211,7 +211,7 @@ impl ProxyCore {
         if vias.is_empty() {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
-                reason: "not_our_via",
+                reason: DropReason::NotOurVia,
             });
             return None;
         }
@@ -235,10 +235,10 @@ impl ProxyCore {
             Ok(Some(body)) => return Some(body),
             // SDP for a call callmask no longer anchors (e.g. a 200 retransmitted after the
             // call ended).
-            Ok(None) => "sdp_without_call",
+            Ok(None) => DropReason::SdpWithoutCall,
             // Cannot anchor the answer: drop it and let the UAS retransmit / the caller time
             // out.
-            Err(_) => "media_anchor_failed",
+            Err(_) => DropReason::MediaAnchorFailed,
         };
         self.events.push_back(ProxyEvent::Dropped { side, reason });
         None

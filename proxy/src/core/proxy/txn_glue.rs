@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::register::PendingRegister;
 use super::txn::{CancelState, ClientEntry, Hop, ServerEntry};
-use super::types::{method_label, CallOutcome, ProxyEvent, Side};
+use super::types::{CallOutcome, DropReason, ProxyEvent, Side};
 use super::ProxyCore;
 use crate::core::sip::txn::{build_cancel, TransactionKey, TxnEvent};
 use crate::core::sip::{build_response, Method, SipMessage, StatusCode};
@@ -196,7 +196,7 @@ impl ProxyCore {
             Failure::Timeout => {
                 self.events.push_back(ProxyEvent::TransactionTimedOut {
                     side: down_side,
-                    method: method_label(method),
+                    method: method.clone(),
                     elapsed: now.saturating_duration_since(started),
                 });
                 let s = StatusCode::REQUEST_TIMEOUT;
@@ -205,7 +205,7 @@ impl ProxyCore {
             Failure::Transport => {
                 self.events.push_back(ProxyEvent::Dropped {
                     side: down_side,
-                    reason: "transport_error",
+                    reason: DropReason::TransportError,
                 });
                 let s = StatusCode::SERVICE_UNAVAILABLE;
                 (s, "Service Unavailable", CallOutcome::Failed)

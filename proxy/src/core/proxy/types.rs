@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::core::ports::PortPair;
 use crate::core::sdp::Codec;
-use crate::core::sip::{Limits, Method, RejectReason};
+use crate::core::sip::{Limits, Method, RejectReason, StatusCode};
 
 pub use crate::core::side::Side;
 
@@ -189,17 +189,17 @@ pub enum ProxyEvent {
     RequestIn {
         /// Arrival side.
         side: Side,
-        /// Method (closed label).
-        method: &'static str,
+        /// Method.
+        method: Method,
     },
     /// A response was received (for counting).
     ResponseIn {
         /// Arrival side.
         side: Side,
         /// Status code.
-        status: u16,
-        /// Method of the request it answers (closed label).
-        method: &'static str,
+        status: StatusCode,
+        /// Method of the request it answers (its CSeq method).
+        method: Method,
         /// For a final response to a request callmask forwarded: the time since it was
         /// forwarded (the downstream transaction's duration).
         elapsed: Option<Duration>,
@@ -213,10 +213,10 @@ pub enum ProxyEvent {
     },
     /// A request or response was dropped for a routing reason (no peer, not ours, …).
     Dropped {
-        /// Arrival side.
+        /// Arrival side (for [`DropReason::TransportError`]: the side it was sent to).
         side: Side,
-        /// Closed label.
-        reason: &'static str,
+        /// Why.
+        reason: DropReason,
     },
     /// A retransmission handled by callmask's transactions (for counting).
     Retransmission {
@@ -231,8 +231,8 @@ pub enum ProxyEvent {
     TransactionTimedOut {
         /// The side the request was sent to.
         side: Side,
-        /// Its method (closed label).
-        method: &'static str,
+        /// Its method.
+        method: Method,
         /// Time since it was first sent.
         elapsed: Duration,
     },
@@ -246,22 +246,53 @@ pub enum ProxyEvent {
     },
 }
 
-/// Closed label for a method (metrics).
-pub fn method_label(m: &Method) -> &'static str {
-    match m {
-        Method::Invite => "INVITE",
-        Method::Ack => "ACK",
-        Method::Bye => "BYE",
-        Method::Cancel => "CANCEL",
-        Method::Register => "REGISTER",
-        Method::Options => "OPTIONS",
-        Method::Info => "INFO",
-        Method::Prack => "PRACK",
-        Method::Update => "UPDATE",
-        Method::Subscribe => "SUBSCRIBE",
-        Method::Notify => "NOTIFY",
-        Method::Refer => "REFER",
-        Method::Message => "MESSAGE",
-        _ => "other",
+/// Why the core dropped a message instead of forwarding it, or gave up on a forwarded request
+/// (closed set: the shell counts it in `callmask_sip_messages_rejected_total` through
+/// `metrics::DropReason::from`, and logs [`DropReason::label`] at debug level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A late copy of a finished call's INVITE (its transaction is over).
+    StaleInvite,
+    /// No peer, registered phone or known agent to send a request to (answered 480/503).
+    NoRoute,
+    /// A response whose Via headers do not parse.
+    BadVia,
+    /// A response whose top Via is not callmask's, or that has nowhere to go back to.
+    NotOurVia,
+    /// A response whose next Via names no address callmask can send to.
+    UnroutableVia,
+    /// The transport to the next hop failed (a TCP connect): answered 503 upstream.
+    TransportError,
+    /// An SDP answer for a call callmask no longer anchors.
+    SdpWithoutCall,
+    /// An SDP answer callmask could not anchor (no free ports, unusable SDP).
+    MediaAnchorFailed,
+}
+
+impl DropReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::StaleInvite,
+        DropReason::NoRoute,
+        DropReason::BadVia,
+        DropReason::NotOurVia,
+        DropReason::UnroutableVia,
+        DropReason::TransportError,
+        DropReason::SdpWithoutCall,
+        DropReason::MediaAnchorFailed,
+    ];
+
+    /// Stable fine-grained label (debug logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::StaleInvite => "stale_invite",
+            DropReason::NoRoute => "no_route",
+            DropReason::BadVia => "bad_via",
+            DropReason::NotOurVia => "not_our_via",
+            DropReason::UnroutableVia => "unroutable_via",
+            DropReason::TransportError => "transport_error",
+            DropReason::SdpWithoutCall => "sdp_without_call",
+            DropReason::MediaAnchorFailed => "media_anchor_failed",
+        }
     }
 }

@@ -117,6 +117,8 @@ impl StatusCode {
     pub const BAD_REQUEST: Self = Self(400);
     /// 408 Request Timeout
     pub const REQUEST_TIMEOUT: Self = Self(408);
+    /// 480 Temporarily Unavailable
+    pub const TEMPORARILY_UNAVAILABLE: Self = Self(480);
     /// 481 Call/Transaction Does Not Exist
     pub const CALL_DOES_NOT_EXIST: Self = Self(481);
     /// 482 Loop Detected
@@ -125,6 +127,8 @@ impl StatusCode {
     pub const TOO_MANY_HOPS: Self = Self(483);
     /// 487 Request Terminated
     pub const REQUEST_TERMINATED: Self = Self(487);
+    /// 488 Not Acceptable Here
+    pub const NOT_ACCEPTABLE_HERE: Self = Self(488);
     /// 500 Server Internal Error
     pub const SERVER_INTERNAL_ERROR: Self = Self(500);
     /// 501 Not Implemented
