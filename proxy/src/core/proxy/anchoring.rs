@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::calls::{Call, Stream};
-use super::types::{MediaCommand, ProxyEvent, Side, StreamSpec};
+use super::calls::Stream;
+use super::types::{MediaCommand, ProxyEvent, Side};
 use super::ProxyCore;
 use crate::core::ports::PortPair;
 use crate::core::sdp::{anchor, LocalAnchor, MediaPlan, Sdp};
@@ -76,7 +76,7 @@ impl ProxyCore {
                 s.codecs = p.codecs.clone();
             }
         }
-        let streams = stream_specs(call);
+        let streams = call.stream_specs();
         let id = call.id;
         self.events
             .push_back(ProxyEvent::Media(MediaCommand::Upsert {
@@ -85,22 +85,6 @@ impl ProxyCore {
             }));
         Ok(Some(anchored.body))
     }
-}
-
-/// What the media layer is told about a call's streams.
-pub(super) fn stream_specs(call: &Call) -> Vec<StreamSpec> {
-    call.streams
-        .iter()
-        .enumerate()
-        .map(|(index, s)| StreamSpec {
-            index,
-            pbx_local: s.local[Side::Pbx],
-            agents_local: s.local[Side::Agents],
-            pbx_remote: s.remote[Side::Pbx],
-            agents_remote: s.remote[Side::Agents],
-            codecs: s.codecs.clone(),
-        })
-        .collect()
 }
 
 /// Whether `msg` carries an SDP body.

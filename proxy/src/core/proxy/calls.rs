@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::anchoring::stream_specs;
 use super::types::{CallOutcome, CallRef, MediaCommand, ProxyEvent, Side, StreamSpec};
 use super::ProxyCore;
 use crate::core::ports::PortPair;
@@ -94,6 +93,22 @@ impl Call {
             }
         }
         moved
+    }
+
+    /// What the media layer is told about the call's streams.
+    pub(super) fn stream_specs(&self) -> Vec<StreamSpec> {
+        self.streams
+            .iter()
+            .enumerate()
+            .map(|(index, s)| StreamSpec {
+                index,
+                pbx_local: s.local[Side::Pbx],
+                agents_local: s.local[Side::Agents],
+                pbx_remote: s.remote[Side::Pbx],
+                agents_remote: s.remote[Side::Agents],
+                codecs: s.codecs.clone(),
+            })
+            .collect()
     }
 
     /// An early dialog (callee tag `tag`) answered with SDP from `side`: remember its media.
@@ -301,7 +316,7 @@ impl Calls {
         match r.method {
             Method::Invite if s.is_success() && early => {
                 let moved = call.confirm(r.side, r.tag, r.with_sdp);
-                CallChange::Answered(call.id, moved.then(|| stream_specs(call)))
+                CallChange::Answered(call.id, moved.then(|| call.stream_specs()))
             }
             Method::Invite if s.is_provisional() && r.with_sdp && early && r.tag.is_some() => {
                 call.remember_early(r.side, r.tag.unwrap_or_default());

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use super::error::SipError;
 use super::header::HeaderName;
 use super::lex;
-use super::message::{Method, RawHeader, SipMessage, StartLine, StatusCode};
+use super::message::{RawHeader, SipMessage, StartLine};
 use super::uri::Uri;
+use super::vocab::{Method, StatusCode};
 
 /// Size limits applied while parsing. Defaults: 64 KiB per message, 256 header fields,
 /// 8 KiB per physical line.
