@@ -83,13 +83,18 @@ macro_rules! label_enum {
     };
 }
 
-label_enum! {
-    /// Which side of callmask a message or packet belongs to.
-    Side, "side" {
-        /// The PBX / carrier side.
-        Pbx => "pbx",
-        /// The agents' side.
-        Agents => "agents",
+/// Which side of callmask a message or packet belongs to: the domain's own [`Side`] is the
+/// label (`pbx`, `agents`), so the shells pass the core's side straight through.
+pub use crate::core::side::Side;
+
+impl Label for Side {
+    const NAME: &'static str = "side";
+    const ALL: &'static [Self] = &Side::BOTH;
+    fn as_str(self) -> &'static str {
+        Side::as_str(self)
+    }
+    fn index(self) -> usize {
+        Side::index(self)
     }
 }
 
@@ -277,6 +282,18 @@ label_enum! {
         TransportError => "transport_error",
         /// An SDP could not be anchored (no free media ports, unusable SDP).
         MediaAnchorFailed => "media_anchor_failed",
+    }
+}
+
+impl From<crate::core::proxy::CallOutcome> for CallOutcome {
+    fn from(o: crate::core::proxy::CallOutcome) -> Self {
+        use crate::core::proxy::CallOutcome as O;
+        match o {
+            O::Completed => CallOutcome::Completed,
+            O::Cancelled => CallOutcome::Cancelled,
+            O::Failed => CallOutcome::Failed,
+            O::TimedOut => CallOutcome::TimedOut,
+        }
     }
 }
 

@@ -17,9 +17,7 @@ use std::net::SocketAddr;
 
 use super::media::{CallMeta, MediaHub};
 use super::sip_stream::{spawn_outbound, StreamInput};
-use crate::core::proxy::{
-    CallOutcome, CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport,
-};
+use crate::core::proxy::{CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport};
 use crate::core::sip::{Limits, Method};
 use crate::metrics::{self, Label, Metrics};
 
@@ -45,13 +43,6 @@ pub struct Signalling {
     pub limits: Limits,
     /// Open TCP connections by (side, peer).
     pub conns: HashMap<(Side, SocketAddr), mpsc::Sender<bytes::Bytes>>,
-}
-
-fn metric_side(s: Side) -> metrics::Side {
-    match s {
-        Side::Pbx => metrics::Side::Pbx,
-        Side::Agents => metrics::Side::Agents,
-    }
 }
 
 fn transaction_kind(method: &Method) -> metrics::TransactionKind {
@@ -114,7 +105,7 @@ impl Signalling {
             }
             StreamInput::Message { side, peer, msg } => {
                 self.metrics
-                    .sip_message_received(metric_side(side), metrics::Transport::Tcp);
+                    .sip_message_received(side, metrics::Transport::Tcp);
                 self.core
                     .handle_stream_message(side, peer, msg, Instant::now());
             }
@@ -216,12 +207,7 @@ impl Signalling {
                 ProxyEvent::CallEnded { call, outcome } => {
                     tracing::info!(call = call.0, outcome = outcome.as_str(), "call ended");
                     self.media.call_ended(call);
-                    self.metrics.call_ended(match outcome {
-                        CallOutcome::Completed => metrics::CallOutcome::Completed,
-                        CallOutcome::Cancelled => metrics::CallOutcome::Cancelled,
-                        CallOutcome::Failed => metrics::CallOutcome::Failed,
-                        CallOutcome::TimedOut => metrics::CallOutcome::TimedOut,
-                    });
+                    self.metrics.call_ended(outcome.into());
                 }
                 ProxyEvent::RequestIn { .. }
                 | ProxyEvent::ResponseIn { .. }
@@ -251,17 +237,16 @@ impl Signalling {
 /// Count a core event that only feeds the SIP metrics (requests, responses, rejects and
 /// drops, retransmissions, transaction times); other events are left to the caller.
 fn count_sip_event(metrics: &Metrics, ev: &ProxyEvent) {
-    match ev {
-        ProxyEvent::RequestIn { side, method } => {
-            metrics.sip_request(metric_side(*side), method.into());
+    match *ev {
+        ProxyEvent::RequestIn { side, ref method } => {
+            metrics.sip_request(side, method.into());
         }
         ProxyEvent::ResponseIn {
             side,
             status,
-            method,
+            ref method,
             elapsed,
         } => {
-            let side = metric_side(*side);
             metrics.sip_response(side, method.into(), status.as_u16());
             if let Some(d) = elapsed {
                 let kind = transaction_kind(method);
@@ -274,23 +259,23 @@ fn count_sip_event(metrics: &Metrics, ev: &ProxyEvent) {
                 reason = reason.label(),
                 "SIP rejected"
             );
-            metrics.sip_rejected(metric_side(*side), metrics::DropReason::from(*reason));
+            metrics.sip_rejected(side, metrics::DropReason::from(reason));
         }
         ProxyEvent::Dropped { side, reason } => {
             tracing::debug!(side = side.as_str(), reason = reason.label(), "SIP dropped");
-            metrics.sip_rejected(metric_side(*side), metrics::DropReason::from(*reason));
+            metrics.sip_rejected(side, metrics::DropReason::from(reason));
         }
         ProxyEvent::Retransmission { side, resent } => {
-            let action = if *resent {
+            let action = if resent {
                 metrics::RetransmitAction::Resent
             } else {
                 metrics::RetransmitAction::Absorbed
             };
-            metrics.sip_retransmission(metric_side(*side), action);
+            metrics.sip_retransmission(side, action);
         }
         ProxyEvent::TransactionTimedOut {
             side,
-            method,
+            ref method,
             elapsed,
         } => {
             let label = metrics::SipMethod::from(method).as_str();
@@ -300,7 +285,7 @@ fn count_sip_event(metrics: &Metrics, ev: &ProxyEvent) {
                 "SIP transaction timed out"
             );
             let kind = transaction_kind(method);
-            metrics.sip_transaction_finished(metric_side(*side), kind, elapsed.as_secs_f64());
+            metrics.sip_transaction_finished(side, kind, elapsed.as_secs_f64());
         }
         _ => {}
     }
