@@ -19,7 +19,7 @@ use super::media::{CallMeta, MediaHub};
 use super::sip_stream::{spawn_outbound, StreamInput};
 use crate::core::proxy::{CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport};
 use crate::core::sip::{Limits, Method};
-use crate::metrics::{self, Label, Metrics};
+use crate::metrics::{self, Label, Metrics, SipMetrics};
 
 /// The signalling task's parts.
 pub struct Signalling {
@@ -72,14 +72,14 @@ impl Signalling {
                 _ = &mut shutdown => break,
                 r = self.pbx.recv_from(&mut pbx_buf) => {
                     if let Ok((n, src)) = r {
-                        self.metrics.sip_message_received(metrics::Side::Pbx, metrics::Transport::Udp);
+                        self.metrics.sip().message_received(metrics::Side::Pbx, metrics::Transport::Udp);
                         let data = Bytes::copy_from_slice(&pbx_buf[..n]);
                         self.core.handle_datagram(Side::Pbx, src, data, Instant::now());
                     }
                 }
                 r = self.agents.recv_from(&mut agents_buf) => {
                     if let Ok((n, src)) = r {
-                        self.metrics.sip_message_received(metrics::Side::Agents, metrics::Transport::Udp);
+                        self.metrics.sip().message_received(metrics::Side::Agents, metrics::Transport::Udp);
                         let data = Bytes::copy_from_slice(&agents_buf[..n]);
                         self.core.handle_datagram(Side::Agents, src, data, Instant::now());
                     }
@@ -105,7 +105,8 @@ impl Signalling {
             }
             StreamInput::Message { side, peer, msg } => {
                 self.metrics
-                    .sip_message_received(side, metrics::Transport::Tcp);
+                    .sip()
+                    .message_received(side, metrics::Transport::Tcp);
                 self.core
                     .handle_stream_message(side, peer, msg, Instant::now());
             }
@@ -214,7 +215,9 @@ impl Signalling {
                 | ProxyEvent::Rejected { .. }
                 | ProxyEvent::Dropped { .. }
                 | ProxyEvent::Retransmission { .. }
-                | ProxyEvent::TransactionTimedOut { .. } => count_sip_event(&self.metrics, &ev),
+                | ProxyEvent::TransactionTimedOut { .. } => {
+                    count_sip_event(self.metrics.sip(), &ev)
+                }
                 ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);
                     self.media.info_dtmf(call, side);
@@ -230,16 +233,17 @@ impl Signalling {
         self.metrics
             .set_media_ports(2 * ports.in_use() as u64, 2 * ports.available() as u64);
         self.metrics
+            .sip()
             .set_registrations_active(self.core.registrations() as u64);
     }
 }
 
 /// Count a core event that only feeds the SIP metrics (requests, responses, rejects and
 /// drops, retransmissions, transaction times); other events are left to the caller.
-fn count_sip_event(metrics: &Metrics, ev: &ProxyEvent) {
+fn count_sip_event(metrics: &SipMetrics, ev: &ProxyEvent) {
     match *ev {
         ProxyEvent::RequestIn { side, ref method } => {
-            metrics.sip_request(side, method.into());
+            metrics.request(side, method.into());
         }
         ProxyEvent::ResponseIn {
             side,
@@ -247,10 +251,10 @@ fn count_sip_event(metrics: &Metrics, ev: &ProxyEvent) {
             ref method,
             elapsed,
         } => {
-            metrics.sip_response(side, method.into(), status.as_u16());
+            metrics.response(side, method.into(), status.as_u16());
             if let Some(d) = elapsed {
                 let kind = transaction_kind(method);
-                metrics.sip_transaction_finished(side, kind, d.as_secs_f64());
+                metrics.transaction_finished(side, kind, d.as_secs_f64());
             }
         }
         ProxyEvent::Rejected { side, reason } => {
@@ -259,11 +263,11 @@ fn count_sip_event(metrics: &Metrics, ev: &ProxyEvent) {
                 reason = reason.label(),
                 "SIP rejected"
             );
-            metrics.sip_rejected(side, metrics::DropReason::from(reason));
+            metrics.rejected(side, metrics::DropReason::from(reason));
         }
         ProxyEvent::Dropped { side, reason } => {
             tracing::debug!(side = side.as_str(), reason = reason.label(), "SIP dropped");
-            metrics.sip_rejected(side, metrics::DropReason::from(reason));
+            metrics.rejected(side, metrics::DropReason::from(reason));
         }
         ProxyEvent::Retransmission { side, resent } => {
             let action = if resent {
@@ -271,7 +275,7 @@ fn count_sip_event(metrics: &Metrics, ev: &ProxyEvent) {
             } else {
                 metrics::RetransmitAction::Absorbed
             };
-            metrics.sip_retransmission(side, action);
+            metrics.retransmission(side, action);
         }
         ProxyEvent::TransactionTimedOut {
             side,
@@ -285,7 +289,7 @@ fn count_sip_event(metrics: &Metrics, ev: &ProxyEvent) {
                 "SIP transaction timed out"
             );
             let kind = transaction_kind(method);
-            metrics.sip_transaction_finished(side, kind, elapsed.as_secs_f64());
+            metrics.transaction_finished(side, kind, elapsed.as_secs_f64());
         }
         _ => {}
     }
@@ -325,7 +329,7 @@ mod tests {
 
     fn count_all(core: &mut ProxyCore, metrics: &Metrics) {
         while let Some(ev) = core.poll_event() {
-            count_sip_event(metrics, &ev);
+            count_sip_event(metrics.sip(), &ev);
         }
     }
 
