@@ -1,5 +1,10 @@
 //! Prometheus metrics: one [`Metrics`] struct, its own [`Registry`], typed labels.
 //!
+//! Families move out per component, each registered as a unit into the one registry: the
+//! SIP signalling family is [`SipMetrics`] (`metrics/sip.rs`, reached through
+//! [`Metrics::sip`], with its own exact-output test); the media, recorder, recognizer and
+//! HTTP families are still fields of [`Metrics`] below.
+//!
 //! Rules (see `docs/metrics.md` for the catalogue, which a test keeps in step with this file):
 //!
 //! - Every name starts with `callmask_`, uses base units (seconds, bytes) and counters end in
@@ -83,15 +88,23 @@ macro_rules! label_enum {
     };
 }
 
-label_enum! {
-    /// Which side of callmask a message or packet belongs to.
-    Side, "side" {
-        /// The PBX / carrier side.
-        Pbx => "pbx",
-        /// The agents' side.
-        Agents => "agents",
+/// Which side of callmask a message or packet belongs to: the domain's own [`Side`] is the
+/// label (`pbx`, `agents`), so the shells pass the core's side straight through.
+pub use crate::core::side::Side;
+
+impl Label for Side {
+    const NAME: &'static str = "side";
+    const ALL: &'static [Self] = &Side::BOTH;
+    fn as_str(self) -> &'static str {
+        Side::as_str(self)
+    }
+    fn index(self) -> usize {
+        Side::index(self)
     }
 }
+
+mod sip;
+pub use sip::SipMetrics;
 
 label_enum! {
     /// Seen from callmask: received from a side (`inbound`) or sent to it (`outbound`).
@@ -269,10 +282,40 @@ label_enum! {
         LoopDetected => "loop_detected",
         /// Method callmask will not handle (501).
         NotImplemented => "not_implemented",
-        /// Response or CANCEL matching no transaction.
+        /// A response, an SDP answer or a late INVITE copy matching no live transaction or call.
         NoTransaction => "no_transaction",
-        /// No route or peer for the request.
+        /// No route or peer for the request, or no way back for a response.
         NoRoute => "no_route",
+        /// The transport to the next hop failed (TCP connect); answered 503.
+        TransportError => "transport_error",
+        /// An SDP could not be anchored (no free media ports, unusable SDP).
+        MediaAnchorFailed => "media_anchor_failed",
+    }
+}
+
+impl From<crate::core::proxy::CallOutcome> for CallOutcome {
+    fn from(o: crate::core::proxy::CallOutcome) -> Self {
+        use crate::core::proxy::CallOutcome as O;
+        match o {
+            O::Completed => CallOutcome::Completed,
+            O::Cancelled => CallOutcome::Cancelled,
+            O::Failed => CallOutcome::Failed,
+            O::TimedOut => CallOutcome::TimedOut,
+        }
+    }
+}
+
+impl From<crate::core::proxy::DropReason> for DropReason {
+    /// Bucket of the SIP core's drop reasons (its fine label goes to the debug log).
+    fn from(r: crate::core::proxy::DropReason) -> Self {
+        use crate::core::proxy::DropReason as D;
+        match r {
+            D::NoRoute | D::UnroutableVia => DropReason::NoRoute,
+            D::BadVia => DropReason::Malformed,
+            D::NotOurVia | D::StaleInvite | D::SdpWithoutCall => DropReason::NoTransaction,
+            D::TransportError => DropReason::TransportError,
+            D::MediaAnchorFailed => DropReason::MediaAnchorFailed,
+        }
     }
 }
 
@@ -705,12 +748,8 @@ pub struct Metrics {
     registry: Registry,
     calls: Arc<CallAggregator>,
     calls_total: By<CallOutcome, IntCounter>,
-    sip_messages: By2<Side, Transport, IntCounter>,
-    sip_requests: By2<Side, SipMethod, IntCounter>,
-    sip_responses: IntCounterVec,
-    sip_transaction_duration: By2<Side, TransactionKind, prometheus::Histogram>,
-    sip_retransmissions: By2<Side, RetransmitAction, IntCounter>,
-    sip_rejected: By2<Side, DropReason, IntCounter>,
+    /// The SIP signalling family.
+    sip: SipMetrics,
     rtp_dropped: By2<Side, DropReason, IntCounter>,
     rtp_jitter: By<Side, prometheus::Histogram>,
     media_ports_in_use: IntGauge,
@@ -741,7 +780,6 @@ pub struct Metrics {
     recognizer_audio_seconds: Counter,
     recognizer_busy_seconds: Counter,
     recognizer_queued_jobs: IntGauge,
-    registrations_active: IntGauge,
     config_reloads: By<ReloadResult, IntCounter>,
     http_unauthorized: IntCounter,
 }
@@ -758,10 +796,6 @@ impl Default for Metrics {
     }
 }
 
-/// Histogram buckets (seconds) for SIP client transactions: Timer B/F is 32 s.
-const TXN_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 32.0,
-];
 /// Interarrival jitter (RFC 3550 §6.4.1), seconds.
 const JITTER_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32];
 /// Mask decision latency, seconds: DTMF ~25–40 ms, spoken identifiers ~1–2 s.
@@ -790,54 +824,7 @@ impl Metrics {
             "Calls ended, by outcome.",
             &[CallOutcome::NAME],
         )?;
-        let sip_messages = int_counter_vec(
-            r,
-            "callmask_sip_messages_received_total",
-            "SIP messages received (requests, responses, keep-alives excluded), by side and transport.",
-            &[Side::NAME, Transport::NAME],
-        )?;
-        let sip_requests = int_counter_vec(
-            r,
-            "callmask_sip_requests_total",
-            "SIP requests received, by side and method.",
-            &[Side::NAME, SipMethod::NAME],
-        )?;
-        let sip_responses = int_counter_vec(
-            r,
-            "callmask_sip_responses_total",
-            "SIP responses received, by side, CSeq method and status class.",
-            &[Side::NAME, SipMethod::NAME, StatusClass::NAME],
-        )?;
-        // Pre-create the INVITE series so dashboards see zeros, not gaps; other methods appear
-        // on first use (2 × 15 × 6 series up front would be noise).
-        for side in Side::ALL {
-            for class in StatusClass::ALL {
-                sip_responses.with_label_values(&[
-                    side.as_str(),
-                    SipMethod::Invite.as_str(),
-                    class.as_str(),
-                ]);
-            }
-        }
-        let sip_txn = histogram_vec(
-            r,
-            "callmask_sip_transaction_duration_seconds",
-            "Client transaction time from first send to final response, by the side the request went to and kind.",
-            &[Side::NAME, TransactionKind::NAME],
-            TXN_BUCKETS,
-        )?;
-        let sip_retransmissions = int_counter_vec(
-            r,
-            "callmask_sip_retransmissions_total",
-            "SIP retransmissions resent by callmask's transactions or absorbed by them, by side.",
-            &[Side::NAME, RetransmitAction::NAME],
-        )?;
-        let sip_rejected = int_counter_vec(
-            r,
-            "callmask_sip_messages_rejected_total",
-            "SIP messages answered with an error by callmask or dropped, by side and reason.",
-            &[Side::NAME, DropReason::NAME],
-        )?;
+        let sip = SipMetrics::register(r)?;
         let rtp_dropped = int_counter_vec(
             r,
             "callmask_rtp_packets_dropped_total",
@@ -995,11 +982,6 @@ impl Metrics {
             "callmask_recognizer_queued_jobs",
             "Speech segments waiting for a recognizer worker.",
         )?;
-        let registrations_active = int_gauge(
-            r,
-            "callmask_registrations_active",
-            "Agent registrations held (registration mode).",
-        )?;
         let config_reloads = int_counter_vec(
             r,
             "callmask_config_reloads_total",
@@ -1028,12 +1010,7 @@ impl Metrics {
 
         Ok(Metrics {
             calls_total: by(&calls_total),
-            sip_messages: by2(&sip_messages),
-            sip_requests: by2(&sip_requests),
-            sip_responses,
-            sip_transaction_duration: by2(&sip_txn),
-            sip_retransmissions: by2(&sip_retransmissions),
-            sip_rejected: by2(&sip_rejected),
+            sip,
             rtp_dropped: by2(&rtp_dropped),
             rtp_jitter: by(&rtp_jitter),
             media_ports_in_use,
@@ -1062,7 +1039,6 @@ impl Metrics {
             recognizer_audio_seconds,
             recognizer_busy_seconds,
             recognizer_queued_jobs,
-            registrations_active,
             config_reloads: by(&config_reloads),
             http_unauthorized,
             calls,
@@ -1100,43 +1076,9 @@ impl Metrics {
         self.calls_total.get(outcome).inc();
     }
 
-    // --- SIP ---------------------------------------------------------------------------
-
-    /// A SIP message arrived on `side` over `transport`.
-    pub fn sip_message_received(&self, side: Side, transport: Transport) {
-        self.sip_messages.get(side, transport).inc();
-    }
-
-    /// A SIP request arrived on `side`.
-    pub fn sip_request(&self, side: Side, method: SipMethod) {
-        self.sip_requests.get(side, method).inc();
-    }
-
-    /// A SIP response arrived on `side`; `method` is its CSeq method. Codes outside
-    /// `100..=699` are not counted (the parser rejects them first).
-    pub fn sip_response(&self, side: Side, method: SipMethod, code: u16) {
-        if let Some(class) = StatusClass::from_code(code) {
-            self.sip_responses
-                .with_label_values(&[side.as_str(), method.as_str(), class.as_str()])
-                .inc();
-        }
-    }
-
-    /// A client transaction toward `side` ended `seconds` after its first send.
-    pub fn sip_transaction_finished(&self, side: Side, kind: TransactionKind, seconds: f64) {
-        self.sip_transaction_duration
-            .get(side, kind)
-            .observe(seconds);
-    }
-
-    /// A SIP retransmission on `side`: resent by callmask toward it, or absorbed from it.
-    pub fn sip_retransmission(&self, side: Side, action: RetransmitAction) {
-        self.sip_retransmissions.get(side, action).inc();
-    }
-
-    /// A SIP message from `side` was rejected (error response) or dropped.
-    pub fn sip_rejected(&self, side: Side, reason: DropReason) {
-        self.sip_rejected.get(side, reason).inc();
+    /// The SIP signalling family (owned by `io/signalling.rs`).
+    pub fn sip(&self) -> &SipMetrics {
+        &self.sip
     }
 
     // --- media -------------------------------------------------------------------------
@@ -1284,12 +1226,6 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Agent registrations held.
-    pub fn set_registrations_active(&self, n: u64) {
-        self.registrations_active
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
     /// A config reload finished.
     pub fn config_reloaded(&self, result: ReloadResult) {
         self.config_reloads.get(result).inc();
@@ -1381,6 +1317,35 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("series {series} missing in:\n{text}"))
+    }
+
+    #[test]
+    fn sip_core_drop_reasons_keep_their_bucket() {
+        // Each of the core's drop reasons lands in its own bucket (they were all counted as
+        // `no_route` once).
+        use crate::core::proxy::DropReason as D;
+        let expect = |d: D| match d {
+            D::StaleInvite => "no_transaction",
+            D::NoRoute => "no_route",
+            D::BadVia => "malformed",
+            D::NotOurVia => "no_transaction",
+            D::UnroutableVia => "no_route",
+            D::TransportError => "transport_error",
+            D::SdpWithoutCall => "no_transaction",
+            D::MediaAnchorFailed => "media_anchor_failed",
+        };
+        for d in D::ALL {
+            assert_eq!(DropReason::from(d).as_str(), expect(d), "{d:?}");
+        }
+        let m = Metrics::new();
+        m.sip()
+            .rejected(Side::Pbx, DropReason::from(D::MediaAnchorFailed));
+        let text = m.render();
+        let series = |r: &str| {
+            format!("callmask_sip_messages_rejected_total{{reason=\"{r}\",side=\"pbx\"}}")
+        };
+        assert_eq!(value(&text, &series("media_anchor_failed")), 1.0);
+        assert_eq!(value(&text, &series("no_route")), 0.0);
     }
 
     const PBX_IN: &str = "callmask_rtp_packets_total{direction=\"inbound\",side=\"pbx\"}";
@@ -1508,9 +1473,9 @@ mod tests {
     #[test]
     fn labelled_families_are_preresolved_and_bounded() {
         let m = Metrics::new();
-        m.sip_request(Side::Agents, SipMethod::from_token(b"FOO"));
-        m.sip_response(Side::Pbx, SipMethod::Invite, 486);
-        m.sip_response(Side::Pbx, SipMethod::Invite, 42); // not a status: ignored
+        m.sip().request(Side::Agents, SipMethod::from_token(b"FOO"));
+        m.sip().response(Side::Pbx, SipMethod::Invite, 486);
+        m.sip().response(Side::Pbx, SipMethod::Invite, 42); // not a status: ignored
         m.masked_span(MaskReason::DtmfInband, 0.25);
         m.rtp_dropped(Side::Pbx, DropReason::UnexpectedSource);
         let t = m.render();

@@ -5,6 +5,7 @@ pub mod proxy;
 pub mod registrar;
 pub mod relay;
 pub mod sdp;
+pub mod side;
 #[cfg(test)]
 mod sim_tests;
 pub mod sip;

@@ -17,11 +17,9 @@ use std::net::SocketAddr;
 
 use super::media::{CallMeta, MediaHub};
 use super::sip_stream::{spawn_outbound, StreamInput};
-use crate::core::proxy::{
-    CallOutcome, CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport,
-};
-use crate::core::sip::Limits;
-use crate::metrics::{self, Metrics};
+use crate::core::proxy::{CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport};
+use crate::core::sip::{Limits, Method};
+use crate::metrics::{self, Label, Metrics, SipMetrics};
 
 /// The signalling task's parts.
 pub struct Signalling {
@@ -47,15 +45,8 @@ pub struct Signalling {
     pub conns: HashMap<(Side, SocketAddr), mpsc::Sender<bytes::Bytes>>,
 }
 
-fn metric_side(s: Side) -> metrics::Side {
-    match s {
-        Side::Pbx => metrics::Side::Pbx,
-        Side::Agents => metrics::Side::Agents,
-    }
-}
-
-fn transaction_kind(method: &str) -> metrics::TransactionKind {
-    if method == "INVITE" {
+fn transaction_kind(method: &Method) -> metrics::TransactionKind {
+    if *method == Method::Invite {
         metrics::TransactionKind::Invite
     } else {
         metrics::TransactionKind::NonInvite
@@ -81,14 +72,14 @@ impl Signalling {
                 _ = &mut shutdown => break,
                 r = self.pbx.recv_from(&mut pbx_buf) => {
                     if let Ok((n, src)) = r {
-                        self.metrics.sip_message_received(metrics::Side::Pbx, metrics::Transport::Udp);
+                        self.metrics.sip().message_received(metrics::Side::Pbx, metrics::Transport::Udp);
                         let data = Bytes::copy_from_slice(&pbx_buf[..n]);
                         self.core.handle_datagram(Side::Pbx, src, data, Instant::now());
                     }
                 }
                 r = self.agents.recv_from(&mut agents_buf) => {
                     if let Ok((n, src)) = r {
-                        self.metrics.sip_message_received(metrics::Side::Agents, metrics::Transport::Udp);
+                        self.metrics.sip().message_received(metrics::Side::Agents, metrics::Transport::Udp);
                         let data = Bytes::copy_from_slice(&agents_buf[..n]);
                         self.core.handle_datagram(Side::Agents, src, data, Instant::now());
                     }
@@ -114,7 +105,8 @@ impl Signalling {
             }
             StreamInput::Message { side, peer, msg } => {
                 self.metrics
-                    .sip_message_received(metric_side(side), metrics::Transport::Tcp);
+                    .sip()
+                    .message_received(side, metrics::Transport::Tcp);
                 self.core
                     .handle_stream_message(side, peer, msg, Instant::now());
             }
@@ -216,68 +208,15 @@ impl Signalling {
                 ProxyEvent::CallEnded { call, outcome } => {
                     tracing::info!(call = call.0, outcome = outcome.as_str(), "call ended");
                     self.media.call_ended(call);
-                    self.metrics.call_ended(match outcome {
-                        CallOutcome::Completed => metrics::CallOutcome::Completed,
-                        CallOutcome::Cancelled => metrics::CallOutcome::Cancelled,
-                        CallOutcome::Failed => metrics::CallOutcome::Failed,
-                        CallOutcome::TimedOut => metrics::CallOutcome::TimedOut,
-                    });
+                    self.metrics.call_ended(outcome.into());
                 }
-                ProxyEvent::RequestIn { side, method } => {
-                    self.metrics.sip_request(
-                        metric_side(side),
-                        metrics::SipMethod::from_token(method.as_bytes()),
-                    );
-                }
-                ProxyEvent::ResponseIn {
-                    side,
-                    status,
-                    method,
-                    elapsed,
-                } => {
-                    let m = metrics::SipMethod::from_token(method.as_bytes());
-                    self.metrics.sip_response(metric_side(side), m, status);
-                    if let Some(d) = elapsed {
-                        self.metrics.sip_transaction_finished(
-                            metric_side(side),
-                            transaction_kind(method),
-                            d.as_secs_f64(),
-                        );
-                    }
-                }
-                ProxyEvent::Rejected { side, reason } => {
-                    tracing::debug!(
-                        side = side.as_str(),
-                        reason = reason.label(),
-                        "SIP rejected"
-                    );
-                    self.metrics
-                        .sip_rejected(metric_side(side), metrics::DropReason::from(reason));
-                }
-                ProxyEvent::Dropped { side, reason } => {
-                    tracing::debug!(side = side.as_str(), reason, "SIP dropped");
-                    self.metrics
-                        .sip_rejected(metric_side(side), metrics::DropReason::NoRoute);
-                }
-                ProxyEvent::Retransmission { side, resent } => {
-                    let action = if resent {
-                        metrics::RetransmitAction::Resent
-                    } else {
-                        metrics::RetransmitAction::Absorbed
-                    };
-                    self.metrics.sip_retransmission(metric_side(side), action);
-                }
-                ProxyEvent::TransactionTimedOut {
-                    side,
-                    method,
-                    elapsed,
-                } => {
-                    tracing::debug!(side = side.as_str(), method, "SIP transaction timed out");
-                    self.metrics.sip_transaction_finished(
-                        metric_side(side),
-                        transaction_kind(method),
-                        elapsed.as_secs_f64(),
-                    );
+                ProxyEvent::RequestIn { .. }
+                | ProxyEvent::ResponseIn { .. }
+                | ProxyEvent::Rejected { .. }
+                | ProxyEvent::Dropped { .. }
+                | ProxyEvent::Retransmission { .. }
+                | ProxyEvent::TransactionTimedOut { .. } => {
+                    count_sip_event(self.metrics.sip(), &ev)
                 }
                 ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);
@@ -294,6 +233,143 @@ impl Signalling {
         self.metrics
             .set_media_ports(2 * ports.in_use() as u64, 2 * ports.available() as u64);
         self.metrics
+            .sip()
             .set_registrations_active(self.core.registrations() as u64);
+    }
+}
+
+/// Count a core event that only feeds the SIP metrics (requests, responses, rejects and
+/// drops, retransmissions, transaction times); other events are left to the caller.
+fn count_sip_event(metrics: &SipMetrics, ev: &ProxyEvent) {
+    match *ev {
+        ProxyEvent::RequestIn { side, ref method } => {
+            metrics.request(side, method.into());
+        }
+        ProxyEvent::ResponseIn {
+            side,
+            status,
+            ref method,
+            elapsed,
+        } => {
+            metrics.response(side, method.into(), status.as_u16());
+            if let Some(d) = elapsed {
+                let kind = transaction_kind(method);
+                metrics.transaction_finished(side, kind, d.as_secs_f64());
+            }
+        }
+        ProxyEvent::Rejected { side, reason } => {
+            tracing::debug!(
+                side = side.as_str(),
+                reason = reason.label(),
+                "SIP rejected"
+            );
+            metrics.rejected(side, metrics::DropReason::from(reason));
+        }
+        ProxyEvent::Dropped { side, reason } => {
+            tracing::debug!(side = side.as_str(), reason = reason.label(), "SIP dropped");
+            metrics.rejected(side, metrics::DropReason::from(reason));
+        }
+        ProxyEvent::Retransmission { side, resent } => {
+            let action = if resent {
+                metrics::RetransmitAction::Resent
+            } else {
+                metrics::RetransmitAction::Absorbed
+            };
+            metrics.retransmission(side, action);
+        }
+        ProxyEvent::TransactionTimedOut {
+            side,
+            ref method,
+            elapsed,
+        } => {
+            let label = metrics::SipMethod::from(method).as_str();
+            tracing::debug!(
+                side = side.as_str(),
+                method = label,
+                "SIP transaction timed out"
+            );
+            let kind = transaction_kind(method);
+            metrics.transaction_finished(side, kind, elapsed.as_secs_f64());
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::ports::{PortAllocator, PortRange};
+    use crate::core::proxy::{ProxyConfig, SideConfig};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    /// Registration mode: no agents peer, so a request toward the agents has no route.
+    fn core() -> ProxyCore {
+        let side = |sip: &str, peer| SideConfig {
+            sip_addr: addr(sip),
+            media_ip: "127.0.0.1".parse().expect("ip"),
+            peer,
+        };
+        let config = ProxyConfig {
+            pbx: side("127.0.0.1:5060", Some(addr("127.0.0.1:5070"))),
+            agents: side("127.0.0.1:5062", None),
+            limits: Limits::default(),
+            secret: 7,
+        };
+        let range = PortRange::new(30000, 30009).expect("range");
+        ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))
+    }
+
+    fn count_all(core: &mut ProxyCore, metrics: &Metrics) {
+        while let Some(ev) = core.poll_event() {
+            count_sip_event(metrics.sip(), &ev);
+        }
+    }
+
+    fn series(reason: &str, side: &str) -> String {
+        format!("callmask_sip_messages_rejected_total{{reason=\"{reason}\",side=\"{side}\"}} ")
+    }
+
+    fn value(text: &str, series: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing"))
+    }
+
+    #[test]
+    fn drop_reasons_are_counted_by_reason_not_all_as_no_route() {
+        let (mut core, metrics, now) = (core(), Metrics::new(), Instant::now());
+        // An INVITE toward an agent nobody registered: no route (answered 480).
+        let invite = "INVITE sip:nobody@127.0.0.1:5062 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1\r\nMax-Forwards: 70\r\n\
+            From: <sip:pbx@127.0.0.1>;tag=a\r\nTo: <sip:nobody@127.0.0.1>\r\n\
+            Call-ID: c1@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        core.handle_datagram(Side::Pbx, addr("127.0.0.1:5070"), Bytes::from(invite), now);
+        // A response whose top Via is not callmask's: not ours (no transaction).
+        let stray = "SIP/2.0 200 OK\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKforeign\r\n\
+            From: <sip:a@127.0.0.1>;tag=a\r\nTo: <sip:b@127.0.0.1>;tag=b\r\n\
+            Call-ID: c2@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        core.handle_datagram(
+            Side::Agents,
+            addr("127.0.0.1:5080"),
+            Bytes::from(stray),
+            now,
+        );
+        count_all(&mut core, &metrics);
+
+        let text = metrics.render();
+        assert_eq!(value(&text, &series("no_route", "pbx")), 1, "{text}");
+        assert_eq!(value(&text, &series("no_transaction", "agents")), 1);
+        assert_eq!(value(&text, &series("no_route", "agents")), 0);
+        let invites = "callmask_sip_requests_total{method=\"INVITE\",side=\"pbx\"} ";
+        assert_eq!(value(&text, invites), 1);
     }
 }

@@ -3,7 +3,7 @@
 //! Error strings never contain bytes from the message (URIs carry phone numbers): they name the
 //! header and the problem instead.
 
-use super::message::StatusCode;
+use super::vocab::StatusCode;
 
 /// Why a SIP message could not be parsed or edited.
 ///
@@ -242,4 +242,12 @@ impl RejectReason {
         Self::LoopDetected,
         Self::NotImplemented,
     ];
+}
+
+impl TryFrom<u16> for StatusCode {
+    type Error = SipError;
+
+    fn try_from(code: u16) -> Result<Self, SipError> {
+        Self::new(code).ok_or(SipError::BadStartLine("status code outside 100..=699"))
+    }
 }

@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use super::error::SipError;
 use super::lex::{self, Params};
-use super::message::Method;
 use super::uri::{self, Uri};
+use super::vocab::Method;
 
 /// A header name. Known names are recognised in long and compact form (RFC 3261 §7.3.3,
 /// plus the compact forms registered since); anything else is [`HeaderName::Other`] and is

@@ -19,7 +19,7 @@
 //! # Transactions
 //!
 //! See [`txn`]: client and server state machines driven by `handle_*`, `poll_*` and a `now`
-//! parameter, plus a [`txn::TransactionTable`] that matches messages to them.
+//! parameter. The proxy holds them in its own table (`core/proxy/txn.rs`).
 
 mod error;
 mod header;
@@ -32,12 +32,14 @@ mod proptests;
 mod response;
 pub mod txn;
 mod uri;
+mod vocab;
 
 pub use error::{RejectReason, SipError};
 pub use header::{header_name_eq, CSeq, HeaderName, NameAddr, Transport, Via, MAGIC_COOKIE};
 pub use lex::Params;
-pub use message::{HeaderField, MaxForwards, Method, SipMessage, StartLine, StatusCode};
+pub use message::{HeaderField, SipMessage, StartLine};
 pub use parse::{parse_datagram, parse_stream, Frame, Limits, PONG};
 pub use print::Edit;
 pub use response::{build_response, reject_request, reject_unparsed};
 pub use uri::Uri;
+pub use vocab::{MaxForwards, Method, StatusCode};

@@ -4,13 +4,16 @@
 //! arrived yet is `Ok(None)` (read more), while bytes that can never become a valid message are
 //! `Err`. A datagram is always complete, so a short one is an error.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use super::error::SipError;
 use super::header::HeaderName;
 use super::lex;
-use super::message::{Method, RawHeader, SipMessage, StartLine, StatusCode};
+use super::message::{RawHeader, SipMessage, StartLine};
 use super::uri::Uri;
+use super::vocab::{Method, StatusCode};
 
 /// Size limits applied while parsing. Defaults: 64 KiB per message, 256 header fields,
 /// 8 KiB per physical line.
@@ -192,35 +195,9 @@ pub(crate) fn scan_head(buf: &Bytes, limits: &Limits) -> Result<Option<Head>, Si
     let mut headers: Vec<RawHeader> = Vec::new();
     loop {
         // One physical line: [pos, content_end) + terminator up to next_pos.
-        let Some(nl) = buf[pos..].iter().position(|&c| c == b'\n') else {
-            if buf.len() - pos > limits.max_line {
-                return Err(SipError::LineTooLong {
-                    limit: limits.max_line,
-                });
-            }
-            if buf.len() > limits.max_message {
-                return Err(SipError::TooLarge {
-                    limit: limits.max_message,
-                });
-            }
+        let Some((content_end, next_pos)) = next_line(buf, pos, limits)? else {
             return Ok(None);
         };
-        let next_pos = pos + nl + 1;
-        let content_end = if nl > 0 && buf[pos + nl - 1] == b'\r' {
-            pos + nl - 1
-        } else {
-            pos + nl
-        };
-        if content_end - pos > limits.max_line {
-            return Err(SipError::LineTooLong {
-                limit: limits.max_line,
-            });
-        }
-        if next_pos > limits.max_message {
-            return Err(SipError::TooLarge {
-                limit: limits.max_message,
-            });
-        }
         let line = &buf[pos..content_end];
         match start_line {
             None => {
@@ -245,15 +222,7 @@ pub(crate) fn scan_head(buf: &Bytes, limits: &Limits) -> Result<Option<Head>, Si
                 let Some(h) = headers.last_mut() else {
                     return Err(SipError::BadHeaderLine { index: 1 });
                 };
-                h.line.end = next_pos;
-                if let Some(first) = line.iter().position(|&c| !lex::is_lws(c)) {
-                    if h.value.is_empty() {
-                        // The value starts on this continuation line.
-                        h.value.start = pos + first;
-                    }
-                    h.value.end = content_end;
-                    trim_value_end(buf, h);
-                }
+                continue_header(buf, h, pos..content_end, next_pos);
             }
             Some(_) => {
                 if headers.len() >= limits.max_headers {
@@ -262,34 +231,97 @@ pub(crate) fn scan_head(buf: &Bytes, limits: &Limits) -> Result<Option<Head>, Si
                     });
                 }
                 let index = headers.len() + 1;
-                let colon = line
-                    .iter()
-                    .position(|&c| c == b':')
-                    .ok_or(SipError::BadHeaderLine { index })?;
-                let name_end = line[..colon]
-                    .iter()
-                    .rposition(|&c| c != b' ' && c != b'\t')
-                    .map_or(0, |e| e + 1);
-                let name = &line[..name_end];
-                if !lex::is_token(name) {
-                    return Err(SipError::BadHeaderLine { index });
-                }
-                let vstart = line[colon + 1..]
-                    .iter()
-                    .position(|&c| c != b' ' && c != b'\t')
-                    .map_or(content_end, |o| pos + colon + 1 + o);
-                let mut h = RawHeader {
-                    line: pos..next_pos,
-                    name: pos..pos + name_end,
-                    value: vstart..content_end,
-                    kind: HeaderName::from_bytes(name),
-                };
-                trim_value_end(buf, &mut h);
-                headers.push(h);
+                headers.push(header_line(buf, pos..content_end, next_pos, index)?);
             }
         }
         pos = next_pos;
     }
+}
+
+/// The physical line starting at `pos`: the end of its content and the start of the next
+/// line, `Ok(None)` if its terminator has not arrived yet; errors past the line and message
+/// limits.
+fn next_line(buf: &Bytes, pos: usize, limits: &Limits) -> Result<Option<(usize, usize)>, SipError> {
+    let Some(nl) = buf[pos..].iter().position(|&c| c == b'\n') else {
+        if buf.len() - pos > limits.max_line {
+            return Err(SipError::LineTooLong {
+                limit: limits.max_line,
+            });
+        }
+        if buf.len() > limits.max_message {
+            return Err(SipError::TooLarge {
+                limit: limits.max_message,
+            });
+        }
+        return Ok(None);
+    };
+    let next_pos = pos + nl + 1;
+    let content_end = if nl > 0 && buf[pos + nl - 1] == b'\r' {
+        pos + nl - 1
+    } else {
+        pos + nl
+    };
+    if content_end - pos > limits.max_line {
+        return Err(SipError::LineTooLong {
+            limit: limits.max_line,
+        });
+    }
+    if next_pos > limits.max_message {
+        return Err(SipError::TooLarge {
+            limit: limits.max_message,
+        });
+    }
+    Ok(Some((content_end, next_pos)))
+}
+
+/// A folded continuation line (`content`, up to `next_pos` with its terminator) extends
+/// header `h`.
+fn continue_header(buf: &[u8], h: &mut RawHeader, content: Range<usize>, next_pos: usize) {
+    h.line.end = next_pos;
+    let line = &buf[content.clone()];
+    if let Some(first) = line.iter().position(|&c| !lex::is_lws(c)) {
+        if h.value.is_empty() {
+            // The value starts on this continuation line.
+            h.value.start = content.start + first;
+        }
+        h.value.end = content.end;
+        trim_value_end(buf, h);
+    }
+}
+
+/// The header field on line `content` (the `index`-th header, 1-based, for errors).
+fn header_line(
+    buf: &[u8],
+    content: Range<usize>,
+    next_pos: usize,
+    index: usize,
+) -> Result<RawHeader, SipError> {
+    let (pos, content_end) = (content.start, content.end);
+    let line = &buf[content];
+    let colon = line
+        .iter()
+        .position(|&c| c == b':')
+        .ok_or(SipError::BadHeaderLine { index })?;
+    let name_end = line[..colon]
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(0, |e| e + 1);
+    let name = &line[..name_end];
+    if !lex::is_token(name) {
+        return Err(SipError::BadHeaderLine { index });
+    }
+    let vstart = line[colon + 1..]
+        .iter()
+        .position(|&c| c != b' ' && c != b'\t')
+        .map_or(content_end, |o| pos + colon + 1 + o);
+    let mut h = RawHeader {
+        line: pos..next_pos,
+        name: pos..pos + name_end,
+        value: vstart..content_end,
+        kind: HeaderName::from_bytes(name),
+    };
+    trim_value_end(buf, &mut h);
+    Ok(h)
 }
 
 fn trim_value_end(buf: &[u8], h: &mut RawHeader) {

@@ -22,8 +22,9 @@ use bytes::{Bytes, BytesMut};
 use super::error::SipError;
 use super::header::{header_name_eq, HeaderName};
 use super::lex;
-use super::message::{MaxForwards, SipMessage};
+use super::message::SipMessage;
 use super::parse;
+use super::vocab::MaxForwards;
 
 #[derive(Debug, Clone)]
 enum Slot {

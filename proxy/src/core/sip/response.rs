@@ -11,8 +11,9 @@ use bytes::{Bytes, BytesMut};
 use super::error::{RejectReason, SipError};
 use super::header::{HeaderName, NameAddr, Via};
 use super::lex;
-use super::message::{Method, RawHeader, SipMessage, StatusCode};
+use super::message::{RawHeader, SipMessage};
 use super::parse::{self, Limits};
+use super::vocab::{Method, StatusCode};
 
 /// Build a response to `req` with `status` and `reason` (no body, `Content-Length: 0`).
 /// Fails if `req` is a response or lacks a Via or CSeq (From, To and Call-ID are copied when

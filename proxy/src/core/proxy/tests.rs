@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::calls::EARLY_CALL_TTL;
 use super::*;
 use crate::core::ports::{PortAllocator, PortRange};
-use crate::core::sip::{parse_datagram, Frame, Limits, SipMessage};
+use crate::core::sip::{parse_datagram, Frame, Limits, MaxForwards, SipMessage};
 
 const PBX_UA: &str = "127.0.0.1:5070";
 const AGENT_UA: &str = "127.0.0.1:5080";
@@ -1382,4 +1383,53 @@ fn tcp_connect_failure_answers_503() {
     );
     assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
     assert_eq!(c.ports().in_use(), 0);
+}
+
+#[test]
+fn media_timeout_ends_the_call_it_names_and_only_that_one() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let offer = sdp("10.1.1.1", 4000);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKmt1", None, 1, Some(&offer)),
+        t0,
+    );
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    let answer = sdp("10.2.2.2", 5000);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&answer)),
+        t0,
+    );
+    let ev = drain_events(&mut c);
+    let Some(call) = ev.iter().find_map(|e| match e {
+        ProxyEvent::CallStarted { call, .. } => Some(*call),
+        _ => None,
+    }) else {
+        panic!("call started expected: {ev:?}");
+    };
+    assert_eq!((c.active_calls(), c.ports().in_use()), (1, 2));
+
+    // A ref the core never handed out (or already ended) changes nothing.
+    c.handle_media_timeout(CallRef(call.0 + 100), t0);
+    assert!(drain_events(&mut c).is_empty());
+    assert_eq!(c.active_calls(), 1);
+
+    c.handle_media_timeout(call, t0);
+    let ev = drain_events(&mut c);
+    assert!(
+        ev.contains(&ProxyEvent::Media(MediaCommand::Remove { call })),
+        "{ev:?}"
+    );
+    assert!(ev.contains(&ProxyEvent::CallEnded {
+        call,
+        outcome: CallOutcome::TimedOut
+    }));
+    assert_eq!(c.active_calls(), 0);
+    // Ended once: a second timeout for it is a no-op.
+    c.handle_media_timeout(call, t0);
+    assert!(drain_events(&mut c).is_empty());
 }

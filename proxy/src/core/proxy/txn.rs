@@ -16,13 +16,14 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{PendingRegister, Side, SipTransport, Transmit};
+use super::register::PendingRegister;
+use super::types::{Side, SipTransport, Transmit};
 use crate::core::sip::txn::{
     ClientInvite, ClientInviteState, ClientNonInvite, ClientNonInviteState, ServerInvite,
     ServerInviteState, ServerNonInvite, ServerNonInviteState, Timers, TransactionKey,
     Transmit as TxnTransmit, TxnEvent,
 };
-use crate::core::sip::{Method, SipMessage};
+use crate::core::sip::{Method, SipMessage, StatusCode};
 
 /// Where one hop's messages go: the socket side, the transport and the address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +333,26 @@ impl ClientEntry {
             ClientTxn::Invite(t) => Some(t.request()),
             _ => None,
         }
+    }
+
+    /// A forwarded INVITE still awaiting its final response got `status`: note a provisional
+    /// (a CANCEL may go; a non-100 restarts timer C at `timer_c`) or a 2xx. `true` if a
+    /// CANCEL that waited for a provisional response can go now (§9.1).
+    pub(super) fn note_progress(&mut self, status: StatusCode, timer_c: Instant) -> bool {
+        if self.method != Method::Invite || !self.awaiting_final() {
+            return false;
+        }
+        if status.is_provisional() {
+            self.provisional = true;
+            if status != StatusCode::TRYING && self.cancel != CancelState::Sent {
+                self.timer_c = Some(timer_c);
+            }
+            return self.cancel == CancelState::Pending;
+        }
+        if status.is_success() {
+            self.answered = true;
+        }
+        false
     }
 
     /// Give a response to the machine.

@@ -1,0 +1,97 @@
+//! SDP anchoring: every SDP that crosses callmask is rewritten so its `c=`/`m=` point at
+//! callmask's ports on the side it is sent to, and the sender's own address becomes the remote
+//! of its side's leg. Ports are allocated here (a pair per side per active stream) and the
+//! media layer is told what to relay ([`MediaCommand::Upsert`]).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::calls::Stream;
+use super::types::{MediaCommand, ProxyEvent, Side};
+use super::ProxyCore;
+use crate::core::ports::PortPair;
+use crate::core::sdp::{anchor, LocalAnchor, MediaPlan, Sdp};
+use crate::core::side::BySide;
+use crate::core::sip::{SipMessage, StatusCode};
+
+impl ProxyCore {
+    /// Anchor an SDP body that arrived from `from`: returns the body to send on, `None` if
+    /// there is no call to anchor it for, or a SIP status to answer with on failure.
+    ///
+    /// With `commit` false (another fork's dialog) the body is still rewritten, so no SDP
+    /// ever bypasses the tap, but the call's media does not move.
+    pub(super) fn anchor_body(
+        &mut self,
+        call_id: &Bytes,
+        from: Side,
+        body: Bytes,
+        now: Instant,
+        commit: bool,
+    ) -> Result<Option<Bytes>, StatusCode> {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return Ok(None);
+        };
+        let sdp = Sdp::parse(body).map_err(|_| StatusCode::NOT_ACCEPTABLE_HERE)?;
+        let plan = MediaPlan::from_sdp(&sdp);
+        let to = from.other();
+        // Allocate both sides' ports for every new active stream.
+        while call.streams.len() < plan.streams.len() {
+            let Some(a) = self.ports.alloc(now) else {
+                return Err(StatusCode::SERVICE_UNAVAILABLE);
+            };
+            let Some(b) = self.ports.alloc(now) else {
+                // Give the first pair back: it was never advertised.
+                let _ = self.ports.free(a, now);
+                return Err(StatusCode::SERVICE_UNAVAILABLE);
+            };
+            call.streams.push(Stream {
+                local: BySide::new(a, b),
+                remote: BySide::default(),
+                codecs: Vec::new(),
+            });
+        }
+        let ports: Vec<Option<PortPair>> = plan
+            .streams
+            .iter()
+            .zip(&call.streams)
+            .map(|(p, s)| p.is_active().then_some(s.local[to]))
+            .collect();
+        let media_ip = self.config.side(to).media_ip;
+        let anchored = anchor(
+            sdp,
+            &LocalAnchor {
+                addr: media_ip,
+                ports: &ports,
+            },
+            &mut call.origin[to],
+        )
+        .map_err(|_| StatusCode::SERVER_INTERNAL_ERROR)?;
+        if !commit {
+            return Ok(Some(anchored.body));
+        }
+        for (s, p) in call.streams.iter_mut().zip(&anchored.plan.streams) {
+            s.remote[from] = if p.is_active() { p.remote } else { None };
+            if !p.codecs.is_empty() {
+                s.codecs = p.codecs.clone();
+            }
+        }
+        let streams = call.stream_specs();
+        let id = call.id;
+        self.events
+            .push_back(ProxyEvent::Media(MediaCommand::Upsert {
+                call: id,
+                streams,
+            }));
+        Ok(Some(anchored.body))
+    }
+}
+
+/// Whether `msg` carries an SDP body.
+pub(super) fn has_sdp(msg: &SipMessage) -> bool {
+    msg.content_type().is_some_and(|ct| {
+        ct.as_ref()
+            .get(..15)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/sdp"))
+    }) && !msg.body().is_empty()
+}
