@@ -6,6 +6,9 @@
 //! latching, the agent-leg clamp, the key trigger, the recorder path) is in
 //! [`crate::core::media`].
 //!
+//! Where the tasks run: with [`MediaWorkers`] (the binary), each call is placed on one worker
+//! thread for its whole life; without (tests), on the caller's runtime.
+//!
 //! The key trigger switches secure mode inside the core; the shell only records the new
 //! state in the call table (so the API shows it) and audits it with actor `dtmf-trigger`.
 #![allow(clippy::disallowed_methods)] // io shell: reads the clock
@@ -33,6 +36,7 @@ use crate::core::proxy::{CallRef, Side, StreamSpec};
 use crate::core::relay::LatchConfig;
 use crate::metrics::{CallStats, Metrics, SecureAction};
 
+use super::media_workers::MediaWorkers;
 use super::speech::{CallSpeech, Reply, SpeechPool};
 
 /// Live spoken-identifier masking: the shared recognizer pool and the masker settings.
@@ -83,6 +87,8 @@ pub struct MediaHub {
     tap: Option<mpsc::Sender<TapEvent>>,
     timeouts: mpsc::UnboundedSender<CallRef>,
     table: Arc<super::calls::CallTable>,
+    /// Where call tasks run: the media workers, or (None) the caller's runtime.
+    workers: Option<Arc<MediaWorkers>>,
 }
 
 impl MediaHub {
@@ -105,7 +111,20 @@ impl MediaHub {
             tap,
             timeouts,
             table,
+            workers: None,
         }
+    }
+
+    /// Run every call's task on one of `workers` (least-loaded at the call's first media)
+    /// instead of the caller's runtime.
+    pub fn with_workers(mut self, workers: Arc<MediaWorkers>) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Live calls per media worker (empty without workers).
+    pub fn worker_loads(&self) -> Vec<usize> {
+        self.workers.as_ref().map(|w| w.loads()).unwrap_or_default()
     }
 
     /// The call table shared with the HTTP API.
@@ -209,11 +228,19 @@ impl MediaHub {
             replies,
         };
         let timeouts = self.timeouts.clone();
-        tokio::spawn(async move {
+        let run = async move {
             if task.run(rx).await == Exit::Inactive {
                 let _ = timeouts.send(call);
             }
-        });
+        };
+        match &self.workers {
+            Some(w) => {
+                w.spawn_call(run);
+            }
+            None => {
+                tokio::spawn(run);
+            }
+        }
         self.calls.insert(call, CallHandle { cmd: tx });
     }
 

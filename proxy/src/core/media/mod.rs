@@ -58,8 +58,8 @@ use crate::metrics::{self, CallStats, Metrics};
 
 pub use self::codec::AudioCodec;
 pub use self::tap::{
-    CallMeta, NoSpeech, SpeechHook, TapEvent, TapFrame, INFO_DTMF_MS, MAX_GAP_FILL_MS,
-    TAP_FRAME_MAX,
+    CallMeta, NoSpeech, SpeechHook, TapEvent, TapFrame, INFO_DTMF_MS, MAX_GAP_FILL_MS, MAX_LATE_MS,
+    TAP_FRAME_MAX, TAP_RATE,
 };
 pub use self::trigger::{KeyMatch, KeySequence};
 
@@ -385,7 +385,10 @@ impl<S: SpeechHook> CallMedia<S> {
                     key = self.recorder.event(side, &packet, trigger);
                 }
                 PayloadKind::Audio(codec) => {
-                    let payload = packet.payload();
+                    // Decode only for a consumer (without a recorder, clamp or trigger on
+                    // this leg the packet is only relayed and its events tracked).
+                    let consumers = clamp.is_some() || trigger.is_some() || self.recorder.enabled();
+                    let payload = if consumers { packet.payload() } else { &[][..] };
                     let pcm = match self.pcm.get_mut(..codec.samples_in(payload)) {
                         Some(buf) => {
                             let n = codec.decode(payload, buf);

@@ -23,6 +23,9 @@ use crate::core::relay::{RtpPacket, RtpTimestamp, Ssrc};
 use crate::core::side::{Side, SidePair};
 use crate::metrics::{self, CallStats, Metrics};
 
+/// Rate of every tap frame and span time: the masking pipeline's (narrow band). A wide-band
+/// codec's PCM is brought to this rate before the pipeline.
+pub const TAP_RATE: SampleRate = SampleRate::NARROWBAND;
 /// Samples carried by one tap frame at most (40 ms at 8 kHz); longer packets are split.
 pub const TAP_FRAME_MAX: usize = 320;
 /// Longest gap filled with silence to keep the recorder path time-aligned; longer ones
@@ -51,11 +54,11 @@ pub struct TapFrame {
     pub call: CallRef,
     /// The side the audio came from.
     pub from: Side,
-    /// Media time (8 kHz samples since this direction's first packet) of `pcm[0]`.
-    pub media_time: u64,
+    /// Media time (samples at [`TAP_RATE`] since this direction's first packet) of `pcm[0]`.
+    pub media_time: MediaTime,
     /// Valid samples in `pcm`.
     pub len: usize,
-    /// Sanitized linear PCM, 8 kHz.
+    /// Sanitized linear PCM at [`TAP_RATE`].
     pub pcm: [i16; TAP_FRAME_MAX],
 }
 
@@ -103,10 +106,10 @@ pub enum TapEvent {
         call: CallRef,
         /// Direction (side the audio came from).
         from: Side,
-        /// Start, samples.
-        start: u64,
-        /// End, samples.
-        end: u64,
+        /// Start.
+        start: MediaTime,
+        /// End.
+        end: MediaTime,
         /// Why.
         reason: MaskReason,
     },
@@ -242,7 +245,7 @@ impl<S: SpeechHook> RecorderPath<S> {
         metrics: Arc<Metrics>,
         stats: CallStats,
     ) -> Self {
-        let rate = SampleRate::NARROWBAND;
+        let rate = TAP_RATE;
         RecorderPath {
             call,
             enabled,
@@ -404,7 +407,7 @@ impl<S: SpeechHook> RecorderPath<S> {
         let mut frame = TapFrame {
             call: self.call,
             from: side,
-            media_time: 0,
+            media_time: MediaTime::ZERO,
             len: input.len(),
             pcm: [0; TAP_FRAME_MAX],
         };
@@ -420,7 +423,7 @@ impl<S: SpeechHook> RecorderPath<S> {
             frame.pcm.copy_within(skip..input.len(), 0);
             frame.len = input.len() - skip;
         }
-        frame.media_time = u64::try_from(out_start).unwrap_or(0);
+        frame.media_time = MediaTime(u64::try_from(out_start).unwrap_or(0));
         let after = dir.pipeline.stats();
         let hz = f64::from(self.rate.hz());
         for _ in before.dtmf_tones..after.dtmf_tones {
@@ -449,8 +452,8 @@ impl<S: SpeechHook> RecorderPath<S> {
             self.emit(TapEvent::Span {
                 call,
                 from: side,
-                start: s.start.0,
-                end: s.end.0,
+                start: s.start,
+                end: s.end,
                 reason: s.reason,
             });
         }

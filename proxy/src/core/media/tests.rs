@@ -193,7 +193,11 @@ fn audio_of(taps: &[TapEvent], side: Side) -> Vec<i16> {
     for ev in taps {
         if let TapEvent::Frame(f) = ev {
             if f.from == side {
-                assert_eq!(f.media_time, out.len() as u64, "tap frames are contiguous");
+                assert_eq!(
+                    f.media_time.0,
+                    out.len() as u64,
+                    "tap frames are contiguous"
+                );
                 out.extend_from_slice(f.samples());
             }
         }
@@ -210,7 +214,7 @@ fn spans_of(taps: &[TapEvent], side: Side) -> Vec<(u64, u64, MaskReason)> {
                 end,
                 reason,
                 ..
-            } if *from == side => Some((*start, *end, *reason)),
+            } if *from == side => Some((start.0, end.0, *reason)),
             _ => None,
         })
         .collect()
