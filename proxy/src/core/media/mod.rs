@@ -53,7 +53,7 @@ use crate::core::proxy::{CallRef, StreamSpec};
 use crate::core::relay::{
     ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, Received, SeqClass,
 };
-use crate::core::side::{Side, SidePair};
+use crate::core::side::{BySide, Side};
 use crate::metrics::{self, CallStats, Metrics};
 
 pub use self::codec::AudioCodec;
@@ -183,9 +183,9 @@ pub enum MediaEvent {
 #[derive(Debug)]
 struct Stream {
     spec: StreamSpec,
-    legs: SidePair<LegReceiver>,
+    legs: BySide<LegReceiver>,
     /// Loss already reported to the metrics, per leg (reported as deltas).
-    lost_reported: SidePair<i64>,
+    lost_reported: BySide<i64>,
     payloads: PayloadMap,
 }
 
@@ -289,7 +289,7 @@ impl<S: SpeechHook> CallMedia<S> {
         let clock = ClockRate::NARROWBAND;
         for spec in specs {
             let payloads = PayloadMap::from_codecs(&spec.codecs);
-            let remotes = SidePair::new(spec.pbx_remote, spec.agents_remote);
+            let remotes = BySide::new(spec.pbx_remote, spec.agents_remote);
             if let Some(st) = self.streams.get_mut(spec.index) {
                 for (side, remote) in remotes.iter() {
                     st.legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
@@ -298,7 +298,7 @@ impl<S: SpeechHook> CallMedia<S> {
                 st.spec = spec;
                 continue;
             }
-            let mut legs = SidePair::from_fn(|_| LegReceiver::new(self.config.latch, clock));
+            let mut legs = BySide::from_fn(|_| LegReceiver::new(self.config.latch, clock));
             for (side, remote) in remotes.iter() {
                 legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
             }
@@ -310,7 +310,7 @@ impl<S: SpeechHook> CallMedia<S> {
             self.streams.push(Stream {
                 spec,
                 legs,
-                lost_reported: SidePair::default(),
+                lost_reported: BySide::default(),
                 payloads,
             });
         }
@@ -335,7 +335,7 @@ impl<S: SpeechHook> CallMedia<S> {
                     RelayDrop::UnexpectedSource => metrics::DropReason::UnexpectedSource,
                     _ => metrics::DropReason::Malformed,
                 };
-                self.metrics.rtp_dropped(side.into(), label);
+                self.metrics.rtp_dropped(metric_side(side), label);
                 return None;
             }
         };
@@ -345,7 +345,9 @@ impl<S: SpeechHook> CallMedia<S> {
             Received::Rtcp { .. } => (st.legs[other].rtcp_target(), LocalPort::Rtcp),
         };
         // Counters: per-packet atomics; loss and jitter about once a second.
-        let inbound = self.stats.leg(side.into(), metrics::Direction::Inbound);
+        let inbound = self
+            .stats
+            .leg(metric_side(side), metrics::Direction::Inbound);
         inbound.record_packet(data.len());
         if let Received::Rtp { class, .. } = received {
             if class == SeqClass::OutOfOrder {
@@ -359,12 +361,14 @@ impl<S: SpeechHook> CallMedia<S> {
                     inbound.add_lost(u64::try_from(lost - *reported).unwrap_or(0));
                     *reported = lost;
                 }
-                self.metrics
-                    .rtp_jitter(side.into(), leg.jitter_ms(ClockRate::NARROWBAND) / 1000.0);
+                self.metrics.rtp_jitter(
+                    metric_side(side),
+                    leg.jitter_ms(ClockRate::NARROWBAND) / 1000.0,
+                );
             }
         }
         self.stats
-            .leg(other.into(), metrics::Direction::Outbound)
+            .leg(metric_side(other), metrics::Direction::Outbound)
             .record_packet(data.len());
 
         // Audio stream 0 only: the clamp (toward the agents), the trigger (the caller's
@@ -498,6 +502,29 @@ impl<S: SpeechHook> CallMedia<S> {
     /// Stream `i`'s receive state of `side` (statistics, drop counts).
     pub fn leg(&self, i: usize, side: Side) -> Option<&LegReceiver> {
         self.streams.get(i).map(|s| &s.legs[side])
+    }
+}
+
+/// The metrics label of a side. (On the `sip-core` branch `metrics::Side` is `Side` itself;
+/// this stays correct there as an identity.)
+fn metric_side(s: Side) -> metrics::Side {
+    match s {
+        Side::Pbx => metrics::Side::Pbx,
+        Side::Agents => metrics::Side::Agents,
+    }
+}
+
+/// Per-side construction and split borrows the media core needs on top of [`BySide`].
+impl<T> BySide<T> {
+    /// A pair built from a function of the side.
+    pub fn from_fn(mut f: impl FnMut(Side) -> T) -> Self {
+        BySide([f(Side::Pbx), f(Side::Agents)])
+    }
+
+    /// Both values mutably at once (PBX, agents).
+    pub fn both_mut(&mut self) -> [&mut T; 2] {
+        let [a, b] = &mut self.0;
+        [a, b]
     }
 }
 

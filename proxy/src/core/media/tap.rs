@@ -20,7 +20,7 @@ use dsp::{MediaTime, SampleRate};
 use super::trigger::{KeyMatch, KeyTrigger};
 use crate::core::proxy::CallRef;
 use crate::core::relay::{RtpPacket, RtpTimestamp, Ssrc};
-use crate::core::side::{Side, SidePair};
+use crate::core::side::{BySide, Side};
 use crate::metrics::{self, CallStats, Metrics};
 
 /// Rate of every tap frame and span time: the masking pipeline's (narrow band). A wide-band
@@ -230,7 +230,7 @@ pub(crate) struct RecorderPath<S> {
     /// are still tracked, for the metrics and the key trigger).
     enabled: bool,
     rate: SampleRate,
-    pub(crate) dirs: SidePair<Direction>,
+    pub(crate) dirs: BySide<Direction>,
     pub(crate) speech: Option<S>,
     out: VecDeque<TapEvent>,
     metrics: Arc<Metrics>,
@@ -250,7 +250,7 @@ impl<S: SpeechHook> RecorderPath<S> {
             call,
             enabled,
             rate,
-            dirs: SidePair::from_fn(|_| Direction::new(mask, rate)),
+            dirs: BySide::from_fn(|_| Direction::new(mask, rate)),
             speech: None,
             out: VecDeque::with_capacity(if enabled { 16 } else { 0 }),
             metrics,
