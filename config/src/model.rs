@@ -92,6 +92,9 @@ pub struct MediaConfig {
     pub ports: PortRange,
     /// Tear a call down after this long without RTP on either leg. Default 60 s.
     pub inactivity_timeout: InactivityTimeoutSecs,
+    /// Media worker threads, each owning the calls placed on it. Default (`None`): one per
+    /// core the process may run on.
+    pub workers: Option<Workers>,
 }
 
 impl Default for MediaConfig {
@@ -100,6 +103,7 @@ impl Default for MediaConfig {
             ports: PortRange::new(30_000, 40_000).expect("30000-40000 is a valid range"),
             // 60 is within 1..=86400.
             inactivity_timeout: InactivityTimeoutSecs::try_from(60).expect("60 s is in range"),
+            workers: None,
         }
     }
 }
@@ -438,6 +442,7 @@ impl Config {
             media: Some(RawMedia {
                 ports: Some(self.media.ports.to_string()),
                 inactivity_timeout_s: Some(i64::from(self.media.inactivity_timeout.get())),
+                workers: self.media.workers.map(|w| i64::from(w.get())),
             }),
             masking: Some(RawMasking {
                 dtmf: Some(self.masking.dtmf),

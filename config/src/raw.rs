@@ -67,6 +67,9 @@ pub struct RawMedia {
     /// Seconds without RTP before a call is torn down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inactivity_timeout_s: Option<i64>,
+    /// Media worker threads (absent: one per core).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<i64>,
 }
 
 /// `[masking]`.

@@ -219,6 +219,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             d.media.inactivity_timeout,
             InactivityTimeoutSecs::try_from,
         ),
+        workers: c.opt(k("media.workers"), media.workers, Workers::try_from),
     };
     let m = raw.masking.unwrap_or_default();
     let speech_on = m.speech.unwrap_or(d.masking.speech);

@@ -126,6 +126,7 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of(peer()),
         port_range(),
         bounded::<InactivityTimeoutSecs>(1, 86_400),
+        proptest::option::of(bounded::<Workers>(1, 256)),
     );
     let masking = (
         any::<bool>(),
@@ -167,7 +168,7 @@ fn config() -> impl Strategy<Value = Config> {
     (sides, masking, speech, http_log, sip).prop_filter_map(
         "cross-check",
         |(
-            (pl, pp, al, ap, ports, inactivity),
+            (pl, pp, al, ap, ports, inactivity, media_workers),
             (dtmf, speech_on, lookahead, agent_dtmf, replacement),
             (engine, model_dir, remote_url, workers, remote_model, key_file, trigger, release),
             (hl, auth, format, level, reveal, hash_key),
@@ -191,6 +192,7 @@ fn config() -> impl Strategy<Value = Config> {
                 media: MediaConfig {
                     ports,
                     inactivity_timeout: inactivity,
+                    workers: media_workers,
                 },
                 masking: MaskingConfig {
                     dtmf,

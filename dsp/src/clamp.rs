@@ -139,7 +139,6 @@ impl LiveClamp {
     /// Run the receiver over `payload` (one packet's G.711 audio, in order) and tell whether
     /// the packet must be replaced (then call [`Self::fill`] on a copy of it).
     pub fn inspect(&mut self, payload: &[u8], law: Law) -> bool {
-        self.stats.packets += 1;
         for chunk in payload.chunks(CHUNK) {
             let pcm = &mut self.pcm[..chunk.len()];
             match law {
@@ -148,6 +147,19 @@ impl LiveClamp {
             };
             self.detector.process(pcm);
         }
+        self.decide()
+    }
+
+    /// [`Self::inspect`] for a packet the caller has already decoded (`pcm` is the whole
+    /// packet's audio, in order): the relay decodes each packet once for every consumer.
+    pub fn inspect_pcm(&mut self, pcm: &[i16]) -> bool {
+        self.detector.process(pcm);
+        self.decide()
+    }
+
+    /// The verdict for the packet just fed to the receiver.
+    fn decide(&mut self) -> bool {
+        self.stats.packets += 1;
         let mut ended = false;
         while let Some(ev) = self.detector.poll_event() {
             match ev {

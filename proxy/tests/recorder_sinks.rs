@@ -169,8 +169,8 @@ async fn wav_is_stereo_time_aligned_streamed_with_sidecar() {
     d.send(TapEvent::Span {
         call: CallRef(7),
         from: Side::Agents,
-        start: 800,
-        end: 1600,
+        start: dsp::MediaTime(800),
+        end: dsp::MediaTime(1600),
         reason: MaskReason::DtmfInband,
     })
     .await;
@@ -344,8 +344,8 @@ async fn age_encrypted_recording_decrypts_with_the_cli_to_the_plain_recording() 
     d.send(TapEvent::Span {
         call: CallRef(3),
         from: Side::Pbx,
-        start: 100,
-        end: 900,
+        start: dsp::MediaTime(100),
+        end: dsp::MediaTime(900),
         reason: MaskReason::Rfc4733,
     })
     .await;

@@ -73,6 +73,17 @@ impl CallTable {
         self.calls.remove(&call.0);
     }
 
+    /// Secure mode was switched inside the call's media core (the caller's key trigger):
+    /// record the flag for the API without sending it back to the core.
+    pub fn record_secure(&self, call: CallRef, secure: bool) -> Result<SecureChange, NotFound> {
+        let mut e = self.calls.get_mut(&call.0).ok_or(NotFound)?;
+        if e.secure == secure {
+            return Ok(SecureChange::Unchanged);
+        }
+        e.secure = secure;
+        Ok(SecureChange::Changed)
+    }
+
     /// Secure flag of a call (tests).
     pub fn is_secure(&self, call: CallRef) -> Option<bool> {
         self.calls.get(&call.0).map(|e| e.secure)

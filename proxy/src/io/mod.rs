@@ -1,7 +1,9 @@
 //! Thin tokio drivers: the only place that touches sockets and reads the clock.
 //!
 //! - [`signalling`]: SIP over UDP for both sides around the sans-IO [`crate::core::proxy`].
-//! - [`media`]: per-call RTP/RTCP relay tasks and the recorder tap.
+//! - [`media`]: per-call RTP/RTCP relay tasks (sockets + loop around
+//!   [`crate::core::media::CallMedia`]) and the recorder tap.
+//! - [`media_workers`]: the media worker threads that own those tasks.
 //! - [`recorder`]: recorder sinks fed only with sanitized audio.
 //! - [`http`]: metrics, health and the control API.
 //! - [`speech`]: the recognizer worker pool and per-call spoken-identifier glue.
@@ -10,6 +12,7 @@
 pub mod calls;
 pub mod http;
 pub mod media;
+pub mod media_workers;
 pub mod recorder;
 pub mod run;
 pub mod signalling;

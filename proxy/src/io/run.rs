@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::calls::CallTable;
 use super::http::{self, HttpState, Readiness};
 use super::media::{KeySequence, LiveSpeech, MediaHub, MediaSettings, TapEvent};
+use super::media_workers::MediaWorkers;
 use super::recorder;
 use super::signalling::Signalling;
 use super::sip_stream::spawn_listener;
@@ -336,6 +337,17 @@ pub async fn run(
 
     let (timeouts_tx, timeouts_rx) = mpsc::unbounded_channel();
     let table = Arc::new(CallTable::new());
+    // Media on its own threads (one per core unless `media.workers` says otherwise): SIP and
+    // the API keep this runtime.
+    let media_workers = cfg.media.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        |w| usize::from(w.get()),
+    );
+    let workers = MediaWorkers::start(media_workers).map_err(|e| RunError::Config {
+        key: "media.workers",
+        problem: format!("cannot start {media_workers} media worker threads: {e}"),
+    })?;
+    tracing::info!(workers = media_workers, "media workers started");
     let media = MediaHub::new(
         MediaSettings {
             pbx_bind: if pbx_listen.ip().is_unspecified() {
@@ -360,7 +372,8 @@ pub async fn run(
         tap,
         timeouts_tx,
         table.clone(),
-    );
+    )
+    .with_workers(Arc::new(workers));
 
     let token = match &cfg.http.auth {
         config::HttpAuth::None => None,

@@ -36,7 +36,7 @@ pub(crate) fn frame(call: u64, from: Side, media_time: u64, samples: &[i16]) -> 
     TapEvent::Frame(Box::new(TapFrame {
         call: CallRef(call),
         from,
-        media_time,
+        media_time: dsp::MediaTime(media_time),
         len: samples.len(),
         pcm,
     }))

@@ -42,7 +42,7 @@ impl DropCounts {
 }
 
 /// Which local socket a datagram arrived on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LocalPort {
     /// The even RTP port (RTCP may arrive here too with rtcp-mux).
     Rtp,

@@ -177,6 +177,12 @@ impl<'a> RtpHeaderMut<'a> {
         Ok(Self { buf })
     }
 
+    /// Sets the padding bit (a rewritten payload that drops the padding clears it).
+    pub fn set_padding(&mut self, p: bool) -> &mut Self {
+        self.buf[0] = (self.buf[0] & !0x20) | if p { 0x20 } else { 0 };
+        self
+    }
+
     /// Sets the marker bit.
     pub fn set_marker(&mut self, m: bool) -> &mut Self {
         self.buf[1] = (self.buf[1] & 0x7f) | if m { 0x80 } else { 0 };

@@ -333,15 +333,15 @@ impl Recorders {
                         (self.clock.now().saturating_sub(rec.started)).as_millis() as u64 * 8;
                     since
                         .saturating_sub(self.path_delay)
-                        .saturating_sub(f.media_time)
+                        .saturating_sub(f.media_time.0)
                 });
-                self.rtp_frame(f.call, rec, ch, f.media_time, samples);
+                self.rtp_frame(f.call, rec, ch, f.media_time.0, samples);
                 for s in &mut self.siprec {
-                    s.frame(f.call, ch, offset + f.media_time, samples);
+                    s.frame(f.call, ch, offset + f.media_time.0, samples);
                 }
                 let CallRec { aligner, wavs, .. } = rec;
                 let metrics = &self.metrics;
-                aligner.put(ch, offset + f.media_time, samples, &mut |bytes| {
+                aligner.put(ch, offset + f.media_time.0, samples, &mut |bytes| {
                     write_wavs(wavs, bytes, metrics, f.call)
                 });
             }
@@ -357,8 +357,8 @@ impl Recorders {
                     let off = rec.offsets[ch].unwrap_or(0);
                     rec.spans.push(SpanOut {
                         channel: if ch == 0 { "caller" } else { "agent" },
-                        start_ms: (start + off) as f64 / 8.0,
-                        end_ms: (end + off) as f64 / 8.0,
+                        start_ms: (start.0 + off) as f64 / 8.0,
+                        end_ms: (end.0 + off) as f64 / 8.0,
                         reason: reason.as_str(),
                     });
                 }

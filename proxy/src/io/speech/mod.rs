@@ -311,7 +311,8 @@ pub struct CallSpeech {
     legs: [Leg; 2],
     lookahead: Duration,
     tx: mpsc::UnboundedSender<Reply>,
-    rx: mpsc::UnboundedReceiver<Reply>,
+    /// Taken by the relay shell ([`CallSpeech::take_replies`]) when the media core owns this.
+    rx: Option<mpsc::UnboundedReceiver<Reply>>,
     /// Jobs at the pool whose reply has not been applied.
     outstanding: usize,
 }
@@ -344,14 +345,23 @@ impl CallSpeech {
             legs: [leg()?, leg()?],
             lookahead: Duration::from_millis(u64::from(config.lookahead_ms)),
             tx,
-            rx,
+            rx: Some(rx),
             outstanding: 0,
         })
     }
 
-    /// Next finished job of this call (cancel-safe).
+    /// Next finished job of this call (cancel-safe); `None` once the receiver was taken.
     pub async fn recv(&mut self) -> Option<Reply> {
-        self.rx.recv().await
+        match self.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => None,
+        }
+    }
+
+    /// The finished jobs' channel, for a shell that hands this to the media core and waits
+    /// for replies itself (apply each with [`CallSpeech::on_reply`]).
+    pub fn take_replies(&mut self) -> Option<mpsc::UnboundedReceiver<Reply>> {
+        self.rx.take()
     }
 
     /// Leg `i`'s media time 0 was at `origin` (first audio), for mapping times between legs.
@@ -488,6 +498,25 @@ impl CallSpeech {
     }
 }
 
+impl crate::core::media::SpeechHook for CallSpeech {
+    fn set_origin(&mut self, side: crate::core::side::Side, origin: Instant) {
+        CallSpeech::set_origin(self, side.index(), origin);
+    }
+
+    fn rebased(&mut self, side: crate::core::side::Side, samples: u64) {
+        CallSpeech::rebased(self, side.index(), samples);
+    }
+
+    fn before_frame(
+        &mut self,
+        side: crate::core::side::Side,
+        input: &[i16],
+        pipes: [&mut MaskPipeline; 2],
+    ) {
+        CallSpeech::before_frame(self, side.index(), input, pipes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,7 +629,7 @@ mod tests {
 
     fn wait_reply(cs: &mut CallSpeech) -> Option<Reply> {
         for _ in 0..500 {
-            if let Ok(r) = cs.rx.try_recv() {
+            if let Some(Ok(r)) = cs.rx.as_mut().map(|rx| rx.try_recv()) {
                 return Some(r);
             }
             std::thread::sleep(Duration::from_millis(2));

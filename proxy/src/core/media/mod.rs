@@ -1,0 +1,534 @@
+//! The media core of one call, without sockets or clocks: the RTP analogue of the SIP core.
+//!
+//! [`CallMedia`] owns the call's streams (addresses and payload maps, no sockets), the leg
+//! receivers (validation, latching, statistics), the PBX→agents clamp ([`agent`]), the
+//! secure-mode key trigger ([`trigger`]) and both directions' recorder paths ([`tap`]).
+//! Each datagram is decoded at most once (into the call's scratch buffer) and that PCM feeds
+//! the clamp, the trigger's receiver and the masking pipeline.
+//!
+//! Calling rules (house sans-IO style; the shell is `io::media`):
+//!
+//! ```text
+//! media.handle_command(now, CallCommand::Spec(streams));   // after every SDP
+//! loop {
+//!     while let Some(ev) = media.poll_event() { .. }        // bind sockets, audit, hang up
+//!     while let Some(ev) = media.poll_tap() { .. }          // to the recorder (bounded)
+//!     wait for: datagram | command | media.poll_timeout()
+//!     datagram  => if let Some(t) = media.handle_datagram(now, socket, src, &buf) {
+//!                      send t.payload from t.socket to t.dst (never awaited)
+//!                  }
+//!     command   => media.handle_command(now, cmd)
+//!     timeout   => media.handle_timeout(now)
+//! }
+//! media.finish();  // then drain poll_tap once more
+//! ```
+//!
+//! Time is a parameter: `now` for latching, statistics and inactivity; RTP timestamps,
+//! mapped per direction to [`dsp::MediaTime`] at the codec's [`dsp::SampleRate`], for the
+//! recorder path.
+
+pub mod agent;
+pub mod codec;
+pub mod tap;
+pub mod trigger;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::types::AgentDtmfMode;
+use dsp::clamp::ClampMode;
+use dsp::mask::{MaskConfig, MaskPipeline};
+
+use self::agent::{AgentClamp, Rewrite};
+use self::codec::{PayloadKind, PayloadMap};
+use self::tap::RecorderPath;
+use self::trigger::KeyTrigger;
+use crate::core::ports::PortPair;
+use crate::core::proxy::{CallRef, StreamSpec};
+use crate::core::relay::{
+    ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, Received, SeqClass,
+};
+use crate::core::side::{BySide, Side};
+use crate::metrics::{self, CallStats, Metrics};
+
+pub use self::codec::AudioCodec;
+pub use self::tap::{
+    CallMeta, NoSpeech, SpeechHook, TapEvent, TapFrame, INFO_DTMF_MS, MAX_GAP_FILL_MS, MAX_LATE_MS,
+    TAP_FRAME_MAX, TAP_RATE,
+};
+pub use self::trigger::{KeyMatch, KeySequence};
+
+/// Largest RTP payload decoded (the shells receive into 2048-byte buffers).
+const MAX_DECODED: usize = 2048;
+/// Loss and jitter go to the metrics once per this many packets of a leg (about a second).
+const STATS_EVERY: u32 = 50;
+/// Before the first packet (ringing, early hold) the inactivity limit is this many times
+/// longer.
+const PRE_MEDIA_PATIENCE: u32 = 10;
+
+/// Settings of a call's media core (the parts of the config it acts on).
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Recorder-path masking settings (applied per direction).
+    pub mask: MaskConfig,
+    /// Latching policy.
+    pub latch: LatchConfig,
+    /// What the agents hear of DTMF coming from the PBX side.
+    pub agent_dtmf: AgentDtmfMode,
+    /// Caller key sequence that switches secure mode on.
+    pub dtmf_trigger: Option<KeySequence>,
+    /// Caller key sequence that switches secure mode off.
+    pub dtmf_release: Option<KeySequence>,
+    /// End the call when no packet arrived for this long (after the first packet).
+    pub inactivity: Duration,
+    /// Whether a recorder exists (without one nothing is sanitized or tapped).
+    pub tap: bool,
+}
+
+/// One of a call's local sockets: stream (`m=` index), side it faces, RTP or RTCP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SocketId {
+    /// `m=` index.
+    pub stream: usize,
+    /// The side the socket faces.
+    pub side: Side,
+    /// RTP or RTCP port.
+    pub port: LocalPort,
+}
+
+impl SocketId {
+    /// Sockets per stream (two sides × RTP/RTCP).
+    pub const PER_STREAM: usize = 4;
+
+    /// Dense index (`stream × 4 + side × 2 + port`) for the shell's socket arrays.
+    pub fn index(self) -> usize {
+        let port = match self.port {
+            LocalPort::Rtp => 0,
+            LocalPort::Rtcp => 1,
+        };
+        self.stream * Self::PER_STREAM + self.side.index() * 2 + port
+    }
+
+    /// The inverse of [`Self::index`].
+    pub fn from_index(k: usize) -> SocketId {
+        SocketId {
+            stream: k / Self::PER_STREAM,
+            side: if (k / 2) % 2 == 0 {
+                Side::Pbx
+            } else {
+                Side::Agents
+            },
+            port: if k % 2 == 0 {
+                LocalPort::Rtp
+            } else {
+                LocalPort::Rtcp
+            },
+        }
+    }
+}
+
+/// A datagram to send: `payload` from local socket `socket` to `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    /// The local socket to send from.
+    pub socket: SocketId,
+    /// Destination.
+    pub dst: SocketAddr,
+    /// Bytes (the received datagram, or the clamp's rewrite of it).
+    pub payload: &'a [u8],
+}
+
+/// Commands to a call's media core (from signalling and the HTTP API).
+#[derive(Debug, Clone)]
+pub enum CallCommand {
+    /// The latest anchored streams (after every SDP).
+    Spec(Vec<StreamSpec>),
+    /// Secure mode on (mute the recorder path of both directions) or off.
+    Secure(bool),
+    /// SIP INFO carried a key press from `from`: mute that direction around now.
+    InfoDtmf {
+        /// Side the INFO came from.
+        from: Side,
+    },
+}
+
+/// What the shell must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A new stream: bind its four sockets.
+    StreamAdded {
+        /// `m=` index.
+        stream: usize,
+        /// Ports facing the PBX side.
+        pbx: PortPair,
+        /// Ports facing the agents' side.
+        agents: PortPair,
+    },
+    /// The caller's keys switched secure mode (already applied to the recorder path): record
+    /// it in the call table and audit it. Never carries the keys.
+    SecureByKeys {
+        /// On or off.
+        on: bool,
+    },
+    /// No packet for the inactivity limit: end the call.
+    Inactive,
+}
+
+/// One stream: its latest spec, both legs' receive state and its payload map.
+#[derive(Debug)]
+struct Stream {
+    spec: StreamSpec,
+    legs: BySide<LegReceiver>,
+    /// Loss already reported to the metrics, per leg (reported as deltas).
+    lost_reported: BySide<i64>,
+    payloads: PayloadMap,
+}
+
+/// The media of one call. See the module docs for the calling rules.
+pub struct CallMedia<S = NoSpeech> {
+    call: CallRef,
+    config: MediaConfig,
+    caller_side: Side,
+    streams: Vec<Stream>,
+    agent: Option<Box<AgentClamp>>,
+    trigger: Option<Box<KeyTrigger>>,
+    recorder: RecorderPath<S>,
+    /// One packet's decoded audio (allocated once per call).
+    pcm: Box<[i16]>,
+    events: VecDeque<MediaEvent>,
+    created: Instant,
+    last_packet: Option<Instant>,
+    inactive: bool,
+    metrics: Arc<Metrics>,
+    stats: CallStats,
+}
+
+impl<S> std::fmt::Debug for CallMedia<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallMedia")
+            .field("call", &self.call)
+            .field("streams", &self.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SpeechHook> CallMedia<S> {
+    /// The media core of `call`, created at `now` (queues the tap's `Start`). Speech masking
+    /// is added with [`Self::with_speech`].
+    pub fn new(
+        call: CallRef,
+        config: MediaConfig,
+        caller_side: Side,
+        meta: CallMeta,
+        metrics: Arc<Metrics>,
+        stats: CallStats,
+        now: Instant,
+    ) -> Self {
+        let agent = match config.agent_dtmf {
+            AgentDtmfMode::Pass => None,
+            AgentDtmfMode::Drop => Some(Box::new(AgentClamp::new(ClampMode::Silence))),
+            AgentDtmfMode::FlatTone => Some(Box::new(AgentClamp::new(ClampMode::FlatTone))),
+        };
+        let trigger =
+            KeyTrigger::new(config.dtmf_trigger.clone(), config.dtmf_release.clone()).map(Box::new);
+        let mut recorder = RecorderPath::new(
+            call,
+            config.tap,
+            config.mask,
+            metrics.clone(),
+            stats.clone(),
+        );
+        recorder.start(caller_side, meta);
+        CallMedia {
+            call,
+            config,
+            caller_side,
+            streams: Vec::new(),
+            agent,
+            trigger,
+            recorder,
+            pcm: vec![0i16; MAX_DECODED].into_boxed_slice(),
+            events: VecDeque::new(),
+            created: now,
+            last_packet: None,
+            inactive: false,
+            metrics,
+            stats,
+        }
+    }
+
+    /// Spoken-identifier masking on the recorder path (ignored without a recorder: there is
+    /// nothing to sanitize).
+    pub fn with_speech(mut self, speech: S) -> Self {
+        if self.recorder.enabled() {
+            self.recorder.speech = Some(speech);
+        }
+        self
+    }
+
+    /// The call.
+    pub fn call(&self) -> CallRef {
+        self.call
+    }
+
+    /// Applies a command. Call [`Self::poll_event`] afterwards (a spec may add streams).
+    pub fn handle_command(&mut self, _now: Instant, cmd: CallCommand) {
+        match cmd {
+            CallCommand::Spec(specs) => self.apply_specs(specs),
+            CallCommand::Secure(on) => self.recorder.secure(on),
+            CallCommand::InfoDtmf { from } => self.recorder.info_dtmf(from),
+        }
+    }
+
+    fn apply_specs(&mut self, specs: Vec<StreamSpec>) {
+        let clock = ClockRate::NARROWBAND;
+        for spec in specs {
+            let payloads = PayloadMap::from_codecs(&spec.codecs);
+            let remotes = BySide::new(spec.pbx_remote, spec.agents_remote);
+            if let Some(st) = self.streams.get_mut(spec.index) {
+                for (side, remote) in remotes.iter() {
+                    st.legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
+                }
+                st.payloads.update(payloads);
+                st.spec = spec;
+                continue;
+            }
+            let mut legs = BySide::from_fn(|_| LegReceiver::new(self.config.latch, clock));
+            for (side, remote) in remotes.iter() {
+                legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
+            }
+            self.events.push_back(MediaEvent::StreamAdded {
+                stream: self.streams.len(),
+                pbx: spec.pbx_local,
+                agents: spec.agents_local,
+            });
+            self.streams.push(Stream {
+                spec,
+                legs,
+                lost_reported: BySide::default(),
+                payloads,
+            });
+        }
+    }
+
+    /// One datagram from `src` on `socket` at `now`. Returns what to send, if anything; the
+    /// recorder path has already run when this returns (drain [`Self::poll_tap`]).
+    pub fn handle_datagram<'a>(
+        &'a mut self,
+        now: Instant,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &'a [u8],
+    ) -> Option<Transmit<'a>> {
+        let side = socket.side;
+        let other = side.other();
+        let st = self.streams.get_mut(socket.stream)?;
+        let received = match st.legs[side].on_datagram(data, src, socket.port, now) {
+            Ok(r) => r,
+            Err(reason) => {
+                let label = match reason {
+                    RelayDrop::UnexpectedSource => metrics::DropReason::UnexpectedSource,
+                    _ => metrics::DropReason::Malformed,
+                };
+                self.metrics.rtp_dropped(metric_side(side), label);
+                return None;
+            }
+        };
+        self.last_packet = Some(now);
+        let (target, out_port) = match received {
+            Received::Rtp { .. } => (st.legs[other].rtp_target(), LocalPort::Rtp),
+            Received::Rtcp { .. } => (st.legs[other].rtcp_target(), LocalPort::Rtcp),
+        };
+        // Counters: per-packet atomics; loss and jitter about once a second.
+        let inbound = self
+            .stats
+            .leg(metric_side(side), metrics::Direction::Inbound);
+        inbound.record_packet(data.len());
+        if let Received::Rtp { class, .. } = received {
+            if class == SeqClass::OutOfOrder {
+                inbound.add_out_of_order(1);
+            }
+            let leg = &st.legs[side].stats;
+            if leg.received() % STATS_EVERY == 0 {
+                let lost = leg.lost().max(0);
+                let reported = &mut st.lost_reported[side];
+                if lost > *reported {
+                    inbound.add_lost(u64::try_from(lost - *reported).unwrap_or(0));
+                    *reported = lost;
+                }
+                self.metrics.rtp_jitter(
+                    metric_side(side),
+                    leg.jitter_ms(ClockRate::NARROWBAND) / 1000.0,
+                );
+            }
+        }
+        self.stats
+            .leg(metric_side(other), metrics::Direction::Outbound)
+            .record_packet(data.len());
+
+        // Audio stream 0 only: the clamp (toward the agents), the trigger (the caller's
+        // keys) and the recorder path, all from one decode.
+        let mut rewrite = Rewrite::Original;
+        if let (Received::Rtp { packet, .. }, 0) = (received, socket.stream) {
+            let clamp = self.agent.as_deref_mut().filter(|_| side == Side::Pbx);
+            let trigger = self
+                .trigger
+                .as_deref_mut()
+                .filter(|_| side == self.caller_side);
+            let mut key = None;
+            match st.payloads.kind(packet.payload_type()) {
+                PayloadKind::TelephoneEvent => {
+                    if let Some(c) = clamp {
+                        rewrite = c.event(&packet, &st.payloads);
+                    }
+                    key = self.recorder.event(side, &packet, trigger);
+                }
+                PayloadKind::Audio(codec) => {
+                    // Decode only for a consumer (without a recorder, clamp or trigger on
+                    // this leg the packet is only relayed and its events tracked).
+                    let consumers = clamp.is_some() || trigger.is_some() || self.recorder.enabled();
+                    let payload = if consumers { packet.payload() } else { &[][..] };
+                    let pcm = match self.pcm.get_mut(..codec.samples_in(payload)) {
+                        Some(buf) => {
+                            let n = codec.decode(payload, buf);
+                            &buf[..n]
+                        }
+                        // Larger than any datagram the shells receive: relay, nothing more.
+                        None => &[][..],
+                    };
+                    if let (Some(c), Some(law)) = (clamp, codec.law()) {
+                        rewrite = c.audio(&packet, law, pcm);
+                    }
+                    if let Some(t) = trigger {
+                        key = t.audio(pcm);
+                    }
+                    self.recorder.audio(now, side, &packet, pcm);
+                }
+                PayloadKind::Other => {
+                    if let Some(c) = clamp {
+                        rewrite = c.other(&packet);
+                    }
+                }
+            }
+            if let Some(m) = key {
+                let on = m == KeyMatch::Trigger;
+                self.recorder.secure(on);
+                self.events.push_back(MediaEvent::SecureByKeys { on });
+            }
+        }
+        let payload = match rewrite {
+            Rewrite::Original => data,
+            Rewrite::Rewritten(n) => self.agent.as_deref()?.rewritten(n),
+            Rewrite::Nothing => return None,
+        };
+        Some(Transmit {
+            socket: SocketId {
+                stream: socket.stream,
+                side: other,
+                port: out_port,
+            },
+            dst: target?,
+            payload,
+        })
+    }
+
+    /// When [`Self::handle_timeout`] has something to do (the inactivity deadline); `None`
+    /// once the call was reported inactive. Calling it late is fine: the shell may check on
+    /// a coarse tick instead of re-arming a timer per packet.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.inactive {
+            return None;
+        }
+        Some(match self.last_packet {
+            Some(t) => t + self.config.inactivity,
+            None => self.created + self.config.inactivity * PRE_MEDIA_PATIENCE,
+        })
+    }
+
+    /// Time has passed: queues [`MediaEvent::Inactive`] once the media went quiet.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|d| now >= d) {
+            self.inactive = true;
+            self.events.push_back(MediaEvent::Inactive);
+        }
+    }
+
+    /// The next thing the shell must act on.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next sanitized event for the recorder. The queue is bounded (overflow is counted
+    /// as dropped tap frames); drain it after every `handle_*`.
+    pub fn poll_tap(&mut self) -> Option<TapEvent> {
+        self.recorder.poll()
+    }
+
+    /// The speech hook and both pipelines, for applying a recognizer verdict (the shell owns
+    /// the reply channel). `None` without speech masking.
+    pub fn speech_mut(&mut self) -> Option<(&mut S, [&mut MaskPipeline; 2])> {
+        let rec = &mut self.recorder;
+        let sp = rec.speech.as_mut()?;
+        let [a, b] = rec.dirs.both_mut();
+        Some((sp, [&mut a.pipeline, &mut b.pipeline]))
+    }
+
+    /// The call's media is over: flush both directions' look-ahead and queue the tap's
+    /// `End`. Let speech verdicts in first (see `io::media`). Drain [`Self::poll_tap`] after.
+    pub fn finish(&mut self) {
+        self.recorder.finish();
+    }
+
+    /// Whether a recorder path exists.
+    pub fn taps(&self) -> bool {
+        self.recorder.enabled()
+    }
+
+    /// The `m=` streams known so far.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Stream `i`'s latest spec.
+    pub fn stream_spec(&self, i: usize) -> Option<&StreamSpec> {
+        self.streams.get(i).map(|s| &s.spec)
+    }
+
+    /// Stream `i`'s receive state of `side` (statistics, drop counts).
+    pub fn leg(&self, i: usize, side: Side) -> Option<&LegReceiver> {
+        self.streams.get(i).map(|s| &s.legs[side])
+    }
+}
+
+/// The metrics label of a side. (On the `sip-core` branch `metrics::Side` is `Side` itself;
+/// this stays correct there as an identity.)
+fn metric_side(s: Side) -> metrics::Side {
+    match s {
+        Side::Pbx => metrics::Side::Pbx,
+        Side::Agents => metrics::Side::Agents,
+    }
+}
+
+/// Per-side construction and split borrows the media core needs on top of [`BySide`].
+impl<T> BySide<T> {
+    /// A pair built from a function of the side.
+    pub fn from_fn(mut f: impl FnMut(Side) -> T) -> Self {
+        BySide([f(Side::Pbx), f(Side::Agents)])
+    }
+
+    /// Both values mutably at once (PBX, agents).
+    pub fn both_mut(&mut self) -> [&mut T; 2] {
+        let [a, b] = &mut self.0;
+        [a, b]
+    }
+}
+
+/// RTCP goes to the port after RTP unless signalled otherwise (RFC 3550 §11).
+fn rtcp_of(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip(), a.port().wrapping_add(1))
+}
