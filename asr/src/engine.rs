@@ -42,10 +42,19 @@ pub struct EngineOptions {
     pub tail_frames: usize,
     /// CTranslate2 `no_repeat_ngram_size` (0 = off): a guard against decoding loops.
     pub no_repeat_ngram: usize,
+    /// Return no words for a decode that [`looks_looped`] (default off). Off, the flag is
+    /// only reported ([`Timings::looped`]): inside an identifier context a looping decode of
+    /// digits is still evidence that digits were spoken, and dropping it would release audio.
+    pub drop_looped: bool,
     /// The model family the caller expects (`Some(true)`: multilingual, e.g. base;
     /// `Some(false)`: English-only, e.g. tiny.en); a folder holding the other is refused at
     /// load. `None` (default): whichever the folder holds.
     pub multilingual: Option<bool>,
+    /// Let the decoder emit timestamp tokens (they are dropped from the text; CTranslate2
+    /// then applies Whisper's timestamp rules). `None` (default): what each family has been
+    /// measured with — tiny.en decodes with them (its prompt is `<|startoftranscript|>`
+    /// alone), base without (`<|notimestamps|>` ends its prompt).
+    pub timestamps: Option<bool>,
 }
 
 impl Default for EngineOptions {
@@ -61,6 +70,8 @@ impl Default for EngineOptions {
             tail_frames: 100,
             no_repeat_ngram: 0,
             multilingual: None,
+            timestamps: None,
+            drop_looped: false,
         }
     }
 }
@@ -82,6 +93,53 @@ pub struct Timings {
     pub avg_logprob: f32,
     /// Decoding stopped at the token budget (likely a loop).
     pub truncated: bool,
+    /// Share of the text tokens that sit in back-to-back copies (three or more) of one n-gram,
+    /// n ≤ 8 ([`repeated_fraction`]): Whisper's decoding loops copy themselves ("4, 3, 4, 3,
+    /// 4, 3 …"), speech rarely does.
+    pub repeated_fraction: f32,
+    /// The decode looks like a loop ([`looks_looped`]): it hit the token budget, or at least
+    /// [`LOOP_MIN_TOKENS`] tokens and half of them are copies.
+    pub looped: bool,
+}
+
+/// Fewest repeated tokens for [`looks_looped`]: a spoken number with a doubled digit group is
+/// shorter than this, a loop that ran for a second or more is longer.
+pub const LOOP_MIN_TOKENS: usize = 12;
+
+/// Share of `ids` covered by runs of three or more back-to-back copies of one n-gram (n ≤ 8).
+pub fn repeated_fraction(ids: &[usize]) -> f32 {
+    let n = ids.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let mut covered = vec![false; n];
+    for size in 1..=8usize {
+        let mut i = 0;
+        while i + 3 * size <= n {
+            let gram = &ids[i..i + size];
+            let mut copies = 1;
+            while i + (copies + 1) * size <= n
+                && &ids[i + copies * size..i + (copies + 1) * size] == gram
+            {
+                copies += 1;
+            }
+            if copies >= 3 {
+                covered[i..i + copies * size].fill(true);
+                i += copies * size;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    covered.iter().filter(|&&c| c).count() as f32 / n as f32
+}
+
+/// A decode that hit the token budget, or whose copies ([`repeated_fraction`]) are at least
+/// [`LOOP_MIN_TOKENS`] tokens and half of it.
+pub fn looks_looped(text_tokens: usize, repeated_fraction: f32, truncated: bool) -> bool {
+    truncated
+        || (text_tokens as f32 * repeated_fraction >= LOOP_MIN_TOKENS as f32
+            && repeated_fraction >= 0.5)
 }
 
 pub struct WhisperEngine {
@@ -174,12 +232,14 @@ impl WhisperEngine {
                         .ok_or_else(|| AsrError::Load(format!("vocabulary.txt has no {t}")))?,
                 );
             }
-            let mut prompt: Vec<String> = special.iter().map(|t| (*t).to_owned()).collect();
-            prompt.push("<|notimestamps|>".to_owned());
+            let prompt: Vec<String> = special.iter().map(|t| (*t).to_owned()).collect();
             (prompt, ids)
         } else {
             (vec!["<|startoftranscript|>".to_owned()], vec![vocab.sot()])
         };
+        if !options.timestamps.unwrap_or(!multilingual) {
+            prompt.push("<|notimestamps|>".to_owned());
+        }
         if let Some(text) = &options.prompt {
             let mut prev = vec!["<|startofprev|>".to_owned()];
             for w in text.split_whitespace() {
@@ -280,7 +340,10 @@ impl WhisperEngine {
             .unwrap_or_default();
         self.last.tokens = ids.len();
         self.last.text = self.vocab.decode(&ids);
-        if ids.is_empty() {
+        self.last.repeated_fraction = repeated_fraction(&ids);
+        self.last.looped =
+            looks_looped(ids.len(), self.last.repeated_fraction, self.last.truncated);
+        if ids.is_empty() || (self.options.drop_looped && self.last.looped) {
             return Ok(Vec::new());
         }
 
@@ -420,6 +483,35 @@ fn words_from_alignment(
             confidence: w.prob,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+
+    #[test]
+    fn copies_of_an_ngram_count_as_repeats() {
+        assert_eq!(repeated_fraction(&[]), 0.0);
+        assert_eq!(repeated_fraction(&[1, 2, 3, 4, 5, 6]), 0.0);
+        // "4, 3," four times after two other tokens: 16 of 18 tokens.
+        let mut ids = vec![7, 8];
+        for _ in 0..4 {
+            ids.extend([4, 10, 3, 10]);
+        }
+        assert!((repeated_fraction(&ids) - 16.0 / 18.0).abs() < 1e-6);
+        assert!(looks_looped(ids.len(), repeated_fraction(&ids), false));
+        // A spoken "nine nine nine" is a repeat, but short: not a loop.
+        let digits = [20, 9, 9, 9, 21, 22, 23, 24];
+        assert!((repeated_fraction(&digits) - 3.0 / 8.0).abs() < 1e-6);
+        assert!(!looks_looped(
+            digits.len(),
+            repeated_fraction(&digits),
+            false
+        ));
+        // Two copies are not a loop either; the token budget always is.
+        assert_eq!(repeated_fraction(&[1, 2, 1, 2]), 0.0);
+        assert!(looks_looped(3, 0.0, true));
+    }
 }
 
 #[cfg(test)]
@@ -590,6 +682,35 @@ mod tests {
             .err()
             .expect("base is not English-only");
         assert!(err.to_string().contains("English-only"), "{err}");
+    }
+
+    #[test]
+    fn timestamp_mode_is_a_choice_per_family() {
+        let (Some(tiny), Some(base)) = (tiny_en(), base()) else {
+            return;
+        };
+        let with = |timestamps| EngineOptions {
+            timestamps,
+            ..EngineOptions::default()
+        };
+        let prompt = |dir: &PathBuf, t| {
+            WhisperEngine::load_with(dir, with(t))
+                .expect("loads")
+                .prompt
+        };
+        assert_eq!(prompt(&tiny, None), ["<|startoftranscript|>"]);
+        assert_eq!(
+            prompt(&tiny, Some(false)),
+            ["<|startoftranscript|>", "<|notimestamps|>"]
+        );
+        assert_eq!(
+            prompt(&base, None).last().map(String::as_str),
+            Some("<|notimestamps|>")
+        );
+        assert_eq!(
+            prompt(&base, Some(true)),
+            ["<|startoftranscript|>", "<|en|>", "<|transcribe|>"]
+        );
     }
 
     #[test]
