@@ -11,6 +11,9 @@ export CARGO_TERM_COLOR=never
 
 # Unit, property, simulation and end-to-end tests (sipp, real sockets on 127.0.0.1).
 cargo test --workspace --locked 2>&1 | tee /tmp/callmask-cargo-test.log
+# The speech engine's own tests (asr/ is its own workspace): both Whisper models (tiny.en and
+# base) load and decode a dev-corpus span. Release: the engine is too slow unoptimised.
+(cd asr && cargo test --release --locked --features system --lib 2>&1) | tee -a /tmp/callmask-cargo-test.log
 export CALLMASK_BIN="$CARGO_TARGET_DIR/debug/callmask"
 # A real Prometheus scrapes callmask; alert rules checked with promtool.
 ./scripts/prometheus_e2e.sh

@@ -72,6 +72,8 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 json!({"call": call, "mode": mode, "arg": arg, "seg_start_ms": s, "seg_end_ms": e, "label": label,
                        "text": t.text, "words": words, "cpu_s": cpu, "wall_s": wall,
+                       "no_speech_prob": t.no_speech_prob, "avg_logprob": t.avg_logprob,
+                       "repeated_fraction": t.repeated_fraction, "looped": t.looped, "truncated": t.truncated,
                        "encode_ms": t.encode_ms, "generate_ms": t.generate_ms, "align_ms": t.align_ms, "mel_ms": t.mel_ms})
             );
         }

@@ -11,7 +11,9 @@ pub mod util;
 #[cfg(feature = "whisper")]
 mod engine;
 #[cfg(feature = "whisper")]
-pub use engine::{EngineOptions, Timings, WhisperEngine};
+pub use engine::{
+    looks_looped, repeated_fraction, EngineOptions, Timings, WhisperEngine, LOOP_MIN_TOKENS,
+};
 
 /// One recognised word; times in ms from the segment's first sample.
 #[derive(Debug, Clone, PartialEq)]

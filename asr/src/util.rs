@@ -117,6 +117,12 @@ pub fn options_from_env() -> crate::EngineOptions {
     if let Some(v) = var("ASR_NO_REPEAT").and_then(|v| v.parse().ok()) {
         o.no_repeat_ngram = v;
     }
+    if let Some(v) = var("ASR_TIMESTAMPS") {
+        o.timestamps = Some(v == "1");
+    }
+    if var("ASR_DROP_LOOPED").is_some() {
+        o.drop_looped = true;
+    }
     if var("ASR_NO_CLAMP").is_some() {
         o.clamp_first_word = false;
     }

@@ -15,7 +15,7 @@ use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays,
-    RtpCodec, SipUri, SpeechEngine, SrsTimeoutMs, Workers,
+    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
 };
 
 /// The effective callmask configuration.
@@ -136,15 +136,21 @@ impl Default for MaskingConfig {
     }
 }
 
-/// Where the embedded model is looked for unless `speech.model_dir` says otherwise.
+/// Where the embedded model is looked for unless `speech.model_dir` says otherwise
+/// (`speech.model = "tiny.en"`, the default).
 pub const DEFAULT_MODEL_DIR: &str = "/var/lib/callmask/models/whisper-tiny.en";
+/// The `speech.model_dir` default when `speech.model = "base"`.
+pub const DEFAULT_BASE_MODEL_DIR: &str = "/var/lib/callmask/models/whisper-base";
 
 /// `[speech]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeechConfig {
     /// Which recognizer. Default `embedded`.
     pub engine: SpeechEngine,
-    /// CTranslate2 Whisper model directory for the embedded engine.
+    /// Which Whisper model the embedded engine runs. Default `tiny.en`.
+    pub model: SpeechModel,
+    /// CTranslate2 Whisper model directory for the embedded engine. Default: where
+    /// scripts/setup_asr.sh installs `model` ([`SpeechModel::default_dir`]).
     pub model_dir: PathBuf,
     /// Base URL of the remote engine; required when `engine = "remote"`.
     pub remote_url: Option<HttpUrl>,
@@ -161,6 +167,7 @@ impl Default for SpeechConfig {
     fn default() -> Self {
         Self {
             engine: SpeechEngine::Embedded,
+            model: SpeechModel::TinyEn,
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
             remote_url: None,
             workers: Workers::try_from(1).expect("1 worker is in range"),
@@ -453,6 +460,7 @@ impl Config {
             }),
             speech: Some(RawSpeech {
                 engine: Some(self.speech.engine.as_str().to_owned()),
+                model: Some(self.speech.model.as_str().to_owned()),
                 model_dir: Some(path_str(&self.speech.model_dir)),
                 remote_url: self.speech.remote_url.as_ref().map(|u| u.to_string()),
                 workers: Some(i64::from(self.speech.workers.get())),

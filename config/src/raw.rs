@@ -100,6 +100,9 @@ pub struct RawSpeech {
     /// `embedded | remote`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// `tiny.en | base`: which Whisper model the embedded engine runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Directory of the CTranslate2 Whisper model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_dir: Option<String>,

@@ -378,12 +378,47 @@ choice!(
 choice!(
     /// Which recognizer masks spoken identifiers.
     SpeechEngine {
-        /// Whisper tiny.en in-process, on the CPU.
+        /// Whisper in-process, on the CPU (`speech.model` says which).
         Embedded = "embedded",
         /// An OpenAI-compatible `/v1/audio/transcriptions` server.
         Remote = "remote",
     }
 );
+
+choice!(
+    /// Which Whisper model the embedded engine runs (both CTranslate2 conversions from PyPI,
+    /// installed by scripts/setup_asr.sh; int8, greedy, one thread per worker).
+    SpeechModel {
+        /// Whisper tiny.en: English-only, 39 M parameters; the cheapest.
+        TinyEn = "tiny.en",
+        /// Whisper base: multilingual (decoded with English forced), 74 M parameters; hears
+        /// more numbers on unfamiliar voices at roughly twice the CPU.
+        Base = "base",
+    }
+);
+
+impl SpeechModel {
+    /// Where scripts/setup_asr.sh installs this model (the `speech.model_dir` default).
+    pub fn default_dir(self) -> &'static str {
+        match self {
+            SpeechModel::TinyEn => crate::model::DEFAULT_MODEL_DIR,
+            SpeechModel::Base => crate::model::DEFAULT_BASE_MODEL_DIR,
+        }
+    }
+
+    /// The model's vocabulary has language tokens (the engine forces English).
+    pub fn is_multilingual(self) -> bool {
+        self == SpeechModel::Base
+    }
+
+    /// The engine's name in reports and metrics (`whisper-tiny.en`, `whisper-base`).
+    pub fn engine_label(self) -> &'static str {
+        match self {
+            SpeechModel::TinyEn => "whisper-tiny.en",
+            SpeechModel::Base => "whisper-base",
+        }
+    }
+}
 
 choice!(
     /// Codec of the sanitized RTP that the `rtp` recorder sends.

@@ -18,7 +18,7 @@ use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays,
-    RtpCodec, SipUri, SpeechEngine, SrsTimeoutMs, Workers,
+    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -246,14 +246,19 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         ),
     };
     let s = raw.speech.unwrap_or_default();
+    let model = c.value(k("speech.model"), s.model, d.speech.model, |v| {
+        SpeechModel::try_from(v.as_str())
+    });
     let speech = SpeechConfig {
         engine: c.value(k("speech.engine"), s.engine, d.speech.engine, |v| {
             SpeechEngine::try_from(v.as_str())
         }),
+        model,
+        // The default folder follows the model: where scripts/setup_asr.sh installs it.
         model_dir: c.value(
             k("speech.model_dir"),
             s.model_dir,
-            d.speech.model_dir.clone(),
+            PathBuf::from(model.default_dir()),
             nonempty_path,
         ),
         remote_url: c.opt(k("speech.remote_url"), s.remote_url, |v| {

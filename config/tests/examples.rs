@@ -246,6 +246,10 @@ const BAD: &[(&str, &str)] = &[
         "callmask.toml:1:1: speech.remote_url: engine = \"remote\" needs a server URL — add remote_url = \"http://HOST:PORT\" to [speech], or use engine = \"embedded\"",
     ),
     (
+        "[speech]\nmodel = \"large\"\n",
+        "callmask.toml:2:9: speech.model: \"large\" is not one of the choices — use one of: tiny.en, base",
+    ),
+    (
         "[speech]\nremote_model = \"\"\n",
         "callmask.toml:2:16: speech.remote_model: \"\" cannot be sent as a model name — write the name the server lists, 1–128 characters without quotes, e.g. \"whisper-1\"",
     ),
@@ -316,4 +320,34 @@ fn file_errors_stay_in_the_file_when_overrides_touch_other_keys() {
     let cfg = load_with_overrides(Some(&path), &["masking.lookahead_ms=100".into()]).unwrap();
     assert_eq!(cfg.masking.lookahead_ms.get(), 100);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn speech_model_picks_its_default_folder_unless_model_dir_says() {
+    use config::types::SpeechModel;
+    let cfg = from_str("", "empty").unwrap();
+    assert_eq!(cfg.speech.model, SpeechModel::TinyEn);
+    assert_eq!(
+        cfg.speech.model_dir,
+        PathBuf::from("/var/lib/callmask/models/whisper-tiny.en")
+    );
+    let cfg = from_str("[speech]\nmodel = \"base\"\n", "base").unwrap();
+    assert_eq!(cfg.speech.model, SpeechModel::Base);
+    assert_eq!(
+        cfg.speech.model_dir,
+        PathBuf::from("/var/lib/callmask/models/whisper-base")
+    );
+    let cfg = from_str(
+        "[speech]\nmodel = \"base\"\nmodel_dir = \"/opt/models/b\"\n",
+        "base elsewhere",
+    )
+    .unwrap();
+    assert_eq!(cfg.speech.model_dir, PathBuf::from("/opt/models/b"));
+    // The effective config names both, so check-config shows which folder is used.
+    let toml = cfg.to_toml_redacted();
+    assert!(toml.contains("model = \"base\""), "{toml}");
+    assert!(toml.contains("model_dir = \"/opt/models/b\""), "{toml}");
+    let cfg = load_with_overrides(Some(&example()), &["speech.model=\"base\"".to_owned()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.speech.model, SpeechModel::Base);
 }

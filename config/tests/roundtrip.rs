@@ -8,7 +8,7 @@ use config::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, PeerAddr, PortRange, RemoteModel, Replacement, RetentionDays, RtpCodec,
-    SipUri, SpeechEngine, SrsTimeoutMs, Workers,
+    SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
 };
 use config::{
     from_str, load_with_overrides, AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig,
@@ -136,7 +136,10 @@ fn config() -> impl Strategy<Value = Config> {
         choice::<Replacement>(Replacement::ALL),
     );
     let speech = (
-        choice::<SpeechEngine>(SpeechEngine::ALL),
+        (
+            choice::<SpeechEngine>(SpeechEngine::ALL),
+            choice::<SpeechModel>(SpeechModel::ALL),
+        ),
         path(),
         proptest::option::of(parse::<HttpUrl>(
             "https?://[a-z]{1,10}(:[1-9][0-9]{0,3})?(/[a-z]{0,5})?",
@@ -170,7 +173,16 @@ fn config() -> impl Strategy<Value = Config> {
         |(
             (pl, pp, al, ap, ports, inactivity, media_workers),
             (dtmf, speech_on, lookahead, agent_dtmf, replacement),
-            (engine, model_dir, remote_url, workers, remote_model, key_file, trigger, release),
+            (
+                (engine, model),
+                model_dir,
+                remote_url,
+                workers,
+                remote_model,
+                key_file,
+                trigger,
+                release,
+            ),
             (hl, auth, format, level, reveal, hash_key),
             (max_msg, max_hdr, max_line, recorders),
         )| {
@@ -203,6 +215,7 @@ fn config() -> impl Strategy<Value = Config> {
                 },
                 speech: SpeechConfig {
                     engine,
+                    model,
                     model_dir,
                     remote_url,
                     workers,

@@ -53,9 +53,10 @@ impl Recognizer for Cached {
         let k = key(pcm);
         if !st.cache.contains_key(&k) {
             if st.engine.is_none() {
-                let dir = whisper::model_dir(None);
+                let model = config::types::SpeechModel::TinyEn;
+                let dir = whisper::model_dir(None, model);
                 st.engine = Some(
-                    whisper::WhisperRecognizer::load(&dir)
+                    whisper::WhisperRecognizer::load(&dir, model)
                         .map_err(|_| RecognizerError::Engine("load"))?,
                 );
             }

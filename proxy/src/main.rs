@@ -53,9 +53,13 @@ enum Command {
         /// the folder scripts/setup_asr.sh installs].
         #[arg(long, value_name = "DIR")]
         speech_model: Option<PathBuf>,
+        /// Which Whisper model (as config `speech.model`): tiny.en (English-only, cheapest)
+        /// or base (multilingual, decoded as English; about twice the CPU).
+        #[arg(long, value_name = "NAME", default_value = "tiny.en", value_parser = speech_model_name)]
+        speech_model_name: config::types::SpeechModel,
         /// Recognize speech with an OpenAI-compatible server instead of the built-in engine
         /// (POST URL/v1/audio/transcriptions; see scripts/setup_remote_asr.sh for a local one).
-        #[arg(long, value_name = "URL", conflicts_with_all = ["no_speech", "speech_model"])]
+        #[arg(long, value_name = "URL", conflicts_with_all = ["no_speech", "speech_model", "speech_model_name"])]
         remote_url: Option<String>,
         /// Model name asked of the remote server.
         #[arg(long, value_name = "NAME", requires = "remote_url",
@@ -73,6 +77,11 @@ enum Command {
     },
     /// Play one demo call through the proxy on 127.0.0.1 and leave its sanitized recording.
     Demo(callmask::demo::DemoArgs),
+}
+
+/// `--speech-model-name`: the config's spellings and its error text (key and fix).
+fn speech_model_name(s: &str) -> Result<config::types::SpeechModel, String> {
+    config::types::SpeechModel::try_from(s).map_err(|e| format!("{} — {}", e.problem, e.fix))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -116,6 +125,7 @@ fn main() -> ExitCode {
             lookahead_ms,
             no_speech,
             speech_model,
+            speech_model_name,
             remote_url,
             remote_model,
             remote_api_key_file,
@@ -143,6 +153,7 @@ fn main() -> ExitCode {
                 None => callmask::offline::speech::for_cli(
                     no_speech,
                     speech_model.as_deref(),
+                    speech_model_name,
                     lookahead_ms,
                     std::time::Instant::now,
                 ),

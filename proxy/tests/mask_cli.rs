@@ -212,3 +212,72 @@ fn raw_ulaw_round_trips_format() {
     assert_eq!(std::fs::read(&output).expect("read").len(), bytes.len());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `--speech-model-name` picks tiny.en or base; a misspelt name, or a folder holding the other
+/// model family, is refused before any output is written. Needs both models
+/// (scripts/setup_asr.sh); missing fails unless CALLMASK_ALLOW_SKIP=1.
+#[cfg(feature = "whisper")]
+#[test]
+fn speech_model_name_selects_the_model_and_is_checked_against_the_folder() {
+    let d = tmpdir("model-name");
+    let (input, out, report) = (d.join("in.wav"), d.join("out.wav"), d.join("spans.json"));
+    write_wav(&input, 8000, &signal_with_tone(8000, 600, 120));
+    // 64: not a model this build knows; the message lists the choices.
+    let o = bin()
+        .arg("mask")
+        .args([&input, &out])
+        .args(["--speech-model-name", "large"])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("tiny.en, base"), "{err}");
+    assert!(!out.exists());
+
+    let (tiny, base) = (
+        Path::new("/var/lib/callmask/models/whisper-tiny.en"),
+        Path::new("/var/lib/callmask/models/whisper-base"),
+    );
+    for m in [tiny, base] {
+        if !m.join("model.bin").is_file() {
+            assert_eq!(
+                std::env::var("CALLMASK_ALLOW_SKIP").as_deref(),
+                Ok("1"),
+                "{} missing: run scripts/setup_asr.sh (or CALLMASK_ALLOW_SKIP=1)",
+                m.display()
+            );
+            eprintln!("skipped: {} missing", m.display());
+            return;
+        }
+    }
+    // 66: base asked for, the folder holds tiny.en.
+    let o = bin()
+        .arg("mask")
+        .args([&input, &out])
+        .args(["--speech-model-name", "base", "--speech-model"])
+        .arg(tiny)
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(66));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("base speech model") && err.contains("multilingual"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // base with its own folder masks, and the report names it.
+    let o = bin()
+        .arg("mask")
+        .args([&input, &out])
+        .arg("--report")
+        .arg(&report)
+        .args(["--speech-model-name", "base", "--speech-model"])
+        .arg(base)
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(rep["speech"]["engine"], "whisper-base", "{rep}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -97,7 +97,9 @@ fn mask_config(cfg: &config::Config) -> MaskConfig {
 /// The engine `speech.engine` names, as a factory run once per worker thread.
 fn recognizer_factory(cfg: &config::Config) -> Result<(&'static str, RecognizerFactory), String> {
     match cfg.speech.engine {
-        config::types::SpeechEngine::Embedded => embedded_factory(&cfg.speech.model_dir),
+        config::types::SpeechEngine::Embedded => {
+            embedded_factory(&cfg.speech.model_dir, cfg.speech.model)
+        }
         config::types::SpeechEngine::Remote => {
             // Built once here (URL checked, key file read), cloned per worker: clones share
             // one connection pool. A request may take up to the look-ahead; later answers are
@@ -113,24 +115,30 @@ fn recognizer_factory(cfg: &config::Config) -> Result<(&'static str, RecognizerF
 }
 
 #[cfg(feature = "whisper")]
-fn embedded_factory(dir: &std::path::Path) -> Result<(&'static str, RecognizerFactory), String> {
+fn embedded_factory(
+    dir: &std::path::Path,
+    model: config::types::SpeechModel,
+) -> Result<(&'static str, RecognizerFactory), String> {
     use crate::offline::speech::whisper::WhisperRecognizer;
     let dir = dir.to_path_buf();
     let factory: RecognizerFactory = Arc::new(move || {
-        WhisperRecognizer::load(&dir)
+        WhisperRecognizer::load(&dir, model)
             .map(|r| Box::new(r) as super::speech::BoxedRecognizer)
             .map_err(|e| {
                 format!(
-                    "{}: {e} (run scripts/setup.sh, or set speech.model_dir)",
+                    "speech.model = \"{model}\": {}: {e} (run scripts/setup.sh, or set speech.model_dir to a folder holding the {model} model)",
                     dir.display()
                 )
             })
     });
-    Ok(("whisper-tiny.en", factory))
+    Ok((model.engine_label(), factory))
 }
 
 #[cfg(not(feature = "whisper"))]
-fn embedded_factory(_dir: &std::path::Path) -> Result<(&'static str, RecognizerFactory), String> {
+fn embedded_factory(
+    _dir: &std::path::Path,
+    _model: config::types::SpeechModel,
+) -> Result<(&'static str, RecognizerFactory), String> {
     Err("this build has no embedded speech engine (built without the `whisper` feature)".into())
 }
 

