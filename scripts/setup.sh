@@ -3,12 +3,16 @@
 #   ./scripts/setup.sh   system packages, Python scorer deps, the spandsp test oracle, and the
 #                        embedded speech engine's library + model from PyPI (setup_asr.sh),
 #                        the remote-engine test server (setup_remote_asr.sh), pocketsphinx-testdata
-# spandsp and multimon-ng are test oracles only; the one library callmask links beyond Rust
-# crates is libctranslate2 (MIT) from the PyPI wheel, for the default `whisper` feature.
+# spandsp and multimon-ng are test oracles only; the libraries callmask links beyond Rust
+# crates are libctranslate2 (MIT) from the PyPI wheel, for the default `whisper` feature, and
+# Debian's libopus (BSD, `libopus-dev`) for the recorder tap's Opus decoder. baresip and
+# Kamailio are the real phones and registrar/proxy of the real-peer tests (integration/tests/
+# real_phones.rs), run on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(sip-tester multimon-ng libspandsp-dev sox age tshark prometheus curl python3 python3-pip python3-venv gcc g++ binutils pkg-config pocketsphinx-testdata)
+APT_PKGS=(sip-tester multimon-ng libspandsp-dev sox age tshark prometheus curl python3 python3-pip python3-venv gcc g++ binutils pkg-config pocketsphinx-testdata
+  baresip-core kamailio libopus-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

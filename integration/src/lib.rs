@@ -14,6 +14,8 @@
 #![allow(clippy::disallowed_methods)] // an e2e harness reads the clock
 #![allow(clippy::unwrap_used)] // panics are test failures here
 
+pub mod phones;
+
 use std::collections::hash_map::DefaultHasher;
 use std::fmt::Write as _;
 use std::fs;
@@ -361,6 +363,9 @@ pub struct CallmaskOpts {
     pub sets: Vec<String>,
     /// Configure `agents.peer` (trunk mode); `false` starts registration mode.
     pub agents_peer: bool,
+    /// `pbx.peer` when the PBX is a real one started first (Kamailio); default: a free port
+    /// of the layout (`Layout::pbx_peer`), where a sipp UAC binds.
+    pub pbx_peer: Option<SocketAddr>,
 }
 
 impl Default for CallmaskOpts {
@@ -369,6 +374,7 @@ impl Default for CallmaskOpts {
             media_pairs: 16,
             sets: Vec::new(),
             agents_peer: true,
+            pbx_peer: None,
         }
     }
 }
@@ -398,7 +404,10 @@ impl Callmask {
             };
             set(format!("pbx.listen={}", layout.pbx_listen));
             set(format!("agents.listen={}", layout.agents_listen));
-            set(format!("pbx.peer={}", layout.pbx_peer));
+            set(format!(
+                "pbx.peer={}",
+                opts.pbx_peer.unwrap_or(layout.pbx_peer)
+            ));
             if opts.agents_peer {
                 set(format!("agents.peer={}", layout.agents_peer));
             }
@@ -1191,6 +1200,12 @@ impl RtpEndpoint {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(payload.len() as u32);
         payload.to_vec()
+    }
+
+    /// Let `samples` of media time pass without sending (a gap: hold, mute, DTX). The
+    /// sequence number continues, the timestamp jumps (RFC 3550 §5.1).
+    pub fn skip(&mut self, samples: u32) {
+        self.ts = self.ts.wrapping_add(samples);
     }
 
     /// A recognisable 160-byte µ-law payload for packet `i` of stream `tag` (no two packets
