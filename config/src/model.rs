@@ -14,8 +14,8 @@ use crate::raw::{
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays,
-    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
+    MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
+    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
 };
 
 /// The effective callmask configuration.
@@ -95,6 +95,9 @@ pub struct MediaConfig {
     /// Media worker threads, each owning the calls placed on it. Default (`None`): one per
     /// core the process may run on.
     pub workers: Option<Workers>,
+    /// Audio codecs kept in forwarded offers, in no particular order (the offerer's order
+    /// stays). Default: every codec callmask can decode ([`MediaCodec::DECODABLE`]).
+    pub codecs: Vec<MediaCodec>,
 }
 
 impl Default for MediaConfig {
@@ -104,6 +107,7 @@ impl Default for MediaConfig {
             // 60 is within 1..=86400.
             inactivity_timeout: InactivityTimeoutSecs::try_from(60).expect("60 s is in range"),
             workers: None,
+            codecs: MediaCodec::DECODABLE.to_vec(),
         }
     }
 }
@@ -450,6 +454,13 @@ impl Config {
                 ports: Some(self.media.ports.to_string()),
                 inactivity_timeout_s: Some(i64::from(self.media.inactivity_timeout.get())),
                 workers: self.media.workers.map(|w| i64::from(w.get())),
+                codecs: Some(
+                    self.media
+                        .codecs
+                        .iter()
+                        .map(|c| c.as_str().to_owned())
+                        .collect(),
+                ),
             }),
             masking: Some(RawMasking {
                 dtmf: Some(self.masking.dtmf),

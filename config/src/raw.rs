@@ -70,6 +70,9 @@ pub struct RawMedia {
     /// Media worker threads (absent: one per core).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<i64>,
+    /// Audio codecs let through in forwarded offers (those callmask can decode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codecs: Option<Vec<String>>,
 }
 
 /// `[masking]`.

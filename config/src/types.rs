@@ -431,6 +431,32 @@ choice!(
 );
 
 choice!(
+    /// An audio codec callmask can decode for the recorder tap, and so mask (`media.codecs`).
+    /// Offers are forwarded with only these (plus `telephone-event`), so no call carries audio
+    /// that the recorder path cannot hear.
+    MediaCodec {
+        /// G.711 µ-law (RFC 3551 PT 0).
+        Pcmu = "pcmu",
+        /// G.711 A-law (RFC 3551 PT 8).
+        Pcma = "pcma",
+        /// G.722 wideband (RFC 3551 PT 9, 64 kbit/s), recorded from its 8 kHz low band.
+        G722 = "g722",
+        /// Opus (RFC 7587), decoded by libopus at 8 kHz.
+        Opus = "opus",
+    }
+);
+
+impl MediaCodec {
+    /// Every codec callmask can decode: the default of `media.codecs`.
+    pub const DECODABLE: [MediaCodec; 4] = [
+        MediaCodec::Opus,
+        MediaCodec::G722,
+        MediaCodec::Pcmu,
+        MediaCodec::Pcma,
+    ];
+}
+
+choice!(
     /// Kind of a `[[recorder]]` sink.
     RecorderKind {
         /// Stereo WAV files per call, optionally age-encrypted.

@@ -17,8 +17,8 @@ use crate::raw::{RawConfig, RawRecorder};
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays,
-    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
+    MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
+    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -173,6 +173,50 @@ fn age_recipients(c: &mut Checker, path: &KeyPath, list: Option<Vec<String>>) ->
         .collect()
 }
 
+/// `media.codecs`: known names, no repeats, at least one audio codec.
+fn media_codecs(c: &mut Checker, list: Option<Vec<String>>) -> Vec<MediaCodec> {
+    let Some(list) = list else {
+        return MediaCodec::DECODABLE.to_vec();
+    };
+    let path = k("media.codecs");
+    if list.is_empty() {
+        c.push(
+            ErrorKind::InvalidValue,
+            path,
+            "the list is empty: no call could carry audio".into(),
+            format!(
+                "list at least one of: {} (or leave the key out for all)",
+                MediaCodec::ALL.join(", ")
+            ),
+        );
+        return MediaCodec::DECODABLE.to_vec();
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (j, name) in list.iter().enumerate() {
+        let lower = name.to_ascii_lowercase();
+        let Ok(codec) = MediaCodec::try_from(lower.as_str()) else {
+            c.push(
+                ErrorKind::InvalidValue,
+                path.index(j),
+                format!("{name:?} is not a codec callmask can decode, so it could not be masked"),
+                format!("use some of: {}", MediaCodec::ALL.join(", ")),
+            );
+            continue;
+        };
+        if out.contains(&codec) {
+            c.push(
+                ErrorKind::InvalidValue,
+                path.index(j),
+                format!("{name:?} is listed twice"),
+                "list each codec once".into(),
+            );
+            continue;
+        }
+        out.push(codec);
+    }
+    out
+}
+
 fn nonempty_path(s: String) -> Result<PathBuf, ValueError> {
     if s.trim().is_empty() {
         return Err(ValueError::new(
@@ -220,6 +264,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             InactivityTimeoutSecs::try_from,
         ),
         workers: c.opt(k("media.workers"), media.workers, Workers::try_from),
+        codecs: media_codecs(&mut c, media.codecs),
     };
     let m = raw.masking.unwrap_or_default();
     let speech_on = m.speech.unwrap_or(d.masking.speech);
@@ -636,6 +681,26 @@ mod tests {
         assert_eq!(issues.len(), 1);
         assert_eq!(issues[0].path.to_string(), "recorder[0].target");
         assert!(issues[0].at_key);
+    }
+
+    #[test]
+    fn media_codecs_are_checked() {
+        let raw: RawConfig =
+            toml::from_str("[media]\ncodecs = [\"PCMU\", \"g729\", \"pcmu\"]\n").unwrap();
+        let issues = validate(raw).unwrap_err();
+        let keys: Vec<String> = issues.iter().map(|i| i.path.to_string()).collect();
+        assert_eq!(keys, ["media.codecs[1]", "media.codecs[2]"]);
+        assert!(issues[0].problem.contains("cannot") || issues[0].problem.contains("not a codec"));
+        let raw: RawConfig = toml::from_str("[media]\ncodecs = []\n").unwrap();
+        assert_eq!(
+            validate(raw).unwrap_err()[0].path.to_string(),
+            "media.codecs"
+        );
+        let raw: RawConfig = toml::from_str("[media]\ncodecs = [\"g722\", \"pcma\"]\n").unwrap();
+        assert_eq!(
+            validate(raw).unwrap().media.codecs,
+            [MediaCodec::G722, MediaCodec::Pcma]
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use config::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, PeerAddr, PortRange, RemoteModel, Replacement, RetentionDays, RtpCodec,
-    SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
+    MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RemoteModel, Replacement, RetentionDays,
+    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
 };
 use config::{
     from_str, load_with_overrides, AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig,
@@ -127,6 +127,7 @@ fn config() -> impl Strategy<Value = Config> {
         port_range(),
         bounded::<InactivityTimeoutSecs>(1, 86_400),
         proptest::option::of(bounded::<Workers>(1, 256)),
+        proptest::sample::subsequence(MediaCodec::DECODABLE.to_vec(), 1..=4),
     );
     let masking = (
         any::<bool>(),
@@ -171,7 +172,7 @@ fn config() -> impl Strategy<Value = Config> {
     (sides, masking, speech, http_log, sip).prop_filter_map(
         "cross-check",
         |(
-            (pl, pp, al, ap, ports, inactivity, media_workers),
+            (pl, pp, al, ap, ports, inactivity, media_workers, codecs),
             (dtmf, speech_on, lookahead, agent_dtmf, replacement),
             (
                 (engine, model),
@@ -205,6 +206,7 @@ fn config() -> impl Strategy<Value = Config> {
                     ports,
                     inactivity_timeout: inactivity,
                     workers: media_workers,
+                    codecs,
                 },
                 masking: MaskingConfig {
                     dtmf,
