@@ -25,6 +25,7 @@ pub mod delay_line;
 pub mod dtmf;
 pub mod error;
 pub mod g711;
+pub mod g722;
 pub mod goertzel;
 pub mod mask;
 pub mod rfc4733;

@@ -1,5 +1,6 @@
 //! Sans-IO protocol cores. Nothing here reads the clock or touches a socket.
 
+pub mod codec;
 pub mod media;
 pub mod ports;
 pub mod proxy;
