@@ -8,12 +8,15 @@
 //! - [`rewrite`]: edits on an [`Sdp`] and the per-leg `o=` versioning of RFC 3264 §8
 //!   ([`OriginState`]).
 //! - [`anchor`](mod@anchor): parse → [`MediaPlan`] → allocate → [`anchor()`] for the proxy.
+//! - [`codecs`]: `media.codecs` — undecodable audio codecs removed from forwarded SDP.
 
 pub mod anchor;
+pub mod codecs;
 pub mod parse;
 pub mod rewrite;
 
 pub use anchor::{anchor, Anchored, Codec, LocalAnchor, MediaPlan, StreamPlan};
+pub use codecs::{filter_codecs, CodecFilter};
 pub use parse::{
     AddrType, Attribute, Connection, Crypto, Direction, Fmtp, Line, LineEnding, MediaLine,
     MediaSection, Origin, RtcpAttr, Rtpmap, Scope, Sdp, SdpError, Transport,
