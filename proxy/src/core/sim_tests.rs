@@ -1422,6 +1422,7 @@ fn core() -> ProxyCore {
         },
         limits: Limits::default(),
         secret: 0x5eed,
+        codecs: config::types::MediaCodec::DECODABLE.to_vec(),
     };
     let range = PortRange::new(30000, 30099).expect("literal range");
     ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))

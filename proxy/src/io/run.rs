@@ -277,6 +277,7 @@ pub async fn run(
         },
         limits,
         secret: rand::random(),
+        codecs: cfg.media.codecs.clone(),
     };
     let range = PortRange::new(cfg.media.ports.start(), cfg.media.ports.end()).map_err(|e| {
         RunError::Config {

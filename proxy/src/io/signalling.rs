@@ -322,6 +322,7 @@ mod tests {
             agents: side("127.0.0.1:5062", None),
             limits: Limits::default(),
             secret: 7,
+            codecs: config::types::MediaCodec::DECODABLE.to_vec(),
         };
         let range = PortRange::new(30000, 30009).expect("range");
         ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))

@@ -11,7 +11,7 @@ use super::calls::Stream;
 use super::types::{MediaCommand, ProxyEvent, Side};
 use super::ProxyCore;
 use crate::core::ports::PortPair;
-use crate::core::sdp::{anchor, LocalAnchor, MediaPlan, Sdp};
+use crate::core::sdp::{anchor, filter_codecs, CodecFilter, LocalAnchor, MediaPlan, Sdp};
 use crate::core::side::BySide;
 use crate::core::sip::{SipMessage, StatusCode};
 
@@ -32,7 +32,14 @@ impl ProxyCore {
         let Some(call) = self.calls.get_mut(call_id) else {
             return Ok(None);
         };
-        let sdp = Sdp::parse(body).map_err(|_| StatusCode::NOT_ACCEPTABLE_HERE)?;
+        let mut sdp = Sdp::parse(body).map_err(|_| StatusCode::NOT_ACCEPTABLE_HERE)?;
+        // `media.codecs`: audio the recorder tap cannot decode never gets through (an offer
+        // with none it can decode is refused: fail closed, never an unrecorded call).
+        match filter_codecs(&mut sdp, &self.config.codecs) {
+            Ok(CodecFilter::Unacceptable { .. }) => return Err(StatusCode::NOT_ACCEPTABLE_HERE),
+            Ok(CodecFilter::Unchanged | CodecFilter::Removed(_)) => {}
+            Err(_) => return Err(StatusCode::SERVER_INTERNAL_ERROR),
+        }
         let plan = MediaPlan::from_sdp(&sdp);
         let to = from.other();
         // Allocate both sides' ports for every new active stream.

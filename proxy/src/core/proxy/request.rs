@@ -12,7 +12,7 @@ use super::anchoring::has_sdp;
 use super::register::PendingRegister;
 use super::routing::NextHop;
 use super::txn::{AckMatch, ClientEntry, Hop, ServerEntry};
-use super::types::{DropReason, Parties, ProxyEvent, Side};
+use super::types::{CallOutcome, DropReason, Parties, ProxyEvent, Side};
 use super::{ProxyCore, TIMER_C};
 use crate::core::sip::txn::TransactionKey;
 use crate::core::sip::{
@@ -329,10 +329,17 @@ impl ProxyCore {
                 StatusCode::CALL_DOES_NOT_EXIST,
                 "Call/Transaction Does Not Exist",
             ),
+            Err(StatusCode::NOT_ACCEPTABLE_HERE) => {
+                (StatusCode::NOT_ACCEPTABLE_HERE, "Not Acceptable Here")
+            }
             Err(code) => (code, "Media Anchoring Failed"),
         };
         let server = r.server.as_ref();
         self.respond(r.side, r.src, &r.msg, code, phrase, server, r.now);
+        if r.method == Method::Invite && r.msg.to().is_ok_and(|t| t.tag().is_none()) {
+            // The call this INVITE started ends now (its ports go back at once).
+            self.end_call(&r.call_id, CallOutcome::Failed, r.now);
+        }
         None
     }
 

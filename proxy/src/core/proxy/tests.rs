@@ -34,6 +34,7 @@ fn core() -> ProxyCore {
         },
         limits: Limits::default(),
         secret: 42,
+        codecs: config::types::MediaCodec::DECODABLE.to_vec(),
     };
     let range = PortRange::new(30000, 30099).expect("range");
     ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))
@@ -1432,4 +1433,34 @@ fn media_timeout_ends_the_call_it_names_and_only_that_one() {
     // Ended once: a second timeout for it is a no-op.
     c.handle_media_timeout(call, t0);
     assert!(drain_events(&mut c).is_empty());
+}
+
+/// `media.codecs`: an offer's undecodable codecs are removed before it is forwarded; an offer
+/// with nothing decodable is answered 488 and the call ends at once (no ports held).
+#[test]
+fn offers_keep_only_decodable_codecs() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let offer = "v=0\r\no=- 1 1 IN IP4 10.1.1.1\r\ns=-\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/AVP 18 9 0 101\r\na=rtpmap:18 G729/8000\r\n\
+                 a=fmtp:18 annexb=no\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let raw = request("INVITE", "z9hG4bKc1", None, 1, Some(offer));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0);
+    let fwd = parse(&trying_then_forward(&mut c).payload);
+    let body = body_str(&fwd);
+    assert!(body.contains(" RTP/AVP 9 0 101\r\n"), "{body}");
+    assert!(!body.contains("G729") && !body.contains("annexb"), "{body}");
+
+    let mut c = core();
+    let offer = offer.replace("18 9 0 101", "18 101");
+    let raw = request("INVITE", "z9hG4bKc2", None, 1, Some(&offer));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0);
+    let ts = transmits(&mut c);
+    assert_eq!(
+        ts.iter().map(status_of).collect::<Vec<_>>(),
+        [Some(488)],
+        "{ts:?}"
+    );
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
+    assert_eq!(c.ports().in_use(), 0);
 }

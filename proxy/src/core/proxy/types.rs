@@ -34,6 +34,8 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Secret mixed into branch ids so they cannot be predicted from outside.
     pub secret: u64,
+    /// Audio codecs kept in forwarded SDP (`media.codecs`): what the recorder tap decodes.
+    pub codecs: Vec<config::types::MediaCodec>,
 }
 
 impl ProxyConfig {
