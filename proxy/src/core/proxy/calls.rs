@@ -56,6 +56,8 @@ pub(super) struct Call {
     pub(super) agents_addr: Option<SocketAddr>,
     /// The side the initial INVITE came from.
     caller_side: Side,
+    /// CSeq number of the initial INVITE (a retry after a final non-2xx has a higher one).
+    invite_cseq: u32,
     /// Early dialogs with media (a forked INVITE: one per callee To tag), so that the dialog
     /// the 2xx confirms gets its media back even when its 2xx carries no SDP.
     early: Vec<EarlyDialog>,
@@ -164,6 +166,18 @@ pub(super) enum CallChange {
     Ended(CallOutcome),
 }
 
+/// A recently ended call, remembered so that a late copy of its INVITE is not taken for a
+/// new call while a new attempt with the same Call-ID (RFC 3261 §22.2, §8.1.3.4) still is.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    /// When it is forgotten.
+    until: Instant,
+    /// CSeq number of the INVITE that started it.
+    invite_cseq: u32,
+    /// Whether a 2xx confirmed a dialog: then the Call-ID is spent.
+    answered: bool,
+}
+
 /// Every call, with its deadline and the recently ended Call-IDs. See the module docs.
 #[derive(Debug)]
 pub(super) struct Calls {
@@ -172,7 +186,7 @@ pub(super) struct Calls {
     by_ref: HashMap<CallRef, Bytes>,
     /// Call-IDs of calls that ended recently: a late copy of their INVITE must not start a
     /// new call (kept for 64·T1, the INVITE transaction's lifetime).
-    ended: HashMap<Bytes, Instant>,
+    ended: HashMap<Bytes, Ended>,
     /// The same, in expiry order (O(1) expiry).
     ended_order: VecDeque<(Instant, Bytes)>,
     /// Call deadlines, earliest first; lazy (checked against the call when due), so the core
@@ -211,9 +225,20 @@ impl Calls {
         self.by_ref.get(&call).cloned()
     }
 
-    /// Whether `call_id` ended less than 64·T1 ago.
-    pub(super) fn recently_ended(&self, call_id: &Bytes) -> bool {
-        self.ended.contains_key(call_id)
+    /// Whether an initial INVITE for `call_id` with CSeq number `cseq` is a late copy of a
+    /// call that ended less than 64·T1 ago. A new INVITE transaction after that call's final
+    /// non-2xx with a higher CSeq is a new attempt instead — the retry with credentials
+    /// after 401/407 (§22.2), after 3xx, 420 or 422 (§8.1.3.4/5) — and the Call-ID is
+    /// forgotten so it can start a call again.
+    pub(super) fn is_stale_invite(&mut self, call_id: &Bytes, cseq: u32) -> bool {
+        let Some(e) = self.ended.get(call_id) else {
+            return false;
+        };
+        if e.answered || cseq <= e.invite_cseq {
+            return true;
+        }
+        self.ended.remove(call_id);
+        false
     }
 
     /// A new call for an initial INVITE from `caller_side`; `None` if `call_id` is live.
@@ -221,6 +246,7 @@ impl Calls {
         &mut self,
         call_id: &Bytes,
         caller_side: Side,
+        invite_cseq: u32,
         now: Instant,
     ) -> Option<CallRef> {
         if self.live.contains_key(call_id) {
@@ -238,6 +264,7 @@ impl Calls {
             cancelled: false,
             agents_addr: None,
             caller_side,
+            invite_cseq,
             early: Vec::new(),
             answered_tag: None,
         };
@@ -362,7 +389,7 @@ impl Calls {
     pub(super) fn expire_ended(&mut self, now: Instant) {
         while self.ended_order.front().is_some_and(|e| e.0 <= now) {
             if let Some((at, k)) = self.ended_order.pop_front() {
-                if self.ended.get(&k) == Some(&at) {
+                if self.ended.get(&k).map(|e| e.until) == Some(at) {
                     self.ended.remove(&k);
                 }
             }
@@ -395,7 +422,12 @@ impl Calls {
     fn remove(&mut self, call_id: &Bytes, now: Instant) -> Option<Call> {
         let call = self.live.remove(call_id)?;
         self.by_ref.remove(&call.id);
-        self.ended.insert(call_id.clone(), now + PATH_TTL);
+        let ended = Ended {
+            until: now + PATH_TTL,
+            invite_cseq: call.invite_cseq,
+            answered: call.state != CallState::Early,
+        };
+        self.ended.insert(call_id.clone(), ended);
         self.ended_order
             .push_back((now + PATH_TTL, call_id.clone()));
         Some(call)

@@ -75,7 +75,8 @@ impl ProxyCore {
         }
         let to_tag = msg.to().ok().and_then(|t| t.tag().cloned());
         let initial_invite = method == Method::Invite && to_tag.is_none();
-        if initial_invite && self.calls.recently_ended(&call_id) {
+        let cseq = msg.cseq().map_or(0, |c| c.seq);
+        if initial_invite && self.calls.is_stale_invite(&call_id, cseq) {
             // A late network copy of a finished call's INVITE: its transaction is over.
             self.events.push_back(ProxyEvent::Dropped {
                 side,
@@ -252,7 +253,8 @@ impl ProxyCore {
     /// another fork than the answered dialog.
     fn track_call(&mut self, r: &Incoming, initial_invite: bool) -> bool {
         if initial_invite {
-            if let Some(id) = self.calls.start(&r.call_id, r.side, r.now) {
+            let cseq = r.msg.cseq().map_or(0, |c| c.seq);
+            if let Some(id) = self.calls.start(&r.call_id, r.side, cseq, r.now) {
                 self.events.push_back(ProxyEvent::CallStarted {
                     call: id,
                     caller_side: r.side,

@@ -1435,6 +1435,83 @@ fn media_timeout_ends_the_call_it_names_and_only_that_one() {
     assert!(drain_events(&mut c).is_empty());
 }
 
+/// RFC 3261 §22.2: a 407 (or 401) ends the first INVITE transaction; the UAC's retry with
+/// credentials (same Call-ID and From tag, CSeq + 1, new branch) is a new attempt that is
+/// forwarded and anchored, not a stale copy. A late copy of the first INVITE (same CSeq, after
+/// its transaction ended) is still dropped, and so is an INVITE reusing an answered call's
+/// Call-ID.
+#[test]
+fn auth_retry_after_407_is_a_new_attempt() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let inv = invite_through(&mut c, "z9hG4bKa1", t0);
+    let challenge = response_to(&inv, 407, None);
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), challenge, t0 + ms(10));
+    let ts = transmits(&mut c);
+    assert_eq!(ts.len(), 2, "ACK downstream, 407 upstream: {ts:?}");
+    assert_eq!(status_of(&ts[1]), Some(407));
+    assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
+    assert_eq!(c.ports().in_use(), 0);
+    // The UAC ACKs the 407 (absorbed) and retries with CSeq 2 on a new branch.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("ACK", "z9hG4bKa1", Some("uas1"), 1, None),
+        t0 + ms(20),
+    );
+    assert!(c.poll_transmit().is_none());
+    let retry = request("INVITE", "z9hG4bKa2", None, 2, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), retry, t0 + ms(30));
+    let fwd = parse(&trying_then_forward(&mut c).payload);
+    assert_eq!(fwd.cseq().expect("cseq").seq, 2);
+    assert!(
+        body_str(&fwd).contains("m=audio 300"),
+        "anchored: {}",
+        body_str(&fwd)
+    );
+    let events = drain_events(&mut c);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProxyEvent::CallStarted { .. })),
+        "{events:?}"
+    );
+    let ok = response_to(&fwd, 200, Some(&sdp("10.2.2.2", 5000)));
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), ok, t0 + ms(40));
+    let ts = transmits(&mut c);
+    assert_eq!(status_of(ts.last().expect("200 upstream")), Some(200));
+    let events = drain_events(&mut c);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProxyEvent::CallAnswered { .. })),
+        "{events:?}"
+    );
+
+    // A second core: a late copy of the challenged INVITE (CSeq 1, new branch so no
+    // transaction matches) is still a stale copy.
+    let mut c = core();
+    let inv = invite_through(&mut c, "z9hG4bKb1", t0);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 407, None),
+        t0 + ms(10),
+    );
+    let _ = transmits(&mut c);
+    let _ = drain_events(&mut c);
+    let copy = request("INVITE", "z9hG4bKb9", None, 1, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), copy, t0 + ms(30));
+    assert!(c.poll_transmit().is_none(), "stale copy forwarded");
+    assert!(drain_events(&mut c).iter().any(|e| matches!(
+        e,
+        ProxyEvent::Dropped {
+            reason: DropReason::StaleInvite,
+            ..
+        }
+    )));
+}
+
 /// `media.codecs`: an offer's undecodable codecs are removed before it is forwarded; an offer
 /// with nothing decodable is answered 488 and the call ends at once (no ports held).
 #[test]
