@@ -769,6 +769,7 @@ pub struct Metrics {
     tap_sinks: std::sync::OnceLock<Vec<SinkKind>>,
     recorder_disk_full: IntGauge,
     recorder_retention_deleted: IntCounter,
+    recorder_dropped_samples: IntCounter,
     siprec_failovers: IntCounter,
     siprec_established: IntCounter,
     siprec_failed: IntCounter,
@@ -926,6 +927,13 @@ impl Metrics {
             "callmask_recorder_retention_deleted_files_total",
             "Recordings deleted by the retention sweeper.",
         )?;
+        let recorder_dropped_samples = int_counter(
+            r,
+            "callmask_recorder_dropped_samples_total",
+            "Audio samples (8 kHz) that reached the recorder path but not the recording: RTP \
+             that came after the recorder path had moved past its time (duplicates, reordering \
+             beyond the jitter allowance), or frames whose place in the file was already written.",
+        )?;
         let siprec_failovers = int_counter(
             r,
             "callmask_siprec_failovers_total",
@@ -1028,6 +1036,7 @@ impl Metrics {
             tap_sinks: std::sync::OnceLock::new(),
             recorder_disk_full,
             recorder_retention_deleted,
+            recorder_dropped_samples,
             siprec_failovers,
             siprec_established,
             siprec_failed,
@@ -1174,6 +1183,11 @@ impl Metrics {
     /// The retention sweeper deleted a recording.
     pub fn recorder_retention_deleted(&self) {
         self.recorder_retention_deleted.inc();
+    }
+
+    /// `samples` of audio that did not make it into the recording (see the metric's help).
+    pub fn recorder_dropped_samples(&self, samples: u64) {
+        self.recorder_dropped_samples.inc_by(samples);
     }
 
     /// A SIPREC session failed over.

@@ -196,7 +196,8 @@ async fn wav_is_stereo_time_aligned_streamed_with_sidecar() {
             .expect("sidecar json");
     assert_eq!(side["call"], 7);
     assert_eq!(side["sample_rate"], 8000);
-    assert_eq!(side["channels"], serde_json::json!(["caller", "agent"]));
+    assert_eq!(side["channels"], serde_json::json!(["customer", "agent"]));
+    assert_eq!(side["direction"], "inbound");
     let spans = side["spans"].as_array().expect("spans");
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0]["channel"], "agent");
@@ -273,6 +274,94 @@ async fn a_stalled_direction_is_filled_with_silence_and_the_call_goes_on() {
     assert!((0..80_000).all(|i| w.left[i] == caller_sample(i as u64)));
     assert!((0..8_000).all(|i| w.right[i] == agent_sample(i as u64)));
     assert!(w.right[8_000..].iter().all(|&s| s == 0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 12: a 20 s gap the media side skipped ([`TapEvent::Skip`]) is 20 s of silence at
+/// its place; the other channel is untouched, the WAV lasts as long as the call (its clock),
+/// and the agent-originated call is labelled `outbound` with the PBX side still on the left.
+#[tokio::test]
+async fn a_skipped_gap_is_silence_at_its_place_and_the_wav_lasts_the_call() {
+    let dir = tmpdir("sinks", "skip");
+    let d = Driver::start(&config(vec![wav(&dir, vec![], None)]));
+    d.send(TapEvent::Start {
+        call: CallRef(3),
+        caller_side: Side::Agents,
+        meta: Default::default(),
+    })
+    .await;
+    // PBX side: 2 s of audio (media time 0..16000), a gap of 20 s that the media side did
+    // not push (announced as a skip at media time 16000), then 2 s more (media time
+    // 16000..32000). Agent: 24 s continuous. One clock tick per 20 ms.
+    d.send(TapEvent::Skip {
+        call: CallRef(3),
+        from: Side::Pbx,
+        at: 16_000,
+        samples: 160_000,
+    })
+    .await;
+    for k in 0..1200u64 {
+        let t = k * 160;
+        let s: Vec<i16> = (t..t + 160).map(agent_sample).collect();
+        d.send(frame(3, Side::Agents, t, &s)).await;
+        let pbx_media = if k < 100 {
+            Some(t)
+        } else if k >= 1100 {
+            Some(t - 160_000)
+        } else {
+            None
+        };
+        if let Some(mt) = pbx_media {
+            let s: Vec<i16> = (t..t + 160).map(caller_sample).collect();
+            d.send(frame(3, Side::Pbx, mt, &s)).await;
+        }
+        d.clock.advance(Duration::from_millis(20));
+    }
+    // The call goes on 1 s without media before it ends.
+    d.clock.advance(Duration::from_millis(1000));
+    d.send(TapEvent::End { call: CallRef(3) }).await;
+    d.stop().await;
+    let w = parse_wav(&std::fs::read(only_file(&dir, ".wav")).expect("wav"));
+    assert_eq!(w.left.len(), 25 * 8000, "the WAV lasts the call");
+    for i in 0..24 * 8000usize {
+        let li = i as u64;
+        let want_l = if !(16_000..176_000).contains(&li) {
+            caller_sample(li)
+        } else {
+            0
+        };
+        assert_eq!(
+            (w.left[i], w.right[i]),
+            (want_l, agent_sample(li)),
+            "sample {i}"
+        );
+    }
+    assert!(w.left[24 * 8000..]
+        .iter()
+        .chain(&w.right[24 * 8000..])
+        .all(|&s| s == 0));
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(only_file(&dir, ".json")).expect("json"))
+            .expect("sidecar json");
+    assert_eq!(side["direction"], "outbound");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 12: a call that never had media (407, 408, 487, 488) leaves no recording.
+#[tokio::test]
+async fn a_call_without_media_leaves_no_files() {
+    let dir = tmpdir("sinks", "nomedia");
+    let d = Driver::start(&config(vec![wav(&dir, vec![], None)]));
+    d.send(TapEvent::Start {
+        call: CallRef(4),
+        caller_side: Side::Pbx,
+        meta: Default::default(),
+    })
+    .await;
+    d.clock.advance(Duration::from_millis(500));
+    d.send(TapEvent::End { call: CallRef(4) }).await;
+    d.stop().await;
+    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -576,8 +665,10 @@ async fn rtp_sink_sends_both_legs_continuous_and_decodable() {
     d.send(TapEvent::End { call: CallRef(9) }).await;
     let m = d.stop().await;
 
-    let c = receive(&caller_rx);
-    let a = receive(&agent_rx);
+    // Channels by side (issue 12): the PBX side goes to `port`, the agents' side to
+    // `port + 2`, whoever called; here the caller is the agents' side.
+    let c = receive(&agent_rx);
+    let a = receive(&caller_rx);
     assert_ne!(c[0].ssrc, a[0].ssrc, "each leg its own SSRC");
     let cp = check_leg(&c);
     assert_eq!(cp.len(), 50 * 160, "7920 samples padded to whole packets");

@@ -2,13 +2,17 @@
 //! turns it into linear PCM at a stated [`SampleRate`].
 //!
 //! Why a table and not a `HashMap`: payload types are 7 bits, so a 128-slot array answers
-//! the per-packet lookup without hashing and without allocation. The decoder is an enum so
-//! that a codec with state (G.722, Opus: issue 12) becomes one more variant holding its
-//! decoder, decoding once per packet into the call's scratch buffer like G.711 does.
+//! the per-packet lookup without hashing and without allocation. G.711 decodes statelessly;
+//! G.722 and Opus (issue 12) keep decoder state per direction in [`Decoders`] (built on first
+//! use, then no allocation), decoding once per packet into the call's scratch buffer like
+//! G.711 does. Every decoder writes 8 kHz PCM ([`crate::core::codec`]).
 
+use config::types::MediaCodec;
 use dsp::clamp::Law;
 use dsp::SampleRate;
 
+use crate::core::codec::MAX_TAP_SAMPLES;
+use crate::core::codec::{codec_of, rtp_ticks_per_tap_sample, CodecError, TapDecoder};
 use crate::core::relay::PayloadType;
 use crate::core::sdp::Codec;
 
@@ -17,48 +21,91 @@ use crate::core::sdp::Codec;
 pub enum AudioCodec {
     /// G.711 (PCMU / PCMA), 8 kHz, one byte per sample.
     G711(Law),
+    /// G.722 64 kbit/s (RTP clock 8000): its 8 kHz lower sub-band, one sample per byte.
+    G722,
+    /// Opus (RTP clock 48000), decoded by libopus at 8 kHz.
+    Opus,
 }
 
 impl AudioCodec {
     /// The codec signalled as `c`, if callmask decodes it.
     pub fn from_sdp(c: &Codec) -> Option<AudioCodec> {
-        let law = if c.name.eq_ignore_ascii_case("PCMU") {
-            Law::Ulaw
-        } else if c.name.eq_ignore_ascii_case("PCMA") {
-            Law::Alaw
-        } else {
-            return None;
-        };
-        (c.clock_rate == SampleRate::NARROWBAND.hz()).then_some(AudioCodec::G711(law))
+        Some(match codec_of(&c.name, c.clock_rate)? {
+            MediaCodec::Pcmu => AudioCodec::G711(Law::Ulaw),
+            MediaCodec::Pcma => AudioCodec::G711(Law::Alaw),
+            MediaCodec::G722 => AudioCodec::G722,
+            MediaCodec::Opus => AudioCodec::Opus,
+        })
     }
 
-    /// Rate of the PCM [`Self::decode`] writes (also the RTP clock rate for G.711).
+    /// Rate of the PCM the decoders write (every codec is recorded at 8 kHz).
     pub fn sample_rate(self) -> SampleRate {
+        SampleRate::NARROWBAND
+    }
+
+    /// RTP timestamp units per decoded sample (Opus: 48000 / 8000).
+    pub fn rtp_ticks(self) -> u32 {
         match self {
-            AudioCodec::G711(_) => SampleRate::NARROWBAND,
+            AudioCodec::G711(Law::Ulaw) => rtp_ticks_per_tap_sample(MediaCodec::Pcmu),
+            AudioCodec::G711(Law::Alaw) => rtp_ticks_per_tap_sample(MediaCodec::Pcma),
+            AudioCodec::G722 => rtp_ticks_per_tap_sample(MediaCodec::G722),
+            AudioCodec::Opus => rtp_ticks_per_tap_sample(MediaCodec::Opus),
         }
     }
 
-    /// The G.711 law, for the live clamp (which rewrites payload bytes in place).
+    /// The G.711 law, for the live clamp (which rewrites payload bytes in place; other
+    /// codecs are relayed unclamped).
     pub fn law(self) -> Option<Law> {
         match self {
             AudioCodec::G711(law) => Some(law),
+            AudioCodec::G722 | AudioCodec::Opus => None,
         }
     }
 
-    /// PCM samples `payload` decodes to.
+    /// Most PCM samples `payload` decodes to (Opus: its longest frame).
     pub fn samples_in(self, payload: &[u8]) -> usize {
         match self {
-            AudioCodec::G711(_) => payload.len(),
+            AudioCodec::G711(_) | AudioCodec::G722 => payload.len(),
+            AudioCodec::Opus => MAX_TAP_SAMPLES,
         }
     }
 
-    /// Decodes `payload` into `out`; returns the samples written (at most `out.len()`).
+    /// Decodes a G.711 `payload` into `out`; returns the samples written (at most
+    /// `out.len()`). Codecs with state decode through [`Decoders`] (0 here).
     pub fn decode(self, payload: &[u8], out: &mut [i16]) -> usize {
         match self {
             AudioCodec::G711(Law::Ulaw) => dsp::g711::decode_ulaw(payload, out),
             AudioCodec::G711(Law::Alaw) => dsp::g711::decode_alaw(payload, out),
+            AudioCodec::G722 | AudioCodec::Opus => 0,
         }
+    }
+}
+
+/// One direction's decoders for the codecs with state (G.722, Opus), built on first use.
+#[derive(Debug, Default)]
+pub struct Decoders {
+    g722: Option<TapDecoder>,
+    opus: Option<TapDecoder>,
+}
+
+impl Decoders {
+    /// Decodes `payload` of `codec` into `out` (8 kHz); returns the samples written.
+    pub fn decode(
+        &mut self,
+        codec: AudioCodec,
+        payload: &[u8],
+        out: &mut [i16],
+    ) -> Result<usize, CodecError> {
+        let (slot, kind) = match codec {
+            AudioCodec::G711(_) => return Ok(codec.decode(payload, out)),
+            AudioCodec::G722 => (&mut self.g722, MediaCodec::G722),
+            AudioCodec::Opus => (&mut self.opus, MediaCodec::Opus),
+        };
+        let dec = match slot {
+            Some(d) => d,
+            None => slot.insert(TapDecoder::new(kind)?),
+        };
+        dec.decode(payload, out)
     }
 }
 
@@ -169,11 +216,13 @@ mod tests {
     }
 
     #[test]
-    fn maps_g711_and_telephone_event() {
+    fn maps_decodable_codecs_and_telephone_event() {
         let m = PayloadMap::from_codecs(&[
             codec(8, "PCMA", 8000),
             codec(0, "pcmu", 8000),
             codec(9, "G722", 8000),
+            codec(111, "opus", 48000),
+            codec(18, "G729", 8000),
             codec(101, "telephone-event", 8000),
         ]);
         let pt = |v| PayloadType::try_from(v).unwrap();
@@ -185,7 +234,9 @@ mod tests {
             m.kind(pt(8)),
             PayloadKind::Audio(AudioCodec::G711(Law::Alaw))
         );
-        assert_eq!(m.kind(pt(9)), PayloadKind::Other);
+        assert_eq!(m.kind(pt(9)), PayloadKind::Audio(AudioCodec::G722));
+        assert_eq!(m.kind(pt(111)), PayloadKind::Audio(AudioCodec::Opus));
+        assert_eq!(m.kind(pt(18)), PayloadKind::Other);
         assert_eq!(m.kind(pt(101)), PayloadKind::TelephoneEvent);
         assert_eq!(m.first_audio().map(|(p, _)| p.get()), Some(0));
     }

@@ -45,7 +45,7 @@ use dsp::clamp::ClampMode;
 use dsp::mask::{MaskConfig, MaskPipeline};
 
 use self::agent::{AgentClamp, Rewrite};
-use self::codec::{PayloadKind, PayloadMap};
+use self::codec::{Decoders, PayloadKind, PayloadMap};
 use self::tap::RecorderPath;
 use self::trigger::KeyTrigger;
 use crate::core::ports::PortPair;
@@ -187,13 +187,16 @@ struct Stream {
     /// Loss already reported to the metrics, per leg (reported as deltas).
     lost_reported: BySide<i64>,
     payloads: PayloadMap,
+    /// Decoders with state (G.722, Opus), per direction.
+    decoders: BySide<Decoders>,
+    /// RTP clock of the stream's audio codec (jitter in the right units, issue 12 item 8).
+    clock: ClockRate,
 }
 
 /// The media of one call. See the module docs for the calling rules.
 pub struct CallMedia<S = NoSpeech> {
     call: CallRef,
     config: MediaConfig,
-    caller_side: Side,
     streams: Vec<Stream>,
     agent: Option<Box<AgentClamp>>,
     trigger: Option<Box<KeyTrigger>>,
@@ -247,7 +250,6 @@ impl<S: SpeechHook> CallMedia<S> {
         CallMedia {
             call,
             config,
-            caller_side,
             streams: Vec::new(),
             agent,
             trigger,
@@ -286,8 +288,14 @@ impl<S: SpeechHook> CallMedia<S> {
     }
 
     fn apply_specs(&mut self, specs: Vec<StreamSpec>) {
-        let clock = ClockRate::NARROWBAND;
         for spec in specs {
+            // The first audio codec is the one in use (an answer lists it first).
+            let clock = spec
+                .codecs
+                .iter()
+                .find(|c| !c.is_telephone_event())
+                .and_then(|c| ClockRate::new(c.clock_rate))
+                .unwrap_or(ClockRate::NARROWBAND);
             let payloads = PayloadMap::from_codecs(&spec.codecs);
             let remotes = BySide::new(spec.pbx_remote, spec.agents_remote);
             if let Some(st) = self.streams.get_mut(spec.index) {
@@ -295,6 +303,7 @@ impl<S: SpeechHook> CallMedia<S> {
                     st.legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
                 }
                 st.payloads.update(payloads);
+                st.clock = clock;
                 st.spec = spec;
                 continue;
             }
@@ -312,6 +321,8 @@ impl<S: SpeechHook> CallMedia<S> {
                 legs,
                 lost_reported: BySide::default(),
                 payloads,
+                decoders: BySide::default(),
+                clock,
             });
         }
     }
@@ -361,10 +372,8 @@ impl<S: SpeechHook> CallMedia<S> {
                     inbound.add_lost(u64::try_from(lost - *reported).unwrap_or(0));
                     *reported = lost;
                 }
-                self.metrics.rtp_jitter(
-                    metric_side(side),
-                    leg.jitter_ms(ClockRate::NARROWBAND) / 1000.0,
-                );
+                self.metrics
+                    .rtp_jitter(metric_side(side), leg.jitter_ms(st.clock) / 1000.0);
             }
         }
         self.stats
@@ -376,10 +385,8 @@ impl<S: SpeechHook> CallMedia<S> {
         let mut rewrite = Rewrite::Original;
         if let (Received::Rtp { packet, .. }, 0) = (received, socket.stream) {
             let clamp = self.agent.as_deref_mut().filter(|_| side == Side::Pbx);
-            let trigger = self
-                .trigger
-                .as_deref_mut()
-                .filter(|_| side == self.caller_side);
+            // The customer's keys (the PBX side), whoever dialled.
+            let trigger = self.trigger.as_deref_mut().filter(|_| side == Side::Pbx);
             let mut key = None;
             match st.payloads.kind(packet.payload_type()) {
                 PayloadKind::TelephoneEvent => {
@@ -393,25 +400,35 @@ impl<S: SpeechHook> CallMedia<S> {
                     // this leg the packet is only relayed and its events tracked).
                     let consumers = clamp.is_some() || trigger.is_some() || self.recorder.enabled();
                     let payload = if consumers { packet.payload() } else { &[][..] };
-                    let pcm = match self.pcm.get_mut(..codec.samples_in(payload)) {
-                        Some(buf) => {
-                            let n = codec.decode(payload, buf);
-                            &buf[..n]
-                        }
+                    let decoded = match self.pcm.get_mut(..codec.samples_in(payload)) {
+                        Some(_) if payload.is_empty() => Some(&[][..]),
+                        Some(buf) => match st.decoders[side].decode(codec, payload, buf) {
+                            Ok(n) => Some(&buf[..n]),
+                            // A corrupt packet: its time is muted, marked fail-closed.
+                            Err(_) => None,
+                        },
                         // Larger than any datagram the shells receive: relay, nothing more.
-                        None => &[][..],
+                        None => Some(&[][..]),
                     };
+                    let pcm = decoded.unwrap_or_default();
                     if let (Some(c), Some(law)) = (clamp, codec.law()) {
                         rewrite = c.audio(&packet, law, pcm);
                     }
                     if let Some(t) = trigger {
                         key = t.audio(pcm);
                     }
-                    self.recorder.audio(now, side, &packet, pcm);
+                    self.recorder
+                        .audio(now, side, &packet, decoded, codec.rtp_ticks());
                 }
                 PayloadKind::Other => {
                     if let Some(c) = clamp {
                         rewrite = c.other(&packet);
+                    }
+                    // Audio callmask cannot decode (not filtered out of the SDP: encrypted,
+                    // comfort noise, a payload type never signalled): its time is muted,
+                    // marked fail-closed in the sidecar, counted, warned once.
+                    if !packet.payload().is_empty() {
+                        self.recorder.audio(now, side, &packet, None, 1);
                     }
                 }
             }

@@ -3,11 +3,16 @@
 //! for the recorder. Nothing unsanitized is ever queued here.
 //!
 //! Time: each direction's pipeline counts samples at the stream's [`SampleRate`];
-//! `pipeline time = RTP media time + offset`, where the offset changes only when a gap longer
-//! than [`MAX_GAP_FILL_MS`] is skipped instead of filled. Gaps up to that are filled with
-//! silence so the recording stays time-aligned; late and duplicate packets are relayed live
-//! but skipped here (the path has moved on). Wall-clock gap fill (issue 12) belongs in
-//! [`RecorderPath::audio`], which already gets `now`.
+//! `pipeline time = RTP media time + offset`. The recording keeps the call's wall-clock
+//! timeline (issue 12): a gap in the RTP timestamps up to [`MAX_GAP_FILL_MS`] is filled with
+//! silence in the pipeline; a longer one (hold, mute, DTX, one side silent for minutes) is not
+//! pushed through the pipeline but announced as a [`TapEvent::Skip`], which the recorder adds
+//! to the place of everything after it, so the WAV gets silence of exactly the gap's length at
+//! the right place. When the RTP time line disagrees with the arrival clock (`now`) by more
+//! than [`RTP_JUMP_MS`] (a new SSRC, a timestamp reset or jump) the arrival clock wins. Late
+//! and duplicate packets are relayed live but dropped here, counted
+//! (`callmask_recorder_dropped_samples_total`) and logged once per call. Audio that cannot be
+//! decoded is silence inside a fail-closed span (sidecar mark, `callmask_masked_*` metrics).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,9 +33,14 @@ use crate::metrics::{self, CallStats, Metrics};
 pub const TAP_RATE: SampleRate = SampleRate::NARROWBAND;
 /// Samples carried by one tap frame at most (40 ms at 8 kHz); longer packets are split.
 pub const TAP_FRAME_MAX: usize = 320;
-/// Longest gap filled with silence to keep the recorder path time-aligned; longer ones
-/// (hold, an SSRC restart) re-base the direction's time instead.
-pub const MAX_GAP_FILL_MS: u64 = 10_000;
+/// Longest gap filled with silence inside the pipeline; a longer one is a [`TapEvent::Skip`]
+/// (the recorder places what follows later by the gap's length).
+pub const MAX_GAP_FILL_MS: u64 = 200;
+/// How far the RTP time line may disagree with the arrival clock before the arrival clock is
+/// trusted instead (a new SSRC, a timestamp reset or jump).
+pub const RTP_JUMP_MS: u64 = 1_000;
+/// Samples an undecodable packet is taken to cover (20 ms at 8 kHz).
+const UNDECODABLE_SAMPLES: usize = 160;
 /// A packet further than this behind the newest of its direction (same SSRC) is not late
 /// but a restart of the sender's timestamps: the direction re-anchors instead of muting
 /// everything until the timestamps catch up.
@@ -113,6 +123,18 @@ pub enum TapEvent {
         /// Why.
         reason: MaskReason,
     },
+    /// Direction `from`'s audio from pipeline time `at` on belongs `samples` later in the
+    /// call than its media time says (a long gap that was not pushed through the pipeline).
+    Skip {
+        /// The call.
+        call: CallRef,
+        /// Direction.
+        from: Side,
+        /// First media time the skip applies to.
+        at: u64,
+        /// Samples skipped (8 kHz).
+        samples: u64,
+    },
     /// The call's media ended.
     End {
         /// The call.
@@ -165,6 +187,14 @@ pub(crate) struct Direction {
     ssrc: Option<Ssrc>,
     newest_ts: Option<RtpTimestamp>,
     end_timeout: u32,
+    /// When audio was last pushed (the arrival-clock check).
+    last_push_at: Option<Instant>,
+    /// Open fail-closed span over audio the tap cannot decode.
+    undecodable: Option<SpanId>,
+    /// Whether the undecodable-audio warning was logged for this direction.
+    undecodable_warned: bool,
+    /// Samples dropped as late (logged at the end of the call).
+    late_samples: u64,
 }
 
 impl Direction {
@@ -182,6 +212,10 @@ impl Direction {
             ssrc: None,
             newest_ts: None,
             end_timeout,
+            last_push_at: None,
+            undecodable: None,
+            undecodable_warned: false,
+            late_samples: 0,
         }
     }
 
@@ -338,10 +372,20 @@ impl<S: SpeechHook> RecorderPath<S> {
         self.drain_spans(side);
     }
 
-    /// Decoded audio from `side` with RTP timestamp `ts`, arrived at `now`.
-    pub(crate) fn audio(&mut self, now: Instant, side: Side, packet: &RtpPacket<'_>, pcm: &[i16]) {
+    /// Decoded audio (`None`: audio the tap cannot decode) from `side`, arrived at `now`;
+    /// `ticks` RTP timestamp units per 8 kHz sample (Opus 6, else 1). See the module docs
+    /// for the timeline rules.
+    pub(crate) fn audio(
+        &mut self,
+        now: Instant,
+        side: Side,
+        packet: &RtpPacket<'_>,
+        pcm: Option<&[i16]>,
+        ticks: u32,
+    ) {
         let ts = packet.timestamp();
-        let max_late = self.rate.samples_in_ms(MAX_LATE_MS);
+        let ticks = u64::from(ticks.max(1));
+        let max_late = self.rate.samples_in_ms(MAX_LATE_MS) * ticks;
         let dir = &mut self.dirs[side];
         let Some(rtp_time) = dir.track(packet.ssrc(), ts, max_late) else {
             // Before this direction's first timestamp: the path has moved on.
@@ -353,46 +397,97 @@ impl<S: SpeechHook> RecorderPath<S> {
         if !self.enabled {
             return;
         }
+        let n = pcm.map_or(UNDECODABLE_SAMPLES, <[i16]>::len);
+        let hz = f64::from(self.rate.hz());
         let dir = &mut self.dirs[side];
-        let Some(t) = i64::try_from(rtp_time.0)
-            .ok()
-            .and_then(|t| u64::try_from(t + dir.offset).ok())
-        else {
+        let Ok(rtp_time) = i64::try_from(rtp_time.0 / ticks) else {
             return;
         };
-        if t < dir.pushed.0 {
-            // Late or duplicate: relayed live, but the recorder path already moved on.
-            return;
+        let pushed = i64::try_from(dir.pushed.0).unwrap_or(i64::MAX);
+        let mut rtp_gap = rtp_time + dir.offset - pushed;
+        if let Some(last) = dir.last_push_at {
+            // The gap the arrival clock implies: time since the previous packet, less this
+            // one's own duration (a packet arrives once its audio is complete).
+            let elapsed = now.saturating_duration_since(last).as_secs_f64() * hz;
+            let wall_gap = (elapsed as i64 - n as i64).max(0);
+            let jump = i64::try_from(self.rate.samples_in_ms(RTP_JUMP_MS)).unwrap_or(i64::MAX);
+            if (rtp_gap - wall_gap).abs() > jump {
+                dir.offset += wall_gap - rtp_gap;
+                rtp_gap = wall_gap;
+            }
         }
-        let mut gap = t - dir.pushed.0;
+        let Ok(mut gap) = u64::try_from(rtp_gap) else {
+            // Late or duplicate: relayed live, but the recorder path already moved on.
+            dir.late_samples += n as u64;
+            self.metrics.recorder_dropped_samples(n as u64);
+            return;
+        };
         let max_gap = self.rate.samples_in_ms(MAX_GAP_FILL_MS);
-        if gap > max_gap {
-            // A long discontinuity (hold, SSRC restart): re-base instead of writing minutes
-            // of silence; the recorder aligns on wall-clock.
+        if gap > max_gap && dir.started {
+            // A long gap: not pushed through the pipeline; the recorder places what
+            // follows `skipped` samples later.
             let skipped = gap - max_gap;
             dir.offset -= i64::try_from(skipped).unwrap_or(i64::MAX);
+            let at = (dir.pushed + max_gap).0;
             if let Some(sp) = self.speech.as_mut() {
                 sp.rebased(side, skipped);
             }
+            let call = self.call;
+            self.emit(TapEvent::Skip {
+                call,
+                from: side,
+                at,
+                samples: skipped,
+            });
             gap = max_gap;
         }
+        let dir = &mut self.dirs[side];
+        let t = dir.pushed.0 + gap;
         if !dir.started {
             dir.started = true;
             if let Some(sp) = self.speech.as_mut() {
                 // Where this leg's media time 0 lies, to line the two legs up.
-                let ago = Duration::from_secs_f64(t as f64 / f64::from(self.rate.hz()));
+                let ago = Duration::from_secs_f64(t as f64 / hz);
                 sp.set_origin(side, now.checked_sub(ago).unwrap_or(now));
             }
         }
+        let dir = &mut self.dirs[side];
+        dir.last_push_at = Some(now);
+        // Undecodable audio opens (decodable audio closes) a fail-closed span at its time.
+        match (pcm, dir.undecodable.take()) {
+            (None, None) => {
+                dir.undecodable = Some(
+                    dir.pipeline
+                        .begin_span(MaskReason::FailClosed, MediaTime(t)),
+                );
+                if !dir.undecodable_warned {
+                    dir.undecodable_warned = true;
+                    tracing::warn!(
+                        call = self.call.0,
+                        side = side.as_str(),
+                        payload_type = packet.payload_type().get(),
+                        "recorder path muted: audio callmask cannot decode (fail closed)"
+                    );
+                }
+            }
+            (None, open) => dir.undecodable = open,
+            (Some(_), Some(id)) => dir.pipeline.end_span(id, MediaTime(t)),
+            (Some(_), None) => {}
+        }
         while gap > 0 {
-            let n = usize::try_from(gap)
+            let k = usize::try_from(gap)
                 .unwrap_or(TAP_FRAME_MAX)
                 .min(TAP_FRAME_MAX);
-            self.run(side, &SILENCE[..n]);
-            gap -= n as u64;
+            self.run(side, &SILENCE[..k]);
+            gap -= k as u64;
         }
-        for chunk in pcm.chunks(TAP_FRAME_MAX) {
-            self.run(side, chunk);
+        match pcm {
+            Some(pcm) => {
+                for chunk in pcm.chunks(TAP_FRAME_MAX) {
+                    self.run(side, chunk);
+                }
+            }
+            None => self.run(side, &SILENCE[..UNDECODABLE_SAMPLES]),
         }
     }
 
@@ -504,7 +599,20 @@ impl<S: SpeechHook> RecorderPath<S> {
                 self.run(side, &SILENCE[..n]);
                 left -= n as u64;
             }
-            self.dirs[side].pipeline.finish();
+            let dir = &mut self.dirs[side];
+            if let Some(id) = dir.undecodable.take() {
+                let at = dir.pipeline.input_time();
+                dir.pipeline.end_span(id, at);
+            }
+            if dir.late_samples > 0 {
+                tracing::warn!(
+                    call = self.call.0,
+                    side = side.as_str(),
+                    samples = dir.late_samples,
+                    "recorder path dropped late audio (duplicate or reordered RTP)"
+                );
+            }
+            dir.pipeline.finish();
             self.drain_spans(side);
         }
         let call = self.call;

@@ -473,11 +473,18 @@ fn rfc4733_edge_cases_lost_start_lost_end_wrap_and_garbage() {
 fn unsignalled_payload_types_are_relayed_not_interpreted() {
     let mut r = Rig::new(config(), Side::Pbx);
     r.taps();
-    // PT 96 was never signalled: not an event, not audio.
+    // PT 96 was never signalled: not an event, not audio callmask can hear. It is relayed,
+    // and its time on the recorder path is muted, marked fail-closed (issue 12: never a
+    // silent gap nobody hears of).
     let pkt = rtp(96, true, 1, 0, PBX_SSRC, &event(5, false, 160));
     assert_eq!(r.send(0, Side::Pbx, &pkt).unwrap().bytes, pkt);
     r.media.finish();
-    assert!(spans_of(&r.taps(), Side::Pbx).is_empty());
+    let spans = spans_of(&r.taps(), Side::Pbx);
+    assert!(!spans.is_empty());
+    assert!(
+        spans.iter().all(|s| s.2 == MaskReason::FailClosed),
+        "{spans:?}"
+    );
 }
 
 fn clamp_config(mode: AgentDtmfMode) -> MediaConfig {
@@ -648,11 +655,13 @@ fn caller_keys_switch_secure_mode_inside_the_core() {
     }
 }
 
+/// The trigger listens to the customer (the PBX side) whoever dialled (issue 12 item 6): on
+/// an agent-originated call the agent's in-band keys are ignored, the PBX side's switch.
 #[test]
-fn the_agents_keys_do_not_trigger_and_inband_keys_do() {
+fn the_agents_keys_do_not_trigger_even_when_the_agent_dialled() {
     let mut r = Rig::new(trigger_config(), Side::Agents);
     r.events();
-    // In-band '*' then '1' from the caller (agents' side here), 100 ms tones 100 ms apart.
+    // In-band '*' then '1' from the agent (the caller here), 100 ms tones 100 ms apart.
     let mut i = 0u32;
     for (row, col) in [(941.0, 1209.0), (697.0, 1209.0)] {
         for k in 0..5 {
@@ -673,12 +682,15 @@ fn the_agents_keys_do_not_trigger_and_inband_keys_do() {
             i += 1;
         }
     }
-    assert_eq!(r.events(), vec![MediaEvent::SecureByKeys { on: true }]);
-    // The PBX side is not the caller: its keys are ignored.
+    assert!(
+        r.events().is_empty(),
+        "the agent's keys never switch secure mode"
+    );
+    // The PBX side is the customer although it did not dial: its keys switch.
     let mut seq = 100;
     press(&mut r, 40, 10, &mut seq);
-    press(&mut r, 44, 2, &mut seq);
-    assert!(r.events().is_empty());
+    press(&mut r, 44, 1, &mut seq);
+    assert_eq!(r.events(), vec![MediaEvent::SecureByKeys { on: true }]);
 }
 
 #[test]
@@ -815,4 +827,131 @@ mod props {
             }
         }
     }
+}
+
+fn skips_of(taps: &[TapEvent], side: Side) -> Vec<(u64, u64)> {
+    taps.iter()
+        .filter_map(|t| match t {
+            TapEvent::Skip {
+                from, at, samples, ..
+            } if *from == side => Some((*at, *samples)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 12 item 3: a gap longer than MAX_GAP_FILL_MS (one side on hold for a minute) is
+/// announced to the recorder as a skip of exactly the rest of the gap, so the recording puts
+/// the resumed audio a minute later instead of right after the old audio.
+#[test]
+fn a_long_gap_becomes_a_skip_of_its_exact_length() {
+    let mut r = Rig::new(config(), Side::Pbx);
+    r.taps();
+    let voice = voice_ulaw(FRAME, 0);
+    r.pbx_audio(0, 0, &voice);
+    let later = rtp(0, false, 1, 60 * 8000, PBX_SSRC, &voice);
+    r.send(60_000, Side::Pbx, &later);
+    let fill = MAX_GAP_FILL_MS * 8;
+    let f = FRAME as u64;
+    assert_eq!(
+        skips_of(&r.taps(), Side::Pbx),
+        [(f + fill, 60 * 8000 - f - fill)]
+    );
+}
+
+/// A timestamp jump the arrival clock does not confirm (the sender jumped its timestamps an
+/// hour ahead 20 ms after the previous packet) is no gap: the audio stays contiguous.
+#[test]
+fn a_timestamp_jump_follows_the_arrival_clock() {
+    let mut r = Rig::new(config(), Side::Pbx);
+    r.taps();
+    let voice = voice_ulaw(FRAME, 0);
+    r.pbx_audio(0, 0, &voice);
+    for k in 0..3u32 {
+        let pkt = rtp(
+            0,
+            false,
+            1 + k as u16,
+            3600 * 8000 + k * 160,
+            PBX_SSRC,
+            &voice,
+        );
+        r.send(20 + u64::from(k) * 20, Side::Pbx, &pkt);
+    }
+    r.media.finish();
+    let taps = r.taps();
+    assert!(skips_of(&taps, Side::Pbx).is_empty());
+    assert_eq!(audio_of(&taps, Side::Pbx).len(), 4 * FRAME);
+}
+
+fn wide_spec(pt: u8, name: &str, rate: u32) -> StreamSpec {
+    StreamSpec {
+        codecs: vec![
+            Codec {
+                pt: PayloadType::try_from(pt).unwrap(),
+                name: name.into(),
+                clock_rate: rate,
+                channels: None,
+            },
+            codec(TEL, "telephone-event"),
+        ],
+        ..spec()
+    }
+}
+
+/// Issue 12 item 2: G.722 (8000 RTP clock, one 8 kHz sample per byte) and Opus (48000 RTP
+/// clock, 160 samples per 20 ms packet from libopus) reach the recorder path as audio, on the
+/// right time line, with no fail-closed span.
+#[test]
+fn g722_and_opus_are_decoded_on_the_recorder_path() {
+    let mut r = Rig::new(config(), Side::Pbx);
+    r.media
+        .handle_command(r.t0, CallCommand::Spec(vec![wide_spec(9, "G722", 8000)]));
+    r.taps();
+    for i in 0..10u32 {
+        let pkt = rtp(9, false, i as u16, i * 160, PBX_SSRC, &[0x5a; 160]);
+        r.send(u64::from(i) * 20, Side::Pbx, &pkt);
+    }
+    r.media.finish();
+    let taps = r.taps();
+    assert_eq!(audio_of(&taps, Side::Pbx).len(), 10 * FRAME);
+    assert!(spans_of(&taps, Side::Pbx).is_empty());
+
+    let mut r = Rig::new(config(), Side::Pbx);
+    r.media.handle_command(
+        r.t0,
+        CallCommand::Spec(vec![wide_spec(111, "opus", 48_000)]),
+    );
+    r.taps();
+    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
+        .expect("libopus encoder");
+    let tone: Vec<i16> = (0..960 * 10)
+        .map(|i| (6000.0 * (i as f64 * 440.0 * std::f64::consts::TAU / 48_000.0).sin()) as i16)
+        .collect();
+    let mut buf = [0u8; 400];
+    for (i, frame) in tone.chunks(960).enumerate() {
+        let n = enc.encode(frame, &mut buf).expect("encode");
+        let i = i as u32;
+        let pkt = rtp(111, false, i as u16, 1000 + i * 960, PBX_SSRC, &buf[..n]);
+        r.send(u64::from(i) * 20, Side::Pbx, &pkt);
+    }
+    // A corrupt Opus packet: its 20 ms are muted and marked fail-closed.
+    let bad = rtp(
+        111,
+        false,
+        10,
+        1000 + 10 * 960,
+        PBX_SSRC,
+        &[0xff, 0xff, 0xff],
+    );
+    r.send(200, Side::Pbx, &bad);
+    r.media.finish();
+    let taps = r.taps();
+    let pcm = audio_of(&taps, Side::Pbx);
+    assert_eq!(pcm.len(), 11 * FRAME);
+    assert!(energy(&pcm[2 * FRAME..10 * FRAME]) > 1e5, "decoded audio");
+    let spans = spans_of(&taps, Side::Pbx);
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(spans[0].2, MaskReason::FailClosed);
+    assert!(skips_of(&taps, Side::Pbx).is_empty());
 }

@@ -74,6 +74,24 @@ impl Aligner {
         self.release_to(end, out);
     }
 
+    /// The call ended at output position `end`: release up to there (silence where neither
+    /// direction put anything) and pending audio beyond it up to its last non-silent sample;
+    /// trailing silence past `end` (the look-ahead's flush) is not part of the call.
+    pub(super) fn flush_to(&mut self, end: u64, out: &mut dyn FnMut(&[u8])) {
+        let sound = self
+            .bufs
+            .iter()
+            .map(|b| b.iter().rposition(|&x| x != 0).map_or(0, |p| p + 1))
+            .max()
+            .unwrap_or(0) as u64;
+        let stop = end.max(self.emitted + sound);
+        let keep = stop.saturating_sub(self.emitted) as usize;
+        for b in &mut self.bufs {
+            b.truncate(keep);
+        }
+        self.release_to(stop, out);
+    }
+
     fn release_to(&mut self, end: u64, out: &mut dyn FnMut(&[u8])) {
         let mut bytes = Vec::new();
         while self.emitted < end {
@@ -136,6 +154,27 @@ mod tests {
         assert_eq!(dropped, 10);
         assert_eq!(out.len() as u64, (emitted + 10) * 2);
         assert!(out[emitted as usize * 2..].chunks(2).all(|f| f == [3, 7]));
+    }
+
+    #[test]
+    fn flush_to_pads_to_the_call_end_and_cuts_trailing_silence() {
+        let mut a = Aligner::default();
+        let mut out = Vec::new();
+        collect(&mut a, 0, 0, &[1; 160], &mut out);
+        collect(&mut a, 1, 0, &[2; 160], &mut out);
+        // The look-ahead flush: silence after the last audio, beyond the call's end.
+        collect(&mut a, 0, 160, &[0; 640], &mut out);
+        let mut sink = |b: &[u8]| out.extend(b.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+        a.flush_to(400, &mut sink);
+        assert_eq!(a.emitted(), 400);
+        let mut b = Aligner::default();
+        let mut out2 = Vec::new();
+        collect(&mut b, 0, 0, &[1; 160], &mut out2);
+        b.flush_to(8000, &mut |x: &[u8]| {
+            out2.extend(x.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])))
+        });
+        assert_eq!(b.emitted(), 8000, "padded to the call's length");
+        assert_eq!(out2.len(), 16_000);
     }
 
     #[test]

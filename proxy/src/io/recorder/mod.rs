@@ -3,7 +3,8 @@
 //! Only [`TapFrame`](super::media::TapFrame) samples (sanitized 8 kHz PCM) and span times
 //! ever leave this module: no sink writes or sends anything else.
 //!
-//! - `wav`: one stereo 8 kHz 16-bit WAV per call (caller left, agent right), streamed to a
+//! - `wav`: one stereo 8 kHz 16-bit WAV per call (left: the PBX side, i.e. the customer;
+//!   right: the agents' side; whoever dialled, see the sidecar's `direction`), streamed to a
 //!   temporary file while the call goes on ([`align`]: the two directions are interleaved as
 //!   soon as both are known, or 2 s behind the one ahead, the other then silent), made final
 //!   (sizes patched, fsync, rename) at call end, with a JSON sidecar of the masked spans
@@ -19,6 +20,13 @@
 //! - `siprec`: an RFC 7866 recording session per call toward the first SRS of its list that
 //!   answers, the two streams sent as the `rtp` sink sends them; a local `wav` file in
 //!   `fallback_dir` when every SRS fails ([`siprec`]).
+//!
+//! Timeline: each direction's first audio is placed at its arrival time; after that, audio is
+//! placed by its media time, plus the long gaps the media side announced ([`TapEvent::Skip`]),
+//! so a gap of any length on either side is silence of that length at its place, the two
+//! channels stay aligned, and the WAV lasts from the call's start to its end. A call that never
+//! had media leaves no recording. Audio that arrives after its place was written is counted
+//! (`callmask_recorder_dropped_samples_total`) and logged.
 //!
 //! Names: `{start unix ms}-call{N}` (N is callmask's internal call number, no SIP data).
 #![allow(clippy::disallowed_methods)] // io shell: reads the clock
@@ -66,6 +74,9 @@ struct Sidecar {
     end_unix_ms: u128,
     sample_rate: u32,
     channels: [&'static str; 2],
+    /// Who dialled: `inbound` (the PBX side called an agent) or `outbound` (an agent called
+    /// out through the PBX).
+    direction: &'static str,
     spans: Vec<SpanOut>,
 }
 
@@ -113,6 +124,50 @@ struct WavSink {
     hash_numbers: bool,
 }
 
+/// Channel names, left then right: left is always the PBX side (the customer), right the
+/// agents' side, whoever dialled (the sidecar's `direction` says who did).
+const CHANNELS: [&str; 2] = ["customer", "agent"];
+
+/// The WAV channel of audio from `side`.
+fn channel_of(side: Side) -> usize {
+    usize::from(side == Side::Agents)
+}
+
+/// One direction's long gaps: from media time `at` on, audio belongs `cumulative` samples
+/// later than its media time. Bounded: the oldest entries fold into `base`.
+#[derive(Debug, Default)]
+struct Timeline {
+    /// Skips folded out of `skips` (all before every frame still to come).
+    base: u64,
+    /// `(at, cumulative extra from at on)`, `at` increasing.
+    skips: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Timeline {
+    /// Most skips remembered (a span ending before the oldest is placed with `base`).
+    const MAX: usize = 256;
+
+    fn skip(&mut self, at: u64, samples: u64) {
+        let total = self.skips.back().map_or(self.base, |s| s.1) + samples;
+        if self.skips.len() == Self::MAX {
+            if let Some((_, c)) = self.skips.pop_front() {
+                self.base = c;
+            }
+        }
+        self.skips.push_back((at, total));
+    }
+
+    /// Extra samples for media time `t`, and where the next skip begins (after `t`).
+    fn at(&self, t: u64) -> (u64, Option<u64>) {
+        let i = self.skips.partition_point(|s| s.0 <= t);
+        let extra = i
+            .checked_sub(1)
+            .and_then(|j| self.skips.get(j))
+            .map_or(self.base, |s| s.1);
+        (extra, self.skips.get(i).map(|s| s.0))
+    }
+}
+
 /// One call being recorded.
 struct CallRec {
     caller_side: Side,
@@ -122,6 +177,10 @@ struct CallRec {
     /// Per direction (0 = caller, 1 = agent): offset (samples) from the call start to its
     /// media time 0.
     offsets: [Option<u64>; 2],
+    /// Per direction: the long gaps the media side skipped ([`TapEvent::Skip`]).
+    timelines: [Timeline; 2],
+    /// Non-silent samples dropped by the aligner (their place was already written).
+    dropped: u64,
     spans: Vec<SpanOut>,
     aligner: align::Aligner,
     /// Per `wav` sink; `None` once it failed (the failure was counted and logged).
@@ -325,7 +384,7 @@ impl Recorders {
                 let Some(rec) = calls.get_mut(&f.call) else {
                     return;
                 };
-                let ch = usize::from(f.from != rec.caller_side);
+                let ch = channel_of(f.from);
                 let samples = f.samples();
                 let offset = *rec.offsets[ch].get_or_insert_with(|| {
                     // First audio of this direction: place it at its arrival time.
@@ -335,15 +394,43 @@ impl Recorders {
                         .saturating_sub(self.path_delay)
                         .saturating_sub(f.media_time.0)
                 });
-                self.rtp_frame(f.call, rec, ch, f.media_time.0, samples);
-                for s in &mut self.siprec {
-                    s.frame(f.call, ch, offset + f.media_time.0, samples);
+                // Split where a skipped gap begins: each part goes to its place in the call.
+                let mut k = 0;
+                while k < samples.len() {
+                    let t = f.media_time.0 + k as u64;
+                    let (extra, next) = rec.timelines[ch].at(t);
+                    let end = next.map_or(samples.len(), |b| {
+                        usize::try_from(b - f.media_time.0)
+                            .map_or(samples.len(), |e| e.min(samples.len()))
+                    });
+                    let part = &samples[k..end];
+                    let pos = offset + t + extra;
+                    self.rtp_frame(f.call, rec, ch, pos, part);
+                    for s in &mut self.siprec {
+                        s.frame(f.call, ch, pos, part);
+                    }
+                    let CallRec { aligner, wavs, .. } = rec;
+                    let metrics = &self.metrics;
+                    let dropped = aligner.put(ch, pos, part, &mut |bytes| {
+                        write_wavs(wavs, bytes, metrics, f.call)
+                    });
+                    let lost = part[..dropped as usize].iter().filter(|&&x| x != 0).count() as u64;
+                    if lost > 0 {
+                        rec.dropped += lost;
+                        self.metrics.recorder_dropped_samples(lost);
+                    }
+                    k = end;
                 }
-                let CallRec { aligner, wavs, .. } = rec;
-                let metrics = &self.metrics;
-                aligner.put(ch, offset + f.media_time.0, samples, &mut |bytes| {
-                    write_wavs(wavs, bytes, metrics, f.call)
-                });
+            }
+            TapEvent::Skip {
+                call,
+                from,
+                at,
+                samples,
+            } => {
+                if let Some(rec) = calls.get_mut(&call) {
+                    rec.timelines[channel_of(from)].skip(at, samples);
+                }
             }
             TapEvent::Span {
                 call,
@@ -353,12 +440,13 @@ impl Recorders {
                 reason,
             } => {
                 if let Some(rec) = calls.get_mut(&call) {
-                    let ch = usize::from(from != rec.caller_side);
+                    let ch = channel_of(from);
                     let off = rec.offsets[ch].unwrap_or(0);
+                    let tl = &rec.timelines[ch];
                     rec.spans.push(SpanOut {
-                        channel: if ch == 0 { "caller" } else { "agent" },
-                        start_ms: (start.0 + off) as f64 / 8.0,
-                        end_ms: (end.0 + off) as f64 / 8.0,
+                        channel: CHANNELS[ch],
+                        start_ms: (start.0 + off + tl.at(start.0).0) as f64 / 8.0,
+                        end_ms: (end.0 + off + tl.at(end.0.saturating_sub(1)).0) as f64 / 8.0,
                         reason: reason.as_str(),
                     });
                 }
@@ -424,6 +512,8 @@ impl Recorders {
             started: self.clock.now(),
             start_unix_ms,
             offsets: [None, None],
+            timelines: [Timeline::default(), Timeline::default()],
+            dropped: 0,
             spans: Vec::new(),
             aligner: align::Aligner::default(),
             wavs,
@@ -465,14 +555,32 @@ impl Recorders {
     fn finish(&mut self, call: CallRef, rec: CallRec) -> Vec<JoinHandle<()>> {
         let CallRec {
             start_unix_ms,
+            caller_side,
+            started,
             meta,
             spans,
+            offsets,
+            dropped,
             mut aligner,
             mut wavs,
             mut rtps,
             mut rtp_error_logged,
             ..
         } = rec;
+        if dropped > 0 {
+            tracing::warn!(
+                call = call.0,
+                samples = dropped,
+                "recording misses audio that arrived after its place in the file was written"
+            );
+        }
+        let had_media = offsets.iter().any(Option::is_some);
+        if !had_media {
+            // Issue 12: a call that never had media (407, 408, 487, 488) leaves no empty
+            // recording behind; dropping the files removes their temporary names.
+            wavs.clear();
+            tracing::debug!(call = call.0, "no media: no recording");
+        }
         for r in rtps.iter_mut() {
             if let Some(r) = r {
                 let sent = r.finish();
@@ -480,9 +588,15 @@ impl Recorders {
             }
             self.metrics.recorder_session_closed(SinkKind::Rtp);
         }
-        aligner.flush(&mut |bytes| write_wavs(&mut wavs, bytes, &self.metrics, call));
+        // The WAV lasts as long as the call (silence after the last audio if the call went
+        // on without media), however the last frames were placed.
+        let call_len = self.clock.now().saturating_sub(started).as_millis() as u64 * 8;
+        let flush_to = if had_media { call_len } else { 0 };
+        aligner.flush_to(flush_to, &mut |bytes| {
+            write_wavs(&mut wavs, bytes, &self.metrics, call)
+        });
         let mut sidecar = Sidecar {
-            version: 1,
+            version: 2,
             call: call.0,
             sip_call_id: meta.sip_call_id,
             from: meta.from,
@@ -491,7 +605,12 @@ impl Recorders {
             start_unix_ms,
             end_unix_ms: unix_ms(),
             sample_rate: 8000,
-            channels: ["caller", "agent"],
+            channels: CHANNELS,
+            direction: if caller_side == Side::Pbx {
+                "inbound"
+            } else {
+                "outbound"
+            },
             spans,
         };
         let json = serde_json::to_vec_pretty(&sidecar).unwrap_or_default();
@@ -525,8 +644,9 @@ impl Recorders {
             .collect();
         let closed = self.wav.len();
         let metrics = self.metrics.clone();
+        let json = if had_media { json } else { Vec::new() };
         handles.push(tokio::task::spawn_blocking(move || {
-            for (w, dir, recipients, hashed) in jobs {
+            for (w, dir, recipients, hashed) in jobs.into_iter().filter(|_| had_media) {
                 let json = if hashed { &json } else { &json_clear };
                 match finish_one(w, &dir, &name, &recipients, json) {
                     Ok((path, bytes)) => {
