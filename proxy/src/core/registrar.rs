@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::core::proxy::SipTransport;
+
 /// User-part prefix of the Contacts callmask registers on the phones' behalf.
 pub const TOKEN_PREFIX: &str = "rg-";
 /// Expiry assumed when a REGISTER names none (RFC 3261 §10.2.1.1 suggests 3600 s).
@@ -30,6 +32,9 @@ pub struct Binding {
     pub contact: Bytes,
     /// Where the phone's REGISTER came from (requests to it go here).
     pub source: SocketAddr,
+    /// The transport it registered over: requests to it go the same way (a TCP-registered
+    /// phone is reached over its own connection, RFC 5626 style, whatever the PBX used).
+    pub transport: SipTransport,
     /// When the binding lapses.
     pub expires: Instant,
     /// Confirmed by a 2xx from the PBX.
@@ -70,17 +75,20 @@ impl Registrar {
         aor: Bytes,
         contact: Bytes,
         source: SocketAddr,
+        transport: SipTransport,
         now: Instant,
     ) {
         let entry = self.by_token.entry(token.to_string()).or_insert(Binding {
             aor,
             contact: contact.clone(),
             source,
+            transport,
             expires: now + GRACE,
             active: false,
         });
         entry.contact = contact;
         entry.source = source;
+        entry.transport = transport;
         if !entry.active {
             entry.expires = now + GRACE;
             self.expiries
@@ -186,6 +194,7 @@ mod tests {
             "sip:1001@pbx".into(),
             "sip:1001@10.0.0.7:5060".into(),
             addr(),
+            SipTransport::Udp,
             t0,
         );
         assert!(
@@ -212,14 +221,36 @@ mod tests {
     fn unregister_and_refusal() {
         let mut r = Registrar::new();
         let t0 = Instant::now();
-        r.pending("rg-a", "sip:a@pbx".into(), "sip:a@h".into(), addr(), t0);
+        let udp = SipTransport::Udp;
+        r.pending(
+            "rg-a",
+            "sip:a@pbx".into(),
+            "sip:a@h".into(),
+            addr(),
+            udp,
+            t0,
+        );
         r.confirmed("rg-a", None, t0);
         r.confirmed("rg-a", Some(Duration::ZERO), t0);
         assert_eq!(r.active(), 0);
-        r.pending("rg-b", "sip:b@pbx".into(), "sip:b@h".into(), addr(), t0);
+        r.pending(
+            "rg-b",
+            "sip:b@pbx".into(),
+            "sip:b@h".into(),
+            addr(),
+            udp,
+            t0,
+        );
         r.refused("rg-b");
         assert!(r.poll_timeout().is_none());
-        r.pending("rg-c", "sip:c@pbx".into(), "sip:c@h".into(), addr(), t0);
+        r.pending(
+            "rg-c",
+            "sip:c@pbx".into(),
+            "sip:c@h".into(),
+            addr(),
+            udp,
+            t0,
+        );
         r.confirmed("rg-c", None, t0);
         r.remove_aor(b"sip:c@pbx");
         assert_eq!(r.active(), 0);

@@ -274,7 +274,13 @@ impl ProxyCore {
         self.send_on(side, transport, dest, payload);
     }
 
-    fn send_on(&mut self, side: Side, transport: SipTransport, dest: SocketAddr, payload: Bytes) {
+    pub(super) fn send_on(
+        &mut self,
+        side: Side,
+        transport: SipTransport,
+        dest: SocketAddr,
+        payload: Bytes,
+    ) {
         self.transmits.push_back(Transmit {
             side,
             transport,

@@ -65,7 +65,8 @@ impl ProxyCore {
             .or(requested);
         let uri = contact.uri().as_bytes().clone();
         let token = Registrar::token_for(&aor, &uri, self.config.secret);
-        self.registrar.pending(&token, aor.clone(), uri, src, now);
+        self.registrar
+            .pending(&token, aor.clone(), uri, src, self.arrival, now);
         let ours = format!("sip:{token}@{}", self.config.pbx.sip_addr);
         let pending = PendingRegister {
             token: Some(token),

@@ -12,7 +12,7 @@ use super::anchoring::has_sdp;
 use super::register::PendingRegister;
 use super::routing::NextHop;
 use super::txn::{AckMatch, ClientEntry, Hop, ServerEntry};
-use super::types::{CallOutcome, DropReason, Parties, ProxyEvent, Side};
+use super::types::{CallOutcome, DropReason, Parties, ProxyEvent, Side, SipTransport};
 use super::{ProxyCore, TIMER_C};
 use crate::core::sip::txn::TransactionKey;
 use crate::core::sip::{
@@ -40,6 +40,8 @@ struct Rewrite {
     branch: String,
     /// Max-Forwards, decremented.
     max_forwards: u8,
+    /// The transport it leaves on (Via and the departure side's Record-Route say so).
+    transport: SipTransport,
     /// A new Request-URI (a registered phone's Contact).
     request_uri: Option<Bytes>,
     /// The request creates a dialog: callmask record-routes it.
@@ -107,12 +109,13 @@ impl ProxyCore {
         let rewrite = Rewrite {
             branch,
             max_forwards,
+            transport: hop.transport,
             request_uri: hop.request_uri,
             new_dialog,
             other_fork,
         };
         if let Some((fwd, register)) = self.rewrite_request(&req, &rewrite) {
-            self.forward_request(req, fwd, hop.dest, register);
+            self.forward_request(req, fwd, hop.dest, hop.transport, register);
         }
     }
 
@@ -302,7 +305,7 @@ impl ProxyCore {
         }
         if w.new_dialog {
             // Double Record-Route: the entry for the arrival side below the departure side's.
-            let [inbound, outbound] = self.record_routes(r.side, out);
+            let [inbound, outbound] = self.record_routes(r.side, out, w.transport);
             edit = edit
                 .prepend_record_route(inbound.as_bytes())
                 .prepend_record_route(outbound.as_bytes());
@@ -310,7 +313,7 @@ impl ProxyCore {
         if has_sdp(&r.msg) {
             edit = edit.set_body(self.anchor_request_body(r, w.other_fork)?);
         }
-        edit = edit.prepend_via(self.own_via(out, &w.branch).as_bytes());
+        edit = edit.prepend_via(self.own_via(out, w.transport, &w.branch).as_bytes());
         match edit.finish() {
             Ok(m) => Some((m, register)),
             Err(e) => {
@@ -354,18 +357,19 @@ impl ProxyCore {
         r: Incoming,
         fwd: SipMessage,
         dest: SocketAddr,
+        transport: SipTransport,
         register: Option<PendingRegister>,
     ) {
         let out = r.side.other();
         let Some(skey) = r.server.clone() else {
-            self.send(out, dest, fwd.as_bytes().clone());
+            self.send_on(out, transport, dest, fwd.as_bytes().clone());
             return;
         };
         let ckey = match TransactionKey::for_request(&fwd) {
             Ok(k) if !self.txns.clients.contains_key(&k) => k,
             _ => {
                 self.txns.servers.remove(&skey);
-                self.send(out, dest, fwd.as_bytes().clone());
+                self.send_on(out, transport, dest, fwd.as_bytes().clone());
                 return;
             }
         };
@@ -377,7 +381,7 @@ impl ProxyCore {
         }
         let down = Hop {
             side: out,
-            transport: self.arrival,
+            transport,
             dest,
         };
         let up = Hop {

@@ -17,6 +17,8 @@ use crate::core::sip::{SipMessage, Uri, Via, MAGIC_COOKIE};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct NextHop {
     pub(super) dest: SocketAddr,
+    /// The transport to it: a registered phone's own (issue 12 item 4), else the arrival's.
+    pub(super) transport: SipTransport,
     /// A new Request-URI (a registered phone's own Contact), if it changes.
     pub(super) request_uri: Option<Bytes>,
 }
@@ -28,6 +30,7 @@ impl ProxyCore {
         if let Some(peer) = self.config.side(out).peer {
             return Some(NextHop {
                 dest: peer,
+                transport: self.arrival,
                 request_uri: None,
             });
         }
@@ -36,12 +39,19 @@ impl ProxyCore {
         if let Some(b) = by_token {
             return Some(NextHop {
                 dest: b.source,
+                transport: b.transport,
                 request_uri: Some(b.contact.clone()),
             });
         }
         let by_call = self.calls.get(call_id).and_then(|c| c.agents_addr)?;
+        // In a dialog the Request-URI is the phone's Contact: its `transport=tcp` says how
+        // the phone is reached (RFC 3261 §19.1.4), whatever the PBX used.
+        let tcp = msg
+            .request_uri()
+            .is_some_and(|u| contains_ignore_case(u.as_bytes(), b";transport=tcp"));
         Some(NextHop {
             dest: by_call,
+            transport: if tcp { SipTransport::Tcp } else { self.arrival },
             request_uri: None,
         })
     }
@@ -68,24 +78,25 @@ impl ProxyCore {
 
     /// The two Record-Route entries for a request from `side` leaving on `out`, in the order
     /// they are prepended: the arrival side's, then the departure side's (on top).
-    pub(super) fn record_routes(&self, side: Side, out: Side) -> [String; 2] {
+    /// Each names the transport of its own side (the arrival's, and `out_tp` leaving).
+    pub(super) fn record_routes(&self, side: Side, out: Side, out_tp: SipTransport) -> [String; 2] {
         let inbound = self.config.side(side).sip_addr;
         let outbound = self.config.side(out).sip_addr;
-        let tp = match self.arrival {
+        let tp = |t: SipTransport| match t {
             SipTransport::Udp => "",
             SipTransport::Tcp => ";transport=tcp",
         };
         [
-            format!("<sip:{inbound}{tp};lr>"),
-            format!("<sip:{outbound}{tp};lr>"),
+            format!("<sip:{inbound}{};lr>", tp(self.arrival)),
+            format!("<sip:{outbound}{};lr>", tp(out_tp)),
         ]
     }
 
-    /// callmask's Via for a request leaving on `out` with `branch`.
-    pub(super) fn own_via(&self, out: Side, branch: &str) -> String {
+    /// callmask's Via for a request leaving on `out` over `tp` with `branch`.
+    pub(super) fn own_via(&self, out: Side, tp: SipTransport, branch: &str) -> String {
         format!(
             "SIP/2.0/{} {};branch={branch};rport",
-            self.arrival.via_token(),
+            tp.via_token(),
             self.config.side(out).sip_addr
         )
     }
@@ -150,4 +161,10 @@ fn via_destination(via: &Via) -> Option<SocketAddr> {
         _ => via.port().unwrap_or(5060),
     };
     Some(SocketAddr::new(ip, port))
+}
+
+/// Whether `hay` contains `needle`, ASCII case-insensitively.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -1541,3 +1541,67 @@ fn offers_keep_only_decodable_codecs() {
     assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
     assert_eq!(c.ports().in_use(), 0);
 }
+
+/// Issue 12 item 4: a phone that registered over TCP is reached over TCP (its own
+/// connection: the shell keys connections by peer address) when the PBX's INVITE arrives over
+/// UDP; the Via and the agents-side Record-Route name TCP, the PBX-side entry stays UDP.
+#[test]
+fn tcp_registered_phone_is_reached_over_tcp() {
+    let mut c = registration_core();
+    let t0 = Instant::now();
+    let reg = parse(&register(120, "z9hG4bKt1"));
+    c.handle_stream_message(Side::Agents, addr(PHONE), reg, t0);
+    let fwd = one_transmit(&mut c);
+    assert_eq!(
+        fwd.transport,
+        SipTransport::Tcp,
+        "REGISTER goes on as it came"
+    );
+    let reg = parse(&fwd.payload);
+    let token = reg
+        .contacts()
+        .expect("contact")
+        .remove(0)
+        .uri()
+        .user()
+        .cloned();
+    let token = String::from_utf8_lossy(&token.expect("token")).into_owned();
+    let ok = String::from_utf8_lossy(&response_to(&reg, 200, None)).replace(
+        &format!("Contact: <sip:agent@{AGENT_UA}>"),
+        &format!("Contact: <sip:{token}@127.0.0.1:5060>;expires=60"),
+    );
+    c.handle_stream_message(Side::Pbx, addr(PBX_UA), parse(&Bytes::from(ok)), t0);
+    let back = one_transmit(&mut c);
+    assert_eq!(
+        (back.transport, back.dest),
+        (SipTransport::Tcp, addr(PHONE))
+    );
+    // The PBX calls the phone over UDP.
+    let inv = String::from_utf8_lossy(&request(
+        "INVITE",
+        "z9hG4bKt2",
+        None,
+        1,
+        Some(&sdp("10.1.1.1", 4000)),
+    ))
+    .replace(
+        "INVITE sip:agent@127.0.0.1:5062 SIP/2.0",
+        &format!("INVITE sip:{token}@127.0.0.1:5060 SIP/2.0"),
+    );
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(inv), t0);
+    let t = trying_then_forward(&mut c);
+    assert_eq!(
+        (t.side, t.transport, t.dest),
+        (Side::Agents, SipTransport::Tcp, addr(PHONE))
+    );
+    let fwd = parse(&t.payload);
+    assert!(fwd.top_via().expect("via").transport().is_reliable());
+    let rr: Vec<String> = fwd
+        .header_values("Record-Route")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let rr = rr.join(",");
+    assert!(rr.contains("5062;transport=tcp;lr"), "{rr}");
+    assert!(rr.contains("5060;lr"), "{rr}");
+}
