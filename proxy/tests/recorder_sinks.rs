@@ -174,8 +174,16 @@ async fn wav_is_stereo_time_aligned_streamed_with_sidecar() {
         reason: MaskReason::DtmfInband,
     })
     .await;
-    d.send(TapEvent::End { call: CallRef(7) }).await;
-    d.send(TapEvent::End { call: CallRef(7) }).await; // the other direction's End
+    d.send(TapEvent::End {
+        call: CallRef(7),
+        length: None,
+    })
+    .await;
+    d.send(TapEvent::End {
+        call: CallRef(7),
+        length: None,
+    })
+    .await; // the other direction's End
     let metrics = d.stop().await;
 
     let w = parse_wav(&std::fs::read(only_file(&dir, ".wav")).expect("wav"));
@@ -239,8 +247,16 @@ async fn hash_numbers_is_honoured_per_sink() {
     let s: Vec<i16> = (0..160).map(caller_sample).collect();
     d.send(frame(9, Side::Pbx, 0, &s)).await;
     d.clock.advance(Duration::from_millis(20));
-    d.send(TapEvent::End { call: CallRef(9) }).await;
-    d.send(TapEvent::End { call: CallRef(9) }).await;
+    d.send(TapEvent::End {
+        call: CallRef(9),
+        length: None,
+    })
+    .await;
+    d.send(TapEvent::End {
+        call: CallRef(9),
+        length: None,
+    })
+    .await;
     d.stop().await;
     let read = |dir: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(only_file(dir, ".json")).expect("json"))
@@ -267,7 +283,11 @@ async fn a_stalled_direction_is_filled_with_silence_and_the_call_goes_on() {
     let d = Driver::start(&config(vec![wav(&dir, vec![], None)]));
     // The agent stops after 1 s while the caller goes on for 10 s.
     drive_call(&d, 1, 10_000, 0, 1_000).await;
-    d.send(TapEvent::End { call: CallRef(1) }).await;
+    d.send(TapEvent::End {
+        call: CallRef(1),
+        length: None,
+    })
+    .await;
     d.stop().await;
     let w = parse_wav(&std::fs::read(only_file(&dir, ".wav")).expect("wav"));
     assert_eq!(w.left.len(), 80_000);
@@ -319,7 +339,11 @@ async fn a_skipped_gap_is_silence_at_its_place_and_the_wav_lasts_the_call() {
     }
     // The call goes on 1 s without media before it ends.
     d.clock.advance(Duration::from_millis(1000));
-    d.send(TapEvent::End { call: CallRef(3) }).await;
+    d.send(TapEvent::End {
+        call: CallRef(3),
+        length: None,
+    })
+    .await;
     d.stop().await;
     let w = parse_wav(&std::fs::read(only_file(&dir, ".wav")).expect("wav"));
     assert_eq!(w.left.len(), 25 * 8000, "the WAV lasts the call");
@@ -359,7 +383,11 @@ async fn a_call_without_media_leaves_no_files() {
     })
     .await;
     d.clock.advance(Duration::from_millis(500));
-    d.send(TapEvent::End { call: CallRef(4) }).await;
+    d.send(TapEvent::End {
+        call: CallRef(4),
+        length: None,
+    })
+    .await;
     d.stop().await;
     assert!(files(&dir).is_empty(), "{:?}", files(&dir));
     let _ = std::fs::remove_dir_all(dir);
@@ -438,7 +466,11 @@ async fn age_encrypted_recording_decrypts_with_the_cli_to_the_plain_recording() 
         reason: MaskReason::Rfc4733,
     })
     .await;
-    d.send(TapEvent::End { call: CallRef(3) }).await;
+    d.send(TapEvent::End {
+        call: CallRef(3),
+        length: None,
+    })
+    .await;
     let metrics = d.stop().await;
 
     assert_no_plaintext(&enc);
@@ -662,7 +694,11 @@ async fn rtp_sink_sends_both_legs_continuous_and_decodable() {
         let s: Vec<i16> = (k * 160..k * 160 + 160).map(agent).collect();
         d.send(frame(9, Side::Pbx, k * 160, &s)).await;
     }
-    d.send(TapEvent::End { call: CallRef(9) }).await;
+    d.send(TapEvent::End {
+        call: CallRef(9),
+        length: None,
+    })
+    .await;
     let m = d.stop().await;
 
     // Channels by side (issue 12): the PBX side goes to `port`, the agents' side to
@@ -716,7 +752,11 @@ async fn an_unwritable_dir_neither_panics_nor_leaves_a_partial_file() {
     drive_call(&d, 5, 6_000, 0, 6_000).await;
     assert_eq!(files(&vanishing).len(), 1);
     std::fs::remove_dir_all(&vanishing).expect("remove");
-    d.send(TapEvent::End { call: CallRef(5) }).await;
+    d.send(TapEvent::End {
+        call: CallRef(5),
+        length: None,
+    })
+    .await;
     let m = d.stop().await;
     assert_eq!(files(&base), ["blocker"], "nothing but the blocker");
     let rendered = m.render();

@@ -96,9 +96,12 @@ async fn every_srs_dead_gives_an_encrypted_fallback_with_the_held_audio() {
         1.0
     );
     talk(&tx, 1, 1000, 1000).await;
-    tx.send(TapEvent::End { call: CallRef(1) })
-        .await
-        .expect("alive");
+    tx.send(TapEvent::End {
+        call: CallRef(1),
+        length: None,
+    })
+    .await
+    .expect("alive");
     drop(tx);
     task.await.expect("recorder");
     let names = files(&dir);
@@ -235,9 +238,12 @@ async fn a_bye_from_the_srs_stops_the_stream_and_is_counted() {
     assert_eq!(before, 10);
     // After the BYE nothing more is sent.
     talk(&tx, 2, 200, 400).await;
-    tx.send(TapEvent::End { call: CallRef(2) })
-        .await
-        .expect("alive");
+    tx.send(TapEvent::End {
+        call: CallRef(2),
+        length: None,
+    })
+    .await
+    .expect("alive");
     drop(tx);
     task.await.expect("recorder");
     assert!(
@@ -265,9 +271,12 @@ async fn a_call_without_audio_opens_no_session() {
     .await
     .expect("alive");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    tx.send(TapEvent::End { call: CallRef(3) })
-        .await
-        .expect("alive");
+    tx.send(TapEvent::End {
+        call: CallRef(3),
+        length: None,
+    })
+    .await
+    .expect("alive");
     drop(tx);
     task.await.expect("recorder");
     let mut buf = [0u8; 4096];

@@ -310,8 +310,9 @@ impl CallRelay {
                 _ = idle_check.tick() => self.media.handle_timeout(Instant::now()),
             }
         };
+        let ended = Instant::now();
         self.finish_speech().await;
-        self.media.finish();
+        self.media.finish(Some(ended));
         self.drain();
         exit
     }

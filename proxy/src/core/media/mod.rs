@@ -497,8 +497,11 @@ impl<S: SpeechHook> CallMedia<S> {
 
     /// The call's media is over: flush both directions' look-ahead and queue the tap's
     /// `End`. Let speech verdicts in first (see `io::media`). Drain [`Self::poll_tap`] after.
-    pub fn finish(&mut self) {
-        self.recorder.finish();
+    /// `ended`: when the call ended (before waiting for verdicts), so the recording lasts as
+    /// long as the call; `None` uses the recorder's own clock.
+    pub fn finish(&mut self, ended: Option<Instant>) {
+        let length = ended.map(|t| t.saturating_duration_since(self.created));
+        self.recorder.finish(length);
     }
 
     /// Whether a recorder path exists.

@@ -139,6 +139,10 @@ pub enum TapEvent {
     End {
         /// The call.
         call: CallRef,
+        /// How long the call lasted, from its media core's creation (the recorder's `Start`)
+        /// to its end (before the look-ahead was flushed): the WAV is made that long.
+        /// `None`: the recorder uses its own clock.
+        length: Option<Duration>,
     },
 }
 
@@ -586,7 +590,7 @@ impl<S: SpeechHook> RecorderPath<S> {
 
     /// Push each started direction's look-ahead worth of silence so its last real audio
     /// leaves the line, close its spans, and queue `End`.
-    pub(crate) fn finish(&mut self) {
+    pub(crate) fn finish(&mut self, length: Option<Duration>) {
         for side in Side::BOTH {
             if !self.dirs[side].started {
                 continue;
@@ -616,6 +620,6 @@ impl<S: SpeechHook> RecorderPath<S> {
             self.drain_spans(side);
         }
         let call = self.call;
-        self.emit(TapEvent::End { call });
+        self.emit(TapEvent::End { call, length });
     }
 }

@@ -305,7 +305,7 @@ fn recorder_path_fills_gaps_and_skips_late_packets_keeping_time() {
         let out = r.pbx_audio(i, ts0, &voice);
         assert!(out.is_some(), "late packets are still relayed live");
     }
-    r.media.finish();
+    r.media.finish(None);
     let taps = r.taps();
     let pcm = audio_of(&taps, Side::Pbx);
     // 11 packets' worth of time: the gaps are filled, the late packet is not added.
@@ -329,7 +329,7 @@ fn a_long_gap_is_capped_not_written_out() {
     let later = rtp(0, false, 1, 60 * 8000, PBX_SSRC, &voice);
     r.send(60_000, Side::Pbx, &later);
     r.pbx_audio(2, 60 * 8000 - 160, &voice); // next packet after the jump (seq 2, +160)
-    r.media.finish();
+    r.media.finish(None);
     let pcm = audio_of(&r.taps(), Side::Pbx);
     let max_gap = MAX_GAP_FILL_MS as usize * 8;
     assert_eq!(pcm.len(), FRAME + max_gap + 2 * FRAME);
@@ -348,7 +348,7 @@ fn an_ssrc_change_continues_the_recording_without_a_hole() {
         let pkt = rtp(0, false, 700 + i as u16, 10 + i * 160, 0x9999, &voice);
         assert!(r.send(100 + u64::from(i) * 20, Side::Pbx, &pkt).is_some());
     }
-    r.media.finish();
+    r.media.finish(None);
     let pcm = audio_of(&r.taps(), Side::Pbx);
     assert_eq!(pcm.len(), 10 * FRAME, "both sources recorded, back to back");
     assert!(energy(&pcm[7 * FRAME..8 * FRAME]) > 1e5);
@@ -370,7 +370,7 @@ fn a_timestamp_restart_on_the_same_ssrc_is_not_taken_for_late_packets() {
     // A packet only 40 ms late (reordering) is skipped, not a restart.
     let late = rtp(0, false, 7, 200_000 + 160, PBX_SSRC, &voice);
     r.send(200, Side::Pbx, &late);
-    r.media.finish();
+    r.media.finish(None);
     let pcm = audio_of(&r.taps(), Side::Pbx);
     assert_eq!(pcm.len(), 10 * FRAME);
 }
@@ -409,7 +409,7 @@ fn rfc4733_event_is_masked_on_the_recorder_path_and_relayed_live() {
     for i in 14..30 {
         r.pbx_audio(i, 0, &voice);
     }
-    r.media.finish();
+    r.media.finish(None);
     let taps = r.taps();
     let spans = spans_of(&taps, Side::Pbx);
     assert_eq!(spans.len(), 1, "three end reports make one span: {spans:?}");
@@ -451,7 +451,7 @@ fn rfc4733_edge_cases_lost_start_lost_end_wrap_and_garbage() {
     for i in 26..60 {
         r.pbx_audio(i, ts0, &voice);
     }
-    r.media.finish();
+    r.media.finish(None);
     let taps = r.taps();
     let spans = spans_of(&taps, Side::Pbx);
     assert_eq!(spans.len(), 1, "{spans:?}");
@@ -478,7 +478,7 @@ fn unsignalled_payload_types_are_relayed_not_interpreted() {
     // silent gap nobody hears of).
     let pkt = rtp(96, true, 1, 0, PBX_SSRC, &event(5, false, 160));
     assert_eq!(r.send(0, Side::Pbx, &pkt).unwrap().bytes, pkt);
-    r.media.finish();
+    r.media.finish(None);
     let spans = spans_of(&r.taps(), Side::Pbx);
     assert!(!spans.is_empty());
     assert!(
@@ -635,7 +635,7 @@ fn caller_keys_switch_secure_mode_inside_the_core() {
     press(&mut r, 64, 2, &mut seq);
     assert_eq!(r.events(), vec![MediaEvent::SecureByKeys { on: false }]);
     audio(&mut r, 68..90, &mut seq);
-    r.media.finish();
+    r.media.finish(None);
     let taps = r.taps();
     // Both directions are muted while secure, audible after.
     for side in Side::BOTH {
@@ -706,7 +706,7 @@ fn secure_and_info_commands_mute_from_what_is_not_yet_sent() {
     for i in 10..40 {
         r.pbx_audio(i, 0, &voice);
     }
-    r.media.finish();
+    r.media.finish(None);
     let taps = r.taps();
     let pcm = audio_of(&taps, Side::Pbx);
     // INFO_DTMF_MS from the newest input, back to the oldest sample still in the look-ahead.
@@ -727,7 +727,7 @@ fn without_a_recorder_nothing_is_tapped() {
     for i in 0..10 {
         assert!(r.pbx_audio(i, 0, &voice_ulaw(FRAME, 0)).is_some());
     }
-    r.media.finish();
+    r.media.finish(None);
     assert!(r.taps().is_empty());
 }
 
@@ -878,7 +878,7 @@ fn a_timestamp_jump_follows_the_arrival_clock() {
         );
         r.send(20 + u64::from(k) * 20, Side::Pbx, &pkt);
     }
-    r.media.finish();
+    r.media.finish(None);
     let taps = r.taps();
     assert!(skips_of(&taps, Side::Pbx).is_empty());
     assert_eq!(audio_of(&taps, Side::Pbx).len(), 4 * FRAME);
@@ -912,7 +912,7 @@ fn g722_and_opus_are_decoded_on_the_recorder_path() {
         let pkt = rtp(9, false, i as u16, i * 160, PBX_SSRC, &[0x5a; 160]);
         r.send(u64::from(i) * 20, Side::Pbx, &pkt);
     }
-    r.media.finish();
+    r.media.finish(None);
     let taps = r.taps();
     assert_eq!(audio_of(&taps, Side::Pbx).len(), 10 * FRAME);
     assert!(spans_of(&taps, Side::Pbx).is_empty());
@@ -945,7 +945,7 @@ fn g722_and_opus_are_decoded_on_the_recorder_path() {
         &[0xff, 0xff, 0xff],
     );
     r.send(200, Side::Pbx, &bad);
-    r.media.finish();
+    r.media.finish(None);
     let taps = r.taps();
     let pcm = audio_of(&taps, Side::Pbx);
     assert_eq!(pcm.len(), 11 * FRAME);

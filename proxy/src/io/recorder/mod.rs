@@ -330,7 +330,7 @@ impl Recorders {
         }
         let open: Vec<(CallRef, CallRec)> = calls.drain().collect();
         for (call, rec) in open {
-            finishing.extend(self.finish(call, rec));
+            finishing.extend(self.finish(call, rec, None));
         }
         // Shutdown: give the SRSs a moment to answer our BYEs (retransmitted meanwhile).
         let until = Instant::now() + Duration::from_secs(2);
@@ -375,7 +375,7 @@ impl Recorders {
                 meta,
             } => {
                 if let Some(old) = calls.remove(&call) {
-                    finishing.extend(self.finish(call, old));
+                    finishing.extend(self.finish(call, old, None));
                 }
                 let rec = self.start(call, caller_side, meta);
                 calls.insert(call, rec);
@@ -451,12 +451,12 @@ impl Recorders {
                     });
                 }
             }
-            TapEvent::End { call } => {
+            TapEvent::End { call, length } => {
                 // Both directions' relay tasks send End; finish on the first, keep
                 // accepting nothing after.
                 if let Some(rec) = calls.remove(&call) {
                     finishing.retain(|h| !h.is_finished());
-                    finishing.extend(self.finish(call, rec));
+                    finishing.extend(self.finish(call, rec, length));
                 }
             }
         }
@@ -552,7 +552,12 @@ impl Recorders {
     }
 
     /// Close the call on every sink; the WAV files are made final on a blocking thread.
-    fn finish(&mut self, call: CallRef, rec: CallRec) -> Vec<JoinHandle<()>> {
+    fn finish(
+        &mut self,
+        call: CallRef,
+        rec: CallRec,
+        length: Option<Duration>,
+    ) -> Vec<JoinHandle<()>> {
         let CallRec {
             start_unix_ms,
             caller_side,
@@ -590,7 +595,8 @@ impl Recorders {
         }
         // The WAV lasts as long as the call (silence after the last audio if the call went
         // on without media), however the last frames were placed.
-        let call_len = self.clock.now().saturating_sub(started).as_millis() as u64 * 8;
+        let length = length.unwrap_or_else(|| self.clock.now().saturating_sub(started));
+        let call_len = length.as_millis() as u64 * 8;
         let flush_to = if had_media { call_len } else { 0 };
         aligner.flush_to(flush_to, &mut |bytes| {
             write_wavs(&mut wavs, bytes, &self.metrics, call)
