@@ -58,14 +58,19 @@ impl Registrar {
         Registrar::default()
     }
 
-    /// The token for a phone: stable for the same AOR + Contact, so refreshes keep it.
-    pub fn token_for(aor: &[u8], contact: &[u8], secret: u64) -> String {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        secret.hash(&mut h);
-        aor.hash(&mut h);
-        contact.hash(&mut h);
-        format!("{TOKEN_PREFIX}{:012x}", h.finish() & 0xffff_ffff_ffff)
+    /// The token for a phone: stable for the same AOR + Contact and `key` (SHA-256, so it
+    /// does not change with the process or the Rust version), so refreshes keep it, and with
+    /// a key that outlives the process, restarts do too.
+    pub fn token_for(aor: &[u8], contact: &[u8], key: &[u8; 32]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(key);
+        h.update((aor.len() as u64).to_be_bytes());
+        h.update(aor);
+        h.update(contact);
+        let d = h.finalize();
+        let hex: String = d[..6].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{TOKEN_PREFIX}{hex}")
     }
 
     /// A REGISTER is being forwarded: remember (or refresh) the pending binding.
@@ -183,11 +188,17 @@ mod tests {
     fn binding_lifecycle() {
         let mut r = Registrar::new();
         let t0 = Instant::now();
-        let tok = Registrar::token_for(b"sip:1001@pbx", b"sip:1001@10.0.0.7:5060", 1);
+        let tok = Registrar::token_for(b"sip:1001@pbx", b"sip:1001@10.0.0.7:5060", &[1; 32]);
         assert!(tok.starts_with(TOKEN_PREFIX));
+        assert_eq!(tok.len(), TOKEN_PREFIX.len() + 12);
+        // Stable for the same key (a restart with log.hash_key set), other with another key.
         assert_eq!(
             tok,
-            Registrar::token_for(b"sip:1001@pbx", b"sip:1001@10.0.0.7:5060", 1)
+            Registrar::token_for(b"sip:1001@pbx", b"sip:1001@10.0.0.7:5060", &[1; 32])
+        );
+        assert_ne!(
+            tok,
+            Registrar::token_for(b"sip:1001@pbx", b"sip:1001@10.0.0.7:5060", &[2; 32])
         );
         r.pending(
             &tok,

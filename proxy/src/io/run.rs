@@ -278,6 +278,7 @@ pub async fn run(
         limits,
         secret: rand::random(),
         codecs: cfg.media.codecs.clone(),
+        registration_key: registration_key(&cfg),
     };
     let range = PortRange::new(cfg.media.ports.start(), cfg.media.ports.end()).map_err(|e| {
         RunError::Config {
@@ -439,4 +440,28 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), recorder_done).await;
     let _ = http_task.await;
     Ok(())
+}
+
+/// The key of registration-mode contact tokens: derived from `log.hash_key` when set, so a
+/// phone keeps its token across restarts (its refresh and un-REGISTER then match the binding
+/// the PBX holds); else random per process, with a warning in registration mode.
+fn registration_key(cfg: &config::Config) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    match &cfg.log.hash_key {
+        Some(k) => {
+            let mut h = Sha256::new();
+            h.update(b"callmask registration tokens\0");
+            h.update(k.as_bytes());
+            h.finalize().into()
+        }
+        None => {
+            if cfg.agents.peer.is_none() {
+                tracing::warn!(
+                    key = "log.hash_key",
+                    "not set: registration contact tokens change when callmask restarts (phones are unreachable until their next REGISTER, and an un-REGISTER from before the restart leaves a stale binding at the PBX)"
+                );
+            }
+            rand::random()
+        }
+    }
 }

@@ -266,6 +266,14 @@ fn count_sip_event(metrics: &SipMetrics, ev: &ProxyEvent) {
             metrics.rejected(side, metrics::DropReason::from(reason));
         }
         ProxyEvent::Dropped { side, reason } => {
+            if *reason == crate::core::proxy::DropReason::NoRoute && *side == Side::Pbx {
+                // Issue 12: a call for a phone callmask holds no binding for (it registered
+                // before a restart and has not refreshed yet, or it never registered).
+                tracing::info!(
+                    side = side.as_str(),
+                    "request from the PBX side for no registered phone or known call: answered 480 (a phone registered before a callmask restart is reachable again after its next REGISTER)"
+                );
+            }
             tracing::debug!(side = side.as_str(), reason = reason.label(), "SIP dropped");
             metrics.rejected(side, metrics::DropReason::from(reason));
         }
@@ -323,6 +331,7 @@ mod tests {
             limits: Limits::default(),
             secret: 7,
             codecs: config::types::MediaCodec::DECODABLE.to_vec(),
+            registration_key: [7; 32],
         };
         let range = PortRange::new(30000, 30009).expect("range");
         ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))

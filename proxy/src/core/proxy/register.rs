@@ -64,7 +64,7 @@ impl ProxyCore {
             .map(Duration::from_secs)
             .or(requested);
         let uri = contact.uri().as_bytes().clone();
-        let token = Registrar::token_for(&aor, &uri, self.config.secret);
+        let token = Registrar::token_for(&aor, &uri, &self.config.registration_key);
         self.registrar
             .pending(&token, aor.clone(), uri, src, self.arrival, now);
         let ours = format!("sip:{token}@{}", self.config.pbx.sip_addr);

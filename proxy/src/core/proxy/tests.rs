@@ -35,6 +35,7 @@ fn core() -> ProxyCore {
         limits: Limits::default(),
         secret: 42,
         codecs: config::types::MediaCodec::DECODABLE.to_vec(),
+        registration_key: [7; 32],
     };
     let range = PortRange::new(30000, 30099).expect("range");
     ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))

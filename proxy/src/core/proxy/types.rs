@@ -36,6 +36,10 @@ pub struct ProxyConfig {
     pub secret: u64,
     /// Audio codecs kept in forwarded SDP (`media.codecs`): what the recorder tap decodes.
     pub codecs: Vec<config::types::MediaCodec>,
+    /// Key of the registration-mode contact tokens (`rg-…`). A key that outlives the process
+    /// (derived from `log.hash_key`) keeps a phone's token across restarts, so its refresh
+    /// and its un-REGISTER match the binding the PBX holds.
+    pub registration_key: [u8; 32],
 }
 
 impl ProxyConfig {
