@@ -279,3 +279,85 @@ fn opus_call_is_recorded_and_masked() {
 fn hd_phone_default_offer_is_recorded() {
     codec_call_is_recorded_and_masked(&[], "default offer");
 }
+
+/// Issue 12 item 4: an agent registered over TCP (baresip through callmask's agents side to
+/// Kamailio) is called by the customer; Kamailio delivers the INVITE to callmask over UDP
+/// (the Contact callmask registered has no transport), and callmask reaches the phone over
+/// its TCP connection. The call connects and is recorded.
+#[test]
+fn tcp_registered_agent_answers_a_udp_delivered_call() {
+    if !tools() {
+        return;
+    }
+    let dir = TempDir::new("real-phones-tcp");
+    let voice = voice_signal(6000, 31);
+    let src = dir.path().join("voice.wav");
+    write_wav_at(&src, &voice, 8000, 1);
+    let kam = Kamailio::start(&KamailioOpts {
+        auth_user: None,
+        default_route: None,
+    });
+    let cm = Callmask::start_with(CallmaskOpts {
+        agents_peer: false,
+        pbx_peer: Some(kam.sip),
+        sets: vec!["masking.speech=false".into()],
+        ..CallmaskOpts::default()
+    });
+    let life = Duration::from_secs(40);
+    let agent = Baresip::start(
+        &PhoneOpts {
+            user: "agent".into(),
+            outbound: Some(cm.layout.agents_listen),
+            register: Some(kam.sip),
+            password: None,
+            codecs: vec!["PCMU".into()],
+            source: src.clone(),
+            transport: "tcp",
+        },
+        None,
+        life,
+    );
+    let registered = agent.wait_log("200 OK", T);
+    let ctx = |c: &Baresip| {
+        format!(
+            "--- this phone ---\n{}\n--- agent ---\n{}\n--- kamailio ---\n{}\n--- callmask ---\n{}",
+            c.log_tail(),
+            agent.log_tail(),
+            kam.log_tail(),
+            cm.log_tail()
+        )
+    };
+    assert!(
+        registered,
+        "the agent did not register over TCP\n{}",
+        ctx(&agent)
+    );
+    let customer = Baresip::start(
+        &PhoneOpts {
+            user: "customer".into(),
+            outbound: None,
+            register: None,
+            password: None,
+            codecs: vec!["PCMU".into()],
+            source: src,
+            transport: "udp",
+        },
+        Some(&format!("sip:agent@{}", kam.sip)),
+        life,
+    );
+    assert!(
+        customer.wait_log("Call established", T),
+        "the TCP-registered agent was not reached\n{}",
+        ctx(&customer)
+    );
+    assert!(customer.wait_log("terminated", T), "{}", ctx(&customer));
+    let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
+    let tcp = m.sum(
+        "callmask_sip_messages_received_total",
+        &["transport=\"tcp\""],
+    );
+    eprintln!(
+        "[figure] TCP-registered agent: call connected and completed; {tcp} SIP messages over TCP"
+    );
+    assert!(tcp >= 3.0, "{}", m.callmask_lines());
+}
