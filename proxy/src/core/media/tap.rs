@@ -199,6 +199,9 @@ pub(crate) struct Direction {
     undecodable_warned: bool,
     /// Samples dropped as late (logged at the end of the call).
     late_samples: u64,
+    /// RTP timestamp units per 8 kHz sample of the latest audio (Opus 6, else 1): RFC 4733
+    /// event times share the stream's RTP clock and are scaled the same way.
+    ticks: u64,
 }
 
 impl Direction {
@@ -220,6 +223,7 @@ impl Direction {
             undecodable: None,
             undecodable_warned: false,
             late_samples: 0,
+            ticks: 1,
         }
     }
 
@@ -254,8 +258,9 @@ impl Direction {
     }
 
     fn pipeline_time(&self, ts: u32) -> Option<MediaTime> {
-        let t = self.clock.resolve(ts)?;
-        u64::try_from(i64::try_from(t.0).ok()? + self.offset)
+        // RTP ticks to 8 kHz samples as the audio of this direction counts them (Opus: 6).
+        let t = self.clock.resolve(ts)?.0 / self.ticks.max(1);
+        u64::try_from(i64::try_from(t).ok()? + self.offset)
             .ok()
             .map(MediaTime)
     }
@@ -391,6 +396,7 @@ impl<S: SpeechHook> RecorderPath<S> {
         let ticks = u64::from(ticks.max(1));
         let max_late = self.rate.samples_in_ms(MAX_LATE_MS) * ticks;
         let dir = &mut self.dirs[side];
+        dir.ticks = ticks;
         let Some(rtp_time) = dir.track(packet.ssrc(), ts, max_late) else {
             // Before this direction's first timestamp: the path has moved on.
             return;

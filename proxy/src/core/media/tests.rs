@@ -955,3 +955,52 @@ fn g722_and_opus_are_decoded_on_the_recorder_path() {
     assert_eq!(spans[0].2, MaskReason::FailClosed);
     assert!(skips_of(&taps, Side::Pbx).is_empty());
 }
+
+/// An RFC 4733 event on an Opus stream (telephone-event/48000, RFC 7587 §4.3) is placed on
+/// the same 8 kHz time line as the Opus audio: the key's 100 ms are muted where they were.
+#[test]
+fn rfc4733_on_an_opus_stream_is_masked_at_its_time() {
+    let mut r = Rig::new(config(), Side::Pbx);
+    let mut s = wide_spec(111, "opus", 48_000);
+    s.codecs[1].clock_rate = 48_000;
+    r.media.handle_command(r.t0, CallCommand::Spec(vec![s]));
+    r.taps();
+    let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
+        .expect("libopus encoder");
+    let tone: Vec<i16> = (0..960 * 30)
+        .map(|i| (6000.0 * (i as f64 * 440.0 * std::f64::consts::TAU / 48_000.0).sin()) as i16)
+        .collect();
+    let mut buf = [0u8; 400];
+    for (i, frame) in tone.chunks(960).enumerate() {
+        let i = i as u32;
+        if (10..15).contains(&i) {
+            // A key press from packet 10 for 100 ms (duration in 48 kHz ticks).
+            let dur = ((i - 9) * 960) as u16;
+            let pkt = rtp(
+                TEL,
+                i == 10,
+                i as u16,
+                10 * 960,
+                PBX_SSRC,
+                &event(5, i == 14, dur),
+            );
+            r.send(u64::from(i) * 20, Side::Pbx, &pkt);
+            continue;
+        }
+        let n = enc.encode(frame, &mut buf).expect("encode");
+        let pkt = rtp(111, false, i as u16, i * 960, PBX_SSRC, &buf[..n]);
+        r.send(u64::from(i) * 20, Side::Pbx, &pkt);
+    }
+    r.media.finish(None);
+    let spans = spans_of(&r.taps(), Side::Pbx);
+    let key: Vec<_> = spans
+        .iter()
+        .filter(|s| s.2 == MaskReason::Rfc4733)
+        .collect();
+    assert_eq!(key.len(), 1, "{spans:?}");
+    let (start, end) = (key[0].0, key[0].1);
+    assert!(
+        start <= 10 * 160 && (15 * 160..=20 * 160).contains(&end),
+        "{start}..{end}"
+    );
+}
