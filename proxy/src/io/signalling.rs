@@ -266,7 +266,7 @@ fn count_sip_event(metrics: &SipMetrics, ev: &ProxyEvent) {
             metrics.rejected(side, metrics::DropReason::from(reason));
         }
         ProxyEvent::Dropped { side, reason } => {
-            if *reason == crate::core::proxy::DropReason::NoRoute && *side == Side::Pbx {
+            if reason == crate::core::proxy::DropReason::NoRoute && side == Side::Pbx {
                 // Issue 12: a call for a phone callmask holds no binding for (it registered
                 // before a restart and has not refreshed yet, or it never registered).
                 tracing::info!(

@@ -778,7 +778,7 @@ mod props {
                 let src = if *agents { agent_addr() } else { pbx_addr() };
                 let _ = r.media.handle_datagram(r.at(i as u64 * 20), socket, src, bytes);
             }
-            r.media.finish();
+            r.media.finish(None);
             let taps = r.taps();
             let _ = audio_of(&taps, Side::Pbx);
             let _ = audio_of(&taps, Side::Agents);
@@ -819,7 +819,7 @@ mod props {
                     prop_assert!(o.bytes.len() >= 12);
                 }
             }
-            r.media.finish();
+            r.media.finish(None);
             let taps = r.taps();
             let _ = audio_of(&taps, Side::Pbx);
             for (start, end, _) in spans_of(&taps, Side::Pbx) {
