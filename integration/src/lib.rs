@@ -1499,3 +1499,13 @@ pub fn rms(s: &[i16]) -> f64 {
     }
     (s.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / s.len() as f64).sqrt()
 }
+
+/// A test's tool, model or data is missing: the test fails (a test that cannot fail is not a
+/// test), unless `CALLMASK_ALLOW_SKIP=1`, when it prints `SKIP: why` and the caller returns.
+pub fn missing(why: &str) {
+    if std::env::var("CALLMASK_ALLOW_SKIP").as_deref() == Ok("1") {
+        eprintln!("SKIP: {why}");
+    } else {
+        panic!("{why} (set CALLMASK_ALLOW_SKIP=1 to skip)");
+    }
+}

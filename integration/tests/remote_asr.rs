@@ -52,17 +52,17 @@ impl AsrServer {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PYTHON));
         if !python.exists() {
-            eprintln!(
-                "[remote_asr] {test} skipped: {} not found; run scripts/setup_remote_asr.sh \
+            callmask_integration::missing(&format!(
+                "[remote_asr] {test}: {} not found; run scripts/setup_remote_asr.sh \
                  (faster-whisper venv from PyPI, ~550 MB) to test the remote engine",
                 python.display()
-            );
+            ));
             return None;
         }
         if !Path::new(CLIP).exists() {
-            eprintln!(
-                "[remote_asr] {test} skipped: {CLIP} not found; apt-get install pocketsphinx-testdata"
-            );
+            callmask_integration::missing(&format!(
+                "[remote_asr] {test}: {CLIP} not found; apt-get install pocketsphinx-testdata"
+            ));
             return None;
         }
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -312,10 +312,10 @@ fn dev_corpus_identifiers_come_back_as_number_tokens_on_their_labels() {
     let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/eval/data/dev");
     let (wav, labels) = (dev.join("call_008.wav"), dev.join("call_008.json"));
     if !wav.exists() || !labels.exists() {
-        eprintln!(
-            "[remote_asr] dev corpus skipped: {} not found",
+        callmask_integration::missing(&format!(
+            "[remote_asr] dev corpus: {} not found",
             wav.display()
-        );
+        ));
         return;
     }
     let Some(srv) = AsrServer::start("dev_corpus_identifiers_come_back_as_number_tokens") else {

@@ -262,7 +262,7 @@ fn spans(json: &str) -> Vec<(f64, f64, String)> {
 
 fn start(eval: &Path, sets: &[String]) -> Option<(Callmask, TempDir, Vec<i16>)> {
     if !have("sipp") || !have("python3") {
-        eprintln!("[speech_live] skipped: sipp or python3 missing (scripts/setup.sh)");
+        missing("[speech_live] sipp or python3 missing (scripts/setup.sh)");
         return None;
     }
     let dir = TempDir::new("speech-live");
@@ -286,11 +286,11 @@ fn start(eval: &Path, sets: &[String]) -> Option<(Callmask, TempDir, Vec<i16>)> 
 #[test]
 fn spoken_identifiers_muted_live() {
     let Some(eval) = eval_dir() else {
-        eprintln!("[speech_live] skipped: dev corpus ../shared/eval not found");
+        missing("[speech_live] dev corpus ../shared/eval not found");
         return;
     };
     if !Path::new("/var/lib/callmask/models/whisper-tiny.en/model.bin").is_file() {
-        eprintln!("[speech_live] skipped: no speech model (run scripts/setup.sh)");
+        missing("[speech_live] no speech model (run scripts/setup.sh)");
         return;
     }
     let Some((cm, dir, orig)) = start(&eval, &[]) else {
@@ -373,7 +373,7 @@ fn check_live(cm: &Callmask, dir: &Path, orig: &[i16], name: &str) {
 #[test]
 fn engine_missing_fails_closed() {
     let Some(eval) = eval_dir() else {
-        eprintln!("[speech_live] skipped: dev corpus ../shared/eval not found");
+        missing("[speech_live] dev corpus ../shared/eval not found");
         return;
     };
     let Some((cm, dir, _orig)) = start(
@@ -416,16 +416,16 @@ fn binary_runs_without_ld_library_path() {
 
 /// The same call with `speech.engine = "remote"`: the pool's workers post the segments to
 /// `integration/asr_server/server.py` (faster-whisper on the same model). Needs
-/// `scripts/setup_remote_asr.sh`; skipped with a note otherwise.
+/// `scripts/setup_remote_asr.sh`; fails without it (unless CALLMASK_ALLOW_SKIP=1).
 #[test]
 fn spoken_identifiers_muted_live_remote_engine() {
     let Some(eval) = eval_dir() else {
-        eprintln!("[speech_live] skipped: dev corpus ../shared/eval not found");
+        missing("[speech_live] dev corpus ../shared/eval not found");
         return;
     };
     let python = Path::new("/var/tmp/callmask-asr/remote-venv/bin/python");
     if !python.exists() {
-        eprintln!("[speech_live] remote skipped: run scripts/setup_remote_asr.sh");
+        missing("[speech_live] remote: run scripts/setup_remote_asr.sh");
         return;
     }
     let srv_dir = TempDir::new("speech-live-asr");
