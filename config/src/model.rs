@@ -337,7 +337,8 @@ impl Default for SipConfig {
 pub struct ConfigWarning {
     /// The key concerned.
     pub key: &'static str,
-    /// What will happen, in words.
+    /// What will happen, in words: the consequence first, the value after it (so
+    /// `key: message` reads as a sentence, never `key: false: …`).
     pub message: String,
 }
 
@@ -386,25 +387,27 @@ impl Config {
         if self.pbx.peer.is_none() {
             warn(
                 "pbx.peer",
-                "not set: requests from the agents side are answered 503".into(),
+                "requests from the agents side are answered 503 (not set)".into(),
             );
         }
         if !self.masking.dtmf {
             warn(
                 "masking.dtmf",
-                "false: DTMF digits reach the recorders unmasked".into(),
+                "DTMF digits reach the recorders unmasked (set to false)".into(),
             );
         }
         if !self.masking.speech {
             warn(
                 "masking.speech",
-                "false: spoken card numbers and other identifiers reach the recorders".into(),
+                "spoken card numbers and other identifiers reach the recorders (set to false)"
+                    .into(),
             );
         } else if self.masking.lookahead_ms.get() < 1_000 {
             warn(
                 "masking.lookahead_ms",
                 format!(
-                    "{} ms is short for spoken identifiers: speech not decided in time is muted whole",
+                    "short for spoken identifiers: speech not decided in time is muted whole \
+                     (set to {} ms; 1000 or more recommended)",
                     self.masking.lookahead_ms
                 ),
             );
@@ -414,7 +417,7 @@ impl Config {
             warn(
                 "http.token",
                 format!(
-                    "not set while http.listen = {} is reachable from other hosts",
+                    "the HTTP API is open to other hosts without a token (http.listen = {})",
                     self.http.listen
                 ),
             );
@@ -422,7 +425,7 @@ impl Config {
         if self.log.reveal_numbers {
             warn(
                 "log.reveal_numbers",
-                "true: caller and callee numbers are logged in clear".into(),
+                "caller and callee numbers are logged in clear (set to true)".into(),
             );
         }
         for r in &self.recorders {
