@@ -385,3 +385,16 @@ fn speech_model_picks_its_default_folder_unless_model_dir_says() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.speech.model, SpeechModel::Base);
 }
+
+/// Issue 12 item 9: `media.ports = "40000-30000"` reads as reversed, with the fix.
+#[test]
+fn reversed_media_ports_are_reported_as_reversed() {
+    let e = load_with_overrides(None, &["media.ports=40000-30000".into()]).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("media.ports") && text.contains("start 40000 is above end 30000"),
+        "{text}"
+    );
+    assert!(text.contains("swap them: \"30000-40000\""), "{text}");
+    assert!(!text.contains("fewer than"), "{text}");
+}
