@@ -320,6 +320,9 @@ pub struct SipConfig {
     pub max_headers: MaxHeaders,
     /// Default 8192 bytes.
     pub max_line_bytes: MaxLineBytes,
+    /// Where registration bindings are kept across restarts (`bindings` in it); `None`
+    /// (default): bindings live in memory only and a restart forgets them.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for SipConfig {
@@ -328,6 +331,7 @@ impl Default for SipConfig {
             max_message_bytes: MaxMessageBytes::try_from(65_535).expect("in range"),
             max_headers: MaxHeaders::try_from(128).expect("in range"),
             max_line_bytes: MaxLineBytes::try_from(8_192).expect("in range"),
+            state_dir: None,
         }
     }
 }
@@ -506,6 +510,7 @@ impl Config {
                 max_message_bytes: Some(i64::from(self.sip.max_message_bytes.get())),
                 max_headers: Some(i64::from(self.sip.max_headers.get())),
                 max_line_bytes: Some(i64::from(self.sip.max_line_bytes.get())),
+                state_dir: self.sip.state_dir.as_deref().map(path_str),
             }),
             recorder: Some(self.recorders.iter().map(recorder_to_raw).collect()),
         }
