@@ -320,6 +320,9 @@ pub struct SipConfig {
     pub max_headers: MaxHeaders,
     /// Default 8192 bytes.
     pub max_line_bytes: MaxLineBytes,
+    /// Where registration bindings are kept across restarts (`bindings` in it); `None`
+    /// (default): bindings live in memory only and a restart forgets them.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for SipConfig {
@@ -328,6 +331,7 @@ impl Default for SipConfig {
             max_message_bytes: MaxMessageBytes::try_from(65_535).expect("in range"),
             max_headers: MaxHeaders::try_from(128).expect("in range"),
             max_line_bytes: MaxLineBytes::try_from(8_192).expect("in range"),
+            state_dir: None,
         }
     }
 }
@@ -337,7 +341,8 @@ impl Default for SipConfig {
 pub struct ConfigWarning {
     /// The key concerned.
     pub key: &'static str,
-    /// What will happen, in words.
+    /// What will happen, in words: the consequence first, the value after it (so
+    /// `key: message` reads as a sentence, never `key: false: …`).
     pub message: String,
 }
 
@@ -386,25 +391,27 @@ impl Config {
         if self.pbx.peer.is_none() {
             warn(
                 "pbx.peer",
-                "not set: requests from the agents side are answered 503".into(),
+                "requests from the agents side are answered 503 (not set)".into(),
             );
         }
         if !self.masking.dtmf {
             warn(
                 "masking.dtmf",
-                "false: DTMF digits reach the recorders unmasked".into(),
+                "DTMF digits reach the recorders unmasked (set to false)".into(),
             );
         }
         if !self.masking.speech {
             warn(
                 "masking.speech",
-                "false: spoken card numbers and other identifiers reach the recorders".into(),
+                "spoken card numbers and other identifiers reach the recorders (set to false)"
+                    .into(),
             );
         } else if self.masking.lookahead_ms.get() < 1_000 {
             warn(
                 "masking.lookahead_ms",
                 format!(
-                    "{} ms is short for spoken identifiers: speech not decided in time is muted whole",
+                    "short for spoken identifiers: speech not decided in time is muted whole \
+                     (set to {} ms; 1000 or more recommended)",
                     self.masking.lookahead_ms
                 ),
             );
@@ -414,7 +421,7 @@ impl Config {
             warn(
                 "http.token",
                 format!(
-                    "not set while http.listen = {} is reachable from other hosts",
+                    "the HTTP API is open to other hosts without a token (http.listen = {})",
                     self.http.listen
                 ),
             );
@@ -422,7 +429,7 @@ impl Config {
         if self.log.reveal_numbers {
             warn(
                 "log.reveal_numbers",
-                "true: caller and callee numbers are logged in clear".into(),
+                "caller and callee numbers are logged in clear (set to true)".into(),
             );
         }
         for r in &self.recorders {
@@ -503,6 +510,7 @@ impl Config {
                 max_message_bytes: Some(i64::from(self.sip.max_message_bytes.get())),
                 max_headers: Some(i64::from(self.sip.max_headers.get())),
                 max_line_bytes: Some(i64::from(self.sip.max_line_bytes.get())),
+                state_dir: self.sip.state_dir.as_deref().map(path_str),
             }),
             recorder: Some(self.recorders.iter().map(recorder_to_raw).collect()),
         }

@@ -181,6 +181,9 @@ pub struct RawSip {
     /// Longest header line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_line_bytes: Option<i64>,
+    /// Directory for state kept across restarts (registration bindings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
 }
 
 /// One `[[recorder]]`: a flat union of every kind's keys; validation checks that each key

@@ -130,13 +130,20 @@ impl PortRange {
         if start == 0 {
             return Err(ValueError::new("port 0 cannot start a range", FIX));
         }
+        if end < start {
+            // Reversed, not small: say so, or the admin hunts for a size problem.
+            return Err(ValueError::new(
+                format!("start {start} is above end {end}"),
+                format!("swap them: \"{end}-{start}\""),
+            ));
+        }
         if start % 2 != 0 {
             return Err(ValueError::new(
                 format!("the range starts at odd port {start} (RTP uses even ports)"),
                 FIX,
             ));
         }
-        if end < start || u32::from(end) - u32::from(start) + 1 < 4 {
+        if u32::from(end) - u32::from(start) + 1 < 4 {
             return Err(ValueError::new(
                 format!("{start}-{end} holds fewer than 4 ports"),
                 FIX,
@@ -886,6 +893,18 @@ mod tests {
         assert!(PortRange::try_from("0-10").is_err());
         assert!(PortRange::try_from("abc").is_err());
         assert_eq!(r.to_string(), "30000-40000");
+    }
+
+    /// Issue 12 item 9: a reversed range is reported as reversed, not as too small.
+    #[test]
+    fn reversed_port_range_says_swap() {
+        let e = PortRange::try_from("40000-30000").unwrap_err();
+        let text = format!("{e:?}");
+        assert!(text.contains("start 40000 is above end 30000"), "{text}");
+        assert!(text.contains("swap them"), "{text}");
+        assert!(!text.contains("fewer than"), "{text}");
+        let e = PortRange::try_from("30001-30000").unwrap_err();
+        assert!(format!("{e:?}").contains("is above end"), "{e:?}");
     }
 
     #[test]

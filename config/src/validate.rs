@@ -394,6 +394,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             d.sip.max_line_bytes,
             MaxLineBytes::try_from,
         ),
+        state_dir: c.opt(k("sip.state_dir"), sp.state_dir, nonempty_path),
     };
     let recorders = raw
         .recorder

@@ -84,6 +84,40 @@ fn defaults_warn_about_what_matters() {
     assert_eq!(keys, ["recorder", "pbx.peer", "masking.dtmf", "http.token"]);
 }
 
+/// Issue 12 item 9: a warning prints as `key: message` with the message first, never the
+/// value before it (`masking.dtmf: false: …`).
+#[test]
+fn warnings_print_the_message_first() {
+    let all = load_with_overrides(
+        None,
+        &[
+            "http.listen=0.0.0.0:9090".into(),
+            "masking.dtmf=false".into(),
+            "masking.speech=false".into(),
+            "log.reveal_numbers=true".into(),
+        ],
+    )
+    .unwrap();
+    let short = load_with_overrides(None, &["masking.lookahead_ms=500".into()]).unwrap();
+    let warnings: Vec<_> = all.warnings().into_iter().chain(short.warnings()).collect();
+    assert!(warnings.len() >= 7, "{warnings:?}");
+    for w in &warnings {
+        let line = w.to_string();
+        assert!(line.starts_with(&format!("{}: ", w.key)), "{line}");
+        let first = w.message.split([' ', ':']).next().unwrap_or_default();
+        assert!(
+            first.chars().next().is_some_and(char::is_alphabetic)
+                && !["true", "false", "not"].contains(&first),
+            "the value comes before the message: {line}"
+        );
+    }
+    let dtmf = warnings.iter().find(|w| w.key == "masking.dtmf").unwrap();
+    assert_eq!(
+        dtmf.to_string(),
+        "masking.dtmf: DTMF digits reach the recorders unmasked (set to false)"
+    );
+}
+
 #[test]
 fn no_file_gives_defaults() {
     assert_eq!(load_with_overrides(None, &[]).unwrap(), Config::default());
@@ -350,4 +384,17 @@ fn speech_model_picks_its_default_folder_unless_model_dir_says() {
     let cfg = load_with_overrides(Some(&example()), &["speech.model=\"base\"".to_owned()])
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.speech.model, SpeechModel::Base);
+}
+
+/// Issue 12 item 9: `media.ports = "40000-30000"` reads as reversed, with the fix.
+#[test]
+fn reversed_media_ports_are_reported_as_reversed() {
+    let e = load_with_overrides(None, &["media.ports=40000-30000".into()]).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("media.ports") && text.contains("start 40000 is above end 30000"),
+        "{text}"
+    );
+    assert!(text.contains("swap them: \"30000-40000\""), "{text}");
+    assert!(!text.contains("fewer than"), "{text}");
 }

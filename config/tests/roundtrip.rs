@@ -240,6 +240,7 @@ fn config() -> impl Strategy<Value = Config> {
                     max_message_bytes: max_msg,
                     max_headers: max_hdr,
                     max_line_bytes: max_line,
+                    state_dir: None,
                 },
             })
         },

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             match config::load_with_overrides(Some(&file), &set) {
                 Ok(cfg) => {
                     for w in cfg.warnings() {
-                        eprintln!("warning: {}: {}", w.key, w.message);
+                        eprintln!("warning: {w}");
                     }
                     print!("{}", cfg.to_toml_redacted());
                     ExitCode::SUCCESS
@@ -286,7 +286,7 @@ fn run(config_path: Option<PathBuf>, set: Vec<String>) -> ExitCode {
         return ExitCode::from(64);
     }
     for w in cfg.warnings() {
-        tracing::warn!(key = w.key, "{}", w.message);
+        tracing::warn!(key = w.key, "{w}");
     }
     // Phone numbers in logs: keyed hash (key from log.hash_key, else random per process)
     // unless log.reveal_numbers opts in.

@@ -244,6 +244,12 @@ async fn hash_numbers_is_honoured_per_sink() {
         },
     })
     .await;
+    // The answer chose PCMA after the offer's PCMU (issue 12 item 9): the sidecar says PCMA.
+    d.send(TapEvent::Codecs {
+        call: CallRef(9),
+        codecs: vec!["PCMA".into()],
+    })
+    .await;
     let s: Vec<i16> = (0..160).map(caller_sample).collect();
     d.send(frame(9, Side::Pbx, 0, &s)).await;
     d.clock.advance(Duration::from_millis(20));
@@ -268,6 +274,11 @@ async fn hash_numbers_is_honoured_per_sink() {
         (Some("h:0123456789ab"), Some("h:ba9876543210"))
     );
     assert_eq!(hashed["sip_call_id"], "cid-9@test");
+    assert_eq!(
+        hashed["codecs"],
+        serde_json::json!(["PCMA"]),
+        "the codec in use"
+    );
     let clear = read(&clear_dir);
     assert_eq!(
         (clear["from"].as_str(), clear["to"].as_str()),

@@ -50,7 +50,14 @@ pub struct Registrar {
     expiries: BinaryHeap<Reverse<(Instant, String)>>,
     /// Bindings with `active` set.
     active: usize,
+    /// Bumped whenever the active bindings change (the shell saves the state file then).
+    generation: u64,
 }
+
+/// Most bindings a state file holds or is read for (a file is never unbounded).
+pub const STATE_MAX: usize = 20_000;
+/// First line of a state file (format version 1).
+const STATE_HEADER: &str = "callmask-bindings 1";
 
 impl Registrar {
     /// An empty table.
@@ -104,6 +111,7 @@ impl Registrar {
     fn remove(&mut self, token: &str) {
         if self.by_token.remove(token).is_some_and(|b| b.active) {
             self.active = self.active.saturating_sub(1);
+            self.generation += 1;
         }
         if self.by_token.is_empty() {
             // Nothing left to expire: no stale wake-ups either.
@@ -124,6 +132,7 @@ impl Registrar {
                 b.active = true;
                 self.active += 1;
             }
+            self.generation += 1;
             b.expires = now + expires + GRACE;
             self.expiries.push(Reverse((b.expires, token.to_string())));
         }
@@ -140,6 +149,7 @@ impl Registrar {
     pub fn remove_aor(&mut self, aor: &[u8]) {
         self.by_token.retain(|_, b| b.aor.as_ref() != aor);
         self.active = self.by_token.values().filter(|b| b.active).count();
+        self.generation += 1;
         if self.by_token.is_empty() {
             self.expiries.clear();
         }
@@ -159,6 +169,96 @@ impl Registrar {
     /// Next expiry.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.expiries.peek().map(|e| e.0 .0)
+    }
+
+    /// Changes to the active bindings so far (save the state when it moved).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The active bindings as a state file (issue 12 item 5: a restart keeps them): a
+    /// header with the wall-clock time of writing (`now_unix`, seconds), then one binding a
+    /// line, `token aor contact source transport seconds-left`, tab-separated (SIP URIs hold
+    /// no tab). At most [`STATE_MAX`] bindings, soonest-lapsing left out first.
+    pub fn save(&self, now: Instant, now_unix: u64) -> String {
+        let mut live: Vec<(&String, &Binding)> = self
+            .by_token
+            .iter()
+            .filter(|(_, b)| b.active && b.expires > now)
+            .collect();
+        live.sort_by_key(|(_, b)| Reverse(b.expires));
+        live.truncate(STATE_MAX);
+        let mut out = format!("{STATE_HEADER}\t{now_unix}\n");
+        for (token, b) in live {
+            let left = b.expires.saturating_duration_since(now).as_secs();
+            let transport = match b.transport {
+                SipTransport::Udp => "udp",
+                SipTransport::Tcp => "tcp",
+            };
+            out.push_str(&format!(
+                "{token}\t{}\t{}\t{}\t{transport}\t{left}\n",
+                String::from_utf8_lossy(&b.aor),
+                String::from_utf8_lossy(&b.contact),
+                b.source,
+            ));
+        }
+        out
+    }
+
+    /// Loads the bindings of a state file written by [`Self::save`], as active bindings;
+    /// the time since it was written (`now_unix` against its header) is taken off each, so
+    /// lapsed ones are dropped. Malformed lines are skipped, a file of another format is
+    /// ignored whole, and at most [`STATE_MAX`] lines are read. Returns how many were loaded.
+    pub fn load(&mut self, text: &str, now: Instant, now_unix: u64) -> usize {
+        let mut lines = text.lines();
+        let Some(saved_unix) = lines
+            .next()
+            .and_then(|h| h.strip_prefix(STATE_HEADER)?.strip_prefix('\t'))
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        else {
+            return 0;
+        };
+        let age = now_unix.saturating_sub(saved_unix);
+        let mut loaded = 0;
+        for line in lines.take(STATE_MAX) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let [token, aor, contact, source, transport, left] = f.as_slice() else {
+                continue;
+            };
+            let (Ok(source), Ok(left)) = (source.parse::<SocketAddr>(), left.parse::<u64>()) else {
+                continue;
+            };
+            let transport = match *transport {
+                "udp" => SipTransport::Udp,
+                "tcp" => SipTransport::Tcp,
+                _ => continue,
+            };
+            let ok_token = token.strip_prefix(TOKEN_PREFIX).is_some_and(|h| {
+                !h.is_empty() && h.len() <= 64 && h.bytes().all(|c| c.is_ascii_hexdigit())
+            });
+            if !ok_token || aor.is_empty() || contact.is_empty() || left <= age {
+                continue;
+            }
+            let expires = now + Duration::from_secs(left - age);
+            if self.by_token.get(*token).is_some_and(|b| b.active) {
+                continue;
+            }
+            self.by_token.insert(
+                (*token).to_string(),
+                Binding {
+                    aor: Bytes::copy_from_slice(aor.as_bytes()),
+                    contact: Bytes::copy_from_slice(contact.as_bytes()),
+                    source,
+                    transport,
+                    expires,
+                    active: true,
+                },
+            );
+            self.active += 1;
+            self.expiries.push(Reverse((expires, (*token).to_string())));
+            loaded += 1;
+        }
+        loaded
     }
 
     /// Drop lapsed bindings.
@@ -182,6 +282,55 @@ mod tests {
 
     fn addr() -> SocketAddr {
         "127.0.0.1:5090".parse().expect("addr")
+    }
+
+    /// Issue 12 item 5: bindings survive a restart through the state file; time spent
+    /// down is taken off, lapsed and malformed entries are dropped.
+    #[test]
+    fn state_file_round_trip() {
+        let mut r = Registrar::new();
+        let t0 = Instant::now();
+        let a = Registrar::token_for(b"sip:1001@pbx", b"sip:1001@10.0.0.7:5060", &[1; 32]);
+        let b = Registrar::token_for(b"sip:1002@pbx", b"sip:1002@10.0.0.8:5060", &[1; 32]);
+        r.pending(
+            &a,
+            Bytes::from_static(b"sip:1001@pbx"),
+            Bytes::from_static(b"sip:1001@10.0.0.7:5060"),
+            addr(),
+            SipTransport::Tcp,
+            t0,
+        );
+        r.pending(
+            &b,
+            Bytes::from_static(b"sip:1002@pbx"),
+            Bytes::from_static(b"sip:1002@10.0.0.8:5060"),
+            "127.0.0.1:5092".parse().expect("addr"),
+            SipTransport::Udp,
+            t0,
+        );
+        let g = r.generation();
+        r.confirmed(&a, Some(Duration::from_secs(600)), t0);
+        r.confirmed(&b, Some(Duration::from_secs(60)), t0);
+        assert!(r.generation() > g, "a change to save");
+        let text = r.save(t0, 1_000_000);
+        // Restarted 100 s later: `b` (60 s + grace) lapsed while down, `a` is back.
+        let t1 = t0 + Duration::from_secs(5);
+        let mut back = Registrar::new();
+        let junk = format!("{text}rg-zz\tnot a line\nrg-00\ta\tb\tnot-an-addr\tudp\t9\n");
+        assert_eq!(back.load(&junk, t1, 1_000_100), 1);
+        assert_eq!(back.active(), 1);
+        let got = back.lookup(a.as_bytes()).expect("binding a restored");
+        assert_eq!(got.contact.as_ref(), b"sip:1001@10.0.0.7:5060");
+        assert_eq!(got.source, addr());
+        assert_eq!(got.transport, SipTransport::Tcp);
+        assert_eq!(got.expires, t1 + Duration::from_secs(600 + 32 - 100));
+        assert!(back.lookup(b.as_bytes()).is_none());
+        // It lapses at its time like any other binding.
+        back.handle_timeout(got.expires);
+        assert_eq!(back.active(), 0);
+        // Another format (or garbage) loads nothing.
+        assert_eq!(Registrar::new().load("hello\n", t1, 1_000_100), 0);
+        assert_eq!(Registrar::new().load("", t1, 1_000_100), 0);
     }
 
     #[test]

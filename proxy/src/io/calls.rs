@@ -68,6 +68,13 @@ impl CallTable {
         }
     }
 
+    /// A later SDP (the answer) named the codecs in use.
+    pub fn set_codecs(&self, call: CallRef, codecs: Vec<String>) {
+        if let Some(mut e) = self.calls.get_mut(&call.0) {
+            e.codecs = codecs;
+        }
+    }
+
     /// The call is over.
     pub fn ended(&self, call: CallRef) {
         self.calls.remove(&call.0);

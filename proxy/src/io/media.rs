@@ -158,20 +158,15 @@ impl MediaHub {
 
     /// Create or update the relay of `call`.
     pub fn upsert(&mut self, call: CallRef, streams: Vec<StreamSpec>) {
+        // The codec in use per stream (the answer's once answered), not the whole offer.
+        let codecs = crate::core::media::codecs_in_use(&streams);
         if let Some(h) = self.calls.get(&call) {
+            if !codecs.is_empty() {
+                self.table.set_codecs(call, codecs);
+            }
             let _ = h.cmd.send(CallCmd::Spec(streams));
             return;
         }
-        let codecs: Vec<String> = streams
-            .first()
-            .map(|s| {
-                s.codecs
-                    .iter()
-                    .filter(|c| !c.is_telephone_event())
-                    .map(|c| c.name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
         let caller_side = self.caller_sides.get(&call).copied().unwrap_or(Side::Pbx);
         let stats = self
             .stats

@@ -18,3 +18,4 @@ pub mod run;
 pub mod signalling;
 pub mod sip_stream;
 pub mod speech;
+pub mod state;

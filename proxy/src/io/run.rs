@@ -429,6 +429,11 @@ pub async fn run(
         stream_tx,
         limits,
         conns: Default::default(),
+        state: cfg
+            .sip
+            .state_dir
+            .as_deref()
+            .map(super::state::BindingStore::new),
     };
     signalling
         .run(async move {

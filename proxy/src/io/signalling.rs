@@ -43,6 +43,8 @@ pub struct Signalling {
     pub limits: Limits,
     /// Open TCP connections by (side, peer).
     pub conns: HashMap<(Side, SocketAddr), mpsc::Sender<bytes::Bytes>>,
+    /// Registration bindings on disk (`sip.state_dir`), if configured.
+    pub state: Option<super::state::BindingStore>,
 }
 
 fn transaction_kind(method: &Method) -> metrics::TransactionKind {
@@ -60,8 +62,18 @@ impl Signalling {
         self.publish_ports();
         let mut pbx_buf = vec![0u8; 65_536];
         let mut agents_buf = vec![0u8; 65_536];
+        if let Some(st) = &mut self.state {
+            st.load(self.core.registrar_mut(), Instant::now());
+        }
         loop {
-            let wake = self.core.poll_timeout();
+            let save_at = self
+                .state
+                .as_ref()
+                .and_then(|st| st.next_save(self.core.registrar()));
+            let wake = match (self.core.poll_timeout(), save_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -95,6 +107,12 @@ impl Signalling {
                 }
             }
             self.drain().await;
+            if let Some(st) = &mut self.state {
+                st.save_if_changed(self.core.registrar(), Instant::now(), false);
+            }
+        }
+        if let Some(st) = &mut self.state {
+            st.save_if_changed(self.core.registrar(), Instant::now(), true);
         }
     }
 

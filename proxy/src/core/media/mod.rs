@@ -209,6 +209,24 @@ pub struct CallMedia<S = NoSpeech> {
     inactive: bool,
     metrics: Arc<Metrics>,
     stats: CallStats,
+    /// The codecs in use last told to the recorder ([`codecs_in_use`]).
+    codecs: Vec<String>,
+}
+
+/// The codec in use on each stream: its first audio codec (telephone-event aside) in the
+/// latest SDP, which after the answer is the negotiated one (RFC 3264 §6: the answer lists
+/// what it will send first). Duplicates across streams are listed once.
+pub fn codecs_in_use<'a>(specs: impl IntoIterator<Item = &'a StreamSpec>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for spec in specs {
+        let first = spec.codecs.iter().find(|c| !c.is_telephone_event());
+        if let Some(c) = first {
+            if !out.contains(&c.name) {
+                out.push(c.name.clone());
+            }
+        }
+    }
+    out
 }
 
 impl<S> std::fmt::Debug for CallMedia<S> {
@@ -246,6 +264,7 @@ impl<S: SpeechHook> CallMedia<S> {
             metrics.clone(),
             stats.clone(),
         );
+        let codecs = meta.codecs.clone();
         recorder.start(caller_side, meta);
         CallMedia {
             call,
@@ -261,6 +280,7 @@ impl<S: SpeechHook> CallMedia<S> {
             inactive: false,
             metrics,
             stats,
+            codecs,
         }
     }
 
@@ -324,6 +344,11 @@ impl<S: SpeechHook> CallMedia<S> {
                 decoders: BySide::default(),
                 clock,
             });
+        }
+        let codecs = codecs_in_use(self.streams.iter().map(|s| &s.spec));
+        if !codecs.is_empty() && codecs != self.codecs {
+            self.codecs = codecs.clone();
+            self.recorder.codecs(codecs);
         }
     }
 

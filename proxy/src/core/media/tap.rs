@@ -92,7 +92,8 @@ pub struct CallMeta {
     /// Caller and callee numbers in clear (URI user parts), only for a `wav` sink configured
     /// with `hash_numbers = false`; never formatted into logs.
     pub numbers_clear: crate::redact::Redacted<(String, String)>,
-    /// Audio codecs negotiated (encoding names).
+    /// Audio codecs in use (encoding names): each stream's first audio codec of the latest
+    /// SDP, i.e. the answer's choice once answered; never the whole offer.
     pub codecs: Vec<String>,
 }
 
@@ -134,6 +135,14 @@ pub enum TapEvent {
         at: u64,
         /// Samples skipped (8 kHz).
         samples: u64,
+    },
+    /// The codecs in use changed (the answer named them after the offer's `Start`): the
+    /// sidecar lists these, not the offer (issue 12 item 9).
+    Codecs {
+        /// The call.
+        call: CallRef,
+        /// Encoding names, one per stream, as in [`CallMeta::codecs`].
+        codecs: Vec<String>,
     },
     /// The call's media ended.
     End {
@@ -323,6 +332,12 @@ impl<S: SpeechHook> RecorderPath<S> {
             caller_side,
             meta,
         });
+    }
+
+    /// The codecs in use are now `codecs`.
+    pub(crate) fn codecs(&mut self, codecs: Vec<String>) {
+        let call = self.call;
+        self.emit(TapEvent::Codecs { call, codecs });
     }
 
     pub(crate) fn poll(&mut self) -> Option<TapEvent> {

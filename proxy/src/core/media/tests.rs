@@ -124,7 +124,11 @@ impl Rig {
             CallRef(1),
             config,
             caller,
-            CallMeta::default(),
+            // As the shell does: the first SDP's codec in use (`codecs_in_use`).
+            CallMeta {
+                codecs: vec!["PCMU".into()],
+                ..CallMeta::default()
+            },
             metrics,
             stats,
             t0,
@@ -222,6 +226,50 @@ fn spans_of(taps: &[TapEvent], side: Side) -> Vec<(u64, u64, MaskReason)> {
 
 fn energy(s: &[i16]) -> f64 {
     s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len().max(1) as f64
+}
+
+/// Issue 12 item 9: the sidecar's `codecs` is the codec the answer chose, not the offer.
+#[test]
+fn the_answer_names_the_codec_in_use() {
+    let offer = StreamSpec {
+        codecs: vec![
+            codec(9, "G722"),
+            codec(0, "PCMU"),
+            codec(8, "PCMA"),
+            codec(TEL, "telephone-event"),
+        ],
+        ..spec()
+    };
+    assert_eq!(codecs_in_use([&offer]), ["G722"]);
+    let answer = StreamSpec {
+        codecs: vec![codec(TEL, "telephone-event"), codec(8, "PCMA")],
+        ..spec()
+    };
+    assert_eq!(codecs_in_use([&answer]), ["PCMA"]);
+    let mut r = Rig::new(config(), Side::Pbx);
+    let _ = r.taps();
+    r.media.handle_command(r.t0, CallCommand::Spec(vec![offer]));
+    r.media
+        .handle_command(r.t0, CallCommand::Spec(vec![answer.clone()]));
+    let codecs: Vec<_> = r
+        .taps()
+        .into_iter()
+        .filter_map(|ev| match ev {
+            TapEvent::Codecs { codecs, .. } => Some(codecs),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        codecs.last().map(Vec::as_slice),
+        Some(&["PCMA".to_string()][..])
+    );
+    // The same answer again (a retransmitted 200's SDP) says nothing new.
+    r.media
+        .handle_command(r.t0, CallCommand::Spec(vec![answer]));
+    assert!(!r
+        .taps()
+        .iter()
+        .any(|ev| matches!(ev, TapEvent::Codecs { .. })));
 }
 
 #[test]

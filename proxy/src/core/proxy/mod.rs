@@ -137,6 +137,16 @@ impl ProxyCore {
         self.registrar.active()
     }
 
+    /// The registration bindings (saved by the shell across restarts).
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    /// The registration bindings, to load saved ones into at start.
+    pub fn registrar_mut(&mut self) -> &mut Registrar {
+        &mut self.registrar
+    }
+
     /// The port pool (for metrics).
     pub fn ports(&self) -> &PortAllocator {
         &self.ports

@@ -77,27 +77,72 @@ impl ProxyCore {
         (edit.replace_contact_uri(ours.as_bytes()), pending)
     }
 
-    /// The PBX answered a REGISTER: activate, refresh or remove the binding.
+    /// The PBX answered a REGISTER: activate, refresh or remove the binding. For a 2xx,
+    /// returns the Contact values the phone must see instead of the PBX's (RFC 3261
+    /// §10.2.4: the 200 lists the phone's current bindings, not callmask's tokens).
     pub(super) fn register_answered(
         &mut self,
         reg: PendingRegister,
         msg: &SipMessage,
         status: StatusCode,
         now: Instant,
-    ) {
+    ) -> Option<Vec<String>> {
         if !status.is_success() {
             if let Some(t) = &reg.token {
                 self.registrar.refused(t);
             }
-            return;
+            return None;
         }
         if reg.wildcard {
             self.registrar.remove_aor(&reg.aor);
-            return;
+        } else if let Some(token) = &reg.token {
+            self.register_confirmed(token, reg.requested, msg, now);
         }
-        let Some(token) = reg.token else {
-            return;
+        Some(self.phone_contacts(msg))
+    }
+
+    /// The PBX's 2xx Contacts as the phone must see them: each of callmask's tokens
+    /// becomes the phone's own Contact URI with the expiry the PBX granted it; a token
+    /// with no live binding is left out; a Contact that is not one of ours is kept.
+    fn phone_contacts(&self, msg: &SipMessage) -> Vec<String> {
+        let header_expires = msg.expires().ok().flatten();
+        let Ok(contacts) = msg.contacts() else {
+            return Vec::new();
         };
+        let mut out = Vec::new();
+        for c in contacts {
+            let user = c.uri().user().cloned().unwrap_or_default();
+            let expires = c
+                .params()
+                .get("expires")
+                .flatten()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .or(header_expires);
+            let uri = if user.starts_with(crate::core::registrar::TOKEN_PREFIX.as_bytes()) {
+                match self.registrar.lookup(&user) {
+                    Some(b) => String::from_utf8_lossy(&b.contact).into_owned(),
+                    None => continue,
+                }
+            } else {
+                String::from_utf8_lossy(c.uri().as_bytes()).into_owned()
+            };
+            out.push(match expires {
+                Some(e) => format!("<{uri}>;expires={}", e.as_secs()),
+                None => format!("<{uri}>"),
+            });
+        }
+        out
+    }
+
+    /// A 2xx for the REGISTER of `token`: refresh or remove its binding.
+    fn register_confirmed(
+        &mut self,
+        token: &str,
+        requested: Option<Duration>,
+        msg: &SipMessage,
+        now: Instant,
+    ) {
         // The expiry the PBX granted for our Contact, else its Expires header, else ours.
         let from_contact = msg.contacts().ok().and_then(|cs| {
             cs.into_iter()
@@ -116,7 +161,7 @@ impl ProxyCore {
         });
         let granted = from_contact
             .or_else(|| msg.expires().ok().flatten())
-            .or(reg.requested);
+            .or(requested);
         let listed = msg.contacts().is_ok_and(|cs| {
             cs.iter().any(|c| {
                 c.uri()
@@ -127,11 +172,11 @@ impl ProxyCore {
         // A 2xx that no longer lists our Contact means the binding is gone.
         let granted = if listed || from_contact.is_some() {
             granted
-        } else if reg.requested == Some(Duration::ZERO) {
+        } else if requested == Some(Duration::ZERO) {
             Some(Duration::ZERO)
         } else {
             granted
         };
-        self.registrar.confirmed(&token, granted, now);
+        self.registrar.confirmed(token, granted, now);
     }
 }

@@ -148,8 +148,9 @@ impl ProxyCore {
         else {
             return;
         };
+        let mut phone_contacts = None;
         if let (Some(reg), true) = (register, status.is_final()) {
-            self.register_answered(reg, &msg, status, now);
+            phone_contacts = self.register_answered(reg, &msg, status, now);
         }
         if status == StatusCode::TRYING {
             // §16.7 step 3: a 100 is never forwarded (callmask sent its own).
@@ -161,6 +162,12 @@ impl ProxyCore {
         let Some(mut edit) = self.response_vias(side, &msg, server) else {
             return;
         };
+        if let Some(contacts) = phone_contacts {
+            edit = edit.remove_header(b"Contact");
+            for c in &contacts {
+                edit = edit.add_header(b"Contact", c.as_bytes());
+            }
+        }
         if with_sdp {
             let Some(body) = self.anchor_response_body(side, &msg, &call_id, !other_fork, now)
             else {

@@ -435,11 +435,26 @@ fn registration_mode_routes_pbx_calls_to_registered_phone() {
         ),
     );
     c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(ok), t0);
+    let back = one_transmit(&mut c);
+    assert_eq!(back.dest, addr(PHONE), "200 back to the phone");
+    // RFC 3261 §10.2.4 (issue 12 item 9): the phone sees its own binding, with the expiry
+    // the PBX granted, not callmask's token.
+    let back = parse(&back.payload);
+    let listed = back.contacts().expect("contacts");
+    assert_eq!(listed.len(), 1, "one binding: {listed:?}");
     assert_eq!(
-        one_transmit(&mut c).dest,
-        addr(PHONE),
-        "200 back to the phone"
+        listed[0].uri().as_bytes().as_ref(),
+        b"sip:1001@192.168.7.7:5060"
     );
+    assert_eq!(
+        listed[0]
+            .params()
+            .get("expires")
+            .flatten()
+            .map(|v| v.as_ref()),
+        Some(&b"60"[..])
+    );
+    assert!(!String::from_utf8_lossy(back.as_bytes()).contains("rg-"));
     assert_eq!(c.registrations(), 1);
 
     // The PBX calls the registered contact.
@@ -482,7 +497,11 @@ fn registration_mode_routes_pbx_calls_to_registered_phone() {
     c.handle_datagram(Side::Agents, addr(PHONE), register(0, "z9hG4bKr2"), t0);
     let reg = parse(&one_transmit(&mut c).payload);
     c.handle_datagram(Side::Pbx, addr(PBX_UA), response_to(&reg, 200, None), t0);
-    let _ = one_transmit(&mut c);
+    let back = parse(&one_transmit(&mut c).payload);
+    assert!(
+        !String::from_utf8_lossy(back.as_bytes()).contains("rg-"),
+        "an un-REGISTER's 200 lists no token of ours"
+    );
     assert_eq!(c.registrations(), 0);
 }
 

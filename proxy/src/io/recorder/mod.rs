@@ -451,6 +451,11 @@ impl Recorders {
                     });
                 }
             }
+            TapEvent::Codecs { call, codecs } => {
+                if let Some(rec) = calls.get_mut(&call) {
+                    rec.meta.codecs = codecs;
+                }
+            }
             TapEvent::End { call, length } => {
                 // Both directions' relay tasks send End; finish on the first, keep
                 // accepting nothing after.
