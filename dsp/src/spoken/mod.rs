@@ -320,6 +320,10 @@ struct Context {
 
 const CONTEXT_HISTORY: usize = 64;
 
+/// Frames quieter than this RMS (−50 dBFS) are left out of a segment's tonal share: the
+/// noise floor between words is neither a tone nor speech.
+const TONAL_MIN_RMS: f32 = 100.0;
+
 fn push_bounded<T>(q: &mut VecDeque<T>, x: T) {
     if q.len() == CONTEXT_HISTORY {
         q.pop_front();
@@ -648,7 +652,8 @@ impl SpeechMasker {
             self.stats.forced_cuts += u64::from(seg.forced);
             let id = JobId(self.next_id);
             self.next_id += 1;
-            let tonal = segmenter::tonal_fraction(&seg.pcm, self.config.tonal_gain_db, 100.0);
+            let tonal =
+                segmenter::tonal_fraction(&seg.pcm, self.config.tonal_gain_db, TONAL_MIN_RMS);
             if tonal >= self.config.tonal_share {
                 // A whistle or a held tone: decided at once, nothing to mute, no turn.
                 self.stats.tonal_segments += 1;
