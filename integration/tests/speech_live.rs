@@ -432,7 +432,11 @@ fn spoken_identifiers_muted_live_remote_engine() {
     let log = srv_dir.path().join("server.log");
     let child = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("asr_server/server.py"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--threads", "1"])
+        // Greedy decoding: this test is about the live path through a remote engine, and a
+        // beam of 5 on one thread decodes near real time on a shared 2-core machine, which
+        // made the first segment late (muted fail-closed instead of as an identifier).
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(["--threads", "1", "--beam-size", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
