@@ -143,11 +143,8 @@ fn demo_mutes_the_spoken_card_number() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("callmask-demo-speech-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let stdout = run_demo(
-        &["--synthetic", "--duration-s", "13"],
-        &dir,
-        Duration::from_secs(120),
-    );
+    // What a new user runs on a fresh clone (no corpus: the synthetic caller, default length).
+    let stdout = run_demo(&["--synthetic"], &dir, Duration::from_secs(120));
     assert!(stdout.contains("a spoken card number"), "{stdout}");
     assert!(stdout.contains("Whisper tiny.en"), "{stdout}");
     assert!(
@@ -162,13 +159,14 @@ fn demo_mutes_the_spoken_card_number() {
         spans.iter().any(|s| s["reason"] == "spoken_id"),
         "{spans:?}"
     );
-    // The recording itself: the clip (5.8-11.7 s of the script) is silent. The recorder puts
-    // the caller's audio where the media started; accept any offset up to 5 s (a busy machine
-    // delays frames).
+    // The recording itself: the clip (where the demo says it is in the script, "a spoken card
+    // number at 9.0-14.9 s") is silent, all of it. The recorder puts the caller's audio where
+    // the media started; accept any offset up to 5 s (a busy machine delays frames).
+    let (clip_a, clip_b) = clip_ms(&stdout);
     let wav = callmask::offline::audio::read(&dir.join("recording.wav")).expect("recording.wav");
     let caller = &wav.channels[0];
     let silent_at = |off_ms: usize| {
-        let (a, b) = ((5_900 + off_ms) * 8, (11_600 + off_ms) * 8);
+        let (a, b) = ((clip_a + off_ms) * 8, (clip_b + off_ms) * 8);
         // No 20 ms block with audible speech (a muted pause between digit groups may keep
         // the line's noise floor).
         b <= caller.len()
@@ -182,6 +180,19 @@ fn demo_mutes_the_spoken_card_number() {
         "the card number is audible in the recording\n{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The spoken card number's place in the script, in ms, from the demo's "a spoken card number
+/// at 9.0-14.9 s" line.
+fn clip_ms(stdout: &str) -> (usize, usize) {
+    let at = stdout
+        .split("a spoken card number at ")
+        .nth(1)
+        .and_then(|r| r.split(" s").next())
+        .unwrap_or_else(|| panic!("no card number in the script:\n{stdout}"));
+    let ms = |v: &str| (v.parse::<f64>().expect("seconds") * 1000.0).round() as usize;
+    let (a, b) = at.split_once('-').expect("a-b");
+    (ms(a), ms(b))
 }
 
 /// Run `callmask demo ARGS --dir DIR` to completion (killed, and the test failed, if it
