@@ -79,16 +79,8 @@ rm -rf "$OUT" && mkdir -p "$OUT/masked" "$OUT/masked_rtp" "$OUT/masked_siprec" "
 # Every process started here is listed by PID: the per-call subshells in PIDS, and their
 # children (callmask, sipp) in $OUT/work/call_NNN/pids. TERM, then KILL what is left after 5 s.
 PIDS=()
-kill_list() {
-  local p n
-  for p in "$@"; do kill "$p" 2>/dev/null || true; done
-  for n in $(seq 50); do
-    for p in "$@"; do kill -0 "$p" 2>/dev/null && break; done
-    kill -0 "$p" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  for p in "$@"; do kill -9 "$p" 2>/dev/null || true; done
-}
+# shellcheck source=scripts/procs.sh
+source scripts/procs.sh  # kill_list
 cleanup() {
   local all=("${PIDS[@]}") f
   for f in "$OUT"/work/*/pids; do [ -e "$f" ] && mapfile -t -O "${#all[@]}" all <"$f"; done
