@@ -34,7 +34,8 @@
 #              (completed calls x the call's length): the whole process, dominated by speech
 #   peak RSS   VmHWM of callmask at the end of the run (model load included)
 #   load       1-minute load average before the run: the figures depend on what else runs
-# Exit status 1 if a call failed, a recording is missing or callmask did not become ready;
+# Exit status 1 if a call failed, a recording is missing (callmask_recorder_errors_total is in
+# results.jsonl: a full disk abandons recordings) or callmask did not become ready;
 # no threshold is gated on (a measurement, not a test).
 #
 # Env: CALLMASK_BIN (default: scripts/speech_bin.sh builds `callmask` release with the engine
@@ -133,10 +134,19 @@ run_n() {
   wait "$uas" || { rc=$?; echo "speech-load: N=$n: sipp UAS exit $rc (see $w/uas.out)" >&2; }
 
   # Recordings are renamed into place (WAV, then its sidecar) once the delayed recorder path
-  # has drained: up to one look-ahead after BYE, plus the last verdicts.
+  # has drained: up to one look-ahead after BYE, plus the last verdicts. Stop waiting early
+  # once callmask has no call and no recording open (the wav sink closes its session after
+  # the rename; a recording it abandoned, e.g. on a full disk, never appears and is counted in
+  # callmask_recorder_errors_total).
   for ((i = 0; i < 1200; i++)); do
     recs=$(find "$w/rec" -maxdepth 1 -name '*.json' | wc -l)
     [ "$recs" -ge "$n" ] && break
+    kill -0 "$cm" 2>/dev/null || break
+    if ((i % 10 == 9)) && curl -sf "http://127.0.0.1:$P_HTTP/metrics" |
+      awk '/^callmask_(calls_active|recorder_sessions_active)[{ ]/ { open += $NF } END { exit open > 0 }'; then
+      recs=$(find "$w/rec" -maxdepth 1 -name '*.json' | wc -l)
+      break
+    fi
     sleep 0.1
   done
   # (nan / 0 if callmask died during the run)
@@ -222,6 +232,7 @@ r = dict(
     spoken_id_latency_p50_s=quantile(0.5, buckets), spoken_id_latency_p95_s=quantile(0.95, buckets),
     spoken_id_latency_mean_s=round(pick(s, "callmask_mask_decision_latency_seconds_sum", reason="spoken_id")
                                    / max(pick(s, "callmask_mask_decision_latency_seconds_count", reason="spoken_id"), 1), 2),
+    recorder_errors=int(pick(s, "callmask_recorder_errors_total")),
     recognizer_audio_s=round(pick(s, "callmask_recognizer_audio_seconds_total"), 1),
     recognizer_busy_s=round(pick(s, "callmask_recognizer_busy_seconds_total"), 1),
     cpu_s=round(cpu1 - cpu0, 2), wall_s=round(t1 - t0, 1),
