@@ -31,7 +31,8 @@
 #              (">5" when it falls in the +Inf bucket: the buckets stop at 5 s, the default
 #              look-ahead is 8 s), and the exact mean (_sum / _count), with the verdict count
 #   CPU/aud-s  callmask's user+system CPU seconds over the calls / audio seconds played
-#              (completed calls x the call's length): the whole process, dominated by speech
+#              (completed calls x the call's length): the whole process (relay and DTMF DSP
+#              included), not the recognizer threads alone
 #   peak RSS   VmHWM of callmask at the end of the run (model load included)
 #   load       1-minute load average before the run: the figures depend on what else runs
 # Exit status 1 if a call failed, a recording is missing (callmask_recorder_errors_total is in
