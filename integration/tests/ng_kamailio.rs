@@ -9,6 +9,8 @@
 //! the recording's sidecar keeps Call-ID and both tags, and `../shared/eval/score.py` on the
 //! recorded caller channel finds 0 in-band DTMF leaked, 0 RFC 4733 events forwarded (every
 //! digit spandsp decodes in the recording counts as forwarded) and 0 negative controls muted.
+//! Two seconds in, the caller's in-dialog INFO makes Kamailio call `block_dtmf()` (NG `block
+//! DTMF`): the callee then receives no RFC 4733 packet and hears no key.
 //!
 //! Needs kamailio (+ its rtpengine module), sipp, python3 with numpy/scipy/soundfile and
 //! `../shared/eval` (or `CALLMASK_SHARED`); a missing one fails the test unless
@@ -29,6 +31,8 @@ use callmask_integration::{
 const KAMAILIO_MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
 /// The cut of dev call 007 played: quiet at both ends (no label crosses them).
 const CUT_MS: (u64, u64) = (26_000, 35_860);
+/// When the caller's INFO makes Kamailio call `block_dtmf()`: before the cut's keys (4.25 s).
+const BLOCK_MS: u32 = 2_000;
 
 fn eval_dir() -> Option<PathBuf> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
@@ -98,6 +102,11 @@ request_route {{
     if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
     if (has_totag()) {{
         loose_route();
+        if (is_method("INFO")) {{
+            if (!block_dtmf()) {{ sl_send_reply("500", "block DTMF failed"); exit; }}
+            sl_send_reply("200", "DTMF blocked");
+            exit;
+        }}
         if (is_method("BYE")) {{ rtpengine_delete(); }}
         if (is_method("ACK") && !t_check_trans()) {{ $du = "sip:{callee}"; forward(); exit; }}
     }} else {{
@@ -240,6 +249,11 @@ json.dump(ev, open(sys.argv[3], "w"))
 print(len(ev))
 "#;
 
+/// DTMF keys the callee can hear in the PCMU it received.
+fn callee_media_digits(rtp: &[callmask_integration::RtpPacket]) -> usize {
+    callmask_integration::dtmf_digit_count(&callmask_integration::rtp_to_pcm(rtp))
+}
+
 #[test]
 fn kamailio_drives_callmask_over_ng() {
     let Some(eval) = eval_dir() else {
@@ -321,7 +335,9 @@ fn kamailio_drives_callmask_over_ng() {
     .spawn();
     let call_ms = CUT_MS.1 - CUT_MS.0;
     let uac = Sipp::new(
-        Scenario::file("ng_uac_play.xml").with("PCAP", pcap.display().to_string()),
+        Scenario::file("ng_uac_play.xml")
+            .with("PCAP", pcap.display().to_string())
+            .with("BLOCK_MS", BLOCK_MS.to_string()),
         free_udp_port(),
     )
     .remote(k.sip)
@@ -372,6 +388,30 @@ fn kamailio_drives_callmask_over_ng() {
         "the callee got {} RTP packets (expected ~{} from the caller, through callmask)",
         relayed.len(),
         call_ms / 20
+    );
+    // Kamailio's block_dtmf() (NG `block DTMF`) clamped the callee's leg before the keys: no
+    // RFC 4733 packet reached the callee and no key is heard in its audio.
+    let blocked = m.sum(
+        "callmask_ng_commands_total",
+        &["command=\"block_dtmf\"", "result=\"ok\""],
+    );
+    assert_eq!(
+        blocked,
+        1.0,
+        "block DTMF not answered ok:\n{}",
+        k.log_tail()
+    );
+    let rtp = callee_media.rtp();
+    let events = rtp.iter().filter(|p| p.pt == 101).count();
+    let heard = callee_media_digits(&rtp);
+    eprintln!(
+        "[figure] callee leg after block DTMF: {} RTP packets, {events} RFC 4733, {heard} keys decodable",
+        rtp.len()
+    );
+    assert_eq!(
+        (events, heard),
+        (0, 0),
+        "DTMF reached the callee after block DTMF"
     );
     let from_callmask = relayed.iter().all(|(_, from)| {
         from.ip().is_loopback() && (cm.layout.media.0..=cm.layout.media.1).contains(&from.port())
