@@ -32,8 +32,8 @@ pub mod validate;
 pub use error::{ConfigError, ConfigErrors, ErrorKind, ValueError};
 pub use model::{
     AgentsConfig, Config, ConfigWarning, HttpAuth, HttpConfig, LogConfig, MaskingConfig,
-    MediaConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig, SiprecRecorder,
-    SpeechConfig, WavRecorder,
+    MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig,
+    SiprecRecorder, SpeechConfig, WavRecorder,
 };
 
 use source::Loader;

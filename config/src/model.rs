@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::raw::{
-    RawConfig, RawHttp, RawLog, RawMasking, RawMedia, RawRecorder, RawSecure, RawSide, RawSip,
-    RawSpeech,
+    RawConfig, RawHttp, RawLog, RawMasking, RawMedia, RawNg, RawRecorder, RawSecure, RawSide,
+    RawSip, RawSpeech,
 };
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
@@ -41,6 +41,18 @@ pub struct Config {
     pub log: LogConfig,
     /// SIP parser limits.
     pub sip: SipConfig,
+    /// Media-node mode (rtpengine NG control protocol).
+    pub ng: NgConfig,
+}
+
+/// `[ng]`: media-node mode. Off by default: the NG protocol has no authentication, so the
+/// socket is opened only when an admin names an address (keep it on loopback or a private
+/// network between Kamailio/OpenSIPS and callmask).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NgConfig {
+    /// UDP address of the NG control socket (rtpengine's default port is 2223); `None`
+    /// (default): media-node mode off.
+    pub listen: Option<ListenAddr>,
 }
 
 fn any_v4(port: u16) -> ListenAddr {
@@ -511,6 +523,9 @@ impl Config {
                 max_headers: Some(i64::from(self.sip.max_headers.get())),
                 max_line_bytes: Some(i64::from(self.sip.max_line_bytes.get())),
                 state_dir: self.sip.state_dir.as_deref().map(path_str),
+            }),
+            ng: Some(RawNg {
+                listen: self.ng.listen.map(|l| l.to_string()),
             }),
             recorder: Some(self.recorders.iter().map(recorder_to_raw).collect()),
         }

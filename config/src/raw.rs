@@ -39,6 +39,9 @@ pub struct RawConfig {
     /// `[sip]`: SIP parser limits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip: Option<RawSip>,
+    /// `[ng]`: media-node mode (rtpengine NG control protocol).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ng: Option<RawNg>,
     /// `[[recorder]]`: recorder sinks, several at once. Last so that it serializes after the
     /// plain tables.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,6 +189,15 @@ pub struct RawSip {
     pub state_dir: Option<String>,
 }
 
+/// `[ng]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNg {
+    /// UDP address of the NG control socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
 /// One `[[recorder]]`: a flat union of every kind's keys; validation checks that each key
 /// belongs to the `kind` given, so a `target` on a `wav` sink is reported rather than ignored.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -289,6 +301,7 @@ pub fn section_fields(section: &str) -> Option<&'static [&'static str]> {
         "http" => fields_of::<RawHttp>(),
         "log" => fields_of::<RawLog>(),
         "sip" => fields_of::<RawSip>(),
+        "ng" => fields_of::<RawNg>(),
         "recorder" => fields_of::<RawRecorder>(),
         _ => return None,
     })

@@ -483,6 +483,7 @@ fn deserialize(merged: toml::Table, issues: &mut Vec<Issue>) -> RawConfig {
             "http" => raw.http = Some(section_de(t, &path, issues)),
             "log" => raw.log = Some(section_de(t, &path, issues)),
             "sip" => raw.sip = Some(section_de(t, &path, issues)),
+            "ng" => raw.ng = Some(section_de(t, &path, issues)),
             // Unknown sections were stripped before the merge.
             _ => {}
         }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use crate::error::{ErrorKind, ValueError};
 use crate::model::{
-    AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig, MaskingConfig, MediaConfig, PbxConfig,
-    RecorderConfig, RtpRecorder, SecureConfig, SipConfig, SiprecRecorder, SpeechConfig,
+    AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig, MaskingConfig, MediaConfig, NgConfig,
+    PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig, SiprecRecorder, SpeechConfig,
     WavRecorder,
 };
 use crate::raw::{RawConfig, RawRecorder};
@@ -396,6 +396,11 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         ),
         state_dir: c.opt(k("sip.state_dir"), sp.state_dir, nonempty_path),
     };
+    let ng = NgConfig {
+        listen: c.opt(k("ng.listen"), raw.ng.unwrap_or_default().listen, |v| {
+            ListenAddr::try_from(v.as_str())
+        }),
+    };
     let recorders = raw
         .recorder
         .unwrap_or_default()
@@ -421,6 +426,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         http,
         log,
         sip,
+        ng,
     };
     cross_checks(&mut c, &config);
     if c.issues.is_empty() {
@@ -629,6 +635,36 @@ fn cross_checks(c: &mut Checker, cfg: &Config) {
             );
         }
     }
+    if let Some(ng) = cfg.ng.listen {
+        let a = ng.get();
+        // UDP only: it may share a port with HTTP (TCP), never with SIP (UDP and TCP).
+        for (key, other) in &listeners[..2] {
+            let b = other.get();
+            let overlap = a.port() != 0
+                && a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
+            if overlap {
+                c.push(
+                    ErrorKind::Conflict,
+                    k("ng.listen"),
+                    format!("{a} collides with {key} = {b}"),
+                    "give ng.listen a port of its own (rtpengine's default is 2223)".into(),
+                );
+            }
+        }
+        if a.port() != 0 && cfg.media.ports.contains(a.port()) {
+            c.push(
+                ErrorKind::Conflict,
+                k("media.ports"),
+                format!(
+                    "{} includes port {}, which ng.listen uses",
+                    cfg.media.ports,
+                    a.port()
+                ),
+                "choose an RTP range that leaves out the NG port".into(),
+            );
+        }
+    }
     if cfg.speech.engine == SpeechEngine::Remote && cfg.speech.remote_url.is_none() {
         c.push(
             ErrorKind::Missing,
@@ -709,5 +745,26 @@ mod tests {
         let raw: RawConfig = toml::from_str("[pbx]\nlisten = \"0.0.0.0:30000\"\n").unwrap();
         let issues = validate(raw).unwrap_err();
         assert_eq!(issues[0].path.to_string(), "media.ports");
+    }
+
+    #[test]
+    fn ng_listen_is_off_by_default_and_checked() {
+        let cfg = validate(RawConfig::default()).unwrap();
+        assert_eq!(cfg.ng.listen, None);
+        let raw: RawConfig = toml::from_str("[ng]\nlisten = \"127.0.0.1:2223\"\n").unwrap();
+        let cfg = validate(raw).unwrap();
+        assert_eq!(cfg.ng.listen.map(|l| l.get().port()), Some(2223));
+        // UDP with the PBX side's SIP port: refused, naming the key.
+        let raw: RawConfig = toml::from_str("[ng]\nlisten = \"0.0.0.0:5060\"\n").unwrap();
+        let issues = validate(raw).unwrap_err();
+        assert_eq!(issues[0].path.to_string(), "ng.listen");
+        assert!(issues[0].fix.contains("2223"), "{:?}", issues[0]);
+        let raw: RawConfig = toml::from_str("[ng]\nlisten = \"127.0.0.1:30002\"\n").unwrap();
+        assert_eq!(
+            validate(raw).unwrap_err()[0].path.to_string(),
+            "media.ports"
+        );
+        let raw: RawConfig = toml::from_str("[ng]\nlisten = \"not an address\"\n").unwrap();
+        assert_eq!(validate(raw).unwrap_err()[0].path.to_string(), "ng.listen");
     }
 }

@@ -12,8 +12,8 @@ use config::types::{
 };
 use config::{
     from_str, load_with_overrides, AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig,
-    MaskingConfig, MediaConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig,
-    SiprecRecorder, SpeechConfig, WavRecorder,
+    MaskingConfig, MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig,
+    SipConfig, SiprecRecorder, SpeechConfig, WavRecorder,
 };
 use proptest::prelude::*;
 
@@ -242,6 +242,7 @@ fn config() -> impl Strategy<Value = Config> {
                     max_line_bytes: max_line,
                     state_dir: None,
                 },
+                ng: NgConfig::default(),
             })
         },
     )

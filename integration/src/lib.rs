@@ -1357,6 +1357,16 @@ impl UdpCapture {
         self.addr
     }
 
+    /// Every RTP packet so far (other datagrams skipped).
+    pub fn rtp(&self) -> Vec<RtpPacket> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(b, f)| RtpPacket::parse(b, *f))
+            .collect()
+    }
+
     /// Every datagram so far, as (text, source).
     pub fn texts(&self) -> Vec<(String, SocketAddr)> {
         self.got

@@ -103,7 +103,9 @@ impl Label for Side {
     }
 }
 
+mod ng;
 mod sip;
+pub use ng::{NgCommand, NgMetrics, NgResult};
 pub use sip::SipMetrics;
 
 label_enum! {
@@ -486,6 +488,14 @@ impl LegCounters {
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 
+    /// Packets and bytes so far (NG `query`).
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.packets.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
     /// `n` packets found missing by sequence-number tracking.
     #[inline]
     pub fn add_lost(&self, n: u64) {
@@ -750,6 +760,8 @@ pub struct Metrics {
     calls_total: By<CallOutcome, IntCounter>,
     /// The SIP signalling family.
     sip: SipMetrics,
+    /// The NG control family (media-node mode).
+    ng: NgMetrics,
     rtp_dropped: By2<Side, DropReason, IntCounter>,
     rtp_jitter: By<Side, prometheus::Histogram>,
     media_ports_in_use: IntGauge,
@@ -826,6 +838,7 @@ impl Metrics {
             &[CallOutcome::NAME],
         )?;
         let sip = SipMetrics::register(r)?;
+        let ng = NgMetrics::register(r)?;
         let rtp_dropped = int_counter_vec(
             r,
             "callmask_rtp_packets_dropped_total",
@@ -1019,6 +1032,7 @@ impl Metrics {
         Ok(Metrics {
             calls_total: by(&calls_total),
             sip,
+            ng,
             rtp_dropped: by2(&rtp_dropped),
             rtp_jitter: by(&rtp_jitter),
             media_ports_in_use,
@@ -1083,6 +1097,11 @@ impl Metrics {
     /// A call ended with `outcome`.
     pub fn call_ended(&self, outcome: CallOutcome) {
         self.calls_total.get(outcome).inc();
+    }
+
+    /// The NG control family (owned by `io/ng.rs`).
+    pub fn ng(&self) -> &NgMetrics {
+        &self.ng
     }
 
     /// The SIP signalling family (owned by `io/signalling.rs`).

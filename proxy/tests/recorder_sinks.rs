@@ -240,6 +240,7 @@ async fn hash_numbers_is_honoured_per_sink() {
             from: "h:0123456789ab".into(),
             to: "h:ba9876543210".into(),
             codecs: vec!["PCMU".into()],
+            tags: None,
             numbers_clear: callmask::redact::Redacted::new(("+15550100".into(), "2001".into())),
         },
     })

@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod media;
+pub mod ng;
 pub mod ports;
 pub mod proxy;
 pub mod registrar;

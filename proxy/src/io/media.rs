@@ -139,6 +139,23 @@ impl MediaHub {
         }
     }
 
+    /// Pass `cmd` to a live call's media core (NG `block DTMF`, `stop recording`, …); the
+    /// API's secure mode is recorded in the call table too.
+    pub fn command(&mut self, call: CallRef, cmd: CallCmd) {
+        if let CallCmd::Secure(on) = cmd {
+            let _ = self.table.record_secure(call, on);
+        }
+        if let Some(h) = self.calls.get(&call) {
+            let _ = h.cmd.send(cmd);
+        }
+    }
+
+    /// RTP/RTCP packets and bytes received from `side` on `call` so far.
+    pub fn received(&self, call: CallRef, side: Side) -> Option<(u64, u64)> {
+        let stats = self.stats.get(&call)?;
+        Some(stats.leg(side, crate::metrics::Direction::Inbound).totals())
+    }
+
     /// A call began (before any media).
     pub fn call_started(&mut self, call: CallRef, caller_side: Side, meta: CallMeta) {
         self.table.started(call);

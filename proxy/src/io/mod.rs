@@ -7,12 +7,14 @@
 //! - [`recorder`]: recorder sinks fed only with sanitized audio.
 //! - [`http`]: metrics, health and the control API.
 //! - [`speech`]: the recognizer worker pool and per-call spoken-identifier glue.
+//! - [`ng`]: media-node mode: the NG control socket around [`crate::core::ng`].
 //! - [`run`]: `callmask run` wiring.
 
 pub mod calls;
 pub mod http;
 pub mod media;
 pub mod media_workers;
+pub mod ng;
 pub mod recorder;
 pub mod run;
 pub mod signalling;

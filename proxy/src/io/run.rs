@@ -61,6 +61,8 @@ pub struct Bound {
     pub agents_sip: SocketAddr,
     /// HTTP.
     pub http: SocketAddr,
+    /// The NG control socket (media-node mode), when `ng.listen` is set.
+    pub ng: Option<SocketAddr>,
 }
 
 /// The IP callmask advertises for a listen address: itself when specific, otherwise the
@@ -251,10 +253,15 @@ pub async fn run(
     .await?;
     let http_listen = cfg.http.listen.get();
     let http_listener = bind_tcp(http_listen, "HTTP", "http.listen").await?;
+    let ng_sock = match cfg.ng.listen {
+        Some(l) => Some(bind_udp(l.get(), "NG control", "ng.listen").await?),
+        None => None,
+    };
     let bound = Bound {
         pbx_sip: pbx_sock.local_addr().unwrap_or(pbx_listen),
         agents_sip: agents_sock.local_addr().unwrap_or(agents_listen),
         http: http_listener.local_addr().unwrap_or(http_listen),
+        ng: ng_sock.as_ref().and_then(|s| s.local_addr().ok()),
     };
 
     let limits = Limits {
@@ -286,7 +293,21 @@ pub async fn run(
             problem: e.to_string(),
         }
     })?;
-    let ports = PortAllocator::new(range, Duration::from_secs(5));
+    // Media-node mode draws from the same range: the upper half is the NG calls' pool.
+    let (ports, ng_ports) = if ng_sock.is_some() {
+        let mut halves = PortAllocator::split(range, 2, Duration::from_secs(5)).into_iter();
+        match (halves.next(), halves.next()) {
+            (Some(a), Some(b)) => (a, Some(b)),
+            _ => {
+                return Err(RunError::Config {
+                    key: "media.ports",
+                    problem: format!("{range} is too small to share with ng.listen: give it at least two RTP/RTCP pairs"),
+                })
+            }
+        }
+    } else {
+        (PortAllocator::new(range, Duration::from_secs(5)), None)
+    };
     let core = ProxyCore::new(core_cfg, ports);
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
@@ -358,32 +379,59 @@ pub async fn run(
         problem: format!("cannot start {media_workers} media worker threads: {e}"),
     })?;
     tracing::info!(workers = media_workers, "media workers started");
-    let media = MediaHub::new(
-        MediaSettings {
-            pbx_bind: if pbx_listen.ip().is_unspecified() {
-                pbx_listen.ip()
-            } else {
-                pbx_ip
-            },
-            agents_bind: if agents_listen.ip().is_unspecified() {
-                agents_listen.ip()
-            } else {
-                agents_ip
-            },
-            inactivity: Duration::from_secs(u64::from(cfg.media.inactivity_timeout.get())),
-            mask,
-            latch: LatchConfig::default(),
-            agent_dtmf: cfg.masking.agent_dtmf,
-            dtmf_trigger: cfg.secure.dtmf_trigger.as_ref().map(KeySequence::new),
-            dtmf_release: cfg.secure.dtmf_release.as_ref().map(KeySequence::new),
-            speech,
+    let settings = MediaSettings {
+        pbx_bind: if pbx_listen.ip().is_unspecified() {
+            pbx_listen.ip()
+        } else {
+            pbx_ip
         },
-        metrics.clone(),
-        tap,
-        timeouts_tx,
-        table.clone(),
-    )
-    .with_workers(Arc::new(workers));
+        agents_bind: if agents_listen.ip().is_unspecified() {
+            agents_listen.ip()
+        } else {
+            agents_ip
+        },
+        inactivity: Duration::from_secs(u64::from(cfg.media.inactivity_timeout.get())),
+        mask,
+        latch: LatchConfig::default(),
+        agent_dtmf: cfg.masking.agent_dtmf,
+        dtmf_trigger: cfg.secure.dtmf_trigger.as_ref().map(KeySequence::new),
+        dtmf_release: cfg.secure.dtmf_release.as_ref().map(KeySequence::new),
+        speech,
+    };
+    let workers = Arc::new(workers);
+    // Media-node mode: its own hub (and media timeouts) over the same workers, recorder
+    // queue and call table, so NG calls run the SIP mode's media core and sinks.
+    let ng = match (ng_sock, ng_ports) {
+        (Some(socket), Some(ng_ports)) => {
+            let (ng_timeouts_tx, ng_timeouts) = mpsc::unbounded_channel();
+            let hub = MediaHub::new(
+                settings.clone(),
+                metrics.clone(),
+                tap.clone(),
+                ng_timeouts_tx,
+                table.clone(),
+            )
+            .with_workers(workers.clone());
+            let core = crate::core::ng::NgCore::new(
+                crate::core::ng::NgConfig {
+                    media_ip: crate::core::side::BySide::new(pbx_ip, agents_ip),
+                    codecs: cfg.media.codecs.clone(),
+                    max_calls: ng_ports.capacity() / 2,
+                },
+                ng_ports,
+            );
+            Some(super::ng::NgShell {
+                core,
+                socket,
+                media: hub,
+                metrics: metrics.clone(),
+                media_timeouts: ng_timeouts,
+            })
+        }
+        _ => None,
+    };
+    let media = MediaHub::new(settings, metrics.clone(), tap, timeouts_tx, table.clone())
+        .with_workers(workers);
 
     let token = match &cfg.http.auth {
         config::HttpAuth::None => None,
@@ -414,6 +462,13 @@ pub async fn run(
         "callmask listening"
     );
     on_bound(bound);
+    if let Some(ng) = ng {
+        tracing::info!(ng = ?bound.ng, "media-node mode: NG control protocol listening");
+        let mut ng_shutdown = shutdown.clone();
+        tokio::spawn(ng.run(async move {
+            let _ = ng_shutdown.wait_for(|v| *v).await;
+        }));
+    }
 
     let (stream_tx, stream_rx) = mpsc::channel(4096);
     spawn_listener(Side::Pbx, pbx_tcp, stream_tx.clone(), limits);

@@ -205,6 +205,7 @@ impl Signalling {
                         from: hash(&parties.from),
                         to: hash(&parties.to),
                         codecs: Vec::new(),
+                        tags: None,
                         numbers_clear: crate::redact::Redacted::new((
                             clear(&parties.from),
                             clear(&parties.to),

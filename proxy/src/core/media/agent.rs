@@ -66,6 +66,11 @@ impl AgentClamp {
         }
     }
 
+    /// The clamp's mode.
+    pub(crate) fn mode(&self) -> ClampMode {
+        self.clamp.mode()
+    }
+
     /// The bytes of the last [`Rewrite::Rewritten`].
     pub(crate) fn rewritten(&self, n: usize) -> &[u8] {
         &self.buf[..n]

@@ -58,8 +58,8 @@ use crate::metrics::{self, CallStats, Metrics};
 
 pub use self::codec::AudioCodec;
 pub use self::tap::{
-    CallMeta, NoSpeech, SpeechHook, TapEvent, TapFrame, INFO_DTMF_MS, MAX_GAP_FILL_MS, MAX_LATE_MS,
-    TAP_FRAME_MAX, TAP_RATE,
+    CallMeta, DialogTags, NoSpeech, SpeechHook, TapEvent, TapFrame, INFO_DTMF_MS, MAX_GAP_FILL_MS,
+    MAX_LATE_MS, TAP_FRAME_MAX, TAP_RATE,
 };
 pub use self::trigger::{KeyMatch, KeySequence};
 
@@ -144,7 +144,7 @@ pub struct Transmit<'a> {
 }
 
 /// Commands to a call's media core (from signalling and the HTTP API).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallCommand {
     /// The latest anchored streams (after every SDP).
     Spec(Vec<StreamSpec>),
@@ -155,6 +155,9 @@ pub enum CallCommand {
         /// Side the INFO came from.
         from: Side,
     },
+    /// Switch the PBX→agents DTMF clamp at run time (NG `block DTMF` / `unblock DTMF`):
+    /// `Some(mode)` clamps with `mode`, `None` passes DTMF again.
+    AgentDtmf(Option<ClampMode>),
 }
 
 /// What the shell must act on.
@@ -304,6 +307,16 @@ impl<S: SpeechHook> CallMedia<S> {
             CallCommand::Spec(specs) => self.apply_specs(specs),
             CallCommand::Secure(on) => self.recorder.secure(on),
             CallCommand::InfoDtmf { from } => self.recorder.info_dtmf(from),
+            CallCommand::AgentDtmf(mode) => self.set_agent_clamp(mode),
+        }
+    }
+
+    /// A clamp already in `mode` is kept (its state spans packets); another mode starts anew.
+    fn set_agent_clamp(&mut self, mode: Option<ClampMode>) {
+        match mode {
+            None => self.agent = None,
+            Some(m) if self.agent.as_ref().is_some_and(|a| a.mode() == m) => {}
+            Some(m) => self.agent = Some(Box::new(AgentClamp::new(m))),
         }
     }
 

@@ -95,6 +95,18 @@ pub struct CallMeta {
     /// Audio codecs in use (encoding names): each stream's first audio codec of the latest
     /// SDP, i.e. the answer's choice once answered; never the whole offer.
     pub codecs: Vec<String>,
+    /// The SIP dialog's From and To tags, when a controller told them (NG media-node mode;
+    /// the SIP mode leaves them out). Random tokens, not PHI.
+    pub tags: Option<DialogTags>,
+}
+
+/// A SIP dialog's tags as an NG controller names them (`from-tag`, `to-tag`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DialogTags {
+    /// `from-tag`: the caller's tag.
+    pub from_tag: String,
+    /// `to-tag`: the callee's tag.
+    pub to_tag: String,
 }
 
 /// What the recorder side receives.

@@ -587,6 +587,48 @@ fn agent_clamp_drop_silences_inband_tones_and_removes_events_renumbering() {
     assert_eq!(r.send(640, Side::Agents, &back).unwrap().bytes, back);
 }
 
+/// NG `block DTMF` / `unblock DTMF` (`CallCommand::AgentDtmf`) on a live call: events pass,
+/// are removed while blocked, pass again after.
+#[test]
+fn agent_clamp_switched_at_run_time() {
+    let mut r = Rig::new(clamp_config(AgentDtmfMode::Pass), Side::Pbx);
+    let ev = |seq: u16| {
+        rtp(
+            TEL,
+            seq == 0,
+            seq,
+            0,
+            PBX_SSRC,
+            &event(5, false, 160 * (seq + 1)),
+        )
+    };
+    assert!(
+        r.send(0, Side::Pbx, &ev(0)).is_some(),
+        "passes before the block"
+    );
+    let t = r.at(20);
+    r.media.handle_command(
+        t,
+        CallCommand::AgentDtmf(Some(dsp::clamp::ClampMode::Silence)),
+    );
+    assert!(
+        r.send(20, Side::Pbx, &ev(1)).is_none(),
+        "removed while blocked"
+    );
+    // Blocking again in the same mode keeps the clamp (and its renumbering state).
+    r.media.handle_command(
+        t,
+        CallCommand::AgentDtmf(Some(dsp::clamp::ClampMode::Silence)),
+    );
+    assert!(r.send(40, Side::Pbx, &ev(2)).is_none());
+    r.media
+        .handle_command(r.at(60), CallCommand::AgentDtmf(None));
+    assert!(
+        r.send(60, Side::Pbx, &ev(3)).is_some(),
+        "passes after the unblock"
+    );
+}
+
 #[test]
 fn agent_clamp_flat_tone_turns_events_into_audio_and_drops_repeats() {
     let mut r = Rig::new(clamp_config(AgentDtmfMode::FlatTone), Side::Pbx);

@@ -69,6 +69,11 @@ struct Sidecar {
     sip_call_id: String,
     from: String,
     to: String,
+    /// The dialog's tags (NG media-node mode only: the controller names them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to_tag: Option<String>,
     codecs: Vec<String>,
     start_unix_ms: u128,
     end_unix_ms: u128,
@@ -612,6 +617,8 @@ impl Recorders {
             sip_call_id: meta.sip_call_id,
             from: meta.from,
             to: meta.to,
+            from_tag: meta.tags.as_ref().map(|t| t.from_tag.clone()),
+            to_tag: meta.tags.map(|t| t.to_tag),
             codecs: meta.codecs,
             start_unix_ms,
             end_unix_ms: unix_ms(),
