@@ -13,7 +13,7 @@
 //! state in the call table (so the API shows it) and audits it with actor `dtmf-trigger`.
 #![allow(clippy::disallowed_methods)] // io shell: reads the clock
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -238,6 +238,8 @@ impl MediaHub {
             tap: self.tap.clone(),
             table: self.table.clone(),
             replies,
+            held: VecDeque::new(),
+            held_overflow_logged: false,
         };
         let timeouts = self.timeouts.clone();
         let run = async move {
@@ -284,7 +286,16 @@ struct CallRelay {
     tap: Option<mpsc::Sender<TapEvent>>,
     table: Arc<super::calls::CallTable>,
     replies: Option<mpsc::UnboundedReceiver<Reply>>,
+    /// Recorder events other than audio (start, spans, end) that met a full recorder queue:
+    /// held in order and sent before anything else, so a busy recorder loses audio (counted)
+    /// but never a call's start, a masked span of its sidecar or the end that closes it.
+    held: VecDeque<TapEvent>,
+    held_overflow_logged: bool,
 }
+
+/// At most this many recorder events wait in a call's hold (a recorder this far behind
+/// loses the rest, logged).
+const HELD_MAX: usize = 256;
 
 impl CallRelay {
     async fn run(mut self, mut cmd_rx: mpsc::UnboundedReceiver<CallCmd>) -> Exit {
@@ -326,6 +337,7 @@ impl CallRelay {
         self.finish_speech().await;
         self.media.finish(Some(ended));
         self.drain();
+        self.flush_held().await;
         exit
     }
 
@@ -343,13 +355,63 @@ impl CallRelay {
                 MediaEvent::Inactive => exit = Some(Exit::Inactive),
             }
         }
-        while let Some(ev) = self.media.poll_tap() {
-            let Some(tap) = &self.tap else { continue };
-            if let Err(mpsc::error::TrySendError::Full(TapEvent::Frame(_))) = tap.try_send(ev) {
-                self.metrics.tap_queue_dropped(1);
+        self.pass_tap();
+        exit
+    }
+
+    /// Hand the core's tap events to the recorder queue without waiting: held events first,
+    /// in order; audio that meets a full queue (or queues behind held events) is dropped and
+    /// counted, other events are held.
+    fn pass_tap(&mut self) {
+        use mpsc::error::TrySendError;
+        let Some(tap) = self.tap.clone() else {
+            while self.media.poll_tap().is_some() {}
+            return;
+        };
+        while let Some(ev) = self.held.pop_front() {
+            match tap.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ev)) => {
+                    self.held.push_front(ev);
+                    break;
+                }
+                Err(TrySendError::Closed(_)) => self.held.clear(),
             }
         }
-        exit
+        while let Some(ev) = self.media.poll_tap() {
+            let ev = if self.held.is_empty() {
+                match tap.try_send(ev) {
+                    Ok(()) | Err(TrySendError::Closed(_)) => continue,
+                    Err(TrySendError::Full(ev)) => ev,
+                }
+            } else {
+                ev
+            };
+            self.hold(ev);
+        }
+    }
+
+    fn hold(&mut self, ev: TapEvent) {
+        if matches!(ev, TapEvent::Frame(_)) {
+            self.metrics.tap_queue_dropped(1);
+        } else if self.held.len() < HELD_MAX {
+            self.held.push_back(ev);
+        } else if !std::mem::replace(&mut self.held_overflow_logged, true) {
+            tracing::error!(
+                call = self.media.call().0,
+                "recorder queue full for too long: recorder events of this call lost"
+            );
+        }
+    }
+
+    /// At the call's end: wait for the recorder to take the held events (its end above all).
+    async fn flush_held(&mut self) {
+        let Some(tap) = self.tap.clone() else { return };
+        while let Some(ev) = self.held.pop_front() {
+            if tap.send(ev).await.is_err() {
+                self.held.clear();
+            }
+        }
     }
 
     fn bind_stream(&mut self, stream: usize, pbx: PortPair, agents: PortPair) {
