@@ -2,7 +2,9 @@
 //! bursts, 4 in-band DTMF keys, 3 RFC 4733 events) through the real proxy on 127.0.0.1, and the
 //! sanitized recording it leaves must be a stereo 8 kHz WAV whose caller channel holds speech
 //! but no DTMF tone anywhere, with a span report listing both kinds of DTMF span. With the
-//! speech engine, a 13 s synthetic call: its spoken card number is muted.
+//! speech engine, the demo as a new user runs it on a fresh clone (synthetic caller, default
+//! length): its spoken card number (espeak-ng, not from the eval corpus) is muted whole, and
+//! the demo's own check finds no decodable DTMF key in its recording.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -82,6 +84,7 @@ fn demo_places_a_call_and_leaves_a_sanitized_recording() {
     assert!(stdout.contains("/metrics"), "{stdout}");
     assert!(stdout.contains(&dir.display().to_string()), "{stdout}");
     assert!(stdout.contains("DTMF spans masked (in-band)"), "{stdout}");
+    assert!(stdout.contains("check: 0 DTMF keys decodable"), "{stdout}");
 
     let wav = callmask::offline::audio::read(&dir.join("recording.wav")).expect("recording.wav");
     assert_eq!(wav.format.channels, 2);
@@ -147,16 +150,22 @@ fn demo_mutes_the_spoken_card_number() {
     let stdout = run_demo(&["--synthetic"], &dir, Duration::from_secs(120));
     assert!(stdout.contains("a spoken card number"), "{stdout}");
     assert!(stdout.contains("Whisper tiny.en"), "{stdout}");
+    // The summary tells the truth: the identifier counts as masked when spoken_id spans cover
+    // it; when a verdict came late (a loaded machine) the audio was muted fail-closed instead
+    // and the summary says so (the recording is checked below either way).
     assert!(
-        stdout.contains("1 spoken identifier masked"),
-        "the card number was not muted:\n{stdout}"
+        stdout.contains("1 spoken identifier masked") || stdout.contains("s muted fail-closed"),
+        "the card number was neither recognised nor muted fail-closed:\n{stdout}"
     );
+    assert!(stdout.contains("check: 0 DTMF keys decodable"), "{stdout}");
     let spans: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("spans.json")).expect("spans.json"))
             .expect("spans.json is JSON");
     let spans = spans["spans"].as_array().expect("spans list");
     assert!(
-        spans.iter().any(|s| s["reason"] == "spoken_id"),
+        spans
+            .iter()
+            .any(|s| s["reason"] == "spoken_id" || s["reason"] == "fail_closed"),
         "{spans:?}"
     );
     // The recording itself: the clip (where the demo says it is in the script, "a spoken card

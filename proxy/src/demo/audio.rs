@@ -216,8 +216,11 @@ fn amplitude_dbm0(dbm0: f64) -> f64 {
     32767.0 * 10f64.powf((dbm0 - FULL_SCALE_DBM0) / 20.0)
 }
 
-/// A caller reading a card number: 5.9 s of µ-law from the dev corpus (call_014, 34.7-40.6 s;
-/// synthetic espeak-ng voice, telephone band). Small enough to ship, real enough for Whisper.
+/// A caller reading a made-up card number ("four nine one seven, three eight two zero, five
+/// five six one, two zero three four"): 6.4 s of µ-law, not from the eval corpus. Made once with
+/// `espeak-ng -v en+m3 -s 145 -w d.wav "<the words>"` (espeak-ng 1.51, Debian) and
+/// `sox d.wav -r 8000 -c 1 -e u-law -t raw card_number.ulaw sinc 300-3400`: small enough to
+/// ship, a telephone-band voice Whisper has to hear for itself.
 const CARD_NUMBER_CLIP: &[u8] = include_bytes!("card_number.ulaw");
 /// Calls at least this long carry the spoken card number.
 pub(crate) const CLIP_MIN_CALL_MS: u64 = 12_000;

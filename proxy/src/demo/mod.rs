@@ -17,12 +17,16 @@
 //!   as `shared/eval/data/dev` above the current directory or the binary) with in-band DTMF,
 //!   its labelled RFC 4733 packets (PT 101) and a spoken card number; without the corpus,
 //!   a synthetic script: speech-like bursts, 4 in-band keys (Q.23, -10 dBm0, 80 ms on/off),
-//!   3 RFC 4733 events and a 5.9 s clip of a caller reading a card number (embedded, from the
-//!   dev corpus; calls of 12 s or more). The agent answers with a quieter synthetic voice.
+//!   3 RFC 4733 events and a 6.4 s clip of a caller reading a made-up card number (embedded,
+//!   synthesised with espeak-ng, not from the eval corpus; calls of 12 s or more). The agent
+//!   answers with a quieter synthetic voice.
 //! - At the end it prints the folder with the sanitized stereo WAV (caller left, agent right)
 //!   and its JSON span report (also copied as `recording.wav` / `spans.json`), a summary from
 //!   the sidecar and the metrics ("4 DTMF spans masked (in-band), 3 RFC 4733 events masked,
-//!   1 spoken identifier masked …"), and how to listen. Never a digit heard on the call.
+//!   1 spoken identifier masked …"; an identifier counts as masked only when `spoken_id` spans
+//!   cover it: audio muted because a verdict came late is reported apart, as fail-closed
+//!   seconds), a check of its own recording (callmask's DTMF detector run over the file: the
+//!   keys left decodable, which must be 0), and how to listen. Never a digit heard on the call.
 //! - Exit 0; 70 if the call fails or does not finish within ~60 s, 71 if the proxy cannot
 //!   bind, 73 if DIR cannot be created. `--keep-running` leaves the proxy (and its metrics
 //!   page) up after the call until Ctrl-C. Hidden test flags: `--synthetic` (ignore the
@@ -429,6 +433,7 @@ async fn call_and_report(
     );
     println!();
     let spoken = spoken_identifiers_masked(&json, script);
+    let decodable = decodable_keys(&rec.channels[0]);
     println!(
         "Summary: {} masked (in-band), {} masked, {} masked ({}, {})",
         plural(n("dtmf_inband"), "DTMF span", "DTMF spans"),
@@ -458,15 +463,41 @@ async fn call_and_report(
             );
         }
     }
+    println!(
+        "  check: {} decodable in the recording's caller channel (callmask's DTMF detector run over the file)",
+        plural(decodable, "DTMF key", "DTMF keys")
+    );
     println!("  the agent heard the call unchanged; only the recorder's copy is masked");
     println!();
     println!("Listen: aplay {}", recording.display());
     println!("    or: play {}   (sox)", recording.display());
+    if decodable > 0 {
+        return Err(fail(
+            70,
+            "DTMF keys are still decodable in the sanitized recording",
+        ));
+    }
     Ok(())
 }
 
-/// The script's spoken identifiers that the caller channel's spans mute (≥ 90 % covered by
-/// `spoken_id` spans, or by `fail_closed` ones where a verdict came too late). Span times are
+/// Keys a DTMF receiver still finds in `pcm` (8 kHz): callmask's own detector, at its
+/// defaults, over the recorded file.
+fn decodable_keys(pcm: &[i16]) -> usize {
+    use dsp::dtmf::{DtmfConfig, DtmfDetector, ToneEvent};
+    let mut det = DtmfDetector::new(DtmfConfig::default());
+    let mut keys = 0;
+    for block in pcm.chunks(160) {
+        det.process(block);
+        while let Some(ev) = det.poll_event() {
+            keys += usize::from(matches!(ev, ToneEvent::Started { .. }));
+        }
+    }
+    keys
+}
+
+/// The script's spoken identifiers that the caller channel's `spoken_id` spans mute (≥ 90 %
+/// covered). Audio muted because a verdict came too late (`fail_closed`) does not count: the
+/// summary reports those seconds apart. Span times are
 /// on the recording's clock: the recorder places the caller's audio at its first frame's
 /// arrival less the look-ahead, so about where the call's media started; the best offset in a
 /// 5 s band (a busy machine delays frames) is used.
@@ -476,12 +507,7 @@ fn spoken_identifiers_masked(json: &serde_json::Value, script: &audio::CallerScr
         .and_then(|v| v.as_array())
         .into_iter()
         .flatten()
-        .filter(|s| {
-            matches!(
-                s.get("reason").and_then(|r| r.as_str()),
-                Some("spoken_id" | "fail_closed")
-            )
-        })
+        .filter(|s| s.get("reason").and_then(|r| r.as_str()) == Some("spoken_id"))
         .filter(|s| s.get("channel").and_then(|c| c.as_str()) != Some("agent"))
         .filter_map(|s| Some((s.get("start_ms")?.as_f64()?, s.get("end_ms")?.as_f64()?)))
         .collect();
@@ -513,4 +539,22 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recording_check_finds_the_scripts_keys_before_masking() {
+        // The check must be able to fail: the unmasked script holds 4 in-band keys.
+        let script = audio::synthetic(20_000);
+        let pcm: Vec<i16> = script
+            .ulaw
+            .iter()
+            .map(|&b| dsp::g711::ulaw_to_linear(b))
+            .collect();
+        assert_eq!(decodable_keys(&pcm), 4);
+        assert_eq!(decodable_keys(&vec![0i16; 16_000]), 0);
+    }
 }
