@@ -12,7 +12,7 @@ use crate::raw::{
     RawSip, RawSpeech,
 };
 use crate::types::{
-    AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
+    AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
     RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
@@ -67,6 +67,9 @@ pub struct PbxConfig {
     /// Where requests arriving from the agents side go. Default none: such requests are
     /// answered 503 and the binary says so at startup.
     pub peer: Option<PeerAddr>,
+    /// `allow`: source networks allowed to send SIP on this side. `None`: the side's peer
+    /// only (closed by default; in registration mode the agents side then accepts no one).
+    pub allow: Option<Vec<Cidr>>,
 }
 
 impl Default for PbxConfig {
@@ -74,6 +77,7 @@ impl Default for PbxConfig {
         Self {
             listen: any_v4(5060),
             peer: None,
+            allow: None,
         }
     }
 }
@@ -86,6 +90,9 @@ pub struct AgentsConfig {
     /// Trunk mode: the single peer (ACD/SBC) that requests from the PBX side go to.
     /// `None` (default): registration mode, agents' phones REGISTER through callmask.
     pub peer: Option<PeerAddr>,
+    /// `allow`: source networks allowed to send SIP on this side. `None`: the side's peer
+    /// only (closed by default; in registration mode the agents side then accepts no one).
+    pub allow: Option<Vec<Cidr>>,
 }
 
 impl Default for AgentsConfig {
@@ -93,6 +100,7 @@ impl Default for AgentsConfig {
         Self {
             listen: any_v4(5062),
             peer: None,
+            allow: None,
         }
     }
 }
@@ -364,6 +372,10 @@ impl std::fmt::Display for ConfigWarning {
     }
 }
 
+fn cidrs(list: Option<&[Cidr]>) -> Option<Vec<String>> {
+    list.map(|l| l.iter().map(|c| c.to_string()).collect())
+}
+
 fn path_str(p: &std::path::Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -428,6 +440,26 @@ impl Config {
                 ),
             );
         }
+        for (key, allow) in [
+            ("pbx.allow", &self.pbx.allow),
+            ("agents.allow", &self.agents.allow),
+        ] {
+            if allow
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|n| n.is_everything()))
+            {
+                warn(
+                    key,
+                    "admits SIP from every address: anyone who reaches the listener can place calls through callmask".into(),
+                );
+            }
+        }
+        if self.agents.peer.is_none() && self.agents.allow.as_ref().is_none_or(|l| l.is_empty()) {
+            warn(
+                "agents.allow",
+                "registration mode (no agents.peer) with no agents.allow: no phone can register; list the phones' networks".into(),
+            );
+        }
         let api_open = !self.http.listen.get().ip().is_loopback();
         if api_open && self.http.auth == HttpAuth::None {
             warn(
@@ -464,10 +496,12 @@ impl Config {
             pbx: Some(RawSide {
                 listen: Some(self.pbx.listen.to_string()),
                 peer: self.pbx.peer.map(|p| p.to_string()),
+                allow: cidrs(self.pbx.allow.as_deref()),
             }),
             agents: Some(RawSide {
                 listen: Some(self.agents.listen.to_string()),
                 peer: self.agents.peer.map(|p| p.to_string()),
+                allow: cidrs(self.agents.allow.as_deref()),
             }),
             media: Some(RawMedia {
                 ports: Some(self.media.ports.to_string()),

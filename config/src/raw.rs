@@ -58,6 +58,9 @@ pub struct RawSide {
     /// Where requests arriving from the *other* side are sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// Source networks allowed to send SIP on this side (CIDRs; absent: the peer only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
 }
 
 /// `[media]`.

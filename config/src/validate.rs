@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::raw::{RawConfig, RawRecorder};
 use crate::types::{
-    AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
+    AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
     RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
@@ -217,6 +217,20 @@ fn media_codecs(c: &mut Checker, list: Option<Vec<String>>) -> Vec<MediaCodec> {
     out
 }
 
+/// `pbx.allow` / `agents.allow`: each entry a network or host; each bad one is reported at
+/// its index. An empty list is kept (it admits no one: closed, as written).
+fn allow_list(c: &mut Checker, key: &str, list: Option<Vec<String>>) -> Option<Vec<Cidr>> {
+    let list = list?;
+    let path = k(key);
+    let mut out = Vec::with_capacity(list.len());
+    for (j, entry) in list.iter().enumerate() {
+        if let Some(net) = c.opt(path.index(j), Some(entry.as_str()), Cidr::try_from) {
+            out.push(net);
+        }
+    }
+    Some(out)
+}
+
 fn nonempty_path(s: String) -> Result<PathBuf, ValueError> {
     if s.trim().is_empty() {
         return Err(ValueError::new(
@@ -242,6 +256,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             ListenAddr::try_from(s.as_str())
         }),
         peer: c.opt(k("pbx.peer"), pbx.peer, |s| PeerAddr::try_from(s.as_str())),
+        allow: allow_list(&mut c, "pbx.allow", pbx.allow),
     };
     let agents = raw.agents.unwrap_or_default();
     let agents = AgentsConfig {
@@ -251,6 +266,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         peer: c.opt(k("agents.peer"), agents.peer, |s| {
             PeerAddr::try_from(s.as_str())
         }),
+        allow: allow_list(&mut c, "agents.allow", agents.allow),
     };
     let media = raw.media.unwrap_or_default();
     let media = MediaConfig {

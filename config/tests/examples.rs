@@ -71,7 +71,7 @@ fn reference_config_mentions_every_key() {
 #[test]
 fn defaults_warn_about_what_matters() {
     let keys: Vec<&str> = Config::default().warnings().iter().map(|w| w.key).collect();
-    assert_eq!(keys, ["recorder", "pbx.peer"]);
+    assert_eq!(keys, ["recorder", "pbx.peer", "agents.allow"]);
     let open = load_with_overrides(
         None,
         &[
@@ -81,7 +81,16 @@ fn defaults_warn_about_what_matters() {
     )
     .unwrap();
     let keys: Vec<&str> = open.warnings().iter().map(|w| w.key).collect();
-    assert_eq!(keys, ["recorder", "pbx.peer", "masking.dtmf", "http.token"]);
+    assert_eq!(
+        keys,
+        [
+            "recorder",
+            "pbx.peer",
+            "masking.dtmf",
+            "agents.allow",
+            "http.token"
+        ]
+    );
 }
 
 /// Issue 12 item 9: a warning prints as `key: message` with the message first, never the
@@ -294,6 +303,14 @@ const BAD: &[(&str, &str)] = &[
     (
         "[agents]\nlisten = \"0.0.0.0:5060\"\n",
         "callmask.toml:2:10: agents.listen: 0.0.0.0:5060 collides with pbx.listen = 0.0.0.0:5060 — give agents.listen a port of its own",
+    ),
+    (
+        "[pbx]\nallow = [\"10.0.0.0/8\", \"10.0.0.5/8\"]\n",
+        "callmask.toml:2:24: pbx.allow[1]: \"10.0.0.5/8\" has host bits set after the prefix — write the network address: \"10.0.0.0/8\"",
+    ),
+    (
+        "[agents]\nallow = [\"phones.example\"]\n",
+        "callmask.toml:2:10: agents.allow[0]: \"phones.example\" is not an IP address or network — write a network as \"10.0.0.0/24\" or one host as \"10.0.0.5\"",
     ),
     (
         "[masking\ndtmf = true\n",

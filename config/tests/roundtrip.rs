@@ -197,10 +197,12 @@ fn config() -> impl Strategy<Value = Config> {
                 pbx: PbxConfig {
                     listen: pl,
                     peer: pp,
+                    allow: None,
                 },
                 agents: AgentsConfig {
                     listen: al,
                     peer: ap,
+                    allow: None,
                 },
                 media: MediaConfig {
                     ports,

@@ -103,8 +103,10 @@ impl Label for Side {
     }
 }
 
+mod access;
 mod ng;
 mod sip;
+pub use access::{AccessDenial, AccessMetrics};
 pub use ng::{NgCommand, NgMetrics, NgResult};
 pub use sip::SipMetrics;
 
@@ -762,6 +764,8 @@ pub struct Metrics {
     sip: SipMetrics,
     /// The NG control family (media-node mode).
     ng: NgMetrics,
+    /// The access-control family.
+    access: AccessMetrics,
     rtp_dropped: By2<Side, DropReason, IntCounter>,
     rtp_jitter: By<Side, prometheus::Histogram>,
     media_ports_in_use: IntGauge,
@@ -839,6 +843,7 @@ impl Metrics {
         )?;
         let sip = SipMetrics::register(r)?;
         let ng = NgMetrics::register(r)?;
+        let access = AccessMetrics::register(r)?;
         let rtp_dropped = int_counter_vec(
             r,
             "callmask_rtp_packets_dropped_total",
@@ -1033,6 +1038,7 @@ impl Metrics {
             calls_total: by(&calls_total),
             sip,
             ng,
+            access,
             rtp_dropped: by2(&rtp_dropped),
             rtp_jitter: by(&rtp_jitter),
             media_ports_in_use,
@@ -1107,6 +1113,11 @@ impl Metrics {
     /// The SIP signalling family (owned by `io/signalling.rs`).
     pub fn sip(&self) -> &SipMetrics {
         &self.sip
+    }
+
+    /// The access-control family (counted by `io/signalling.rs`).
+    pub fn access(&self) -> &AccessMetrics {
+        &self.access
     }
 
     // --- media -------------------------------------------------------------------------

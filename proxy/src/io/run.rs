@@ -308,7 +308,8 @@ pub async fn run(
     } else {
         (PortAllocator::new(range, Duration::from_secs(5)), None)
     };
-    let core = ProxyCore::new(core_cfg, ports);
+    let mut core = ProxyCore::new(core_cfg, ports);
+    core.set_access(access_policy(&cfg));
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
@@ -500,6 +501,15 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), recorder_done).await;
     let _ = http_task.await;
     Ok(())
+}
+
+/// The SIP allow-lists (`pbx.allow`, `agents.allow`; absent: the side's peer only).
+pub(crate) fn access_policy(cfg: &config::Config) -> crate::core::proxy::AccessPolicy {
+    use crate::core::proxy::{AccessPolicy, AllowList};
+    let mut policy = AccessPolicy::default();
+    policy.allow[Side::Pbx] = AllowList::from_config(cfg.pbx.allow.as_deref());
+    policy.allow[Side::Agents] = AllowList::from_config(cfg.agents.allow.as_deref());
+    policy
 }
 
 /// The key of registration-mode contact tokens: derived from `log.hash_key` when set, so a

@@ -237,6 +237,14 @@ impl Signalling {
                 | ProxyEvent::TransactionTimedOut { .. } => {
                     count_sip_event(self.metrics.sip(), &ev)
                 }
+                ProxyEvent::AccessDenied { side, reason } => {
+                    tracing::debug!(
+                        side = side.as_str(),
+                        reason = reason.label(),
+                        "SIP refused by access control"
+                    );
+                    self.metrics.access().denied(side, reason.into());
+                }
                 ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);
                     self.media.info_dtmf(call, side);

@@ -37,6 +37,7 @@
 //!
 //! | file | owns |
 //! |---|---|
+//! | `access.rs` | who may send SIP on each side (allow-lists, registration mode): 403 or drop |
 //! | `types.rs` | configuration, ids, [`Transmit`], [`ProxyEvent`] and its closed enums |
 //! | `request.rs` | the request path, as named steps (checks → server transaction → route → call → rewrite → forward) |
 //! | `response.rs` | the response path (match the client transaction → forward upstream → move the call on) |
@@ -64,6 +65,7 @@ use super::sip::{
 use calls::Calls;
 use txn::Txns;
 
+mod access;
 mod anchoring;
 mod calls;
 mod register;
@@ -76,6 +78,7 @@ mod txn;
 mod txn_glue;
 mod types;
 
+pub use access::{AccessPolicy, AccessReason, AllowList};
 pub use types::{
     CallOutcome, CallRef, DropReason, MediaCommand, Parties, ProxyConfig, ProxyEvent, Side,
     SideConfig, SipTransport, StreamSpec, Transmit,
@@ -96,6 +99,8 @@ pub struct ProxyCore {
     /// Server and client transactions with their timer queue.
     txns: Txns,
     registrar: Registrar,
+    /// Who may send SIP on each side (closed by default: the peers only).
+    access: access::AccessPolicy,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ProxyEvent>,
     /// Transport of the message being handled.
@@ -111,6 +116,7 @@ impl ProxyCore {
             calls: Calls::new(),
             txns: Txns::new(Timers::default()),
             registrar: Registrar::new(),
+            access: access::AccessPolicy::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             arrival: SipTransport::Udp,
@@ -271,6 +277,9 @@ impl ProxyCore {
     }
 
     fn dispatch(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
+        if !self.admit(side, src, &msg) {
+            return;
+        }
         if msg.is_request() {
             self.handle_request(side, src, msg, now);
         } else {

@@ -387,7 +387,101 @@ fn unanswered_invite_times_out_and_frees_ports() {
 fn registration_core() -> ProxyCore {
     let mut c = core();
     c.config.agents.peer = None;
+    // Registration mode admits phones from `agents.allow` (closed otherwise).
+    let mut policy = AccessPolicy::default();
+    policy.allow[Side::Agents] =
+        AllowList::Nets(vec![
+            config::types::Cidr::try_from("127.0.0.0/8").expect("literal")
+        ]);
+    c.set_access(policy);
     c
+}
+
+/// Issue 13: an INVITE from a host that is not the side's peer is answered 403 statelessly
+/// and never reaches the other side; a response from such a host is dropped unanswered.
+#[test]
+fn access_control_refuses_strangers_with_403_and_forwards_nothing() {
+    let mut c = core();
+    let now = Instant::now();
+    let stranger = addr("127.0.0.2:5070");
+    c.handle_datagram(
+        Side::Pbx,
+        stranger,
+        request(
+            "INVITE",
+            "z9hG4bKx1",
+            None,
+            1,
+            Some(&sdp("127.0.0.2", 4000)),
+        ),
+        now,
+    );
+    let t = one_transmit(&mut c);
+    assert_eq!((t.side, t.dest), (Side::Pbx, stranger));
+    assert!(t.payload.starts_with(b"SIP/2.0 403 "), "{:?}", t.payload);
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert_eq!(
+        events,
+        [ProxyEvent::AccessDenied {
+            side: Side::Pbx,
+            reason: AccessReason::NotAllowed
+        }]
+    );
+    assert_eq!(c.active_calls(), 0);
+    assert_eq!(c.transactions(), 0, "no state for a refused source");
+    assert_eq!(c.ports().in_use(), 0);
+    // The same host on the agents side (not its peer either): a response is dropped silently.
+    let resp = Bytes::from_static(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKcmx\r\n\
+          From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\
+          Content-Length: 0\r\n\r\n",
+    );
+    c.handle_datagram(Side::Agents, stranger, resp, now);
+    assert!(c.poll_transmit().is_none());
+    assert!(matches!(
+        c.poll_event(),
+        Some(ProxyEvent::AccessDenied {
+            side: Side::Agents,
+            ..
+        })
+    ));
+    // The configured peer still gets through.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request(
+            "INVITE",
+            "z9hG4bKx2",
+            None,
+            1,
+            Some(&sdp("127.0.0.1", 4000)),
+        ),
+        now,
+    );
+    let sent: Vec<_> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    assert!(
+        sent.iter()
+            .any(|t| t.side == Side::Agents && t.payload.starts_with(b"INVITE ")),
+        "the peer's INVITE is forwarded"
+    );
+}
+
+/// Registration mode: a REGISTER from outside `agents.allow` is refused, so no binding (and
+/// no route to it) ever exists.
+#[test]
+fn registration_mode_refuses_register_from_outside_the_allow_list() {
+    let mut c = registration_core();
+    let mut policy = AccessPolicy::default();
+    policy.allow[Side::Agents] = AllowList::Nets(vec![
+        config::types::Cidr::try_from("10.0.0.0/8").expect("literal")
+    ]);
+    c.set_access(policy);
+    let now = Instant::now();
+    c.handle_datagram(Side::Agents, addr(PHONE), register(600, "z9hG4bKr1"), now);
+    let t = one_transmit(&mut c);
+    assert_eq!(t.dest, addr(PHONE));
+    assert!(t.payload.starts_with(b"SIP/2.0 403 "));
+    assert_eq!(c.registrations(), 0);
 }
 
 const PHONE: &str = "127.0.0.1:5090";

@@ -217,6 +217,13 @@ pub enum ProxyEvent {
         /// Why.
         reason: RejectReason,
     },
+    /// Access control refused a message (answered 403, or dropped for ACK and responses).
+    AccessDenied {
+        /// Arrival side.
+        side: Side,
+        /// Why.
+        reason: super::access::AccessReason,
+    },
     /// A request or response was dropped for a routing reason (no peer, not ours, …).
     Dropped {
         /// Arrival side (for [`DropReason::TransportError`]: the side it was sent to).

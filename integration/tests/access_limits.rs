@@ -1,0 +1,69 @@
+//! Issue 13, "safe to put inline": access control and limits, tried from outside with the real
+//! binary. A stranger is played by sipp bound on 127.0.0.2 (Linux routes all of 127/8 to `lo`);
+//! the configured peers stay on 127.0.0.1. Every test runs in seconds.
+#![allow(clippy::disallowed_methods)] // an e2e test reads the clock
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use callmask_integration::*;
+
+/// An INVITE from 127.0.0.2 (not a configured peer) on either side is answered 403 and never
+/// reaches the other side; the legitimate call from the PBX peer still goes through.
+#[test]
+fn invite_from_outside_the_allow_list_never_reaches_the_other_side() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    // The agent answers exactly one call: a stranger's INVITE reaching it would use it up and
+    // the legitimate call below would then fail.
+    let mut uas = Sipp::new(Scenario::Builtin("uas"), l.agents_peer.port())
+        .timeout_s(20)
+        .spawn();
+    for (side, listen) in [("pbx", l.pbx_listen), ("agents", l.agents_listen)] {
+        let stranger = Sipp::new(Scenario::file("uac_forbidden.xml"), free_udp_port())
+            .local_ip("127.0.0.2")
+            .remote(listen)
+            .timeout_s(10)
+            .run();
+        assert!(
+            stranger.success(),
+            "the stranger on the {side} side did not get 403\n{}\n--- callmask log ---\n{}",
+            stranger.report(),
+            cm.log_tail()
+        );
+    }
+    let legit = Sipp::new(Scenario::Builtin("uac"), l.pbx_peer.port())
+        .remote(l.pbx_listen)
+        .timeout_s(15)
+        .run();
+    let agent = uas.wait();
+    assert!(
+        legit.success() && agent.success(),
+        "the legitimate call failed\n=== UAC ===\n{}\n=== UAS ===\n{}\n--- callmask log ---\n{}",
+        legit.report(),
+        agent.report(),
+        cm.log_tail()
+    );
+    assert_eq!(agent.counts().0, Some(1), "{}", agent.report());
+    let m = cm.wait_metrics(
+        "both stranger INVITEs counted",
+        Duration::from_secs(5),
+        |m| {
+            m.value("callmask_sip_access_denied_total{reason=\"not_allowed\",side=\"pbx\"}") >= 1.0
+                && m.value(
+                    "callmask_sip_access_denied_total{reason=\"not_allowed\",side=\"agents\"}",
+                ) >= 1.0
+        },
+    );
+    // Only the legitimate INVITE entered the proxy logic.
+    assert_eq!(
+        m.value("callmask_sip_requests_total{method=\"INVITE\",side=\"pbx\"}"),
+        1.0,
+        "{}",
+        m.callmask_lines()
+    );
+    assert_eq!(
+        m.value("callmask_sip_requests_total{method=\"INVITE\",side=\"agents\"}"),
+        0.0
+    );
+}
