@@ -8,14 +8,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::raw::{
-    RawConfig, RawHttp, RawLog, RawMasking, RawMedia, RawNg, RawRecorder, RawSecure, RawSide,
-    RawSip, RawSpeech,
+    RawConfig, RawHttp, RawLimits, RawLog, RawMasking, RawMedia, RawNg, RawRecorder, RawSecure,
+    RawSide, RawSip, RawSpeech,
 };
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
-    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
+    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, StreamsPerCall,
+    Workers,
 };
 
 /// The effective callmask configuration.
@@ -41,6 +42,8 @@ pub struct Config {
     pub log: LogConfig,
     /// SIP parser limits.
     pub sip: SipConfig,
+    /// `[limits]`: bounds on calls, streams, transactions, sources.
+    pub limits: LimitsConfig,
     /// Media-node mode (rtpengine NG control protocol).
     pub ng: NgConfig,
 }
@@ -356,6 +359,22 @@ impl Default for SipConfig {
     }
 }
 
+/// `[limits]`: every table bounded, every bound here with a default that a busy floor never
+/// reaches and a flood does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `streams_per_call`: an SDP with more `m=` lines is refused 488 before any port is taken.
+    pub streams_per_call: StreamsPerCall,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            streams_per_call: StreamsPerCall::try_from(4).expect("4 is in range"),
+        }
+    }
+}
+
 /// Something valid but probably not what the admin wants; the binary logs these at startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning {
@@ -560,6 +579,9 @@ impl Config {
             }),
             ng: Some(RawNg {
                 listen: self.ng.listen.map(|l| l.to_string()),
+            }),
+            limits: Some(RawLimits {
+                streams_per_call: Some(i64::from(self.limits.streams_per_call.get())),
             }),
             recorder: Some(self.recorders.iter().map(recorder_to_raw).collect()),
         }

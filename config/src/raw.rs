@@ -42,6 +42,9 @@ pub struct RawConfig {
     /// `[ng]`: media-node mode (rtpengine NG control protocol).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ng: Option<RawNg>,
+    /// `[limits]`: bounds on what one source or the whole process may hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RawLimits>,
     /// `[[recorder]]`: recorder sinks, several at once. Last so that it serializes after the
     /// plain tables.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,6 +204,15 @@ pub struct RawNg {
     pub listen: Option<String>,
 }
 
+/// `[limits]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Most `m=` lines one call's SDP may carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams_per_call: Option<i64>,
+}
+
 /// One `[[recorder]]`: a flat union of every kind's keys; validation checks that each key
 /// belongs to the `kind` given, so a `target` on a `wav` sink is reported rather than ignored.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -305,6 +317,7 @@ pub fn section_fields(section: &str) -> Option<&'static [&'static str]> {
         "log" => fields_of::<RawLog>(),
         "sip" => fields_of::<RawSip>(),
         "ng" => fields_of::<RawNg>(),
+        "limits" => fields_of::<RawLimits>(),
         "recorder" => fields_of::<RawRecorder>(),
         _ => return None,
     })

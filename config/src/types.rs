@@ -102,6 +102,11 @@ bounded!(
     MaxLineBytes, u32, 256, 65_536, "bytes"
 );
 bounded!(
+    /// Most media streams (`m=` lines) in one call's SDP: each active one holds two RTP/RTCP
+    /// port pairs, so this bounds what one INVITE can take from the pool.
+    StreamsPerCall, u16, 1, 64, "m= lines"
+);
+bounded!(
     /// Days a WAV recording is kept before the retention sweeper deletes it.
     RetentionDays, u16, 1, 36_500, "days"
 );

@@ -9,16 +9,17 @@ use std::path::PathBuf;
 
 use crate::error::{ErrorKind, ValueError};
 use crate::model::{
-    AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig, MaskingConfig, MediaConfig, NgConfig,
-    PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig, SiprecRecorder, SpeechConfig,
-    WavRecorder,
+    AgentsConfig, Config, HttpAuth, HttpConfig, LimitsConfig, LogConfig, MaskingConfig,
+    MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig,
+    SiprecRecorder, SpeechConfig, WavRecorder,
 };
 use crate::raw::{RawConfig, RawRecorder};
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
-    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
+    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, StreamsPerCall,
+    Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -417,6 +418,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             ListenAddr::try_from(v.as_str())
         }),
     };
+    let lim = raw.limits.unwrap_or_default();
+    let limits = LimitsConfig {
+        streams_per_call: c.value(
+            k("limits.streams_per_call"),
+            lim.streams_per_call,
+            d.limits.streams_per_call,
+            StreamsPerCall::try_from,
+        ),
+    };
     let recorders = raw
         .recorder
         .unwrap_or_default()
@@ -443,6 +453,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         log,
         sip,
         ng,
+        limits,
     };
     cross_checks(&mut c, &config);
     if c.issues.is_empty() {

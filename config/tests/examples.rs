@@ -238,7 +238,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "[pbxx]\nlisten = \"0.0.0.0:5060\"\n",
-        "callmask.toml:1:2: pbxx: unknown key `pbxx` — did you mean `pbx`? allowed at the top level: pbx, agents, media, masking, speech, secure, http, log, sip, ng, recorder",
+        "callmask.toml:1:2: pbxx: unknown key `pbxx` — did you mean `pbx`? allowed at the top level: pbx, agents, media, masking, speech, secure, http, log, sip, ng, limits, recorder",
     ),
     (
         "[masking]\ndtmf = \"yes\"\n",

@@ -245,6 +245,7 @@ fn config() -> impl Strategy<Value = Config> {
                     state_dir: None,
                 },
                 ng: NgConfig::default(),
+                limits: config::LimitsConfig::default(),
             })
         },
     )

@@ -67,3 +67,64 @@ fn invite_from_outside_the_allow_list_never_reaches_the_other_side() {
         0.0
     );
 }
+
+/// Port-pool exhaustion attempt: INVITEs with 100 `m=` lines (refused 488 before any port is
+/// taken) and a loop of INVITEs the agent rejects (486: ports back at once, no quarantine),
+/// both well past the pool's size; then a legitimate call is set up at once.
+#[test]
+fn port_pool_survives_many_streams_and_rejected_invites() {
+    let cm = Callmask::start_with(CallmaskOpts {
+        media_pairs: 8,
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let mlines: Vec<String> = (0..100)
+        .map(|i| format!("      m=audio {} RTP/AVP 0", 6000 + 2 * i))
+        .collect();
+    let many = Sipp::new(
+        Scenario::file("uac_streams.xml").with("MLINES", mlines.join("\n")),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .calls(5)
+    .rate(20)
+    .timeout_s(10)
+    .run();
+    many.assert_success("100-stream UAC", &cm);
+    // 12 rejected calls × 2 pairs each = 24 pairs through a pool of 8 (4 with quarantine).
+    let mut busy_uas = Sipp::new(Scenario::file("uas_busy.xml"), l.agents_peer.port())
+        .calls(12)
+        .timeout_s(15)
+        .spawn();
+    let busy_uac = Sipp::new(Scenario::file("uac_busy.xml"), l.pbx_peer.port())
+        .remote(l.pbx_listen)
+        .calls(12)
+        .rate(40)
+        .timeout_s(15)
+        .run();
+    busy_uac.assert_success("busy UAC", &cm);
+    busy_uas.wait().assert_success("busy UAS", &cm);
+    let m = cm.metrics();
+    assert_eq!(
+        m.value("callmask_limit_refusals_total{limit=\"streams_per_call\",side=\"pbx\"}"),
+        5.0,
+        "{}",
+        m.callmask_lines()
+    );
+    assert_eq!(m.ports_in_use(), 0.0, "{}", m.callmask_lines());
+    // At once: no waiting for a quarantine to end.
+    let started = std::time::Instant::now();
+    let mut uas = Sipp::new(Scenario::Builtin("uas"), l.agents_peer.port())
+        .timeout_s(10)
+        .spawn();
+    let uac = Sipp::new(Scenario::Builtin("uac"), l.pbx_peer.port())
+        .remote(l.pbx_listen)
+        .timeout_s(10)
+        .run();
+    uac.assert_success("legitimate UAC", &cm);
+    uas.wait().assert_success("legitimate UAS", &cm);
+    eprintln!(
+        "[figure] legitimate call after the exhaustion attempt: {:.2} s from starting its UAS to its BYE (pool of 8 pairs)",
+        started.elapsed().as_secs_f64()
+    );
+}

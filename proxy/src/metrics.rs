@@ -106,7 +106,7 @@ impl Label for Side {
 mod access;
 mod ng;
 mod sip;
-pub use access::{AccessDenial, AccessMetrics};
+pub use access::{AccessDenial, AccessMetrics, LimitLabel};
 pub use ng::{NgCommand, NgMetrics, NgResult};
 pub use sip::SipMetrics;
 

@@ -310,6 +310,7 @@ pub async fn run(
     };
     let mut core = ProxyCore::new(core_cfg, ports);
     core.set_access(access_policy(&cfg));
+    core.set_limits(crate::core::proxy::CoreLimits::from_config(&cfg.limits));
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);

@@ -245,6 +245,14 @@ impl Signalling {
                     );
                     self.metrics.access().denied(side, reason.into());
                 }
+                ProxyEvent::LimitRefused { side, limit } => {
+                    tracing::debug!(
+                        side = side.as_str(),
+                        limit = limit.label(),
+                        "SIP over a limit"
+                    );
+                    self.metrics.access().limit_refused(side, limit.into());
+                }
                 ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);
                     self.media.info_dtmf(call, side);

@@ -1,4 +1,5 @@
-//! The access-control family (issue 13): SIP messages refused because of who sent them.
+//! The access-control and limits family (issue 13): SIP messages refused because of who sent
+//! them or because a `[limits]` bound was reached.
 //! Counted by `io/signalling.rs` from the proxy core's [`crate::core::proxy::ProxyEvent::AccessDenied`].
 //! Registered as one unit ([`AccessMetrics::register`]); children resolved once.
 
@@ -26,9 +27,27 @@ impl From<crate::core::proxy::AccessReason> for AccessDenial {
     }
 }
 
-/// The `callmask_sip_access_denied_total` family.
+label_enum! {
+    /// Which `[limits]` bound refused a message.
+    LimitLabel, "limit" {
+        /// An SDP with more `m=` lines than `limits.streams_per_call`.
+        StreamsPerCall => "streams_per_call",
+    }
+}
+
+impl From<crate::core::proxy::LimitKind> for LimitLabel {
+    fn from(k: crate::core::proxy::LimitKind) -> Self {
+        use crate::core::proxy::LimitKind as K;
+        match k {
+            K::StreamsPerCall => LimitLabel::StreamsPerCall,
+        }
+    }
+}
+
+/// The `callmask_sip_access_denied_total` and `callmask_limit_refusals_total` families.
 pub struct AccessMetrics {
     denied: By2<Side, AccessDenial, IntCounter>,
+    limits: By2<Side, LimitLabel, IntCounter>,
 }
 
 impl std::fmt::Debug for AccessMetrics {
@@ -46,14 +65,26 @@ impl AccessMetrics {
             "SIP messages refused by access control (requests answered 403, responses and ACK dropped), by side and reason.",
             &[Side::NAME, AccessDenial::NAME],
         )?;
+        let limits = int_counter_vec(
+            r,
+            "callmask_limit_refusals_total",
+            "Messages or connections refused because a [limits] bound was reached, by side and limit.",
+            &[Side::NAME, LimitLabel::NAME],
+        )?;
         Ok(AccessMetrics {
             denied: by2(&denied),
+            limits: by2(&limits),
         })
     }
 
     /// A SIP message on `side` was refused by access control.
     pub fn denied(&self, side: Side, reason: AccessDenial) {
         self.denied.get(side, reason).inc();
+    }
+
+    /// Something from `side` was refused by the `limit` bound.
+    pub fn limit_refused(&self, side: Side, limit: LimitLabel) {
+        self.limits.get(side, limit).inc();
     }
 }
 

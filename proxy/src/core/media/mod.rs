@@ -331,7 +331,9 @@ impl<S: SpeechHook> CallMedia<S> {
                 .unwrap_or(ClockRate::NARROWBAND);
             let payloads = PayloadMap::from_codecs(&spec.codecs);
             let remotes = BySide::new(spec.pbx_remote, spec.agents_remote);
-            if let Some(st) = self.streams.get_mut(spec.index) {
+            // By m= index: a stream with no ports (never active) is not in the specs, so a
+            // socket slot is not an m= index.
+            if let Some(st) = self.streams.iter_mut().find(|s| s.spec.index == spec.index) {
                 for (side, remote) in remotes.iter() {
                     st.legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
                 }

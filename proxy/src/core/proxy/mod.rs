@@ -38,6 +38,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `access.rs` | who may send SIP on each side (allow-lists, registration mode): 403 or drop |
+//! | `limits.rs` | the `[limits]` bounds and the reasons a request over one is refused |
 //! | `types.rs` | configuration, ids, [`Transmit`], [`ProxyEvent`] and its closed enums |
 //! | `request.rs` | the request path, as named steps (checks → server transaction → route → call → rewrite → forward) |
 //! | `response.rs` | the response path (match the client transaction → forward upstream → move the call on) |
@@ -68,6 +69,7 @@ use txn::Txns;
 mod access;
 mod anchoring;
 mod calls;
+mod limits;
 mod register;
 mod request;
 mod response;
@@ -79,6 +81,7 @@ mod txn_glue;
 mod types;
 
 pub use access::{AccessPolicy, AccessReason, AllowList};
+pub use limits::{CoreLimits, LimitKind};
 pub use types::{
     CallOutcome, CallRef, DropReason, MediaCommand, Parties, ProxyConfig, ProxyEvent, Side,
     SideConfig, SipTransport, StreamSpec, Transmit,
@@ -101,6 +104,8 @@ pub struct ProxyCore {
     registrar: Registrar,
     /// Who may send SIP on each side (closed by default: the peers only).
     access: access::AccessPolicy,
+    /// Bounds on streams, calls, transactions, sources (`[limits]`).
+    limits: limits::CoreLimits,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ProxyEvent>,
     /// Transport of the message being handled.
@@ -117,6 +122,7 @@ impl ProxyCore {
             txns: Txns::new(Timers::default()),
             registrar: Registrar::new(),
             access: access::AccessPolicy::default(),
+            limits: limits::CoreLimits::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             arrival: SipTransport::Udp,

@@ -1719,3 +1719,147 @@ fn tcp_registered_phone_is_reached_over_tcp() {
     assert!(rr.contains("5062;transport=tcp;lr"), "{rr}");
     assert!(rr.contains("5060;lr"), "{rr}");
 }
+
+/// An SDP with `n` audio `m=` lines, the first `active` of them on a real port, the rest on
+/// port 0 (disabled).
+fn sdp_streams(n: usize, active: usize) -> String {
+    let mut s =
+        String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n");
+    for i in 0..n {
+        let port = if i < active { 4000 + 2 * i } else { 0 };
+        s.push_str(&format!(
+            "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        ));
+    }
+    s
+}
+
+fn drain_transmits(c: &mut ProxyCore) -> Vec<Transmit> {
+    std::iter::from_fn(|| c.poll_transmit()).collect()
+}
+
+/// Issue 13 item 2: an INVITE with 100 `m=` lines is refused 488 before a single port is
+/// taken, counted, and leaves no call behind.
+#[test]
+fn too_many_streams_are_refused_before_any_port_is_taken() {
+    let mut c = core();
+    let now = Instant::now();
+    let body = sdp_streams(100, 100);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKm1", None, 1, Some(&body)),
+        now,
+    );
+    let sent = drain_transmits(&mut c);
+    assert!(
+        sent.iter().all(|t| t.side == Side::Pbx),
+        "nothing forwarded"
+    );
+    assert!(sent.iter().any(|t| t.payload.starts_with(b"SIP/2.0 488 ")));
+    assert_eq!(c.ports().in_use() + c.ports().quarantined(), 0);
+    assert_eq!(c.active_calls(), 0);
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(events.contains(&ProxyEvent::LimitRefused {
+        side: Side::Pbx,
+        limit: LimitKind::StreamsPerCall
+    }));
+}
+
+/// Ports only for active streams: disabled (port 0) `m=` lines get none.
+#[test]
+fn disabled_streams_get_no_ports() {
+    let mut c = core();
+    let now = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKm2", None, 1, Some(&sdp_streams(4, 1))),
+        now,
+    );
+    assert_eq!(c.ports().in_use(), 2, "one stream, a pair per side");
+    let fwd = drain_transmits(&mut c)
+        .into_iter()
+        .find(|t| t.side == Side::Agents)
+        .expect("INVITE forwarded");
+    let text = String::from_utf8_lossy(&fwd.payload);
+    assert_eq!(text.matches("m=audio 0 ").count(), 3, "{text}");
+    let specs = std::iter::from_fn(|| c.poll_event()).find_map(|e| match e {
+        ProxyEvent::Media(MediaCommand::Upsert { streams, .. }) => Some(streams),
+        _ => None,
+    });
+    let specs = specs.expect("media upsert");
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].index, 0);
+}
+
+/// A call rejected before any answer carried media (here a 486 from the agent, in a loop)
+/// returns its ports at once: the pool never drains, whatever the quarantine.
+#[test]
+fn rejected_calls_return_their_ports_at_once() {
+    let mut c = core();
+    let now = Instant::now();
+    let capacity = c.ports().capacity();
+    for i in 0..(capacity as u32) {
+        let branch = format!("z9hG4bKrej{i}");
+        let mut req = String::from_utf8_lossy(&request(
+            "INVITE",
+            &branch,
+            None,
+            1,
+            Some(&sdp("127.0.0.1", 4000)),
+        ))
+        .into_owned();
+        req = req.replace("call-1@test", &format!("call-rej-{i}@test"));
+        c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(req), now);
+        let fwd = drain_transmits(&mut c)
+            .into_iter()
+            .find(|t| t.side == Side::Agents)
+            .unwrap_or_else(|| panic!("INVITE {i} forwarded: pool drained"));
+        let busy = response_to(&parse(&fwd.payload), 486, None);
+        c.handle_datagram(Side::Agents, addr(AGENT_UA), busy, now);
+        drain_transmits(&mut c);
+        while c.poll_event().is_some() {}
+        assert_eq!(c.ports().in_use(), 0, "call {i} ended with its ports");
+        assert_eq!(c.ports().quarantined(), 0, "no media flowed: no quarantine");
+    }
+    assert_eq!(c.active_calls(), 0);
+}
+
+/// An answer callmask cannot anchor ends the unanswered call at once (ports back), rather
+/// than leaving it to the five-minute early-call timeout.
+#[test]
+fn unanchorable_answer_ends_the_call_at_once() {
+    let mut c = core();
+    let now = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request(
+            "INVITE",
+            "z9hG4bKa9",
+            None,
+            1,
+            Some(&sdp("127.0.0.1", 4000)),
+        ),
+        now,
+    );
+    let fwd = drain_transmits(&mut c)
+        .into_iter()
+        .find(|t| t.side == Side::Agents)
+        .expect("INVITE forwarded");
+    assert_eq!(c.ports().in_use(), 2);
+    // The answer grows to more streams than the limit allows.
+    let ok = response_to(&parse(&fwd.payload), 200, Some(&sdp_streams(9, 9)));
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), ok, now);
+    assert_eq!(c.active_calls(), 0);
+    assert_eq!(c.ports().in_use(), 0);
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        ProxyEvent::CallEnded {
+            outcome: CallOutcome::Failed,
+            ..
+        }
+    )));
+}
