@@ -484,7 +484,7 @@ impl Config {
             warn(
                 "http.token",
                 format!(
-                    "the HTTP API is open to other hosts without a token (http.listen = {})",
+                    "listening beyond loopback with no API token: `callmask run` refuses to start unless CALLMASK_HTTP_TOKEN is set (http.listen = {})",
                     self.http.listen
                 ),
             );

@@ -128,3 +128,28 @@ fn port_pool_survives_many_streams_and_rejected_invites() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The HTTP API is never reachable from other hosts without a token: a non-loopback
+/// `http.listen` and no token refuses to start, before anything is bound.
+#[test]
+fn non_loopback_http_without_a_token_refuses_to_start() {
+    let out = std::process::Command::new(callmask_bin())
+        .args([
+            "run",
+            "--set",
+            &format!("http.listen=0.0.0.0:{}", free_tcp_port()),
+            "--set",
+            "pbx.listen=127.0.0.1:0",
+            "--set",
+            "agents.listen=127.0.0.1:0",
+        ])
+        .env_remove("CALLMASK_HTTP_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("http.token_file") && stderr.contains("CALLMASK_HTTP_TOKEN"),
+        "{stderr}"
+    );
+}

@@ -236,6 +236,39 @@ pub async fn run(
     let agents_listen = cfg.agents.listen.get();
     let pbx_peer = cfg.pbx.peer.map(|p| p.get());
     let agents_peer = cfg.agents.peer.map(|p| p.get());
+    // Checked before anything is bound: an open API never listens, even for a moment.
+    let token = match &cfg.http.auth {
+        // Never a command-line value: a file or the environment of the service.
+        config::HttpAuth::None => std::env::var(HTTP_TOKEN_ENV)
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+        config::HttpAuth::Token(t) => Some(t.as_str().to_string()),
+        config::HttpAuth::TokenFile(p) => {
+            let t = std::fs::read_to_string(p).map_err(|e| RunError::Config {
+                key: "http.token_file",
+                problem: format!("cannot read {}: {e}", p.display()),
+            })?;
+            let t = t.trim();
+            if t.is_empty() {
+                return Err(RunError::Config {
+                    key: "http.token_file",
+                    problem: format!("{} is empty: write the API token in it", p.display()),
+                });
+            }
+            Some(t.to_string())
+        }
+    };
+    if token.is_none() && !cfg.http.listen.get().ip().is_loopback() {
+        return Err(RunError::Config {
+            key: "http.token_file",
+            problem: format!(
+                "http.listen = {} is reachable from other hosts and no API token is set: set \
+                 http.token_file (or {HTTP_TOKEN_ENV}), or listen on 127.0.0.1",
+                cfg.http.listen
+            ),
+        });
+    }
     let pbx_sock = bind_udp(pbx_listen, "PBX-side SIP", "pbx.listen").await?;
     let agents_sock = bind_udp(agents_listen, "agents-side SIP", "agents.listen").await?;
     // TCP on the same addresses (the UDP port, which may have been chosen by the OS).
@@ -435,19 +468,6 @@ pub async fn run(
     let media = MediaHub::new(settings, metrics.clone(), tap, timeouts_tx, table.clone())
         .with_workers(workers);
 
-    let token = match &cfg.http.auth {
-        config::HttpAuth::None => None,
-        config::HttpAuth::Token(t) => Some(t.as_str().to_string()),
-        config::HttpAuth::TokenFile(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| RunError::Config {
-                    key: "http.token_file",
-                    problem: format!("cannot read {}: {e}", p.display()),
-                })?
-                .trim()
-                .to_string(),
-        ),
-    };
     let state = HttpState::new(metrics.clone(), readiness.clone(), table.clone())
         .with_token(token.as_deref());
     let mut http_shutdown = shutdown.clone();
@@ -503,6 +523,10 @@ pub async fn run(
     let _ = http_task.await;
     Ok(())
 }
+
+/// The environment variable that may hold the HTTP API's bearer token (when neither
+/// `http.token_file` nor `http.token` is set).
+pub const HTTP_TOKEN_ENV: &str = "CALLMASK_HTTP_TOKEN";
 
 /// The SIP allow-lists (`pbx.allow`, `agents.allow`; absent: the side's peer only).
 pub(crate) fn access_policy(cfg: &config::Config) -> crate::core::proxy::AccessPolicy {

@@ -369,7 +369,14 @@ mod tests {
             registration_key: [7; 32],
         };
         let range = PortRange::new(30000, 30009).expect("range");
-        ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))
+        let mut core = ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)));
+        // Registration mode is closed without an allow-list: admit the test's phones.
+        let mut policy = crate::core::proxy::AccessPolicy::default();
+        policy.allow[Side::Agents] = crate::core::proxy::AllowList::Nets(vec![
+            config::types::Cidr::try_from("127.0.0.0/8").expect("literal"),
+        ]);
+        core.set_access(policy);
+        core
     }
 
     fn count_all(core: &mut ProxyCore, metrics: &Metrics) {
