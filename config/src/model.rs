@@ -13,10 +13,10 @@ use crate::raw::{
 };
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
-    InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
-    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, StreamsPerCall,
-    Workers,
+    InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
+    MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
+    RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
+    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, Workers,
 };
 
 /// The effective callmask configuration.
@@ -365,12 +365,36 @@ impl Default for SipConfig {
 pub struct LimitsConfig {
     /// `streams_per_call`: an SDP with more `m=` lines is refused 488 before any port is taken.
     pub streams_per_call: StreamsPerCall,
+    /// `calls`: Most calls in progress; an INVITE over it gets 503 with Retry-After.
+    pub calls: LimitCount,
+    /// `transactions`: Most live SIP transactions; a request over it gets 503 with Retry-After.
+    pub transactions: LimitCount,
+    /// `registrations`: Most registration bindings; a REGISTER over it gets 503 with Retry-After.
+    pub registrations: LimitCount,
+    /// `source_requests_per_s`: SIP requests per second from one source address (burst twice that); over it, dropped.
+    pub source_requests_per_s: LimitRate,
+    /// `source_calls_per_s`: New calls per second from one source address (burst twice that); over it, 503 with Retry-After.
+    pub source_calls_per_s: LimitRate,
+    /// `tcp_connections_per_source`: TCP connections from one source address; more are closed at accept.
+    pub tcp_connections_per_source: LimitCount,
+    /// `tcp_connections`: TCP connections in total; more are closed at accept.
+    pub tcp_connections: LimitCount,
+    /// `tcp_idle_timeout_s`: Seconds a TCP connection may go without completing a SIP message (slowloris guard).
+    pub tcp_idle_timeout_s: TcpIdleTimeoutSecs,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             streams_per_call: StreamsPerCall::try_from(4).expect("4 is in range"),
+            calls: LimitCount::try_from(10000).expect("in range"),
+            transactions: LimitCount::try_from(50000).expect("in range"),
+            registrations: LimitCount::try_from(20000).expect("in range"),
+            source_requests_per_s: LimitRate::try_from(1000).expect("in range"),
+            source_calls_per_s: LimitRate::try_from(100).expect("in range"),
+            tcp_connections_per_source: LimitCount::try_from(64).expect("in range"),
+            tcp_connections: LimitCount::try_from(4096).expect("in range"),
+            tcp_idle_timeout_s: TcpIdleTimeoutSecs::try_from(120).expect("in range"),
         }
     }
 }
@@ -582,6 +606,16 @@ impl Config {
             }),
             limits: Some(RawLimits {
                 streams_per_call: Some(i64::from(self.limits.streams_per_call.get())),
+                calls: Some(i64::from(self.limits.calls.get())),
+                transactions: Some(i64::from(self.limits.transactions.get())),
+                registrations: Some(i64::from(self.limits.registrations.get())),
+                source_requests_per_s: Some(i64::from(self.limits.source_requests_per_s.get())),
+                source_calls_per_s: Some(i64::from(self.limits.source_calls_per_s.get())),
+                tcp_connections_per_source: Some(i64::from(
+                    self.limits.tcp_connections_per_source.get(),
+                )),
+                tcp_connections: Some(i64::from(self.limits.tcp_connections.get())),
+                tcp_idle_timeout_s: Some(i64::from(self.limits.tcp_idle_timeout_s.get())),
             }),
             recorder: Some(self.recorders.iter().map(recorder_to_raw).collect()),
         }

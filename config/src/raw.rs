@@ -211,6 +211,30 @@ pub struct RawLimits {
     /// Most `m=` lines one call's SDP may carry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streams_per_call: Option<i64>,
+    /// Most calls in progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<i64>,
+    /// Most live SIP transactions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<i64>,
+    /// Most registration bindings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registrations: Option<i64>,
+    /// SIP requests per second from one source address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_requests_per_s: Option<i64>,
+    /// New calls per second from one source address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_calls_per_s: Option<i64>,
+    /// TCP connections from one source address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_connections_per_source: Option<i64>,
+    /// TCP connections in total (both sides, in and out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_connections: Option<i64>,
+    /// Seconds a TCP connection may go without completing a message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout_s: Option<i64>,
 }
 
 /// One `[[recorder]]`: a flat union of every kind's keys; validation checks that each key

@@ -107,6 +107,18 @@ bounded!(
     StreamsPerCall, u16, 1, 64, "m= lines"
 );
 bounded!(
+    /// A bound on a table in `[limits]` (calls, transactions, registrations, connections).
+    LimitCount, u32, 1, 10_000_000, "entries"
+);
+bounded!(
+    /// A per-source rate in `[limits]`, per second (the burst allowed is twice this).
+    LimitRate, u32, 1, 1_000_000, "per second"
+);
+bounded!(
+    /// Seconds a TCP connection may go without completing a SIP message before it is closed.
+    TcpIdleTimeoutSecs, u32, 1, 86_400, "seconds"
+);
+bounded!(
     /// Days a WAV recording is kept before the retention sweeper deletes it.
     RetentionDays, u16, 1, 36_500, "days"
 );

@@ -16,10 +16,10 @@ use crate::model::{
 use crate::raw::{RawConfig, RawRecorder};
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
-    InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
-    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, StreamsPerCall,
-    Workers,
+    InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
+    MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
+    RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
+    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -425,6 +425,54 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             lim.streams_per_call,
             d.limits.streams_per_call,
             StreamsPerCall::try_from,
+        ),
+        calls: c.value(
+            k("limits.calls"),
+            lim.calls,
+            d.limits.calls,
+            LimitCount::try_from,
+        ),
+        transactions: c.value(
+            k("limits.transactions"),
+            lim.transactions,
+            d.limits.transactions,
+            LimitCount::try_from,
+        ),
+        registrations: c.value(
+            k("limits.registrations"),
+            lim.registrations,
+            d.limits.registrations,
+            LimitCount::try_from,
+        ),
+        source_requests_per_s: c.value(
+            k("limits.source_requests_per_s"),
+            lim.source_requests_per_s,
+            d.limits.source_requests_per_s,
+            LimitRate::try_from,
+        ),
+        source_calls_per_s: c.value(
+            k("limits.source_calls_per_s"),
+            lim.source_calls_per_s,
+            d.limits.source_calls_per_s,
+            LimitRate::try_from,
+        ),
+        tcp_connections_per_source: c.value(
+            k("limits.tcp_connections_per_source"),
+            lim.tcp_connections_per_source,
+            d.limits.tcp_connections_per_source,
+            LimitCount::try_from,
+        ),
+        tcp_connections: c.value(
+            k("limits.tcp_connections"),
+            lim.tcp_connections,
+            d.limits.tcp_connections,
+            LimitCount::try_from,
+        ),
+        tcp_idle_timeout_s: c.value(
+            k("limits.tcp_idle_timeout_s"),
+            lim.tcp_idle_timeout_s,
+            d.limits.tcp_idle_timeout_s,
+            TcpIdleTimeoutSecs::try_from,
         ),
     };
     let recorders = raw

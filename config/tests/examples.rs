@@ -127,6 +127,28 @@ fn warnings_print_the_message_first() {
     );
 }
 
+/// Issue 13: `[limits]` keys load from a file and from `--set`, and are range-checked.
+#[test]
+fn limits_load_and_are_checked() {
+    let cfg = load_with_overrides(
+        None,
+        &[
+            "limits.tcp_idle_timeout_s=2".into(),
+            "limits.streams_per_call=2".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(cfg.limits.tcp_idle_timeout_s.get(), 2);
+    assert_eq!(cfg.limits.streams_per_call.get(), 2);
+    let cfg = from_str("[limits]\ncalls = 50\n", "l.toml").unwrap();
+    assert_eq!(cfg.limits.calls.get(), 50);
+    let e = from_str("[limits]\nstreams_per_call = 0\n", "l.toml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "l.toml:2:20: limits.streams_per_call: 0 is out of range — use a value from 1 to 64 (m= lines)"
+    );
+}
+
 #[test]
 fn no_file_gives_defaults() {
     assert_eq!(load_with_overrides(None, &[]).unwrap(), Config::default());

@@ -153,3 +153,75 @@ fn non_loopback_http_without_a_token_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// Slowloris on TCP: 20 connections trickling one byte every 300 ms are cut at the idle
+/// timeout (2 s here), counted, while legitimate TCP calls complete meanwhile.
+#[test]
+fn slowloris_connections_are_cut_and_tcp_calls_complete() {
+    use std::io::{Read, Write};
+    let cm = Callmask::start_with(CallmaskOpts {
+        media_pairs: 32,
+        sets: vec!["limits.tcp_idle_timeout_s=2".into()],
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let target = l.pbx_listen;
+    let trickler = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut conns: Vec<Option<std::net::TcpStream>> = (0..20)
+            .map(|_| {
+                let s = std::net::TcpStream::connect(target).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+                Some(s)
+            })
+            .collect();
+        let head = b"OPTIONS sip:agent@127.0.0.1 SIP/2.0\r\nX-Slow: ";
+        let mut closed_after = Vec::new();
+        for i in 0..40 {
+            for c in conns.iter_mut() {
+                let Some(s) = c else { continue };
+                let byte = head.get(i).copied().unwrap_or(b'a');
+                let mut probe = [0u8; 64];
+                let gone = s.write_all(&[byte]).is_err() || matches!(s.read(&mut probe), Ok(0));
+                if gone {
+                    closed_after.push(started.elapsed());
+                    *c = None;
+                }
+            }
+            if conns.iter().all(Option::is_none) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        (closed_after, conns.iter().filter(|c| c.is_some()).count())
+    });
+    let mut uas = Sipp::new(Scenario::Builtin("uas"), l.agents_peer.port())
+        .arg("-t")
+        .arg("t1")
+        .calls(3)
+        .timeout_s(20)
+        .spawn();
+    let uac = Sipp::new(Scenario::Builtin("uac"), l.pbx_peer.port())
+        .arg("-t")
+        .arg("t1")
+        .calls(3)
+        .rate(3)
+        .timeout_s(20)
+        .remote(l.pbx_listen)
+        .run();
+    uac.assert_success("TCP UAC during the slowloris", &cm);
+    uas.wait()
+        .assert_success("TCP UAS during the slowloris", &cm);
+    let (closed_after, still_open) = trickler.join().unwrap();
+    assert_eq!(still_open, 0, "trickling connections left open");
+    let worst = closed_after.iter().max().copied().unwrap_or_default();
+    assert!(worst < Duration::from_secs(5), "cut after {worst:?}");
+    eprintln!(
+        "[figure] slowloris: 20 trickling connections cut, the last after {:.1} s (idle timeout 2 s); 3 TCP calls completed",
+        worst.as_secs_f64()
+    );
+    let m = cm.wait_metrics("idle cuts counted", Duration::from_secs(3), |m| {
+        m.value("callmask_limit_refusals_total{limit=\"tcp_idle_timeout\",side=\"pbx\"}") >= 20.0
+    });
+    drop(m);
+}

@@ -493,8 +493,21 @@ pub async fn run(
     }
 
     let (stream_tx, stream_rx) = mpsc::channel(4096);
-    spawn_listener(Side::Pbx, pbx_tcp, stream_tx.clone(), limits);
-    spawn_listener(Side::Agents, agents_tcp, stream_tx.clone(), limits);
+    let tcp_limits = super::sip_stream::TcpLimits::new(&cfg.limits, metrics.clone());
+    spawn_listener(
+        Side::Pbx,
+        pbx_tcp,
+        stream_tx.clone(),
+        limits,
+        tcp_limits.clone(),
+    );
+    spawn_listener(
+        Side::Agents,
+        agents_tcp,
+        stream_tx.clone(),
+        limits,
+        tcp_limits,
+    );
     let signalling = Signalling {
         core,
         pbx: pbx_sock,

@@ -32,6 +32,22 @@ label_enum! {
     LimitLabel, "limit" {
         /// An SDP with more `m=` lines than `limits.streams_per_call`.
         StreamsPerCall => "streams_per_call",
+        /// `limits.calls` calls in progress already.
+        Calls => "calls",
+        /// `limits.transactions` live transactions already.
+        Transactions => "transactions",
+        /// `limits.registrations` bindings already.
+        Registrations => "registrations",
+        /// A source over `limits.source_requests_per_s` (dropped).
+        SourceRequests => "source_requests",
+        /// A source over `limits.source_calls_per_s` (503).
+        SourceCalls => "source_calls",
+        /// A TCP connection over `limits.tcp_connections_per_source` (closed at accept).
+        TcpPerSource => "tcp_connections_per_source",
+        /// A TCP connection over `limits.tcp_connections` (closed at accept).
+        TcpTotal => "tcp_connections",
+        /// A TCP connection that completed no message within `limits.tcp_idle_timeout_s`.
+        TcpIdle => "tcp_idle_timeout",
     }
 }
 
@@ -40,6 +56,11 @@ impl From<crate::core::proxy::LimitKind> for LimitLabel {
         use crate::core::proxy::LimitKind as K;
         match k {
             K::StreamsPerCall => LimitLabel::StreamsPerCall,
+            K::Calls => LimitLabel::Calls,
+            K::Transactions => LimitLabel::Transactions,
+            K::Registrations => LimitLabel::Registrations,
+            K::SourceRequests => LimitLabel::SourceRequests,
+            K::SourceCalls => LimitLabel::SourceCalls,
         }
     }
 }

@@ -106,6 +106,9 @@ pub struct ProxyCore {
     access: access::AccessPolicy,
     /// Bounds on streams, calls, transactions, sources (`[limits]`).
     limits: limits::CoreLimits,
+    /// Per-source request and new-call rates.
+    source_requests: limits::SourceBuckets,
+    source_calls: limits::SourceBuckets,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ProxyEvent>,
     /// Transport of the message being handled.
@@ -123,6 +126,8 @@ impl ProxyCore {
             registrar: Registrar::new(),
             access: access::AccessPolicy::default(),
             limits: limits::CoreLimits::default(),
+            source_requests: limits::SourceBuckets::default(),
+            source_calls: limits::SourceBuckets::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             arrival: SipTransport::Udp,
@@ -284,6 +289,9 @@ impl ProxyCore {
 
     fn dispatch(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
         if !self.admit(side, src, &msg) {
+            return;
+        }
+        if msg.is_request() && !self.within_limits(side, src, &msg, now) {
             return;
         }
         if msg.is_request() {

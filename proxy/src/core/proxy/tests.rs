@@ -1863,3 +1863,94 @@ fn unanchorable_answer_ends_the_call_at_once() {
         }
     )));
 }
+
+fn invite_with_call_id(branch: &str, call_id: &str) -> Bytes {
+    let req = String::from_utf8_lossy(&request(
+        "INVITE",
+        branch,
+        None,
+        1,
+        Some(&sdp("127.0.0.1", 4000)),
+    ))
+    .replace("call-1@test", call_id);
+    Bytes::from(req)
+}
+
+/// Issue 13 item 4: over `limits.calls` (or the source's call rate) a new INVITE gets 503
+/// with Retry-After and makes no state; the call in progress is untouched.
+#[test]
+fn calls_over_the_limit_get_503_with_retry_after() {
+    let mut c = core();
+    c.set_limits(CoreLimits {
+        calls: 1,
+        ..CoreLimits::default()
+    });
+    let now = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        invite_with_call_id("z9hG4bKl1", "a@t"),
+        now,
+    );
+    drain_transmits(&mut c);
+    assert_eq!(c.active_calls(), 1);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        invite_with_call_id("z9hG4bKl2", "b@t"),
+        now,
+    );
+    let t = one_transmit(&mut c);
+    let text = String::from_utf8_lossy(&t.payload);
+    assert!(text.starts_with("SIP/2.0 503 "), "{text}");
+    assert!(text.contains("Retry-After: 5\r\n"), "{text}");
+    assert_eq!(c.active_calls(), 1);
+    assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e
+        == ProxyEvent::LimitRefused {
+            side: Side::Pbx,
+            limit: LimitKind::Calls
+        }));
+
+    let mut c = core();
+    c.set_limits(CoreLimits {
+        source_calls_per_s: 1.0,
+        ..CoreLimits::default()
+    });
+    let refused = (0..5)
+        .filter(|i| {
+            let inv = invite_with_call_id(&format!("z9hG4bKr{i}"), &format!("r{i}@t"));
+            c.handle_datagram(Side::Pbx, addr(PBX_UA), inv, now);
+            drain_transmits(&mut c)
+                .iter()
+                .any(|t| t.payload.starts_with(b"SIP/2.0 503 "))
+        })
+        .count();
+    assert_eq!(refused, 3, "burst of 2, then refused");
+}
+
+/// A source over `limits.source_requests_per_s` is dropped silently (no amplification).
+#[test]
+fn request_flood_from_one_source_is_dropped_unanswered() {
+    let mut c = core();
+    c.set_limits(CoreLimits {
+        source_requests_per_s: 2.0,
+        ..CoreLimits::default()
+    });
+    let now = Instant::now();
+    let mut answered = 0;
+    for i in 0..10 {
+        let opt = request("OPTIONS", &format!("z9hG4bKo{i}"), None, 1, None);
+        c.handle_datagram(Side::Pbx, addr(PBX_UA), opt, now);
+        answered += drain_transmits(&mut c).len();
+    }
+    assert_eq!(answered, 4, "burst of 4 forwarded, the rest dropped");
+    let dropped = std::iter::from_fn(|| c.poll_event())
+        .filter(|e| {
+            *e == ProxyEvent::LimitRefused {
+                side: Side::Pbx,
+                limit: LimitKind::SourceRequests,
+            }
+        })
+        .count();
+    assert_eq!(dropped, 6);
+}
