@@ -294,6 +294,8 @@ label_enum! {
         TransportError => "transport_error",
         /// An SDP could not be anchored (no free media ports, unusable SDP).
         MediaAnchorFailed => "media_anchor_failed",
+        /// RTP from outside the signalled network and the side's allow-list tried to latch.
+        LatchOutOfScope => "latch_out_of_scope",
     }
 }
 

@@ -427,7 +427,7 @@ pub async fn run(
         },
         inactivity: Duration::from_secs(u64::from(cfg.media.inactivity_timeout.get())),
         mask,
-        latch: LatchConfig::default(),
+        latch: latch_config(&cfg),
         agent_dtmf: cfg.masking.agent_dtmf,
         dtmf_trigger: cfg.secure.dtmf_trigger.as_ref().map(KeySequence::new),
         dtmf_release: cfg.secure.dtmf_release.as_ref().map(KeySequence::new),
@@ -540,6 +540,29 @@ pub async fn run(
 /// The environment variable that may hold the HTTP API's bearer token (when neither
 /// `http.token_file` nor `http.token` is set).
 pub const HTTP_TOKEN_ENV: &str = "CALLMASK_HTTP_TOKEN";
+
+/// Latching (issue 13 item 5): a non-signalled RTP source latches only from the signalled
+/// network or the side's allow-list (`allow`, else the side's peer IP).
+fn latch_config(cfg: &config::Config) -> LatchConfig {
+    use config::types::Cidr;
+    let list = |allow: Option<&[Cidr]>, peer: Option<config::types::PeerAddr>| -> Arc<[Cidr]> {
+        match allow {
+            Some(l) => Arc::from(l.to_vec()),
+            None => Arc::from(
+                peer.map(|p| Cidr::host(p.get().ip()))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    };
+    LatchConfig {
+        allow: crate::core::side::BySide::new(
+            list(cfg.pbx.allow.as_deref(), cfg.pbx.peer),
+            list(cfg.agents.allow.as_deref(), cfg.agents.peer),
+        ),
+        ..LatchConfig::default()
+    }
+}
 
 /// The SIP allow-lists (`pbx.allow`, `agents.allow`; absent: the side's peer only).
 pub(crate) fn access_policy(cfg: &config::Config) -> crate::core::proxy::AccessPolicy {

@@ -342,7 +342,11 @@ impl<S: SpeechHook> CallMedia<S> {
                 st.spec = spec;
                 continue;
             }
-            let mut legs = BySide::from_fn(|_| LegReceiver::new(self.config.latch, clock));
+            let mut legs = BySide::from_fn(|side| {
+                let mut leg = LegReceiver::new(self.config.latch.clone(), clock);
+                leg.set_latch_scope(self.config.latch.allow_of(side));
+                leg
+            });
             for (side, remote) in remotes.iter() {
                 legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
             }
@@ -384,6 +388,7 @@ impl<S: SpeechHook> CallMedia<S> {
             Err(reason) => {
                 let label = match reason {
                     RelayDrop::UnexpectedSource => metrics::DropReason::UnexpectedSource,
+                    RelayDrop::OutOfScope => metrics::DropReason::LatchOutOfScope,
                     _ => metrics::DropReason::Malformed,
                 };
                 self.metrics.rtp_dropped(metric_side(side), label);
