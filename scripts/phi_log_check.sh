@@ -192,7 +192,9 @@ cat >"$SIPP/phi_uas.xml" <<'EOF'
 EOF
 
 # callmask: debug level, JSON logs, numbers hashed (the default), a WAV recorder.
-(cd "$OUT/cwd" && exec "$CALLMASK_BIN" run \
+# The HTTP API is closed without a token (issue 13): give one through the environment.
+API_TOKEN="phi-check-$RANDOM$RANDOM$RANDOM"
+(cd "$OUT/cwd" && CALLMASK_HTTP_TOKEN="$API_TOKEN" exec "$CALLMASK_BIN" run \
   --set "pbx.listen=\"127.0.0.1:$P_PBX\"" --set "agents.listen=\"127.0.0.1:$P_AG\"" \
   --set "pbx.peer=\"127.0.0.1:$P_PBXPEER\"" --set "agents.peer=\"127.0.0.1:$P_AGPEER\"" \
   --set "http.listen=\"127.0.0.1:$P_HTTP\"" --set "media.ports=\"$MEDIA-$((MEDIA + 99))\"" \
@@ -214,7 +216,7 @@ PIDS+=($!)
 sleep 0.5
 # Poll /api/calls while the calls are up.
 (for ((i = 0; i < 40; i++)); do
-  curl -s "http://127.0.0.1:$P_HTTP/api/calls" >>"$OUT/api_calls.json"; echo >>"$OUT/api_calls.json"
+  curl -s -H "Authorization: Bearer $API_TOKEN" "http://127.0.0.1:$P_HTTP/api/calls" >>"$OUT/api_calls.json"; echo >>"$OUT/api_calls.json"
   sleep 0.2
 done) &
 POLL=$!

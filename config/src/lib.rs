@@ -31,9 +31,9 @@ pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind, ValueError};
 pub use model::{
-    AgentsConfig, Config, ConfigWarning, HttpAuth, HttpConfig, LogConfig, MaskingConfig,
-    MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig,
-    SiprecRecorder, SpeechConfig, WavRecorder,
+    AgentsConfig, Config, ConfigWarning, HttpAuth, HttpConfig, LimitsConfig, LogConfig,
+    MaskingConfig, MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig,
+    SipConfig, SiprecRecorder, SpeechConfig, WavRecorder,
 };
 
 use source::Loader;

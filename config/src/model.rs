@@ -8,14 +8,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::raw::{
-    RawConfig, RawHttp, RawLog, RawMasking, RawMedia, RawNg, RawRecorder, RawSecure, RawSide,
-    RawSip, RawSpeech,
+    RawConfig, RawHttp, RawLimits, RawLog, RawMasking, RawMedia, RawNg, RawRecorder, RawSecure,
+    RawSide, RawSip, RawSpeech,
 };
 use crate::types::{
-    AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
-    InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
-    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
+    AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
+    InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
+    MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
+    RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
+    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, Workers,
 };
 
 /// The effective callmask configuration.
@@ -41,6 +42,8 @@ pub struct Config {
     pub log: LogConfig,
     /// SIP parser limits.
     pub sip: SipConfig,
+    /// `[limits]`: bounds on calls, streams, transactions, sources.
+    pub limits: LimitsConfig,
     /// Media-node mode (rtpengine NG control protocol).
     pub ng: NgConfig,
 }
@@ -67,6 +70,9 @@ pub struct PbxConfig {
     /// Where requests arriving from the agents side go. Default none: such requests are
     /// answered 503 and the binary says so at startup.
     pub peer: Option<PeerAddr>,
+    /// `allow`: source networks allowed to send SIP on this side. `None`: the side's peer
+    /// only (closed by default; in registration mode the agents side then accepts no one).
+    pub allow: Option<Vec<Cidr>>,
 }
 
 impl Default for PbxConfig {
@@ -74,6 +80,7 @@ impl Default for PbxConfig {
         Self {
             listen: any_v4(5060),
             peer: None,
+            allow: None,
         }
     }
 }
@@ -86,6 +93,9 @@ pub struct AgentsConfig {
     /// Trunk mode: the single peer (ACD/SBC) that requests from the PBX side go to.
     /// `None` (default): registration mode, agents' phones REGISTER through callmask.
     pub peer: Option<PeerAddr>,
+    /// `allow`: source networks allowed to send SIP on this side. `None`: the side's peer
+    /// only (closed by default; in registration mode the agents side then accepts no one).
+    pub allow: Option<Vec<Cidr>>,
 }
 
 impl Default for AgentsConfig {
@@ -93,6 +103,7 @@ impl Default for AgentsConfig {
         Self {
             listen: any_v4(5062),
             peer: None,
+            allow: None,
         }
     }
 }
@@ -348,6 +359,46 @@ impl Default for SipConfig {
     }
 }
 
+/// `[limits]`: every table bounded, every bound here with a default that a busy floor never
+/// reaches and a flood does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `streams_per_call`: an SDP with more `m=` lines is refused 488 before any port is taken.
+    pub streams_per_call: StreamsPerCall,
+    /// `calls`: Most calls in progress; an INVITE over it gets 503 with Retry-After.
+    pub calls: LimitCount,
+    /// `transactions`: Most live SIP transactions; a request over it gets 503 with Retry-After.
+    pub transactions: LimitCount,
+    /// `registrations`: Most registration bindings; a REGISTER over it gets 503 with Retry-After.
+    pub registrations: LimitCount,
+    /// `source_requests_per_s`: SIP requests per second from one source address (burst twice that); over it, dropped.
+    pub source_requests_per_s: LimitRate,
+    /// `source_calls_per_s`: New calls per second from one source address (burst twice that); over it, 503 with Retry-After.
+    pub source_calls_per_s: LimitRate,
+    /// `tcp_connections_per_source`: TCP connections from one source address; more are closed at accept.
+    pub tcp_connections_per_source: LimitCount,
+    /// `tcp_connections`: TCP connections in total; more are closed at accept.
+    pub tcp_connections: LimitCount,
+    /// `tcp_idle_timeout_s`: Seconds a TCP connection may go without completing a SIP message (slowloris guard).
+    pub tcp_idle_timeout_s: TcpIdleTimeoutSecs,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            streams_per_call: StreamsPerCall::try_from(4).expect("4 is in range"),
+            calls: LimitCount::try_from(10000).expect("in range"),
+            transactions: LimitCount::try_from(50000).expect("in range"),
+            registrations: LimitCount::try_from(20000).expect("in range"),
+            source_requests_per_s: LimitRate::try_from(1000).expect("in range"),
+            source_calls_per_s: LimitRate::try_from(100).expect("in range"),
+            tcp_connections_per_source: LimitCount::try_from(64).expect("in range"),
+            tcp_connections: LimitCount::try_from(4096).expect("in range"),
+            tcp_idle_timeout_s: TcpIdleTimeoutSecs::try_from(120).expect("in range"),
+        }
+    }
+}
+
 /// Something valid but probably not what the admin wants; the binary logs these at startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning {
@@ -362,6 +413,10 @@ impl std::fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.key, self.message)
     }
+}
+
+fn cidrs(list: Option<&[Cidr]>) -> Option<Vec<String>> {
+    list.map(|l| l.iter().map(|c| c.to_string()).collect())
 }
 
 fn path_str(p: &std::path::Path) -> String {
@@ -428,12 +483,32 @@ impl Config {
                 ),
             );
         }
+        for (key, allow) in [
+            ("pbx.allow", &self.pbx.allow),
+            ("agents.allow", &self.agents.allow),
+        ] {
+            if allow
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|n| n.is_everything()))
+            {
+                warn(
+                    key,
+                    "admits SIP from every address: anyone who reaches the listener can place calls through callmask".into(),
+                );
+            }
+        }
+        if self.agents.peer.is_none() && self.agents.allow.as_ref().is_none_or(|l| l.is_empty()) {
+            warn(
+                "agents.allow",
+                "registration mode (no agents.peer) with no agents.allow: no phone can register; list the phones' networks".into(),
+            );
+        }
         let api_open = !self.http.listen.get().ip().is_loopback();
         if api_open && self.http.auth == HttpAuth::None {
             warn(
                 "http.token",
                 format!(
-                    "the HTTP API is open to other hosts without a token (http.listen = {})",
+                    "listening beyond loopback with no API token: `callmask run` refuses to start unless CALLMASK_HTTP_TOKEN is set (http.listen = {})",
                     self.http.listen
                 ),
             );
@@ -464,10 +539,12 @@ impl Config {
             pbx: Some(RawSide {
                 listen: Some(self.pbx.listen.to_string()),
                 peer: self.pbx.peer.map(|p| p.to_string()),
+                allow: cidrs(self.pbx.allow.as_deref()),
             }),
             agents: Some(RawSide {
                 listen: Some(self.agents.listen.to_string()),
                 peer: self.agents.peer.map(|p| p.to_string()),
+                allow: cidrs(self.agents.allow.as_deref()),
             }),
             media: Some(RawMedia {
                 ports: Some(self.media.ports.to_string()),
@@ -526,6 +603,19 @@ impl Config {
             }),
             ng: Some(RawNg {
                 listen: self.ng.listen.map(|l| l.to_string()),
+            }),
+            limits: Some(RawLimits {
+                streams_per_call: Some(i64::from(self.limits.streams_per_call.get())),
+                calls: Some(i64::from(self.limits.calls.get())),
+                transactions: Some(i64::from(self.limits.transactions.get())),
+                registrations: Some(i64::from(self.limits.registrations.get())),
+                source_requests_per_s: Some(i64::from(self.limits.source_requests_per_s.get())),
+                source_calls_per_s: Some(i64::from(self.limits.source_calls_per_s.get())),
+                tcp_connections_per_source: Some(i64::from(
+                    self.limits.tcp_connections_per_source.get(),
+                )),
+                tcp_connections: Some(i64::from(self.limits.tcp_connections.get())),
+                tcp_idle_timeout_s: Some(i64::from(self.limits.tcp_idle_timeout_s.get())),
             }),
             recorder: Some(self.recorders.iter().map(recorder_to_raw).collect()),
         }

@@ -42,6 +42,9 @@ pub struct RawConfig {
     /// `[ng]`: media-node mode (rtpengine NG control protocol).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ng: Option<RawNg>,
+    /// `[limits]`: bounds on what one source or the whole process may hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RawLimits>,
     /// `[[recorder]]`: recorder sinks, several at once. Last so that it serializes after the
     /// plain tables.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +61,9 @@ pub struct RawSide {
     /// Where requests arriving from the *other* side are sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// Source networks allowed to send SIP on this side (CIDRs; absent: the peer only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
 }
 
 /// `[media]`.
@@ -198,6 +204,39 @@ pub struct RawNg {
     pub listen: Option<String>,
 }
 
+/// `[limits]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Most `m=` lines one call's SDP may carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams_per_call: Option<i64>,
+    /// Most calls in progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<i64>,
+    /// Most live SIP transactions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<i64>,
+    /// Most registration bindings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registrations: Option<i64>,
+    /// SIP requests per second from one source address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_requests_per_s: Option<i64>,
+    /// New calls per second from one source address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_calls_per_s: Option<i64>,
+    /// TCP connections from one source address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_connections_per_source: Option<i64>,
+    /// TCP connections in total (both sides, in and out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_connections: Option<i64>,
+    /// Seconds a TCP connection may go without completing a message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout_s: Option<i64>,
+}
+
 /// One `[[recorder]]`: a flat union of every kind's keys; validation checks that each key
 /// belongs to the `kind` given, so a `target` on a `wav` sink is reported rather than ignored.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -302,6 +341,7 @@ pub fn section_fields(section: &str) -> Option<&'static [&'static str]> {
         "log" => fields_of::<RawLog>(),
         "sip" => fields_of::<RawSip>(),
         "ng" => fields_of::<RawNg>(),
+        "limits" => fields_of::<RawLimits>(),
         "recorder" => fields_of::<RawRecorder>(),
         _ => return None,
     })

@@ -484,6 +484,7 @@ fn deserialize(merged: toml::Table, issues: &mut Vec<Issue>) -> RawConfig {
             "log" => raw.log = Some(section_de(t, &path, issues)),
             "sip" => raw.sip = Some(section_de(t, &path, issues)),
             "ng" => raw.ng = Some(section_de(t, &path, issues)),
+            "limits" => raw.limits = Some(section_de(t, &path, issues)),
             // Unknown sections were stripped before the merge.
             _ => {}
         }

@@ -5,7 +5,7 @@
 //! loader adds the key, file and line.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -100,6 +100,23 @@ bounded!(
 bounded!(
     /// Longest single SIP header line accepted.
     MaxLineBytes, u32, 256, 65_536, "bytes"
+);
+bounded!(
+    /// Most media streams (`m=` lines) in one call's SDP: each active one holds two RTP/RTCP
+    /// port pairs, so this bounds what one INVITE can take from the pool.
+    StreamsPerCall, u16, 1, 64, "m= lines"
+);
+bounded!(
+    /// A bound on a table in `[limits]` (calls, transactions, registrations, connections).
+    LimitCount, u32, 1, 10_000_000, "entries"
+);
+bounded!(
+    /// A per-source rate in `[limits]`, per second (the burst allowed is twice this).
+    LimitRate, u32, 1, 1_000_000, "per second"
+);
+bounded!(
+    /// Seconds a TCP connection may go without completing a SIP message before it is closed.
+    TcpIdleTimeoutSecs, u32, 1, 86_400, "seconds"
 );
 bounded!(
     /// Days a WAV recording is kept before the retention sweeper deletes it.
@@ -285,6 +302,114 @@ impl TryFrom<&str> for PeerAddr {
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// A source network for SIP access control (`pbx.allow`, `agents.allow`): `ADDR/PREFIX`, or a
+/// bare address meaning that one host. Host bits must be clear (`10.0.0.0/8`, not
+/// `10.0.0.5/8`), so a typo that widens or narrows the network is caught, not guessed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// The network holding exactly `ip`.
+    pub fn host(ip: IpAddr) -> Self {
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        Self { addr: ip, prefix }
+    }
+
+    /// The network address.
+    pub fn addr(self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` lies in this network. An IPv4-mapped IPv6 source (`::ffff:a.b.c.d`, what a
+    /// dual-stack socket reports) matches the IPv4 network it maps.
+    pub fn contains(self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this network is every address (`0.0.0.0/0`, `::/0`).
+    pub fn is_everything(self) -> bool {
+        self.prefix == 0
+    }
+}
+
+impl TryFrom<&str> for Cidr {
+    type Error = ValueError;
+
+    fn try_from(s: &str) -> Result<Self, ValueError> {
+        const EXAMPLE: &str = "write a network as \"10.0.0.0/24\" or one host as \"10.0.0.5\"";
+        let (a, p) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| {
+            ValueError::new(format!("{s:?} is not an IP address or network"), EXAMPLE)
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => {
+                    return Err(ValueError::new(
+                        format!("{s:?} has a prefix length that is not 0 to {max}"),
+                        EXAMPLE,
+                    ))
+                }
+            },
+        };
+        let net = Self { addr, prefix };
+        let clear = match addr {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        };
+        if clear != addr {
+            return Err(ValueError::new(
+                format!("{s:?} has host bits set after the prefix"),
+                format!("write the network address: \"{clear}/{prefix}\""),
+            ));
+        }
+        Ok(net)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -881,6 +1006,38 @@ impl fmt::Display for DtmfSequence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidr_parses_networks_and_hosts() {
+        let net = Cidr::try_from("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        // A dual-stack socket reports IPv4 peers as mapped IPv6.
+        assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
+        let host = Cidr::try_from("127.0.0.1").unwrap();
+        assert_eq!(host.to_string(), "127.0.0.1/32");
+        assert!(host.contains("127.0.0.1".parse().unwrap()));
+        assert!(!host.contains("127.0.0.2".parse().unwrap()));
+        assert!(Cidr::try_from("0.0.0.0/0").unwrap().is_everything());
+        let v6 = Cidr::try_from("fd00::/8").unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn cidr_errors_say_what_to_write() {
+        let e = Cidr::try_from("10.0.0.5/8").unwrap_err();
+        assert!(e.problem.contains("host bits"), "{}", e.problem);
+        assert!(e.fix.contains("10.0.0.0/8"), "{}", e.fix);
+        assert!(Cidr::try_from("10.0.0.0/33")
+            .unwrap_err()
+            .problem
+            .contains("0 to 32"));
+        assert!(Cidr::try_from("pbx.example")
+            .unwrap_err()
+            .fix
+            .contains("10.0.0.0/24"));
+    }
 
     #[test]
     fn port_range_rules() {

@@ -9,16 +9,17 @@ use std::path::PathBuf;
 
 use crate::error::{ErrorKind, ValueError};
 use crate::model::{
-    AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig, MaskingConfig, MediaConfig, NgConfig,
-    PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig, SiprecRecorder, SpeechConfig,
-    WavRecorder,
+    AgentsConfig, Config, HttpAuth, HttpConfig, LimitsConfig, LogConfig, MaskingConfig,
+    MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig,
+    SiprecRecorder, SpeechConfig, WavRecorder,
 };
 use crate::raw::{RawConfig, RawRecorder};
 use crate::types::{
-    AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
-    InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
-    MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind, RemoteModel, Replacement,
-    RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
+    AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
+    InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
+    MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
+    RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
+    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -217,6 +218,20 @@ fn media_codecs(c: &mut Checker, list: Option<Vec<String>>) -> Vec<MediaCodec> {
     out
 }
 
+/// `pbx.allow` / `agents.allow`: each entry a network or host; each bad one is reported at
+/// its index. An empty list is kept (it admits no one: closed, as written).
+fn allow_list(c: &mut Checker, key: &str, list: Option<Vec<String>>) -> Option<Vec<Cidr>> {
+    let list = list?;
+    let path = k(key);
+    let mut out = Vec::with_capacity(list.len());
+    for (j, entry) in list.iter().enumerate() {
+        if let Some(net) = c.opt(path.index(j), Some(entry.as_str()), Cidr::try_from) {
+            out.push(net);
+        }
+    }
+    Some(out)
+}
+
 fn nonempty_path(s: String) -> Result<PathBuf, ValueError> {
     if s.trim().is_empty() {
         return Err(ValueError::new(
@@ -242,6 +257,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             ListenAddr::try_from(s.as_str())
         }),
         peer: c.opt(k("pbx.peer"), pbx.peer, |s| PeerAddr::try_from(s.as_str())),
+        allow: allow_list(&mut c, "pbx.allow", pbx.allow),
     };
     let agents = raw.agents.unwrap_or_default();
     let agents = AgentsConfig {
@@ -251,6 +267,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         peer: c.opt(k("agents.peer"), agents.peer, |s| {
             PeerAddr::try_from(s.as_str())
         }),
+        allow: allow_list(&mut c, "agents.allow", agents.allow),
     };
     let media = raw.media.unwrap_or_default();
     let media = MediaConfig {
@@ -401,6 +418,63 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             ListenAddr::try_from(v.as_str())
         }),
     };
+    let lim = raw.limits.unwrap_or_default();
+    let limits = LimitsConfig {
+        streams_per_call: c.value(
+            k("limits.streams_per_call"),
+            lim.streams_per_call,
+            d.limits.streams_per_call,
+            StreamsPerCall::try_from,
+        ),
+        calls: c.value(
+            k("limits.calls"),
+            lim.calls,
+            d.limits.calls,
+            LimitCount::try_from,
+        ),
+        transactions: c.value(
+            k("limits.transactions"),
+            lim.transactions,
+            d.limits.transactions,
+            LimitCount::try_from,
+        ),
+        registrations: c.value(
+            k("limits.registrations"),
+            lim.registrations,
+            d.limits.registrations,
+            LimitCount::try_from,
+        ),
+        source_requests_per_s: c.value(
+            k("limits.source_requests_per_s"),
+            lim.source_requests_per_s,
+            d.limits.source_requests_per_s,
+            LimitRate::try_from,
+        ),
+        source_calls_per_s: c.value(
+            k("limits.source_calls_per_s"),
+            lim.source_calls_per_s,
+            d.limits.source_calls_per_s,
+            LimitRate::try_from,
+        ),
+        tcp_connections_per_source: c.value(
+            k("limits.tcp_connections_per_source"),
+            lim.tcp_connections_per_source,
+            d.limits.tcp_connections_per_source,
+            LimitCount::try_from,
+        ),
+        tcp_connections: c.value(
+            k("limits.tcp_connections"),
+            lim.tcp_connections,
+            d.limits.tcp_connections,
+            LimitCount::try_from,
+        ),
+        tcp_idle_timeout_s: c.value(
+            k("limits.tcp_idle_timeout_s"),
+            lim.tcp_idle_timeout_s,
+            d.limits.tcp_idle_timeout_s,
+            TcpIdleTimeoutSecs::try_from,
+        ),
+    };
     let recorders = raw
         .recorder
         .unwrap_or_default()
@@ -427,6 +501,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         log,
         sip,
         ng,
+        limits,
     };
     cross_checks(&mut c, &config);
     if c.issues.is_empty() {

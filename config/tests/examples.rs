@@ -71,7 +71,7 @@ fn reference_config_mentions_every_key() {
 #[test]
 fn defaults_warn_about_what_matters() {
     let keys: Vec<&str> = Config::default().warnings().iter().map(|w| w.key).collect();
-    assert_eq!(keys, ["recorder", "pbx.peer"]);
+    assert_eq!(keys, ["recorder", "pbx.peer", "agents.allow"]);
     let open = load_with_overrides(
         None,
         &[
@@ -81,7 +81,16 @@ fn defaults_warn_about_what_matters() {
     )
     .unwrap();
     let keys: Vec<&str> = open.warnings().iter().map(|w| w.key).collect();
-    assert_eq!(keys, ["recorder", "pbx.peer", "masking.dtmf", "http.token"]);
+    assert_eq!(
+        keys,
+        [
+            "recorder",
+            "pbx.peer",
+            "masking.dtmf",
+            "agents.allow",
+            "http.token"
+        ]
+    );
 }
 
 /// Issue 12 item 9: a warning prints as `key: message` with the message first, never the
@@ -115,6 +124,28 @@ fn warnings_print_the_message_first() {
     assert_eq!(
         dtmf.to_string(),
         "masking.dtmf: DTMF digits reach the recorders unmasked (set to false)"
+    );
+}
+
+/// Issue 13: `[limits]` keys load from a file and from `--set`, and are range-checked.
+#[test]
+fn limits_load_and_are_checked() {
+    let cfg = load_with_overrides(
+        None,
+        &[
+            "limits.tcp_idle_timeout_s=2".into(),
+            "limits.streams_per_call=2".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(cfg.limits.tcp_idle_timeout_s.get(), 2);
+    assert_eq!(cfg.limits.streams_per_call.get(), 2);
+    let cfg = from_str("[limits]\ncalls = 50\n", "l.toml").unwrap();
+    assert_eq!(cfg.limits.calls.get(), 50);
+    let e = from_str("[limits]\nstreams_per_call = 0\n", "l.toml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "l.toml:2:20: limits.streams_per_call: 0 is out of range — use a value from 1 to 64 (m= lines)"
     );
 }
 
@@ -229,7 +260,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "[pbxx]\nlisten = \"0.0.0.0:5060\"\n",
-        "callmask.toml:1:2: pbxx: unknown key `pbxx` — did you mean `pbx`? allowed at the top level: pbx, agents, media, masking, speech, secure, http, log, sip, ng, recorder",
+        "callmask.toml:1:2: pbxx: unknown key `pbxx` — did you mean `pbx`? allowed at the top level: pbx, agents, media, masking, speech, secure, http, log, sip, ng, limits, recorder",
     ),
     (
         "[masking]\ndtmf = \"yes\"\n",
@@ -294,6 +325,14 @@ const BAD: &[(&str, &str)] = &[
     (
         "[agents]\nlisten = \"0.0.0.0:5060\"\n",
         "callmask.toml:2:10: agents.listen: 0.0.0.0:5060 collides with pbx.listen = 0.0.0.0:5060 — give agents.listen a port of its own",
+    ),
+    (
+        "[pbx]\nallow = [\"10.0.0.0/8\", \"10.0.0.5/8\"]\n",
+        "callmask.toml:2:24: pbx.allow[1]: \"10.0.0.5/8\" has host bits set after the prefix — write the network address: \"10.0.0.0/8\"",
+    ),
+    (
+        "[agents]\nallow = [\"phones.example\"]\n",
+        "callmask.toml:2:10: agents.allow[0]: \"phones.example\" is not an IP address or network — write a network as \"10.0.0.0/24\" or one host as \"10.0.0.5\"",
     ),
     (
         "[masking\ndtmf = true\n",

@@ -197,10 +197,12 @@ fn config() -> impl Strategy<Value = Config> {
                 pbx: PbxConfig {
                     listen: pl,
                     peer: pp,
+                    allow: None,
                 },
                 agents: AgentsConfig {
                     listen: al,
                     peer: ap,
+                    allow: None,
                 },
                 media: MediaConfig {
                     ports,
@@ -243,6 +245,7 @@ fn config() -> impl Strategy<Value = Config> {
                     state_dir: None,
                 },
                 ng: NgConfig::default(),
+                limits: config::LimitsConfig::default(),
             })
         },
     )

@@ -204,22 +204,21 @@ pub fn udp_port_bound(port: u16) -> bool {
     port_in_table("/proc/net/udp", port)
 }
 
-/// Whether something holds UDP or TCP `port` on 127.0.0.1 or 0.0.0.0 (sipp with `-t t1`
-/// binds TCP only).
+/// Whether something holds UDP or TCP `port` on a loopback address (127/8) or 0.0.0.0 (sipp
+/// with `-t t1` binds TCP only).
 pub fn port_bound(port: u16) -> bool {
     port_in_table("/proc/net/udp", port) || port_in_table("/proc/net/tcp", port)
 }
 
 fn port_in_table(path: &str, port: u16) -> bool {
     let table = fs::read_to_string(path).unwrap_or_default();
-    let want = [
-        format!("0100007F:{port:04X}"),
-        format!("00000000:{port:04X}"),
-    ];
+    // /proc shows IPv4 addresses as little-endian hex: 127.a.b.c ends in "7F".
+    let any = format!("00000000:{port:04X}");
+    let lo = format!("7F:{port:04X}");
     table.lines().skip(1).any(|l| {
         l.split_whitespace()
             .nth(1)
-            .is_some_and(|local| want.iter().any(|w| w == local))
+            .is_some_and(|local| local == any || (local.len() == 13 && local.ends_with(&lo)))
     })
 }
 
@@ -410,6 +409,9 @@ impl Callmask {
             ));
             if opts.agents_peer {
                 set(format!("agents.peer={}", layout.agents_peer));
+            } else {
+                // Registration mode is closed without an allow-list (issue 13).
+                set("agents.allow=[\"127.0.0.1\"]".into());
             }
             set(format!("http.listen={}", layout.http));
             set(format!("media.ports={}-{}", layout.media.0, layout.media.1));
@@ -733,6 +735,9 @@ pub struct Sipp {
     pub sets: Vec<(String, String)>,
     /// Any further arguments.
     pub extra: Vec<String>,
+    /// Local address (`-i`): 127.0.0.1 unless a test plays a stranger from another loopback
+    /// address (Linux routes all of 127/8 to `lo`).
+    pub local_ip: String,
 }
 
 impl Sipp {
@@ -749,7 +754,14 @@ impl Sipp {
             timeout_s: 15,
             sets: Vec::new(),
             extra: Vec::new(),
+            local_ip: "127.0.0.1".into(),
         }
+    }
+
+    /// Bind `ip` (a loopback address) instead of 127.0.0.1.
+    pub fn local_ip(mut self, ip: &str) -> Sipp {
+        self.local_ip = ip.into();
+        self
     }
 
     /// Send to `remote` (UAC).
@@ -834,7 +846,7 @@ impl Sipp {
             args.push(a.into());
             args.push(b);
         };
-        push("-i", "127.0.0.1".into());
+        push("-i", self.local_ip.clone());
         push("-p", self.port.to_string());
         push("-m", self.calls.to_string());
         if let Some(r) = self.rate {
@@ -896,7 +908,7 @@ impl Sipp {
         });
         if bound != Some(true) {
             let r = c.wait();
-            panic!("sipp did not bind 127.0.0.1:{port}\n{}", r.report());
+            panic!("sipp did not bind {}:{port}\n{}", self.local_ip, r.report());
         }
         c
     }

@@ -103,8 +103,10 @@ impl Label for Side {
     }
 }
 
+mod access;
 mod ng;
 mod sip;
+pub use access::{AccessDenial, AccessMetrics, LimitLabel};
 pub use ng::{NgCommand, NgMetrics, NgResult};
 pub use sip::SipMetrics;
 
@@ -292,6 +294,8 @@ label_enum! {
         TransportError => "transport_error",
         /// An SDP could not be anchored (no free media ports, unusable SDP).
         MediaAnchorFailed => "media_anchor_failed",
+        /// RTP from outside the signalled network and the side's allow-list tried to latch.
+        LatchOutOfScope => "latch_out_of_scope",
     }
 }
 
@@ -762,6 +766,8 @@ pub struct Metrics {
     sip: SipMetrics,
     /// The NG control family (media-node mode).
     ng: NgMetrics,
+    /// The access-control family.
+    access: AccessMetrics,
     rtp_dropped: By2<Side, DropReason, IntCounter>,
     rtp_jitter: By<Side, prometheus::Histogram>,
     media_ports_in_use: IntGauge,
@@ -839,6 +845,7 @@ impl Metrics {
         )?;
         let sip = SipMetrics::register(r)?;
         let ng = NgMetrics::register(r)?;
+        let access = AccessMetrics::register(r)?;
         let rtp_dropped = int_counter_vec(
             r,
             "callmask_rtp_packets_dropped_total",
@@ -1033,6 +1040,7 @@ impl Metrics {
             calls_total: by(&calls_total),
             sip,
             ng,
+            access,
             rtp_dropped: by2(&rtp_dropped),
             rtp_jitter: by(&rtp_jitter),
             media_ports_in_use,
@@ -1107,6 +1115,11 @@ impl Metrics {
     /// The SIP signalling family (owned by `io/signalling.rs`).
     pub fn sip(&self) -> &SipMetrics {
         &self.sip
+    }
+
+    /// The access-control family (counted by `io/signalling.rs`).
+    pub fn access(&self) -> &AccessMetrics {
+        &self.access
     }
 
     // --- media -------------------------------------------------------------------------

@@ -264,7 +264,7 @@ async fn health_probes_need_no_token_and_readiness_reports_what_is_missing() {
 }
 
 #[tokio::test]
-async fn metrics_requires_the_token_and_serves_prometheus_text() {
+async fn api_requires_the_token_metrics_stay_open() {
     let s = Server::start(Some(TOKEN)).await;
 
     for bad in [
@@ -273,13 +273,13 @@ async fn metrics_requires_the_token_and_serves_prometheus_text() {
         Some(""),
         Some(&TOKEN[..TOKEN.len() - 1]),
     ] {
-        let r = s.get("/metrics", bad).await;
+        let r = s.get("/api/calls", bad).await;
         assert_eq!(r.status, 401, "token {bad:?}");
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
         assert_eq!(r.json()["error"], "unauthorized");
     }
-    // Unknown paths are behind the token too: no probing without it.
-    assert_eq!(s.get("/nope", None).await.status, 401);
+    // Unknown API paths are behind the token too: no probing without it.
+    assert_eq!(s.get("/api/nope", None).await.status, 401);
 
     let call = s.metrics.new_call();
     call.leg(
@@ -287,7 +287,8 @@ async fn metrics_requires_the_token_and_serves_prometheus_text() {
         callmask::metrics::Direction::Inbound,
     )
     .record_packet(172);
-    let r = s.get("/metrics", Some(TOKEN)).await;
+    // Issue 13: /metrics needs no token (scrapers), like the health probes.
+    let r = s.get("/metrics", None).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("content-type"),
@@ -305,13 +306,52 @@ async fn metrics_requires_the_token_and_serves_prometheus_text() {
     s.shutdown().await;
 }
 
+/// Issue 13: closed by default. Without a configured token the API refuses everyone (403),
+/// token or not; metrics and health stay open.
 #[tokio::test]
-async fn without_a_token_the_api_is_open() {
+async fn without_a_token_the_api_is_closed() {
     let s = Server::start(None).await;
     assert_eq!(s.get("/metrics", None).await.status, 200);
-    assert_eq!(s.get("/api/calls", None).await.status, 200);
-    // A token sent anyway is ignored.
-    assert_eq!(s.get("/metrics", Some("whatever")).await.status, 200);
+    assert_eq!(s.get("/healthz", None).await.status, 200);
+    let r = s.get("/api/calls", None).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "api_disabled_no_token_configured");
+    assert_eq!(
+        s.post("/api/calls/c-1/unsecure", Some("whatever"))
+            .await
+            .status,
+        403
+    );
+    s.shutdown().await;
+}
+
+/// Issue 13: secure/unsecure are rate-limited; over the burst, 429 with Retry-After.
+#[tokio::test]
+async fn secure_changes_are_rate_limited() {
+    // Audit events fire here too: give them a subscriber, so that this thread never caches
+    // "no interest" for callsites the audit test captures in parallel.
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .finish(),
+    );
+    let s = Server::start(Some(TOKEN)).await;
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let path = if i % 2 == 0 {
+            "/api/calls/c-1/secure"
+        } else {
+            "/api/calls/c-1/unsecure"
+        };
+        let r = s.post(path, Some(TOKEN)).await;
+        if r.status == 429 {
+            assert_eq!(r.header("retry-after"), Some("1"));
+        }
+        statuses.push(r.status);
+    }
+    let limited = statuses.iter().filter(|&&st| st == 429).count();
+    assert!(limited >= 10, "{statuses:?}");
+    assert_eq!(statuses[0], 204);
     s.shutdown().await;
 }
 

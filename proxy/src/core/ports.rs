@@ -208,6 +208,20 @@ impl PortAllocator {
         Ok(())
     }
 
+    /// Returns a pair that never carried media: available again at once (at the back of the
+    /// free list, so still reused as late as possible).
+    pub fn free_now(&mut self, pair: PortPair) -> Result<(), FreeError> {
+        let idx = self.index_of(pair)?;
+        let slot = &mut self.slots[usize::from(idx)];
+        if *slot != Slot::InUse {
+            return Err(FreeError::NotAllocated(pair.rtp));
+        }
+        self.in_use -= 1;
+        *slot = Slot::Free;
+        self.free.push_back(idx);
+        Ok(())
+    }
+
     /// Pairs currently handed out.
     pub fn in_use(&self) -> usize {
         self.in_use
@@ -270,6 +284,18 @@ mod tests {
     #[allow(clippy::disallowed_methods)]
     fn t0() -> Instant {
         Instant::now()
+    }
+
+    /// A pair that never carried media skips the quarantine; a double free is still refused.
+    #[test]
+    fn free_now_skips_quarantine() {
+        let r = PortRange::new(30000, 30003).expect("two pairs");
+        let mut a = PortAllocator::new(r, Duration::from_secs(5));
+        let now = t0();
+        let p = a.alloc(now).expect("free pair");
+        assert_eq!(a.free_now(p), Ok(()));
+        assert_eq!((a.in_use(), a.available(), a.quarantined()), (0, 2, 0));
+        assert_eq!(a.free_now(p), Err(FreeError::NotAllocated(p.rtp())));
     }
 
     fn range(a: u16, b: u16) -> PortRange {

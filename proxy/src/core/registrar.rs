@@ -9,7 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -52,6 +52,9 @@ pub struct Registrar {
     active: usize,
     /// Bumped whenever the active bindings change (the shell saves the state file then).
     generation: u64,
+    /// Active bindings by source IP, so access control can ask "is this a registered phone?"
+    /// in O(1) ([`Registrar::has_source`]).
+    sources: HashMap<IpAddr, u32>,
 }
 
 /// Most bindings a state file holds or is read for (a file is never unbounded).
@@ -99,8 +102,14 @@ impl Registrar {
             active: false,
         });
         entry.contact = contact;
-        entry.source = source;
+        let moved = entry.active && entry.source != source;
+        let old = std::mem::replace(&mut entry.source, source);
         entry.transport = transport;
+        if moved {
+            Self::index_remove(&mut self.sources, old.ip());
+            *self.sources.entry(source.ip()).or_default() += 1;
+            return;
+        }
         if !entry.active {
             entry.expires = now + GRACE;
             self.expiries
@@ -109,9 +118,10 @@ impl Registrar {
     }
 
     fn remove(&mut self, token: &str) {
-        if self.by_token.remove(token).is_some_and(|b| b.active) {
+        if let Some(b) = self.by_token.remove(token).filter(|b| b.active) {
             self.active = self.active.saturating_sub(1);
             self.generation += 1;
+            Self::index_remove(&mut self.sources, b.source.ip());
         }
         if self.by_token.is_empty() {
             // Nothing left to expire: no stale wake-ups either.
@@ -131,6 +141,7 @@ impl Registrar {
             if !b.active {
                 b.active = true;
                 self.active += 1;
+                *self.sources.entry(b.source.ip()).or_default() += 1;
             }
             self.generation += 1;
             b.expires = now + expires + GRACE;
@@ -149,6 +160,10 @@ impl Registrar {
     pub fn remove_aor(&mut self, aor: &[u8]) {
         self.by_token.retain(|_, b| b.aor.as_ref() != aor);
         self.active = self.by_token.values().filter(|b| b.active).count();
+        self.sources.clear();
+        for b in self.by_token.values().filter(|b| b.active) {
+            *self.sources.entry(b.source.ip()).or_default() += 1;
+        }
         self.generation += 1;
         if self.by_token.is_empty() {
             self.expiries.clear();
@@ -159,6 +174,20 @@ impl Registrar {
     pub fn lookup(&self, user: &[u8]) -> Option<&Binding> {
         let user = std::str::from_utf8(user).ok()?;
         self.by_token.get(user).filter(|b| b.active)
+    }
+
+    /// Whether `ip` is the source of an active binding (a registered phone).
+    pub fn has_source(&self, ip: IpAddr) -> bool {
+        self.sources.contains_key(&ip)
+    }
+
+    fn index_remove(sources: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
+        if let Some(n) = sources.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                sources.remove(&ip);
+            }
+        }
     }
 
     /// Active bindings (metric).
@@ -255,6 +284,7 @@ impl Registrar {
                 },
             );
             self.active += 1;
+            *self.sources.entry(source.ip()).or_default() += 1;
             self.expiries.push(Reverse((expires, (*token).to_string())));
             loaded += 1;
         }
@@ -361,9 +391,11 @@ mod tests {
             r.lookup(tok.as_bytes()).is_none(),
             "not active before the PBX says 2xx"
         );
+        assert!(!r.has_source(addr().ip()), "pending is not registered");
         r.confirmed(&tok, Some(Duration::from_secs(60)), t0);
         assert_eq!(r.lookup(tok.as_bytes()).map(|b| b.source), Some(addr()));
         assert_eq!(r.active(), 1);
+        assert!(r.has_source(addr().ip()));
         // Refresh keeps it alive past the first expiry.
         r.confirmed(
             &tok,
@@ -375,6 +407,38 @@ mod tests {
         // Expiry without refresh.
         r.handle_timeout(t0 + Duration::from_secs(200));
         assert_eq!(r.active(), 0);
+        assert!(
+            !r.has_source(addr().ip()),
+            "a lapsed phone is no longer registered"
+        );
+    }
+
+    /// Access control asks the source index; it follows a phone that moves.
+    #[test]
+    fn source_index_follows_moves_and_removals() {
+        let mut r = Registrar::new();
+        let t0 = Instant::now();
+        let (a, b): (SocketAddr, SocketAddr) = (addr(), "10.0.0.9:5060".parse().expect("literal"));
+        r.pending(
+            "rg-a",
+            "sip:a@pbx".into(),
+            "sip:a@h".into(),
+            a,
+            SipTransport::Udp,
+            t0,
+        );
+        r.confirmed("rg-a", Some(Duration::from_secs(60)), t0);
+        r.pending(
+            "rg-a",
+            "sip:a@pbx".into(),
+            "sip:a@h".into(),
+            b,
+            SipTransport::Udp,
+            t0,
+        );
+        assert!(!r.has_source(a.ip()) && r.has_source(b.ip()));
+        r.remove_aor(b"sip:a@pbx");
+        assert!(!r.has_source(b.ip()));
     }
 
     #[test]

@@ -4,16 +4,21 @@
 //! |--------------------------------|--------|---------------------------------------------------|
 //! | `GET /healthz`                 | none   | 200 `ok` while the process runs                   |
 //! | `GET /readyz`                  | none   | 200 when every [`Readiness`] flag is set, else 503 with the list |
-//! | `GET /metrics`                 | bearer | Prometheus text exposition                        |
+//! | `GET /metrics`                 | none   | Prometheus text exposition                        |
 //! | `GET /api/calls`               | bearer | JSON list of [`CallSummary`]                      |
 //! | `POST /api/calls/{id}/secure`  | bearer | 204; 404 for an unknown id                        |
 //! | `POST /api/calls/{id}/unsecure`| bearer | 204; 404 for an unknown id                        |
-//! | anything else                  | bearer | 404 (405 for a known path with the wrong method), JSON body |
+//! | other `/api/…`                 | bearer | 404 (405 for a known path with the wrong method), JSON body |
+//! | anything else                  | none   | 404, JSON body                                    |
 //!
-//! When a bearer token is configured, every route except the two health probes requires
-//! `Authorization: Bearer <token>`; the comparison runs in constant time over SHA-256 digests
-//! (so neither the content nor the length of the token leaks through timing) and a refusal is
-//! 401 with `WWW-Authenticate: Bearer`. Without a token the API is open: bind it to loopback.
+//! Closed by default (issue 13): every `/api/` route requires `Authorization: Bearer <token>`,
+//! and without a configured token (`http.token_file`, `http.token` or the environment variable
+//! `CALLMASK_HTTP_TOKEN`) the API answers 403 to everyone. The comparison runs in constant
+//! time over SHA-256 digests (so neither the content nor the length of the token leaks
+//! through timing) and a refusal is 401 with `WWW-Authenticate: Bearer`. `/metrics` and the
+//! health probes stay open (bind the listener to loopback or a scrape network).
+//! `secure`/`unsecure` are rate-limited ([`SECURE_RATE_PER_S`], burst [`SECURE_BURST`]):
+//! over it, 429 with `Retry-After`.
 //!
 //! Secure-mode changes are audit events: `tracing` target `callmask::audit`, with the actor
 //! (`api`, plus a fingerprint of the token — never the token), the time, the action and
@@ -228,6 +233,33 @@ impl fmt::Debug for BearerToken {
     }
 }
 
+/// Secure-mode changes allowed per second, over all callers (a script that un-mutes
+/// recordings wholesale is slowed to a crawl; an agent desktop never notices).
+pub const SECURE_RATE_PER_S: f64 = 5.0;
+/// Secure-mode changes allowed in a burst.
+pub const SECURE_BURST: f64 = 20.0;
+
+/// A token bucket: `rate` per second, `burst` at most. Reads the clock (io shell).
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: std::time::Instant, rate: f64, burst: f64) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * rate).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Everything the HTTP handlers need. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpState {
@@ -235,10 +267,11 @@ pub struct HttpState {
     readiness: Arc<Readiness>,
     token: Option<BearerToken>,
     calls: Arc<dyn CallControl>,
+    secure_bucket: Arc<std::sync::Mutex<Bucket>>,
 }
 
 impl HttpState {
-    /// State with no bearer token (open API) and the given call table.
+    /// State with no bearer token (the API refuses everyone) and the given call table.
     pub fn new(
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
@@ -249,11 +282,15 @@ impl HttpState {
             readiness,
             token: None,
             calls,
+            secure_bucket: Arc::new(std::sync::Mutex::new(Bucket {
+                tokens: SECURE_BURST,
+                at: std::time::Instant::now(),
+            })),
         }
     }
 
-    /// Require `Authorization: Bearer <token>` on everything but the health probes.
-    /// `None` or an empty token leaves the API open.
+    /// Require `Authorization: Bearer <token>` on `/api/`. `None` or an empty token leaves
+    /// the API closed (403).
     pub fn with_token(mut self, token: Option<&str>) -> Self {
         self.token = token.filter(|t| !t.is_empty()).map(BearerToken::new);
         self
@@ -299,19 +336,20 @@ where
 }
 
 async fn auth(State(state): State<HttpState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if path == "/healthz" || path == "/readyz" {
+    if !req.uri().path().starts_with("/api/") {
         return next.run(req).await;
     }
-    if let Some(token) = &state.token {
-        let presented = bearer(req.headers());
-        if !presented.is_some_and(|p| token.matches(p)) {
-            state.metrics.http_unauthorized();
-            let mut resp = json_error(StatusCode::UNAUTHORIZED, "unauthorized");
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return resp;
-        }
+    let Some(token) = &state.token else {
+        state.metrics.http_unauthorized();
+        return json_error(StatusCode::FORBIDDEN, "api_disabled_no_token_configured");
+    };
+    let presented = bearer(req.headers());
+    if !presented.is_some_and(|p| token.matches(p)) {
+        state.metrics.http_unauthorized();
+        let mut resp = json_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
     }
     next.run(req).await
 }
@@ -376,6 +414,17 @@ async fn unsecure(State(state): State<HttpState>, Path(id): Path<String>) -> Res
 }
 
 fn set_secure(state: &HttpState, id: &str, action: SecureAction) -> Response {
+    let allowed = state
+        .secure_bucket
+        .lock()
+        .map(|mut b| b.take(std::time::Instant::now(), SECURE_RATE_PER_S, SECURE_BURST))
+        .unwrap_or(false);
+    if !allowed {
+        let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    }
     let actor = state.actor();
     let secure = action == SecureAction::Secure;
     let result = if id.len() > MAX_CALL_ID_LEN {

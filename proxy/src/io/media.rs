@@ -196,7 +196,7 @@ impl MediaHub {
         let s = &self.settings;
         let config = MediaConfig {
             mask: s.mask,
-            latch: s.latch,
+            latch: s.latch.clone(),
             agent_dtmf: s.agent_dtmf,
             dtmf_trigger: s.dtmf_trigger.clone(),
             dtmf_release: s.dtmf_release.clone(),

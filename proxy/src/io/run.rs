@@ -236,6 +236,39 @@ pub async fn run(
     let agents_listen = cfg.agents.listen.get();
     let pbx_peer = cfg.pbx.peer.map(|p| p.get());
     let agents_peer = cfg.agents.peer.map(|p| p.get());
+    // Checked before anything is bound: an open API never listens, even for a moment.
+    let token = match &cfg.http.auth {
+        // Never a command-line value: a file or the environment of the service.
+        config::HttpAuth::None => std::env::var(HTTP_TOKEN_ENV)
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+        config::HttpAuth::Token(t) => Some(t.as_str().to_string()),
+        config::HttpAuth::TokenFile(p) => {
+            let t = std::fs::read_to_string(p).map_err(|e| RunError::Config {
+                key: "http.token_file",
+                problem: format!("cannot read {}: {e}", p.display()),
+            })?;
+            let t = t.trim();
+            if t.is_empty() {
+                return Err(RunError::Config {
+                    key: "http.token_file",
+                    problem: format!("{} is empty: write the API token in it", p.display()),
+                });
+            }
+            Some(t.to_string())
+        }
+    };
+    if token.is_none() && !cfg.http.listen.get().ip().is_loopback() {
+        return Err(RunError::Config {
+            key: "http.token_file",
+            problem: format!(
+                "http.listen = {} is reachable from other hosts and no API token is set: set \
+                 http.token_file (or {HTTP_TOKEN_ENV}), or listen on 127.0.0.1",
+                cfg.http.listen
+            ),
+        });
+    }
     let pbx_sock = bind_udp(pbx_listen, "PBX-side SIP", "pbx.listen").await?;
     let agents_sock = bind_udp(agents_listen, "agents-side SIP", "agents.listen").await?;
     // TCP on the same addresses (the UDP port, which may have been chosen by the OS).
@@ -308,7 +341,9 @@ pub async fn run(
     } else {
         (PortAllocator::new(range, Duration::from_secs(5)), None)
     };
-    let core = ProxyCore::new(core_cfg, ports);
+    let mut core = ProxyCore::new(core_cfg, ports);
+    core.set_access(access_policy(&cfg));
+    core.set_limits(crate::core::proxy::CoreLimits::from_config(&cfg.limits));
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
@@ -392,7 +427,7 @@ pub async fn run(
         },
         inactivity: Duration::from_secs(u64::from(cfg.media.inactivity_timeout.get())),
         mask,
-        latch: LatchConfig::default(),
+        latch: latch_config(&cfg),
         agent_dtmf: cfg.masking.agent_dtmf,
         dtmf_trigger: cfg.secure.dtmf_trigger.as_ref().map(KeySequence::new),
         dtmf_release: cfg.secure.dtmf_release.as_ref().map(KeySequence::new),
@@ -433,19 +468,6 @@ pub async fn run(
     let media = MediaHub::new(settings, metrics.clone(), tap, timeouts_tx, table.clone())
         .with_workers(workers);
 
-    let token = match &cfg.http.auth {
-        config::HttpAuth::None => None,
-        config::HttpAuth::Token(t) => Some(t.as_str().to_string()),
-        config::HttpAuth::TokenFile(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| RunError::Config {
-                    key: "http.token_file",
-                    problem: format!("cannot read {}: {e}", p.display()),
-                })?
-                .trim()
-                .to_string(),
-        ),
-    };
     let state = HttpState::new(metrics.clone(), readiness.clone(), table.clone())
         .with_token(token.as_deref());
     let mut http_shutdown = shutdown.clone();
@@ -471,8 +493,21 @@ pub async fn run(
     }
 
     let (stream_tx, stream_rx) = mpsc::channel(4096);
-    spawn_listener(Side::Pbx, pbx_tcp, stream_tx.clone(), limits);
-    spawn_listener(Side::Agents, agents_tcp, stream_tx.clone(), limits);
+    let tcp_limits = super::sip_stream::TcpLimits::new(&cfg.limits, metrics.clone());
+    spawn_listener(
+        Side::Pbx,
+        pbx_tcp,
+        stream_tx.clone(),
+        limits,
+        tcp_limits.clone(),
+    );
+    spawn_listener(
+        Side::Agents,
+        agents_tcp,
+        stream_tx.clone(),
+        limits,
+        tcp_limits,
+    );
     let signalling = Signalling {
         core,
         pbx: pbx_sock,
@@ -500,6 +535,42 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), recorder_done).await;
     let _ = http_task.await;
     Ok(())
+}
+
+/// The environment variable that may hold the HTTP API's bearer token (when neither
+/// `http.token_file` nor `http.token` is set).
+pub const HTTP_TOKEN_ENV: &str = "CALLMASK_HTTP_TOKEN";
+
+/// Latching (issue 13 item 5): a non-signalled RTP source latches only from the signalled
+/// network or the side's allow-list (`allow`, else the side's peer IP).
+fn latch_config(cfg: &config::Config) -> LatchConfig {
+    use config::types::Cidr;
+    let list = |allow: Option<&[Cidr]>, peer: Option<config::types::PeerAddr>| -> Arc<[Cidr]> {
+        match allow {
+            Some(l) => Arc::from(l.to_vec()),
+            None => Arc::from(
+                peer.map(|p| Cidr::host(p.get().ip()))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    };
+    LatchConfig {
+        allow: crate::core::side::BySide::new(
+            list(cfg.pbx.allow.as_deref(), cfg.pbx.peer),
+            list(cfg.agents.allow.as_deref(), cfg.agents.peer),
+        ),
+        ..LatchConfig::default()
+    }
+}
+
+/// The SIP allow-lists (`pbx.allow`, `agents.allow`; absent: the side's peer only).
+pub(crate) fn access_policy(cfg: &config::Config) -> crate::core::proxy::AccessPolicy {
+    use crate::core::proxy::{AccessPolicy, AllowList};
+    let mut policy = AccessPolicy::default();
+    policy.allow[Side::Pbx] = AllowList::from_config(cfg.pbx.allow.as_deref());
+    policy.allow[Side::Agents] = AllowList::from_config(cfg.agents.allow.as_deref());
+    policy
 }
 
 /// The key of registration-mode contact tokens: derived from `log.hash_key` when set, so a

@@ -237,6 +237,22 @@ impl Signalling {
                 | ProxyEvent::TransactionTimedOut { .. } => {
                     count_sip_event(self.metrics.sip(), &ev)
                 }
+                ProxyEvent::AccessDenied { side, reason } => {
+                    tracing::debug!(
+                        side = side.as_str(),
+                        reason = reason.label(),
+                        "SIP refused by access control"
+                    );
+                    self.metrics.access().denied(side, reason.into());
+                }
+                ProxyEvent::LimitRefused { side, limit } => {
+                    tracing::debug!(
+                        side = side.as_str(),
+                        limit = limit.label(),
+                        "SIP over a limit"
+                    );
+                    self.metrics.access().limit_refused(side, limit.into());
+                }
                 ProxyEvent::InfoDtmf { call, side } => {
                     self.metrics.dtmf_detected(metrics::DtmfSource::Info);
                     self.media.info_dtmf(call, side);
@@ -353,7 +369,14 @@ mod tests {
             registration_key: [7; 32],
         };
         let range = PortRange::new(30000, 30009).expect("range");
-        ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)))
+        let mut core = ProxyCore::new(config, PortAllocator::new(range, Duration::from_secs(5)));
+        // Registration mode is closed without an allow-list: admit the test's phones.
+        let mut policy = crate::core::proxy::AccessPolicy::default();
+        policy.allow[Side::Agents] = crate::core::proxy::AllowList::Nets(vec![
+            config::types::Cidr::try_from("127.0.0.0/8").expect("literal"),
+        ]);
+        core.set_access(policy);
+        core
     }
 
     fn count_all(core: &mut ProxyCore, metrics: &Metrics) {

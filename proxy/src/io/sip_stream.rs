@@ -1,13 +1,23 @@
 //! SIP over TCP: listeners, one task per connection, Content-Length framing.
 //!
-//! Each connection task frames the byte stream with [`parse_stream`], answers double-CRLF
+//! Each connection task frames the byte stream incrementally ([`StreamFramer`]: each byte
+//! scanned once), answers double-CRLF
 //! keep-alives itself (RFC 5626 §3.5.1), and hands every message (or framing error) to the
 //! signalling task through one channel. Writes go through a per-connection queue, so the
 //! signalling task never awaits a slow peer. Outbound connections (a request to a peer with
 //! no connection yet) are opened on demand and then used both ways.
+//!
+//! Bounds (issue 13, [`TcpLimits`]): inbound connections per source address and in total
+//! (over either, the connection is closed at accept and counted), and an idle timeout that
+//! cuts a connection whose message has not completed in time, or that has sent no complete
+//! message since it was accepted (slowloris). A connection that has sent messages and sits
+//! idle between them stays open: a TCP-registered phone is reached over it.
 #![allow(clippy::disallowed_methods)] // io shell
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::core::proxy::Side;
-use crate::core::sip::{parse_stream, Frame, Limits, SipError, SipMessage, PONG};
+use crate::core::sip::{Frame, Limits, SipError, SipMessage, StreamFramer, PONG};
+use crate::metrics::{LimitLabel, Metrics};
 
 /// Queue depth per connection (messages); a peer that does not read is disconnected.
 const WRITE_QUEUE: usize = 256;
@@ -70,19 +81,104 @@ pub enum StreamInput {
     },
 }
 
+/// Bounds on inbound TCP connections, shared by both sides' listeners.
+#[derive(Debug)]
+pub struct TcpLimits {
+    per_source: usize,
+    total: usize,
+    idle: Duration,
+    /// Open inbound connections by source address, and their sum.
+    open: Mutex<(HashMap<IpAddr, usize>, usize)>,
+    metrics: Arc<Metrics>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+#[derive(Debug)]
+struct Permit {
+    limits: Arc<TcpLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.limits.open.lock() {
+            let (by_ip, total) = &mut *open;
+            *total = total.saturating_sub(1);
+            if let Some(n) = by_ip.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    by_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl TcpLimits {
+    /// The bounds of `limits.tcp_*`.
+    pub fn new(l: &config::LimitsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(TcpLimits {
+            per_source: l.tcp_connections_per_source.get() as usize,
+            total: l.tcp_connections.get() as usize,
+            idle: Duration::from_secs(u64::from(l.tcp_idle_timeout_s.get())),
+            open: Mutex::new((HashMap::new(), 0)),
+            metrics,
+        })
+    }
+
+    /// A place for a connection from `ip` on `side`, or `None` (counted) when over a bound.
+    fn admit(self: &Arc<Self>, side: Side, ip: IpAddr) -> Option<Permit> {
+        let mut open = self.open.lock().ok()?;
+        let (by_ip, total) = &mut *open;
+        let n = by_ip.get(&ip).copied().unwrap_or(0);
+        let over = if *total >= self.total {
+            Some(LimitLabel::TcpTotal)
+        } else if n >= self.per_source {
+            Some(LimitLabel::TcpPerSource)
+        } else {
+            None
+        };
+        if let Some(label) = over {
+            self.metrics.access().limit_refused(side, label);
+            return None;
+        }
+        by_ip.insert(ip, n + 1);
+        *total += 1;
+        Some(Permit {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
 /// Accept connections on `listener` for `side` forever.
 pub fn spawn_listener(
     side: Side,
     listener: TcpListener,
     inputs: mpsc::Sender<StreamInput>,
     limits: Limits,
+    tcp: Arc<TcpLimits>,
 ) {
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
+                    let Some(permit) = tcp.admit(side, peer.ip()) else {
+                        tracing::debug!(
+                            side = side.as_str(),
+                            "TCP connection over a limit: closed"
+                        );
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    let writer = spawn_connection(side, stream, peer, inputs.clone(), limits);
+                    let guard = Guard {
+                        idle: Some(tcp.idle),
+                        _permit: Some(permit),
+                        metrics: Some(tcp.metrics.clone()),
+                    };
+                    let writer =
+                        spawn_connection(side, stream, peer, inputs.clone(), limits, guard);
                     if inputs
                         .send(StreamInput::Opened { side, peer, writer })
                         .await
@@ -113,7 +209,7 @@ pub fn spawn_outbound(
         match TcpStream::connect(peer).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                serve(side, stream, peer, rx, inputs, limits).await;
+                serve(side, stream, peer, rx, inputs, limits, Guard::default()).await;
             }
             Err(e) => {
                 tracing::debug!(side = side.as_str(), error = %e, "TCP connect failed");
@@ -124,15 +220,26 @@ pub fn spawn_outbound(
     tx
 }
 
+/// What an inbound connection carries: its idle timeout and its place in [`TcpLimits`].
+/// Outbound connections (to a configured peer) have neither.
+#[derive(Debug, Default)]
+struct Guard {
+    idle: Option<Duration>,
+    /// Held for its `Drop`: the connection's place in the bounds.
+    _permit: Option<Permit>,
+    metrics: Option<Arc<Metrics>>,
+}
+
 fn spawn_connection(
     side: Side,
     stream: TcpStream,
     peer: SocketAddr,
     inputs: mpsc::Sender<StreamInput>,
     limits: Limits,
+    guard: Guard,
 ) -> mpsc::Sender<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    tokio::spawn(serve(side, stream, peer, rx, inputs, limits));
+    tokio::spawn(serve(side, stream, peer, rx, inputs, limits, guard));
     tx
 }
 
@@ -143,12 +250,33 @@ async fn serve(
     mut outgoing: mpsc::Receiver<Bytes>,
     inputs: mpsc::Sender<StreamInput>,
     limits: Limits,
+    guard: Guard,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(8192);
+    let mut framer = StreamFramer::default();
     let mut closing = false;
+    // Slowloris guard: a message must complete within the idle time of its first byte (or
+    // of the accept, before the first message); between messages the connection may rest.
+    let mut deadline = guard.idle.map(|d| tokio::time::Instant::now() + d);
+    let mut framed_any = false;
     loop {
+        let armed = !closing && (!framed_any || !buf.is_empty());
+        let due = deadline.filter(|_| armed);
+        let idle_due = async move {
+            match due {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = idle_due => {
+                tracing::debug!(side = side.as_str(), "TCP connection idle past limits.tcp_idle_timeout_s: closed");
+                if let Some(m) = &guard.metrics {
+                    m.access().limit_refused(side, LimitLabel::TcpIdle);
+                }
+                break;
+            }
             out = outgoing.recv() => {
                 match out {
                     Some(b) => {
@@ -163,21 +291,29 @@ async fn serve(
                 }
             }
             r = rd.read_buf(&mut buf), if !closing => {
-                match r {
+                let n = match r {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
+                    Ok(n) => n,
+                };
                 // Frame every complete message in the buffer.
+                let was_empty = buf.len() == n;
+                if was_empty && framed_any {
+                    // A new message starts now: its clock starts too.
+                    deadline = guard.idle.map(|d| tokio::time::Instant::now() + d);
+                }
                 loop {
-                    match parse_stream(&buf, &limits) {
+                    match framer.next(&buf, &limits) {
                         Ok(Some((Frame::Message(msg), used))) => {
                             buf.advance(used);
+                            framed_any = true;
+                            deadline = guard.idle.map(|d| tokio::time::Instant::now() + d);
                             if inputs.send(StreamInput::Message { side, peer, msg }).await.is_err() {
                                 return;
                             }
                         }
                         Ok(Some((Frame::Ping, used))) => {
                             buf.advance(used);
+                            deadline = guard.idle.map(|d| tokio::time::Instant::now() + d);
                             if wr.write_all(PONG).await.is_err() {
                                 return;
                             }
@@ -198,5 +334,48 @@ async fn serve(
         }
     }
     let _ = wr.shutdown().await;
+    drop(guard);
     let _ = inputs.send(StreamInput::Closed { side, peer }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// Issue 13: a connection that completes no message within the idle time is cut.
+    #[tokio::test]
+    async fn silent_or_trickling_connections_are_cut_at_the_idle_timeout() {
+        let metrics = Arc::new(Metrics::new());
+        let cfg = config::LimitsConfig {
+            tcp_idle_timeout_s: config::types::TcpIdleTimeoutSecs::try_from(1).expect("1 s"),
+            ..config::LimitsConfig::default()
+        };
+        let tcp = TcpLimits::new(&cfg, metrics.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, mut rx) = mpsc::channel(16);
+        spawn_listener(Side::Pbx, listener, tx, Limits::default(), tcp);
+        // Hold the writers, as the signalling task does.
+        tokio::spawn(async move {
+            let mut writers = Vec::new();
+            while let Some(input) = rx.recv().await {
+                if let StreamInput::Opened { writer, .. } = input {
+                    writers.push(writer);
+                }
+            }
+        });
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        let started = tokio::time::Instant::now();
+        let mut b = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+            .await
+            .expect("cut within 5 s");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert!(metrics
+            .render()
+            .contains("callmask_limit_refusals_total{limit=\"tcp_idle_timeout\",side=\"pbx\"} 1"));
+    }
 }

@@ -331,7 +331,9 @@ impl<S: SpeechHook> CallMedia<S> {
                 .unwrap_or(ClockRate::NARROWBAND);
             let payloads = PayloadMap::from_codecs(&spec.codecs);
             let remotes = BySide::new(spec.pbx_remote, spec.agents_remote);
-            if let Some(st) = self.streams.get_mut(spec.index) {
+            // By m= index: a stream with no ports (never active) is not in the specs, so a
+            // socket slot is not an m= index.
+            if let Some(st) = self.streams.iter_mut().find(|s| s.spec.index == spec.index) {
                 for (side, remote) in remotes.iter() {
                     st.legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
                 }
@@ -340,7 +342,11 @@ impl<S: SpeechHook> CallMedia<S> {
                 st.spec = spec;
                 continue;
             }
-            let mut legs = BySide::from_fn(|_| LegReceiver::new(self.config.latch, clock));
+            let mut legs = BySide::from_fn(|side| {
+                let mut leg = LegReceiver::new(self.config.latch.clone(), clock);
+                leg.set_latch_scope(self.config.latch.allow_of(side));
+                leg
+            });
             for (side, remote) in remotes.iter() {
                 legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
             }
@@ -382,6 +388,7 @@ impl<S: SpeechHook> CallMedia<S> {
             Err(reason) => {
                 let label = match reason {
                     RelayDrop::UnexpectedSource => metrics::DropReason::UnexpectedSource,
+                    RelayDrop::OutOfScope => metrics::DropReason::LatchOutOfScope,
                     _ => metrics::DropReason::Malformed,
                 };
                 self.metrics.rtp_dropped(metric_side(side), label);

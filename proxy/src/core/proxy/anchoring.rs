@@ -1,6 +1,7 @@
 //! SDP anchoring: every SDP that crosses callmask is rewritten so its `c=`/`m=` point at
 //! callmask's ports on the side it is sent to, and the sender's own address becomes the remote
-//! of its side's leg. Ports are allocated here (a pair per side per active stream) and the
+//! of its side's leg. Ports are allocated here (a pair per side per active stream; an SDP with
+//! more than `limits.streams_per_call` `m=` lines is refused first) and the
 //! media layer is told what to relay ([`MediaCommand::Upsert`]).
 
 use std::time::Instant;
@@ -8,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::calls::Stream;
+use super::limits::LimitKind;
 use super::types::{MediaCommand, ProxyEvent, Side};
 use super::ProxyCore;
 use crate::core::ports::PortPair;
@@ -41,28 +43,42 @@ impl ProxyCore {
             Err(_) => return Err(StatusCode::SERVER_INTERNAL_ERROR),
         }
         let plan = MediaPlan::from_sdp(&sdp);
+        if plan.streams.len() > self.limits.streams_per_call {
+            // `limits.streams_per_call`: refused before a single port is taken.
+            self.events.push_back(ProxyEvent::LimitRefused {
+                side: from,
+                limit: LimitKind::StreamsPerCall,
+            });
+            return Err(StatusCode::NOT_ACCEPTABLE_HERE);
+        }
         let to = from.other();
-        // Allocate both sides' ports for every new active stream.
         while call.streams.len() < plan.streams.len() {
+            call.streams.push(Stream {
+                local: None,
+                remote: BySide::default(),
+                codecs: Vec::new(),
+            });
+        }
+        // Ports (a pair per side) only for active streams that have none yet.
+        for (p, s) in plan.streams.iter().zip(call.streams.iter_mut()) {
+            if !p.is_active() || s.local.is_some() {
+                continue;
+            }
             let Some(a) = self.ports.alloc(now) else {
                 return Err(StatusCode::SERVICE_UNAVAILABLE);
             };
             let Some(b) = self.ports.alloc(now) else {
                 // Give the first pair back: it was never advertised.
-                let _ = self.ports.free(a, now);
+                let _ = self.ports.free_now(a);
                 return Err(StatusCode::SERVICE_UNAVAILABLE);
             };
-            call.streams.push(Stream {
-                local: BySide::new(a, b),
-                remote: BySide::default(),
-                codecs: Vec::new(),
-            });
+            s.local = Some(BySide::new(a, b));
         }
         let ports: Vec<Option<PortPair>> = plan
             .streams
             .iter()
             .zip(&call.streams)
-            .map(|(p, s)| p.is_active().then_some(s.local[to]))
+            .map(|(p, s)| s.local.filter(|_| p.is_active()).map(|l| l[to]))
             .collect();
         let media_ip = self.config.side(to).media_ip;
         let anchored = anchor(

@@ -34,10 +34,11 @@ pub(super) enum CallState {
     Terminating,
 }
 
-/// One anchored stream (`m=` line): callmask's ports and the peers' addresses, per side.
+/// One stream (`m=` line): callmask's ports and the peers' addresses, per side. A stream that
+/// was never active (port 0, not RTP) holds no ports.
 #[derive(Debug)]
 pub(super) struct Stream {
-    pub(super) local: BySide<PortPair>,
+    pub(super) local: Option<BySide<PortPair>>,
     pub(super) remote: BySide<Option<SocketAddr>>,
     pub(super) codecs: Vec<Codec>,
 }
@@ -67,6 +68,11 @@ pub(super) struct Call {
 }
 
 impl Call {
+    /// Not yet answered (no 2xx confirmed a dialog).
+    pub(super) fn is_early(&self) -> bool {
+        self.state == CallState::Early
+    }
+
     /// Whether a message with callee tag `tag` belongs to another fork than the answered
     /// dialog.
     fn is_other_fork(&self, tag: Option<&Bytes>) -> bool {
@@ -102,10 +108,11 @@ impl Call {
         self.streams
             .iter()
             .enumerate()
-            .map(|(index, s)| StreamSpec {
+            .filter_map(|(index, s)| Some((index, s, s.local?)))
+            .map(|(index, s, local)| StreamSpec {
                 index,
-                pbx_local: s.local[Side::Pbx],
-                agents_local: s.local[Side::Agents],
+                pbx_local: local[Side::Pbx],
+                agents_local: local[Side::Agents],
                 pbx_remote: s.remote[Side::Pbx],
                 agents_remote: s.remote[Side::Agents],
                 codecs: s.codecs.clone(),
@@ -440,13 +447,28 @@ impl ProxyCore {
         let Some(call) = self.calls.remove(call_id, now) else {
             return;
         };
-        for s in &call.streams {
-            for pair in s.local.0 {
-                // A pair freed twice would be a bug in this module; the pool refuses it.
-                let _ = self.ports.free(pair, now);
-            }
+        // Quarantine guards a new call against late packets of this one; a call whose media
+        // never flowed (no answer with SDP: rejected, cancelled, refused by callmask) has
+        // nobody to send them, so its ports go straight back (a loop of rejected INVITEs
+        // never empties the pool).
+        let flowed = call
+            .streams
+            .iter()
+            .any(|s| s.remote[Side::Pbx].is_some() && s.remote[Side::Agents].is_some());
+        for pair in call
+            .streams
+            .iter()
+            .filter_map(|s| s.local)
+            .flat_map(|l| l.0)
+        {
+            // A pair freed twice would be a bug in this module; the pool refuses it.
+            let _ = if flowed {
+                self.ports.free(pair, now)
+            } else {
+                self.ports.free_now(pair)
+            };
         }
-        if !call.streams.is_empty() {
+        if call.streams.iter().any(|s| s.local.is_some()) {
             self.events
                 .push_back(ProxyEvent::Media(MediaCommand::Remove { call: call.id }));
         }

@@ -37,6 +37,8 @@
 //!
 //! | file | owns |
 //! |---|---|
+//! | `access.rs` | who may send SIP on each side (allow-lists, registration mode): 403 or drop |
+//! | `limits.rs` | the `[limits]` bounds and the reasons a request over one is refused |
 //! | `types.rs` | configuration, ids, [`Transmit`], [`ProxyEvent`] and its closed enums |
 //! | `request.rs` | the request path, as named steps (checks → server transaction → route → call → rewrite → forward) |
 //! | `response.rs` | the response path (match the client transaction → forward upstream → move the call on) |
@@ -64,8 +66,10 @@ use super::sip::{
 use calls::Calls;
 use txn::Txns;
 
+mod access;
 mod anchoring;
 mod calls;
+mod limits;
 mod register;
 mod request;
 mod response;
@@ -76,6 +80,8 @@ mod txn;
 mod txn_glue;
 mod types;
 
+pub use access::{AccessPolicy, AccessReason, AllowList};
+pub use limits::{CoreLimits, LimitKind};
 pub use types::{
     CallOutcome, CallRef, DropReason, MediaCommand, Parties, ProxyConfig, ProxyEvent, Side,
     SideConfig, SipTransport, StreamSpec, Transmit,
@@ -96,6 +102,13 @@ pub struct ProxyCore {
     /// Server and client transactions with their timer queue.
     txns: Txns,
     registrar: Registrar,
+    /// Who may send SIP on each side (closed by default: the peers only).
+    access: access::AccessPolicy,
+    /// Bounds on streams, calls, transactions, sources (`[limits]`).
+    limits: limits::CoreLimits,
+    /// Per-source request and new-call rates.
+    source_requests: limits::SourceBuckets,
+    source_calls: limits::SourceBuckets,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ProxyEvent>,
     /// Transport of the message being handled.
@@ -111,6 +124,10 @@ impl ProxyCore {
             calls: Calls::new(),
             txns: Txns::new(Timers::default()),
             registrar: Registrar::new(),
+            access: access::AccessPolicy::default(),
+            limits: limits::CoreLimits::default(),
+            source_requests: limits::SourceBuckets::default(),
+            source_calls: limits::SourceBuckets::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             arrival: SipTransport::Udp,
@@ -271,6 +288,12 @@ impl ProxyCore {
     }
 
     fn dispatch(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
+        if !self.admit(side, src, &msg) {
+            return;
+        }
+        if msg.is_request() && !self.within_limits(side, src, &msg, now) {
+            return;
+        }
         if msg.is_request() {
             self.handle_request(side, src, msg, now);
         } else {

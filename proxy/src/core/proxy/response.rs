@@ -12,7 +12,7 @@ use super::calls::{CallChange, ResponseSeen};
 use super::register::PendingRegister;
 use super::routing::{is_own_branch, upstream_by_via};
 use super::txn::{ClientTxn, Hop, ServerEntry};
-use super::types::{DropReason, MediaCommand, ProxyEvent, Side};
+use super::types::{CallOutcome, DropReason, MediaCommand, ProxyEvent, Side};
 use super::{ProxyCore, TIMER_C};
 use crate::core::sip::txn::TransactionKey;
 use crate::core::sip::{Edit, Method, SipMessage, StatusCode, Via};
@@ -243,9 +243,17 @@ impl ProxyCore {
             // SDP for a call callmask no longer anchors (e.g. a 200 retransmitted after the
             // call ended).
             Ok(None) => DropReason::SdpWithoutCall,
-            // Cannot anchor the answer: drop it and let the UAS retransmit / the caller time
-            // out.
-            Err(_) => DropReason::MediaAnchorFailed,
+            // Cannot anchor the answer: drop it. An unanswered call ends here and now, so its
+            // ports go back at once rather than after the early-call timeout (the caller's
+            // INVITE still ends by timer C; the callee's 2xx retransmissions find no call).
+            Err(_) => {
+                let early = self.calls.get(call_id).is_some_and(|c| c.is_early());
+                let invite = msg.cseq().is_ok_and(|c| c.method == Method::Invite);
+                if early && invite {
+                    self.end_call(call_id, CallOutcome::Failed, now);
+                }
+                DropReason::MediaAnchorFailed
+            }
         };
         self.events.push_back(ProxyEvent::Dropped { side, reason });
         None

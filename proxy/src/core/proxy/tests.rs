@@ -387,7 +387,101 @@ fn unanswered_invite_times_out_and_frees_ports() {
 fn registration_core() -> ProxyCore {
     let mut c = core();
     c.config.agents.peer = None;
+    // Registration mode admits phones from `agents.allow` (closed otherwise).
+    let mut policy = AccessPolicy::default();
+    policy.allow[Side::Agents] =
+        AllowList::Nets(vec![
+            config::types::Cidr::try_from("127.0.0.0/8").expect("literal")
+        ]);
+    c.set_access(policy);
     c
+}
+
+/// Issue 13: an INVITE from a host that is not the side's peer is answered 403 statelessly
+/// and never reaches the other side; a response from such a host is dropped unanswered.
+#[test]
+fn access_control_refuses_strangers_with_403_and_forwards_nothing() {
+    let mut c = core();
+    let now = Instant::now();
+    let stranger = addr("127.0.0.2:5070");
+    c.handle_datagram(
+        Side::Pbx,
+        stranger,
+        request(
+            "INVITE",
+            "z9hG4bKx1",
+            None,
+            1,
+            Some(&sdp("127.0.0.2", 4000)),
+        ),
+        now,
+    );
+    let t = one_transmit(&mut c);
+    assert_eq!((t.side, t.dest), (Side::Pbx, stranger));
+    assert!(t.payload.starts_with(b"SIP/2.0 403 "), "{:?}", t.payload);
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert_eq!(
+        events,
+        [ProxyEvent::AccessDenied {
+            side: Side::Pbx,
+            reason: AccessReason::NotAllowed
+        }]
+    );
+    assert_eq!(c.active_calls(), 0);
+    assert_eq!(c.transactions(), 0, "no state for a refused source");
+    assert_eq!(c.ports().in_use(), 0);
+    // The same host on the agents side (not its peer either): a response is dropped silently.
+    let resp = Bytes::from_static(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKcmx\r\n\
+          From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\
+          Content-Length: 0\r\n\r\n",
+    );
+    c.handle_datagram(Side::Agents, stranger, resp, now);
+    assert!(c.poll_transmit().is_none());
+    assert!(matches!(
+        c.poll_event(),
+        Some(ProxyEvent::AccessDenied {
+            side: Side::Agents,
+            ..
+        })
+    ));
+    // The configured peer still gets through.
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request(
+            "INVITE",
+            "z9hG4bKx2",
+            None,
+            1,
+            Some(&sdp("127.0.0.1", 4000)),
+        ),
+        now,
+    );
+    let sent: Vec<_> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    assert!(
+        sent.iter()
+            .any(|t| t.side == Side::Agents && t.payload.starts_with(b"INVITE ")),
+        "the peer's INVITE is forwarded"
+    );
+}
+
+/// Registration mode: a REGISTER from outside `agents.allow` is refused, so no binding (and
+/// no route to it) ever exists.
+#[test]
+fn registration_mode_refuses_register_from_outside_the_allow_list() {
+    let mut c = registration_core();
+    let mut policy = AccessPolicy::default();
+    policy.allow[Side::Agents] = AllowList::Nets(vec![
+        config::types::Cidr::try_from("10.0.0.0/8").expect("literal")
+    ]);
+    c.set_access(policy);
+    let now = Instant::now();
+    c.handle_datagram(Side::Agents, addr(PHONE), register(600, "z9hG4bKr1"), now);
+    let t = one_transmit(&mut c);
+    assert_eq!(t.dest, addr(PHONE));
+    assert!(t.payload.starts_with(b"SIP/2.0 403 "));
+    assert_eq!(c.registrations(), 0);
 }
 
 const PHONE: &str = "127.0.0.1:5090";
@@ -1624,4 +1718,239 @@ fn tcp_registered_phone_is_reached_over_tcp() {
     let rr = rr.join(",");
     assert!(rr.contains("5062;transport=tcp;lr"), "{rr}");
     assert!(rr.contains("5060;lr"), "{rr}");
+}
+
+/// An SDP with `n` audio `m=` lines, the first `active` of them on a real port, the rest on
+/// port 0 (disabled).
+fn sdp_streams(n: usize, active: usize) -> String {
+    let mut s =
+        String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n");
+    for i in 0..n {
+        let port = if i < active { 4000 + 2 * i } else { 0 };
+        s.push_str(&format!(
+            "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        ));
+    }
+    s
+}
+
+fn drain_transmits(c: &mut ProxyCore) -> Vec<Transmit> {
+    std::iter::from_fn(|| c.poll_transmit()).collect()
+}
+
+/// Issue 13 item 2: an INVITE with 100 `m=` lines is refused 488 before a single port is
+/// taken, counted, and leaves no call behind.
+#[test]
+fn too_many_streams_are_refused_before_any_port_is_taken() {
+    let mut c = core();
+    let now = Instant::now();
+    let body = sdp_streams(100, 100);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKm1", None, 1, Some(&body)),
+        now,
+    );
+    let sent = drain_transmits(&mut c);
+    assert!(
+        sent.iter().all(|t| t.side == Side::Pbx),
+        "nothing forwarded"
+    );
+    assert!(sent.iter().any(|t| t.payload.starts_with(b"SIP/2.0 488 ")));
+    assert_eq!(c.ports().in_use() + c.ports().quarantined(), 0);
+    assert_eq!(c.active_calls(), 0);
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(events.contains(&ProxyEvent::LimitRefused {
+        side: Side::Pbx,
+        limit: LimitKind::StreamsPerCall
+    }));
+}
+
+/// Ports only for active streams: disabled (port 0) `m=` lines get none.
+#[test]
+fn disabled_streams_get_no_ports() {
+    let mut c = core();
+    let now = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("INVITE", "z9hG4bKm2", None, 1, Some(&sdp_streams(4, 1))),
+        now,
+    );
+    assert_eq!(c.ports().in_use(), 2, "one stream, a pair per side");
+    let fwd = drain_transmits(&mut c)
+        .into_iter()
+        .find(|t| t.side == Side::Agents)
+        .expect("INVITE forwarded");
+    let text = String::from_utf8_lossy(&fwd.payload);
+    assert_eq!(text.matches("m=audio 0 ").count(), 3, "{text}");
+    let specs = std::iter::from_fn(|| c.poll_event()).find_map(|e| match e {
+        ProxyEvent::Media(MediaCommand::Upsert { streams, .. }) => Some(streams),
+        _ => None,
+    });
+    let specs = specs.expect("media upsert");
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].index, 0);
+}
+
+/// A call rejected before any answer carried media (here a 486 from the agent, in a loop)
+/// returns its ports at once: the pool never drains, whatever the quarantine.
+#[test]
+fn rejected_calls_return_their_ports_at_once() {
+    let mut c = core();
+    let now = Instant::now();
+    let capacity = c.ports().capacity();
+    for i in 0..(capacity as u32) {
+        let branch = format!("z9hG4bKrej{i}");
+        let mut req = String::from_utf8_lossy(&request(
+            "INVITE",
+            &branch,
+            None,
+            1,
+            Some(&sdp("127.0.0.1", 4000)),
+        ))
+        .into_owned();
+        req = req.replace("call-1@test", &format!("call-rej-{i}@test"));
+        c.handle_datagram(Side::Pbx, addr(PBX_UA), Bytes::from(req), now);
+        let fwd = drain_transmits(&mut c)
+            .into_iter()
+            .find(|t| t.side == Side::Agents)
+            .unwrap_or_else(|| panic!("INVITE {i} forwarded: pool drained"));
+        let busy = response_to(&parse(&fwd.payload), 486, None);
+        c.handle_datagram(Side::Agents, addr(AGENT_UA), busy, now);
+        drain_transmits(&mut c);
+        while c.poll_event().is_some() {}
+        assert_eq!(c.ports().in_use(), 0, "call {i} ended with its ports");
+        assert_eq!(c.ports().quarantined(), 0, "no media flowed: no quarantine");
+    }
+    assert_eq!(c.active_calls(), 0);
+}
+
+/// An answer callmask cannot anchor ends the unanswered call at once (ports back), rather
+/// than leaving it to the five-minute early-call timeout.
+#[test]
+fn unanchorable_answer_ends_the_call_at_once() {
+    let mut c = core();
+    let now = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request(
+            "INVITE",
+            "z9hG4bKa9",
+            None,
+            1,
+            Some(&sdp("127.0.0.1", 4000)),
+        ),
+        now,
+    );
+    let fwd = drain_transmits(&mut c)
+        .into_iter()
+        .find(|t| t.side == Side::Agents)
+        .expect("INVITE forwarded");
+    assert_eq!(c.ports().in_use(), 2);
+    // The answer grows to more streams than the limit allows.
+    let ok = response_to(&parse(&fwd.payload), 200, Some(&sdp_streams(9, 9)));
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), ok, now);
+    assert_eq!(c.active_calls(), 0);
+    assert_eq!(c.ports().in_use(), 0);
+    let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        ProxyEvent::CallEnded {
+            outcome: CallOutcome::Failed,
+            ..
+        }
+    )));
+}
+
+fn invite_with_call_id(branch: &str, call_id: &str) -> Bytes {
+    let req = String::from_utf8_lossy(&request(
+        "INVITE",
+        branch,
+        None,
+        1,
+        Some(&sdp("127.0.0.1", 4000)),
+    ))
+    .replace("call-1@test", call_id);
+    Bytes::from(req)
+}
+
+/// Issue 13 item 4: over `limits.calls` (or the source's call rate) a new INVITE gets 503
+/// with Retry-After and makes no state; the call in progress is untouched.
+#[test]
+fn calls_over_the_limit_get_503_with_retry_after() {
+    let mut c = core();
+    c.set_limits(CoreLimits {
+        calls: 1,
+        ..CoreLimits::default()
+    });
+    let now = Instant::now();
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        invite_with_call_id("z9hG4bKl1", "a@t"),
+        now,
+    );
+    drain_transmits(&mut c);
+    assert_eq!(c.active_calls(), 1);
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        invite_with_call_id("z9hG4bKl2", "b@t"),
+        now,
+    );
+    let t = one_transmit(&mut c);
+    let text = String::from_utf8_lossy(&t.payload);
+    assert!(text.starts_with("SIP/2.0 503 "), "{text}");
+    assert!(text.contains("Retry-After: 5\r\n"), "{text}");
+    assert_eq!(c.active_calls(), 1);
+    assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e
+        == ProxyEvent::LimitRefused {
+            side: Side::Pbx,
+            limit: LimitKind::Calls
+        }));
+
+    let mut c = core();
+    c.set_limits(CoreLimits {
+        source_calls_per_s: 1.0,
+        ..CoreLimits::default()
+    });
+    let refused = (0..5)
+        .filter(|i| {
+            let inv = invite_with_call_id(&format!("z9hG4bKr{i}"), &format!("r{i}@t"));
+            c.handle_datagram(Side::Pbx, addr(PBX_UA), inv, now);
+            drain_transmits(&mut c)
+                .iter()
+                .any(|t| t.payload.starts_with(b"SIP/2.0 503 "))
+        })
+        .count();
+    assert_eq!(refused, 3, "burst of 2, then refused");
+}
+
+/// A source over `limits.source_requests_per_s` is dropped silently (no amplification).
+#[test]
+fn request_flood_from_one_source_is_dropped_unanswered() {
+    let mut c = core();
+    c.set_limits(CoreLimits {
+        source_requests_per_s: 2.0,
+        ..CoreLimits::default()
+    });
+    let now = Instant::now();
+    let mut answered = 0;
+    for i in 0..10 {
+        let opt = request("OPTIONS", &format!("z9hG4bKo{i}"), None, 1, None);
+        c.handle_datagram(Side::Pbx, addr(PBX_UA), opt, now);
+        answered += drain_transmits(&mut c).len();
+    }
+    assert_eq!(answered, 4, "burst of 4 forwarded, the rest dropped");
+    let dropped = std::iter::from_fn(|| c.poll_event())
+        .filter(|e| {
+            *e == ProxyEvent::LimitRefused {
+                side: Side::Pbx,
+                limit: LimitKind::SourceRequests,
+            }
+        })
+        .count();
+    assert_eq!(dropped, 6);
 }

@@ -217,6 +217,20 @@ pub enum ProxyEvent {
         /// Why.
         reason: RejectReason,
     },
+    /// Access control refused a message (answered 403, or dropped for ACK and responses).
+    AccessDenied {
+        /// Arrival side.
+        side: Side,
+        /// Why.
+        reason: super::access::AccessReason,
+    },
+    /// A request went over a bound of `[limits]` (answered 488 or 503, or dropped).
+    LimitRefused {
+        /// Arrival side.
+        side: Side,
+        /// Which bound.
+        limit: super::limits::LimitKind,
+    },
     /// A request or response was dropped for a routing reason (no peer, not ours, …).
     Dropped {
         /// Arrival side (for [`DropReason::TransportError`]: the side it was sent to).

@@ -10,6 +10,10 @@
 //!   the first packet (not after signalling: a call may ring for a minute before media flows).
 //!   A non-signalled latch stays *tentative* while the window is open: a packet from the
 //!   signalled address then takes over (the signalled peer is authoritative).
+//! - A non-signalled source must also be *in scope* (issue 13): in the signalled address's
+//!   network (same /24 for IPv4, /64 for IPv6) or in the side's allow-list (`pbx.allow` /
+//!   `agents.allow`, or the side's peer). A packet from elsewhere never latches:
+//!   [`DropReason::OutOfScope`], counted.
 //! - After the window closes the latch is frozen; packets from anyone else are
 //!   [`DropReason::UnexpectedSource`]. An attacker spraying the port later cannot steal media.
 //! - [`Latch::set_signalled`] with a *different* address (re-INVITE moved the media) unlatches
@@ -25,8 +29,13 @@
 //!   set_signalled(B≠A) from any state ─► Armed (unlatched)
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use config::types::Cidr;
+
+use crate::core::side::{BySide, Side};
 
 use super::DropReason;
 
@@ -45,10 +54,20 @@ pub enum LatchMode {
 }
 
 /// Latch configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LatchConfig {
     /// Policy.
     pub mode: LatchMode,
+    /// Per side, the networks a non-signalled source may latch from besides the signalled
+    /// address's own network (the side's allow-list, or its peer).
+    pub allow: BySide<Arc<[Cidr]>>,
+}
+
+impl LatchConfig {
+    /// The allow-list of `side`.
+    pub fn allow_of(&self, side: Side) -> Arc<[Cidr]> {
+        self.allow[side].clone()
+    }
 }
 
 impl Default for LatchConfig {
@@ -59,7 +78,21 @@ impl Default for LatchConfig {
                 max_packets: 10,
                 window: Duration::from_secs(3),
             },
+            allow: BySide::new(Arc::from(Vec::new()), Arc::from(Vec::new())),
         }
+    }
+}
+
+/// Whether `a` and `b` share a network: /24 for IPv4, /64 for IPv6 (mapped IPv4 as IPv4).
+fn same_network(a: IpAddr, b: IpAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (canon(a), canon(b)) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.octets()[..8] == b.octets()[..8],
+        _ => false,
     }
 }
 
@@ -76,6 +109,8 @@ pub enum LatchEvent {
 #[derive(Clone, Debug)]
 pub struct Latch {
     cfg: LatchConfig,
+    /// Networks a non-signalled source may latch from, besides the signalled one's.
+    scope: Arc<[Cidr]>,
     signalled: Option<SocketAddr>,
     learned: Option<SocketAddr>,
     armed: bool,
@@ -89,12 +124,27 @@ impl Latch {
     pub fn new(cfg: LatchConfig) -> Self {
         Self {
             cfg,
+            scope: Arc::from(Vec::new()),
             signalled: None,
             learned: None,
             armed: false,
             window_start: None,
             window_packets: 0,
         }
+    }
+
+    /// Sets the networks a non-signalled source may latch from (the leg's side's allow-list).
+    pub fn set_scope(&mut self, scope: Arc<[Cidr]>) {
+        self.scope = scope;
+    }
+
+    /// Whether a non-signalled `src` may latch: in the signalled address's network or in
+    /// the scope.
+    fn in_scope(&self, src: SocketAddr) -> bool {
+        let near = self
+            .signalled
+            .is_some_and(|s| same_network(s.ip(), src.ip()));
+        near || self.scope.iter().any(|n| n.contains(src.ip()))
     }
 
     /// Records the address from the peer's SDP (`None`: unknown, e.g. an unresolved FQDN or
@@ -139,6 +189,14 @@ impl Latch {
         }
         let from_signalled = self.signalled == Some(src);
         let latched_to_signalled = self.learned.is_some() && self.learned == self.signalled;
+        if !from_signalled
+            && self.learned.is_none()
+            && learning
+            && self.is_nat()
+            && !self.in_scope(src)
+        {
+            return Err(DropReason::OutOfScope);
+        }
         let may_latch = match self.learned {
             // First packet: the signalled source always; others only while learning (NAT).
             None => from_signalled || (learning && self.is_nat()),
@@ -202,13 +260,43 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Every network in scope: the learning rules alone (scope has its own test).
+    fn everywhere() -> Arc<[Cidr]> {
+        Arc::from(vec![Cidr::try_from("0.0.0.0/0").expect("literal")])
+    }
+
     fn nat(n: u32, ms: u64) -> Latch {
-        Latch::new(LatchConfig {
+        let mut l = Latch::new(LatchConfig {
             mode: LatchMode::Nat {
                 max_packets: n,
                 window: Duration::from_millis(ms),
             },
-        })
+            ..LatchConfig::default()
+        });
+        l.set_scope(everywhere());
+        l
+    }
+
+    /// Issue 13: a stranger outside the signalled /24 and the side's allow-list never
+    /// latches, even while learning; one inside either does.
+    #[test]
+    fn nat_latch_only_from_the_signalled_network_or_the_allow_list() {
+        let t = t0();
+        let mut l = Latch::new(LatchConfig::default());
+        l.set_signalled(Some(addr("10.0.0.5:4000")));
+        assert_eq!(
+            l.on_packet(addr("203.0.113.7:4000"), t),
+            Err(DropReason::OutOfScope)
+        );
+        let near = addr("10.0.0.77:4000");
+        assert_eq!(l.on_packet(near, t), Ok(LatchEvent::Latched(near)));
+        let mut l = Latch::new(LatchConfig::default());
+        l.set_scope(Arc::from(vec![
+            Cidr::try_from("203.0.113.0/24").expect("literal")
+        ]));
+        l.set_signalled(Some(addr("10.0.0.5:4000")));
+        let natted = addr("203.0.113.7:61000");
+        assert_eq!(l.on_packet(natted, t), Ok(LatchEvent::Latched(natted)));
     }
 
     #[test]
@@ -226,6 +314,7 @@ mod tests {
         let t = t0();
         let mut l = Latch::new(LatchConfig {
             mode: LatchMode::Strict,
+            ..LatchConfig::default()
         });
         let sig = addr("10.0.0.5:4000");
         l.set_signalled(Some(sig));
@@ -316,6 +405,7 @@ mod tests {
         let sig = addr("10.0.0.5:4000");
         let mut strict = Latch::new(LatchConfig {
             mode: LatchMode::Strict,
+            ..LatchConfig::default()
         });
         strict.set_signalled(Some(sig));
         assert_eq!(

@@ -90,13 +90,19 @@ impl LegReceiver {
     /// jitter).
     pub fn new(latch: LatchConfig, clock: ClockRate) -> Self {
         Self {
-            rtp_latch: Latch::new(latch),
+            rtp_latch: Latch::new(latch.clone()),
             rtcp_latch: Latch::new(latch),
             clock,
             stats: ReceiveStats::new(),
             drops: DropCounts::default(),
             rtcp_packets: 0,
         }
+    }
+
+    /// The networks a non-signalled source may latch from on this leg (its side's allow-list).
+    pub fn set_latch_scope(&mut self, scope: std::sync::Arc<[config::types::Cidr]>) {
+        self.rtp_latch.set_scope(scope.clone());
+        self.rtcp_latch.set_scope(scope);
     }
 
     /// Applies the addresses from the peer's latest SDP (see [`Latch::set_signalled`]).
@@ -214,8 +220,14 @@ mod tests {
                 max_packets: 5,
                 window: Duration::from_secs(2),
             },
+            ..LatchConfig::default()
         };
-        let mut leg = LegReceiver::new(cfg, ClockRate::NARROWBAND);
+        let mut leg = LegReceiver::new(cfg.clone(), ClockRate::NARROWBAND);
+        // The phone's NAT address is on the side's allow-list.
+        leg.set_latch_scope(std::sync::Arc::from(vec![config::types::Cidr::try_from(
+            "203.0.113.0/24",
+        )
+        .expect("literal")]));
         let phone = addr("192.168.1.10:4000");
         leg.set_signalled(
             Some(phone),
@@ -267,6 +279,10 @@ mod tests {
 
         // A fresh leg: the NATed phone's RTCP (same IP as its RTP, other port) arrives late.
         let mut leg = LegReceiver::new(cfg, ClockRate::NARROWBAND);
+        leg.set_latch_scope(std::sync::Arc::from(vec![config::types::Cidr::try_from(
+            "203.0.113.0/24",
+        )
+        .expect("literal")]));
         leg.set_signalled(Some(phone), None, ClockRate::NARROWBAND);
         assert!(leg.on_datagram(&p0, natted, LocalPort::Rtp, t).is_ok());
         let natted_rtcp = addr("203.0.113.7:61001");

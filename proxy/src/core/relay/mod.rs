@@ -226,11 +226,13 @@ pub enum DropReason {
     RtcpBadLength,
     /// Source address is neither the latched nor (while learning) an acceptable one.
     UnexpectedSource,
+    /// A would-be latch from outside the signalled network and the side's allow-list.
+    OutOfScope,
 }
 
 impl DropReason {
     /// Every variant, for pre-registering metric label values.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::TooShort,
         DropReason::BadVersion,
         DropReason::CsrcOverrun,
@@ -238,6 +240,7 @@ impl DropReason {
         DropReason::BadPadding,
         DropReason::RtcpBadLength,
         DropReason::UnexpectedSource,
+        DropReason::OutOfScope,
     ];
 
     /// Position in [`DropReason::ALL`] (declaration order), for counter arrays.
@@ -248,7 +251,7 @@ impl DropReason {
     /// True for packets that are not valid RTP/RTCP (the metrics catalogue's `malformed`);
     /// false for valid packets refused by policy (`unexpected_source`).
     pub const fn is_malformed(self) -> bool {
-        !matches!(self, DropReason::UnexpectedSource)
+        !matches!(self, DropReason::UnexpectedSource | DropReason::OutOfScope)
     }
 
     /// The metric label (`snake_case`, stable).
@@ -261,6 +264,7 @@ impl DropReason {
             DropReason::BadPadding => "bad_padding",
             DropReason::RtcpBadLength => "rtcp_bad_length",
             DropReason::UnexpectedSource => "unexpected_source",
+            DropReason::OutOfScope => "latch_out_of_scope",
         }
     }
 }

@@ -22,6 +22,7 @@
 //! parameter. The proxy holds them in its own table (`core/proxy/txn.rs`).
 
 mod error;
+mod framing;
 mod header;
 mod lex;
 mod message;
@@ -35,6 +36,7 @@ mod uri;
 mod vocab;
 
 pub use error::{RejectReason, SipError};
+pub use framing::StreamFramer;
 pub use header::{header_name_eq, CSeq, HeaderName, NameAddr, Transport, Via, MAGIC_COOKIE};
 pub use lex::Params;
 pub use message::{HeaderField, SipMessage, StartLine};

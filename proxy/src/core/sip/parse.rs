@@ -136,6 +136,20 @@ pub fn parse_stream(buf: &[u8], limits: &Limits) -> Result<Option<(Frame, usize)
     Ok(Some((Frame::Message(msg), end)))
 }
 
+/// For a stream buffer whose head is complete: the message's total length (head + body), or
+/// `None` if the head is not complete after all.
+pub(crate) fn stream_message_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, SipError> {
+    let view = Bytes::copy_from_slice(&buf[..buf.len().min(limits.max_message + 1)]);
+    let Some(head) = scan_head(&view, limits)? else {
+        return Ok(None);
+    };
+    let len = head
+        .content_length
+        .clone()?
+        .ok_or(SipError::MissingContentLength)?;
+    Ok(Some(head.body_start + len))
+}
+
 impl SipMessage {
     /// Parse a complete message with datagram rules and default [`Limits`]; keep-alives are
     /// [`SipError::NotAMessage`]. Convenient for tests and for bytes built locally.

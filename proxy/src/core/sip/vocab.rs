@@ -106,6 +106,8 @@ impl StatusCode {
     pub const BAD_REQUEST: Self = Self(400);
     /// 408 Request Timeout
     pub const REQUEST_TIMEOUT: Self = Self(408);
+    /// 403: refused by access control (the source may not send here).
+    pub const FORBIDDEN: Self = Self(403);
     /// 480 Temporarily Unavailable
     pub const TEMPORARILY_UNAVAILABLE: Self = Self(480);
     /// 481 Call/Transaction Does Not Exist
