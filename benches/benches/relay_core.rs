@@ -38,6 +38,7 @@ fn spec(pbx: SocketAddr, agents: SocketAddr) -> StreamSpec {
         pbx_remote: Some(pbx),
         agents_remote: Some(agents),
         codecs: vec![codec(0, "PCMU"), codec(101, "telephone-event")],
+        encrypted: false,
     }
 }
 

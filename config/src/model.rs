@@ -16,7 +16,7 @@ use crate::types::{
     InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
     MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
     RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
-    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, Workers,
+    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, UndecodableMode, Workers,
 };
 
 /// The effective callmask configuration.
@@ -121,6 +121,8 @@ pub struct MediaConfig {
     /// Audio codecs kept in forwarded offers, in no particular order (the offerer's order
     /// stays). Default: every codec callmask can decode ([`MediaCodec::DECODABLE`]).
     pub codecs: Vec<MediaCodec>,
+    /// An offer callmask cannot decrypt: `reject` (488, the default) or `relay-muted`.
+    pub undecodable: UndecodableMode,
 }
 
 impl Default for MediaConfig {
@@ -131,6 +133,7 @@ impl Default for MediaConfig {
             inactivity_timeout: InactivityTimeoutSecs::try_from(60).expect("60 s is in range"),
             workers: None,
             codecs: MediaCodec::DECODABLE.to_vec(),
+            undecodable: UndecodableMode::Reject,
         }
     }
 }
@@ -557,6 +560,7 @@ impl Config {
                         .map(|c| c.as_str().to_owned())
                         .collect(),
                 ),
+                undecodable: Some(self.media.undecodable.as_str().to_owned()),
             }),
             masking: Some(RawMasking {
                 dtmf: Some(self.masking.dtmf),

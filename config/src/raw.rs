@@ -82,6 +82,9 @@ pub struct RawMedia {
     /// Audio codecs let through in forwarded offers (those callmask can decode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codecs: Option<Vec<String>>,
+    /// What to do with an offer whose media callmask cannot decrypt (`reject`, `relay-muted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undecodable: Option<String>,
 }
 
 /// `[masking]`.

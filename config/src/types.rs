@@ -470,6 +470,20 @@ choice!(
 );
 
 choice!(
+    /// What callmask does with an offer whose media it cannot decrypt (`media.undecodable`):
+    /// SRTP it cannot terminate (RTP/SAVP(F) without a supported `a=crypto`, DTLS-SRTP). Its
+    /// recorder tap would otherwise hear ciphertext.
+    UndecodableMode {
+        /// Answer the offer 488 Not Acceptable Here (the default: nothing unrecordable
+        /// gets through).
+        Reject = "reject",
+        /// Relay it end to end, keys untouched, with the recorder path muted (silence, marked
+        /// fail-closed) and the muted time counted.
+        RelayMuted = "relay-muted",
+    }
+);
+
+choice!(
     /// What a masked span of the recorder path is replaced with.
     Replacement {
         /// Digital silence.

@@ -19,7 +19,7 @@ use crate::types::{
     InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
     MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
     RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
-    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, Workers,
+    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, UndecodableMode, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -282,6 +282,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         ),
         workers: c.opt(k("media.workers"), media.workers, Workers::try_from),
         codecs: media_codecs(&mut c, media.codecs),
+        undecodable: c.value(
+            k("media.undecodable"),
+            media.undecodable,
+            d.media.undecodable,
+            |s| UndecodableMode::try_from(s.as_str()),
+        ),
     };
     let m = raw.masking.unwrap_or_default();
     let speech_on = m.speech.unwrap_or(d.masking.speech);
@@ -812,6 +818,24 @@ mod tests {
         assert_eq!(
             validate(raw).unwrap().media.codecs,
             [MediaCodec::G722, MediaCodec::Pcma]
+        );
+    }
+
+    #[test]
+    fn media_undecodable_is_checked() {
+        assert_eq!(Config::default().media.undecodable, UndecodableMode::Reject);
+        let raw: RawConfig = toml::from_str("[media]\nundecodable = \"relay-muted\"\n").unwrap();
+        assert_eq!(
+            validate(raw).unwrap().media.undecodable,
+            UndecodableMode::RelayMuted
+        );
+        let raw: RawConfig = toml::from_str("[media]\nundecodable = \"pass\"\n").unwrap();
+        let issues = validate(raw).unwrap_err();
+        assert_eq!(issues[0].path.to_string(), "media.undecodable");
+        assert!(
+            issues[0].fix.contains("reject, relay-muted"),
+            "{}",
+            issues[0].fix
         );
     }
 

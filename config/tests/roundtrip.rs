@@ -8,7 +8,7 @@ use config::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RemoteModel, Replacement, RetentionDays,
-    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, Workers,
+    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, UndecodableMode, Workers,
 };
 use config::{
     from_str, load_with_overrides, AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig,
@@ -128,6 +128,7 @@ fn config() -> impl Strategy<Value = Config> {
         bounded::<InactivityTimeoutSecs>(1, 86_400),
         proptest::option::of(bounded::<Workers>(1, 256)),
         proptest::sample::subsequence(MediaCodec::DECODABLE.to_vec(), 1..=4),
+        choice::<UndecodableMode>(UndecodableMode::ALL),
     );
     let masking = (
         any::<bool>(),
@@ -172,7 +173,7 @@ fn config() -> impl Strategy<Value = Config> {
     (sides, masking, speech, http_log, sip).prop_filter_map(
         "cross-check",
         |(
-            (pl, pp, al, ap, ports, inactivity, media_workers, codecs),
+            (pl, pp, al, ap, ports, inactivity, media_workers, codecs, undecodable),
             (dtmf, speech_on, lookahead, agent_dtmf, replacement),
             (
                 (engine, model),
@@ -209,6 +210,7 @@ fn config() -> impl Strategy<Value = Config> {
                     inactivity_timeout: inactivity,
                     workers: media_workers,
                     codecs,
+                    undecodable,
                 },
                 masking: MaskingConfig {
                     dtmf,

@@ -106,9 +106,11 @@ impl Label for Side {
 mod access;
 mod ng;
 mod sip;
+mod srtp;
 pub use access::{AccessDenial, AccessMetrics, LimitLabel};
 pub use ng::{NgCommand, NgMetrics, NgResult};
 pub use sip::SipMetrics;
+pub use srtp::SrtpMetrics;
 
 label_enum! {
     /// Seen from callmask: received from a side (`inbound`) or sent to it (`outbound`).
@@ -768,6 +770,8 @@ pub struct Metrics {
     ng: NgMetrics,
     /// The access-control family.
     access: AccessMetrics,
+    /// The encrypted-media family.
+    srtp: SrtpMetrics,
     rtp_dropped: By2<Side, DropReason, IntCounter>,
     rtp_jitter: By<Side, prometheus::Histogram>,
     media_ports_in_use: IntGauge,
@@ -846,6 +850,7 @@ impl Metrics {
         let sip = SipMetrics::register(r)?;
         let ng = NgMetrics::register(r)?;
         let access = AccessMetrics::register(r)?;
+        let srtp = SrtpMetrics::register(r)?;
         let rtp_dropped = int_counter_vec(
             r,
             "callmask_rtp_packets_dropped_total",
@@ -1041,6 +1046,7 @@ impl Metrics {
             sip,
             ng,
             access,
+            srtp,
             rtp_dropped: by2(&rtp_dropped),
             rtp_jitter: by(&rtp_jitter),
             media_ports_in_use,
@@ -1120,6 +1126,11 @@ impl Metrics {
     /// The access-control family (counted by `io/signalling.rs`).
     pub fn access(&self) -> &AccessMetrics {
         &self.access
+    }
+
+    /// The encrypted-media family (`metrics/srtp.rs`).
+    pub fn srtp(&self) -> &SrtpMetrics {
+        &self.srtp
     }
 
     // --- media -------------------------------------------------------------------------

@@ -90,6 +90,7 @@ async fn setup(mode: AgentDtmfMode, trigger: Option<(&str, &str)>) -> Harness {
             pbx_remote: Some(pbx.local_addr().unwrap()),
             agents_remote: Some(agent.local_addr().unwrap()),
             codecs: vec![codec(0, "PCMU"), codec(TEL_PT, "telephone-event")],
+            encrypted: false,
         }],
     );
     // Let the task bind its sockets.

@@ -97,6 +97,7 @@ async fn two_workers_split_calls_and_each_relays_on_its_own() {
                 pbx_remote: Some(pbx.local_addr().unwrap()),
                 agents_remote: Some(agent.local_addr().unwrap()),
                 codecs: vec![codec.clone()],
+                encrypted: false,
             }],
         );
         legs.push(Leg {

@@ -1423,6 +1423,7 @@ fn core() -> ProxyCore {
         limits: Limits::default(),
         secret: 0x5eed,
         codecs: config::types::MediaCodec::DECODABLE.to_vec(),
+        undecodable: config::types::UndecodableMode::Reject,
         registration_key: [7; 32],
     };
     let range = PortRange::new(30000, 30099).expect("literal range");

@@ -318,6 +318,7 @@ pub async fn run(
         limits,
         secret: rand::random(),
         codecs: cfg.media.codecs.clone(),
+        undecodable: cfg.media.undecodable,
         registration_key: registration_key(&cfg),
     };
     let range = PortRange::new(cfg.media.ports.start(), cfg.media.ports.end()).map_err(|e| {

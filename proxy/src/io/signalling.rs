@@ -366,6 +366,7 @@ mod tests {
             limits: Limits::default(),
             secret: 7,
             codecs: config::types::MediaCodec::DECODABLE.to_vec(),
+            undecodable: config::types::UndecodableMode::Reject,
             registration_key: [7; 32],
         };
         let range = PortRange::new(30000, 30009).expect("range");

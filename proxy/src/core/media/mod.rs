@@ -67,6 +67,8 @@ pub use self::trigger::{KeyMatch, KeySequence};
 const MAX_DECODED: usize = 2048;
 /// Loss and jitter go to the metrics once per this many packets of a leg (about a second).
 const STATS_EVERY: u32 = 50;
+/// Time an encrypted packet is counted for when no earlier timestamp says better (ptime 20).
+const ENCRYPTED_PACKET_MS: u32 = 20;
 /// Before the first packet (ringing, early hold) the inactivity limit is this many times
 /// longer.
 const PRE_MEDIA_PATIENCE: u32 = 10;
@@ -194,6 +196,8 @@ struct Stream {
     decoders: BySide<Decoders>,
     /// RTP clock of the stream's audio codec (jitter in the right units, issue 12 item 8).
     clock: ClockRate,
+    /// Encrypted streams: the last RTP timestamp counted as undecodable time, per leg.
+    encrypted_ts: BySide<Option<u32>>,
 }
 
 /// The media of one call. See the module docs for the calling rules.
@@ -336,6 +340,7 @@ impl<S: SpeechHook> CallMedia<S> {
             if let Some(st) = self.streams.iter_mut().find(|s| s.spec.index == spec.index) {
                 for (side, remote) in remotes.iter() {
                     st.legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
+                    st.legs[side].set_opaque_rtcp(spec.encrypted);
                 }
                 st.payloads.update(payloads);
                 st.clock = clock;
@@ -349,6 +354,7 @@ impl<S: SpeechHook> CallMedia<S> {
             });
             for (side, remote) in remotes.iter() {
                 legs[side].set_signalled(*remote, remote.map(rtcp_of), clock);
+                legs[side].set_opaque_rtcp(spec.encrypted);
             }
             self.events.push_back(MediaEvent::StreamAdded {
                 stream: self.streams.len(),
@@ -362,6 +368,7 @@ impl<S: SpeechHook> CallMedia<S> {
                 payloads,
                 decoders: BySide::default(),
                 clock,
+                encrypted_ts: BySide::default(),
             });
         }
         let codecs = codecs_in_use(self.streams.iter().map(|s| &s.spec));
@@ -428,7 +435,27 @@ impl<S: SpeechHook> CallMedia<S> {
         // Audio stream 0 only: the clamp (toward the agents), the trigger (the caller's
         // keys) and the recorder path, all from one decode.
         let mut rewrite = Rewrite::Original;
-        if let (Received::Rtp { packet, .. }, 0) = (received, socket.stream) {
+        if let (Received::Rtp { packet, .. }, 0, true) =
+            (received, socket.stream, st.spec.encrypted)
+        {
+            // Encrypted end to end (`media.undecodable = "relay-muted"`): relayed untouched
+            // (no clamp: rewriting SRTP would break its authentication), never decoded or
+            // read for keys; the recorder path hears silence, marked fail-closed.
+            if let PayloadKind::Audio(codec) = st.payloads.kind(packet.payload_type()) {
+                self.recorder
+                    .audio(now, side, &packet, None, codec.rtp_ticks());
+                let ts = packet.timestamp().get();
+                let hz = st.clock.get();
+                let secs = match st.encrypted_ts[side].replace(ts) {
+                    Some(prev) if ts.wrapping_sub(prev) <= hz => {
+                        f64::from(ts.wrapping_sub(prev)) / f64::from(hz)
+                    }
+                    // The first packet, or a jump: one packet's worth.
+                    _ => f64::from(ENCRYPTED_PACKET_MS) / 1000.0,
+                };
+                self.metrics.srtp().undecodable(metric_side(side), secs);
+            }
+        } else if let (Received::Rtp { packet, .. }, 0) = (received, socket.stream) {
             let clamp = self.agent.as_deref_mut().filter(|_| side == Side::Pbx);
             // The customer's keys (the PBX side), whoever dialled.
             let trigger = self.trigger.as_deref_mut().filter(|_| side == Side::Pbx);

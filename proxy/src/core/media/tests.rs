@@ -44,6 +44,7 @@ fn spec() -> StreamSpec {
         pbx_remote: Some(pbx_addr()),
         agents_remote: Some(agent_addr()),
         codecs: vec![codec(0, "PCMU"), codec(TEL, "telephone-event")],
+        encrypted: false,
     }
 }
 
@@ -1093,4 +1094,58 @@ fn rfc4733_on_an_opus_stream_is_masked_at_its_time() {
         start <= 10 * 160 && (15 * 160..=20 * 160).contains(&end),
         "{start}..{end}"
     );
+}
+
+/// Issue 14, `media.undecodable = "relay-muted"`: an encrypted stream's packets (here "SRTP"
+/// whose payload is an in-band DTMF tone, as ciphertext can be anything) are relayed byte for
+/// byte even with the agent clamp on (rewriting SRTP would break its authentication tag); the
+/// recorder path hears silence marked fail-closed, never the payload decoded as G.711; SRTCP
+/// passes on its plaintext header; and the muted time is counted.
+#[test]
+fn encrypted_streams_are_relayed_untouched_and_recorded_as_silence() {
+    let mut r = Rig::new(clamp_config(AgentDtmfMode::Drop), Side::Pbx);
+    let enc = StreamSpec {
+        encrypted: true,
+        ..spec()
+    };
+    r.media.handle_command(r.t0, CallCommand::Spec(vec![enc]));
+    r.taps();
+    for i in 0..25u32 {
+        let mut payload = tone_ulaw(770.0, 1336.0, FRAME, i as usize * FRAME);
+        payload.extend_from_slice(&[0x5a; 10]); // an SRTP auth tag
+        let pkt = rtp(0, false, i as u16, i * 160, PBX_SSRC, &payload);
+        let out = r.send(u64::from(i) * 20, Side::Pbx, &pkt).expect("relayed");
+        assert_eq!(out.bytes, pkt, "SRTP is relayed byte for byte");
+    }
+    // An RFC 4733 packet of an encrypted stream is ciphertext too: relayed, never read.
+    let ev = rtp(TEL, true, 25, 25 * 160, PBX_SSRC, &event(5, false, 160));
+    assert_eq!(r.send(500, Side::Pbx, &ev).expect("relayed").bytes, ev);
+    // SRTCP: SR header + sender SSRC, encrypted rest, E|index, tag.
+    let mut srtcp = vec![0x80, 200, 0x00, 0x06];
+    srtcp.extend_from_slice(&PBX_SSRC.to_be_bytes());
+    srtcp.extend_from_slice(&[0x13; 20]);
+    srtcp.extend_from_slice(&[0x80, 0, 0, 1]);
+    srtcp.extend_from_slice(&[0x77; 10]);
+    let out = r.send_on(510, Side::Pbx, LocalPort::Rtcp, &srtcp);
+    assert_eq!(out.expect("SRTCP relayed").bytes, srtcp);
+
+    r.media.finish(None);
+    let taps = r.taps();
+    let pcm = audio_of(&taps, Side::Pbx);
+    assert!(pcm.len() >= 24 * FRAME, "time kept: {}", pcm.len());
+    assert_eq!(
+        energy(&pcm),
+        0.0,
+        "the recorder hears silence, never ciphertext"
+    );
+    assert!(spans_of(&taps, Side::Pbx)
+        .iter()
+        .any(|s| s.2 == MaskReason::FailClosed));
+    let text = r.media.metrics.render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("callmask_masking_undecodable_seconds_total{side=\"pbx\"}"))
+        .expect("metric line");
+    let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((secs - 0.5).abs() < 1e-6, "{line}");
 }

@@ -7,13 +7,16 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use config::types::UndecodableMode;
 
 use super::calls::Stream;
 use super::limits::LimitKind;
 use super::types::{MediaCommand, ProxyEvent, Side};
 use super::ProxyCore;
 use crate::core::ports::PortPair;
-use crate::core::sdp::{anchor, filter_codecs, CodecFilter, LocalAnchor, MediaPlan, Sdp};
+use crate::core::sdp::{
+    anchor, filter_codecs, undecodable_streams, CodecFilter, LocalAnchor, MediaPlan, Sdp,
+};
 use crate::core::side::BySide;
 use crate::core::sip::{SipMessage, StatusCode};
 
@@ -42,6 +45,15 @@ impl ProxyCore {
             Ok(CodecFilter::Unchanged | CodecFilter::Removed(_)) => {}
             Err(_) => return Err(StatusCode::SERVER_INTERNAL_ERROR),
         }
+        // Encrypted media callmask cannot decrypt (`media.undecodable`): refused (fail safe:
+        // never relayed to a recorder that would hear ciphertext as audio), or relayed with
+        // the stream marked so the media core mutes its recorder path.
+        let encrypted = undecodable_streams(&sdp);
+        if encrypted.iter().any(Option::is_some)
+            && self.config.undecodable == UndecodableMode::Reject
+        {
+            return Err(StatusCode::NOT_ACCEPTABLE_HERE);
+        }
         let plan = MediaPlan::from_sdp(&sdp);
         if plan.streams.len() > self.limits.streams_per_call {
             // `limits.streams_per_call`: refused before a single port is taken.
@@ -57,6 +69,7 @@ impl ProxyCore {
                 local: None,
                 remote: BySide::default(),
                 codecs: Vec::new(),
+                encrypted: false,
             });
         }
         // Ports (a pair per side) only for active streams that have none yet.
@@ -93,7 +106,13 @@ impl ProxyCore {
         if !commit {
             return Ok(Some(anchored.body));
         }
-        for (s, p) in call.streams.iter_mut().zip(&anchored.plan.streams) {
+        for ((s, p), enc) in call
+            .streams
+            .iter_mut()
+            .zip(&anchored.plan.streams)
+            .zip(&encrypted)
+        {
+            s.encrypted |= enc.is_some();
             s.remote[from] = if p.is_active() { p.remote } else { None };
             if !p.codecs.is_empty() {
                 s.codecs = p.codecs.clone();

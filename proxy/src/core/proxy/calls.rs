@@ -41,6 +41,9 @@ pub(super) struct Stream {
     pub(super) local: Option<BySide<PortPair>>,
     pub(super) remote: BySide<Option<SocketAddr>>,
     pub(super) codecs: Vec<Codec>,
+    /// Encrypted end to end (see [`StreamSpec::encrypted`]); sticky for the call's life, so
+    /// a later plain SDP never un-mutes a stream whose keys callmask never held.
+    pub(super) encrypted: bool,
 }
 
 #[derive(Debug)]
@@ -116,6 +119,7 @@ impl Call {
                 pbx_remote: s.remote[Side::Pbx],
                 agents_remote: s.remote[Side::Agents],
                 codecs: s.codecs.clone(),
+                encrypted: s.encrypted,
             })
             .collect()
     }

@@ -35,6 +35,7 @@ fn core() -> ProxyCore {
         limits: Limits::default(),
         secret: 42,
         codecs: config::types::MediaCodec::DECODABLE.to_vec(),
+        undecodable: config::types::UndecodableMode::Reject,
         registration_key: [7; 32],
     };
     let range = PortRange::new(30000, 30099).expect("range");
@@ -1953,4 +1954,64 @@ fn request_flood_from_one_source_is_dropped_unanswered() {
         })
         .count();
     assert_eq!(dropped, 6);
+
+/// An SDES-SRTP offer (RFC 4568) whose keys would pass end to end.
+fn srtp_offer(ip: &str, port: u16) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/SAVP 0 101\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+         a=crypto:1 F8_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+    )
+}
+
+/// Issue 14, fail safe: by default an offer callmask cannot decrypt (SDES it does not
+/// terminate, DTLS-SRTP) is answered 488 toward the offerer and the call ends at once (no
+/// ports held); it is never relayed to a tap that would record ciphertext as audio.
+#[test]
+fn undecodable_offers_are_refused_with_488() {
+    let dtls = "v=0\r\no=- 1 1 IN IP4 10.1.1.1\r\ns=-\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\n\
+                m=audio 4000 UDP/TLS/RTP/SAVPF 0\r\na=fingerprint:sha-256 4A:AD:B9\r\n\
+                a=setup:actpass\r\n";
+    for offer in [srtp_offer("10.1.1.1", 4000), dtls.to_owned()] {
+        let mut c = core();
+        let t0 = Instant::now();
+        let raw = request("INVITE", "z9hG4bKs1", None, 1, Some(&offer));
+        c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0);
+        let ts = transmits(&mut c);
+        assert_eq!(ts.iter().map(status_of).collect::<Vec<_>>(), [Some(488)]);
+        assert_eq!(ts[0].dest, addr(PBX_UA), "answered toward the offerer");
+        assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Failed));
+        assert_eq!(c.ports().in_use(), 0);
+    }
+}
+
+/// Issue 14, `media.undecodable = "relay-muted"`: the offer goes on with its profile and
+/// `a=crypto` untouched (the peers' keys, end to end), and the media layer is told the stream
+/// is encrypted, for good: a later plain answer does not un-mute it.
+#[test]
+fn relay_muted_marks_encrypted_streams() {
+    let mut c = core();
+    c.config.undecodable = config::types::UndecodableMode::RelayMuted;
+    let t0 = Instant::now();
+    let offer = srtp_offer("10.1.1.1", 4000);
+    let raw = request("INVITE", "z9hG4bKs2", None, 1, Some(&offer));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0);
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    let body = body_str(&inv);
+    assert!(body.contains(" RTP/SAVP 0 101\r\n"), "{body}");
+    assert!(
+        body.contains("a=crypto:1 F8_128_HMAC_SHA1_80 inline:WVNf"),
+        "{body}"
+    );
+    let ups = upserts(&drain_events(&mut c));
+    assert!(ups.last().expect("upsert")[0].encrypted);
+    let plain = sdp("10.2.2.2", 6000);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&plain)),
+        t0,
+    );
+    let ups = upserts(&drain_events(&mut c));
+    assert!(ups.last().expect("upsert")[0].encrypted, "sticky");
 }

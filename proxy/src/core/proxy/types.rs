@@ -36,6 +36,9 @@ pub struct ProxyConfig {
     pub secret: u64,
     /// Audio codecs kept in forwarded SDP (`media.codecs`): what the recorder tap decodes.
     pub codecs: Vec<config::types::MediaCodec>,
+    /// An offer whose media callmask cannot decrypt (`media.undecodable`): 488, or relayed
+    /// with the recorder path muted.
+    pub undecodable: config::types::UndecodableMode,
     /// Key of the registration-mode contact tokens (`rg-…`). A key that outlives the process
     /// (derived from `log.hash_key`) keeps a phone's token across restarts, so its refresh
     /// and its un-REGISTER match the binding the PBX holds.
@@ -103,6 +106,10 @@ pub struct StreamSpec {
     pub agents_remote: Option<SocketAddr>,
     /// Codecs signalled (payload type → name and rate), from the latest SDP.
     pub codecs: Vec<Codec>,
+    /// The stream is encrypted end to end (SRTP callmask holds no keys for, relayed under
+    /// `media.undecodable = "relay-muted"`): its payload is never decoded, the recorder path
+    /// hears silence (fail closed), the agent-leg clamp leaves it alone.
+    pub encrypted: bool,
 }
 
 /// Instructions for the media layer.

@@ -83,6 +83,9 @@ pub struct LegReceiver {
     pub drops: DropCounts,
     /// Accepted RTCP packets (compound datagrams).
     pub rtcp_packets: u64,
+    /// RTCP is SRTCP relayed without its keys: validated by its plaintext header only
+    /// ([`RtcpCompound::parse_opaque`]).
+    opaque_rtcp: bool,
 }
 
 impl LegReceiver {
@@ -96,6 +99,7 @@ impl LegReceiver {
             stats: ReceiveStats::new(),
             drops: DropCounts::default(),
             rtcp_packets: 0,
+            opaque_rtcp: false,
         }
     }
 
@@ -103,6 +107,11 @@ impl LegReceiver {
     pub fn set_latch_scope(&mut self, scope: std::sync::Arc<[config::types::Cidr]>) {
         self.rtp_latch.set_scope(scope.clone());
         self.rtcp_latch.set_scope(scope);
+    }
+
+    /// RTCP on this leg is SRTCP that callmask holds no keys for (relayed, never read).
+    pub fn set_opaque_rtcp(&mut self, on: bool) {
+        self.opaque_rtcp = on;
     }
 
     /// Applies the addresses from the peer's latest SDP (see [`Latch::set_signalled`]).
@@ -156,7 +165,11 @@ impl LegReceiver {
                 })
             }
             PacketKind::Rtcp => {
-                let packet = RtcpCompound::parse(buf)?;
+                let packet = if self.opaque_rtcp {
+                    RtcpCompound::parse_opaque(buf)?
+                } else {
+                    RtcpCompound::parse(buf)?
+                };
                 // rtcp-mux: RTCP on the RTP port comes from the RTP source.
                 // RTCP is sparse (every ~5 s): a NATed phone's first RTCP packet usually comes
                 // after the RTCP latch's window, so it may follow the RTP latch's learned IP.

@@ -177,6 +177,30 @@ impl<'a> RtcpCompound<'a> {
         Ok(c)
     }
 
+    /// Validates an SRTCP datagram (RFC 3711 §3.4) relayed without its keys: only the first
+    /// packet's header and sender SSRC are plaintext, so only they are checked; the rest
+    /// (later packets, the E-flag/index word, the tag) is opaque and [`Self::iter`] yields
+    /// nothing (reports inside are ciphertext, never statistics).
+    pub fn parse_opaque(buf: &'a [u8]) -> Result<Self, DropReason> {
+        // Header + SSRC, then the 4-byte E-flag/index word (the tag is optional in §3.4).
+        if buf.len() < 12 {
+            return Err(DropReason::TooShort);
+        }
+        if buf[0] >> 6 != 2 {
+            return Err(DropReason::BadVersion);
+        }
+        let len = 4 * (usize::from(u16::from_be_bytes([buf[2], buf[3]])) + 1);
+        if len + 4 > buf.len() {
+            return Err(DropReason::RtcpBadLength);
+        }
+        Ok(RtcpCompound {
+            buf: &buf[..0],
+            packets: 1,
+            sender_reports: 0,
+            receiver_reports: 0,
+        })
+    }
+
     /// The packets in order.
     pub fn iter(&self) -> impl Iterator<Item = RtcpPacket<'a>> + 'a {
         let buf = self.buf;
@@ -258,6 +282,30 @@ mod tests {
         assert_eq!(rb[0].cumulative_lost, -2);
         assert_eq!(rb[0].highest_seq, 0x0001_0005);
         assert_eq!(rb[0].jitter, 12);
+    }
+
+    /// RFC 3711 §3.4: an SRTCP datagram's encrypted tail does not tile as RTCP; relayed
+    /// without keys it is checked by its plaintext header only and yields no reports.
+    #[test]
+    fn srtcp_is_opaque() {
+        let mut b = sr_with_one_block();
+        b.extend_from_slice(&[0x3a, 0x91, 0x7f, 0x02]); // "encrypted" trailing bytes
+        b.extend_from_slice(&[0x80, 0, 0, 1]); // E flag + index
+        b.extend_from_slice(&[0xaa; 10]); // auth tag
+        assert!(RtcpCompound::parse(&b).is_err());
+        let c = RtcpCompound::parse_opaque(&b).unwrap();
+        assert_eq!((c.packets, c.sender_reports, c.iter().count()), (1, 0, 0));
+        assert_eq!(
+            RtcpCompound::parse_opaque(&b[..8]),
+            Err(DropReason::TooShort)
+        );
+        // The first packet's length must leave room for the index word.
+        assert_eq!(
+            RtcpCompound::parse_opaque(&b[..52]),
+            Err(DropReason::RtcpBadLength)
+        );
+        b[0] = 0x41;
+        assert_eq!(RtcpCompound::parse_opaque(&b), Err(DropReason::BadVersion));
     }
 
     #[test]

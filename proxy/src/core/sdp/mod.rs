@@ -9,11 +9,13 @@
 //!   ([`OriginState`]).
 //! - [`anchor`](mod@anchor): parse → [`MediaPlan`] → allocate → [`anchor()`] for the proxy.
 //! - [`codecs`]: `media.codecs` — undecodable audio codecs removed from forwarded SDP.
+//! - [`secure`]: encrypted streams the recorder tap could not hear (`media.undecodable`).
 
 pub mod anchor;
 pub mod codecs;
 pub mod parse;
 pub mod rewrite;
+pub mod secure;
 
 pub use anchor::{anchor, Anchored, Codec, LocalAnchor, MediaPlan, StreamPlan};
 pub use codecs::{filter_codecs, CodecFilter};
@@ -22,6 +24,7 @@ pub use parse::{
     MediaSection, Origin, RtcpAttr, Rtpmap, Scope, Sdp, SdpError, Transport,
 };
 pub use rewrite::{OriginState, RewriteError, RtcpTarget};
+pub use secure::{undecodable_streams, Undecodable};
 
 #[cfg(test)]
 mod tests;

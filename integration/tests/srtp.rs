@@ -1,0 +1,146 @@
+//! End-to-end, issue 14 (encrypted calls): the real `callmask run` binary between sipp peers
+//! offering SDES-SRTP on 127.0.0.1, with Rust [`RtpEndpoint`]s as their media.
+//!
+//! - An offer callmask cannot decrypt is answered 488 toward the offerer by default.
+//! - With `media.undecodable = "relay-muted"` it is relayed end to end (the peers' own keys)
+//!   and the recording is silence, never the ciphertext decoded as G.711.
+#![allow(clippy::disallowed_methods)] // an e2e test reads the clock
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use callmask_integration::*;
+
+const T: Duration = Duration::from_secs(5);
+/// An RFC 4568 suite callmask does not terminate (AES f8 mode): refused or relayed muted.
+const UNSUPPORTED_SUITE: &str = "F8_128_HMAC_SHA1_80";
+/// Test keys (30 bytes of key + salt, base64), one per peer.
+const PBX_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+const AGENT_KEY: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+
+#[test]
+fn undecodable_srtp_offer_is_refused_488() {
+    let cm = Callmask::start();
+    let l = cm.layout;
+    let mut uac = Sipp::new(
+        Scenario::file("uac_srtp_refused.xml").with("SUITE", UNSUPPORTED_SUITE),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .spawn();
+    let run = uac.wait();
+    run.assert_success("UAC", &cm);
+    assert!(run.messages.contains("SIP/2.0 488"), "{}", run.report());
+    let m = cm.wait_metrics("1 failed call, 0 ports in use", T, |m| {
+        m.calls("failed") == 1.0 && m.active() == 0.0 && m.ports_in_use() == 0.0
+    });
+    assert_eq!(m.calls("completed"), 0.0, "{}", m.callmask_lines());
+}
+
+#[test]
+fn relay_muted_srtp_call_records_silence() {
+    let mut cm = Callmask::start_with(CallmaskOpts {
+        // DTMF masking only: without a recognizer speech masking mutes everything, and the
+        // silence must come from the encryption.
+        sets: vec![
+            "media.undecodable=\"relay-muted\"".into(),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let dir = TempDir::new("srtp_relay_muted");
+    let mut pbx_media = RtpEndpoint::bind();
+    let mut agent_media = RtpEndpoint::bind();
+    let re = l.media_rtp_port_regex();
+    let uas_file = dir.path().join("uas_port");
+    let uac_file = dir.path().join("uac_port");
+    let mut uas = Sipp::new(
+        Scenario::file("uas_srtp_call.xml")
+            .with("MEDIA_RE", re.clone())
+            .with("SUITE", UNSUPPORTED_SUITE)
+            .with("KEY", AGENT_KEY),
+        l.agents_peer.port(),
+    )
+    .set("mport", agent_media.port())
+    .set("portfile", uas_file.display())
+    .spawn();
+    let mut uac = Sipp::new(
+        Scenario::file("uac_srtp_call.xml")
+            .with("MEDIA_RE", re)
+            .with("SUITE", UNSUPPORTED_SUITE)
+            .with("KEY", PBX_KEY),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .pause_ms(2500)
+    .set("mport", pbx_media.port())
+    .set("portfile", uac_file.display())
+    .spawn();
+    let port = |f: &std::path::Path| -> u16 {
+        wait_file_line(f, Duration::from_secs(8))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no media port in {}\n{}", f.display(), cm.log_tail()))
+    };
+    let cm_agents_port = port(&uas_file);
+    let cm_pbx_port = port(&uac_file);
+    // Relayed end to end: each peer got the other's own key, untouched.
+    let key = |f: &std::path::Path| wait_file_line(&f.with_extension("key"), T).unwrap();
+    assert_eq!(key(&uas_file), PBX_KEY);
+    assert_eq!(key(&uac_file), AGENT_KEY);
+
+    // "SRTP" both ways: loud DTMF tones as payload plus a 10-byte tag. Whatever it is,
+    // callmask holds no keys: it relays the bytes as they are and records silence.
+    let (frames, _) = synth_call_with_dtmf(1000, 200, "4532");
+    let to_pbx_side = SocketAddr::from((LOCALHOST, cm_pbx_port));
+    let to_agents_side = SocketAddr::from((LOCALHOST, cm_agents_port));
+    let mut sent = Vec::new();
+    for f in &frames {
+        let mut p = f.clone();
+        p.extend_from_slice(&[0xa5; 10]);
+        sent.push(pbx_media.send_pcmu(to_pbx_side, &p));
+        agent_media.send_pcmu(to_agents_side, &p);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = agent_media.wait_received(frames.len(), T);
+    let got: Vec<Vec<u8>> = got.into_iter().map(|p| p.payload).collect();
+    assert!(got == sent, "SRTP relayed byte for byte\n{}", cm.log_tail());
+    pbx_media.wait_received(frames.len(), T);
+
+    uac.wait().assert_success("UAC", &cm);
+    uas.wait().assert_success("UAS", &cm);
+    let m = cm.wait_metrics("1 completed call", T, |m| {
+        m.calls("completed") == 1.0 && m.active() == 0.0
+    });
+    let muted = m.sum("callmask_masking_undecodable_seconds_total", &[]);
+    assert!(
+        muted >= 1.5,
+        "both legs' second counted: {muted}\n{}",
+        m.callmask_lines()
+    );
+    let st = cm.stop(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{}", cm.log_tail());
+    let wav = std::fs::read_dir(&cm.rec_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "wav"))
+        .expect("a recording");
+    let (channels, samples) = read_wav(&wav);
+    assert_eq!(channels, 2);
+    assert!(
+        samples.len() >= 2 * 8000,
+        "about a second recorded: {}",
+        samples.len()
+    );
+    assert_eq!(
+        rms(&samples),
+        0.0,
+        "the recording is silence, never ciphertext"
+    );
+    assert_eq!(dtmf_digit_count(&samples), 0);
+    let sidecar = std::fs::read_to_string(wav.with_extension("json")).unwrap();
+    assert!(sidecar.contains("fail_closed"), "{sidecar}");
+    assert!(!sidecar.contains(PBX_KEY) && !sidecar.contains(AGENT_KEY));
+    assert!(!cm.stderr().contains(PBX_KEY), "keys never logged");
+}
