@@ -39,6 +39,7 @@ fn spec(pbx: SocketAddr, agents: SocketAddr) -> StreamSpec {
         agents_remote: Some(agents),
         codecs: vec![codec(0, "PCMU"), codec(101, "telephone-event")],
         encrypted: false,
+        srtp: Default::default(),
     }
 }
 

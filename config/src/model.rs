@@ -16,7 +16,7 @@ use crate::types::{
     InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
     MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
     RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
-    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, UndecodableMode, Workers,
+    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, SrtpMode, UndecodableMode, Workers,
 };
 
 /// The effective callmask configuration.
@@ -73,6 +73,8 @@ pub struct PbxConfig {
     /// `allow`: source networks allowed to send SIP on this side. `None`: the side's peer
     /// only (closed by default; in registration mode the agents side then accepts no one).
     pub allow: Option<Vec<Cidr>>,
+    /// SDES-SRTP on the PBX leg. Default `mirror`.
+    pub srtp: SrtpMode,
 }
 
 impl Default for PbxConfig {
@@ -81,6 +83,7 @@ impl Default for PbxConfig {
             listen: any_v4(5060),
             peer: None,
             allow: None,
+            srtp: SrtpMode::Mirror,
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct AgentsConfig {
     /// `allow`: source networks allowed to send SIP on this side. `None`: the side's peer
     /// only (closed by default; in registration mode the agents side then accepts no one).
     pub allow: Option<Vec<Cidr>>,
+    /// SDES-SRTP on the agents' leg. Default `mirror`.
+    pub srtp: SrtpMode,
 }
 
 impl Default for AgentsConfig {
@@ -104,6 +109,7 @@ impl Default for AgentsConfig {
             listen: any_v4(5062),
             peer: None,
             allow: None,
+            srtp: SrtpMode::Mirror,
         }
     }
 }
@@ -543,11 +549,13 @@ impl Config {
                 listen: Some(self.pbx.listen.to_string()),
                 peer: self.pbx.peer.map(|p| p.to_string()),
                 allow: cidrs(self.pbx.allow.as_deref()),
+                srtp: Some(self.pbx.srtp.as_str().to_owned()),
             }),
             agents: Some(RawSide {
                 listen: Some(self.agents.listen.to_string()),
                 peer: self.agents.peer.map(|p| p.to_string()),
                 allow: cidrs(self.agents.allow.as_deref()),
+                srtp: Some(self.agents.srtp.as_str().to_owned()),
             }),
             media: Some(RawMedia {
                 ports: Some(self.media.ports.to_string()),

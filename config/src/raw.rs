@@ -64,6 +64,9 @@ pub struct RawSide {
     /// Source networks allowed to send SIP on this side (CIDRs; absent: the peer only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow: Option<Vec<String>>,
+    /// SDES-SRTP on this side's leg: `mirror`, `require`, `optional`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srtp: Option<String>,
 }
 
 /// `[media]`.

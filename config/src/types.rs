@@ -470,6 +470,22 @@ choice!(
 );
 
 choice!(
+    /// SDES-SRTP on one side's leg (`pbx.srtp`, `agents.srtp`). callmask terminates SRTP per
+    /// leg with keys of its own; the recorder path always hears plaintext.
+    SrtpMode {
+        /// The leg speaks what it was offered: SRTP toward it when the other side offered
+        /// SRTP, plain when plain (the default).
+        Mirror = "mirror",
+        /// SRTP on this leg always: a plain offer from this side is refused 488, and offers
+        /// toward it carry callmask's `a=crypto` even when the other side is plain.
+        Require = "require",
+        /// Plain RTP toward this leg (SRTP from the other side is decrypted and sent plain);
+        /// SRTP offered from this side is still accepted and terminated.
+        Optional = "optional",
+    }
+);
+
+choice!(
     /// What callmask does with an offer whose media it cannot decrypt (`media.undecodable`):
     /// SRTP it cannot terminate (RTP/SAVP(F) without a supported `a=crypto`, DTLS-SRTP). Its
     /// recorder tap would otherwise hear ciphertext.

@@ -19,7 +19,7 @@ use crate::types::{
     InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
     MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
     RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
-    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, UndecodableMode, Workers,
+    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, SrtpMode, UndecodableMode, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -258,6 +258,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         }),
         peer: c.opt(k("pbx.peer"), pbx.peer, |s| PeerAddr::try_from(s.as_str())),
         allow: allow_list(&mut c, "pbx.allow", pbx.allow),
+        srtp: c.value(k("pbx.srtp"), pbx.srtp, d.pbx.srtp, |s| {
+            SrtpMode::try_from(s.as_str())
+        }),
     };
     let agents = raw.agents.unwrap_or_default();
     let agents = AgentsConfig {
@@ -268,6 +271,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             PeerAddr::try_from(s.as_str())
         }),
         allow: allow_list(&mut c, "agents.allow", agents.allow),
+        srtp: c.value(k("agents.srtp"), agents.srtp, d.agents.srtp, |s| {
+            SrtpMode::try_from(s.as_str())
+        }),
     };
     let media = raw.media.unwrap_or_default();
     let media = MediaConfig {
@@ -818,6 +824,26 @@ mod tests {
         assert_eq!(
             validate(raw).unwrap().media.codecs,
             [MediaCodec::G722, MediaCodec::Pcma]
+        );
+    }
+
+    #[test]
+    fn side_srtp_is_checked() {
+        assert_eq!(Config::default().pbx.srtp, SrtpMode::Mirror);
+        let raw: RawConfig =
+            toml::from_str("[pbx]\nsrtp = \"require\"\n[agents]\nsrtp = \"optional\"\n").unwrap();
+        let cfg = validate(raw).unwrap();
+        assert_eq!(
+            (cfg.pbx.srtp, cfg.agents.srtp),
+            (SrtpMode::Require, SrtpMode::Optional)
+        );
+        let raw: RawConfig = toml::from_str("[agents]\nsrtp = \"on\"\n").unwrap();
+        let issues = validate(raw).unwrap_err();
+        assert_eq!(issues[0].path.to_string(), "agents.srtp");
+        assert!(
+            issues[0].fix.contains("mirror, require, optional"),
+            "{}",
+            issues[0].fix
         );
     }
 

@@ -8,7 +8,7 @@ use config::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RemoteModel, Replacement, RetentionDays,
-    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, UndecodableMode, Workers,
+    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, UndecodableMode, Workers,
 };
 use config::{
     from_str, load_with_overrides, AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig,
@@ -129,6 +129,10 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of(bounded::<Workers>(1, 256)),
         proptest::sample::subsequence(MediaCodec::DECODABLE.to_vec(), 1..=4),
         choice::<UndecodableMode>(UndecodableMode::ALL),
+        (
+            choice::<SrtpMode>(SrtpMode::ALL),
+            choice::<SrtpMode>(SrtpMode::ALL),
+        ),
     );
     let masking = (
         any::<bool>(),
@@ -173,7 +177,18 @@ fn config() -> impl Strategy<Value = Config> {
     (sides, masking, speech, http_log, sip).prop_filter_map(
         "cross-check",
         |(
-            (pl, pp, al, ap, ports, inactivity, media_workers, codecs, undecodable),
+            (
+                pl,
+                pp,
+                al,
+                ap,
+                ports,
+                inactivity,
+                media_workers,
+                codecs,
+                undecodable,
+                (pbx_srtp, agents_srtp),
+            ),
             (dtmf, speech_on, lookahead, agent_dtmf, replacement),
             (
                 (engine, model),
@@ -199,11 +214,13 @@ fn config() -> impl Strategy<Value = Config> {
                     listen: pl,
                     peer: pp,
                     allow: None,
+                    srtp: pbx_srtp,
                 },
                 agents: AgentsConfig {
                     listen: al,
                     peer: ap,
                     allow: None,
+                    srtp: agents_srtp,
                 },
                 media: MediaConfig {
                     ports,

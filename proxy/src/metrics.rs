@@ -110,7 +110,7 @@ mod srtp;
 pub use access::{AccessDenial, AccessMetrics, LimitLabel};
 pub use ng::{NgCommand, NgMetrics, NgResult};
 pub use sip::SipMetrics;
-pub use srtp::SrtpMetrics;
+pub use srtp::{SrtpDrop, SrtpMetrics};
 
 label_enum! {
     /// Seen from callmask: received from a side (`inbound`) or sent to it (`outbound`).

@@ -91,6 +91,7 @@ async fn setup(mode: AgentDtmfMode, trigger: Option<(&str, &str)>) -> Harness {
             agents_remote: Some(agent.local_addr().unwrap()),
             codecs: vec![codec(0, "PCMU"), codec(TEL_PT, "telephone-event")],
             encrypted: false,
+            srtp: Default::default(),
         }],
     );
     // Let the task bind its sockets.

@@ -98,6 +98,7 @@ async fn two_workers_split_calls_and_each_relays_on_its_own() {
                 agents_remote: Some(agent.local_addr().unwrap()),
                 codecs: vec![codec.clone()],
                 encrypted: false,
+                srtp: Default::default(),
             }],
         );
         legs.push(Leg {

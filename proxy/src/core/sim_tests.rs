@@ -1424,6 +1424,10 @@ fn core() -> ProxyCore {
         secret: 0x5eed,
         codecs: config::types::MediaCodec::DECODABLE.to_vec(),
         undecodable: config::types::UndecodableMode::Reject,
+        srtp: crate::core::side::BySide::new(
+            config::types::SrtpMode::Mirror,
+            config::types::SrtpMode::Mirror,
+        ),
         registration_key: [7; 32],
     };
     let range = PortRange::new(30000, 30099).expect("literal range");

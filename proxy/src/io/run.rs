@@ -319,6 +319,7 @@ pub async fn run(
         secret: rand::random(),
         codecs: cfg.media.codecs.clone(),
         undecodable: cfg.media.undecodable,
+        srtp: crate::core::side::BySide::new(cfg.pbx.srtp, cfg.agents.srtp),
         registration_key: registration_key(&cfg),
     };
     let range = PortRange::new(cfg.media.ports.start(), cfg.media.ports.end()).map_err(|e| {

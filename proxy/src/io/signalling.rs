@@ -367,6 +367,10 @@ mod tests {
             secret: 7,
             codecs: config::types::MediaCodec::DECODABLE.to_vec(),
             undecodable: config::types::UndecodableMode::Reject,
+            srtp: crate::core::side::BySide::new(
+                config::types::SrtpMode::Mirror,
+                config::types::SrtpMode::Mirror,
+            ),
             registration_key: [7; 32],
         };
         let range = PortRange::new(30000, 30009).expect("range");

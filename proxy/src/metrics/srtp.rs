@@ -2,13 +2,27 @@
 //! Registered as one unit ([`SrtpMetrics::register`]); label children are resolved once
 //! there, so each count is an index and an atomic add. Never a key, never a Call-ID.
 
-use prometheus::{Counter, Registry};
+use prometheus::{Counter, IntCounter, Registry};
 
-use super::{by, counter_vec, By, Label, Side};
+use super::{by, by2, counter_vec, int_counter_vec, By, By2, Label, Side};
 
-/// The `callmask_masking_undecodable_*` family.
+label_enum! {
+    /// Why an SRTP or SRTCP packet from a peer was dropped (never played or recorded).
+    SrtpDrop, "reason" {
+        /// The authentication tag did not verify (tampered, or the wrong key).
+        Auth => "auth",
+        /// Seen before, or older than the replay window (RFC 3711 §3.3.2).
+        Replay => "replay",
+        /// Too short, or otherwise not SRTP the context can read.
+        Malformed => "malformed",
+    }
+}
+
+/// The `callmask_masking_undecodable_*` and `callmask_srtp_*` families.
 pub struct SrtpMetrics {
     undecodable_seconds: By<Side, Counter>,
+    dropped: By2<Side, SrtpDrop, IntCounter>,
+    packets: By<Side, IntCounter>,
 }
 
 impl std::fmt::Debug for SrtpMetrics {
@@ -26,9 +40,33 @@ impl SrtpMetrics {
             "Recorder-path audio muted because its media was encrypted end to end (SRTP callmask holds no keys for, media.undecodable = relay-muted), by the side it came from.",
             &[Side::NAME],
         )?;
+        let dropped = int_counter_vec(
+            r,
+            "callmask_srtp_packets_dropped_total",
+            "SRTP/SRTCP packets from a peer dropped unrelayed and unrecorded (callmask terminates SDES-SRTP on that leg), by side and reason.",
+            &[Side::NAME, SrtpDrop::NAME],
+        )?;
+        let packets = int_counter_vec(
+            r,
+            "callmask_srtp_packets_decrypted_total",
+            "SRTP/SRTCP packets from a peer authenticated and decrypted by callmask, by side.",
+            &[Side::NAME],
+        )?;
         Ok(SrtpMetrics {
             undecodable_seconds: by(&undecodable_seconds),
+            dropped: by2(&dropped),
+            packets: by(&packets),
         })
+    }
+
+    /// An SRTP/SRTCP packet from `side` was dropped for `reason`.
+    pub fn dropped(&self, side: Side, reason: SrtpDrop) {
+        self.dropped.get(side, reason).inc();
+    }
+
+    /// An SRTP/SRTCP packet from `side` was decrypted.
+    pub fn decrypted(&self, side: Side) {
+        self.packets.get(side).inc();
     }
 
     /// `seconds` of encrypted audio from `side` went to the recorder as silence.

@@ -29,6 +29,7 @@
 
 pub mod agent;
 pub mod codec;
+mod srtp;
 pub mod tap;
 pub mod trigger;
 
@@ -46,12 +47,14 @@ use dsp::mask::{MaskConfig, MaskPipeline};
 
 use self::agent::{AgentClamp, Rewrite};
 use self::codec::{Decoders, PayloadKind, PayloadMap};
+use self::srtp::LegCrypto;
 use self::tap::RecorderPath;
 use self::trigger::KeyTrigger;
 use crate::core::ports::PortPair;
 use crate::core::proxy::{CallRef, StreamSpec};
 use crate::core::relay::{
-    ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, Received, SeqClass,
+    classify, ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, PacketKind,
+    Received, SeqClass,
 };
 use crate::core::side::{BySide, Side};
 use crate::metrics::{self, CallStats, Metrics};
@@ -198,6 +201,8 @@ struct Stream {
     clock: ClockRate,
     /// Encrypted streams: the last RTP timestamp counted as undecodable time, per leg.
     encrypted_ts: BySide<Option<u32>>,
+    /// SDES-SRTP terminated on each leg (issue 14): decrypt from it, encrypt toward it.
+    crypto: BySide<Option<Box<LegCrypto>>>,
 }
 
 /// The media of one call. See the module docs for the calling rules.
@@ -218,6 +223,8 @@ pub struct CallMedia<S = NoSpeech> {
     stats: CallStats,
     /// The codecs in use last told to the recorder ([`codecs_in_use`]).
     codecs: Vec<String>,
+    /// The last datagram re-encrypted (or decrypted) for a leg, what its `Transmit` points at.
+    srtp_out: Vec<u8>,
 }
 
 /// The codec in use on each stream: its first audio codec (telephone-event aside) in the
@@ -288,6 +295,7 @@ impl<S: SpeechHook> CallMedia<S> {
             metrics,
             stats,
             codecs,
+            srtp_out: Vec::with_capacity(MAX_DECODED),
         }
     }
 
@@ -369,7 +377,25 @@ impl<S: SpeechHook> CallMedia<S> {
                 decoders: BySide::default(),
                 clock,
                 encrypted_ts: BySide::default(),
+                crypto: BySide::default(),
             });
+        }
+        for st in &mut self.streams {
+            for side in Side::BOTH {
+                let keys = st.spec.srtp[side].as_ref();
+                let current = st.crypto[side].as_ref();
+                match (keys, current) {
+                    (Some(k), Some(c)) if c.is_for(k) => {}
+                    (Some(k), _) => {
+                        st.crypto[side] = LegCrypto::new(k).map(Box::new);
+                        if st.crypto[side].is_none() {
+                            // Keys the provider refused: never tap ciphertext (fail closed).
+                            st.spec.encrypted = true;
+                        }
+                    }
+                    (None, _) => st.crypto[side] = None,
+                }
+            }
         }
         let codecs = codecs_in_use(self.streams.iter().map(|s| &s.spec));
         if !codecs.is_empty() && codecs != self.codecs {
@@ -380,7 +406,78 @@ impl<S: SpeechHook> CallMedia<S> {
 
     /// One datagram from `src` on `socket` at `now`. Returns what to send, if anything; the
     /// recorder path has already run when this returns (drain [`Self::poll_tap`]).
+    ///
+    /// On a leg where callmask terminates SRTP the datagram is authenticated and decrypted
+    /// first (a failure is dropped and counted, never relayed or recorded), and what goes to a
+    /// leg with SRTP is encrypted with callmask's key for it.
     pub fn handle_datagram<'a>(
+        &'a mut self,
+        now: Instant,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &'a [u8],
+    ) -> Option<Transmit<'a>> {
+        let (rx, tx) = match self.streams.get(socket.stream) {
+            Some(st) => (
+                st.crypto[socket.side].is_some(),
+                st.crypto[socket.side.other()].is_some(),
+            ),
+            None => (false, false),
+        };
+        if !rx && !tx {
+            return self.relay(now, socket, src, data);
+        }
+        let side = socket.side;
+        let rtcp = socket.port == LocalPort::Rtcp || classify(data) == PacketKind::Rtcp;
+        let plain;
+        let input: &[u8] = if rx {
+            let c = self.streams.get_mut(socket.stream)?.crypto[side].as_mut()?;
+            match c.unprotect(data, rtcp) {
+                Ok(p) => {
+                    self.metrics.srtp().decrypted(metric_side(side));
+                    plain = p;
+                    &plain
+                }
+                Err(reason) => {
+                    self.metrics.srtp().dropped(metric_side(side), reason);
+                    return None;
+                }
+            }
+        } else {
+            data
+        };
+        let mut out = std::mem::take(&mut self.srtp_out);
+        out.clear();
+        let Some(t) = self.relay(now, socket, src, input) else {
+            self.srtp_out = out;
+            return None;
+        };
+        let (out_socket, dst) = (t.socket, t.dst);
+        out.extend_from_slice(t.payload);
+        if tx {
+            let c = self.streams.get_mut(socket.stream)?.crypto[side.other()].as_mut()?;
+            match c.protect(&out, rtcp) {
+                Ok(enc) => {
+                    out.clear();
+                    out.extend_from_slice(&enc);
+                }
+                Err(_) => {
+                    self.srtp_out = out;
+                    return None;
+                }
+            }
+        }
+        self.srtp_out = out;
+        Some(Transmit {
+            socket: out_socket,
+            dst,
+            payload: &self.srtp_out,
+        })
+    }
+
+    /// [`Self::handle_datagram`] on plaintext: validation, latching, statistics, the clamp
+    /// and the recorder path.
+    fn relay<'a>(
         &'a mut self,
         now: Instant,
         socket: SocketId,

@@ -45,6 +45,7 @@ fn spec() -> StreamSpec {
         agents_remote: Some(agent_addr()),
         codecs: vec![codec(0, "PCMU"), codec(TEL, "telephone-event")],
         encrypted: false,
+        srtp: Default::default(),
     }
 }
 
@@ -1148,4 +1149,132 @@ fn encrypted_streams_are_relayed_untouched_and_recorded_as_silence() {
         .expect("metric line");
     let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((secs - 0.5).abs() < 1e-6, "{line}");
+}
+
+fn sdes(suite: crate::core::sdp::SrtpSuite, b: u8) -> crate::core::sdp::SdesKey {
+    crate::core::sdp::SdesKey::generate(suite, |buf| {
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = b.wrapping_mul(31).wrapping_add(i as u8));
+        true
+    })
+    .unwrap()
+}
+
+/// Issue 14, SDES-SRTP terminated on both legs: the PBX's SRTP is decrypted (the tap hears
+/// plaintext, so its in-band DTMF is masked and the voice recorded), re-encrypted toward the
+/// agent with callmask's agents-side key (the agent decrypts it to the original RTP); a
+/// packet with a flipped tag bit and a replay are dropped and counted, never relayed or
+/// recorded; the agent's SRTP comes back to the PBX under callmask's PBX-side key.
+#[test]
+fn srtp_legs_are_decrypted_for_the_tap_and_reencrypted_per_leg() {
+    use super::srtp::LegCrypto;
+    use crate::core::sdp::{SrtpLeg, SrtpSuite};
+    let (pbx_key, cm_pbx) = (
+        sdes(SrtpSuite::AesCm128HmacSha1_80, 1),
+        sdes(SrtpSuite::AesCm128HmacSha1_80, 2),
+    );
+    let (agent_key, cm_agent) = (
+        sdes(SrtpSuite::AesCm128HmacSha1_32, 3),
+        sdes(SrtpSuite::AesCm128HmacSha1_32, 4),
+    );
+    let legs = BySide::new(
+        Some(SrtpLeg {
+            rx: pbx_key.clone(),
+            tx: cm_pbx.clone(),
+        }),
+        Some(SrtpLeg {
+            rx: agent_key.clone(),
+            tx: cm_agent.clone(),
+        }),
+    );
+    let mut pbx = LegCrypto::new(&SrtpLeg {
+        rx: cm_pbx,
+        tx: pbx_key,
+    })
+    .unwrap();
+    let mut agent = LegCrypto::new(&SrtpLeg {
+        rx: cm_agent,
+        tx: agent_key,
+    })
+    .unwrap();
+    let mut r = Rig::new(config(), Side::Pbx);
+    r.media.handle_command(
+        r.t0,
+        CallCommand::Spec(vec![StreamSpec {
+            srtp: legs,
+            ..spec()
+        }]),
+    );
+    r.taps();
+    let mut received = Vec::new();
+    for i in 0..40u32 {
+        let payload = if (10..20).contains(&i) {
+            tone_ulaw(770.0, 1336.0, FRAME, i as usize * FRAME) // '5'
+        } else {
+            voice_ulaw(FRAME, i as usize * FRAME)
+        };
+        let plain = rtp(0, false, i as u16, i * 160, PBX_SSRC, &payload);
+        let wire = pbx.protect(&plain, false).unwrap();
+        let out = r
+            .send(u64::from(i) * 20, Side::Pbx, &wire)
+            .expect("relayed");
+        assert_eq!(out.bytes.len(), plain.len() + 4, "the agents' leg uses _32");
+        let dec = agent
+            .unprotect(&out.bytes, false)
+            .expect("the agent decrypts it");
+        assert_eq!(&dec[..], &plain[..]);
+        received.push(dec);
+        if i == 30 {
+            let mut bad = pbx
+                .protect(&rtp(0, false, 99, 99 * 160, PBX_SSRC, &payload), false)
+                .unwrap()
+                .to_vec();
+            let n = bad.len() - 1;
+            bad[n] ^= 0x01;
+            assert!(
+                r.send(u64::from(i) * 20 + 5, Side::Pbx, &bad).is_none(),
+                "tampered"
+            );
+            assert!(
+                r.send(u64::from(i) * 20 + 6, Side::Pbx, &wire).is_none(),
+                "replayed"
+            );
+        }
+    }
+    let back = agent
+        .protect(
+            &rtp(0, false, 1, 160, AGENT_SSRC, &voice_ulaw(FRAME, 0)),
+            false,
+        )
+        .unwrap();
+    let out = r.send(10, Side::Agents, &back).expect("relayed back");
+    assert!(
+        pbx.unprotect(&out.bytes, false).is_ok(),
+        "under callmask's PBX-side key"
+    );
+
+    r.media.finish(None);
+    let taps = r.taps();
+    let pcm = audio_of(&taps, Side::Pbx);
+    assert_eq!(
+        pcm.len(),
+        40 * FRAME,
+        "the tampered and replayed packets add nothing"
+    );
+    assert!(
+        energy(&pcm[3 * FRAME..8 * FRAME]) > 1e5,
+        "plaintext voice recorded"
+    );
+    assert!(spans_of(&taps, Side::Pbx)
+        .iter()
+        .any(|s| s.2 == MaskReason::DtmfInband));
+    let text = r.media.metrics.render();
+    for series in [
+        "callmask_srtp_packets_dropped_total{reason=\"auth\",side=\"pbx\"} 1",
+        "callmask_srtp_packets_dropped_total{reason=\"replay\",side=\"pbx\"} 1",
+        "callmask_srtp_packets_decrypted_total{side=\"pbx\"} 40",
+    ] {
+        assert!(text.contains(series), "{series}\n{text}");
+    }
 }

@@ -11,6 +11,7 @@ use config::types::UndecodableMode;
 
 use super::calls::Stream;
 use super::limits::LimitKind;
+use super::srtp::{SdpRole, StreamSrtp};
 use super::types::{MediaCommand, ProxyEvent, Side};
 use super::ProxyCore;
 use crate::core::ports::PortPair;
@@ -33,6 +34,7 @@ impl ProxyCore {
         body: Bytes,
         now: Instant,
         commit: bool,
+        role: Option<SdpRole>,
     ) -> Result<Option<Bytes>, StatusCode> {
         let Some(call) = self.calls.get_mut(call_id) else {
             return Ok(None);
@@ -70,6 +72,7 @@ impl ProxyCore {
                 remote: BySide::default(),
                 codecs: Vec::new(),
                 encrypted: false,
+                srtp: StreamSrtp::default(),
             });
         }
         // Ports (a pair per side) only for active streams that have none yet.
@@ -86,6 +89,25 @@ impl ProxyCore {
                 return Err(StatusCode::SERVICE_UNAVAILABLE);
             };
             s.local = Some(BySide::new(a, b));
+        }
+        // SDES-SRTP per leg: learn the sender's key, write callmask's own toward `to`.
+        // `None` role (a response): it answers the other side's outstanding offer, else it
+        // is an offer itself (a 2xx to an INVITE without SDP).
+        let role = role.unwrap_or(if call.pending_offer == Some(to) {
+            SdpRole::Answer
+        } else {
+            SdpRole::Offer
+        });
+        for (i, (p, enc)) in plan.streams.iter().zip(&encrypted).enumerate() {
+            if p.is_active() && enc.is_none() {
+                if let Some(st) = call.streams.get_mut(i) {
+                    st.srtp
+                        .apply(&mut sdp, i, from, role, self.config.srtp, commit)?;
+                }
+            }
+        }
+        if role == SdpRole::Offer {
+            call.pending_offer = Some(from);
         }
         let ports: Vec<Option<PortPair>> = plan
             .streams

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::srtp::StreamSrtp;
 use super::types::{CallOutcome, CallRef, MediaCommand, ProxyEvent, Side, StreamSpec};
 use super::ProxyCore;
 use crate::core::ports::PortPair;
@@ -44,6 +45,8 @@ pub(super) struct Stream {
     /// Encrypted end to end (see [`StreamSpec::encrypted`]); sticky for the call's life, so
     /// a later plain SDP never un-mutes a stream whose keys callmask never held.
     pub(super) encrypted: bool,
+    /// SDES-SRTP keys per leg (issue 14).
+    pub(super) srtp: StreamSrtp,
 }
 
 #[derive(Debug)]
@@ -53,6 +56,8 @@ pub(super) struct Call {
     pub(super) streams: Vec<Stream>,
     /// `o=` version state of the SDP callmask sends toward each side.
     pub(super) origin: BySide<OriginState>,
+    /// The side whose SDP offer is outstanding (an SDP from the other side answers it).
+    pub(super) pending_offer: Option<Side>,
     /// When the call is given up if nothing moves it on (`None`: never, once confirmed).
     deadline: Option<Instant>,
     cancelled: bool,
@@ -120,6 +125,7 @@ impl Call {
                 agents_remote: s.remote[Side::Agents],
                 codecs: s.codecs.clone(),
                 encrypted: s.encrypted,
+                srtp: BySide::new(s.srtp.leg(Side::Pbx), s.srtp.leg(Side::Agents)),
             })
             .collect()
     }
@@ -271,6 +277,7 @@ impl Calls {
             state: CallState::Early,
             streams: Vec::new(),
             origin: BySide::new(OriginState::new(), OriginState::new()),
+            pending_offer: None,
             deadline: Some(deadline),
             cancelled: false,
             agents_addr: None,

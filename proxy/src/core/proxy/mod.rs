@@ -45,6 +45,7 @@
 //! | `routing.rs` | the next hop (trunk peer, registered phone, known agent), Route/Record-Route/Via, branch ids |
 //! | `calls.rs` | the call table: dialog/fork state, deadlines, recently ended Call-IDs |
 //! | `anchoring.rs` | SDP anchoring: ports per active stream, the media layer's stream specs |
+//! | `srtp.rs` | SDES-SRTP per leg: the peers' keys kept, callmask's own keys written toward each side |
 //! | `register.rs` | REGISTER rewriting and the bindings the PBX confirms (registration mode) |
 //! | `txn.rs` | the server/client transaction entries and their one timer queue |
 //! | `txn_glue.rs` | driving them: CANCEL, client transaction events, timers B/F/C, 408/503 |
@@ -74,6 +75,7 @@ mod register;
 mod request;
 mod response;
 mod routing;
+mod srtp;
 #[cfg(test)]
 mod tests;
 mod txn;

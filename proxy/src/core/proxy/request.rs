@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::anchoring::has_sdp;
 use super::register::PendingRegister;
 use super::routing::NextHop;
+use super::srtp::SdpRole;
 use super::txn::{AckMatch, ClientEntry, Hop, ServerEntry};
 use super::types::{CallOutcome, DropReason, Parties, ProxyEvent, Side, SipTransport};
 use super::{ProxyCore, TIMER_C};
@@ -326,7 +327,20 @@ impl ProxyCore {
     /// The anchored SDP of request `r`, or `None` once it was answered 481 (no call: never
     /// let media bypass the tap) or with the anchoring failure's status.
     fn anchor_request_body(&mut self, r: &Incoming, other_fork: bool) -> Option<Bytes> {
-        let anchored = self.anchor_body(&r.call_id, r.side, r.msg.body(), r.now, !other_fork);
+        // An ACK's SDP answers a 2xx's offer (RFC 3264 late offer); other requests offer.
+        let role = if r.method == Method::Ack {
+            SdpRole::Answer
+        } else {
+            SdpRole::Offer
+        };
+        let anchored = self.anchor_body(
+            &r.call_id,
+            r.side,
+            r.msg.body(),
+            r.now,
+            !other_fork,
+            Some(role),
+        );
         let (code, phrase) = match anchored {
             Ok(Some(body)) => return Some(body),
             // Media for a dialog callmask does not know (state lost, or a stray request).

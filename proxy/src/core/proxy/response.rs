@@ -238,7 +238,7 @@ impl ProxyCore {
         commit: bool,
         now: Instant,
     ) -> Option<Bytes> {
-        let reason = match self.anchor_body(call_id, side, msg.body(), now, commit) {
+        let reason = match self.anchor_body(call_id, side, msg.body(), now, commit, None) {
             Ok(Some(body)) => return Some(body),
             // SDP for a call callmask no longer anchors (e.g. a 200 retransmitted after the
             // call ended).

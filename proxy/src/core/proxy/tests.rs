@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::calls::EARLY_CALL_TTL;
 use super::*;
 use crate::core::ports::{PortAllocator, PortRange};
+use crate::core::side::BySide;
 use crate::core::sip::{parse_datagram, Frame, Limits, MaxForwards, SipMessage};
 
 const PBX_UA: &str = "127.0.0.1:5070";
@@ -36,6 +37,10 @@ fn core() -> ProxyCore {
         secret: 42,
         codecs: config::types::MediaCodec::DECODABLE.to_vec(),
         undecodable: config::types::UndecodableMode::Reject,
+        srtp: crate::core::side::BySide::new(
+            config::types::SrtpMode::Mirror,
+            config::types::SrtpMode::Mirror,
+        ),
         registration_key: [7; 32],
     };
     let range = PortRange::new(30000, 30099).expect("range");
@@ -2014,4 +2019,134 @@ fn relay_muted_marks_encrypted_streams() {
     );
     let ups = upserts(&drain_events(&mut c));
     assert!(ups.last().expect("upsert")[0].encrypted, "sticky");
+}
+
+const SDES_PBX: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+const SDES_AGENT: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+
+fn sdes_sdp(ip: &str, port: u16, tag: u32, suite: &str, key: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/SAVP 0 101\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+         a=crypto:{tag} {suite} inline:{key}\r\n"
+    )
+}
+
+/// The `a=crypto` lines of a body.
+fn cryptos(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn last_specs(c: &mut ProxyCore) -> Vec<StreamSpec> {
+    upserts(&drain_events(c)).pop().expect("an upsert")
+}
+
+/// Issue 14, RFC 4568 per leg (`mirror` both sides): each side gets callmask's own key, never
+/// the other side's; the answer toward the offerer keeps its tag and suite; the media layer
+/// gets both legs' keys (the peer's to decrypt, callmask's to encrypt).
+#[test]
+fn sdes_is_terminated_per_leg_with_own_keys() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let offer = sdes_sdp("10.1.1.1", 4000, 7, "AES_CM_128_HMAC_SHA1_32", SDES_PBX);
+    let raw = request("INVITE", "z9hG4bKd1", None, 1, Some(&offer));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0);
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    let body = body_str(&inv);
+    assert!(body.contains(" RTP/SAVP 0 101\r\n"), "{body}");
+    let toward_agent = cryptos(&body);
+    assert_eq!(toward_agent.len(), 1, "{body}");
+    assert!(toward_agent[0].starts_with("1 AES_CM_128_HMAC_SHA1_32 inline:"));
+    assert!(
+        !body.contains(SDES_PBX),
+        "the PBX's key never leaves its leg"
+    );
+    assert!(
+        last_specs(&mut c)[0].srtp[Side::Pbx].is_none(),
+        "no key of ours yet"
+    );
+
+    let answer = sdes_sdp("10.2.2.2", 6000, 1, "AES_CM_128_HMAC_SHA1_32", SDES_AGENT);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&answer)),
+        t0,
+    );
+    let ok = parse(&one_transmit(&mut c).payload);
+    let body = body_str(&ok);
+    assert!(body.contains(" RTP/SAVP 0 101\r\n"), "{body}");
+    let toward_pbx = cryptos(&body);
+    assert_eq!(toward_pbx.len(), 1, "{body}");
+    assert!(
+        toward_pbx[0].starts_with("7 AES_CM_128_HMAC_SHA1_32 inline:"),
+        "{body}"
+    );
+    assert!(
+        !body.contains(SDES_AGENT),
+        "the agent's key never leaves its leg"
+    );
+    assert_ne!(toward_pbx[0][2..], toward_agent[0][2..], "one key per leg");
+    let spec = last_specs(&mut c).remove(0);
+    assert!(!spec.encrypted);
+    let pbx = spec.srtp[Side::Pbx].clone().expect("PBX leg keys");
+    let agents = spec.srtp[Side::Agents].clone().expect("agents leg keys");
+    assert!(pbx.rx.crypto_value(7).ends_with(SDES_PBX));
+    assert_eq!(pbx.tx.crypto_value(7), toward_pbx[0]);
+    assert!(agents.rx.crypto_value(1).ends_with(SDES_AGENT));
+    assert_eq!(agents.tx.crypto_value(1), toward_agent[0]);
+    assert!(
+        !format!("{spec:?}").contains(SDES_PBX),
+        "Debug redacts keys"
+    );
+}
+
+/// `agents.srtp = "optional"`: the agents' leg is plain (RTP/AVP, no key), the PBX's stays
+/// SRTP; `pbx.srtp = "require"` refuses a plain offer from the PBX with 488.
+#[test]
+fn srtp_modes_mix_and_require() {
+    use config::types::SrtpMode;
+    let mut c = core();
+    c.config.srtp = BySide::new(SrtpMode::Mirror, SrtpMode::Optional);
+    let t0 = Instant::now();
+    let offer = sdes_sdp("10.1.1.1", 4000, 1, "AES_CM_128_HMAC_SHA1_80", SDES_PBX);
+    let raw = request("INVITE", "z9hG4bKd2", None, 1, Some(&offer));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0);
+    let inv = parse(&trying_then_forward(&mut c).payload);
+    let body = body_str(&inv);
+    assert!(
+        body.contains(" RTP/AVP 0 101\r\n") && cryptos(&body).is_empty(),
+        "{body}"
+    );
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&inv, 200, Some(&sdp("10.2.2.2", 6000))),
+        t0,
+    );
+    let body = body_str(&parse(&one_transmit(&mut c).payload));
+    assert!(body.contains(" RTP/SAVP 0 101\r\n"), "{body}");
+    assert_eq!(cryptos(&body).len(), 1);
+    let spec = last_specs(&mut c).remove(0);
+    assert!(spec.srtp[Side::Pbx].is_some() && spec.srtp[Side::Agents].is_none());
+
+    // Plain PBX toward a `require` agents' side: SRTP with callmask's key.
+    let mut c = core();
+    c.config.srtp = BySide::new(SrtpMode::Mirror, SrtpMode::Require);
+    let raw = request("INVITE", "z9hG4bKd3", None, 1, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0);
+    let body = body_str(&parse(&trying_then_forward(&mut c).payload));
+    assert!(body.contains(" RTP/SAVP 0 101\r\n"), "{body}");
+    assert!(cryptos(&body)[0].starts_with("1 AES_CM_128_HMAC_SHA1_80 inline:"));
+
+    let mut c = core();
+    c.config.srtp = BySide::new(SrtpMode::Require, SrtpMode::Mirror);
+    let raw = request("INVITE", "z9hG4bKd4", None, 1, Some(&sdp("10.1.1.1", 4000)));
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), raw, t0);
+    let ts = transmits(&mut c);
+    assert_eq!(ts.iter().map(status_of).collect::<Vec<_>>(), [Some(488)]);
+    assert_eq!(c.ports().in_use(), 0);
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::core::ports::PortPair;
-use crate::core::sdp::Codec;
+use crate::core::sdp::{Codec, SrtpLeg};
+use crate::core::side::BySide;
 use crate::core::sip::{Limits, Method, RejectReason, StatusCode};
 
 pub use crate::core::side::Side;
@@ -39,6 +40,8 @@ pub struct ProxyConfig {
     /// An offer whose media callmask cannot decrypt (`media.undecodable`): 488, or relayed
     /// with the recorder path muted.
     pub undecodable: config::types::UndecodableMode,
+    /// SDES-SRTP per leg (`pbx.srtp`, `agents.srtp`).
+    pub srtp: BySide<config::types::SrtpMode>,
     /// Key of the registration-mode contact tokens (`rg-…`). A key that outlives the process
     /// (derived from `log.hash_key`) keeps a phone's token across restarts, so its refresh
     /// and its un-REGISTER match the binding the PBX holds.
@@ -110,6 +113,9 @@ pub struct StreamSpec {
     /// `media.undecodable = "relay-muted"`): its payload is never decoded, the recorder path
     /// hears silence (fail closed), the agent-leg clamp leaves it alone.
     pub encrypted: bool,
+    /// SDES-SRTP keys of each leg (issue 14): `Some` where callmask terminates SRTP on that
+    /// leg (decrypts what it sends, encrypts what goes to it). Secret: `Debug` redacts them.
+    pub srtp: BySide<Option<SrtpLeg>>,
 }
 
 /// Instructions for the media layer.

@@ -9,12 +9,14 @@
 //!   ([`OriginState`]).
 //! - [`anchor`](mod@anchor): parse → [`MediaPlan`] → allocate → [`anchor()`] for the proxy.
 //! - [`codecs`]: `media.codecs` — undecodable audio codecs removed from forwarded SDP.
+//! - [`sdes`]: SDES keys and the SRTP suites callmask terminates (RFC 4568).
 //! - [`secure`]: encrypted streams the recorder tap could not hear (`media.undecodable`).
 
 pub mod anchor;
 pub mod codecs;
 pub mod parse;
 pub mod rewrite;
+pub mod sdes;
 pub mod secure;
 
 pub use anchor::{anchor, Anchored, Codec, LocalAnchor, MediaPlan, StreamPlan};
@@ -24,6 +26,7 @@ pub use parse::{
     MediaSection, Origin, RtcpAttr, Rtpmap, Scope, Sdp, SdpError, Transport,
 };
 pub use rewrite::{OriginState, RewriteError, RtcpTarget};
+pub use sdes::{first_supported, SdesError, SdesKey, SrtpLeg, SrtpSuite};
 pub use secure::{undecodable_streams, Undecodable};
 
 #[cfg(test)]

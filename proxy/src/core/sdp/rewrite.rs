@@ -92,6 +92,30 @@ impl Sdp {
         Ok(())
     }
 
+    /// Sets the proto token of media section `index` (`RTP/AVP` ↔ `RTP/SAVP` when callmask
+    /// terminates SRTP on one leg only). Port and formats are kept verbatim.
+    pub fn set_media_proto(&mut self, index: usize, proto: &str) -> Result<(), RewriteError> {
+        if proto.is_empty() || proto.bytes().any(|b| b.is_ascii_whitespace() || b == 0) {
+            return Err(RewriteError::InvalidText);
+        }
+        let lines = self.scope_lines(Scope::Media(index))?;
+        let Some(m) = lines.first_mut() else {
+            return Err(RewriteError::NoSuchMedia { index });
+        };
+        let value = m.value().unwrap_or_default();
+        let Some(ml) = MediaLine::parse(value) else {
+            return Err(RewriteError::NoSuchMedia { index });
+        };
+        let port = match ml.port_count {
+            Some(c) => format!("{}/{c}", ml.port),
+            None => ml.port.to_string(),
+        };
+        let fmts: Vec<&str> = ml.formats().collect();
+        let text = format!("m={} {port} {proto} {}", ml.media, fmts.join(" "));
+        m.set_text(Bytes::from(text.trim_end().to_owned()));
+        Ok(())
+    }
+
     /// Replaces (or with `None` removes) the `a=rtcp` attribute of media `index` (RFC 3605).
     pub fn set_rtcp(&mut self, index: usize, rtcp: Option<RtcpTarget>) -> Result<(), RewriteError> {
         let value = rtcp.map(|r| match r.addr {

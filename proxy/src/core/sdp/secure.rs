@@ -6,11 +6,13 @@
 //! recorder path muted (`media.undecodable`).
 
 use super::parse::{Sdp, Transport};
+use super::sdes::first_supported;
 
 /// Why a stream's media is undecodable by callmask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Undecodable {
-    /// SDES-SRTP (`RTP/SAVP(F)`, `a=crypto`) that callmask does not terminate.
+    /// SDES-SRTP (`RTP/SAVP(F)`, `a=crypto`) that callmask does not terminate: no `a=crypto`
+    /// of a supported suite ([`super::sdes::SrtpSuite`]), or one with an MKI.
     Sdes,
     /// DTLS-SRTP (`UDP/TLS/RTP/SAVP(F)`, `a=fingerprint`): keys negotiated end to end.
     Dtls,
@@ -36,6 +38,9 @@ pub fn undecodable_streams(sdp: &Sdp) -> Vec<Option<Undecodable>> {
                 || m.has_attribute("fingerprint");
             if dtls {
                 Some(Undecodable::Dtls)
+            } else if first_supported(m.cryptos()).is_some() {
+                // SDES callmask terminates (core/media/srtp.rs): decodable.
+                None
             } else if transport.is_secure() || m.cryptos().next().is_some() {
                 Some(Undecodable::Sdes)
             } else {
@@ -68,9 +73,14 @@ mod tests {
     /// RFC 4568 / RFC 3711: every way an offer says SDES-SRTP.
     #[test]
     fn sdes_profiles_and_crypto_lines_are_undecodable() {
+        let f8 = CRYPTO.replace("AES_CM_128_HMAC_SHA1_80", "F8_128_HMAC_SHA1_80");
         for m in [
-            format!("m=audio 4000 RTP/SAVP 0\r\n{CRYPTO}"),
-            format!("m=audio 4000 RTP/SAVPF 0\r\n{CRYPTO}"),
+            format!("m=audio 4000 RTP/SAVP 0\r\n{f8}"),
+            format!("m=audio 4000 RTP/SAVPF 0\r\n{f8}"),
+            format!(
+                "m=audio 4000 RTP/SAVP 0\r\n{}",
+                CRYPTO.replace("VubGVz", "VubGVz|2^20|1:4")
+            ),
             "m=audio 4000 RTP/SAVP 0\r\n".to_owned(),
             // An unsupported suite on an AVP line (best-effort SRTP offers do this).
             "m=audio 4000 RTP/AVP 0\r\na=crypto:1 F8_128_HMAC_SHA1_80 inline:AAAA\r\n".to_owned(),
@@ -97,6 +107,15 @@ mod tests {
         );
         let s = Sdp::parse_slice(body.as_bytes()).expect("test SDP");
         assert_eq!(undecodable_streams(&s), [Some(Undecodable::Dtls)]);
+    }
+
+    /// Issue 14: SDES with a suite callmask terminates is decodable (callmask holds the keys).
+    #[test]
+    fn supported_sdes_is_decodable() {
+        let m = format!(
+            "m=audio 4000 RTP/SAVP 0\r\na=crypto:2 F8_128_HMAC_SHA1_80 inline:AA\r\n{CRYPTO}"
+        );
+        assert_eq!(undecodable_streams(&sdp(&m)), [None]);
     }
 
     #[test]
