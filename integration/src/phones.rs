@@ -77,6 +77,17 @@ impl Baresip {
     /// Starts baresip; `dial` is a SIP URI to call at once (else it waits, auto-answering).
     /// `quit_after` bounds its life (baresip's `-t`).
     pub fn start(opts: &PhoneOpts, dial: Option<&str>, quit_after: Duration) -> Baresip {
+        Self::start_menc(opts, dial, quit_after, None)
+    }
+
+    /// [`Self::start`] with a media encryption of baresip's `srtp` module (`srtp`: best
+    /// effort, `srtp-mand`: RTP/SAVP, `srtp-mandf`: RTP/SAVPF), keyed by SDES (RFC 4568).
+    pub fn start_menc(
+        opts: &PhoneOpts,
+        dial: Option<&str>,
+        quit_after: Duration,
+        menc: Option<&str>,
+    ) -> Baresip {
         let dir = TempDir::new(&format!("baresip-{}", opts.user));
         let port = free_udp_port();
         let sip = SocketAddr::from(([127, 0, 0, 1], port));
@@ -112,6 +123,10 @@ impl Baresip {
         );
         for m in codecs {
             config.push_str(&format!("module {m}.so\n"));
+        }
+        if menc.is_some() {
+            // Before `account`: it resolves each account's `mediaenc` as it loads.
+            config.push_str("module srtp.so\n");
         }
         config.push_str("module aufile.so\nmodule account.so\nmodule menu.so\n");
         fs::write(dir.path().join("config"), config).expect("baresip config");
@@ -149,6 +164,9 @@ impl Baresip {
                 })
                 .collect();
             account.push_str(&format!(";audio_codecs={}", full.join(",")));
+        }
+        if let Some(m) = menc {
+            account.push_str(&format!(";mediaenc={m}"));
         }
         account.push_str(";answermode=auto\n");
         fs::write(dir.path().join("accounts"), account).expect("baresip accounts");
