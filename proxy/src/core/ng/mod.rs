@@ -181,6 +181,9 @@ impl Call {
                 pbx_remote: s.remote[Side::Pbx],
                 agents_remote: s.remote[Side::Agents],
                 codecs: s.codecs.clone(),
+                // SRTP offers are refused above: NG streams are plain.
+                encrypted: false,
+                srtp: Default::default(),
             })
             .collect()
     }
@@ -384,6 +387,15 @@ impl NgCore {
                 .any(|s| s.is_active() && s.secure)
         {
             return Err("SRTP media cannot be turned into RTP/AVP by callmask".into());
+        }
+        // Issue 14, fail safe: the media-node mode does not terminate SRTP yet, and relaying it
+        // would tap ciphertext as audio.
+        if MediaPlan::from_sdp(&sdp)
+            .streams
+            .iter()
+            .any(|s| s.is_active() && s.secure)
+        {
+            return Err("SRTP media is not supported in media-node mode".into());
         }
         if !self.calls.contains_key(&call_id) {
             if !offer {

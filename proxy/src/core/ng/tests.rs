@@ -391,6 +391,22 @@ fn undecodable_codecs_are_refused_as_in_sip_mode() {
     assert_eq!(get(&r, "result"), Some("error"), "{r:?}");
 }
 
+/// Issue 14, fail safe: the media-node mode does not terminate SRTP, so an SRTP offer is
+/// answered with an error rather than relayed to a tap that would record ciphertext.
+#[test]
+fn srtp_offers_are_refused() {
+    let mut rig = Rig::new();
+    let srtp = CALLER_SDP.replace("RTP/AVP 0 101", "RTP/SAVP 0 101");
+    let r = rig.send(&dict(&[
+        ("command", s("offer")),
+        ("call-id", s("srtp@x")),
+        ("from-tag", s("a")),
+        ("sdp", s(&srtp)),
+    ]));
+    assert_eq!(get(&r, "result"), Some("error"), "{r:?}");
+    assert_eq!(rig.core.ports().in_use(), 0);
+}
+
 #[test]
 fn unanswered_calls_expire_and_free_their_ports() {
     let mut rig = Rig::new();
