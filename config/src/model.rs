@@ -16,7 +16,7 @@ use crate::types::{
     InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
     MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
     RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
-    SrsTimeoutMs, StreamsPerCall, TcpIdleTimeoutSecs, SrtpMode, UndecodableMode, Workers,
+    SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs, UndecodableMode, Workers,
 };
 
 /// The effective callmask configuration.

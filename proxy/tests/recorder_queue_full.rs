@@ -87,6 +87,8 @@ async fn a_full_recorder_queue_drops_audio_but_keeps_start_and_end() {
                 clock_rate: 8000,
                 channels: None,
             }],
+            encrypted: false,
+            srtp: Default::default(),
         }],
     );
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1959,6 +1959,7 @@ fn request_flood_from_one_source_is_dropped_unanswered() {
         })
         .count();
     assert_eq!(dropped, 6);
+}
 
 /// An SDES-SRTP offer (RFC 4568) whose keys would pass end to end.
 fn srtp_offer(ip: &str, port: u16) -> String {
