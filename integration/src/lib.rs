@@ -350,6 +350,8 @@ pub struct Callmask {
     pub rec_dir: PathBuf,
     stderr_path: PathBuf,
     exit: Option<ExitStatus>,
+    /// The `callmask` command line (for [`Callmask::restart`]).
+    args: Vec<String>,
     _dir: TempDir,
 }
 
@@ -439,6 +441,7 @@ impl Callmask {
                 rec_dir,
                 stderr_path,
                 exit: None,
+                args,
                 _dir: dir,
             };
             let up = wait_for(Duration::from_secs(15), || {
@@ -465,6 +468,48 @@ impl Callmask {
             }
         }
         panic!("callmask did not start: {last_err}");
+    }
+
+    /// Stops it (SIGTERM, clean exit) and starts a new process with the same command line
+    /// (same ports, recorder directory and state), appending to the same log; waits until
+    /// `/healthz` answers 200 again.
+    pub fn restart(&mut self, grace: Duration) {
+        self.stop(grace);
+        let mut log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.stderr_path)
+            .unwrap();
+        writeln!(log, "--- restart ---").unwrap();
+        let child = Command::new(callmask_bin())
+            .args(&self.args)
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot restart callmask: {e}"));
+        self.child = Some(child);
+        self.exit = None;
+        let up = wait_for(Duration::from_secs(15), || {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Some(Err(st));
+            }
+            (self.healthz() == Some(200)).then_some(Ok(()))
+        });
+        match up {
+            Some(Ok(())) => {}
+            Some(Err(st)) => panic!("callmask exited after restart: {st}\n{}", self.log_tail()),
+            None => panic!(
+                "/healthz not 200 within 15 s of restart\n{}",
+                self.log_tail()
+            ),
+        }
     }
 
     /// Its PID.

@@ -218,6 +218,14 @@ impl Baresip {
         wait_for(timeout, || self.log().contains(needle).then_some(())).is_some()
     }
 
+    /// Stops it now (SIGTERM: baresip un-REGISTERs before it exits, up to `grace`; then
+    /// SIGKILL).
+    pub fn stop(&mut self, grace: Duration) {
+        if let Some(mut c) = self.child.take() {
+            terminate(&mut c, grace);
+        }
+    }
+
     /// Waits for it to exit (its `-t` or the call's end), up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
         let Some(c) = self.child.as_mut() else {
