@@ -45,7 +45,7 @@ fn spec(pbx: SocketAddr, agents: SocketAddr) -> StreamSpec {
 
 fn media(tap: bool, agent_dtmf: AgentDtmfMode, pbx: SocketAddr, agents: SocketAddr) -> CallMedia {
     let metrics = Arc::new(Metrics::new());
-    let stats = metrics.new_call();
+    let stats = metrics.calls().new_call();
     let config = MediaConfig {
         mask: MaskConfig::default(),
         latch: LatchConfig::default(),

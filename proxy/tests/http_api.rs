@@ -281,7 +281,7 @@ async fn api_requires_the_token_metrics_stay_open() {
     // Unknown API paths are behind the token too: no probing without it.
     assert_eq!(s.get("/api/nope", None).await.status, 401);
 
-    let call = s.metrics.new_call();
+    let call = s.metrics.calls().new_call();
     call.leg(
         callmask::metrics::Side::Pbx,
         callmask::metrics::Direction::Inbound,

@@ -340,12 +340,12 @@ async fn auth(State(state): State<HttpState>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     }
     let Some(token) = &state.token else {
-        state.metrics.http_unauthorized();
+        state.metrics.http().http_unauthorized();
         return json_error(StatusCode::FORBIDDEN, "api_disabled_no_token_configured");
     };
     let presented = bearer(req.headers());
     if !presented.is_some_and(|p| token.matches(p)) {
-        state.metrics.http_unauthorized();
+        state.metrics.http().http_unauthorized();
         let mut resp = json_error(StatusCode::UNAUTHORIZED, "unauthorized");
         resp.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -471,7 +471,7 @@ pub(crate) fn audit_secure_change<C: tracing::Value>(
     change: SecureChange,
     at_unix_ms: u64,
 ) {
-    metrics.secure_mode_changed(action);
+    metrics.media().secure_mode_changed(action);
     let action_str = crate::metrics::Label::as_str(action);
     tracing::info!(
         target: "callmask::audit",

@@ -161,7 +161,7 @@ impl MediaHub {
         self.table.started(call);
         self.metas.insert(call, meta);
         self.caller_sides.insert(call, caller_side);
-        self.stats.insert(call, self.metrics.new_call());
+        self.stats.insert(call, self.metrics.calls().new_call());
     }
 
     /// The call is over (whether or not it had media).
@@ -188,7 +188,7 @@ impl MediaHub {
         let stats = self
             .stats
             .entry(call)
-            .or_insert_with(|| self.metrics.new_call())
+            .or_insert_with(|| self.metrics.calls().new_call())
             .clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(CallCmd::Spec(streams));
@@ -393,7 +393,7 @@ impl CallRelay {
 
     fn hold(&mut self, ev: TapEvent) {
         if matches!(ev, TapEvent::Frame(_)) {
-            self.metrics.tap_queue_dropped(1);
+            self.metrics.recorder().tap_queue_dropped(1);
         } else if self.held.len() < HELD_MAX {
             self.held.push_back(ev);
         } else if !std::mem::replace(&mut self.held_overflow_logged, true) {

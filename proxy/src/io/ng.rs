@@ -111,7 +111,9 @@ impl NgShell {
                 NgEvent::CallEnded { call } => {
                     tracing::info!(call = call.0, "NG call ended");
                     self.media.call_ended(call);
-                    self.metrics.call_ended(CallOutcome::Completed.into());
+                    self.metrics
+                        .calls()
+                        .call_ended(CallOutcome::Completed.into());
                 }
             }
         }

@@ -349,7 +349,7 @@ pub async fn run(
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
-    metrics.set_tap_sinks(
+    metrics.recorder().set_tap_sinks(
         cfg.recorders
             .iter()
             .map(|r| match r.kind() {

@@ -227,7 +227,7 @@ impl Signalling {
                 ProxyEvent::CallEnded { call, outcome } => {
                     tracing::info!(call = call.0, outcome = outcome.as_str(), "call ended");
                     self.media.call_ended(call);
-                    self.metrics.call_ended(outcome.into());
+                    self.metrics.calls().call_ended(outcome.into());
                 }
                 ProxyEvent::RequestIn { .. }
                 | ProxyEvent::ResponseIn { .. }
@@ -254,7 +254,9 @@ impl Signalling {
                     self.metrics.access().limit_refused(side, limit.into());
                 }
                 ProxyEvent::InfoDtmf { call, side } => {
-                    self.metrics.dtmf_detected(metrics::DtmfSource::Info);
+                    self.metrics
+                        .media()
+                        .dtmf_detected(metrics::DtmfSource::Info);
                     self.media.info_dtmf(call, side);
                 }
             }
@@ -266,6 +268,7 @@ impl Signalling {
     fn publish_ports(&self) {
         let ports = self.core.ports();
         self.metrics
+            .media()
             .set_media_ports(2 * ports.in_use() as u64, 2 * ports.available() as u64);
         self.metrics
             .sip()

@@ -495,7 +495,7 @@ impl<S: SpeechHook> CallMedia<S> {
                     RelayDrop::OutOfScope => metrics::DropReason::LatchOutOfScope,
                     _ => metrics::DropReason::Malformed,
                 };
-                self.metrics.rtp_dropped(metric_side(side), label);
+                self.metrics.media().rtp_dropped(metric_side(side), label);
                 return None;
             }
         };
@@ -522,6 +522,7 @@ impl<S: SpeechHook> CallMedia<S> {
                     *reported = lost;
                 }
                 self.metrics
+                    .media()
                     .rtp_jitter(metric_side(side), leg.jitter_ms(st.clock) / 1000.0);
             }
         }

@@ -331,7 +331,7 @@ impl<S: SpeechHook> RecorderPath<S> {
             return;
         }
         if self.out.len() >= TAP_QUEUE_MAX {
-            self.metrics.tap_queue_dropped(1);
+            self.metrics.recorder().tap_queue_dropped(1);
             return;
         }
         self.out.push_back(ev);
@@ -388,7 +388,9 @@ impl<S: SpeechHook> RecorderPath<S> {
         let dir = &mut self.dirs[side];
         match u {
             EventUpdate::Began { start_ts, .. } => {
-                self.metrics.dtmf_detected(metrics::DtmfSource::Rfc4733);
+                self.metrics
+                    .media()
+                    .dtmf_detected(metrics::DtmfSource::Rfc4733);
                 let Some(start) = dir.pipeline_time(start_ts) else {
                     return;
                 };
@@ -456,7 +458,7 @@ impl<S: SpeechHook> RecorderPath<S> {
         let Ok(mut gap) = u64::try_from(rtp_gap) else {
             // Late or duplicate: relayed live, but the recorder path already moved on.
             dir.late_samples += n as u64;
-            self.metrics.recorder_dropped_samples(n as u64);
+            self.metrics.recorder().recorder_dropped_samples(n as u64);
             return;
         };
         let max_gap = self.rate.samples_in_ms(MAX_GAP_FILL_MS);
@@ -559,8 +561,10 @@ impl<S: SpeechHook> RecorderPath<S> {
         let after = dir.pipeline.stats();
         let hz = f64::from(self.rate.hz());
         for _ in before.dtmf_tones..after.dtmf_tones {
-            self.metrics.dtmf_detected(metrics::DtmfSource::Inband);
-            self.metrics.mask_decision_latency(
+            self.metrics
+                .media()
+                .dtmf_detected(metrics::DtmfSource::Inband);
+            self.metrics.media().mask_decision_latency(
                 MaskReason::DtmfInband,
                 after.last_dtmf_latency_samples as f64 / hz,
             );
@@ -579,6 +583,7 @@ impl<S: SpeechHook> RecorderPath<S> {
         let hz = f64::from(self.rate.hz());
         while let Some(s) = self.dirs[side].pipeline.poll_span() {
             self.metrics
+                .media()
                 .masked_span(s.reason, (s.end - s.start) as f64 / hz);
             let call = self.call;
             self.emit(TapEvent::Span {

@@ -121,7 +121,7 @@ impl Rig {
     fn new(config: MediaConfig, caller: Side) -> Rig {
         let t0 = virtual_origin();
         let metrics = Arc::new(Metrics::new());
-        let stats = metrics.new_call();
+        let stats = metrics.calls().new_call();
         let mut media = CallMedia::new(
             CallRef(1),
             config,

@@ -422,7 +422,7 @@ impl Recorders {
                     let lost = part[..dropped as usize].iter().filter(|&&x| x != 0).count() as u64;
                     if lost > 0 {
                         rec.dropped += lost;
-                        self.metrics.recorder_dropped_samples(lost);
+                        self.metrics.recorder().recorder_dropped_samples(lost);
                     }
                     k = end;
                 }
@@ -487,9 +487,11 @@ impl Recorders {
             .wav
             .iter()
             .map(|sink| {
-                self.metrics.recorder_session_opened(SinkKind::Wav);
+                self.metrics
+                    .recorder()
+                    .recorder_session_opened(SinkKind::Wav);
                 if sink.broken {
-                    self.metrics.recorder_error(SinkKind::Wav);
+                    self.metrics.recorder().recorder_error(SinkKind::Wav);
                     return None;
                 }
                 match wav::WavFile::create(&sink.dir, &name, &sink.recipients) {
@@ -505,11 +507,11 @@ impl Recorders {
             .rtp
             .iter()
             .map(|t| {
-                self.metrics.recorder_session_opened(SinkKind::Rtp);
+                self.metrics.recorder().recorder_session_opened(SinkKind::Rtp);
                 match rtp::RtpCall::open(*t) {
                     Ok(c) => Some(c),
                     Err(e) => {
-                        self.metrics.recorder_error(SinkKind::Rtp);
+                        self.metrics.recorder().recorder_error(SinkKind::Rtp);
                         tracing::error!(call = call.0, error = %e, "rtp recorder: cannot open a socket for the call");
                         None
                     }
@@ -542,15 +544,17 @@ impl Recorders {
     fn rtp_account(&self, call: CallRef, sent: rtp::Sent, logged: &mut bool) {
         if sent.bytes > 0 {
             self.metrics
+                .recorder()
                 .recorder_bytes(SinkKind::Rtp)
                 .inc_by(sent.bytes);
         }
         if sent.dropped > 0 {
             self.metrics
+                .recorder()
                 .recorder_queue_dropped(SinkKind::Rtp, sent.dropped);
         }
         if let Some(kind) = sent.error {
-            self.metrics.recorder_error(SinkKind::Rtp);
+            self.metrics.recorder().recorder_error(SinkKind::Rtp);
             if !std::mem::replace(logged, true) {
                 tracing::warn!(call = call.0, error = %kind, "rtp recorder: send failed (packets dropped; further errors of this call not logged)");
             }
@@ -601,7 +605,9 @@ impl Recorders {
                 let sent = r.finish();
                 self.rtp_account(call, sent, &mut rtp_error_logged);
             }
-            self.metrics.recorder_session_closed(SinkKind::Rtp);
+            self.metrics
+                .recorder()
+                .recorder_session_closed(SinkKind::Rtp);
         }
         // The WAV lasts as long as the call (silence after the last audio if the call went
         // on without media), however the last frames were placed.
@@ -668,15 +674,18 @@ impl Recorders {
                 let json = if hashed { &json } else { &json_clear };
                 match finish_one(w, &dir, &name, &recipients, json) {
                     Ok((path, bytes)) => {
-                        metrics.recorder_bytes(SinkKind::Wav).inc_by(bytes);
-                        metrics.set_recorder_disk_full(false);
+                        metrics
+                            .recorder()
+                            .recorder_bytes(SinkKind::Wav)
+                            .inc_by(bytes);
+                        metrics.recorder().set_recorder_disk_full(false);
                         tracing::info!(call = call.0, path = %path.display(), "recording written");
                     }
                     Err(e) => record_failure(&metrics, call, &e),
                 }
             }
             for _ in 0..closed {
-                metrics.recorder_session_closed(SinkKind::Wav);
+                metrics.recorder().recorder_session_closed(SinkKind::Wav);
             }
         }));
         handles
@@ -725,10 +734,10 @@ fn write_wavs(wavs: &mut [Option<wav::WavFile>], bytes: &[u8], metrics: &Metrics
 }
 
 fn record_failure(metrics: &Metrics, call: CallRef, e: &std::io::Error) {
-    metrics.recorder_error(SinkKind::Wav);
+    metrics.recorder().recorder_error(SinkKind::Wav);
     let full = e.kind() == std::io::ErrorKind::StorageFull;
     if full {
-        metrics.set_recorder_disk_full(true);
+        metrics.recorder().set_recorder_disk_full(true);
     }
     tracing::error!(call = call.0, error = %e, disk_full = full, "recording abandoned: write failed (no partial file kept; proxying goes on)");
 }

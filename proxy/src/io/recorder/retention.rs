@@ -63,7 +63,7 @@ pub fn sweep(dir: &Path, days: u16, now: SystemTime, metrics: &Metrics) -> usize
         match std::fs::remove_file(entry.path()) {
             Ok(()) => {
                 deleted += 1;
-                metrics.recorder_retention_deleted();
+                metrics.recorder().recorder_retention_deleted();
                 tracing::info!(
                     target: crate::logging::AUDIT_TARGET,
                     action = "retention_delete",

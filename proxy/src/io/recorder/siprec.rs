@@ -236,7 +236,9 @@ impl SiprecSink {
     /// answered, or has early media): a call that never carries audio (cancelled, rejected)
     /// costs the SRS nothing.
     pub(super) fn start(&mut self, call: CallRef, name: String, info: RecordingInfo) {
-        self.metrics.recorder_session_opened(SinkKind::Siprec);
+        self.metrics
+            .recorder()
+            .recorder_session_opened(SinkKind::Siprec);
         self.calls.insert(
             call,
             Call {
@@ -264,7 +266,7 @@ impl SiprecSink {
         let socks = match (bind_rtp(self.media_ip), bind_rtp(self.media_ip)) {
             (Ok(a), Ok(b)) => [a, b],
             (Err(e), _) | (_, Err(e)) => {
-                self.metrics.recorder_error(SinkKind::Siprec);
+                self.metrics.recorder().recorder_error(SinkKind::Siprec);
                 tracing::error!(call = call.0, error = %e, "siprec recorder: cannot open RTP sockets; trying the fallback");
                 self.start_fallback(call, &mut c);
                 self.calls.insert(call, c);
@@ -299,7 +301,9 @@ impl SiprecSink {
                     match held.pop_front() {
                         Some((_, _, s)) => {
                             *n -= s.len();
-                            self.metrics.recorder_queue_dropped(SinkKind::Siprec, 1);
+                            self.metrics
+                                .recorder()
+                                .recorder_queue_dropped(SinkKind::Siprec, 1);
                         }
                         None => break,
                     }
@@ -330,7 +334,9 @@ impl SiprecSink {
             self.pump();
         }
         let mut c = self.calls.remove(&call)?;
-        self.metrics.recorder_session_closed(SinkKind::Siprec);
+        self.metrics
+            .recorder()
+            .recorder_session_closed(SinkKind::Siprec);
         if c.info.is_some() {
             // No audio ever came: no session was opened, there is nothing to record.
             return None;
@@ -362,11 +368,14 @@ impl SiprecSink {
                 Some(tokio::task::spawn_blocking(
                     move || match super::finish_one(wav, &dir, &name, &recipients, &json) {
                         Ok((path, bytes)) => {
-                            metrics.recorder_bytes(SinkKind::Siprec).inc_by(bytes);
+                            metrics
+                                .recorder()
+                                .recorder_bytes(SinkKind::Siprec)
+                                .inc_by(bytes);
                             tracing::info!(call = call.0, path = %path.display(), "siprec fallback recording written");
                         }
                         Err(e) => {
-                            metrics.recorder_error(SinkKind::Siprec);
+                            metrics.recorder().recorder_error(SinkKind::Siprec);
                             tracing::error!(call = call.0, error = %e, "siprec fallback recording failed");
                         }
                     },
@@ -400,7 +409,7 @@ impl SiprecSink {
         };
         match ev {
             SrcEvent::Established { srs, dests } => {
-                self.metrics.siprec_established();
+                self.metrics.recorder().siprec_established();
                 tracing::info!(
                     call = call.0,
                     srs,
@@ -429,7 +438,7 @@ impl SiprecSink {
                 }
             }
             SrcEvent::FailedOver { from, reason } => {
-                self.metrics.siprec_failover();
+                self.metrics.recorder().siprec_failover();
                 let why = match reason {
                     FailoverReason::Timeout => "no final answer in time".to_owned(),
                     FailoverReason::Rejected(s) => format!("rejected with {}", s.as_u16()),
@@ -439,8 +448,8 @@ impl SiprecSink {
                 tracing::warn!(call = call.0, srs = from, reason = %why, "siprec recorder: SRS failed; trying the next");
             }
             SrcEvent::AllFailed => {
-                self.metrics.siprec_failed();
-                self.metrics.recorder_error(SinkKind::Siprec);
+                self.metrics.recorder().siprec_failed();
+                self.metrics.recorder().recorder_error(SinkKind::Siprec);
                 tracing::error!(
                     call = call.0,
                     "siprec recorder: every SRS failed; recording to the fallback"
@@ -448,7 +457,7 @@ impl SiprecSink {
                 self.start_fallback(call, &mut c);
             }
             SrcEvent::RemoteBye => {
-                self.metrics.siprec_srs_bye();
+                self.metrics.recorder().siprec_srs_bye();
                 tracing::warn!(
                     call = call.0,
                     "siprec recorder: the SRS ended the session; no more audio sent"
@@ -477,7 +486,7 @@ impl SiprecSink {
             }
         };
         let Some(fb) = &self.fallback else {
-            self.metrics.recorder_error(SinkKind::Siprec);
+            self.metrics.recorder().recorder_error(SinkKind::Siprec);
             tracing::error!(
                 call = call.0,
                 "siprec recorder: no fallback_dir; this call is not recorded"
@@ -485,21 +494,21 @@ impl SiprecSink {
             return;
         };
         if fb.broken {
-            self.metrics.recorder_error(SinkKind::Siprec);
+            self.metrics.recorder().recorder_error(SinkKind::Siprec);
             return;
         }
         let mut wav = match wav::WavFile::create(&fb.dir, &c.name, &fb.recipients) {
             Ok(w) => Some(w),
             Err(e) => {
-                self.metrics.recorder_error(SinkKind::Siprec);
+                self.metrics.recorder().recorder_error(SinkKind::Siprec);
                 if e.kind() == io::ErrorKind::StorageFull {
-                    self.metrics.set_recorder_disk_full(true);
+                    self.metrics.recorder().set_recorder_disk_full(true);
                 }
                 tracing::error!(call = call.0, error = %e, "siprec recorder: cannot create the fallback file; this call is not recorded");
                 return;
             }
         };
-        self.metrics.siprec_fallback();
+        self.metrics.recorder().siprec_fallback();
         let mut aligner = align::Aligner::default();
         for (ch, at, s) in held {
             aligner.put(ch, at, &s, &mut |bytes| {
@@ -514,9 +523,9 @@ fn write_wav(wav: &mut Option<wav::WavFile>, bytes: &[u8], metrics: &Metrics, ca
     if let Some(w) = wav {
         if let Err(e) = w.write(bytes) {
             *wav = None;
-            metrics.recorder_error(SinkKind::Siprec);
+            metrics.recorder().recorder_error(SinkKind::Siprec);
             if e.kind() == io::ErrorKind::StorageFull {
-                metrics.set_recorder_disk_full(true);
+                metrics.recorder().set_recorder_disk_full(true);
             }
             tracing::error!(call = call.0, error = %e, "siprec fallback recording abandoned: write failed");
         }
@@ -525,13 +534,18 @@ fn write_wav(wav: &mut Option<wav::WavFile>, bytes: &[u8], metrics: &Metrics, ca
 
 fn account(metrics: &Metrics, call: CallRef, sent: rtp::Sent, logged: &mut bool) {
     if sent.bytes > 0 {
-        metrics.recorder_bytes(SinkKind::Siprec).inc_by(sent.bytes);
+        metrics
+            .recorder()
+            .recorder_bytes(SinkKind::Siprec)
+            .inc_by(sent.bytes);
     }
     if sent.dropped > 0 {
-        metrics.recorder_queue_dropped(SinkKind::Siprec, sent.dropped);
+        metrics
+            .recorder()
+            .recorder_queue_dropped(SinkKind::Siprec, sent.dropped);
     }
     if let Some(kind) = sent.error {
-        metrics.recorder_error(SinkKind::Siprec);
+        metrics.recorder().recorder_error(SinkKind::Siprec);
         if !std::mem::replace(logged, true) {
             tracing::warn!(call = call.0, error = %kind, "siprec recorder: RTP send failed (packets dropped; further errors of this call not logged)");
         }

@@ -92,8 +92,9 @@ impl Shared {
     fn publish(&self) {
         let rtf = f64::from_bits(self.rtf.load(Ordering::Relaxed));
         let backlog = self.backlog.load(Ordering::Relaxed) as f64 / RATE;
-        self.metrics.set_recognizer(rtf, backlog);
+        self.metrics.recognizer().set_recognizer(rtf, backlog);
         self.metrics
+            .recognizer()
             .set_recognizer_queued_jobs(self.queued.load(Ordering::Relaxed));
     }
 
@@ -268,7 +269,7 @@ fn worker(
                 .unwrap_or(Err(RecognizerError::Engine("panic")));
             let busy = start.elapsed().as_secs_f64();
             let audio = samples as f64 / RATE;
-            shared.metrics.recognizer_work(audio, busy);
+            shared.metrics.recognizer().recognizer_work(audio, busy);
             if audio > 0.0 {
                 let old = f64::from_bits(shared.rtf.load(Ordering::Relaxed));
                 let new = if old == 0.0 {
@@ -407,7 +408,7 @@ impl CallSpeech {
         } else {
             RecognizerOutcome::Ok
         };
-        self.metrics.recognizer_segment(outcome);
+        self.metrics.recognizer().recognizer_segment(outcome);
         self.sync(pipes);
     }
 
@@ -455,7 +456,9 @@ impl CallSpeech {
                     fixed_deadline.unwrap_or(now + Duration::from_secs_f64(left as f64 / RATE));
                 if let Err(job) = self.pool.submit(i, job, deadline, &self.tx) {
                     self.outstanding -= 1;
-                    self.metrics.recognizer_segment(RecognizerOutcome::Dropped);
+                    self.metrics
+                        .recognizer()
+                        .recognizer_segment(RecognizerOutcome::Dropped);
                     // Muted whole: the masker marks a failed segment end to end.
                     l.masker.complete(job.id, Err(RecognizerError::Overloaded));
                 }
@@ -485,7 +488,7 @@ impl CallSpeech {
             let now = l.masker.input_time().0;
             while let Some((s, e)) = l.masker.poll_marks() {
                 p.mark(MaskReason::SpokenId, s, e);
-                self.metrics.mask_decision_latency(
+                self.metrics.media().mask_decision_latency(
                     MaskReason::SpokenId,
                     now.saturating_sub(s.0) as f64 / RATE,
                 );
