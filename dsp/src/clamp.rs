@@ -35,19 +35,7 @@ const CHUNK: usize = 320;
 /// A full-scale sine is +3.14 dBm0 (G.711; the receiver's level reference).
 #[allow(clippy::approx_constant)] // a level in dB that happens to read like π
 const FULL_SCALE_SINE_DBM0: f32 = 3.14;
-/// G.711 µ-law silence.
-pub const ULAW_SILENCE: u8 = 0xFF;
-/// G.711 A-law silence.
-pub const ALAW_SILENCE: u8 = 0xD5;
-
-/// G.711 variant of a payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Law {
-    /// PCMU.
-    Ulaw,
-    /// PCMA.
-    Alaw,
-}
+pub use crate::g711::{Law, ALAW_SILENCE, ULAW_SILENCE};
 
 /// What clamped packets carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,10 +129,7 @@ impl LiveClamp {
     pub fn inspect(&mut self, payload: &[u8], law: Law) -> bool {
         for chunk in payload.chunks(CHUNK) {
             let pcm = &mut self.pcm[..chunk.len()];
-            match law {
-                Law::Ulaw => g711::decode_ulaw(chunk, pcm),
-                Law::Alaw => g711::decode_alaw(chunk, pcm),
-            };
+            law.decode(chunk, pcm);
             self.detector.process(pcm);
         }
         self.decide()
@@ -191,10 +176,7 @@ impl LiveClamp {
     /// Overwrite `out` with the replacement (silence or the next samples of the flat tone).
     pub fn fill(&mut self, out: &mut [u8], law: Law) {
         match self.mode {
-            ClampMode::Silence => out.fill(match law {
-                Law::Ulaw => ULAW_SILENCE,
-                Law::Alaw => ALAW_SILENCE,
-            }),
+            ClampMode::Silence => out.fill(law.silence()),
             ClampMode::FlatTone => {
                 let table = &self.tone[law as usize];
                 for b in out.iter_mut() {

@@ -192,9 +192,89 @@ pub fn encode_alaw(src: &[i16], dst: &mut [u8]) -> usize {
     n
 }
 
+/// G.711 µ-law silence (decodes to 0).
+pub const ULAW_SILENCE: u8 = 0xFF;
+/// G.711 A-law silence (decodes to +8: A-law has no zero).
+pub const ALAW_SILENCE: u8 = 0xD5;
+
+/// The G.711 companding law of a payload (PCMU or PCMA): the one law type of the workspace,
+/// used by the tap's decoders, the agent-leg clamp, the offline tool and the demo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Law {
+    /// µ-law (PCMU, RTP payload type 0).
+    Ulaw,
+    /// A-law (PCMA, RTP payload type 8).
+    Alaw,
+}
+
+impl Law {
+    /// One byte to a linear sample.
+    #[inline]
+    pub fn to_linear(self, b: u8) -> i16 {
+        match self {
+            Law::Ulaw => ulaw_to_linear(b),
+            Law::Alaw => alaw_to_linear(b),
+        }
+    }
+
+    /// One linear sample to a byte.
+    #[inline]
+    pub fn from_linear(self, s: i16) -> u8 {
+        match self {
+            Law::Ulaw => linear_to_ulaw(s),
+            Law::Alaw => linear_to_alaw(s),
+        }
+    }
+
+    /// Decodes `min(src.len(), dst.len())` bytes (see [`decode_ulaw`]); returns the count.
+    pub fn decode(self, src: &[u8], dst: &mut [i16]) -> usize {
+        match self {
+            Law::Ulaw => decode_ulaw(src, dst),
+            Law::Alaw => decode_alaw(src, dst),
+        }
+    }
+
+    /// Encodes `min(src.len(), dst.len())` samples (see [`encode_ulaw`]); returns the count.
+    pub fn encode(self, src: &[i16], dst: &mut [u8]) -> usize {
+        match self {
+            Law::Ulaw => encode_ulaw(src, dst),
+            Law::Alaw => encode_alaw(src, dst),
+        }
+    }
+
+    /// The byte of silence (the code a zero sample encodes to).
+    pub fn silence(self) -> u8 {
+        match self {
+            Law::Ulaw => ULAW_SILENCE,
+            Law::Alaw => ALAW_SILENCE,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn law_methods_match_the_functions() {
+        for b in 0..=255u8 {
+            assert_eq!(Law::Ulaw.to_linear(b), ulaw_to_linear(b));
+            assert_eq!(Law::Alaw.to_linear(b), alaw_to_linear(b));
+        }
+        for law in [Law::Ulaw, Law::Alaw] {
+            // A-law has no zero: its silence is the smallest positive step (+8).
+            assert!(law.to_linear(law.silence()).abs() <= 8);
+            assert_eq!(law.from_linear(0), law.silence());
+            let pcm = [0i16, 1000, -1000, 32767, -32768];
+            let mut bytes = [0u8; 5];
+            assert_eq!(law.encode(&pcm, &mut bytes), 5);
+            let mut back = [0i16; 5];
+            assert_eq!(law.decode(&bytes, &mut back), 5);
+            for (b, x) in bytes.iter().zip(back) {
+                assert_eq!(law.to_linear(*b), x);
+            }
+        }
+    }
 
     // ---- An independent statement of the reference formulas (eval kit `common.py`, itself the
     // Sun/CCITT g711.c arithmetic): float log2 for the segment, as numpy does, instead of the

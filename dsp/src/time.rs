@@ -26,13 +26,24 @@ impl SampleRate {
     }
 
     /// The rate in Hz.
-    pub fn hz(self) -> u32 {
+    pub const fn hz(self) -> u32 {
         self.0
     }
 
+    /// Samples in one second at this rate (the rate as a sample count).
+    pub const fn samples_per_second(self) -> u64 {
+        self.0 as u64
+    }
+
     /// Samples in `ms` milliseconds at this rate.
-    pub fn samples_in_ms(self, ms: u64) -> u64 {
-        ms * u64::from(self.0) / 1000
+    pub const fn samples_in_ms(self, ms: u64) -> u64 {
+        ms * self.0 as u64 / 1000
+    }
+
+    /// Milliseconds spanned by `samples` at this rate, as a fraction (exact for whole
+    /// samples at 8 and 16 kHz).
+    pub fn ms_of(self, samples: u64) -> f64 {
+        samples as f64 * 1000.0 / f64::from(self.0)
     }
 }
 

@@ -23,7 +23,7 @@
 use config::types::MediaCodec;
 
 /// Sample rate of every decoder's output (the masking pipeline's rate).
-pub const TAP_RATE: u32 = 8000;
+pub const TAP_RATE: u32 = dsp::SampleRate::NARROWBAND.hz();
 
 /// Most samples one payload can decode to: Opus's longest packet (120 ms) at 8 kHz; a G.711 /
 /// G.722 payload of 960 bytes decodes to as many.
@@ -81,8 +81,7 @@ pub struct TapDecoder {
 }
 
 enum State {
-    Pcmu,
-    Pcma,
+    G711(dsp::g711::Law),
     G722(Box<dsp::g722::G722Decoder>),
     /// In a `Mutex` only to be `Sync` (libopus state is a raw pointer); every use goes
     /// through `&mut self` and `Mutex::get_mut`, which never locks.
@@ -101,8 +100,8 @@ impl TapDecoder {
     /// A decoder for `codec`, output at [`TAP_RATE`].
     pub fn new(codec: MediaCodec) -> Result<Self, CodecError> {
         let state = match codec {
-            MediaCodec::Pcmu => State::Pcmu,
-            MediaCodec::Pcma => State::Pcma,
+            MediaCodec::Pcmu => State::G711(dsp::g711::Law::Ulaw),
+            MediaCodec::Pcma => State::G711(dsp::g711::Law::Alaw),
             // 64 kbit/s (the only mode RTP signals, RFC 3551 §4.5.2), 8 kHz lower sub-band.
             MediaCodec::G722 => State::G722(Box::new(dsp::g722::G722Decoder::new(
                 dsp::g722::G722Output::LowBand,
@@ -126,17 +125,10 @@ impl TapDecoder {
         let n = MAX_TAP_SAMPLES.min(out.len());
         let out = &mut out[..n];
         match &mut self.state {
-            State::Pcmu | State::Pcma | State::G722(_) if payload.len() > out.len() => {
+            State::G711(_) | State::G722(_) if payload.len() > out.len() => {
                 Err(CodecError::TooLong(payload.len()))
             }
-            State::Pcmu => {
-                dsp::g711::decode_ulaw(payload, &mut out[..payload.len()]);
-                Ok(payload.len())
-            }
-            State::Pcma => {
-                dsp::g711::decode_alaw(payload, &mut out[..payload.len()]);
-                Ok(payload.len())
-            }
+            State::G711(law) => Ok(law.decode(payload, &mut out[..payload.len()])),
             State::G722(d) => Ok(d.decode(payload, out)),
             State::Opus(d) => opus_of(d)
                 .decode(payload, out, false)

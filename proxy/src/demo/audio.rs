@@ -7,12 +7,12 @@
 use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
 
+use dsp::g711::ULAW_SILENCE;
+
 /// Samples per 20 ms packet at 8 kHz.
 pub(crate) const SPF: usize = 160;
 /// Payload type of telephone-event in the demo's SDP.
 pub(crate) const EVENT_PT: u8 = 101;
-/// µ-law silence.
-const ULAW_SILENCE: u8 = 0xFF;
 
 /// Q.23 frequencies: rows (low group) and columns (high group).
 const LOW: [f64; 4] = [697.0, 770.0, 852.0, 941.0];

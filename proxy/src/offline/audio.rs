@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use dsp::g711;
+use dsp::g711::Law;
 
 use super::OfflineError;
 
@@ -15,10 +15,8 @@ use super::OfflineError;
 pub enum Encoding {
     /// Signed 16-bit little-endian linear PCM.
     Pcm16,
-    /// G.711 µ-law, one byte per sample.
-    Ulaw,
-    /// G.711 A-law, one byte per sample.
-    Alaw,
+    /// G.711 (µ-law or A-law), one byte per sample.
+    G711(Law),
 }
 
 /// The file container.
@@ -70,16 +68,16 @@ pub fn read(path: &Path) -> Result<Audio, OfflineError> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     match ext.as_deref() {
-        Some("ulaw" | "mulaw" | "pcmu" | "ul") => Ok(raw(&bytes, Encoding::Ulaw)),
-        Some("alaw" | "pcma" | "al") => Ok(raw(&bytes, Encoding::Alaw)),
+        Some("ulaw" | "mulaw" | "pcmu" | "ul") => Ok(raw(&bytes, Encoding::G711(Law::Ulaw))),
+        Some("alaw" | "pcma" | "al") => Ok(raw(&bytes, Encoding::G711(Law::Alaw))),
         _ => parse_wav(&bytes),
     }
 }
 
 fn raw(bytes: &[u8], encoding: Encoding) -> Audio {
-    let decode = match encoding {
-        Encoding::Alaw => g711::alaw_to_linear,
-        _ => g711::ulaw_to_linear,
+    let law = match encoding {
+        Encoding::G711(law) => law,
+        Encoding::Pcm16 => Law::Ulaw,
     };
     Audio {
         format: Format {
@@ -88,7 +86,7 @@ fn raw(bytes: &[u8], encoding: Encoding) -> Audio {
             sample_rate: 8000,
             channels: 1,
         },
-        channels: vec![bytes.iter().map(|&b| decode(b)).collect()],
+        channels: vec![bytes.iter().map(|&b| law.to_linear(b)).collect()],
     }
 }
 
@@ -149,8 +147,8 @@ pub fn parse_wav(b: &[u8]) -> Result<Audio, OfflineError> {
     let data = data.ok_or_else(|| bad("no data chunk"))?;
     let encoding = match (tag, bits) {
         (1, 16) => Encoding::Pcm16,
-        (7, 8) => Encoding::Ulaw,
-        (6, 8) => Encoding::Alaw,
+        (7, 8) => Encoding::G711(Law::Ulaw),
+        (6, 8) => Encoding::G711(Law::Alaw),
         (1, b) => {
             return Err(OfflineError::Unsupported(format!(
                 "{b}-bit PCM (use 16-bit PCM, µ-law or A-law)"
@@ -181,8 +179,7 @@ pub fn parse_wav(b: &[u8]) -> Result<Audio, OfflineError> {
             let at = f * frame + c * width;
             let s = match encoding {
                 Encoding::Pcm16 => i16::from_le_bytes([data[at], data[at + 1]]),
-                Encoding::Ulaw => g711::ulaw_to_linear(data[at]),
-                Encoding::Alaw => g711::alaw_to_linear(data[at]),
+                Encoding::G711(law) => law.to_linear(data[at]),
             };
             ch.push(s);
         }
@@ -209,8 +206,7 @@ pub fn encode(audio: &Audio) -> Vec<u8> {
             let s = ch[i];
             match f.encoding {
                 Encoding::Pcm16 => payload.extend_from_slice(&s.to_le_bytes()),
-                Encoding::Ulaw => payload.push(g711::linear_to_ulaw(s)),
-                Encoding::Alaw => payload.push(g711::linear_to_alaw(s)),
+                Encoding::G711(law) => payload.push(law.from_linear(s)),
             }
         }
     }
@@ -219,8 +215,8 @@ pub fn encode(audio: &Audio) -> Vec<u8> {
     }
     let tag: u16 = match f.encoding {
         Encoding::Pcm16 => 1,
-        Encoding::Alaw => 6,
-        Encoding::Ulaw => 7,
+        Encoding::G711(Law::Alaw) => 6,
+        Encoding::G711(Law::Ulaw) => 7,
     };
     let block_align = width as u16 * f.channels;
     let pcm = f.encoding == Encoding::Pcm16;
@@ -288,7 +284,7 @@ mod tests {
 
     #[test]
     fn g711_wav_keeps_format_and_length() {
-        for enc in [Encoding::Ulaw, Encoding::Alaw] {
+        for enc in [Encoding::G711(Law::Ulaw), Encoding::G711(Law::Alaw)] {
             let a = audio(enc, 8000, 2);
             let b = parse_wav(&encode(&a)).expect("parses");
             assert_eq!(b.format, a.format);

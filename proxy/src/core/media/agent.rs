@@ -10,7 +10,8 @@
 //! gap (a gap reads as loss to the agent's jitter buffer). Audio callmask cannot decode is
 //! relayed as is. Every header change goes through [`RtpHeaderMut`].
 
-use dsp::clamp::{ClampMode, Law, LiveClamp};
+use dsp::clamp::{ClampMode, LiveClamp};
+use dsp::g711::Law;
 use dsp::rfc4733::TelephoneEvent;
 
 use super::codec::PayloadMap;

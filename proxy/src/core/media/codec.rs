@@ -8,7 +8,7 @@
 //! G.711 does. Every decoder writes 8 kHz PCM ([`crate::core::codec`]).
 
 use config::types::MediaCodec;
-use dsp::clamp::Law;
+use dsp::g711::Law;
 use dsp::SampleRate;
 
 use crate::core::codec::MAX_TAP_SAMPLES;
@@ -74,8 +74,7 @@ impl AudioCodec {
     /// `out.len()`). Codecs with state decode through [`Decoders`] (0 here).
     pub fn decode(self, payload: &[u8], out: &mut [i16]) -> usize {
         match self {
-            AudioCodec::G711(Law::Ulaw) => dsp::g711::decode_ulaw(payload, out),
-            AudioCodec::G711(Law::Alaw) => dsp::g711::decode_alaw(payload, out),
+            AudioCodec::G711(law) => law.decode(payload, out),
             AudioCodec::G722 | AudioCodec::Opus => 0,
         }
     }

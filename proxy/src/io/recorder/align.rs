@@ -7,12 +7,14 @@
 //! stalled, on hold, or has not started). Audio that arrives for positions already released
 //! is dropped. Memory per call is therefore bounded by about `LAG` samples per direction.
 
+use super::RATE;
+
 /// Longest time (samples, 2 s at 8 kHz) one direction may lag the other before the output
 /// moves on and fills it with silence.
-pub(super) const LAG: u64 = 16_000;
+pub(super) const LAG: u64 = 2 * RATE.samples_per_second();
 
 /// Largest chunk (samples per channel) released at once, so the output buffer stays small.
-const CHUNK: u64 = 8_000;
+const CHUNK: u64 = RATE.samples_per_second();
 
 #[derive(Debug, Default)]
 pub(super) struct Aligner {

@@ -54,6 +54,10 @@ use crate::core::proxy::{CallRef, Side};
 use crate::core::siprec::RecordingInfo;
 use crate::metrics::{Metrics, SinkKind};
 
+/// The recordings' sample rate: the tap's (every codec is decoded to it, see
+/// [`crate::core::codec::TAP_RATE`]), stated in each sidecar.
+pub(crate) const RATE: dsp::SampleRate = dsp::SampleRate::NARROWBAND;
+
 #[derive(Debug, Serialize)]
 struct SpanOut {
     channel: &'static str,
@@ -261,7 +265,7 @@ impl Recorders {
     /// Frames come through a look-ahead of `ms` (the live proxy's recorder path): a call's
     /// recording starts when its media did, not one look-ahead later.
     pub fn with_path_delay_ms(mut self, ms: u32) -> Self {
-        self.path_delay = u64::from(ms) * 8;
+        self.path_delay = RATE.samples_in_ms(u64::from(ms));
         self
     }
 
@@ -393,8 +397,9 @@ impl Recorders {
                 let samples = f.samples();
                 let offset = *rec.offsets[ch].get_or_insert_with(|| {
                     // First audio of this direction: place it at its arrival time.
-                    let since =
-                        (self.clock.now().saturating_sub(rec.started)).as_millis() as u64 * 8;
+                    let since = RATE.samples_in_ms(
+                        (self.clock.now().saturating_sub(rec.started)).as_millis() as u64,
+                    );
                     since
                         .saturating_sub(self.path_delay)
                         .saturating_sub(f.media_time.0)
@@ -450,8 +455,8 @@ impl Recorders {
                     let tl = &rec.timelines[ch];
                     rec.spans.push(SpanOut {
                         channel: CHANNELS[ch],
-                        start_ms: (start.0 + off + tl.at(start.0).0) as f64 / 8.0,
-                        end_ms: (end.0 + off + tl.at(end.0.saturating_sub(1)).0) as f64 / 8.0,
+                        start_ms: RATE.ms_of(start.0 + off + tl.at(start.0).0),
+                        end_ms: RATE.ms_of(end.0 + off + tl.at(end.0.saturating_sub(1)).0),
                         reason: reason.as_str(),
                     });
                 }
@@ -612,7 +617,7 @@ impl Recorders {
         // The WAV lasts as long as the call (silence after the last audio if the call went
         // on without media), however the last frames were placed.
         let length = length.unwrap_or_else(|| self.clock.now().saturating_sub(started));
-        let call_len = length.as_millis() as u64 * 8;
+        let call_len = RATE.samples_in_ms(length.as_millis() as u64);
         let flush_to = if had_media { call_len } else { 0 };
         aligner.flush_to(flush_to, &mut |bytes| {
             write_wavs(&mut wavs, bytes, &self.metrics, call)
@@ -628,7 +633,7 @@ impl Recorders {
             codecs: meta.codecs,
             start_unix_ms,
             end_unix_ms: unix_ms(),
-            sample_rate: 8000,
+            sample_rate: RATE.hz(),
             channels: CHANNELS,
             direction: if caller_side == Side::Pbx {
                 "inbound"

@@ -40,7 +40,7 @@ use crate::metrics::{Metrics, SinkKind};
 
 /// Most samples (both directions together) held per call while no SRS has accepted yet:
 /// 10 s per direction at 8 kHz.
-pub(super) const MAX_PENDING: usize = 2 * 10 * 8000;
+pub(super) const MAX_PENDING: usize = 2 * 10 * super::RATE.samples_per_second() as usize;
 
 /// A datagram from a sink's SIP socket: (sink index, bytes, source).
 pub(super) type Datagram = (usize, Bytes, SocketAddr);

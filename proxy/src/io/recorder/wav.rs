@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use age::x25519;
 
+use super::RATE;
+
 /// WAV header size (RIFF + fmt + data chunk headers).
 pub(super) const HEADER_LEN: usize = 44;
 
@@ -38,8 +40,8 @@ pub(super) fn header(data_len: u64) -> [u8; HEADER_LEN] {
     h[16..20].copy_from_slice(&16u32.to_le_bytes());
     h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
     h[22..24].copy_from_slice(&2u16.to_le_bytes()); // channels
-    h[24..28].copy_from_slice(&8000u32.to_le_bytes());
-    h[28..32].copy_from_slice(&(8000u32 * 4).to_le_bytes()); // byte rate
+    h[24..28].copy_from_slice(&RATE.hz().to_le_bytes());
+    h[28..32].copy_from_slice(&(RATE.hz() * 4).to_le_bytes()); // byte rate
     h[32..34].copy_from_slice(&4u16.to_le_bytes()); // block align
     h[34..36].copy_from_slice(&16u16.to_le_bytes()); // bits per sample
     h[36..40].copy_from_slice(b"data");

@@ -44,7 +44,8 @@ pub type RecognizerFactory = Arc<dyn Fn() -> Result<BoxedRecognizer, String> + S
 const QUEUE_PER_WORKER: usize = 8;
 /// Weight of the newest segment in the real-time-factor moving average (~20 segments).
 const RTF_ALPHA: f64 = 0.05;
-const RATE: f64 = 8000.0;
+/// The rate of the audio the recognizer pool is handed (the tap's).
+const RATE: f64 = dsp::SampleRate::NARROWBAND.hz() as f64;
 
 /// A finished job, back to its call. `Debug` never prints the words.
 pub struct Reply {

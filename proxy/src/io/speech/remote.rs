@@ -26,7 +26,7 @@ pub const DEFAULT_MODEL: &str = config::types::RemoteModel::DEFAULT;
 const MAX_RESPONSE_BYTES: u64 = 1 << 20;
 
 /// Word times are reported in 8 kHz samples whatever rate the server was sent.
-const OUT_RATE: f64 = 8000.0;
+const OUT_RATE: f64 = SampleRate::NARROWBAND.hz() as f64;
 
 /// Why a remote recognizer could not be set up (bad settings, found before any call).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,7 +200,8 @@ fn endpoint_for(base_url: &str) -> Result<String, RemoteError> {
 
 /// Segment length in 8 kHz samples.
 fn segment_len_8k(samples: usize, rate: SampleRate) -> u64 {
-    (samples as u64).saturating_mul(8000) / u64::from(rate.hz())
+    (samples as u64).saturating_mul(SampleRate::NARROWBAND.samples_per_second())
+        / u64::from(rate.hz())
 }
 
 /// A canonical 44-byte-header PCM WAV, mono, 16-bit, at `rate`.
