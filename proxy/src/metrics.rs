@@ -642,6 +642,14 @@ fn histogram_vec(
     Ok(m)
 }
 
+/// The value of the one series `series` (name and labels) in a rendered scrape.
+#[cfg(test)]
+fn test_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("series {series} missing in:\n{text}"))
+}
+
 /// The series of family `name` in `r`, rendered (no HELP/TYPE lines): the exact-output
 /// tests of the families compare against it.
 #[cfg(test)]
@@ -659,11 +667,7 @@ fn test_series(r: &Registry, name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn value(text: &str, series: &str) -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("series {series} missing in:\n{text}"))
-    }
+    use super::test_value as value;
 
     #[test]
     fn sip_core_drop_reasons_keep_their_bucket() {

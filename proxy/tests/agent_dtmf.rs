@@ -107,12 +107,14 @@ async fn setup(mode: AgentDtmfMode, trigger: Option<(&str, &str)>) -> Harness {
 }
 
 fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
+    callmask::core::relay::rtp::RtpHeader {
+        pt,
+        marker,
+        seq,
+        ts,
+        ssrc: 0x1234_5678,
+    }
+    .packet(payload)
 }
 
 /// A full-scale sine is +3.14 dBm0 (G.711).

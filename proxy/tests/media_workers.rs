@@ -37,12 +37,14 @@ fn free_pair(taken: &mut Vec<u16>) -> PortPair {
 }
 
 fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
-    let mut p = vec![0x80, 0];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(&[0xff; 160]);
-    p
+    callmask::core::relay::rtp::RtpHeader {
+        pt: 0,
+        marker: false,
+        seq,
+        ts: u32::from(seq) * 160,
+        ssrc,
+    }
+    .packet(&[0xff; 160])
 }
 
 struct Leg {

@@ -147,14 +147,14 @@ fn text(b: &Bytes) -> String {
 }
 
 fn rtp_packet(p: &Packet, seq: u16, ts_base: u32, ssrc: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + p.payload.len());
-    out.push(0x80);
-    out.push((if p.marker { 0x80 } else { 0 }) | (p.pt & 0x7F));
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(&ts_base.wrapping_add(p.ts).to_be_bytes());
-    out.extend_from_slice(&ssrc.to_be_bytes());
-    out.extend_from_slice(&p.payload);
-    out
+    crate::core::relay::rtp::RtpHeader {
+        pt: p.pt,
+        marker: p.marker,
+        seq,
+        ts: ts_base.wrapping_add(p.ts),
+        ssrc,
+    }
+    .packet(&p.payload)
 }
 
 /// Send `packets` to `dest` at their times while counting what arrives on the same socket;

@@ -376,14 +376,8 @@ impl CallMetrics {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_series;
+    use super::super::{test_series, test_value as value};
     use super::*;
-
-    fn value(text: &str, series: &str) -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("series {series} missing in:\n{text}"))
-    }
 
     #[test]
     fn exact_output() {

@@ -62,12 +62,14 @@ fn config() -> MediaConfig {
 }
 
 fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = vec![0x80, (pt & 0x7f) | if marker { 0x80 } else { 0 }];
-    v.extend_from_slice(&seq.to_be_bytes());
-    v.extend_from_slice(&ts.to_be_bytes());
-    v.extend_from_slice(&ssrc.to_be_bytes());
-    v.extend_from_slice(payload);
-    v
+    crate::core::relay::rtp::RtpHeader {
+        pt,
+        marker,
+        seq,
+        ts,
+        ssrc,
+    }
+    .packet(payload)
 }
 
 /// One RFC 4733 report (§2.3).

@@ -248,24 +248,11 @@ fn basic_call_anchors_media_and_returns_ports() {
         t0,
     );
     assert_eq!(one_transmit(&mut c).dest, addr(AGENT_UA));
-    c.handle_datagram(
-        Side::Pbx,
-        addr(PBX_UA),
-        request("BYE", "z9hG4bKbye1", Some("uas1"), 2, None),
-        t0,
-    );
-    let bye = parse(&one_transmit(&mut c).payload);
+    let bye = bye_from_pbx_answered(&mut c, "z9hG4bKbye1", "uas1", 2, t0);
     assert!(
         bye.record_routes().expect("rr").is_empty(),
         "no RR on in-dialog requests"
     );
-    c.handle_datagram(
-        Side::Agents,
-        addr(AGENT_UA),
-        response_to(&bye, 200, None),
-        t0,
-    );
-    assert_eq!(one_transmit(&mut c).dest, addr(PBX_UA));
     let ev = drain_events(&mut c);
     assert!(ev
         .iter()
@@ -1269,6 +1256,37 @@ fn response_tagged(req: &SipMessage, code: u16, tag: &str, body: Option<&str>) -
     )
 }
 
+/// The PBX hangs up the dialog with callee tag `tag` (BYE with `branch` and CSeq `cseq` at
+/// `at`): the BYE is forwarded to the agent, whose 200 goes back to the PBX. Returns the BYE
+/// as forwarded.
+fn bye_from_pbx_answered(
+    c: &mut ProxyCore,
+    branch: &str,
+    tag: &str,
+    cseq: u32,
+    at: Instant,
+) -> SipMessage {
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        request("BYE", branch, Some(tag), cseq, None),
+        at,
+    );
+    let bye = parse(&one_transmit(c).payload);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_tagged(&bye, 200, tag, None),
+        at + ms(5),
+    );
+    assert_eq!(
+        one_transmit(c).dest,
+        addr(PBX_UA),
+        "the 200 goes back to the PBX"
+    );
+    bye
+}
+
 fn upserts(events: &[ProxyEvent]) -> Vec<Vec<StreamSpec>> {
     events
         .iter()
@@ -1343,37 +1361,11 @@ fn forked_early_dialogs_the_answered_one_wins() {
     );
     assert_eq!(c.ports().in_use(), 2);
     // The caller hangs up fork B: the call goes on.
-    c.handle_datagram(
-        Side::Pbx,
-        addr(PBX_UA),
-        request("BYE", "z9hG4bKfk-b", Some("fb"), 2, None),
-        t0 + ms(20),
-    );
-    let bye = parse(&one_transmit(&mut c).payload);
-    c.handle_datagram(
-        Side::Agents,
-        addr(AGENT_UA),
-        response_tagged(&bye, 200, "fb", None),
-        t0 + ms(25),
-    );
-    let _ = one_transmit(&mut c);
+    bye_from_pbx_answered(&mut c, "z9hG4bKfk-b", "fb", 2, t0 + ms(20));
     assert_eq!(outcome(&drain_events(&mut c)), None);
     assert_eq!(c.active_calls(), 1);
     // …and the answered dialog ends it.
-    c.handle_datagram(
-        Side::Pbx,
-        addr(PBX_UA),
-        request("BYE", "z9hG4bKfk-a", Some("fa"), 3, None),
-        t0 + ms(30),
-    );
-    let bye = parse(&one_transmit(&mut c).payload);
-    c.handle_datagram(
-        Side::Agents,
-        addr(AGENT_UA),
-        response_tagged(&bye, 200, "fa", None),
-        t0 + ms(35),
-    );
-    let _ = one_transmit(&mut c);
+    bye_from_pbx_answered(&mut c, "z9hG4bKfk-a", "fa", 3, t0 + ms(30));
     assert_eq!(outcome(&drain_events(&mut c)), Some(CallOutcome::Completed));
     assert_eq!(c.ports().in_use(), 0);
 }

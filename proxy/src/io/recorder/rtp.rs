@@ -17,6 +17,8 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
+use crate::core::relay::rtp::RtpHeader;
+
 /// Samples per packet (20 ms at 8 kHz).
 pub(super) const PTIME: usize = 160;
 /// RTP header size.
@@ -122,11 +124,14 @@ impl Leg {
     /// Send the first `PTIME` pending samples.
     fn send(&mut self, sock: &UdpSocket, sent: &mut Sent) {
         let mut pkt = [0u8; HEADER + PTIME];
-        pkt[0] = 0x80;
-        pkt[1] = PT_PCMU | if self.marker { 0x80 } else { 0 };
-        pkt[2..4].copy_from_slice(&self.seq.to_be_bytes());
-        pkt[4..8].copy_from_slice(&self.ts.to_be_bytes());
-        pkt[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        let header = RtpHeader {
+            pt: PT_PCMU,
+            marker: self.marker,
+            seq: self.seq,
+            ts: self.ts,
+            ssrc: self.ssrc,
+        };
+        pkt[..HEADER].copy_from_slice(&header.to_bytes());
         dsp::g711::encode_ulaw(&self.pending[..PTIME], &mut pkt[HEADER..]);
         match sock.send_to(&pkt, self.dest) {
             Ok(n) => sent.bytes += n as u64,
