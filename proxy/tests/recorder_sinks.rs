@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use callmask::core::media::tap::TapEvent;
 use callmask::core::proxy::{CallRef, Side};
-use callmask::io::media::TapEvent;
 use callmask::io::recorder::{retention, ManualClock, Recorders};
 use callmask::metrics::Metrics;
 use config::types::{AgeRecipient, HostPort, RetentionDays, RtpCodec};
@@ -235,7 +235,7 @@ async fn hash_numbers_is_honoured_per_sink() {
     d.send(TapEvent::Start {
         call: CallRef(9),
         caller_side: Side::Pbx,
-        meta: callmask::io::media::CallMeta {
+        meta: callmask::core::media::tap::CallMeta {
             sip_call_id: "cid-9@test".into(),
             from: "h:0123456789ab".into(),
             to: "h:ba9876543210".into(),

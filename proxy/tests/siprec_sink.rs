@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use callmask::core::media::tap::TapEvent;
 use callmask::core::proxy::{CallRef, Side};
-use callmask::io::media::TapEvent;
 use callmask::io::recorder::Recorders;
 use callmask::metrics::Metrics;
 use config::types::{AgeRecipient, ListenAddr, SipUri, SrsTimeoutMs};

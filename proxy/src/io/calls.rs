@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use super::http::{Actor, CallControl, CallState, CallSummary, NotFound, SecureChange};
-use super::media::CallCmd;
+use crate::core::media::CallCommand as CallCmd;
 use crate::core::proxy::CallRef;
 
 #[derive(Debug)]

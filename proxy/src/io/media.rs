@@ -27,10 +27,9 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-pub use crate::core::media::{
-    CallCommand as CallCmd, CallMeta, KeySequence, TapEvent, TapFrame, TAP_FRAME_MAX,
-};
-use crate::core::media::{CallMedia, MediaConfig, MediaEvent, SocketId};
+use crate::core::media::tap::{CallMeta, TapEvent};
+pub use crate::core::media::KeySequence;
+use crate::core::media::{CallCommand as CallCmd, CallMedia, MediaConfig, MediaEvent, SocketId};
 use crate::core::ports::PortPair;
 use crate::core::proxy::{CallRef, Side, StreamSpec};
 use crate::core::relay::LatchConfig;

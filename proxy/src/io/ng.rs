@@ -13,7 +13,8 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::media::{CallMeta, MediaHub};
+use super::media::MediaHub;
+use crate::core::media::tap::CallMeta;
 use crate::core::media::DialogTags;
 use crate::core::ng::{NgCore, NgEvent, StatsSource};
 use crate::core::proxy::{CallOutcome, CallRef, MediaCommand, Side};

@@ -12,12 +12,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::calls::CallTable;
 use super::http::{self, HttpState, Readiness};
-use super::media::{KeySequence, LiveSpeech, MediaHub, MediaSettings, TapEvent};
+use super::media::{KeySequence, LiveSpeech, MediaHub, MediaSettings};
 use super::media_workers::MediaWorkers;
 use super::recorder;
 use super::signalling::Signalling;
 use super::sip_stream::spawn_listener;
 use super::speech::{RecognizerFactory, SpeechPool};
+use crate::core::media::tap::TapEvent;
 use crate::core::ports::{PortAllocator, PortRange};
 use crate::core::proxy::{ProxyConfig, ProxyCore, Side, SideConfig};
 use crate::core::relay::LatchConfig;

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::media::{CallMeta, MediaHub};
+use super::media::MediaHub;
 use super::sip_stream::{spawn_outbound, StreamInput};
+use crate::core::media::tap::CallMeta;
 use crate::core::proxy::{CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport};
 use crate::core::sip::{Limits, Method};
 use crate::metrics::{self, Label, Metrics, SipMetrics};

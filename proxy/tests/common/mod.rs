@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use callmask::core::media::tap::{TapEvent, TapFrame, TAP_FRAME_MAX};
 use callmask::core::proxy::{CallRef, Side};
-use callmask::io::media::{TapEvent, TapFrame, TAP_FRAME_MAX};
 
 /// A fresh folder under the system temp dir, unique per process and call.
 pub(crate) fn tmpdir(prefix: &str, tag: &str) -> PathBuf {

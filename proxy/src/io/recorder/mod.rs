@@ -1,6 +1,6 @@
 //! Recorder sinks: consume the sanitized tap (never raw audio) and record or forward it.
 //!
-//! Only [`TapFrame`](super::media::TapFrame) samples (sanitized 8 kHz PCM) and span times
+//! Only [`TapFrame`](crate::core::media::tap::TapFrame) samples (sanitized 8 kHz PCM) and span times
 //! ever leave this module: no sink writes or sends anything else.
 //!
 //! - `wav`: one stereo 8 kHz 16-bit WAV per call (left: the PBX side, i.e. the customer;
@@ -49,7 +49,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::media::{CallMeta, TapEvent};
+use crate::core::media::tap::{CallMeta, TapEvent};
 use crate::core::proxy::{CallRef, Side};
 use crate::core::siprec::RecordingInfo;
 use crate::metrics::{Metrics, SinkKind};
