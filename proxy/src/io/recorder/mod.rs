@@ -547,23 +547,7 @@ impl Recorders {
     }
 
     fn rtp_account(&self, call: CallRef, sent: rtp::Sent, logged: &mut bool) {
-        if sent.bytes > 0 {
-            self.metrics
-                .recorder()
-                .recorder_bytes(SinkKind::Rtp)
-                .inc_by(sent.bytes);
-        }
-        if sent.dropped > 0 {
-            self.metrics
-                .recorder()
-                .recorder_queue_dropped(SinkKind::Rtp, sent.dropped);
-        }
-        if let Some(kind) = sent.error {
-            self.metrics.recorder().recorder_error(SinkKind::Rtp);
-            if !std::mem::replace(logged, true) {
-                tracing::warn!(call = call.0, error = %kind, "rtp recorder: send failed (packets dropped; further errors of this call not logged)");
-            }
-        }
+        sent.account(&self.metrics, SinkKind::Rtp, call, logged);
     }
 
     fn write_failed(&self, call: CallRef, e: &std::io::Error) {
@@ -729,22 +713,41 @@ async fn sleep_until(t: Option<Instant>) {
 /// recording (its temporary file is removed), counted and logged once.
 fn write_wavs(wavs: &mut [Option<wav::WavFile>], bytes: &[u8], metrics: &Metrics, call: CallRef) {
     for slot in wavs.iter_mut() {
-        if let Some(w) = slot {
-            if let Err(e) = w.write(bytes) {
-                *slot = None;
-                record_failure(metrics, call, &e);
-            }
+        write_wav(slot, bytes, metrics, SinkKind::Wav, call);
+    }
+}
+
+/// Appends `bytes` to the WAV in `slot` (the `wav` sink's files, the `siprec` sink's local
+/// fallback): the one place a failed write drops the file, is counted against `sink` and
+/// logged.
+fn write_wav(
+    slot: &mut Option<wav::WavFile>,
+    bytes: &[u8],
+    metrics: &Metrics,
+    sink: SinkKind,
+    call: CallRef,
+) {
+    if let Some(w) = slot {
+        if let Err(e) = w.write(bytes) {
+            *slot = None;
+            write_failure(metrics, sink, call, &e);
         }
     }
 }
 
 fn record_failure(metrics: &Metrics, call: CallRef, e: &std::io::Error) {
-    metrics.recorder().recorder_error(SinkKind::Wav);
+    write_failure(metrics, SinkKind::Wav, call, e);
+}
+
+/// A recording of `sink` abandoned for a failed write: counted, the disk-full alarm raised on
+/// ENOSPC, logged once.
+fn write_failure(metrics: &Metrics, sink: SinkKind, call: CallRef, e: &std::io::Error) {
+    metrics.recorder().recorder_error(sink);
     let full = e.kind() == std::io::ErrorKind::StorageFull;
     if full {
         metrics.recorder().set_recorder_disk_full(true);
     }
-    tracing::error!(call = call.0, error = %e, disk_full = full, "recording abandoned: write failed (no partial file kept; proxying goes on)");
+    tracing::error!(call = call.0, sink = crate::metrics::Label::as_str(sink), error = %e, disk_full = full, "recording abandoned: write failed (no partial file kept; proxying goes on)");
 }
 
 /// Make one WAV final and write its sidecar (both encrypted when there are recipients).

@@ -17,7 +17,9 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
+use crate::core::proxy::CallRef;
 use crate::core::relay::rtp::RtpHeader;
+use crate::metrics::{Label, Metrics, SinkKind};
 
 /// Samples per packet (20 ms at 8 kHz).
 pub(super) const PTIME: usize = 160;
@@ -68,6 +70,34 @@ pub(super) struct Sent {
     pub(super) dropped: u64,
     /// First hard error (not "would block") of this batch.
     pub(super) error: Option<io::ErrorKind>,
+}
+
+impl Sent {
+    /// Counts this batch against `sink` (bytes, dropped packets, errors) and logs the call's
+    /// first hard send error (`logged` remembers it): the accounting of every sink that
+    /// sends RTP (`rtp`, and `siprec`'s media).
+    pub(super) fn account(
+        self,
+        metrics: &Metrics,
+        sink: SinkKind,
+        call: CallRef,
+        logged: &mut bool,
+    ) {
+        if self.bytes > 0 {
+            metrics.recorder().recorder_bytes(sink).inc_by(self.bytes);
+        }
+        if self.dropped > 0 {
+            metrics
+                .recorder()
+                .recorder_queue_dropped(sink, self.dropped);
+        }
+        if let Some(kind) = self.error {
+            metrics.recorder().recorder_error(sink);
+            if !std::mem::replace(logged, true) {
+                tracing::warn!(call = call.0, sink = sink.as_str(), error = %kind, "recorder: RTP send failed (packets dropped; further errors of this call not logged)");
+            }
+        }
+    }
 }
 
 impl Leg {
@@ -219,6 +249,29 @@ impl RtpCall {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_batch_is_counted_against_its_sink_and_its_error_logged_once() {
+        let m = Metrics::new();
+        let mut logged = false;
+        let sent = Sent {
+            bytes: 172,
+            dropped: 2,
+            error: Some(io::ErrorKind::ConnectionRefused),
+        };
+        sent.account(&m, SinkKind::Siprec, CallRef(1), &mut logged);
+        sent.account(&m, SinkKind::Siprec, CallRef(1), &mut logged);
+        assert!(logged);
+        let out = m.render();
+        for line in [
+            "callmask_recorder_bytes_total{sink=\"siprec\"} 344",
+            "callmask_recorder_queue_dropped_frames_total{sink=\"siprec\"} 4",
+            "callmask_recorder_errors_total{sink=\"siprec\"} 2",
+            "callmask_recorder_bytes_total{sink=\"rtp\"} 0",
+        ] {
+            assert!(out.contains(line), "{line}\n{out}");
+        }
+    }
 
     fn recv_all(sock: &UdpSocket) -> Vec<Vec<u8>> {
         sock.set_read_timeout(Some(Duration::from_millis(200)))

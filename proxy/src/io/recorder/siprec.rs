@@ -312,13 +312,18 @@ impl SiprecSink {
             Media::Sending { rtp, enabled } => {
                 if enabled[ch] {
                     let sent = rtp.frame(ch, at, samples);
-                    account(&self.metrics, call, sent, &mut c.send_error_logged);
+                    sent.account(
+                        &self.metrics,
+                        SinkKind::Siprec,
+                        call,
+                        &mut c.send_error_logged,
+                    );
                 }
             }
             Media::Fallback { aligner, wav } => {
                 let metrics = &self.metrics;
                 aligner.put(ch, at, samples, &mut |bytes| {
-                    write_wav(wav, bytes, metrics, call)
+                    super::write_wav(wav, bytes, metrics, SinkKind::Siprec, call)
                 });
             }
             Media::Off => {}
@@ -351,7 +356,12 @@ impl SiprecSink {
         match std::mem::replace(&mut c.media, Media::Off) {
             Media::Sending { mut rtp, .. } => {
                 let sent = rtp.finish();
-                account(&self.metrics, call, sent, &mut c.send_error_logged);
+                sent.account(
+                    &self.metrics,
+                    SinkKind::Siprec,
+                    call,
+                    &mut c.send_error_logged,
+                );
                 None
             }
             Media::Fallback {
@@ -359,7 +369,9 @@ impl SiprecSink {
                 mut wav,
             } => {
                 let metrics = self.metrics.clone();
-                aligner.flush(&mut |bytes| write_wav(&mut wav, bytes, &metrics, call));
+                aligner.flush(&mut |bytes| {
+                    super::write_wav(&mut wav, bytes, &metrics, SinkKind::Siprec, call)
+                });
                 let wav = wav?;
                 let fb = self.fallback.as_ref()?;
                 let (dir, recipients) = (fb.dir.clone(), fb.recipients.clone());
@@ -430,7 +442,12 @@ impl SiprecSink {
                         for (ch, at, s) in held {
                             if enabled[ch] {
                                 let sent = rtp.frame(ch, at, &s);
-                                account(&self.metrics, call, sent, &mut c.send_error_logged);
+                                sent.account(
+                                    &self.metrics,
+                                    SinkKind::Siprec,
+                                    call,
+                                    &mut c.send_error_logged,
+                                );
                             }
                         }
                         c.media = Media::Sending { rtp, enabled };
@@ -465,7 +482,12 @@ impl SiprecSink {
                 if let Media::Sending { mut rtp, .. } = std::mem::replace(&mut c.media, Media::Off)
                 {
                     let sent = rtp.finish();
-                    account(&self.metrics, call, sent, &mut c.send_error_logged);
+                    sent.account(
+                        &self.metrics,
+                        SinkKind::Siprec,
+                        call,
+                        &mut c.send_error_logged,
+                    );
                 }
             }
         }
@@ -512,43 +534,10 @@ impl SiprecSink {
         let mut aligner = align::Aligner::default();
         for (ch, at, s) in held {
             aligner.put(ch, at, &s, &mut |bytes| {
-                write_wav(&mut wav, bytes, &self.metrics, call)
+                super::write_wav(&mut wav, bytes, &self.metrics, SinkKind::Siprec, call)
             });
         }
         c.media = Media::Fallback { aligner, wav };
-    }
-}
-
-fn write_wav(wav: &mut Option<wav::WavFile>, bytes: &[u8], metrics: &Metrics, call: CallRef) {
-    if let Some(w) = wav {
-        if let Err(e) = w.write(bytes) {
-            *wav = None;
-            metrics.recorder().recorder_error(SinkKind::Siprec);
-            if e.kind() == io::ErrorKind::StorageFull {
-                metrics.recorder().set_recorder_disk_full(true);
-            }
-            tracing::error!(call = call.0, error = %e, "siprec fallback recording abandoned: write failed");
-        }
-    }
-}
-
-fn account(metrics: &Metrics, call: CallRef, sent: rtp::Sent, logged: &mut bool) {
-    if sent.bytes > 0 {
-        metrics
-            .recorder()
-            .recorder_bytes(SinkKind::Siprec)
-            .inc_by(sent.bytes);
-    }
-    if sent.dropped > 0 {
-        metrics
-            .recorder()
-            .recorder_queue_dropped(SinkKind::Siprec, sent.dropped);
-    }
-    if let Some(kind) = sent.error {
-        metrics.recorder().recorder_error(SinkKind::Siprec);
-        if !std::mem::replace(logged, true) {
-            tracing::warn!(call = call.0, error = %kind, "siprec recorder: RTP send failed (packets dropped; further errors of this call not logged)");
-        }
     }
 }
 
