@@ -3,49 +3,20 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+mod media_common;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callmask::core::ports::PortPair;
-use callmask::core::proxy::{CallRef, Side, StreamSpec};
-use callmask::core::relay::{LatchConfig, PayloadType};
-use callmask::core::sdp::Codec;
+use callmask::core::proxy::{CallRef, Side};
 use callmask::io::calls::CallTable;
-use callmask::io::media::{MediaHub, MediaSettings};
+use callmask::io::media::MediaHub;
 use callmask::io::media_workers::MediaWorkers;
 use callmask::metrics::Metrics;
-use config::types::AgentDtmfMode;
-use dsp::mask::MaskConfig;
+use media_common::{free_pair, loopback_settings, pcmu as rtp, pcmu_stream};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-
-/// An even port whose successor is free too, not handed out before (best effort: released
-/// before use).
-fn free_pair(taken: &mut Vec<u16>) -> PortPair {
-    loop {
-        let a = StdUdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p % 2 != 0 || p == u16::MAX || taken.contains(&p) {
-            continue;
-        }
-        if StdUdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
-            taken.push(p);
-            return PortPair::from_rtp(p).unwrap();
-        }
-    }
-}
-
-fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
-    callmask::core::relay::rtp::RtpHeader {
-        pt: 0,
-        marker: false,
-        seq,
-        ts: u32::from(seq) * 160,
-        ssrc,
-    }
-    .packet(&[0xff; 160])
-}
 
 struct Leg {
     pbx: UdpSocket,
@@ -56,17 +27,7 @@ struct Leg {
 #[tokio::test]
 async fn two_workers_split_calls_and_each_relays_on_its_own() {
     let workers = Arc::new(MediaWorkers::start(2).unwrap());
-    let settings = MediaSettings {
-        pbx_bind: "127.0.0.1".parse().unwrap(),
-        agents_bind: "127.0.0.1".parse().unwrap(),
-        inactivity: Duration::from_secs(30),
-        mask: MaskConfig::default(),
-        latch: LatchConfig::default(),
-        agent_dtmf: AgentDtmfMode::Pass,
-        dtmf_trigger: None,
-        dtmf_release: None,
-        speech: None,
-    };
+    let settings = loopback_settings();
     let (timeouts, _timeouts_rx) = mpsc::unbounded_channel();
     let mut hub = MediaHub::new(
         settings,
@@ -76,12 +37,6 @@ async fn two_workers_split_calls_and_each_relays_on_its_own() {
         Arc::new(CallTable::new()),
     )
     .with_workers(workers.clone());
-    let codec = Codec {
-        pt: PayloadType::PCMU,
-        name: "PCMU".into(),
-        clock_rate: 8000,
-        channels: None,
-    };
     let mut taken = Vec::new();
     let mut legs = Vec::new();
     for c in 0..4u64 {
@@ -92,16 +47,12 @@ async fn two_workers_split_calls_and_each_relays_on_its_own() {
         hub.call_started(call, Side::Pbx, Default::default());
         hub.upsert(
             call,
-            vec![StreamSpec {
-                index: 0,
+            vec![pcmu_stream(
                 pbx_local,
                 agents_local,
-                pbx_remote: Some(pbx.local_addr().unwrap()),
-                agents_remote: Some(agent.local_addr().unwrap()),
-                codecs: vec![codec.clone()],
-                encrypted: false,
-                srtp: Default::default(),
-            }],
+                pbx.local_addr().unwrap(),
+                agent.local_addr().unwrap(),
+            )],
         );
         legs.push(Leg {
             pbx,

@@ -4,59 +4,24 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+mod media_common;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use callmask::core::media::TapEvent;
-use callmask::core::ports::PortPair;
-use callmask::core::proxy::{CallRef, Side, StreamSpec};
-use callmask::core::relay::{LatchConfig, PayloadType};
-use callmask::core::sdp::Codec;
+use callmask::core::proxy::{CallRef, Side};
 use callmask::io::calls::CallTable;
-use callmask::io::media::{MediaHub, MediaSettings};
+use callmask::io::media::MediaHub;
 use callmask::metrics::Metrics;
-use config::types::AgentDtmfMode;
-use dsp::mask::MaskConfig;
+use media_common::{free_pair, loopback_settings, pcmu, pcmu_stream};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-fn free_pair(taken: &mut Vec<u16>) -> PortPair {
-    loop {
-        let a = StdUdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p % 2 != 0 || p == u16::MAX || taken.contains(&p) {
-            continue;
-        }
-        if StdUdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
-            taken.push(p);
-            return PortPair::from_rtp(p).unwrap();
-        }
-    }
-}
-
-fn rtp(seq: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 0];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    p.extend_from_slice(&[0xff; 160]);
-    p
-}
-
 #[tokio::test]
 async fn a_full_recorder_queue_drops_audio_but_keeps_start_and_end() {
-    let settings = MediaSettings {
-        pbx_bind: "127.0.0.1".parse().unwrap(),
-        agents_bind: "127.0.0.1".parse().unwrap(),
-        inactivity: Duration::from_secs(30),
-        mask: MaskConfig::default(),
-        latch: LatchConfig::default(),
-        agent_dtmf: AgentDtmfMode::Pass,
-        dtmf_trigger: None,
-        dtmf_release: None,
-        speech: None,
-    };
+    let settings = loopback_settings();
     // Room for one event, and nobody reads until the call is over.
     let (tap, mut tap_rx) = mpsc::channel(1);
     let (timeouts, _timeouts_rx) = mpsc::unbounded_channel();
@@ -75,27 +40,18 @@ async fn a_full_recorder_queue_drops_audio_but_keeps_start_and_end() {
     hub.call_started(call, Side::Pbx, Default::default());
     hub.upsert(
         call,
-        vec![StreamSpec {
-            index: 0,
+        vec![pcmu_stream(
             pbx_local,
             agents_local,
-            pbx_remote: Some(pbx.local_addr().unwrap()),
-            agents_remote: Some(agent.local_addr().unwrap()),
-            codecs: vec![Codec {
-                pt: PayloadType::PCMU,
-                name: "PCMU".into(),
-                clock_rate: 8000,
-                channels: None,
-            }],
-            encrypted: false,
-            srtp: Default::default(),
-        }],
+            pbx.local_addr().unwrap(),
+            agent.local_addr().unwrap(),
+        )],
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let to = SocketAddr::from(([127, 0, 0, 1], pbx_local.rtp()));
     let mut buf = [0u8; 512];
     for seq in 0..50u16 {
-        pbx.send_to(&rtp(seq), to).await.unwrap();
+        pbx.send_to(&pcmu(seq, 0x1234_5678), to).await.unwrap();
         // Relayed live whatever the recorder does.
         tokio::time::timeout(Duration::from_secs(2), agent.recv_from(&mut buf))
             .await

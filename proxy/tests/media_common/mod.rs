@@ -1,0 +1,82 @@
+//! Helpers shared by the tests that drive a `MediaHub` over real UDP sockets on 127.0.0.1
+//! (`media_workers.rs`, `recorder_queue_full.rs`).
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::time::Duration;
+
+use callmask::core::ports::PortPair;
+use callmask::core::proxy::StreamSpec;
+use callmask::core::relay::{LatchConfig, PayloadType};
+use callmask::core::sdp::Codec;
+use callmask::io::media::MediaSettings;
+use config::types::AgentDtmfMode;
+use dsp::mask::MaskConfig;
+
+/// An even port whose successor is free too, not handed out before (best effort: released
+/// before use).
+pub(crate) fn free_pair(taken: &mut Vec<u16>) -> PortPair {
+    loop {
+        let a = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        let p = a.local_addr().expect("local addr").port();
+        if p % 2 != 0 || p == u16::MAX || taken.contains(&p) {
+            continue;
+        }
+        if StdUdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            taken.push(p);
+            return PortPair::from_rtp(p).expect("even port");
+        }
+    }
+}
+
+/// A 20 ms PCMU packet (µ-law silence) with sequence number `seq`.
+pub(crate) fn pcmu(seq: u16, ssrc: u32) -> Vec<u8> {
+    callmask::core::relay::rtp::RtpHeader {
+        pt: 0,
+        marker: false,
+        seq,
+        ts: u32::from(seq) * 160,
+        ssrc,
+    }
+    .packet(&[0xff; 160])
+}
+
+/// Both sides on 127.0.0.1, DTMF masking at its defaults, no clamp, no trigger, no speech.
+pub(crate) fn loopback_settings() -> MediaSettings {
+    MediaSettings {
+        pbx_bind: "127.0.0.1".parse().expect("ip"),
+        agents_bind: "127.0.0.1".parse().expect("ip"),
+        inactivity: Duration::from_secs(30),
+        mask: MaskConfig::default(),
+        latch: LatchConfig::default(),
+        agent_dtmf: AgentDtmfMode::Pass,
+        dtmf_trigger: None,
+        dtmf_release: None,
+        speech: None,
+    }
+}
+
+/// One plain PCMU stream between the given local port pairs and remote addresses.
+pub(crate) fn pcmu_stream(
+    pbx_local: PortPair,
+    agents_local: PortPair,
+    pbx_remote: SocketAddr,
+    agents_remote: SocketAddr,
+) -> StreamSpec {
+    StreamSpec {
+        index: 0,
+        pbx_local,
+        agents_local,
+        pbx_remote: Some(pbx_remote),
+        agents_remote: Some(agents_remote),
+        codecs: vec![Codec {
+            pt: PayloadType::PCMU,
+            name: "PCMU".into(),
+            clock_rate: 8000,
+            channels: None,
+        }],
+        encrypted: false,
+        srtp: Default::default(),
+    }
+}
