@@ -85,6 +85,22 @@ impl Loader {
             });
             return;
         }
+        // A secret on the command line is readable by every local user (`ps`, /proc) and
+        // lands in shell history: the API token comes from a file or the environment only.
+        if key == "http.token"
+            || (key == "http" && value.contains("token") && !value.contains("token_file"))
+        {
+            self.fail(ConfigError {
+                kind: ErrorKind::BadOverride,
+                origin,
+                key: "http.token".into(),
+                line: None,
+                column: None,
+                problem: "the API token may not be given on the command line (every local user can read it in the process list)".into(),
+                fix: "put it in a file named by http.token_file (mode 0600) or in the CALLMASK_HTTP_TOKEN environment variable".into(),
+            });
+            return;
+        }
         // VALUE is TOML; a bare word that is not TOML (127.0.0.1:5070, debug) is taken as a
         // string, which is what a shell user means.
         let as_toml = format!("{key} = {value}");

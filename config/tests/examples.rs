@@ -380,6 +380,26 @@ fn override_errors_name_the_override() {
     );
 }
 
+/// Issue 13: the API token never comes from the command line (`ps` shows it to every user).
+#[test]
+fn the_api_token_is_refused_on_the_command_line() {
+    for set in [
+        "http.token=s3cret-token-value-0123456789",
+        "http={token=\"s3cret-token-value-0123456789\"}",
+    ] {
+        let e = load_with_overrides(None, &[set.into()]).unwrap_err();
+        assert_eq!(e.errors()[0].kind, ErrorKind::BadOverride, "{e}");
+        let text = e.to_string();
+        assert!(text.contains("http.token_file"), "{text}");
+        assert!(
+            !text.contains("s3cret"),
+            "the error repeats the secret: {text}"
+        );
+    }
+    // The file is still fine.
+    assert!(load_with_overrides(None, &["http.token_file=/etc/callmask/token".into()]).is_ok());
+}
+
 #[test]
 fn file_errors_stay_in_the_file_when_overrides_touch_other_keys() {
     let dir = std::env::temp_dir().join(format!("callmask-config-test-{}", std::process::id()));
