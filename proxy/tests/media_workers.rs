@@ -5,24 +5,16 @@
 
 mod media_common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callmask::core::proxy::{CallRef, Side};
+use callmask::core::proxy::CallRef;
 use callmask::io::calls::CallTable;
 use callmask::io::media::MediaHub;
 use callmask::io::media_workers::MediaWorkers;
 use callmask::metrics::Metrics;
-use media_common::{free_pair, loopback_settings, pcmu as rtp, pcmu_stream};
-use tokio::net::UdpSocket;
+use media_common::{loopback_settings, pcmu as rtp, start_pcmu_call};
 use tokio::sync::mpsc;
-
-struct Leg {
-    pbx: UdpSocket,
-    agent: UdpSocket,
-    to_pbx_side: SocketAddr,
-}
 
 #[tokio::test]
 async fn two_workers_split_calls_and_each_relays_on_its_own() {
@@ -40,25 +32,7 @@ async fn two_workers_split_calls_and_each_relays_on_its_own() {
     let mut taken = Vec::new();
     let mut legs = Vec::new();
     for c in 0..4u64 {
-        let call = CallRef(c);
-        let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let agent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let (pbx_local, agents_local) = (free_pair(&mut taken), free_pair(&mut taken));
-        hub.call_started(call, Side::Pbx, Default::default());
-        hub.upsert(
-            call,
-            vec![pcmu_stream(
-                pbx_local,
-                agents_local,
-                pbx.local_addr().unwrap(),
-                agent.local_addr().unwrap(),
-            )],
-        );
-        legs.push(Leg {
-            pbx,
-            agent,
-            to_pbx_side: SocketAddr::from(([127, 0, 0, 1], pbx_local.rtp())),
-        });
+        legs.push(start_pcmu_call(&mut hub, CallRef(c), &mut taken).await);
     }
     assert_eq!(hub.worker_loads(), vec![2, 2], "least-loaded placement");
     // Let the workers bind the calls' sockets.

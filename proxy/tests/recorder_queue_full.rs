@@ -6,17 +6,15 @@
 
 mod media_common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use callmask::core::media::TapEvent;
-use callmask::core::proxy::{CallRef, Side};
+use callmask::core::proxy::CallRef;
 use callmask::io::calls::CallTable;
 use callmask::io::media::MediaHub;
 use callmask::metrics::Metrics;
-use media_common::{free_pair, loopback_settings, pcmu, pcmu_stream};
-use tokio::net::UdpSocket;
+use media_common::{loopback_settings, pcmu, start_pcmu_call};
 use tokio::sync::mpsc;
 
 #[tokio::test]
@@ -33,27 +31,17 @@ async fn a_full_recorder_queue_drops_audio_but_keeps_start_and_end() {
         Arc::new(CallTable::new()),
     );
     let call = CallRef(7);
-    let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let agent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut taken = Vec::new();
-    let (pbx_local, agents_local) = (free_pair(&mut taken), free_pair(&mut taken));
-    hub.call_started(call, Side::Pbx, Default::default());
-    hub.upsert(
-        call,
-        vec![pcmu_stream(
-            pbx_local,
-            agents_local,
-            pbx.local_addr().unwrap(),
-            agent.local_addr().unwrap(),
-        )],
-    );
+    let phones = start_pcmu_call(&mut hub, call, &mut Vec::new()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let to = SocketAddr::from(([127, 0, 0, 1], pbx_local.rtp()));
     let mut buf = [0u8; 512];
     for seq in 0..50u16 {
-        pbx.send_to(&pcmu(seq, 0x1234_5678), to).await.unwrap();
+        phones
+            .pbx
+            .send_to(&pcmu(seq, 0x1234_5678), phones.to_pbx_side)
+            .await
+            .unwrap();
         // Relayed live whatever the recorder does.
-        tokio::time::timeout(Duration::from_secs(2), agent.recv_from(&mut buf))
+        tokio::time::timeout(Duration::from_secs(2), phones.agent.recv_from(&mut buf))
             .await
             .expect("relayed within 2 s")
             .unwrap();

@@ -7,12 +7,13 @@ use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::Duration;
 
 use callmask::core::ports::PortPair;
-use callmask::core::proxy::StreamSpec;
+use callmask::core::proxy::{CallRef, Side, StreamSpec};
 use callmask::core::relay::{LatchConfig, PayloadType};
 use callmask::core::sdp::Codec;
-use callmask::io::media::MediaSettings;
+use callmask::io::media::{MediaHub, MediaSettings};
 use config::types::AgentDtmfMode;
 use dsp::mask::MaskConfig;
+use tokio::net::UdpSocket;
 
 /// An even port whose successor is free too, not handed out before (best effort: released
 /// before use).
@@ -78,5 +79,40 @@ pub(crate) fn pcmu_stream(
         }],
         encrypted: false,
         srtp: Default::default(),
+    }
+}
+
+/// The two phones of a call placed by [`start_pcmu_call`], and where the PBX phone sends.
+pub(crate) struct Phones {
+    pub(crate) pbx: UdpSocket,
+    pub(crate) agent: UdpSocket,
+    /// callmask's RTP port on the PBX side.
+    pub(crate) to_pbx_side: SocketAddr,
+}
+
+/// Start `call` on `hub` (caller on the PBX side) with one PCMU stream between two fresh
+/// phone sockets on 127.0.0.1 and port pairs not in `taken`.
+pub(crate) async fn start_pcmu_call(
+    hub: &mut MediaHub,
+    call: CallRef,
+    taken: &mut Vec<u16>,
+) -> Phones {
+    let pbx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let agent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let (pbx_local, agents_local) = (free_pair(taken), free_pair(taken));
+    hub.call_started(call, Side::Pbx, Default::default());
+    hub.upsert(
+        call,
+        vec![pcmu_stream(
+            pbx_local,
+            agents_local,
+            pbx.local_addr().expect("local addr"),
+            agent.local_addr().expect("local addr"),
+        )],
+    );
+    Phones {
+        pbx,
+        agent,
+        to_pbx_side: SocketAddr::from(([127, 0, 0, 1], pbx_local.rtp())),
     }
 }
