@@ -29,6 +29,26 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Whether `tool` (a program name) is on the PATH.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The eval kit (`../shared/eval`, or `$CALLMASK_SHARED/eval`) when `probe` (a path inside
+/// it, e.g. `data/dev/call_007.json`) is there.
+pub fn eval_dir(probe: &str) -> Option<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let shared = std::env::var_os("CALLMASK_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.parent().map(|p| p.join("shared")).unwrap_or_default());
+    let eval = shared.join("eval");
+    eval.join(probe).is_file().then_some(eval)
+}
+
 /// Loopback, the only address these tests use.
 pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 

@@ -16,13 +16,7 @@ use crate::{free_media_range, free_udp_port, port_bound, tail, terminate, wait_f
 /// Whether `tool` (a program name) can be run; panics when it is missing, unless
 /// `CALLMASK_ALLOW_SKIP=1`, then returns false (the caller returns early).
 pub fn require(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
+    if crate::have(tool) {
         return true;
     }
     let why =

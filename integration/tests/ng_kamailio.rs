@@ -35,22 +35,7 @@ const CUT_MS: (u64, u64) = (26_000, 35_860);
 const BLOCK_MS: u32 = 2_000;
 
 fn eval_dir() -> Option<PathBuf> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    let shared = std::env::var_os("CALLMASK_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.parent().map(|p| p.join("shared")).unwrap_or_default());
-    let eval = shared.join("eval");
-    eval.join("data/dev/call_007.json")
-        .is_file()
-        .then_some(eval)
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    callmask_integration::eval_dir("data/dev/call_007.json")
 }
 
 fn kamailio_bin() -> Option<PathBuf> {
@@ -58,7 +43,7 @@ fn kamailio_bin() -> Option<PathBuf> {
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
-        .or_else(|| have("kamailio").then(|| PathBuf::from("kamailio")))
+        .or_else(|| callmask_integration::have("kamailio").then(|| PathBuf::from("kamailio")))
 }
 
 /// Kamailio as a stateful proxy: every INVITE's SDP goes through `rtpengine_offer`, every
@@ -266,7 +251,7 @@ fn kamailio_drives_callmask_over_ng() {
         return missing("kamailio's rtpengine module not found (Debian package kamailio)");
     }
     for tool in ["sipp", "python3"] {
-        if !have(tool) {
+        if !callmask_integration::have(tool) {
             return missing(&format!("{tool} not found: run scripts/setup.sh"));
         }
     }

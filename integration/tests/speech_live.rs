@@ -32,22 +32,7 @@ const IDS: [(u64, u64); 2] = [
 const LOOKAHEAD_MS: u32 = 8000;
 
 fn eval_dir() -> Option<PathBuf> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    let shared = std::env::var_os("CALLMASK_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.parent().map(|p| p.join("shared")).unwrap_or_default());
-    let eval = shared.join("eval");
-    eval.join("data/dev/call_003.ulaw")
-        .is_file()
-        .then_some(eval)
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    callmask_integration::eval_dir("data/dev/call_003.ulaw")
 }
 
 /// Write the excerpt as a corpus-style call and turn it into `call.pcap` with the eval kit.
@@ -261,7 +246,7 @@ fn spans(json: &str) -> Vec<(f64, f64, String)> {
 }
 
 fn start(eval: &Path, sets: &[String]) -> Option<(Callmask, TempDir, Vec<i16>)> {
-    if !have("sipp") || !have("python3") {
+    if !callmask_integration::have("sipp") || !callmask_integration::have("python3") {
         missing("[speech_live] sipp or python3 missing (scripts/setup.sh)");
         return None;
     }
