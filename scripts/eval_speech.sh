@@ -11,7 +11,11 @@
 # recognizer's cross-CPU numeric jitter (env SPEECH_GATE_*), strict on decodable DTMF,
 # negatives and CPU. The targets above are printed, not gated, until they are met.
 # Extra arguments go to `callmask mask` (e.g. --lookahead-ms 5000; the default is 8000).
-# SETS="dev" limits the run to one set. Output: /tmp/callmask-eval/speech/{dev,val}/.
+# A third set, holdout, is generated here (scripts/gen_holdout.py: 40 calls, seed 2026, other
+# voices and wording than dev and val, written apart from both) into /tmp/callmask-eval/holdout:
+# dev and val errors have been read while the policy was developed; holdout's were read only
+# after its rules were written (see README "Spoken identifiers").
+# SETS="dev" limits the run to one set. Output: /tmp/callmask-eval/speech/{dev,val,holdout}/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${CALLMASK_SHARED:-$(cd .. && pwd)/shared}
@@ -21,26 +25,34 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/callmask-target}
 OUT=${OUT:-/tmp/callmask-eval/speech}
 # shellcheck source=scripts/speech_bin.sh
 source scripts/speech_bin.sh
-SETS=${SETS:-dev val}
+SETS=${SETS:-dev val holdout}
+HOLDOUT=${HOLDOUT:-/tmp/callmask-eval/holdout}
 status=0
 for SET in $SETS; do
 SOUT="$OUT/$SET"
 rm -rf "$SOUT" && mkdir -p "$SOUT"
+DATA="$EVAL/data/$SET"
+if [ "$SET" = holdout ]; then
+  DATA=$HOLDOUT
+  if [ ! -f "$DATA/call_039.json" ]; then
+    python3 scripts/gen_holdout.py "$DATA" --calls 40 --seed 2026
+  fi
+fi
 
 : > "$SOUT/cpu.txt"
-for wav in "$EVAL"/data/$SET/call_*.wav; do
+for wav in "$DATA"/call_*.wav; do
   base=$(basename "$wav" .wav)
   # user+system CPU seconds of the whole run (model load included), one line per call
   /usr/bin/time -f "$base %U %S %e" -a -o "$SOUT/cpu.txt" \
     "$BIN" mask "$wav" "$SOUT/$base.wav" --report "$SOUT/$base.spans.json" "$@" 2>"$SOUT/$base.log"
 done
 
-python3 "$EVAL/score.py" --set-dir "$EVAL/data/$SET" --masked-dir "$SOUT" --json "$SOUT/score.json" \
+python3 "$EVAL/score.py" --set-dir "$DATA" --masked-dir "$SOUT" --json "$SOUT/score.json" \
   > "$SOUT/score.txt"
-echo "=== $SET ($(ls "$EVAL"/data/$SET/call_*.wav | wc -l) calls)"
+echo "=== $SET ($(ls "$DATA"/call_*.wav | wc -l) calls)"
 sed -n '/AGGREGATE/,$p' "$SOUT/score.txt"
 
-python3 - "$SOUT" "$EVAL/data/$SET" "$SET" <<'PY' || status=1
+python3 - "$SOUT" "$DATA" "$SET" <<'PY' || status=1
 import glob, json, os, sys, wave
 out, data, name = sys.argv[1], sys.argv[2], sys.argv[3]
 a = json.load(open(os.path.join(out, "score.json")))["aggregate"]
@@ -84,10 +96,11 @@ for text, ok in checks:
 print(f"{name}: speech targets: {len(checks) - failed} passed, {failed} failed")
 # The gate: today's figures plus slack for cross-CPU numeric jitter (the recognizer's
 # decodes differ a little between CPUs: measured +-1 identifier, +-0.5 % over-masking).
-gate_ids = int(os.environ.get(f"SPEECH_GATE_LEAKS_{name.upper()}", {"dev": "4", "val": "12"}[name]))
+gate_ids = int(os.environ.get(f"SPEECH_GATE_LEAKS_{name.upper()}",
+                              {"dev": "4", "val": "11", "holdout": "20"}[name]))
 gate_over = float(os.environ.get(f"SPEECH_GATE_OVERMASK_PCT_{name.upper()}",
-                                 {"dev": "7.5", "val": "17.5"}[name]))
-gate_dtmf = {"dev": 0, "val": 1}[name]  # val: one -28 dBm0 tone under speech, 85 ms, never decodable
+                                 {"dev": "7.5", "val": "15.0", "holdout": "17.0"}[name]))
+gate_dtmf = {"dev": 0, "val": 1, "holdout": 0}[name]  # val: one -28 dBm0 tone under speech, 85 ms, never decodable
 gate = (s["leaked"] <= gate_ids and o["speech_muted_pct"] <= gate_over
         and d["leaked"] <= gate_dtmf and decodable == 0 and neg_muted == 0 and per <= 0.1)
 print(f"{name}: speech gate (leaked <= {gate_ids}, over-masked <= {gate_over} %, DTMF leaked "

@@ -1113,3 +1113,27 @@ const CORPUS: &[(u8, bool, bool, u32, u32, &str)] = &[
     (19, false, false, 78220, 80550, "I'd like to update my billing address."),
     (19, false, true, 81503, 84083, "I see the order here, it shipped yesterday."),
 ];
+
+#[test]
+fn mono_dangling_copula_opens_a_context_over_the_next_turn() {
+    // "Sure, it's" announces a value: the next turn is judged inside an ask context, so even
+    // a count that would pass elsewhere is muted; after a finished sentence it stays audible.
+    let (input, leg) = mono(
+        3000,
+        &[
+            ("Sure, it's", 1000, 1800),
+            ("I called two times", 2800, 4300),
+        ],
+        7000,
+    );
+    assert!(muted_ms(&input, leg.aligned(), 2800, 4300).0 > 400);
+    let (input, leg) = mono(
+        3000,
+        &[
+            ("Sure, I see.", 1000, 1800),
+            ("I called two times", 2800, 4300),
+        ],
+        7000,
+    );
+    assert_eq!(muted_ms(&input, leg.aligned(), 2800, 4300).0, 0);
+}

@@ -560,9 +560,10 @@ impl SpeechMasker {
                     .policy
                     .evaluate_cut(&words, start, end, defer, cues, |_| true)
                     .spans;
-                // An answer (muted) or keypad presses instead of one end the open contexts; a
-                // decode the policy takes for noise does not (a mumbled lead-in is not an
-                // answer, and keypad tones are known from the DTMF detector).
+                // An answer (numbers muted) or keypad presses instead of one end the open
+                // contexts; a decode the policy takes for noise does not, nor a turn muted only
+                // for its garbled words (a mumbled lead-in is not an answer, and the digits
+                // may still come; keypad tones are known from the DTMF detector).
                 // (A force-cut turn is judged at its last piece: look back to the turn's start.)
                 let turn = ctx
                     .own_turns
@@ -571,7 +572,7 @@ impl SpeechMasker {
                     .find(|&&t| t <= start.0)
                     .map_or(start.0, |&t| t.min(start.0));
                 let keypad = self.keypad.iter().any(|&k| k >= turn && k < end.0);
-                let answered = !plain.spans.is_empty() || keypad;
+                let answered = plain.numbers || keypad;
                 if plain.ask.is_none() && defer.is_none() && answered {
                     self.context.answer(start, end);
                 }
@@ -585,6 +586,9 @@ impl SpeechMasker {
                         push_bounded(&mut self.context.answered, (a.0, end.0));
                     }
                     push_bounded(&mut self.events, LegEvent::Ask(a));
+                } else if let Some(a) = plain.announces.filter(|_| defer.is_none()) {
+                    // "okay, it's …": the value comes next, on this leg (fail closed).
+                    self.context.add_ask(a);
                 }
                 self.pending[i].state = State::Ready {
                     plain: plain.spans,

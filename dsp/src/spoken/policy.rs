@@ -12,6 +12,15 @@
 //!   a unit noun ("two times", "a hundred dollars", "one moment", "five to seven business
 //!   days"), "three of them", "this one", "number three in the queue", "the last four of";
 //!   never inside an ask context;
+//! - everyday numbers whose grammar says what they are stay audible outside an ask context:
+//!   a position ("the third floor": a determiner, an ordinal, a noun other than "of"), a place
+//!   ("room 204", "gate twelve": a locator noun, at most four digits), a time of day or a range
+//!   of them ("at 7:45", "after five", "between nine and one"; a bare "745" only before "am",
+//!   "pm" or a part of the day), and an amount ("$3.50");
+//! - a count before "digit(s)" ("a sixteen digit number", "your 4-digit PIN") is an
+//!   identifier's length, a plain word, in its own context too;
+//! - the recognizer's word timing splits a written token at punctuation ("$3" ".50", "16"
+//!   "-digit"); such pieces are joined back before anything is judged;
 //! - an **ask context** (someone on either leg mentions a card, social, date of birth,
 //!   account/member number, security code, expiry, phone number …) widens the mask over the
 //!   answer: harmless exceptions are off, weak tokens and the recognizer's usual renderings of
@@ -37,7 +46,12 @@
 //!   context too;
 //! - a lead-in heard on its own (three words or more, no number-like word — a lone
 //!   homophone is not one —, nothing after a terminator) neither mutes nor answers: the
-//!   digits come in the next segment; with words after a terminator ("on the back is | not
+//!   digits come in the next segment; inside an open ask context only when every word was
+//!   heard with at least [`PolicyConfig::low_confidence`] (garbled, it may be the answer);
+//! - a turn that ends on a dangling copula ("okay, it's", "that would be") announces a value:
+//!   [`Verdict::announces`] opens an ask context over the turns after it, as an ask does;
+//! - only a muted number-like word answers an ask ([`Verdict::numbers`]): a turn muted for
+//!   its garbled words alone leaves the context open for the digits still to come; with words after a terminator ("on the back is | not
 //!   a late"), the words up to it stay audible and the rest is the answer;
 //! - an answer begins at the first pause (≥ [`PolicyConfig::pause_ms`], found in the audio
 //!   by [`super::segmenter::pauses`]) that comes after the turn's first word and before its
@@ -142,6 +156,14 @@ pub struct Verdict {
     pub spans: Vec<(MediaTime, MediaTime)>,
     /// Start of the first ask keyword in the segment, if any (opens an ask context).
     pub ask: Option<MediaTime>,
+    /// A number-like word (digit, number word, ordinal, month, letter or a digit's homophone)
+    /// was muted: evidence that the segment gave an identifier, so it answers the open ask.
+    /// Garbled words muted for their low confidence alone are not: the answer may still come.
+    pub numbers: bool,
+    /// The segment ends on a dangling copula ("okay, it's", "that would be", "the number on
+    /// it is"): an unfinished sentence whose complement — an announced value — comes in the
+    /// next turn. The time of that last word; it opens an ask context on this leg.
+    pub announces: Option<MediaTime>,
 }
 
 /// Turn openers that a pause may follow before the lead-in proper ("okay, the number is").
@@ -163,6 +185,208 @@ fn repetition_start<'a>(text: &impl Fn(usize) -> &'a str, n: usize) -> usize {
             (0..p).any(|q| (0..3).all(|k| text(q + k) == text(p + k)) && !text(p).is_empty())
         })
         .unwrap_or(n)
+}
+
+/// A sentence ending on one of these is unfinished: its complement comes next ("it's | …").
+const DANGLING_COPULAS: &[&str] = &["is", "it's", "its", "are", "was", "were", "be", "that's"];
+
+/// Words before an ordinal that make it a position ("the third floor").
+const POSITION_DETERMINERS: &[&str] = &[
+    "the", "a", "my", "our", "your", "his", "her", "their", "this", "that", "every", "each",
+];
+
+/// Nouns whose following short number names a place, not a person ("room 204").
+const LOCATOR_NOUNS: &[&str] = &[
+    "room", "floor", "suite", "gate", "platform", "aisle", "ward", "bed", "bay", "level",
+    "building", "page", "chapter", "window", "counter", "desk", "door", "exit", "terminal",
+];
+
+/// Prepositions before a time of day ("at five", "until 6:30").
+const TIME_PREPOSITIONS: &[&str] = &[
+    "at", "by", "until", "till", "til", "after", "before", "around", "from", "past", "between",
+];
+
+/// The length (in tokens) and digit count of a short number starting `toks`: one digit token,
+/// or up to three number words ("two oh four": three digits; "twenty": two).
+fn digit_len<'a>(toks: &[Tok], text: &impl Fn(usize) -> &'a str) -> Option<(usize, usize)> {
+    match toks.first()?.class {
+        TokenClass::Digits => {
+            let w = text(0);
+            w.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then_some((1, w.len()))
+        }
+        TokenClass::NumberWord | TokenClass::WeakNumber => {
+            let n = toks
+                .iter()
+                .take(4)
+                .take_while(|t| matches!(t.class, TokenClass::NumberWord | TokenClass::WeakNumber))
+                .count();
+            (n <= 3
+                && !(0..n).any(|k| {
+                    matches!(
+                        text(k),
+                        "double" | "triple" | "hundred" | "thousand" | "million"
+                    )
+                }))
+            .then(|| {
+                (
+                    n,
+                    (0..n)
+                        .map(|k| {
+                            if CARDINAL_TENS.contains(&text(k)) {
+                                2
+                            } else {
+                                1
+                            }
+                        })
+                        .sum(),
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Tens and teens, which stand for two digits when spoken.
+const CARDINAL_TENS: &[&str] = &[
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+];
+
+/// A time of day at the start of `toks`: its length in tokens. An hour ("5", "five",
+/// "twelve"), an hour and minutes ("7:45", "7.45", "eight thirty", "ten fifteen"), with
+/// "am"/"pm"/"o'clock" after it counted in. A bare three- or four-digit group ("745") is a
+/// time only when "am", "pm", "o'clock" or a part of the day follows ("745 tomorrow").
+fn clock_time<'a>(
+    toks: &[Tok],
+    text: &impl Fn(usize) -> &'a str,
+    raw: &impl Fn(usize) -> &'a str,
+) -> Option<usize> {
+    const SUFFIXES: &[&str] = &["am", "pm", "oclock", "o'clock"];
+    const DAY_PARTS: &[&str] = &[
+        "today",
+        "tomorrow",
+        "tonight",
+        "morning",
+        "afternoon",
+        "evening",
+        "sharp",
+    ];
+    let hour = |w: &str| match w {
+        "one" | "two" | "three" | "four" | "five" | "six" | "seven" | "eight" | "nine" | "ten"
+        | "eleven" | "twelve" => true,
+        _ => w.parse::<u32>().is_ok_and(|h| (1..=12).contains(&h)),
+    };
+    let minute = |w: &str| {
+        matches!(
+            w,
+            "ten" | "fifteen" | "twenty" | "thirty" | "forty" | "fifty"
+        ) || w.split_once('-').is_some_and(|(t, o)| {
+            matches!(t, "twenty" | "thirty" | "forty" | "fifty")
+                && classify(o) == TokenClass::NumberWord
+        })
+    };
+    let n = match toks.first()?.class {
+        TokenClass::Digits => {
+            let w = raw(0).trim_end_matches(['.', ',', '?', '!']);
+            if !w
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b':' || b == b'.')
+            {
+                return None;
+            }
+            let valid = match w.split_once([':', '.']) {
+                Some((h, m)) => hour(h) && m.len() == 2 && m.parse::<u32>().is_ok_and(|m| m < 60),
+                None if (3..=4).contains(&w.len()) => {
+                    let (h, m) = w.split_at(w.len() - 2);
+                    hour(h)
+                        && m.parse::<u32>().is_ok_and(|m| m < 60)
+                        && (SUFFIXES.contains(&text(1)) || DAY_PARTS.contains(&text(1)))
+                }
+                None => hour(w),
+            };
+            if !valid {
+                return None;
+            }
+            1
+        }
+        TokenClass::NumberWord if hour(text(0)) => {
+            if toks
+                .get(1)
+                .is_some_and(|t| t.class == TokenClass::NumberWord)
+                && minute(text(1))
+            {
+                2
+            } else {
+                1
+            }
+        }
+        _ => return None,
+    };
+    Some(
+        if SUFFIXES.contains(&text(n)) {
+            n + 1
+        } else {
+            n
+        }
+        .min(toks.len()),
+    )
+}
+
+/// `word` (normalised) is a length descriptor: a count of at most two digits or a cardinal
+/// word, followed by "digit(s)" (as the next word or hyphenated: "16-digit").
+fn is_length(word: &str, next: &str) -> bool {
+    let (count, rest) = match word.split_once('-') {
+        Some((n, r)) => (n, r),
+        None => (word, next),
+    };
+    let count_ok =
+        (!count.is_empty() && count.len() <= 2 && count.bytes().all(|b| b.is_ascii_digit()))
+            || classify(count) == TokenClass::NumberWord && !matches!(count, "double" | "triple");
+    count_ok && matches!(rest, "digit" | "digits")
+}
+
+/// A piece of the previous written token, split off by the recognizer's word timing: Whisper
+/// (and faster-whisper) start a new "word" at a punctuation sub-token, so "$3.50" arrives as
+/// "$3" + ".50", "4,000" as "4" + ",000" and "16-digit" as "16" + "-digit". No spoken word
+/// starts with `.`, `,`, `-` or `:` followed by a letter or digit.
+fn is_continuation(w: &Word) -> bool {
+    let mut b = w.text.bytes();
+    matches!(b.next(), Some(b'.' | b',' | b'-' | b':'))
+        && b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// `words` with every continuation piece glued to the word before it (the whole written
+/// token, from the first piece's start to the last one's end, at the lower confidence).
+fn join_continuations(words: &[Word]) -> Vec<Word> {
+    let mut out: Vec<Word> = Vec::with_capacity(words.len());
+    for w in words {
+        match out.last_mut() {
+            Some(prev) if is_continuation(w) => {
+                prev.text.push_str(&w.text);
+                prev.end = prev.end.max(w.end);
+                prev.confidence = match (prev.confidence, w.confidence) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            _ => out.push(w.clone()),
+        }
+    }
+    out
 }
 
 /// Turns words into mask spans. Stateless apart from its settings; see the module docs.
@@ -231,6 +455,13 @@ impl SpanPolicy {
         context: impl Fn(MediaTime) -> bool,
     ) -> Verdict {
         let c = &self.config;
+        let joined;
+        let words = if words.iter().skip(1).any(is_continuation) {
+            joined = join_continuations(words);
+            &joined[..]
+        } else {
+            words
+        };
         let abs = |off: MediaTime| MediaTime(seg_start.0 + off.0);
         let norm: Vec<Norm> = words.iter().map(|w| Norm::new(&w.text)).collect();
         let text = |i: usize| norm.get(i).map_or("", Norm::as_str);
@@ -256,7 +487,16 @@ impl SpanPolicy {
                 t.label = true;
             }
         }
+        for (i, t) in toks.iter_mut().enumerate() {
+            // "a sixteen digit number", "your 4-digit PIN", "the three digits on the back":
+            // a count before "digit(s)" gives an identifier's length, never its value.
+            if is_length(text(i), text(i + 1)) {
+                t.class = TokenClass::Plain;
+                t.label = true;
+            }
+        }
 
+        let in_context = context(seg_start) || context(seg_end.saturating_sub(1));
         if self.non_speech(words, &norm, &toks) {
             // Tones, music, noise: nothing to mute, nothing asked.
             return Verdict::default();
@@ -325,12 +565,24 @@ impl SpanPolicy {
                         || (i + 1 < toks.len() && heard(i + 1))))
         });
         let open_lead = (0..content.saturating_sub(1)).any(|j| LEAD_IN_ENDS.contains(&text(j)));
+        let announces = content
+            .checked_sub(1)
+            .filter(|&j| {
+                DANGLING_COPULAS.contains(&text(j)) && !words[j].text.trim_end().ends_with('?')
+            })
+            .map(|j| abs(words[j].start));
         // A turn's lead-in heard on its own ("the last four of my social are", misheard
         // without a number): not the answer yet, which comes in the next segment. Three
         // words at least, and nothing after a terminator ("… is not a late" may be the digits).
         let lead_only =
             !cues.continuation && ask.is_none() && numberless && !open_lead && content >= 3;
-        if question || lead_only {
+        // Inside an open ask context a lead-in is released only when clearly heard: a garbled
+        // numberless turn there is what a misheard answer looks like (fail closed). A question
+        // is known by its form (opener or question mark), not by its words.
+        let clear = words[..content]
+            .iter()
+            .all(|w| w.confidence.is_none_or(|p| p >= c.low_confidence));
+        if question || (lead_only && (clear || !in_context)) {
             // Neither mutes anything of its own, and neither answers the open context.
             seg_ctx = false;
             for t in toks.iter_mut() {
@@ -513,12 +765,17 @@ impl SpanPolicy {
             }
             merged.push((s, e, x));
         }
+        let numbers = toks.iter().enumerate().any(|(i, t)| {
+            t.sensitive && !deferred(i) && (t.class != TokenClass::Plain || is_homophone(text(i)))
+        });
         Verdict {
             spans: merged
                 .into_iter()
                 .map(|(s, e, _)| (MediaTime(s), MediaTime(e)))
                 .collect(),
             ask,
+            numbers,
+            announces,
         }
     }
 
@@ -645,10 +902,62 @@ impl SpanPolicy {
                 toks[i].harmless = true;
                 continue;
             }
+            let prev = i.checked_sub(1).map_or("", text);
+            // A position: "the third floor", "my second call", "a fifth person". A date's
+            // ordinal is followed by "of", a month or a number ("the third of May").
+            if matches!(toks[i].class, TokenClass::Ordinal | TokenClass::WeakOrdinal)
+                && POSITION_DETERMINERS.contains(&prev)
+                && toks
+                    .get(i + 1)
+                    .is_some_and(|t| t.class == TokenClass::Plain)
+                && !matches!(text(i + 1), "of" | "")
+                && !is_homophone(text(i + 1))
+            {
+                toks[i].harmless = true;
+                continue;
+            }
+            // A place: "room 204", "floor three", "gate twelve": a short number after a
+            // locator noun (at most four digits, and nothing numeric after it).
+            if LOCATOR_NOUNS.contains(&prev)
+                && digit_len(&toks[i..], &|k| text(i + k)).is_some_and(|(n, d)| {
+                    d <= 4 && !numeric(toks, Some(i + n)) && {
+                        for t in &mut toks[i..i + n] {
+                            t.harmless = true;
+                        }
+                        true
+                    }
+                })
+            {
+                continue;
+            }
+            // A time of day: "at 7:45", "by five", "after eight thirty", "at 10 am".
+            // A range of times: "between nine and one", "from 8 to 5".
+            if TIME_PREPOSITIONS.contains(&prev) {
+                let time = |at: usize| {
+                    clock_time(&toks[at..], &|k| text(at + k), &|k| {
+                        words[at + k].text.as_str()
+                    })
+                };
+                if let Some(n) = time(i) {
+                    let joined = matches!((prev, text(i + n)), ("between", "and") | ("from", "to"))
+                        && i + n + 1 < toks.len();
+                    let second = if joined {
+                        time(i + n + 1).map(|m| n + 1 + m)
+                    } else {
+                        None
+                    };
+                    let len = second.unwrap_or(n);
+                    if !numeric(toks, Some(i + len)) && (second.is_some() || !joined) {
+                        for t in &mut toks[i..i + len] {
+                            t.harmless = true;
+                        }
+                        continue;
+                    }
+                }
+            }
             if !is_count(toks, i) || numeric(toks, i.checked_sub(1)) {
                 continue;
             }
-            let prev = i.checked_sub(1).map_or("", text);
             let next = text(i + 1);
             // Range: "five to seven business days".
             if matches!(next, "to" | "or") && i + 2 < n && is_count(toks, i + 2) {
@@ -834,22 +1143,31 @@ mod tests {
     fn a_lead_in_heard_alone_is_not_the_answer() {
         // "the last four of my social are", misheard with no number: nothing muted.
         let w = scored(&[
-            ("The", 0.1),
+            ("The", 0.8),
             ("last", 0.9),
-            ("fall", 0.3),
+            ("fall", 0.7),
             ("of", 0.9),
             ("my", 0.9),
-            ("own", 0.1),
+            ("own", 0.8),
             ("shoulder.", 0.7),
         ]);
         assert!(eval(&w, true).spans.is_empty());
+        // Garbled (words below low_confidence) inside an open context, the same turn may be
+        // the answer itself: muted (fail closed). Outside a context it is released.
+        let mut garbled = w.clone();
+        garbled[0].confidence = Some(0.1);
+        garbled[5].confidence = Some(0.5);
+        assert!(!eval(&garbled, true).spans.is_empty());
+        assert!(eval(&garbled, false).spans.is_empty());
         // The tail of a force-cut answer is judged as an answer.
         let end = MediaTime(8000 + w.len() as u64 * 3200 + 800);
         let cues = SegmentCues {
             pauses: &[],
             continuation: true,
         };
-        let v = SpanPolicy::default().evaluate_cut(&w, MediaTime(8000), end, None, cues, |_| true);
+        let v =
+            SpanPolicy::default()
+                .evaluate_cut(&garbled, MediaTime(8000), end, None, cues, |_| true);
         assert!(muted(&v, 0) && muted(&v, 5), "{v:?}");
         // Words after a terminator may be the digits, misheard: still an answer; the
         // lead-in up to the terminator stays audible.
@@ -1096,6 +1414,106 @@ mod tests {
         ] {
             assert!(spans(t, false).is_empty(), "{t}");
         }
+    }
+
+    #[test]
+    fn everyday_numbers_stay() {
+        // Positions, places, times of day and ranges of them, amounts split by the
+        // recognizer's word timing, and identifier lengths: none is an identifier.
+        for t in [
+            "We are on the third floor of the building.",
+            "This is my second call about it.",
+            "She was the fifth person in line.",
+            "We stayed in room 204 last year.",
+            "Go to gate twelve please.",
+            "The delivery is at 7:45 tomorrow.",
+            "Can it come at 745 tomorrow?",
+            "I'll be home after five today.",
+            "It should come between nine and one.",
+            "They open from 8 to 5.",
+            "The clinic opens at eight thirty.",
+            "It was $3 .50 for the stamp.",
+            "What's the 16 -digit number on the front?",
+            "Type your four digit PIN.",
+        ] {
+            assert!(spans(t, false).is_empty(), "{t}");
+        }
+    }
+
+    #[test]
+    fn everyday_number_rules_do_not_reach_identifiers() {
+        // Each of these holds an identifier (or part of one) next to the words above.
+        for t in [
+            "I was born on the third of May.",
+            "the twenty-first, nineteen eighty",
+            "call me at five five five one two one two",
+            "call me at 555 1234",
+            "room 20451 is my member number",
+            "from 8 to 5 5 5 1 2",
+            "It was $3 .50 4 5 3 2",
+        ] {
+            assert!(!spans(t, false).is_empty(), "{t}");
+        }
+        // Inside an ask context nothing is harmless.
+        for t in [
+            "the third floor",
+            "at 7:45 tomorrow",
+            "room 204",
+            "between nine and one",
+        ] {
+            assert!(!spans(t, true).is_empty(), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_dangling_copula_announces_the_next_turn() {
+        let ann = |t: &str| {
+            let w = words(t);
+            let end = MediaTime(8000 + w.len() as u64 * 3200 + 800);
+            SpanPolicy::default()
+                .evaluate(&w, MediaTime(8000), end, |_| false)
+                .announces
+        };
+        for t in [
+            "Okay, it's",
+            "Yes, so it's...",
+            "That would be",
+            "the number on it is",
+        ] {
+            assert!(ann(t).is_some(), "{t}");
+        }
+        for t in [
+            "What is it?",
+            "Is that right?",
+            "it's 4532",
+            "I think so.",
+            "Where is?",
+        ] {
+            assert!(ann(t).is_none(), "{t}");
+        }
+    }
+
+    #[test]
+    fn only_muted_numbers_answer_an_ask() {
+        // Garbled words muted in a context are not evidence of an answer; digits are.
+        let garbled = scored(&[("I'm", 0.2), ("in,", 0.2), ("okay.", 0.4)]);
+        let v = eval(&garbled, true);
+        assert!(!v.spans.is_empty() && !v.numbers, "{v:?}");
+        let digits = scored(&[("it's", 0.9), ("4532", 0.9)]);
+        assert!(eval(&digits, true).numbers);
+    }
+
+    #[test]
+    fn continuation_pieces_join_their_token() {
+        let w = words("It was $3 .50 and 16 -digit");
+        let j = join_continuations(&w);
+        let texts: Vec<&str> = j.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(texts, ["It", "was", "$3.50", "and", "16-digit"]);
+        assert_eq!(j[2].start, w[2].start);
+        assert_eq!(j[2].end, w[3].end);
+        // A lone mark or an ordinary word is not a continuation.
+        assert!(!is_continuation(&words("-")[0]));
+        assert!(!is_continuation(&words("oh")[0]));
     }
 
     #[test]
