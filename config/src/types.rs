@@ -119,6 +119,11 @@ bounded!(
     TcpIdleTimeoutSecs, u32, 1, 86_400, "seconds"
 );
 bounded!(
+    /// Seconds `callmask run` waits, after SIGTERM, for the calls in progress to end before it
+    /// closes their recordings and exits (0: close at once).
+    DrainTimeoutSecs, u32, 0, 86_400, "seconds"
+);
+bounded!(
     /// Days a WAV recording is kept before the retention sweeper deletes it.
     RetentionDays, u16, 1, 36_500, "days"
 );
