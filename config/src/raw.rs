@@ -278,7 +278,7 @@ pub struct RawRecorder {
     /// rtp: destination HOST:PORT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// rtp: `pcmu | original`.
+    /// rtp: `pcmu` (the only codec the sanitized fork sends).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
     /// siprec: SRS URIs in failover order.

@@ -590,10 +590,9 @@ impl SpeechModel {
 choice!(
     /// Codec of the sanitized RTP that the `rtp` recorder sends.
     RtpCodec {
-        /// Always G.711 µ-law (PCMU, payload type 0).
+        /// G.711 µ-law (PCMU, payload type 0): the fork carries decoded, sanitized PCM, so it
+        /// is re-encoded as PCMU whatever the call negotiated (`"original"` is refused).
         Pcmu = "pcmu",
-        /// Whatever the call negotiated.
-        Original = "original",
     }
 );
 

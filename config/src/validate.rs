@@ -638,7 +638,15 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                     None
                 }
             };
+            // The fork carries decoded, sanitized PCM: it is sent as PCMU whatever the call
+            // negotiated, so "original" (once accepted and ignored) is refused by name.
             let codec = c.value(path.key("codec"), r.codec, RtpCodec::Pcmu, |v| {
+                if v == "original" {
+                    return Err(ValueError::new(
+                        "\"original\" is not supported: the sanitized fork is decoded PCM and is always sent as PCMU",
+                        "write codec = \"pcmu\" or leave the key out",
+                    ));
+                }
                 RtpCodec::try_from(v.as_str())
             });
             Some(RecorderConfig::Rtp(RtpRecorder {

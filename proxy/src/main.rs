@@ -49,8 +49,9 @@ enum Command {
         /// Do not mask spoken identifiers (DTMF only).
         #[arg(long)]
         no_speech: bool,
-        /// Whisper model folder (builds with speech) [default: $CALLMASK_ASR_MODEL_DIR, else
-        /// the folder scripts/setup_asr.sh installs].
+        /// Whisper model folder (builds with speech) [default: the root-owned folder
+        /// scripts/setup_asr.sh installs, as config `speech.model_dir`:
+        /// /var/lib/callmask/models/whisper-tiny.en, or …/whisper-base with base].
         #[arg(long, value_name = "DIR")]
         speech_model: Option<PathBuf>,
         /// Which Whisper model (as config `speech.model`): tiny.en (English-only, cheapest)

@@ -229,20 +229,15 @@ impl Recorders {
                         hash_numbers: w.hash_numbers,
                     });
                 }
-                config::RecorderConfig::Rtp(r) => {
-                    if r.codec != config::types::RtpCodec::Pcmu {
-                        tracing::warn!("rtp recorder: the tap carries decoded PCM; sending PCMU instead of the original codec");
+                config::RecorderConfig::Rtp(r) => match resolve(r.target.host(), r.target.port()) {
+                    Some(addr) => rtp_targets.push(rtp::Target::new(addr)),
+                    None => {
+                        tracing::error!(
+                            host = r.target.host(),
+                            "rtp recorder: target does not resolve; sink skipped"
+                        )
                     }
-                    match resolve(r.target.host(), r.target.port()) {
-                        Some(addr) => rtp_targets.push(rtp::Target::new(addr)),
-                        None => {
-                            tracing::error!(
-                                host = r.target.host(),
-                                "rtp recorder: target does not resolve; sink skipped"
-                            )
-                        }
-                    }
-                }
+                },
                 config::RecorderConfig::Siprec(s) => {
                     if let Some(sink) =
                         siprec::SiprecSink::new(siprec_sinks.len(), s, metrics.clone())
