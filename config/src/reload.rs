@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::Config;
+use crate::model::{Config, RecorderConfig};
 
 /// Keys a running process takes on reload: a dotted key, or a section prefix ending in `.`.
 pub const LIVE_KEYS: &[&str] = &[
@@ -35,30 +35,41 @@ pub fn is_live(key: &str) -> bool {
     })
 }
 
+/// Whether the `[[recorder]]` list may change from `old` to `new` live: the recorder path
+/// stays on (sinks before and after) or off (none either time), and the `siprec` sinks (with
+/// sessions and sockets of their own) are the same, in the same order. The `wav` and `rtp`
+/// sinks are then rebuilt for the calls that start afterwards.
+pub fn recorders_live(old: &[RecorderConfig], new: &[RecorderConfig]) -> bool {
+    let siprec = |l: &[RecorderConfig]| -> Vec<RecorderConfig> {
+        l.iter()
+            .filter(|r| matches!(r, RecorderConfig::Siprec(_)))
+            .cloned()
+            .collect()
+    };
+    old.is_empty() == new.is_empty() && siprec(old) == siprec(new)
+}
+
 impl Config {
     /// The keys whose value differs between `self` (in force) and `new` (reloaded) and that a
     /// running process cannot take: a restart is needed for them. Sorted; never values (some
     /// keys hold secrets). Arrays (`recorder`, `media.codecs`, allow-lists) compare whole.
     pub fn restart_keys(&self, new: &Config) -> Vec<String> {
-        let (old, new) = (flatten(self), flatten(new));
-        let mut keys: Vec<String> = old
-            .keys()
-            .chain(new.keys())
-            .filter(|k| old.get(*k) != new.get(*k) && !is_live(k))
-            .cloned()
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
+        self.changed(new, false)
     }
 
     /// The live keys whose value differs between `self` and `new` (what a reload changes).
     pub fn live_changes(&self, new: &Config) -> Vec<String> {
-        let (old, new) = (flatten(self), flatten(new));
+        self.changed(new, true)
+    }
+
+    fn changed(&self, new_cfg: &Config, live: bool) -> Vec<String> {
+        let (old, new) = (flatten(self), flatten(new_cfg));
+        let recorders = recorders_live(&self.recorders, &new_cfg.recorders);
         let mut keys: Vec<String> = old
             .keys()
             .chain(new.keys())
-            .filter(|k| old.get(*k) != new.get(*k) && is_live(k))
+            .filter(|k| old.get(*k) != new.get(*k))
+            .filter(|k| (is_live(k) || (*k == "recorder" && recorders)) == live)
             .cloned()
             .collect();
         keys.sort();
@@ -137,6 +148,24 @@ mod tests {
                 "shutdown.drain_timeout_s"
             ]
         );
+    }
+
+    #[test]
+    fn wav_and_rtp_sinks_reload_siprec_and_the_tap_do_not() {
+        let wav = |d: &str| format!("[[recorder]]\nkind = \"wav\"\ndir = \"{d}\"\n");
+        let rtp = "[[recorder]]\nkind = \"rtp\"\ntarget = \"127.0.0.1:4000\"\n";
+        let srs = "[[recorder]]\nkind = \"siprec\"\nsrs = [\"sip:srs@127.0.0.1:5090\"]\n";
+        let a = cfg(&format!("{}{srs}", wav("/r1")));
+        // Another folder and a new rtp sink, the siprec sink unchanged: live.
+        let b = cfg(&format!("{}{rtp}{srs}", wav("/r2")));
+        assert!(a.restart_keys(&b).is_empty(), "{:?}", a.restart_keys(&b));
+        assert_eq!(a.live_changes(&b), ["recorder"]);
+        // The siprec sink changes or goes: restart.
+        let c = cfg(&wav("/r1"));
+        assert_eq!(a.restart_keys(&c), ["recorder"]);
+        // No recorder before, one after (the recorder path is set up at start): restart.
+        assert_eq!(cfg("").restart_keys(&cfg(&wav("/r1"))), ["recorder"]);
+        assert_eq!(cfg(&wav("/r1")).restart_keys(&cfg("")), ["recorder"]);
     }
 
     #[test]

@@ -389,6 +389,9 @@ pub struct CallmaskOpts {
     pub pbx_peer: Option<SocketAddr>,
     /// `--config FILE` (the `--set`s above still apply over it, as on the command line).
     pub config: Option<PathBuf>,
+    /// The `[[recorder]]` list comes from `config` (no `--set recorder=…` to the harness's
+    /// `rec_dir`, which an override would pin for reloads too).
+    pub recorders_in_config: bool,
 }
 
 impl Default for CallmaskOpts {
@@ -399,6 +402,7 @@ impl Default for CallmaskOpts {
             agents_peer: true,
             pbx_peer: None,
             config: None,
+            recorders_in_config: false,
         }
     }
 }
@@ -444,10 +448,12 @@ impl Callmask {
             }
             set(format!("http.listen={}", layout.http));
             set(format!("media.ports={}-{}", layout.media.0, layout.media.1));
-            set(format!(
-                "recorder=[{{kind=\"wav\",dir=\"{}\"}}]",
-                rec_dir.display()
-            ));
+            if !opts.recorders_in_config {
+                set(format!(
+                    "recorder=[{{kind=\"wav\",dir=\"{}\"}}]",
+                    rec_dir.display()
+                ));
+            }
             set("masking.lookahead_ms=80".into());
             // SIGTERM (`stop`, drop) ends the calls in progress at once, recordings closed, as
             // before issue 13's drain; a test of the drain sets its own drain time.

@@ -149,6 +149,51 @@ fn sighup_reloads_the_allow_list_and_refuses_broken_or_restart_only_changes() {
     assert!(cm.is_running());
 }
 
+/// SIGHUP with another `wav` folder: the calls that start afterwards are recorded there, the
+/// earlier call's recording stays where it was made.
+#[test]
+fn sighup_moves_new_recordings_to_the_reloaded_wav_sink() {
+    let dir = TempDir::new("sighup-sinks");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let file = dir.path().join("callmask.toml");
+    let sink =
+        |d: &std::path::Path| format!("[[recorder]]\nkind = \"wav\"\ndir = \"{}\"\n", d.display());
+    std::fs::write(&file, sink(&a)).unwrap();
+    let cm = Callmask::start_with(CallmaskOpts {
+        config: Some(file.clone()),
+        recorders_in_config: true,
+        ..CallmaskOpts::default()
+    });
+    let one_call = |cm: &Callmask| {
+        let mut call = start_call(cm, 1500);
+        talk(
+            &mut call.pbx_media,
+            &mut call.agent_media,
+            call.cm_pbx,
+            call.cm_agents,
+            25,
+        );
+        call.uac.wait().assert_success("UAC", cm);
+        call.uas.wait().assert_success("UAS", cm);
+    };
+    one_call(&cm);
+    cm.wait_metrics("the first call over", T, |m| m.active() == 0.0);
+    std::fs::write(&file, sink(&b)).unwrap();
+    cm.signal("HUP");
+    cm.wait_metrics("one successful reload", T, |m| {
+        m.value("callmask_config_reloads_total{result=\"success\"}") == 1.0
+    });
+    one_call(&cm);
+    let count = |d: &std::path::Path| recordings(d).0.len();
+    wait_for(T, || (count(&a) == 1 && count(&b) == 1).then_some(()));
+    assert_eq!(
+        (count(&a), count(&b)),
+        (1, 1),
+        "one recording before the reload in a, one after in b\n{}",
+        cm.log_tail()
+    );
+}
+
 /// Sends `n` PCMU packets each way through the call, 20 ms apart.
 fn talk(
     pbx: &mut RtpEndpoint,
@@ -227,12 +272,11 @@ fn assert_final(wav: &std::path::Path) {
     assert_eq!(data, b.len() - 44, "{}: header not patched", wav.display());
 }
 
-/// The recordings in `dir`: (WAV files, sidecars).
+/// The recordings in `dir`: (WAV files, sidecars); none if it does not exist yet.
 fn recordings(dir: &std::path::Path) -> (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
     let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
     let of = |ext: &str| {
         files
             .iter()

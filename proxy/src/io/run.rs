@@ -385,18 +385,11 @@ pub async fn run_with(
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
-    metrics.recorder().set_tap_sinks(
-        cfg.recorders
-            .iter()
-            .map(|r| match r.kind() {
-                config::types::RecorderKind::Wav => crate::metrics::SinkKind::Wav,
-                config::types::RecorderKind::Rtp => crate::metrics::SinkKind::Rtp,
-                config::types::RecorderKind::Siprec => crate::metrics::SinkKind::Siprec,
-            })
-            .collect(),
-    );
+    metrics.recorder().set_tap_sinks(tap_sink_kinds(&cfg));
+    let (recorder_reload, recorder_reloads) = mpsc::unbounded_channel();
     let recorders = recorder::Recorders::from_config(&cfg, metrics.clone())
-        .with_path_delay_ms(u32::from(cfg.masking.lookahead_ms.get()));
+        .with_path_delay_ms(u32::from(cfg.masking.lookahead_ms.get()))
+        .with_reloads(recorder_reloads);
     let tap = if recorders.is_empty() {
         None
     } else {
@@ -561,6 +554,7 @@ pub async fn run_with(
             tcp_limits,
             policy: policy_tx,
             signalling: control_tx,
+            recorders: recorder_reload,
         }
         .run(reload, drain),
     );
@@ -611,6 +605,8 @@ struct Supervisor {
     tcp_limits: Arc<TcpLimits>,
     policy: watch::Sender<MediaPolicy>,
     signalling: mpsc::UnboundedSender<ShellControl>,
+    /// New `[[recorder]]` lists for the recorder thread (`wav` and `rtp` sinks).
+    recorders: mpsc::UnboundedSender<Vec<config::RecorderConfig>>,
 }
 
 impl Supervisor {
@@ -686,6 +682,11 @@ impl Supervisor {
         }
         self.tcp_limits.update(&new.limits);
         self.policy.send_replace(media_policy(&new));
+        if new.recorders != self.current.recorders {
+            self.metrics.recorder().set_tap_sinks(tap_sink_kinds(&new));
+            self.readiness.set_sinks_reachable(sinks_writable(&new));
+            let _ = self.recorders.send(new.recorders.clone());
+        }
         let _ = self.signalling.send(ShellControl::Reload {
             access: access_policy(&new),
             limits: CoreLimits::from_config(&new.limits),
@@ -698,6 +699,18 @@ impl Supervisor {
         self.metrics.config_reloaded(ReloadResult::Success);
         self.current = new;
     }
+}
+
+/// The sink kinds of `cfg`'s recorders, in order (the recorder metrics count per sink).
+fn tap_sink_kinds(cfg: &config::Config) -> Vec<crate::metrics::SinkKind> {
+    cfg.recorders
+        .iter()
+        .map(|r| match r.kind() {
+            config::types::RecorderKind::Wav => crate::metrics::SinkKind::Wav,
+            config::types::RecorderKind::Rtp => crate::metrics::SinkKind::Rtp,
+            config::types::RecorderKind::Siprec => crate::metrics::SinkKind::Siprec,
+        })
+        .collect()
 }
 
 /// The reloadable media settings of `cfg` (as [`run_with`] builds them at start).
