@@ -391,6 +391,9 @@ pub async fn run_with(
         .with_path_delay_ms(u32::from(cfg.masking.lookahead_ms.get()))
         .with_reloads(recorder_reloads);
     let tap = if recorders.is_empty() {
+        // No sink: the recorder thread ends as soon as it starts (else it would wait for
+        // this sender at shutdown).
+        drop(tap_tx);
         None
     } else {
         Some(tap_tx)
