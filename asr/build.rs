@@ -3,11 +3,16 @@
 // CALLMASK_ASR_LINK_DIR / CALLMASK_ASR_LIB_DIR), so a plain `cargo build` needs no exported
 // variables. The run-time library folder is passed on to dependents (`links` metadata:
 // DEP_CALLMASK_ASR_RPATH) so their binaries can record it as an rpath.
+//
+// The rpath is the root-owned install dir only (/usr/local/lib/callmask, where setup_asr.sh
+// copies the library): /var/tmp is world-writable, and a library planted in an rpath folder
+// there would run as whoever runs callmask (issue 13). A developer without root can opt in to
+// the wheel's folder as a second entry at build time: CALLMASK_ASR_DEV_RPATH=1.
 use std::path::PathBuf;
 
 const DEFAULT_ROOT: &str = "/var/tmp/callmask-asr";
-/// Second rpath entry: where setup_asr.sh also copies the library, for services whose
-/// /var/tmp is private (systemd PrivateTmp).
+/// The rpath: where setup_asr.sh installs the library (root-owned; also reachable by services
+/// whose /var/tmp is private, systemd PrivateTmp).
 const SYSTEM_LIB_DIR: &str = "/usr/local/lib/callmask";
 
 fn main() {
@@ -15,6 +20,7 @@ fn main() {
         "CALLMASK_ASR_ROOT",
         "CALLMASK_ASR_LINK_DIR",
         "CALLMASK_ASR_LIB_DIR",
+        "CALLMASK_ASR_DEV_RPATH",
     ] {
         println!("cargo:rerun-if-env-changed={key}");
     }
@@ -45,7 +51,27 @@ fn main() {
         std::process::exit(1);
     }
     println!("cargo:rustc-link-search=native={}", link.display());
-    let rpath = format!("{}:{SYSTEM_LIB_DIR}", lib.display());
+    let installed = std::fs::read_dir(SYSTEM_LIB_DIR).is_ok_and(|d| {
+        d.flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("libctranslate2")
+        })
+    });
+    let dev = std::env::var("CALLMASK_ASR_DEV_RPATH").is_ok_and(|v| v == "1");
+    if !installed && !dev {
+        println!(
+            "cargo:warning=callmask-asr: no libctranslate2 in {SYSTEM_LIB_DIR} (the binary's \
+             rpath): run scripts/setup.sh as root, or build with CALLMASK_ASR_DEV_RPATH=1 to \
+             also look in {} (a development fallback under a world-writable folder)",
+            lib.display()
+        );
+    }
+    let rpath = if dev {
+        format!("{SYSTEM_LIB_DIR}:{}", lib.display())
+    } else {
+        SYSTEM_LIB_DIR.to_owned()
+    };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{rpath}");
     println!("cargo:rpath={rpath}");
 }

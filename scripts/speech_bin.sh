@@ -5,7 +5,7 @@ ASR_ENV=${ASR_ENV:-${CALLMASK_ASR_ROOT:-/var/tmp/callmask-asr}/env.sh}
 [ -f "$ASR_ENV" ] || { echo "$(basename "$0" .sh): $ASR_ENV missing: run scripts/setup_asr.sh" >&2; exit 1; }
 # shellcheck disable=SC1090
 source "$ASR_ENV"
-# The binary links the wheel's libctranslate2 (asr/build.rs's rpath reaches only asr's own targets).
-export LD_LIBRARY_PATH="$CALLMASK_ASR_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The binary finds libctranslate2 through its rpath, the root-owned /usr/local/lib/callmask
+# (asr/build.rs, proxy/build.rs); nothing is loaded from /var/tmp (issue 13).
 cargo build --release -q -p callmask --features whisper
 BIN="$CARGO_TARGET_DIR/release/callmask"

@@ -88,7 +88,9 @@ pub fn rss_mib() -> (f64, f64) {
     (get("VmRSS:"), get("VmHWM:"))
 }
 
-/// Options from the environment for the examples: ASR_THREADS, ASR_COMPUTE, ASR_BEAM, ASR_TOKENS_PER_S.
+/// Options from the environment, for this crate's examples (measurements) only: ASR_THREADS,
+/// ASR_COMPUTE, ASR_BEAM, ASR_TOKENS_PER_S, … (asr/README.md). The `callmask` binary never
+/// calls this: no environment variable changes the product's engine (issue 13).
 #[cfg(feature = "whisper")]
 pub fn options_from_env() -> crate::EngineOptions {
     let mut o = crate::EngineOptions::default();

@@ -25,6 +25,7 @@ use std::path::Path;
 pub mod error;
 pub mod model;
 pub mod raw;
+pub mod reload;
 mod source;
 pub mod types;
 pub mod validate;
@@ -33,7 +34,7 @@ pub use error::{ConfigError, ConfigErrors, ErrorKind, ValueError};
 pub use model::{
     AgentsConfig, Config, ConfigWarning, HttpAuth, HttpConfig, LimitsConfig, LogConfig,
     MaskingConfig, MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig,
-    SipConfig, SiprecRecorder, SpeechConfig, WavRecorder,
+    ShutdownConfig, SipConfig, SiprecRecorder, SpeechConfig, WavRecorder,
 };
 
 use source::Loader;

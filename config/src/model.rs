@@ -9,14 +9,15 @@ use std::path::PathBuf;
 
 use crate::raw::{
     RawConfig, RawHttp, RawLimits, RawLog, RawMasking, RawMedia, RawNg, RawRecorder, RawSecure,
-    RawSide, RawSip, RawSpeech,
+    RawShutdown, RawSide, RawSip, RawSpeech,
 };
 use crate::types::{
-    AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
-    InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
-    MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
-    RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
-    SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs, UndecodableMode, Workers,
+    AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DrainTimeoutSecs, DtmfSequence, HashKey,
+    HostPort, HttpUrl, InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat,
+    LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr,
+    PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri,
+    SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs,
+    UndecodableMode, Workers,
 };
 
 /// The effective callmask configuration.
@@ -46,6 +47,25 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Media-node mode (rtpengine NG control protocol).
     pub ng: NgConfig,
+    /// `[shutdown]`: draining on SIGTERM.
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[shutdown]`: how `callmask run` stops on SIGTERM (a second SIGTERM or ctrl-c stops at
+/// once; recordings are closed either way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, new calls get 503 and the calls in progress have this long to end
+    /// before their recordings are closed and the process exits. Default 30 s.
+    pub drain_timeout_s: DrainTimeoutSecs,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_s: DrainTimeoutSecs::try_from(30).expect("30 s is in range"),
+        }
+    }
 }
 
 /// `[ng]`: media-node mode. Off by default: the NG protocol has no authentication, so the
@@ -628,6 +648,9 @@ impl Config {
                 )),
                 tcp_connections: Some(i64::from(self.limits.tcp_connections.get())),
                 tcp_idle_timeout_s: Some(i64::from(self.limits.tcp_idle_timeout_s.get())),
+            }),
+            shutdown: Some(RawShutdown {
+                drain_timeout_s: Some(i64::from(self.shutdown.drain_timeout_s.get())),
             }),
             recorder: Some(self.recorders.iter().map(recorder_to_raw).collect()),
         }

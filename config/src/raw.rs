@@ -45,6 +45,9 @@ pub struct RawConfig {
     /// `[limits]`: bounds on what one source or the whole process may hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<RawLimits>,
+    /// `[shutdown]`: how `callmask run` stops on SIGTERM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<RawShutdown>,
     /// `[[recorder]]`: recorder sinks, several at once. Last so that it serializes after the
     /// plain tables.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,6 +246,15 @@ pub struct RawLimits {
     pub tcp_idle_timeout_s: Option<i64>,
 }
 
+/// `[shutdown]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    /// Seconds to wait after SIGTERM for calls in progress to end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_s: Option<i64>,
+}
+
 /// One `[[recorder]]`: a flat union of every kind's keys; validation checks that each key
 /// belongs to the `kind` given, so a `target` on a `wav` sink is reported rather than ignored.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -266,7 +278,7 @@ pub struct RawRecorder {
     /// rtp: destination HOST:PORT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// rtp: `pcmu | original`.
+    /// rtp: `pcmu` (the only codec the sanitized fork sends).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
     /// siprec: SRS URIs in failover order.
@@ -348,6 +360,7 @@ pub fn section_fields(section: &str) -> Option<&'static [&'static str]> {
         "sip" => fields_of::<RawSip>(),
         "ng" => fields_of::<RawNg>(),
         "limits" => fields_of::<RawLimits>(),
+        "shutdown" => fields_of::<RawShutdown>(),
         "recorder" => fields_of::<RawRecorder>(),
         _ => return None,
     })

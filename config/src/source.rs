@@ -501,6 +501,7 @@ fn deserialize(merged: toml::Table, issues: &mut Vec<Issue>) -> RawConfig {
             "sip" => raw.sip = Some(section_de(t, &path, issues)),
             "ng" => raw.ng = Some(section_de(t, &path, issues)),
             "limits" => raw.limits = Some(section_de(t, &path, issues)),
+            "shutdown" => raw.shutdown = Some(section_de(t, &path, issues)),
             // Unknown sections were stripped before the merge.
             _ => {}
         }

@@ -119,6 +119,11 @@ bounded!(
     TcpIdleTimeoutSecs, u32, 1, 86_400, "seconds"
 );
 bounded!(
+    /// Seconds `callmask run` waits, after SIGTERM, for the calls in progress to end before it
+    /// closes their recordings and exits (0: close at once).
+    DrainTimeoutSecs, u32, 0, 86_400, "seconds"
+);
+bounded!(
     /// Days a WAV recording is kept before the retention sweeper deletes it.
     RetentionDays, u16, 1, 36_500, "days"
 );
@@ -585,10 +590,9 @@ impl SpeechModel {
 choice!(
     /// Codec of the sanitized RTP that the `rtp` recorder sends.
     RtpCodec {
-        /// Always G.711 µ-law (PCMU, payload type 0).
+        /// G.711 µ-law (PCMU, payload type 0): the fork carries decoded, sanitized PCM, so it
+        /// is re-encoded as PCMU whatever the call negotiated (`"original"` is refused).
         Pcmu = "pcmu",
-        /// Whatever the call negotiated.
-        Original = "original",
     }
 );
 

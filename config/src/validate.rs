@@ -10,16 +10,17 @@ use std::path::PathBuf;
 use crate::error::{ErrorKind, ValueError};
 use crate::model::{
     AgentsConfig, Config, HttpAuth, HttpConfig, LimitsConfig, LogConfig, MaskingConfig,
-    MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, SipConfig,
-    SiprecRecorder, SpeechConfig, WavRecorder,
+    MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, ShutdownConfig,
+    SipConfig, SiprecRecorder, SpeechConfig, WavRecorder,
 };
 use crate::raw::{RawConfig, RawRecorder};
 use crate::types::{
-    AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DtmfSequence, HashKey, HostPort, HttpUrl,
-    InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat, LogLevel, LookaheadMs,
-    MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RecorderKind,
-    RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri, SpeechEngine, SpeechModel,
-    SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs, UndecodableMode, Workers,
+    AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DrainTimeoutSecs, DtmfSequence, HashKey,
+    HostPort, HttpUrl, InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat,
+    LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr,
+    PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri,
+    SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs,
+    UndecodableMode, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -487,6 +488,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
             TcpIdleTimeoutSecs::try_from,
         ),
     };
+    let sh = raw.shutdown.unwrap_or_default();
+    let shutdown = ShutdownConfig {
+        drain_timeout_s: c.value(
+            k("shutdown.drain_timeout_s"),
+            sh.drain_timeout_s,
+            d.shutdown.drain_timeout_s,
+            DrainTimeoutSecs::try_from,
+        ),
+    };
     let recorders = raw
         .recorder
         .unwrap_or_default()
@@ -514,6 +524,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         sip,
         ng,
         limits,
+        shutdown,
     };
     cross_checks(&mut c, &config);
     if c.issues.is_empty() {
@@ -627,7 +638,15 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                     None
                 }
             };
+            // The fork carries decoded, sanitized PCM: it is sent as PCMU whatever the call
+            // negotiated, so "original" (once accepted and ignored) is refused by name.
             let codec = c.value(path.key("codec"), r.codec, RtpCodec::Pcmu, |v| {
+                if v == "original" {
+                    return Err(ValueError::new(
+                        "\"original\" is not supported: the sanitized fork is decoded PCM and is always sent as PCMU",
+                        "write codec = \"pcmu\" or leave the key out",
+                    ));
+                }
                 RtpCodec::try_from(v.as_str())
             });
             Some(RecorderConfig::Rtp(RtpRecorder {

@@ -260,7 +260,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "[pbxx]\nlisten = \"0.0.0.0:5060\"\n",
-        "callmask.toml:1:2: pbxx: unknown key `pbxx` — did you mean `pbx`? allowed at the top level: pbx, agents, media, masking, speech, secure, http, log, sip, ng, limits, recorder",
+        "callmask.toml:1:2: pbxx: unknown key `pbxx` — did you mean `pbx`? allowed at the top level: pbx, agents, media, masking, speech, secure, http, log, sip, ng, limits, shutdown, recorder",
     ),
     (
         "[masking]\ndtmf = \"yes\"\n",
@@ -305,6 +305,14 @@ const BAD: &[(&str, &str)] = &[
     (
         "[[recorder]]\nkind = \"siprec\"\nsrs = []\n",
         "callmask.toml:3:7: recorder[0].srs: the SRS list is empty — list at least one SRS URI, e.g. [\"sip:srs@10.0.0.8:5060\"]",
+    ),
+    (
+        "[[recorder]]\nkind = \"rtp\"\ntarget = \"h:1\"\ncodec = \"original\"\n",
+        "callmask.toml:4:9: recorder[0].codec: \"original\" is not supported: the sanitized fork is decoded PCM and is always sent as PCMU — write codec = \"pcmu\" or leave the key out",
+    ),
+    (
+        "[shutdown]\ndrain_timeout_s = -1\n",
+        "callmask.toml:2:19: shutdown.drain_timeout_s: -1 is out of range — use a value from 0 to 86400 (seconds)",
     ),
     (
         "[speech]\nengine = \"remote\"\n",

@@ -265,6 +265,7 @@ fn config() -> impl Strategy<Value = Config> {
                 },
                 ng: NgConfig::default(),
                 limits: config::LimitsConfig::default(),
+                shutdown: config::ShutdownConfig::default(),
             })
         },
     )

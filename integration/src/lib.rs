@@ -387,6 +387,11 @@ pub struct CallmaskOpts {
     /// `pbx.peer` when the PBX is a real one started first (Kamailio); default: a free port
     /// of the layout (`Layout::pbx_peer`), where a sipp UAC binds.
     pub pbx_peer: Option<SocketAddr>,
+    /// `--config FILE` (the `--set`s above still apply over it, as on the command line).
+    pub config: Option<PathBuf>,
+    /// The `[[recorder]]` list comes from `config` (no `--set recorder=…` to the harness's
+    /// `rec_dir`, which an override would pin for reloads too).
+    pub recorders_in_config: bool,
 }
 
 impl Default for CallmaskOpts {
@@ -396,6 +401,8 @@ impl Default for CallmaskOpts {
             sets: Vec::new(),
             agents_peer: true,
             pbx_peer: None,
+            config: None,
+            recorders_in_config: false,
         }
     }
 }
@@ -419,6 +426,10 @@ impl Callmask {
             let stderr_path = dir.path().join("callmask.stderr");
             let stderr = fs::File::create(&stderr_path).unwrap();
             let mut args: Vec<String> = vec!["run".into()];
+            if let Some(c) = &opts.config {
+                args.push("--config".into());
+                args.push(c.display().to_string());
+            }
             let mut set = |kv: String| {
                 args.push("--set".into());
                 args.push(kv);
@@ -437,11 +448,16 @@ impl Callmask {
             }
             set(format!("http.listen={}", layout.http));
             set(format!("media.ports={}-{}", layout.media.0, layout.media.1));
-            set(format!(
-                "recorder=[{{kind=\"wav\",dir=\"{}\"}}]",
-                rec_dir.display()
-            ));
+            if !opts.recorders_in_config {
+                set(format!(
+                    "recorder=[{{kind=\"wav\",dir=\"{}\"}}]",
+                    rec_dir.display()
+                ));
+            }
             set("masking.lookahead_ms=80".into());
+            // SIGTERM (`stop`, drop) ends the calls in progress at once, recordings closed, as
+            // before issue 13's drain; a test of the drain sets its own drain time.
+            set("shutdown.drain_timeout_s=0".into());
             for s in &opts.sets {
                 set(s.clone());
             }
@@ -535,6 +551,41 @@ impl Callmask {
     /// Its PID.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends signal `sig` (`HUP`, `TERM`, …) to it, by PID.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("callmask is running");
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
+    /// Waits up to `timeout` for it to exit by itself (no signal sent); its exit status, or
+    /// None if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                self.exit = Some(st);
+                return Some(st);
+            }
+            if self.child.is_none() {
+                return self.exit;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Everything it wrote to stdout/stderr so far.

@@ -12,7 +12,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 /// Target of audit events.
 pub const AUDIT_TARGET: &str = "callmask::audit";
@@ -72,26 +76,53 @@ impl fmt::Display for LogError {
 
 impl std::error::Error for LogError {}
 
+/// The installed filter's reload handle and the `RUST_LOG` it was built with.
+struct Reloadable {
+    handle: reload::Handle<EnvFilter, Registry>,
+    rust_log: Option<String>,
+}
+
+static RELOAD: OnceLock<Reloadable> = OnceLock::new();
+
 /// Install the global subscriber: `format` to stderr, filtered by `RUST_LOG` if set, else by
 /// `level`. Call once, early in `main`.
 pub fn init(format: LogFormat, level: &str) -> Result<(), LogError> {
     let env = std::env::var("RUST_LOG").ok();
-    let filter = filter(env.as_deref(), level)?;
+    let (filter, handle) = reload::Layer::new(filter(env.as_deref(), level)?);
     use std::io::IsTerminal;
     // Colour codes only on a terminal: journald and log files get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+    let fmt: Box<dyn Layer<_> + Send + Sync> = match format {
+        LogFormat::Human => Box::new(fmt),
+        LogFormat::Json => Box::new(fmt.json().flatten_event(true).with_current_span(false)),
     };
-    result.map_err(|_| LogError::AlreadyInitialized)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .map_err(|_| LogError::AlreadyInitialized)?;
+    let _ = RELOAD.set(Reloadable {
+        handle,
+        rust_log: env,
+    });
+    Ok(())
+}
+
+/// Swap in a new `log.level` (configuration reload). `RUST_LOG`, when it was set at start,
+/// still wins; audit events stay on as at start. `Ok(false)`: logging was not set up by
+/// [`init`] (tests, `demo`), nothing changed.
+pub fn set_level(level: &str) -> Result<bool, LogError> {
+    let Some(r) = RELOAD.get() else {
+        return Ok(false);
+    };
+    let f = filter(r.rust_log.as_deref(), level)?;
+    r.handle.reload(f).map_err(|e| LogError::Filter {
+        origin: "config",
+        problem: e.to_string(),
+    })?;
+    Ok(true)
 }
 
 /// The effective filter: `rust_log` (if set and non-empty) wins over `level`; audit events are

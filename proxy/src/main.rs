@@ -49,8 +49,9 @@ enum Command {
         /// Do not mask spoken identifiers (DTMF only).
         #[arg(long)]
         no_speech: bool,
-        /// Whisper model folder (builds with speech) [default: $CALLMASK_ASR_MODEL_DIR, else
-        /// the folder scripts/setup_asr.sh installs].
+        /// Whisper model folder (builds with speech) [default: the root-owned folder
+        /// scripts/setup_asr.sh installs, as config `speech.model_dir`:
+        /// /var/lib/callmask/models/whisper-tiny.en, or …/whisper-base with base].
         #[arg(long, value_name = "DIR")]
         speech_model: Option<PathBuf>,
         /// Which Whisper model (as config `speech.model`): tiny.en (English-only, cheapest)
@@ -311,13 +312,16 @@ fn run(config_path: Option<PathBuf>, set: Vec<String>) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            let _ = tx.send(true);
-        });
-        match callmask::io::run::run(cfg, rx, |_| {}).await {
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (drain_tx, drain) = tokio::sync::watch::channel(false);
+        let (reload_tx, reload) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(signals(config_path, set, stop_tx, drain_tx, reload_tx));
+        let control = callmask::io::run::Control {
+            shutdown: stop,
+            drain: Some(drain),
+            reload: Some(reload),
+        };
+        match callmask::io::run::run_with(cfg, control, |_| {}).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("callmask: {e}");
@@ -327,17 +331,49 @@ fn run(config_path: Option<PathBuf>, set: Vec<String>) -> ExitCode {
     })
 }
 
-async fn shutdown_signal() {
+/// Signals of `callmask run`: SIGTERM or ctrl-c drains (the second one stops at once);
+/// SIGHUP loads `--config FILE` and the same `--set`s again and hands the result over.
+async fn signals(
+    config_path: Option<PathBuf>,
+    set: Vec<String>,
+    stop: tokio::sync::watch::Sender<bool>,
+    drain: tokio::sync::watch::Sender<bool>,
+    reload: tokio::sync::mpsc::UnboundedSender<Result<config::Config, String>>,
+) {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    use tokio::signal::unix::{signal, SignalKind};
+    #[cfg(unix)]
+    let (mut term, mut hup) = (
+        signal(SignalKind::terminate()).ok(),
+        signal(SignalKind::hangup()).ok(),
+    );
+    let mut draining = false;
+    loop {
+        #[cfg(unix)]
+        let reload_now = tokio::select! {
+            _ = tokio::signal::ctrl_c() => false,
+            Some(()) = async { match &mut term { Some(t) => t.recv().await, None => std::future::pending().await } } => false,
+            Some(()) = async { match &mut hup { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        #[cfg(not(unix))]
+        let reload_now = {
+            let _ = tokio::signal::ctrl_c().await;
+            false
+        };
+        if reload_now {
+            tracing::info!("SIGHUP: loading the configuration again");
+            let r = config::load_with_overrides(config_path.as_deref(), &set)
+                .map_err(|e| e.to_string());
+            let _ = reload.send(r);
+            continue;
+        }
+        if draining {
+            tracing::info!("second stop signal: stopping now");
+            let _ = stop.send(true);
             return;
         }
+        draining = true;
+        tracing::info!("stop signal: draining");
+        let _ = drain.send(true);
     }
-    let _ = tokio::signal::ctrl_c().await;
 }

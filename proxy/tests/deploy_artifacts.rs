@@ -497,9 +497,23 @@ fn systemd_unit_is_hardened() {
             "/usr/local/bin/callmask run --config /etc/callmask/callmask.toml",
         ),
         ("Restart", "on-failure"),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("KillSignal", "SIGTERM"),
     ] {
         assert!(has(k, v), "callmask.service lacks {k}={v}");
     }
+    // systemd's stop timeout leaves the SIGTERM drain its time, and then some to close the
+    // recordings (issue 13).
+    let stop_s: u32 = directives
+        .iter()
+        .find(|(k, _)| *k == "TimeoutStopSec")
+        .and_then(|(_, v)| v.trim_end_matches('s').parse().ok())
+        .expect("TimeoutStopSec=<seconds>s");
+    let drain_s = config::ShutdownConfig::default().drain_timeout_s.get();
+    assert!(
+        stop_s >= drain_s + 10,
+        "TimeoutStopSec={stop_s}s cuts the {drain_s} s drain short"
+    );
     // Only the recording folder is writable.
     let rw: Vec<_> = directives
         .iter()

@@ -223,6 +223,66 @@ async fn wav_is_stereo_time_aligned_streamed_with_sidecar() {
 
 /// `hash_numbers` is per sink: a sink with `hash_numbers = false` gets the numbers in clear,
 /// the default sink only the keyed hashes.
+/// A configuration reload (SIGHUP) swaps the `wav` sinks for calls that start afterwards; the
+/// call in progress finishes in the folder it started in.
+#[tokio::test]
+async fn a_reload_moves_new_calls_to_the_new_sinks_and_keeps_the_call_in_progress() {
+    let (a, b) = (tmpdir("sinks", "reload-a"), tmpdir("sinks", "reload-b"));
+    let metrics = Arc::new(Metrics::new());
+    let clock = ManualClock::new();
+    let (reload, reloads) = mpsc::unbounded_channel();
+    let rec = Recorders::from_config(&config(vec![wav(&a, vec![], None)]), metrics.clone())
+        .with_clock(clock.clone())
+        .with_reloads(reloads);
+    let (tx, rx) = mpsc::channel(64);
+    let d = Driver {
+        tx,
+        task: tokio::spawn(rec.run(rx)),
+        clock,
+        metrics,
+    };
+    let start = |call: u64| TapEvent::Start {
+        call: CallRef(call),
+        caller_side: Side::Pbx,
+        meta: Default::default(),
+    };
+    let end = |call: u64| TapEvent::End {
+        call: CallRef(call),
+        length: None,
+    };
+    let s: Vec<i16> = (0..160).map(caller_sample).collect();
+    d.send(start(1)).await;
+    d.send(frame(1, Side::Pbx, 0, &s)).await;
+    reload
+        .send(vec![wav(&b, vec![], None)])
+        .expect("recorder alive");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    d.send(frame(1, Side::Pbx, 160, &s)).await;
+    d.clock.advance(Duration::from_millis(40));
+    d.send(end(1)).await;
+    d.send(start(2)).await;
+    d.send(frame(2, Side::Pbx, 0, &s)).await;
+    d.clock.advance(Duration::from_millis(20));
+    d.send(end(2)).await;
+    d.stop().await;
+    let call_of = |dir: &Path| -> u64 {
+        let side: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(only_file(dir, ".json")).expect("json"))
+                .expect("sidecar json");
+        side["call"].as_u64().expect("call number")
+    };
+    assert_eq!(call_of(&a), 1, "the call in progress stays in its folder");
+    assert_eq!(
+        call_of(&b),
+        2,
+        "a call after the reload goes to the new folder"
+    );
+    let _ = std::fs::remove_dir_all(a);
+    let _ = std::fs::remove_dir_all(b);
+}
+
 #[tokio::test]
 async fn hash_numbers_is_honoured_per_sink() {
     let hashed_dir = tmpdir("sinks", "hashed");

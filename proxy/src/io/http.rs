@@ -57,6 +57,8 @@ pub struct Readiness {
     listeners_bound: AtomicBool,
     sinks_reachable: AtomicBool,
     recognizer_loaded: AtomicBool,
+    /// Shutting down (SIGTERM drain): not ready, so a load balancer sends new calls elsewhere.
+    draining: AtomicBool,
 }
 
 impl Readiness {
@@ -80,9 +82,14 @@ impl Readiness {
         self.recognizer_loaded.store(v, Ordering::Release);
     }
 
-    /// Names of the flags still down; empty when ready.
+    /// The process drains for shutdown (new calls refused).
+    pub fn set_draining(&self, v: bool) {
+        self.draining.store(v, Ordering::Release);
+    }
+
+    /// Names of the flags still down (and `not_draining` while draining); empty when ready.
     pub fn not_ready(&self) -> Vec<&'static str> {
-        [
+        let mut down: Vec<&'static str> = [
             ("listeners_bound", &self.listeners_bound),
             ("sinks_reachable", &self.sinks_reachable),
             ("recognizer_loaded", &self.recognizer_loaded),
@@ -90,7 +97,11 @@ impl Readiness {
         .into_iter()
         .filter(|(_, flag)| !flag.load(Ordering::Acquire))
         .map(|(name, _)| name)
-        .collect()
+        .collect();
+        if self.draining.load(Ordering::Acquire) {
+            down.push("not_draining");
+        }
+        down
     }
 
     /// Every flag is set.
@@ -550,5 +561,7 @@ mod tests {
         assert_eq!(r.not_ready(), ["sinks_reachable"]);
         r.set_sinks_reachable(true);
         assert!(r.is_ready());
+        r.set_draining(true);
+        assert_eq!(r.not_ready(), ["not_draining"]);
     }
 }

@@ -25,7 +25,7 @@ use dsp::mask::MaskConfig;
 use dsp::spoken::SpeechConfig;
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::core::media::tap::{CallMeta, TapEvent};
 pub use crate::core::media::KeySequence;
@@ -71,6 +71,38 @@ pub struct MediaSettings {
     pub speech: Option<LiveSpeech>,
 }
 
+/// The part of [`MediaSettings`] a configuration reload (SIGHUP) may change: read when a
+/// call's relay starts, so calls in progress keep what they started with.
+#[derive(Debug, Clone)]
+pub struct MediaPolicy {
+    /// `media.inactivity_timeout_s`.
+    pub inactivity: Duration,
+    /// `masking.dtmf`, `masking.replacement` (the rest follows settings that need a restart).
+    pub mask: MaskConfig,
+    /// `pbx.allow` / `agents.allow` (latching scope).
+    pub latch: LatchConfig,
+    /// `masking.agent_dtmf`.
+    pub agent_dtmf: AgentDtmfMode,
+    /// `secure.dtmf_trigger`.
+    pub dtmf_trigger: Option<KeySequence>,
+    /// `secure.dtmf_release`.
+    pub dtmf_release: Option<KeySequence>,
+}
+
+impl MediaPolicy {
+    /// The policy part of `s`.
+    pub fn of(s: &MediaSettings) -> Self {
+        MediaPolicy {
+            inactivity: s.inactivity,
+            mask: s.mask,
+            latch: s.latch.clone(),
+            agent_dtmf: s.agent_dtmf,
+            dtmf_trigger: s.dtmf_trigger.clone(),
+            dtmf_release: s.dtmf_release.clone(),
+        }
+    }
+}
+
 struct CallHandle {
     cmd: mpsc::UnboundedSender<CallCmd>,
 }
@@ -88,6 +120,8 @@ pub struct MediaHub {
     table: Arc<super::calls::CallTable>,
     /// Where call tasks run: the media workers, or (None) the caller's runtime.
     workers: Option<Arc<MediaWorkers>>,
+    /// The reloadable part of the settings, when the configuration can be reloaded.
+    policy: Option<watch::Receiver<MediaPolicy>>,
 }
 
 impl MediaHub {
@@ -111,7 +145,15 @@ impl MediaHub {
             timeouts,
             table,
             workers: None,
+            policy: None,
         }
+    }
+
+    /// Take [`MediaPolicy`] from `policy` (as it is when each call starts) instead of the
+    /// settings given at construction.
+    pub fn with_policy(mut self, policy: watch::Receiver<MediaPolicy>) -> Self {
+        self.policy = Some(policy);
+        self
     }
 
     /// Run every call's task on one of `workers` (least-loaded at the call's first media)
@@ -192,14 +234,17 @@ impl MediaHub {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(CallCmd::Spec(streams));
         self.table.attach(call, tx.clone(), codecs.clone());
-        let s = &self.settings;
+        let p = match &self.policy {
+            Some(rx) => rx.borrow().clone(),
+            None => MediaPolicy::of(&self.settings),
+        };
         let config = MediaConfig {
-            mask: s.mask,
-            latch: s.latch.clone(),
-            agent_dtmf: s.agent_dtmf,
-            dtmf_trigger: s.dtmf_trigger.clone(),
-            dtmf_release: s.dtmf_release.clone(),
-            inactivity: s.inactivity,
+            mask: p.mask,
+            latch: p.latch,
+            agent_dtmf: p.agent_dtmf,
+            dtmf_trigger: p.dtmf_trigger,
+            dtmf_release: p.dtmf_release,
+            inactivity: p.inactivity,
             tap: self.tap.is_some(),
         };
         let meta = CallMeta {
@@ -266,6 +311,24 @@ impl MediaHub {
     /// Calls with a relay task.
     pub fn active(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Shutdown: end every call still here, so each relay task finishes and its recording is
+    /// closed (the call table holds a command sender too, so dropping the hub alone would not
+    /// end them). Returns how many calls were ended.
+    pub fn end_all(&mut self) -> usize {
+        let mut calls: Vec<CallRef> = self
+            .calls
+            .keys()
+            .chain(self.caller_sides.keys())
+            .copied()
+            .collect();
+        calls.sort_unstable_by_key(|c| c.0);
+        calls.dedup();
+        for &call in &calls {
+            self.call_ended(call);
+        }
+        calls.len()
     }
 }
 

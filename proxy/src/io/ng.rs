@@ -76,6 +76,8 @@ impl NgShell {
             }
             self.drain();
         }
+        // Shutdown: the calls still up end here, so their recordings are closed.
+        self.media.end_all();
     }
 
     fn drain(&mut self) {

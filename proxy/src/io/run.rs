@@ -12,18 +12,18 @@ use tokio::sync::{mpsc, watch};
 
 use super::calls::CallTable;
 use super::http::{self, HttpState, Readiness};
-use super::media::{KeySequence, LiveSpeech, MediaHub, MediaSettings};
+use super::media::{KeySequence, LiveSpeech, MediaHub, MediaPolicy, MediaSettings};
 use super::media_workers::MediaWorkers;
 use super::recorder;
-use super::signalling::Signalling;
-use super::sip_stream::spawn_listener;
+use super::signalling::{ShellControl, Signalling};
+use super::sip_stream::{spawn_listener, TcpLimits};
 use super::speech::{RecognizerFactory, SpeechPool};
 use crate::core::media::tap::TapEvent;
 use crate::core::ports::{PortAllocator, PortRange};
-use crate::core::proxy::{ProxyConfig, ProxyCore, Side, SideConfig};
+use crate::core::proxy::{CoreLimits, ProxyConfig, ProxyCore, Side, SideConfig};
 use crate::core::relay::LatchConfig;
 use crate::core::sip::Limits;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReloadResult};
 
 /// Why `callmask run` could not start.
 #[derive(Debug, Error)]
@@ -223,13 +223,48 @@ fn sinks_writable(cfg: &config::Config) -> bool {
     })
 }
 
+/// What a running proxy is told from outside (`main` turns signals into these).
+#[derive(Debug)]
+pub struct Control {
+    /// Becomes true: stop now. The calls in progress are cut; their recordings are still
+    /// finished and closed.
+    pub shutdown: watch::Receiver<bool>,
+    /// Becomes true: drain, then stop. New calls are refused (503 with Retry-After) and
+    /// `/readyz` says not ready; the calls in progress may go on for up to
+    /// `shutdown.drain_timeout_s`; then as `shutdown`.
+    pub drain: Option<watch::Receiver<bool>>,
+    /// Configurations to swap in (the file and `--set`s loaded again on SIGHUP), or why the
+    /// new one could not be loaded. Applied only if every changed key can change live
+    /// ([`config::reload`]); `callmask_config_reloads_total{result}` counts each.
+    pub reload: Option<mpsc::UnboundedReceiver<Result<config::Config, String>>>,
+}
+
 /// Run the proxy with `cfg` until `shutdown` changes to true. `on_bound` is told the bound
 /// addresses once every listener is up (tests and `demo` use it).
 pub async fn run(
     cfg: config::Config,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), RunError> {
+    let control = Control {
+        shutdown,
+        drain: None,
+        reload: None,
+    };
+    run_with(cfg, control, on_bound).await
+}
+
+/// Run the proxy with `cfg` under `control` (stop, drain, reloads) until it stops.
+pub async fn run_with(
+    cfg: config::Config,
+    control: Control,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), RunError> {
+    let Control {
+        mut shutdown,
+        drain,
+        reload,
+    } = control;
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::new());
 
@@ -350,19 +385,15 @@ pub async fn run(
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
-    metrics.recorder().set_tap_sinks(
-        cfg.recorders
-            .iter()
-            .map(|r| match r.kind() {
-                config::types::RecorderKind::Wav => crate::metrics::SinkKind::Wav,
-                config::types::RecorderKind::Rtp => crate::metrics::SinkKind::Rtp,
-                config::types::RecorderKind::Siprec => crate::metrics::SinkKind::Siprec,
-            })
-            .collect(),
-    );
+    metrics.recorder().set_tap_sinks(tap_sink_kinds(&cfg));
+    let (recorder_reload, recorder_reloads) = mpsc::unbounded_channel();
     let recorders = recorder::Recorders::from_config(&cfg, metrics.clone())
-        .with_path_delay_ms(u32::from(cfg.masking.lookahead_ms.get()));
+        .with_path_delay_ms(u32::from(cfg.masking.lookahead_ms.get()))
+        .with_reloads(recorder_reloads);
     let tap = if recorders.is_empty() {
+        // No sink: the recorder thread ends as soon as it starts (else it would wait for
+        // this sender at shutdown).
+        drop(tap_tx);
         None
     } else {
         Some(tap_tx)
@@ -436,6 +467,8 @@ pub async fn run(
         dtmf_release: cfg.secure.dtmf_release.as_ref().map(KeySequence::new),
         speech,
     };
+    // What a reload may change for the calls that start afterwards (both hubs read it).
+    let (policy_tx, policy_rx) = watch::channel(MediaPolicy::of(&settings));
     let workers = Arc::new(workers);
     // Media-node mode: its own hub (and media timeouts) over the same workers, recorder
     // queue and call table, so NG calls run the SIP mode's media core and sinks.
@@ -449,7 +482,8 @@ pub async fn run(
                 ng_timeouts_tx,
                 table.clone(),
             )
-            .with_workers(workers.clone());
+            .with_workers(workers.clone())
+            .with_policy(policy_rx.clone());
             let core = crate::core::ng::NgCore::new(
                 crate::core::ng::NgConfig {
                     media_ip: crate::core::side::BySide::new(pbx_ip, agents_ip),
@@ -469,11 +503,14 @@ pub async fn run(
         _ => None,
     };
     let media = MediaHub::new(settings, metrics.clone(), tap, timeouts_tx, table.clone())
-        .with_workers(workers);
+        .with_workers(workers)
+        .with_policy(policy_rx);
+    // Listeners and the API stop once signalling has (after a drain, or at once).
+    let (stop_tx, stop) = watch::channel(false);
 
     let state = HttpState::new(metrics.clone(), readiness.clone(), table.clone())
         .with_token(token.as_deref());
-    let mut http_shutdown = shutdown.clone();
+    let mut http_shutdown = stop.clone();
     let http_task = tokio::spawn(http::serve(http_listener, state, async move {
         let _ = http_shutdown.wait_for(|v| *v).await;
     }));
@@ -489,14 +526,14 @@ pub async fn run(
     on_bound(bound);
     if let Some(ng) = ng {
         tracing::info!(ng = ?bound.ng, "media-node mode: NG control protocol listening");
-        let mut ng_shutdown = shutdown.clone();
+        let mut ng_shutdown = stop.clone();
         tokio::spawn(ng.run(async move {
             let _ = ng_shutdown.wait_for(|v| *v).await;
         }));
     }
 
     let (stream_tx, stream_rx) = mpsc::channel(4096);
-    let tcp_limits = super::sip_stream::TcpLimits::new(&cfg.limits, metrics.clone());
+    let tcp_limits = TcpLimits::new(&cfg.limits, metrics.clone());
     spawn_listener(
         Side::Pbx,
         pbx_tcp,
@@ -509,7 +546,20 @@ pub async fn run(
         agents_tcp,
         stream_tx.clone(),
         limits,
-        tcp_limits,
+        tcp_limits.clone(),
+    );
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let supervisor = tokio::spawn(
+        Supervisor {
+            current: cfg.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            tcp_limits,
+            policy: policy_tx,
+            signalling: control_tx,
+            recorders: recorder_reload,
+        }
+        .run(reload, drain),
     );
     let signalling = Signalling {
         core,
@@ -527,17 +577,155 @@ pub async fn run(
             .state_dir
             .as_deref()
             .map(super::state::BindingStore::new),
+        control: Some(control_rx),
     };
     signalling
         .run(async move {
             let _ = shutdown.wait_for(|v| *v).await;
         })
         .await;
+    supervisor.abort();
+    let _ = stop_tx.send(true);
     // Dropping the signalling task dropped the media hub and the tap sender: the recorder
     // finishes its files once the relay tasks have flushed.
-    let _ = tokio::time::timeout(Duration::from_secs(10), recorder_done).await;
+    if tokio::time::timeout(Duration::from_secs(10), recorder_done)
+        .await
+        .is_err()
+    {
+        tracing::error!("the recorder did not finish its recordings within 10 s of shutdown");
+    }
     let _ = http_task.await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// The part of the running proxy that takes reloads and starts the drain.
+struct Supervisor {
+    /// The configuration in force.
+    current: config::Config,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    tcp_limits: Arc<TcpLimits>,
+    policy: watch::Sender<MediaPolicy>,
+    signalling: mpsc::UnboundedSender<ShellControl>,
+    /// New `[[recorder]]` lists for the recorder thread (`wav` and `rtp` sinks).
+    recorders: mpsc::UnboundedSender<Vec<config::RecorderConfig>>,
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        mut reload: Option<mpsc::UnboundedReceiver<Result<config::Config, String>>>,
+        mut drain: Option<watch::Receiver<bool>>,
+    ) {
+        loop {
+            tokio::select! {
+                r = async {
+                    match &mut reload {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match r {
+                    Some(r) => self.reload(r),
+                    None => reload = None,
+                },
+                d = async {
+                    match &mut drain {
+                        Some(rx) => rx.wait_for(|v| *v).await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if !d {
+                        drain = None;
+                        continue;
+                    }
+                    let t = self.current.shutdown.drain_timeout_s.get();
+                    tracing::info!(
+                        drain_timeout_s = t,
+                        "draining: new calls are refused (503), the calls in progress may go on; stop again to cut them now"
+                    );
+                    self.readiness.set_draining(true);
+                    let until = std::time::Instant::now() + Duration::from_secs(u64::from(t));
+                    let _ = self.signalling.send(ShellControl::Drain { until });
+                    drain = None;
+                }
+            }
+        }
+    }
+
+    /// Swap in `new` if every key that changed can change live; else keep the configuration
+    /// in force and say why. Never logs values (some keys are secrets).
+    fn reload(&mut self, new: Result<config::Config, String>) {
+        let refuse = |metrics: &Metrics| metrics.config_reloaded(ReloadResult::Failure);
+        let new = match new {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "configuration reload refused, the running configuration stays in force: {e}"
+                );
+                return refuse(&self.metrics);
+            }
+        };
+        let restart = self.current.restart_keys(&new);
+        if !restart.is_empty() {
+            for key in &restart {
+                tracing::error!(
+                    key = %key,
+                    "configuration reload refused: {key} changed and cannot change while callmask runs (restart needed); the running configuration stays in force"
+                );
+            }
+            return refuse(&self.metrics);
+        }
+        if let Err(e) = crate::logging::set_level(new.log.level.as_str()) {
+            tracing::error!(key = "log.level", "configuration reload refused: {e}");
+            return refuse(&self.metrics);
+        }
+        for w in new.warnings() {
+            tracing::warn!(key = w.key, "{w}");
+        }
+        self.tcp_limits.update(&new.limits);
+        self.policy.send_replace(media_policy(&new));
+        if new.recorders != self.current.recorders {
+            self.metrics.recorder().set_tap_sinks(tap_sink_kinds(&new));
+            self.readiness.set_sinks_reachable(sinks_writable(&new));
+            let _ = self.recorders.send(new.recorders.clone());
+        }
+        let _ = self.signalling.send(ShellControl::Reload {
+            access: access_policy(&new),
+            limits: CoreLimits::from_config(&new.limits),
+        });
+        let changed = self.current.live_changes(&new);
+        tracing::info!(
+            changed = %if changed.is_empty() { "nothing".to_owned() } else { changed.join(", ") },
+            "configuration reloaded (calls in progress keep their media settings)"
+        );
+        self.metrics.config_reloaded(ReloadResult::Success);
+        self.current = new;
+    }
+}
+
+/// The sink kinds of `cfg`'s recorders, in order (the recorder metrics count per sink).
+fn tap_sink_kinds(cfg: &config::Config) -> Vec<crate::metrics::SinkKind> {
+    cfg.recorders
+        .iter()
+        .map(|r| match r.kind() {
+            config::types::RecorderKind::Wav => crate::metrics::SinkKind::Wav,
+            config::types::RecorderKind::Rtp => crate::metrics::SinkKind::Rtp,
+            config::types::RecorderKind::Siprec => crate::metrics::SinkKind::Siprec,
+        })
+        .collect()
+}
+
+/// The reloadable media settings of `cfg` (as [`run_with`] builds them at start).
+fn media_policy(cfg: &config::Config) -> MediaPolicy {
+    MediaPolicy {
+        inactivity: Duration::from_secs(u64::from(cfg.media.inactivity_timeout.get())),
+        mask: mask_config(cfg),
+        latch: latch_config(cfg),
+        agent_dtmf: cfg.masking.agent_dtmf,
+        dtmf_trigger: cfg.secure.dtmf_trigger.as_ref().map(KeySequence::new),
+        dtmf_release: cfg.secure.dtmf_release.as_ref().map(KeySequence::new),
+    }
 }
 
 /// The environment variable that may hold the HTTP API's bearer token (when neither

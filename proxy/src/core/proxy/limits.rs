@@ -100,17 +100,20 @@ pub enum LimitKind {
     SourceRequests,
     /// The source started more than `limits.source_calls_per_s` calls (503).
     SourceCalls,
+    /// A new call while callmask drains for shutdown (503).
+    Draining,
 }
 
 impl LimitKind {
     /// Every kind, in declaration order.
-    pub const ALL: [LimitKind; 6] = [
+    pub const ALL: [LimitKind; 7] = [
         LimitKind::StreamsPerCall,
         LimitKind::Calls,
         LimitKind::Transactions,
         LimitKind::Registrations,
         LimitKind::SourceRequests,
         LimitKind::SourceCalls,
+        LimitKind::Draining,
     ];
 
     /// Stable label.
@@ -122,6 +125,7 @@ impl LimitKind {
             LimitKind::Registrations => "registrations",
             LimitKind::SourceRequests => "source_requests",
             LimitKind::SourceCalls => "source_calls",
+            LimitKind::Draining => "draining",
         }
     }
 }
@@ -130,6 +134,18 @@ impl super::ProxyCore {
     /// Replace the bounds (at start, and on a configuration reload).
     pub fn set_limits(&mut self, limits: CoreLimits) {
         self.limits = limits;
+    }
+
+    /// Drain for shutdown: from now on a new call (an INVITE outside a dialog) is answered
+    /// 503 with Retry-After; calls in progress, their in-dialog requests and registrations
+    /// go on.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Whether the core refuses new calls for shutdown.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// The load bounds for request `msg` from `src` on `side`, checked before any state is
@@ -162,7 +178,9 @@ impl super::ProxyCore {
             return false;
         }
         let initial_invite = *method == Method::Invite && msg.to().is_ok_and(|t| t.tag().is_none());
-        let over = if self.txns.len() >= self.limits.transactions && *method != Method::Cancel {
+        let over = if initial_invite && self.draining {
+            Some(LimitKind::Draining)
+        } else if self.txns.len() >= self.limits.transactions && *method != Method::Cancel {
             Some(LimitKind::Transactions)
         } else if initial_invite && self.calls.len() >= self.limits.calls {
             Some(LimitKind::Calls)

@@ -111,6 +111,8 @@ pub struct ProxyCore {
     /// Per-source request and new-call rates.
     source_requests: limits::SourceBuckets,
     source_calls: limits::SourceBuckets,
+    /// Shutting down (SIGTERM): new calls are refused 503, calls in progress go on.
+    draining: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ProxyEvent>,
     /// Transport of the message being handled.
@@ -130,6 +132,7 @@ impl ProxyCore {
             limits: limits::CoreLimits::default(),
             source_requests: limits::SourceBuckets::default(),
             source_calls: limits::SourceBuckets::default(),
+            draining: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             arrival: SipTransport::Udp,
@@ -144,6 +147,12 @@ impl ProxyCore {
     /// Live transactions (server and client, lingering ones included).
     pub fn transactions(&self) -> usize {
         self.txns.len()
+    }
+
+    /// Transactions still waiting for their final response (a drain lets them finish, so
+    /// the 200 to a call's last BYE goes out before the process stops).
+    pub fn pending_transactions(&self) -> usize {
+        self.txns.awaiting_final()
     }
 
     /// Calls currently known.

@@ -1926,6 +1926,59 @@ fn calls_over_the_limit_get_503_with_retry_after() {
     assert_eq!(refused, 3, "burst of 2, then refused");
 }
 
+/// Draining (SIGTERM): a new call is answered 503 with Retry-After and counted; the call in
+/// progress goes on (its BYE is forwarded and answered) and ends the drain when it ends.
+#[test]
+fn draining_refuses_new_calls_and_lets_calls_in_progress_finish() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let fwd = invite_through(&mut c, "z9hG4bKd1", t0);
+    assert!(c.pending_transactions() > 0, "the INVITE awaits its answer");
+    let ok = response_to(&fwd, 200, Some(&sdp("10.2.2.2", 5000)));
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), ok, t0);
+    let _ = transmits(&mut c);
+    let _ = drain_events(&mut c);
+    assert_eq!(c.active_calls(), 1);
+
+    c.set_draining(true);
+    assert!(c.is_draining());
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        invite_with_call_id("z9hG4bKd2", "b@t"),
+        t0,
+    );
+    let t = one_transmit(&mut c);
+    let text = String::from_utf8_lossy(&t.payload);
+    assert!(text.starts_with("SIP/2.0 503 "), "{text}");
+    assert!(text.contains("Retry-After: 5\r\n"), "{text}");
+    assert_eq!(c.active_calls(), 1, "the refused INVITE made no call");
+    assert!(drain_events(&mut c).contains(&ProxyEvent::LimitRefused {
+        side: Side::Pbx,
+        limit: LimitKind::Draining
+    }));
+
+    // The call in progress: its BYE goes through, the 200 comes back, the call is over.
+    let bye = request("BYE", "z9hG4bKd3", Some("uas1"), 2, None);
+    c.handle_datagram(Side::Pbx, addr(PBX_UA), bye, t0);
+    let sent = transmits(&mut c);
+    let fwd_bye = sent
+        .iter()
+        .find(|t| t.side == Side::Agents && t.payload.starts_with(b"BYE "))
+        .unwrap_or_else(|| panic!("the BYE was not forwarded: {sent:?}"));
+    let fwd_bye = parse(&fwd_bye.payload);
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&fwd_bye, 200, None),
+        t0,
+    );
+    let up = transmits(&mut c);
+    assert!(up.iter().any(|t| status_of(t) == Some(200)), "{up:?}");
+    assert_eq!(c.active_calls(), 0);
+    assert_eq!(c.pending_transactions(), 0, "nothing left to answer");
+}
+
 /// A source over `limits.source_requests_per_s` is dropped silently (no amplification).
 #[test]
 fn request_flood_from_one_source_is_dropped_unanswered() {

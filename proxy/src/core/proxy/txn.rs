@@ -560,4 +560,10 @@ impl Txns {
     pub(super) fn len(&self) -> usize {
         self.servers.len() + self.clients.len()
     }
+
+    /// Transactions whose final response is still to come or to be sent.
+    pub(super) fn awaiting_final(&self) -> usize {
+        self.servers.values().filter(|e| e.awaiting_final()).count()
+            + self.clients.values().filter(|e| e.awaiting_final()).count()
+    }
 }

@@ -192,6 +192,8 @@ struct CallRec {
     dropped: u64,
     spans: Vec<SpanOut>,
     aligner: align::Aligner,
+    /// The `wav` sinks as configured when the call started (a reload changes later calls).
+    sinks: Vec<Arc<WavSink>>,
     /// Per `wav` sink; `None` once it failed (the failure was counted and logged).
     wavs: Vec<Option<wav::WavFile>>,
     /// Per `rtp` sink; `None` if it could not be opened.
@@ -201,7 +203,7 @@ struct CallRec {
 
 /// All configured sinks.
 pub struct Recorders {
-    wav: Vec<WavSink>,
+    wav: Vec<Arc<WavSink>>,
     rtp: Vec<rtp::Target>,
     siprec: Vec<siprec::SiprecSink>,
     metrics: Arc<Metrics>,
@@ -209,46 +211,52 @@ pub struct Recorders {
     /// The recorder path's constant delay (the look-ahead, 8 kHz samples): sanitized audio
     /// arrives this much after it was heard, so first frames are placed that much earlier.
     path_delay: u64,
+    /// New `[[recorder]]` lists (configuration reload): the `wav` and `rtp` sinks are rebuilt
+    /// for calls that start afterwards; `siprec` sinks stay (a reload may not change them).
+    reloads: Option<mpsc::UnboundedReceiver<Vec<config::RecorderConfig>>>,
+}
+
+/// The `wav` and `rtp` sinks of a `[[recorder]]` list (other kinds skipped).
+fn file_and_rtp_sinks(list: &[config::RecorderConfig]) -> (Vec<Arc<WavSink>>, Vec<rtp::Target>) {
+    let mut wav_sinks = Vec::new();
+    let mut rtp_targets = Vec::new();
+    for r in list {
+        match r {
+            config::RecorderConfig::Wav(w) => {
+                let (recipients, broken) = age_recipients(&w.encrypt_to, &w.dir, "wav");
+                wav_sinks.push(Arc::new(WavSink {
+                    dir: w.dir.clone(),
+                    recipients,
+                    broken,
+                    retention_days: w.retention_days.map(|d| d.get()),
+                    hash_numbers: w.hash_numbers,
+                }));
+            }
+            config::RecorderConfig::Rtp(r) => match resolve(r.target.host(), r.target.port()) {
+                Some(addr) => rtp_targets.push(rtp::Target::new(addr)),
+                None => {
+                    tracing::error!(
+                        host = r.target.host(),
+                        "rtp recorder: target does not resolve; sink skipped"
+                    )
+                }
+            },
+            config::RecorderConfig::Siprec(_) => {}
+        }
+    }
+    (wav_sinks, rtp_targets)
 }
 
 impl Recorders {
     /// The sinks the config asks for (kinds not built yet are reported and skipped).
     pub fn from_config(cfg: &config::Config, metrics: Arc<Metrics>) -> Self {
-        let mut wav_sinks = Vec::new();
-        let mut rtp_targets = Vec::new();
+        let (wav_sinks, rtp_targets) = file_and_rtp_sinks(&cfg.recorders);
         let mut siprec_sinks = Vec::new();
         for r in &cfg.recorders {
-            match r {
-                config::RecorderConfig::Wav(w) => {
-                    let (recipients, broken) = age_recipients(&w.encrypt_to, &w.dir, "wav");
-                    wav_sinks.push(WavSink {
-                        dir: w.dir.clone(),
-                        recipients,
-                        broken,
-                        retention_days: w.retention_days.map(|d| d.get()),
-                        hash_numbers: w.hash_numbers,
-                    });
-                }
-                config::RecorderConfig::Rtp(r) => {
-                    if r.codec != config::types::RtpCodec::Pcmu {
-                        tracing::warn!("rtp recorder: the tap carries decoded PCM; sending PCMU instead of the original codec");
-                    }
-                    match resolve(r.target.host(), r.target.port()) {
-                        Some(addr) => rtp_targets.push(rtp::Target::new(addr)),
-                        None => {
-                            tracing::error!(
-                                host = r.target.host(),
-                                "rtp recorder: target does not resolve; sink skipped"
-                            )
-                        }
-                    }
-                }
-                config::RecorderConfig::Siprec(s) => {
-                    if let Some(sink) =
-                        siprec::SiprecSink::new(siprec_sinks.len(), s, metrics.clone())
-                    {
-                        siprec_sinks.push(sink);
-                    }
+            if let config::RecorderConfig::Siprec(s) = r {
+                if let Some(sink) = siprec::SiprecSink::new(siprec_sinks.len(), s, metrics.clone())
+                {
+                    siprec_sinks.push(sink);
                 }
             }
         }
@@ -259,7 +267,49 @@ impl Recorders {
             metrics,
             clock: Clock::Real(Instant::now()),
             path_delay: 0,
+            reloads: None,
         }
+    }
+
+    /// Take new `[[recorder]]` lists from `rx` while running (configuration reloads).
+    pub fn with_reloads(
+        mut self,
+        rx: mpsc::UnboundedReceiver<Vec<config::RecorderConfig>>,
+    ) -> Self {
+        self.reloads = Some(rx);
+        self
+    }
+
+    /// The retention sweepers of the `wav` sinks that have `retention_days`.
+    fn spawn_sweepers(&self) -> Vec<JoinHandle<()>> {
+        self.wav
+            .iter()
+            .filter_map(|w| {
+                let days = w.retention_days?;
+                Some(tokio::spawn(retention::sweeper(
+                    w.dir.clone(),
+                    days,
+                    self.metrics.clone(),
+                )))
+            })
+            .collect()
+    }
+
+    /// Swap in the `wav` and `rtp` sinks of `list` for calls that start from now on (calls
+    /// in progress finish with the sinks they started with).
+    fn reload(&mut self, list: &[config::RecorderConfig], sweepers: &mut Vec<JoinHandle<()>>) {
+        let (wav, rtp) = file_and_rtp_sinks(list);
+        self.wav = wav;
+        self.rtp = rtp;
+        for h in sweepers.drain(..) {
+            h.abort();
+        }
+        *sweepers = self.spawn_sweepers();
+        tracing::info!(
+            wav = self.wav.len(),
+            rtp = self.rtp.len(),
+            "recorder sinks reloaded: calls that start from now on use them"
+        );
     }
 
     /// Frames come through a look-ahead of `ms` (the live proxy's recorder path): a call's
@@ -284,18 +334,8 @@ impl Recorders {
     /// for every recording to be final. SIPREC signalling (datagrams, timers) is driven from
     /// the same loop.
     pub async fn run(mut self, mut rx: mpsc::Receiver<TapEvent>) {
-        let sweepers: Vec<JoinHandle<()>> = self
-            .wav
-            .iter()
-            .filter_map(|w| {
-                let days = w.retention_days?;
-                Some(tokio::spawn(retention::sweeper(
-                    w.dir.clone(),
-                    days,
-                    self.metrics.clone(),
-                )))
-            })
-            .collect();
+        let mut sweepers = self.spawn_sweepers();
+        let mut reloads = self.reloads.take();
         let (sip_tx, mut sip_rx) = mpsc::channel::<siprec::Datagram>(1024);
         let readers: Vec<JoinHandle<()>> = self
             .siprec
@@ -322,6 +362,15 @@ impl Recorders {
                 ev = rx.recv() => match ev {
                     Some(ev) => self.handle_tap(ev, &mut calls, &mut finishing),
                     None => break,
+                },
+                list = async {
+                    match &mut reloads {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match list {
+                    Some(list) => self.reload(&list, &mut sweepers),
+                    None => reloads = None,
                 },
                 Some((i, bytes, from)) = sip_rx.recv(), if has_sip => {
                     if let Some(s) = self.siprec.get_mut(i) {
@@ -488,8 +537,8 @@ impl Recorders {
             };
             s.start(call, name.clone(), info);
         }
-        let wavs = self
-            .wav
+        let sinks = self.wav.clone();
+        let wavs = sinks
             .iter()
             .map(|sink| {
                 self.metrics
@@ -533,6 +582,7 @@ impl Recorders {
             dropped: 0,
             spans: Vec::new(),
             aligner: align::Aligner::default(),
+            sinks,
             wavs,
             rtps,
             rtp_error_logged: false,
@@ -570,6 +620,7 @@ impl Recorders {
             offsets,
             dropped,
             mut aligner,
+            sinks,
             mut wavs,
             mut rtps,
             mut rtp_error_logged,
@@ -628,7 +679,7 @@ impl Recorders {
         };
         let json = serde_json::to_vec_pretty(&sidecar).unwrap_or_default();
         // Numbers in clear only for sinks configured with `hash_numbers = false`.
-        let json_clear = if self.wav.iter().any(|w| !w.hash_numbers) {
+        let json_clear = if sinks.iter().any(|w| !w.hash_numbers) {
             let (from, to) = meta.numbers_clear.into_inner();
             sidecar.from = from;
             sidecar.to = to;
@@ -645,7 +696,7 @@ impl Recorders {
         type Job = (wav::WavFile, PathBuf, Vec<x25519::Recipient>, bool);
         let jobs: Vec<Job> = wavs
             .into_iter()
-            .zip(&self.wav)
+            .zip(&sinks)
             .filter_map(|(w, sink)| {
                 Some((
                     w?,
@@ -655,7 +706,7 @@ impl Recorders {
                 ))
             })
             .collect();
-        let closed = self.wav.len();
+        let closed = sinks.len();
         let metrics = self.metrics.clone();
         let json = if had_media { json } else { Vec::new() };
         handles.push(tokio::task::spawn_blocking(move || {

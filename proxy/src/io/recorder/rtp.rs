@@ -6,8 +6,8 @@
 //!   its own random SSRC, initial sequence number and timestamp, so a receiver tells calls
 //!   apart by source address or SSRC, and legs by destination port.
 //! - Payload: G.711 µ-law (PCMU, payload type 0), 20 ms (160 samples) per packet. The tap
-//!   carries decoded, sanitized PCM only, so `codec = "original"` also sends PCMU (the
-//!   original codec is not re-encoded; see the startup warning).
+//!   carries decoded, sanitized PCM only, so PCMU is the one codec (`codec = "original"` is
+//!   refused by the config's validation).
 //! - Continuity: timestamps follow each direction's media time; muted audio is silence in
 //!   the tap already and is sent as such; gaps of up to 10 s are filled with silence packets;
 //!   a longer gap advances the timestamp without packets and marks the next packet.

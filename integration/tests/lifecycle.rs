@@ -1,0 +1,420 @@
+//! Issue 13, "hardened runtime": the real `callmask run` binary reloads its configuration on
+//! SIGHUP (allow-lists swapped in, a broken file or a restart-only change refused, the process
+//! up) and drains on SIGTERM (new calls 503, the call in progress ends normally, its recording
+//! complete, exit 0; a second SIGTERM stops at once). All on 127.0.0.1.
+#![allow(clippy::disallowed_methods)] // an e2e test reads the clock
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use callmask_integration::*;
+
+const T: Duration = Duration::from_secs(5);
+
+/// An INVITE (no body) from `raw` to callmask's PBX side; `tag` makes it a new call.
+fn invite(raw: &RawSip, to: SocketAddr, tag: &str) -> String {
+    let me = raw.addr();
+    format!(
+        "INVITE sip:agent@{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-life-{tag}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:pbx@{me}>;tag=life{tag}\r\n\
+         To: <sip:agent@{to}>\r\n\
+         Call-ID: life-{tag}@127.0.0.1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:pbx@{me}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Sends an INVITE and returns the status of the first response (None: none within `T`).
+fn invite_status(raw: &RawSip, to: SocketAddr, tag: &str) -> (Option<u16>, String) {
+    raw.send(to, invite(raw, to, tag).as_bytes());
+    match raw.recv(T) {
+        Some(r) => (sip_status(&r), r),
+        None => (None, String::new()),
+    }
+}
+
+/// Whether an INVITE with Call-ID `life-{tag}@…` reached `agent` (the agents' peer socket).
+fn agent_got(agent: &UdpSocket, tag: &str) -> bool {
+    agent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let end = Instant::now() + T;
+    let mut buf = [0u8; 65_536];
+    while Instant::now() < end {
+        if let Ok((n, _)) = agent.recv_from(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]);
+            if msg.starts_with("INVITE ") && msg.contains(&format!("life-{tag}@")) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn reloads(cm: &Callmask, result: &str) -> f64 {
+    cm.metrics().value(&format!(
+        "callmask_config_reloads_total{{result=\"{result}\"}}"
+    ))
+}
+
+/// SIGHUP swaps in a new `pbx.allow` (an INVITE from 127.0.0.1 is 403 before, relayed to the
+/// agent after); a broken file and a restart-only change are refused (logged with the reason
+/// or the key, `result="failure"` counted), the process stays up and the allow-list in force
+/// stays.
+#[test]
+fn sighup_reloads_the_allow_list_and_refuses_broken_or_restart_only_changes() {
+    let dir = TempDir::new("sighup");
+    let file = dir.path().join("callmask.toml");
+    // Only 127.0.0.2 may send on the PBX side: the peer on 127.0.0.1 is shut out.
+    std::fs::write(&file, "[pbx]\nallow = [\"127.0.0.2\"]\n").unwrap();
+    let cm = Callmask::start_with(CallmaskOpts {
+        config: Some(file.clone()),
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let agent = UdpSocket::bind(l.agents_peer).unwrap();
+    let raw = RawSip::bind();
+
+    let (st, resp) = invite_status(&raw, l.pbx_listen, "a");
+    assert_eq!(
+        st,
+        Some(403),
+        "before the reload: {resp}\n{}",
+        cm.log_tail()
+    );
+    assert!(
+        !agent_got(&agent, "a"),
+        "a refused INVITE reached the agent"
+    );
+
+    // Allow 127.0.0.1; SIGHUP.
+    std::fs::write(&file, "[pbx]\nallow = [\"127.0.0.1\"]\n").unwrap();
+    cm.signal("HUP");
+    cm.wait_metrics("one successful reload", T, |m| {
+        m.value("callmask_config_reloads_total{result=\"success\"}") == 1.0
+    });
+    let (st, resp) = invite_status(&raw, l.pbx_listen, "b");
+    assert_eq!(st, Some(100), "after the reload: {resp}\n{}", cm.log_tail());
+    assert!(
+        agent_got(&agent, "b"),
+        "the INVITE did not reach the agent after the reload\n{}",
+        cm.log_tail()
+    );
+
+    // A broken file: refused with the reason, the process up, the allow-list kept.
+    std::fs::write(
+        &file,
+        "[pbx]\nallow = [\"127.0.0.1\"]\n[limits]\ncalls = -5\n",
+    )
+    .unwrap();
+    cm.signal("HUP");
+    cm.wait_metrics("one refused reload", T, |m| {
+        m.value("callmask_config_reloads_total{result=\"failure\"}") == 1.0
+    });
+    assert!(cm.is_running(), "callmask exited\n{}", cm.log_tail());
+    assert!(
+        cm.stderr().contains("limits.calls"),
+        "the refusal does not name the bad key\n{}",
+        cm.log_tail()
+    );
+    let (st, resp) = invite_status(&raw, l.pbx_listen, "c");
+    assert_eq!(st, Some(100), "after the refused reload: {resp}");
+    assert!(agent_got(&agent, "c"));
+
+    // A key that needs a restart (with a live one): refused whole, naming the key.
+    std::fs::write(
+        &file,
+        "[pbx]\nallow = [\"127.0.0.2\"]\n[sip]\nmax_headers = 64\n",
+    )
+    .unwrap();
+    cm.signal("HUP");
+    cm.wait_metrics("two refused reloads", T, |m| {
+        m.value("callmask_config_reloads_total{result=\"failure\"}") == 2.0
+    });
+    let log = cm.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("sip.max_headers") && l.contains("restart needed")),
+        "no log line names sip.max_headers as restart needed\n{}",
+        cm.log_tail()
+    );
+    // Nothing of that file was applied: 127.0.0.1 is still allowed.
+    let (st, _) = invite_status(&raw, l.pbx_listen, "d");
+    assert_eq!(st, Some(100));
+    assert_eq!(reloads(&cm, "success"), 1.0);
+    assert!(cm.is_running());
+}
+
+/// SIGHUP with another `wav` folder: the calls that start afterwards are recorded there, the
+/// earlier call's recording stays where it was made.
+#[test]
+fn sighup_moves_new_recordings_to_the_reloaded_wav_sink() {
+    let dir = TempDir::new("sighup-sinks");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let file = dir.path().join("callmask.toml");
+    let sink =
+        |d: &std::path::Path| format!("[[recorder]]\nkind = \"wav\"\ndir = \"{}\"\n", d.display());
+    std::fs::write(&file, sink(&a)).unwrap();
+    let cm = Callmask::start_with(CallmaskOpts {
+        config: Some(file.clone()),
+        recorders_in_config: true,
+        ..CallmaskOpts::default()
+    });
+    let one_call = |cm: &Callmask| {
+        let mut call = start_call(cm, 1500);
+        talk(
+            &mut call.pbx_media,
+            &mut call.agent_media,
+            call.cm_pbx,
+            call.cm_agents,
+            25,
+        );
+        call.uac.wait().assert_success("UAC", cm);
+        call.uas.wait().assert_success("UAS", cm);
+    };
+    one_call(&cm);
+    cm.wait_metrics("the first call over", T, |m| m.active() == 0.0);
+    std::fs::write(&file, sink(&b)).unwrap();
+    cm.signal("HUP");
+    cm.wait_metrics("one successful reload", T, |m| {
+        m.value("callmask_config_reloads_total{result=\"success\"}") == 1.0
+    });
+    one_call(&cm);
+    let count = |d: &std::path::Path| recordings(d).0.len();
+    wait_for(T, || (count(&a) == 1 && count(&b) == 1).then_some(()));
+    assert_eq!(
+        (count(&a), count(&b)),
+        (1, 1),
+        "one recording before the reload in a, one after in b\n{}",
+        cm.log_tail()
+    );
+}
+
+/// Sends `n` PCMU packets each way through the call, 20 ms apart.
+fn talk(
+    pbx: &mut RtpEndpoint,
+    agent: &mut RtpEndpoint,
+    cm_pbx: SocketAddr,
+    cm_agents: SocketAddr,
+    n: u32,
+) {
+    for i in 0..n {
+        pbx.send_pcmu(cm_pbx, &RtpEndpoint::payload(1, i));
+        agent.send_pcmu(cm_agents, &RtpEndpoint::payload(2, i));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A call with media (sipp UAC/UAS with Rust RTP endpoints) whose caller hangs up after
+/// `pause_ms`; returns the sipp children and callmask's media addresses once it is answered.
+struct Call {
+    uac: SippChild,
+    uas: SippChild,
+    pbx_media: RtpEndpoint,
+    agent_media: RtpEndpoint,
+    cm_pbx: SocketAddr,
+    cm_agents: SocketAddr,
+    _dir: TempDir,
+}
+
+fn start_call(cm: &Callmask, pause_ms: u32) -> Call {
+    let l = cm.layout;
+    let dir = TempDir::new("drain-call");
+    let pbx_media = RtpEndpoint::bind();
+    let agent_media = RtpEndpoint::bind();
+    let re = l.media_rtp_port_regex();
+    let uas_file = dir.path().join("uas_port");
+    let uac_file = dir.path().join("uac_port");
+    let uas = Sipp::new(
+        Scenario::file("uas_call.xml").with("MEDIA_RE", re.clone()),
+        l.agents_peer.port(),
+    )
+    .set("mport", agent_media.port())
+    .set("portfile", uas_file.display())
+    .timeout_s(60)
+    .spawn();
+    let uac = Sipp::new(
+        Scenario::file("uac_call.xml").with("MEDIA_RE", re),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .pause_ms(pause_ms)
+    .set("mport", pbx_media.port())
+    .set("portfile", uac_file.display())
+    .timeout_s(60)
+    .spawn();
+    let port = |f: &std::path::Path| -> u16 {
+        wait_file_line(f, Duration::from_secs(10))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("the call was not set up\n{}", cm.log_tail()))
+    };
+    let cm_agents = SocketAddr::from((LOCALHOST, port(&uas_file)));
+    let cm_pbx = SocketAddr::from((LOCALHOST, port(&uac_file)));
+    Call {
+        uac,
+        uas,
+        pbx_media,
+        agent_media,
+        cm_pbx,
+        cm_agents,
+        _dir: dir,
+    }
+}
+
+/// The WAV header's data size matches the file (patched at the end: the file is final).
+fn assert_final(wav: &std::path::Path) {
+    let b = std::fs::read(wav).unwrap();
+    let data = u32::from_le_bytes([b[40], b[41], b[42], b[43]]) as usize;
+    assert_eq!(data, b.len() - 44, "{}: header not patched", wav.display());
+}
+
+/// The recordings in `dir`: (WAV files, sidecars); none if it does not exist yet.
+fn recordings(dir: &std::path::Path) -> (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    let of = |ext: &str| {
+        files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    (of("wav"), of("json"))
+}
+
+/// SIGTERM with a call in progress: a new INVITE gets 503 with Retry-After (counted as
+/// `draining`, `/readyz` not ready), the call goes on and its BYE completes, then callmask
+/// exits 0 by itself with the call's WAV and sidecar final on disk.
+#[test]
+fn sigterm_drains_the_call_in_progress_and_refuses_new_ones() {
+    let mut cm = Callmask::start_with(CallmaskOpts {
+        sets: vec!["shutdown.drain_timeout_s=30".into()],
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let mut call = start_call(&cm, 6000);
+    talk(
+        &mut call.pbx_media,
+        &mut call.agent_media,
+        call.cm_pbx,
+        call.cm_agents,
+        25,
+    );
+    cm.signal("TERM");
+    let raw = RawSip::bind();
+    let (st, resp) = invite_status(&raw, l.pbx_listen, "drain");
+    assert_eq!(
+        st,
+        Some(503),
+        "a new call while draining: {resp}\n{}",
+        cm.log_tail()
+    );
+    assert_eq!(sip_header(&resp, "Retry-After"), Some("5"), "{resp}");
+    let m = cm.metrics();
+    assert_eq!(
+        m.value("callmask_limit_refusals_total{limit=\"draining\",side=\"pbx\"}"),
+        1.0,
+        "{}",
+        m.callmask_lines()
+    );
+    assert_eq!(m.active(), 1.0, "the call in progress was cut");
+    let (status, body) = http_get(l.http, "/readyz").unwrap();
+    assert_eq!(status, 503, "/readyz while draining: {body}");
+    // The call goes on: media still flows both ways.
+    talk(
+        &mut call.pbx_media,
+        &mut call.agent_media,
+        call.cm_pbx,
+        call.cm_agents,
+        25,
+    );
+    assert!(
+        call.agent_media.wait_received(50, T).len() >= 50,
+        "media stopped during the drain\n{}",
+        cm.log_tail()
+    );
+    call.uac.wait().assert_success("UAC (BYE answered)", &cm);
+    call.uas.wait().assert_success("UAS", &cm);
+    let st = cm.wait_exit(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "callmask did not exit 0 after the drain: {st:?}\n{}",
+        cm.log_tail()
+    );
+    let (wavs, sidecars) = recordings(&cm.rec_dir);
+    assert_eq!(
+        (wavs.len(), sidecars.len()),
+        (1, 1),
+        "{wavs:?} {sidecars:?}"
+    );
+    assert_final(&wavs[0]);
+    let (channels, samples) = read_wav(&wavs[0]);
+    assert_eq!(channels, 2);
+    // The whole call: ~2 s of talk in two bursts within ~6 s from the answer to the BYE.
+    let secs = samples.len() as f64 / 2.0 / 8000.0;
+    assert!(secs >= 5.0, "recording {secs:.2} s: cut short");
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sidecars[0]).unwrap()).unwrap();
+    assert!(
+        side.get("end_unix_ms").and_then(|v| v.as_u64()).is_some(),
+        "sidecar without an end: {side}"
+    );
+    assert!(
+        cm.stderr().contains("drained: no call in progress"),
+        "{}",
+        cm.log_tail()
+    );
+}
+
+/// A second SIGTERM during the drain stops at once; the recording of the cut call is still
+/// finished and closed.
+#[test]
+fn second_sigterm_stops_at_once_and_closes_the_recording() {
+    let mut cm = Callmask::start_with(CallmaskOpts {
+        sets: vec!["shutdown.drain_timeout_s=600".into()],
+        ..CallmaskOpts::default()
+    });
+    let mut call = start_call(&cm, 60_000);
+    talk(
+        &mut call.pbx_media,
+        &mut call.agent_media,
+        call.cm_pbx,
+        call.cm_agents,
+        25,
+    );
+    cm.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        cm.is_running(),
+        "the first SIGTERM did not drain\n{}",
+        cm.log_tail()
+    );
+    let started = Instant::now();
+    cm.signal("TERM");
+    let st = cm.wait_exit(Duration::from_secs(12));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "no clean exit after the second SIGTERM: {st:?}\n{}",
+        cm.log_tail()
+    );
+    println!(
+        "[figure] exit {:.2} s after the second SIGTERM",
+        started.elapsed().as_secs_f64()
+    );
+    let (wavs, sidecars) = recordings(&cm.rec_dir);
+    assert_eq!(
+        (wavs.len(), sidecars.len()),
+        (1, 1),
+        "{wavs:?} {sidecars:?}"
+    );
+    assert_final(&wavs[0]);
+    let (channels, samples) = read_wav(&wavs[0]);
+    assert_eq!(channels, 2);
+    assert!(!samples.is_empty());
+    drop(call);
+}
