@@ -210,7 +210,9 @@ def synth(text, voice, speed, pitch, level_db, tmp):
     nb = os.path.join(tmp, "n.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", raw,
                     text], check=True, capture_output=True)
-    subprocess.run(["sox", raw, "-r", str(FS), "-b", "16", nb, "sinc", "300-3400"],
+    # -R -D: repeatable, no dither (sox dithers at random by default: the set would differ
+    # from run to run, and tiny.en's decodes with it)
+    subprocess.run(["sox", "-R", "-D", raw, "-r", str(FS), "-b", "16", nb, "sinc", "300-3400"],
                    check=True, capture_output=True)
     with wave.open(nb) as w:
         x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
