@@ -33,7 +33,7 @@ pub use error::{ConfigError, ConfigErrors, ErrorKind, ValueError};
 pub use model::{
     AgentsConfig, Config, ConfigWarning, HttpAuth, HttpConfig, LimitsConfig, LogConfig,
     MaskingConfig, MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig,
-    SipConfig, SiprecRecorder, SpeechConfig, WavRecorder,
+    SipConfig, SiprecRecorder, SpeechConfig, TlsConfig, WavRecorder,
 };
 
 use source::Loader;
