@@ -19,5 +19,6 @@ pub mod recorder;
 pub mod run;
 pub mod signalling;
 pub mod sip_stream;
+pub mod sip_tls;
 pub mod speech;
 pub mod state;

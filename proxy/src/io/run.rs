@@ -270,6 +270,12 @@ pub async fn run(
             ),
         });
     }
+    // SIP over TLS (issue 14): every certificate, key and CA file read and checked before
+    // anything is bound.
+    let tls = crate::core::side::BySide::new(
+        tls_side(Side::Pbx, cfg.pbx.tls.as_ref())?,
+        tls_side(Side::Agents, cfg.agents.tls.as_ref())?,
+    );
     let pbx_sock = bind_udp(pbx_listen, "PBX-side SIP", "pbx.listen").await?;
     let agents_sock = bind_udp(agents_listen, "agents-side SIP", "agents.listen").await?;
     // TCP on the same addresses (the UDP port, which may have been chosen by the OS).
@@ -347,6 +353,10 @@ pub async fn run(
     let mut core = ProxyCore::new(core_cfg, ports);
     core.set_access(access_policy(&cfg));
     core.set_limits(crate::core::proxy::CoreLimits::from_config(&cfg.limits));
+    core.set_tls(crate::core::side::BySide::new(
+        tls[Side::Pbx].is_some(),
+        tls[Side::Agents].is_some(),
+    ));
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
@@ -497,20 +507,23 @@ pub async fn run(
 
     let (stream_tx, stream_rx) = mpsc::channel(4096);
     let tcp_limits = super::sip_stream::TcpLimits::new(&cfg.limits, metrics.clone());
-    spawn_listener(
-        Side::Pbx,
-        pbx_tcp,
-        stream_tx.clone(),
-        limits,
-        tcp_limits.clone(),
-    );
-    spawn_listener(
-        Side::Agents,
-        agents_tcp,
-        stream_tx.clone(),
-        limits,
-        tcp_limits,
-    );
+    for (side, listener) in [(Side::Pbx, pbx_tcp), (Side::Agents, agents_tcp)] {
+        let (inputs, bounds) = (stream_tx.clone(), tcp_limits.clone());
+        match &tls[side] {
+            Some(t) => {
+                tracing::info!(side = side.as_str(), "SIP over TLS only on this side");
+                super::sip_stream::spawn_tls_listener(
+                    side,
+                    listener,
+                    inputs,
+                    limits,
+                    bounds,
+                    t.clone(),
+                );
+            }
+            None => spawn_listener(side, listener, inputs, limits, bounds),
+        }
+    }
     let signalling = Signalling {
         core,
         pbx: pbx_sock,
@@ -527,6 +540,7 @@ pub async fn run(
             .state_dir
             .as_deref()
             .map(super::state::BindingStore::new),
+        tls,
     };
     signalling
         .run(async move {
@@ -538,6 +552,15 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), recorder_done).await;
     let _ = http_task.await;
     Ok(())
+}
+
+/// The TLS settings of `side` when it has `transport = "tls"`, every file checked.
+fn tls_side(
+    side: Side,
+    cfg: Option<&config::TlsConfig>,
+) -> Result<Option<Arc<super::sip_tls::TlsSide>>, RunError> {
+    cfg.map(|c| super::sip_tls::TlsSide::new(side, c).map(Arc::new))
+        .transpose()
 }
 
 /// The environment variable that may hold the HTTP API's bearer token (when neither
