@@ -298,6 +298,122 @@ mod tests {
         );
     }
 
+    /// `openssl` with `args` in `dir`; `false` when openssl is not installed (the caller then
+    /// fails unless `CALLMASK_ALLOW_SKIP=1`).
+    fn openssl(dir: &Path, args: &[&str]) -> bool {
+        match std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+        {
+            Ok(o) => {
+                assert!(
+                    o.status.success(),
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A CA and two leaf pairs `a` and `b` it signed (SAN IP:127.0.0.1), in a fresh folder.
+    fn ca_and_two_leaves() -> Option<std::path::PathBuf> {
+        let dir = std::env::temp_dir().join(format!(
+            "callmask-sip-tls-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+        let ca = format!("req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=ca");
+        if !openssl(&dir, &ca.split(' ').collect::<Vec<_>>()) {
+            let why = "openssl is not installed (needed to make test certificates)";
+            if std::env::var("CALLMASK_ALLOW_SKIP").as_deref() == Ok("1") {
+                eprintln!("SKIP: {why}");
+                return None;
+            }
+            panic!("{why} (set CALLMASK_ALLOW_SKIP=1 to skip)");
+        }
+        let ext = "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+                   extendedKeyUsage=serverAuth,clientAuth\n";
+        std::fs::write(dir.join("leaf.ext"), ext).ok()?;
+        for n in ["a", "b"] {
+            let req = format!("req {ec} -keyout {n}.key -out {n}.csr -subj /CN={n}");
+            openssl(&dir, &req.split(' ').collect::<Vec<_>>());
+            let sign = format!(
+                "x509 -req -in {n}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {n}.pem \
+                 -days 2 -extfile leaf.ext"
+            );
+            openssl(&dir, &sign.split_whitespace().collect::<Vec<_>>());
+        }
+        Some(dir)
+    }
+
+    /// The end-entity certificate a client sees when it handshakes with `side`'s acceptor
+    /// (both ends in memory).
+    async fn served_cert(side: &TlsSide) -> CertificateDer<'static> {
+        let (srv, cli) = tokio::io::duplex(64 * 1024);
+        let acceptor = side.acceptor().expect("acceptor");
+        let peer: SocketAddr = "127.0.0.1:5061".parse().expect("addr");
+        let (connector, name) = side.connector(peer).expect("connector (ca_file set)");
+        let (s, c) = tokio::join!(acceptor.accept(srv), connector.connect(name, cli));
+        s.expect("server handshake");
+        let c = c.expect("client handshake");
+        c.get_ref().1.peer_certificates().expect("certificates")[0].clone()
+    }
+
+    fn first_cert(path: &Path) -> CertificateDer<'static> {
+        CertificateDer::pem_file_iter(path)
+            .expect("pem")
+            .next()
+            .expect("a certificate")
+            .expect("parses")
+    }
+
+    /// A key that does not match its certificate is refused at start, naming
+    /// `<side>.tls.key_file`; `reload` swaps in new files for new handshakes and keeps the
+    /// old configuration when the new files are inconsistent.
+    #[tokio::test]
+    async fn key_mismatch_is_refused_and_reload_swaps_certificates() {
+        let Some(dir) = ca_and_two_leaves() else {
+            return;
+        };
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let cfg = config::TlsConfig {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+            client_ca_file: None,
+            ca_file: Some(dir.join("ca.pem")),
+            system_roots: false,
+            server_name: None,
+        };
+        let copy = |from: &str, to: &Path| std::fs::copy(dir.join(from), to).expect("copy");
+        copy("a.pem", &cert);
+        copy("b.key", &key);
+        let e = TlsSide::new(Side::Pbx, &cfg).expect_err("mismatched pair");
+        let text = e.to_string();
+        assert!(text.starts_with("pbx.tls.key_file: "), "{text}");
+        assert!(text.contains("does not match the certificate"), "{text}");
+
+        copy("a.key", &key);
+        let side = TlsSide::new(Side::Pbx, &cfg).expect("a matching pair");
+        assert_eq!(served_cert(&side).await, first_cert(&dir.join("a.pem")));
+
+        copy("b.pem", &cert);
+        copy("b.key", &key);
+        side.reload().expect("reload b");
+        assert_eq!(served_cert(&side).await, first_cert(&dir.join("b.pem")));
+
+        // A half-rotated pair: the reload fails and b stays in use.
+        copy("a.pem", &cert);
+        let e = side.reload().expect_err("mismatch on reload");
+        assert!(e.to_string().starts_with("pbx.tls.key_file: "), "{e}");
+        assert_eq!(served_cert(&side).await, first_cert(&dir.join("b.pem")));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn a_missing_certificate_names_its_key() {
         let cfg = config::TlsConfig {

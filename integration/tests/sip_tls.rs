@@ -1,0 +1,571 @@
+//! Issue 14, SIP over TLS, end to end with the real binary on 127.0.0.1: both sides
+//! `transport = "tls"`, OpenSSL as the PBX (`openssl s_client`, with a client certificate)
+//! and as the agent (`openssl s_server`, asking for callmask's client certificate). Debian's
+//! sipp is built without TLS, so the test speaks SIP itself through the two OpenSSL
+//! processes' stdin/stdout. Certificates are made at test time with `openssl req`/`x509`.
+//!
+//! - a basic call (INVITE / 100 / 180 / 200 / ACK / BYE / 200) crosses callmask over TLS on
+//!   both legs, with `SIP/2.0/TLS` Vias and `transport=tls` Record-Routes, and its RTP is
+//!   anchored and relayed both ways;
+//! - with `pbx.tls.client_ca_file` set, a client without a certificate, one with a
+//!   certificate of another CA, and plaintext SIP sent to the TLS port are refused, and
+//!   counted in `callmask_sip_tls_handshake_failures_total` by reason.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use callmask_integration::{
+    have, missing, sip_header, sip_status, terminate, wait_for, Callmask, CallmaskOpts,
+    RtpEndpoint, TempDir,
+};
+
+const T: Duration = Duration::from_secs(10);
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and leaf certificates signed by it (EC P-256, valid two days), plus a client
+/// certificate of another CA (`rogue`).
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for ca_name in ["ca", "rogue-ca"] {
+        let (key, pem, subj) = (
+            format!("{ca_name}.key"),
+            format!("{ca_name}.pem"),
+            format!("/CN=callmask test {ca_name}"),
+        );
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]);
+        openssl(dir, &ca);
+    }
+    for (name, san, ca_name) in [
+        ("callmask", "IP:127.0.0.1", "ca"),
+        ("pbx", "IP:127.0.0.1", "ca"),
+        ("agent", "DNS:agent.test,IP:127.0.0.1", "ca"),
+        // A well-formed client certificate of a CA callmask does not trust.
+        ("rogue", "IP:127.0.0.1", "rogue-ca"),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!(
+                "subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
+            ),
+        )
+        .expect("ext file");
+        let (key, csr, pem, ext, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN={name}"),
+        );
+        let (ca_pem, ca_key) = (format!("{ca_name}.pem"), format!("{ca_name}.key"));
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+/// Bytes a reader thread collects.
+type Shared = Arc<Mutex<Vec<u8>>>;
+
+/// A child whose stdout is collected by a thread, framed into SIP messages on demand.
+struct SipPipe {
+    child: Child,
+    stdin: ChildStdin,
+    out: Shared,
+    err: Shared,
+    label: &'static str,
+}
+
+impl SipPipe {
+    fn spawn(label: &'static str, mut cmd: Command) -> SipPipe {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start openssl");
+        let stdin = child.stdin.take().expect("stdin");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let readers: [(Box<dyn Read + Send>, &Shared); 2] = [
+            (Box::new(child.stdout.take().expect("stdout")), &out),
+            (Box::new(child.stderr.take().expect("stderr")), &err),
+        ];
+        for (mut r, sink) in readers {
+            let sink = sink.clone();
+            thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .expect("buffer lock")
+                        .extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        SipPipe {
+            child,
+            stdin,
+            out,
+            err,
+            label,
+        }
+    }
+
+    fn send(&mut self, msg: &str) {
+        self.stdin
+            .write_all(msg.as_bytes())
+            .expect("write to openssl");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// The next complete SIP message (headers and Content-Length body), within `T`.
+    fn next(&self) -> String {
+        let got = wait_for(T, || {
+            let mut buf = self.out.lock().expect("buffer lock");
+            // Leading CRLFs (keep-alives) are skipped.
+            while buf.starts_with(b"\r\n") {
+                buf.drain(..2);
+            }
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let end = text.find("\r\n\r\n")? + 4;
+            let len: usize = sip_header(&text[..end], "Content-Length")
+                .or_else(|| sip_header(&text[..end], "l"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + len {
+                return None;
+            }
+            let msg: Vec<u8> = buf.drain(..end + len).collect();
+            Some(String::from_utf8_lossy(&msg).into_owned())
+        });
+        got.unwrap_or_else(|| {
+            panic!(
+                "{}: no SIP message within {T:?}; got so far: {:?}\nits stderr: {}",
+                self.label,
+                String::from_utf8_lossy(&self.out.lock().expect("buffer lock")),
+                String::from_utf8_lossy(&self.err.lock().expect("buffer lock"))
+            )
+        })
+    }
+
+    /// Skip provisional responses until a message that is not 100/180.
+    fn next_final_or_request(&self) -> String {
+        loop {
+            let m = self.next();
+            if !matches!(sip_status(&m), Some(100..=199)) {
+                return m;
+            }
+        }
+    }
+}
+
+impl Drop for SipPipe {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(2));
+    }
+}
+
+/// The response to `req` with its Vias, Record-Routes, From, To (+ tag), Call-ID, CSeq.
+fn answer(req: &str, status: &str, contact: &str, body: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for line in req.lines().take_while(|l| !l.is_empty()) {
+        let l = line.to_ascii_lowercase();
+        if ["via:", "record-route:", "from:", "call-id:", "cseq:"]
+            .iter()
+            .any(|p| l.starts_with(p))
+        {
+            out.push_str(line.trim_end());
+            out.push_str("\r\n");
+        } else if l.starts_with("to:") {
+            out.push_str(line.trim_end());
+            if !l.contains("tag=") {
+                out.push_str(";tag=agent1");
+            }
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!("Contact: <{contact}>\r\n"));
+    if !body.is_empty() {
+        out.push_str("Content-Type: application/sdp\r\n");
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
+
+fn sdp(port: u16) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    )
+}
+
+/// The media address an SDP points at (`c=` and `m=audio`).
+fn sdp_target(msg: &str) -> SocketAddr {
+    let body = &msg[msg.find("\r\n\r\n").expect("body") + 4..];
+    let ip = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .expect("c= line");
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("m=audio port");
+    SocketAddr::new(ip.trim().parse().expect("ip"), port)
+}
+
+fn file(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+fn start_callmask(certs: &Path) -> Callmask {
+    let f = |n: &str| file(certs, n);
+    Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            "pbx.transport=\"tls\"".into(),
+            format!("pbx.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("pbx.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("pbx.tls.client_ca_file=\"{}\"", f("ca.pem")),
+            format!("pbx.tls.ca_file=\"{}\"", f("ca.pem")),
+            "agents.transport=\"tls\"".into(),
+            format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("agents.tls.ca_file=\"{}\"", f("ca.pem")),
+            "agents.tls.server_name=\"agent.test\"".into(),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    })
+}
+
+fn tls_prereqs() -> Option<(TempDir, PathBuf)> {
+    if !have("openssl") {
+        missing("openssl (package openssl) is not installed: the SIP-over-TLS test needs s_client/s_server");
+        return None;
+    }
+    let dir = TempDir::new("sip-tls");
+    let certs = dir.path().to_path_buf();
+    make_certs(&certs);
+    Some((dir, certs))
+}
+
+#[test]
+fn call_over_tls_on_both_legs_with_rtp_anchored() {
+    let Some((_dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let cm = start_callmask(&certs);
+    let l = cm.layout;
+    let f = |n: &str| file(&certs, n);
+
+    // The agent: a TLS server on agents.peer that wants callmask's client certificate.
+    let mut agent_cmd = Command::new("openssl");
+    agent_cmd.args([
+        "s_server",
+        "-accept",
+        &l.agents_peer.to_string(),
+        "-cert",
+        &f("agent.pem"),
+        "-key",
+        &f("agent.key"),
+        "-CAfile",
+        &f("ca.pem"),
+        "-Verify",
+        "2",
+        "-verify_return_error",
+        "-quiet",
+        "-naccept",
+        "1",
+    ]);
+    let mut agent = SipPipe::spawn("agent (s_server)", agent_cmd);
+    assert!(
+        wait_for(T, || callmask_integration::port_bound(l.agents_peer.port())
+            .then_some(()))
+        .is_some(),
+        "s_server did not listen on {}",
+        l.agents_peer
+    );
+
+    // The PBX: a TLS client with a certificate of the CA, verifying callmask's.
+    let mut pbx_cmd = Command::new("openssl");
+    pbx_cmd.args([
+        "s_client",
+        "-connect",
+        &l.pbx_listen.to_string(),
+        "-cert",
+        &f("pbx.pem"),
+        "-key",
+        &f("pbx.key"),
+        "-CAfile",
+        &f("ca.pem"),
+        "-verify_ip",
+        "127.0.0.1",
+        "-verify_return_error",
+        "-quiet",
+    ]);
+    let mut pbx = SipPipe::spawn("pbx (s_client)", pbx_cmd);
+
+    let mut pbx_rtp = RtpEndpoint::bind();
+    let mut agent_rtp = RtpEndpoint::bind();
+    let body = sdp(pbx_rtp.port());
+    let invite = format!(
+        "INVITE sip:agent@{agents} SIP/2.0\r\n\
+         Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtls1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:pbx@127.0.0.1>;tag=pbx1\r\n\
+         To: <sip:agent@127.0.0.1>\r\n\
+         Call-ID: tls-call-1@test\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:pbx@127.0.0.1:5999;transport=tls>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len(),
+        agents = l.agents_listen,
+    );
+    pbx.send(&invite);
+
+    let inv = agent.next();
+    assert!(inv.starts_with("INVITE "), "{inv}");
+    let via = sip_header(&inv, "Via").expect("Via");
+    assert!(
+        via.starts_with(&format!("SIP/2.0/TLS {}", l.agents_listen)),
+        "callmask's Via names TLS: {via}\n{inv}"
+    );
+    let rr: Vec<&str> = inv
+        .lines()
+        .filter(|x| x.to_ascii_lowercase().starts_with("record-route:"))
+        .collect();
+    assert!(
+        rr.iter().all(|x| x.contains(";transport=tls")) && rr.len() == 2,
+        "both Record-Routes say transport=tls: {rr:?}"
+    );
+    let to_callmask_agents_side = sdp_target(&inv);
+    assert!(l.in_media_range(to_callmask_agents_side.port()), "{inv}");
+
+    let ringing = answer(&inv, "180 Ringing", "sip:agent@127.0.0.1;transport=tls", "");
+    agent.send(&ringing);
+    let ok_body = sdp(agent_rtp.port());
+    agent.send(&answer(
+        &inv,
+        "200 OK",
+        "sip:agent@127.0.0.1;transport=tls",
+        &ok_body,
+    ));
+
+    let ok = pbx.next_final_or_request();
+    assert_eq!(sip_status(&ok), Some(200), "{ok}");
+    let to_callmask_pbx_side = sdp_target(&ok);
+    assert!(l.in_media_range(to_callmask_pbx_side.port()), "{ok}");
+    let to_tag = sip_header(&ok, "To").expect("To").to_string();
+    let ack = format!(
+        "ACK sip:agent@127.0.0.1;transport=tls SIP/2.0\r\n\
+         Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtls2;rport\r\n\
+         Route: <sip:{pbx_side};transport=tls;lr>,<sip:{agents_side};transport=tls;lr>\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=pbx1\r\nTo: {to_tag}\r\n\
+         Call-ID: tls-call-1@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        pbx_side = l.pbx_listen,
+        agents_side = l.agents_listen,
+    );
+    pbx.send(&ack);
+    let got_ack = agent.next();
+    assert!(got_ack.starts_with("ACK "), "{got_ack}");
+
+    // RTP both ways through callmask's anchored ports.
+    for i in 0..10 {
+        pbx_rtp.send_pcmu(to_callmask_pbx_side, &RtpEndpoint::payload(1, i));
+        agent_rtp.send_pcmu(to_callmask_agents_side, &RtpEndpoint::payload(2, i));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let at_agent = agent_rtp.wait_received(10, T);
+    let at_pbx = pbx_rtp.wait_received(10, T);
+    assert!(
+        at_agent.len() >= 8 && at_pbx.len() >= 8,
+        "RTP relayed: {} at the agent, {} at the PBX\n{}",
+        at_agent.len(),
+        at_pbx.len(),
+        cm.log_tail()
+    );
+    assert!(at_agent.iter().all(|p| p.from == to_callmask_agents_side));
+    assert_eq!(at_agent[0].payload, RtpEndpoint::payload(1, 0));
+
+    let bye = ack
+        .replace("ACK sip:", "BYE sip:")
+        .replace("z9hG4bKtls2", "z9hG4bKtls3")
+        .replace("CSeq: 1 ACK", "CSeq: 2 BYE");
+    pbx.send(&bye);
+    let got_bye = agent.next();
+    assert!(got_bye.starts_with("BYE "), "{got_bye}");
+    agent.send(&answer(&got_bye, "200 OK", "sip:agent@127.0.0.1", ""));
+    let bye_ok = pbx.next_final_or_request();
+    assert_eq!(sip_status(&bye_ok), Some(200), "{bye_ok}");
+    assert!(bye_ok.contains("CSeq: 2 BYE"), "{bye_ok}");
+
+    let m = cm.wait_metrics("the TLS call completed", T, |m| m.calls("completed") == 1.0);
+    let tls_in = |side: &str| {
+        m.sum(
+            "callmask_sip_messages_received_total",
+            &[&format!("side=\"{side}\""), "transport=\"tls\""],
+        )
+    };
+    assert!(tls_in("pbx") >= 3.0, "{}", m.callmask_lines());
+    assert!(tls_in("agents") >= 3.0, "{}", m.callmask_lines());
+    assert_eq!(
+        m.sum("callmask_sip_tls_handshake_failures_total", &[]),
+        0.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
+
+#[test]
+fn clients_without_a_good_certificate_are_refused_and_counted() {
+    let Some((_dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let cm = start_callmask(&certs);
+    let l = cm.layout;
+    let f = |n: &str| file(&certs, n);
+    let options = format!(
+        "OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKopt\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=o\r\nTo: <sip:x@127.0.0.1>\r\n\
+         Call-ID: opt@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        l.pbx_listen
+    );
+
+    let try_client = |extra: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_client",
+            "-connect",
+            &l.pbx_listen.to_string(),
+            "-CAfile",
+            &f("ca.pem"),
+            "-quiet",
+        ])
+        .args(extra);
+        let mut c = SipPipe::spawn("client", cmd);
+        c.send(&options);
+        // Whatever the client saw, callmask must not have answered the OPTIONS.
+        thread::sleep(Duration::from_millis(700));
+        let out = String::from_utf8_lossy(&c.out.lock().expect("buffer lock")).into_owned();
+        assert!(
+            !out.contains("SIP/2.0 "),
+            "answered over a refused handshake: {out}"
+        );
+    };
+    let reason = |m: &callmask_integration::Metrics, r: &str| {
+        m.value(&format!(
+            "callmask_sip_tls_handshake_failures_total{{reason=\"{r}\",side=\"pbx\"}}"
+        ))
+    };
+
+    // 1. No client certificate.
+    try_client(&[]);
+    let m = cm.wait_metrics("no_certificate counted", T, |m| {
+        reason(m, "no_certificate") >= 1.0
+    });
+    assert_eq!(reason(&m, "no_certificate"), 1.0, "{}", m.callmask_lines());
+
+    // 2. A certificate no configured CA signed.
+    try_client(&["-cert", &f("rogue.pem"), "-key", &f("rogue.key")]);
+    let m = cm.wait_metrics("a rogue certificate counted", T, |m| {
+        m.sum("callmask_sip_tls_handshake_failures_total", &[]) >= 2.0
+    });
+    assert_eq!(reason(&m, "unknown_ca"), 1.0, "{}", m.callmask_lines());
+
+    // 3. Plaintext SIP to the TLS port.
+    let mut plain = TcpStream::connect(l.pbx_listen).expect("connect");
+    plain.write_all(options.as_bytes()).expect("write");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    let n = plain.read(&mut buf).unwrap_or(0);
+    assert!(
+        !String::from_utf8_lossy(&buf[..n]).contains("SIP/2.0 "),
+        "plaintext answered"
+    );
+    let m = cm.wait_metrics("plaintext counted", T, |m| reason(m, "protocol") >= 1.0);
+    assert_eq!(reason(&m, "protocol"), 1.0, "{}", m.callmask_lines());
+
+    // A good client is still served (the refusals closed only their own connections).
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &l.pbx_listen.to_string(),
+        "-cert",
+        &f("pbx.pem"),
+        "-key",
+        &f("pbx.key"),
+        "-CAfile",
+        &f("ca.pem"),
+        "-quiet",
+    ]);
+    let mut good = SipPipe::spawn("good client", cmd);
+    good.send(&options);
+    // OPTIONS is forwarded toward the agents' peer (nothing listens there: 503 / 408 back)
+    // or answered by callmask; either way an answer comes back over TLS.
+    let resp = good.next();
+    assert!(sip_status(&resp).is_some(), "{resp}");
+    let m = cm.metrics();
+    assert!(
+        m.sum(
+            "callmask_sip_messages_received_total",
+            &["side=\"pbx\"", "transport=\"tls\""]
+        ) >= 1.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
