@@ -569,3 +569,135 @@ fn clients_without_a_good_certificate_are_refused_and_counted() {
         m.callmask_lines()
     );
 }
+
+fn recv_udp(sock: &std::net::UdpSocket) -> String {
+    let mut buf = vec![0u8; 65_536];
+    sock.set_read_timeout(Some(T)).expect("timeout");
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .expect("a SIP datagram within 10 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Registration mode with the agents' side on TLS and the PBX on UDP: a phone (s_client)
+/// registers over TLS; the PBX's INVITE for its Contact reaches the phone over the phone's
+/// own TLS connection (no new connection: phones rarely accept any), with callmask's TLS
+/// Via; the phone's 486 is ACKed by callmask over TLS and reaches the PBX over UDP.
+#[test]
+fn registration_mode_reaches_a_tls_phone_over_its_own_connection() {
+    let Some((_dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let f = |n: &str| file(&certs, n);
+    let cm = Callmask::start_with(CallmaskOpts {
+        agents_peer: false,
+        sets: vec![
+            "agents.transport=\"tls\"".into(),
+            format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let pbx = std::net::UdpSocket::bind(l.pbx_peer).expect("bind the PBX address");
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &l.agents_listen.to_string(),
+        "-CAfile",
+        &f("ca.pem"),
+        "-verify_ip",
+        "127.0.0.1",
+        "-verify_return_error",
+        "-quiet",
+    ]);
+    let mut phone = SipPipe::spawn("phone (s_client)", cmd);
+    let register = "REGISTER sip:pbx.test SIP/2.0\r\n\
+         Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK-treg-1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1001@pbx.test>;tag=ph1\r\n\
+         To: <sip:1001@pbx.test>\r\n\
+         Call-ID: treg-1\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:1001@127.0.0.1:5999;transport=tls>;expires=120\r\n\
+         Content-Length: 0\r\n\r\n";
+    phone.send(register);
+
+    let at_pbx = recv_udp(&pbx);
+    assert!(at_pbx.starts_with("REGISTER "), "{at_pbx}");
+    let via = sip_header(&at_pbx, "Via").expect("Via");
+    assert!(via.starts_with("SIP/2.0/UDP "), "toward the UDP PBX: {via}");
+    let contact = sip_header(&at_pbx, "Contact").expect("Contact").to_string();
+    let uri = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .expect("uri")
+        .to_string();
+    assert!(uri.starts_with("sip:rg-"), "callmask's own Contact: {uri}");
+    let ok = answer(&at_pbx, "200 OK", &uri, "").replace(
+        &format!("Contact: <{uri}>"),
+        &format!("Contact: <{uri}>;expires=120"),
+    );
+    pbx.send_to(ok.as_bytes(), l.pbx_listen).expect("send");
+    let at_phone = phone.next();
+    assert_eq!(sip_status(&at_phone), Some(200), "{at_phone}");
+    cm.wait_metrics("one registration", T, |m| {
+        m.value("callmask_registrations_active") == 1.0
+    });
+
+    let pbx_addr = pbx.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {pbx_addr};branch=z9hG4bK-tinv-1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@pbx.test>;tag=pbx1\r\n\
+         To: <sip:1001@pbx.test>\r\n\
+         Call-ID: tcall-1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{pbx_addr}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    pbx.send_to(invite.as_bytes(), l.pbx_listen).expect("send");
+    assert_eq!(sip_status(&recv_udp(&pbx)), Some(100));
+    let inv = phone.next();
+    assert!(
+        inv.starts_with("INVITE sip:1001@127.0.0.1:5999;transport=tls SIP/2.0"),
+        "{inv}"
+    );
+    let via = sip_header(&inv, "Via").expect("Via");
+    assert!(
+        via.starts_with(&format!("SIP/2.0/TLS {}", l.agents_listen)),
+        "{via}"
+    );
+    phone.send(&answer(
+        &inv,
+        "486 Busy Here",
+        "sip:1001@127.0.0.1:5999",
+        "",
+    ));
+    let ack = phone.next();
+    assert!(
+        ack.starts_with("ACK sip:1001@127.0.0.1:5999;transport=tls "),
+        "{ack}"
+    );
+    let busy = recv_udp(&pbx);
+    assert_eq!(sip_status(&busy), Some(486), "{busy}");
+    let m = cm.metrics();
+    assert!(
+        m.sum(
+            "callmask_sip_messages_received_total",
+            &["side=\"agents\"", "transport=\"tls\""]
+        ) >= 2.0,
+        "{}",
+        m.callmask_lines()
+    );
+    assert_eq!(
+        m.sum("callmask_sip_tls_handshake_failures_total", &[]),
+        0.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
