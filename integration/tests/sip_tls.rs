@@ -6,7 +6,8 @@
 //!
 //! - a basic call (INVITE / 100 / 180 / 200 / ACK / BYE / 200) crosses callmask over TLS on
 //!   both legs, with `SIP/2.0/TLS` Vias and `transport=tls` Record-Routes, and its RTP is
-//!   anchored and relayed both ways;
+//!   anchored and relayed both ways; the agent's in-dialog INFO reaches the PBX over the
+//!   PBX's own connection (RFC 5923 `alias`);
 //! - with `pbx.tls.client_ca_file` set, a client without a certificate, one with a
 //!   certificate of another CA, and plaintext SIP sent to the TLS port are refused, and
 //!   counted in `callmask_sip_tls_handshake_failures_total` by reason.
@@ -361,7 +362,7 @@ fn call_over_tls_on_both_legs_with_rtp_anchored() {
     let body = sdp(pbx_rtp.port());
     let invite = format!(
         "INVITE sip:agent@{agents} SIP/2.0\r\n\
-         Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtls1;rport\r\n\
+         Via: SIP/2.0/TLS {pbx_peer};branch=z9hG4bKtls1;rport;alias\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:pbx@127.0.0.1>;tag=pbx1\r\n\
          To: <sip:agent@127.0.0.1>\r\n\
@@ -372,6 +373,7 @@ fn call_over_tls_on_both_legs_with_rtp_anchored() {
          Content-Length: {}\r\n\r\n{body}",
         body.len(),
         agents = l.agents_listen,
+        pbx_peer = l.pbx_peer,
     );
     pbx.send(&invite);
 
@@ -438,6 +440,28 @@ fn call_over_tls_on_both_legs_with_rtp_anchored() {
     );
     assert!(at_agent.iter().all(|p| p.from == to_callmask_agents_side));
     assert_eq!(at_agent[0].payload, RtpEndpoint::payload(1, 0));
+
+    // RFC 5923: the PBX's Via asked (`alias`) for its connection to serve requests to its
+    // sent-by, pbx.peer, and its certificate names 127.0.0.1: the agent's in-dialog INFO
+    // reaches the PBX over that connection (nothing listens on pbx.peer itself: without the
+    // alias callmask would answer 503).
+    let info = format!(
+        "INFO sip:pbx@127.0.0.1:5999;transport=tls SIP/2.0\r\n\
+         Via: SIP/2.0/TLS {agent_peer};branch=z9hG4bKagentinfo\r\n\
+         Route: <sip:{agents_side};transport=tls;lr>,<sip:{pbx_side};transport=tls;lr>\r\n\
+         Max-Forwards: 70\r\nFrom: {to_tag}\r\nTo: <sip:pbx@127.0.0.1>;tag=pbx1\r\n\
+         Call-ID: tls-call-1@test\r\nCSeq: 1 INFO\r\nContent-Length: 0\r\n\r\n",
+        agent_peer = l.agents_peer,
+        pbx_side = l.pbx_listen,
+        agents_side = l.agents_listen,
+    );
+    agent.send(&info);
+    let got_info = pbx.next();
+    assert!(got_info.starts_with("INFO "), "{got_info}");
+    pbx.send(&answer(&got_info, "200 OK", "sip:pbx@127.0.0.1:5999", ""));
+    let info_ok = agent.next();
+    assert_eq!(sip_status(&info_ok), Some(200), "{info_ok}");
+    assert!(info_ok.contains("CSeq: 1 INFO"), "{info_ok}");
 
     let bye = ack
         .replace("ACK sip:", "BYE sip:")

@@ -144,6 +144,17 @@ impl Signalling {
             } => {
                 self.core.handle_stream_error(side, peer, raw, &error);
             }
+            StreamInput::Alias { side, peer, alias } => {
+                // RFC 5923: requests to `alias` reuse this connection (a closed writer is
+                // replaced by a new connection when next used).
+                if let Some(w) = self.conns.get(&(side, peer)).cloned() {
+                    tracing::debug!(
+                        side = side.as_str(),
+                        "TLS connection reused for its Via alias"
+                    );
+                    self.conns.insert((side, alias), w);
+                }
+            }
             StreamInput::Closed { side, peer } => {
                 self.conns.remove(&(side, peer));
             }

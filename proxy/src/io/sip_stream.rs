@@ -29,9 +29,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::sip_tls::{classify, TlsSide};
+use super::sip_tls::{certificate_names_ip, classify, TlsSide};
 use crate::core::proxy::Side;
-use crate::core::sip::{Frame, Limits, SipError, SipMessage, StreamFramer, PONG};
+use crate::core::sip::{connection_alias, Frame, Limits, SipError, SipMessage, StreamFramer, PONG};
 use crate::metrics::{LimitLabel, Metrics, TlsFailure};
 
 /// How long an outbound TLS handshake (after the TCP connect) may take.
@@ -80,6 +80,16 @@ pub enum StreamInput {
         side: Side,
         /// The peer.
         peer: SocketAddr,
+    },
+    /// RFC 5923: a TLS client asked (Via `alias`) for its connection to be used for requests
+    /// to `alias` as well, and its certificate names that address.
+    Alias {
+        /// Side.
+        side: Side,
+        /// The connection's peer.
+        peer: SocketAddr,
+        /// The address requests may reach it by.
+        alias: SocketAddr,
     },
     /// The connection is gone.
     Closed {
@@ -185,6 +195,7 @@ pub fn spawn_listener(
                         idle: Some(tcp.idle),
                         _permit: Some(permit),
                         metrics: Some(tcp.metrics.clone()),
+                        client_cert: None,
                     };
                     let writer =
                         spawn_connection(side, stream, peer, inputs.clone(), limits, guard);
@@ -248,10 +259,18 @@ pub fn spawn_tls_listener(
                         return;
                     }
                 };
+                // Verified against tls.client_ca_file when one was asked for.
+                let client_cert = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.clone().into_owned());
                 let guard = Guard {
                     idle: Some(tcp.idle),
                     _permit: Some(permit),
                     metrics: Some(tcp.metrics.clone()),
+                    client_cert,
                 };
                 let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
                 let opened = StreamInput::Opened {
@@ -354,6 +373,9 @@ struct Guard {
     /// Held for its `Drop`: the connection's place in the bounds.
     _permit: Option<Permit>,
     metrics: Option<Arc<Metrics>>,
+    /// An inbound TLS client's verified certificate: RFC 5923 aliases are honoured only for
+    /// addresses it names (§9).
+    client_cert: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 fn spawn_connection(
@@ -388,6 +410,7 @@ async fn serve<S>(
     // of the accept, before the first message); between messages the connection may rest.
     let mut deadline = guard.idle.map(|d| tokio::time::Instant::now() + d);
     let mut framed_any = false;
+    let mut aliased: Option<SocketAddr> = None;
     loop {
         let armed = !closing && (!framed_any || !buf.is_empty());
         let due = deadline.filter(|_| armed);
@@ -435,6 +458,17 @@ async fn serve<S>(
                             buf.advance(used);
                             framed_any = true;
                             deadline = guard.idle.map(|d| tokio::time::Instant::now() + d);
+                            let alias = guard.client_cert.as_ref().and_then(|cert| {
+                                let a = connection_alias(&msg)?;
+                                let new = a != peer && aliased != Some(a);
+                                (new && certificate_names_ip(cert, a.ip())).then_some(a)
+                            });
+                            if let Some(alias) = alias {
+                                aliased = Some(alias);
+                                if inputs.send(StreamInput::Alias { side, peer, alias }).await.is_err() {
+                                    return;
+                                }
+                            }
                             if inputs.send(StreamInput::Message { side, peer, msg }).await.is_err() {
                                 return;
                             }

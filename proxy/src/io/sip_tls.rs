@@ -229,6 +229,14 @@ impl TlsSide {
     }
 }
 
+/// Whether `cert` (a client's verified end-entity certificate) names `ip` (an IP address
+/// SAN): the RFC 5923 §9 condition for reusing its connection for that address.
+pub fn certificate_names_ip(cert: &CertificateDer<'_>, ip: std::net::IpAddr) -> bool {
+    rustls::server::ParsedCertificate::try_from(cert).is_ok_and(|parsed| {
+        rustls::client::verify_server_name(&parsed, &ServerName::IpAddress(ip.into())).is_ok()
+    })
+}
+
 /// Why a handshake failed, from the error tokio-rustls returned.
 pub fn classify(e: &io::Error) -> TlsFailure {
     let Some(tls) = e
@@ -405,6 +413,11 @@ mod tests {
         copy("b.key", &key);
         side.reload().expect("reload b");
         assert_eq!(served_cert(&side).await, first_cert(&dir.join("b.pem")));
+
+        // RFC 5923 §9: an alias is honoured only for an address the certificate names.
+        let b = first_cert(&dir.join("b.pem"));
+        assert!(certificate_names_ip(&b, "127.0.0.1".parse().expect("ip")));
+        assert!(!certificate_names_ip(&b, "10.0.0.1".parse().expect("ip")));
 
         // A half-rotated pair: the reload fails and b stays in use.
         copy("a.pem", &cert);
