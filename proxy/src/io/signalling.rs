@@ -168,6 +168,10 @@ impl Signalling {
     async fn drain(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
             match t.transport {
+                // Never plaintext toward a TLS side (the core does not produce it).
+                SipTransport::Udp if self.tls[t.side].is_some() => {
+                    tracing::warn!(side = t.side.as_str(), "UDP send toward a TLS side refused");
+                }
                 SipTransport::Udp => {
                     let sock = match t.side {
                         Side::Pbx => &self.pbx,

@@ -702,6 +702,18 @@ fn tls_side_sends_over_tls_with_tls_via_and_record_route() {
     assert_eq!((t.transport, t.dest), (SipTransport::Tls, addr(PBX_UA)));
     let via = parse(&t.payload).top_via().expect("via");
     assert_eq!(via.transport(), &crate::core::sip::Transport::Tls);
+
+    // A response routed statelessly by its Via goes to the TLS side over TLS, even when
+    // that Via names UDP: never plaintext toward a TLS side.
+    let stray = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKcm0000000000000001\r\n\
+         Via: SIP/2.0/UDP {PBX_UA};branch=z9hG4bKup\r\nFrom: <sip:pbx@127.0.0.1>;tag=y\r\n\
+         To: <sip:agent@127.0.0.1>;tag=x\r\nCall-ID: stray@test\r\nCSeq: 3 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), Bytes::from(stray), t0);
+    let t = one_transmit(&mut c);
+    assert_eq!((t.transport, t.dest), (SipTransport::Tls, addr(PBX_UA)));
 }
 
 /// RFC 5630 §5.3 / RFC 3261 §26.2.2: a `sips:` request is never downgraded. Toward a side
