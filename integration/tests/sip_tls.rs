@@ -725,3 +725,78 @@ fn registration_mode_reaches_a_tls_phone_over_its_own_connection() {
         m.callmask_lines()
     );
 }
+
+/// Outbound verification: with `agents.tls.server_name` naming something the agent's
+/// certificate does not, callmask refuses the agent's certificate, counts `name_mismatch` on
+/// the agents' side, and answers the PBX's INVITE 503 at once (RFC 3261 §16.9).
+#[test]
+fn a_peer_certificate_for_another_name_is_refused_with_503() {
+    let Some((_dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let f = |n: &str| file(&certs, n);
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            "agents.transport=\"tls\"".into(),
+            format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("agents.tls.ca_file=\"{}\"", f("ca.pem")),
+            "agents.tls.server_name=\"someone-else.test\"".into(),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let mut agent_cmd = Command::new("openssl");
+    agent_cmd.args([
+        "s_server",
+        "-accept",
+        &l.agents_peer.to_string(),
+        "-cert",
+        &f("agent.pem"),
+        "-key",
+        &f("agent.key"),
+        "-quiet",
+        "-naccept",
+        "1",
+    ]);
+    let agent = SipPipe::spawn("agent (s_server)", agent_cmd);
+    assert!(
+        wait_for(T, || callmask_integration::port_bound(l.agents_peer.port())
+            .then_some(()))
+        .is_some(),
+        "s_server did not listen on {}",
+        l.agents_peer
+    );
+    let pbx = std::net::UdpSocket::bind(l.pbx_peer).expect("bind the PBX address");
+    let invite = format!(
+        "INVITE sip:agent@{agents} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bKmis1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:pbx@127.0.0.1>;tag=pbx1\r\n\
+         To: <sip:agent@127.0.0.1>\r\n\
+         Call-ID: tls-mismatch@test\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:pbx@{me}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        agents = l.agents_listen,
+        me = l.pbx_peer,
+    );
+    pbx.send_to(invite.as_bytes(), l.pbx_listen).expect("send");
+    assert_eq!(sip_status(&recv_udp(&pbx)), Some(100));
+    let refused = recv_udp(&pbx);
+    assert_eq!(sip_status(&refused), Some(503), "{refused}");
+    let m = cm.wait_metrics("name_mismatch counted", T, |m| {
+        m.sum("callmask_sip_tls_handshake_failures_total", &[]) >= 1.0
+    });
+    assert_eq!(
+        m.value(
+            "callmask_sip_tls_handshake_failures_total{reason=\"name_mismatch\",side=\"agents\"}"
+        ),
+        1.0,
+        "{}",
+        m.callmask_lines()
+    );
+    let got = String::from_utf8_lossy(&agent.out.lock().expect("buffer lock")).into_owned();
+    assert!(got.is_empty(), "nothing reached the agent: {got}");
+}

@@ -8,10 +8,12 @@
 //! `tls.system_roots`, the bundled Mozilla roots; SNI = `tls.server_name`, else the peer's IP is
 //! verified and no SNI is sent; callmask's certificate offered as client certificate).
 //!
-//! Certificate reload: [`TlsSide::reload`] re-reads every file of the side and swaps the
-//! configurations in one step; connections already up keep theirs, new handshakes use the new
-//! ones. A reload that fails (a file missing, a key not matching) keeps the old ones. callmask
-//! has no SIGHUP handler on this branch: whoever adds one calls `reload` on each side.
+//! Certificate reload: [`TlsSide::reload`] re-reads every file of the side (and
+//! [`TlsSide::reload_with`] takes a reloaded `[<side>.tls]`) and swaps the configurations in
+//! one step; connections already up keep theirs, new handshakes use the new ones. A reload
+//! that fails (a file missing, a key not matching) keeps the old ones. callmask has no SIGHUP
+//! handler on this branch: whoever adds one calls `reload_with` on each side's `TlsSide`
+//! (`run` holds them) and treats `<side>.transport` as a key that needs a restart.
 //!
 //! Nothing secret is logged: errors name the config key and file, never key material.
 #![allow(clippy::disallowed_methods)] // io shell
@@ -36,12 +38,13 @@ use crate::metrics::TlsFailure;
 #[derive(Debug)]
 pub struct TlsSide {
     side: Side,
-    cfg: config::TlsConfig,
     current: RwLock<Built>,
 }
 
 #[derive(Debug, Clone)]
 struct Built {
+    /// The settings it was built from.
+    cfg: config::TlsConfig,
     server: Arc<ServerConfig>,
     /// `None`: nothing to verify a peer's certificate against (no `ca_file`, no system
     /// roots; registration mode): outbound TLS connections are refused.
@@ -182,6 +185,7 @@ fn build(side: Side, cfg: &config::TlsConfig) -> Result<Built, RunError> {
         Some(Arc::new(c))
     };
     Ok(Built {
+        cfg: cfg.clone(),
         server: Arc::new(server),
         client,
     })
@@ -193,7 +197,6 @@ impl TlsSide {
         let built = build(side, cfg)?;
         Ok(TlsSide {
             side,
-            cfg: cfg.clone(),
             current: RwLock::new(built),
         })
     }
@@ -201,7 +204,16 @@ impl TlsSide {
     /// Re-read the side's certificate, key and CA files (certificate rotation). On error the
     /// configuration in use stays; connections already up are never touched.
     pub fn reload(&self) -> Result<(), RunError> {
-        let built = build(self.side, &self.cfg)?;
+        let Some(cfg) = self.built().map(|b| b.cfg) else {
+            return Ok(());
+        };
+        self.reload_with(&cfg)
+    }
+
+    /// As [`TlsSide::reload`], with `[<side>.tls]` as a configuration reload loaded it (its
+    /// files may have moved, a CA may have been added or removed).
+    pub fn reload_with(&self, cfg: &config::TlsConfig) -> Result<(), RunError> {
+        let built = build(self.side, cfg)?;
         if let Ok(mut cur) = self.current.write() {
             *cur = built;
         }
@@ -220,8 +232,9 @@ impl TlsSide {
     /// The connector toward `peer` and the name its certificate must hold, or `None` when
     /// nothing is configured to verify it (`tls.ca_file`, `tls.system_roots`).
     pub fn connector(&self, peer: SocketAddr) -> Option<(TlsConnector, ServerName<'static>)> {
-        let client = self.built()?.client?;
-        let name = match &self.cfg.server_name {
+        let built = self.built()?;
+        let client = built.client?;
+        let name = match &built.cfg.server_name {
             Some(n) => ServerName::try_from(n.clone()).ok()?,
             None => ServerName::IpAddress(peer.ip().into()),
         };
