@@ -800,3 +800,161 @@ fn a_peer_certificate_for_another_name_is_refused_with_503() {
     let got = String::from_utf8_lossy(&agent.out.lock().expect("buffer lock")).into_owned();
     assert!(got.is_empty(), "nothing reached the agent: {got}");
 }
+
+/// The largest WAV in `dir`: (channels, interleaved samples).
+fn main_wav(dir: &Path) -> (u16, Vec<i16>) {
+    let wav = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .unwrap_or_else(|| panic!("no WAV in {}", dir.display()));
+    callmask_integration::read_wav(&wav)
+}
+
+/// The issue's proof with real phones: Debian's baresip as the customer (PBX side) and as
+/// the agent, each with SIP over TLS (certificates of the test CA) and SDES-SRTP
+/// (`srtp-mand`), callmask `transport = "tls"` on both sides, verifying both phones'
+/// certificates. The call connects, the recording carries both voices with the customer's
+/// in-band keys muted, and every SIP message callmask got came over TLS.
+#[test]
+fn baresip_call_with_tls_and_srtp_on_both_legs() {
+    use callmask_integration::phones::{
+        best_alignment, channel, correlation_outside, press_keys, require, voice_signal,
+        write_wav_at, Baresip, PhoneOpts, PhoneTls,
+    };
+    if !require("baresip") {
+        return;
+    }
+    let Some((dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let f = |n: &str| file(&certs, n);
+    let bundle = |name: &str| {
+        let path = certs.join(format!("{name}-all.pem"));
+        let mut pem = std::fs::read(certs.join(format!("{name}.pem"))).expect("cert");
+        pem.extend(std::fs::read(certs.join(format!("{name}.key"))).expect("key"));
+        std::fs::write(&path, pem).expect("bundle");
+        PhoneTls {
+            cert_and_key: path,
+            ca: certs.join("ca.pem"),
+        }
+    };
+    // The customer (the caller) hangs up first: its voice is the shorter one.
+    let mut customer_voice = voice_signal(8000, 11);
+    press_keys(&mut customer_voice, 8000, 2000, "4532");
+    let agent_voice = voice_signal(12_000, 23);
+    let (cust_src, agent_src) = (
+        dir.path().join("customer.wav"),
+        dir.path().join("agent.wav"),
+    );
+    write_wav_at(&cust_src, &customer_voice, 8000, 1);
+    write_wav_at(&agent_src, &agent_voice, 8000, 1);
+    // The phones quit after `life`: build (or find) callmask first, so the agent's clock
+    // does not run down while cargo works.
+    let _ = callmask_integration::callmask_bin();
+    let life = Duration::from_secs(40);
+    let phone = |user: &str, source: PathBuf| PhoneOpts {
+        user: user.into(),
+        outbound: None,
+        register: None,
+        password: None,
+        codecs: vec!["PCMU".into()],
+        source,
+        transport: "tcp",
+    };
+    let agent = Baresip::start_tls(
+        &phone("agent", agent_src),
+        None,
+        life,
+        Some("srtp-mand"),
+        &bundle("agent"),
+    );
+    let mut cm = Callmask::start_with(CallmaskOpts {
+        agents_peer: false,
+        sets: vec![
+            "pbx.transport=\"tls\"".into(),
+            format!("pbx.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("pbx.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("pbx.tls.ca_file=\"{}\"", f("ca.pem")),
+            "agents.transport=\"tls\"".into(),
+            format!("agents.peer=\"{}\"", agent.sip),
+            format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("agents.tls.ca_file=\"{}\"", f("ca.pem")),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let customer = Baresip::start_tls(
+        &phone("customer", cust_src),
+        Some(&format!("sip:agent@{};transport=tls", cm.layout.pbx_listen)),
+        life,
+        Some("srtp-mand"),
+        &bundle("pbx"),
+    );
+    let ctx = |cm: &Callmask| {
+        format!(
+            "--- customer ---\n{}\n--- agent ---\n{}\n--- callmask ---\n{}",
+            customer.log_tail(),
+            agent.log_tail(),
+            cm.log_tail()
+        )
+    };
+    assert!(
+        customer.wait_log("Call established", Duration::from_secs(20)),
+        "no call\n{}",
+        ctx(&cm)
+    );
+    assert!(
+        agent.wait_log("terminated", Duration::from_secs(20)),
+        "no hang-up\n{}",
+        ctx(&cm)
+    );
+    let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
+    let tls = m.sum(
+        "callmask_sip_messages_received_total",
+        &["transport=\"tls\""],
+    );
+    let plain = m.sum("callmask_sip_messages_received_total", &[]) - tls;
+    let dec = |side: &str| {
+        m.sum(
+            "callmask_srtp_packets_decrypted_total",
+            &[&format!("side=\"{side}\"")],
+        )
+    };
+    let (dec_pbx, dec_agents) = (dec("pbx"), dec("agents"));
+    let auth = m.sum("callmask_srtp_packets_dropped_total", &["reason=\"auth\""]);
+    let failures = m.sum("callmask_sip_tls_handshake_failures_total", &[]);
+    let context = ctx(&cm);
+    cm.stop(Duration::from_secs(10));
+    let (ch, wav) = main_wav(&cm.rec_dir);
+    assert_eq!(ch, 2);
+    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
+    let (_, c_at) = best_alignment(&customer_voice[..40_000], &left);
+    let c_corr = correlation_outside(&customer_voice[..40_000], &left, c_at, 15_200..24_000);
+    let (a_corr, _) = best_alignment(&agent_voice[..40_000], &right);
+    let keys_left = callmask_integration::dtmf_digit_count(&left);
+    eprintln!(
+        "[figure] baresip TLS + SRTP both legs: SIP over TLS {tls} messages, plain {plain}; \
+         SRTP decrypted pbx {dec_pbx} agents {dec_agents}, auth failures {auth}; TLS handshake \
+         failures {failures}; customer corr {c_corr:.3}, agent corr {a_corr:.3}; keys left \
+         {keys_left} of 4"
+    );
+    // INVITE, ACK and BYE from the customer; the agent's 200s to INVITE and BYE.
+    assert!(tls >= 5.0 && plain == 0.0, "SIP over TLS only\n{context}");
+    assert_eq!(failures, 0.0, "{context}");
+    assert!(
+        dec_pbx > 100.0 && dec_agents > 100.0 && auth == 0.0,
+        "SRTP on both legs\n{context}"
+    );
+    assert!(
+        c_corr >= 0.9 && a_corr >= 0.9,
+        "plaintext recorded\n{context}"
+    );
+    assert_eq!(keys_left, 0, "the customer's keys are muted\n{context}");
+}
