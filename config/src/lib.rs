@@ -34,7 +34,7 @@ pub use error::{ConfigError, ConfigErrors, ErrorKind, ValueError};
 pub use model::{
     AgentsConfig, Config, ConfigWarning, HttpAuth, HttpConfig, LimitsConfig, LogConfig,
     MaskingConfig, MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig,
-    ShutdownConfig, SipConfig, SiprecRecorder, SpeechConfig, WavRecorder,
+    ShutdownConfig, SipConfig, SiprecRecorder, SpeechConfig, TlsConfig, WavRecorder,
 };
 
 use source::Loader;

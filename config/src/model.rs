@@ -9,14 +9,14 @@ use std::path::PathBuf;
 
 use crate::raw::{
     RawConfig, RawHttp, RawLimits, RawLog, RawMasking, RawMedia, RawNg, RawRecorder, RawSecure,
-    RawShutdown, RawSide, RawSip, RawSpeech,
+    RawShutdown, RawSide, RawSip, RawSpeech, RawTls,
 };
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DrainTimeoutSecs, DtmfSequence, HashKey,
     HostPort, HttpUrl, InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat,
     LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr,
-    PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri,
-    SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs,
+    PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays, RtpCodec, SideTransport,
+    SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs,
     UndecodableMode, Workers,
 };
 
@@ -95,6 +95,10 @@ pub struct PbxConfig {
     pub allow: Option<Vec<Cidr>>,
     /// SDES-SRTP on the PBX leg. Default `mirror`.
     pub srtp: SrtpMode,
+    /// SIP transport of this side. Default `udp+tcp`.
+    pub transport: SideTransport,
+    /// `[pbx.tls]`: set (and only set) when `transport = "tls"`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for PbxConfig {
@@ -104,6 +108,8 @@ impl Default for PbxConfig {
             peer: None,
             allow: None,
             srtp: SrtpMode::Mirror,
+            transport: SideTransport::UdpTcp,
+            tls: None,
         }
     }
 }
@@ -121,6 +127,45 @@ pub struct AgentsConfig {
     pub allow: Option<Vec<Cidr>>,
     /// SDES-SRTP on the agents' leg. Default `mirror`.
     pub srtp: SrtpMode,
+    /// SIP transport of this side. Default `udp+tcp`.
+    pub transport: SideTransport,
+    /// `[agents.tls]`: set (and only set) when `transport = "tls"`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[pbx.tls]` / `[agents.tls]`: SIP over TLS on one side (issue 14). The files were found
+/// readable and holding PEM blocks at load; the proxy parses them (and checks that the key
+/// matches the certificate) before it binds anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain callmask presents (server side, and as a client certificate
+    /// toward the peer).
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates a connecting client's certificate must chain to; `None`: no client
+    /// certificate is asked for.
+    pub client_ca_file: Option<PathBuf>,
+    /// PEM CA certificates the peer's server certificate must chain to (outbound).
+    pub ca_file: Option<PathBuf>,
+    /// Also trust the bundled Mozilla root set (webpki-roots) for the peer. Default false.
+    pub system_roots: bool,
+    /// Name sent as SNI and verified in the peer's certificate; `None`: the peer's IP address
+    /// is verified (an IP SAN) and no SNI is sent.
+    pub server_name: Option<String>,
+}
+
+impl TlsConfig {
+    fn to_raw(&self) -> RawTls {
+        RawTls {
+            cert_file: Some(path_str(&self.cert_file)),
+            key_file: Some(path_str(&self.key_file)),
+            client_ca_file: self.client_ca_file.as_deref().map(path_str),
+            ca_file: self.ca_file.as_deref().map(path_str),
+            system_roots: Some(self.system_roots),
+            server_name: self.server_name.clone(),
+        }
+    }
 }
 
 impl Default for AgentsConfig {
@@ -130,6 +175,8 @@ impl Default for AgentsConfig {
             peer: None,
             allow: None,
             srtp: SrtpMode::Mirror,
+            transport: SideTransport::UdpTcp,
+            tls: None,
         }
     }
 }
@@ -570,12 +617,16 @@ impl Config {
                 peer: self.pbx.peer.map(|p| p.to_string()),
                 allow: cidrs(self.pbx.allow.as_deref()),
                 srtp: Some(self.pbx.srtp.as_str().to_owned()),
+                transport: Some(self.pbx.transport.as_str().to_owned()),
+                tls: self.pbx.tls.as_ref().map(TlsConfig::to_raw),
             }),
             agents: Some(RawSide {
                 listen: Some(self.agents.listen.to_string()),
                 peer: self.agents.peer.map(|p| p.to_string()),
                 allow: cidrs(self.agents.allow.as_deref()),
                 srtp: Some(self.agents.srtp.as_str().to_owned()),
+                transport: Some(self.agents.transport.as_str().to_owned()),
+                tls: self.agents.tls.as_ref().map(TlsConfig::to_raw),
             }),
             media: Some(RawMedia {
                 ports: Some(self.media.ports.to_string()),

@@ -70,6 +70,36 @@ pub struct RawSide {
     /// SDES-SRTP on this side's leg: `mirror`, `require`, `optional`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srtp: Option<String>,
+    /// SIP transport of this side: `udp+tcp` (default) or `tls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// `[pbx.tls]` / `[agents.tls]`: certificates for `transport = "tls"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+}
+
+/// `[pbx.tls]` and `[agents.tls]` (issue 14).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain callmask presents on this side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// PEM CA certificates that client certificates must chain to (absent: none asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+    /// PEM CA certificates the peer's server certificate must chain to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Also trust the bundled Mozilla roots (webpki-roots) for the peer's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_roots: Option<bool>,
+    /// Name sent as SNI and checked in the peer's certificate (the peer is an address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// `[media]`.
@@ -351,6 +381,7 @@ impl<'de> serde::Deserializer<'de> for &mut FieldGrabber {
 pub fn section_fields(section: &str) -> Option<&'static [&'static str]> {
     Some(match section {
         "pbx" | "agents" => fields_of::<RawSide>(),
+        "pbx.tls" | "agents.tls" => fields_of::<RawTls>(),
         "media" => fields_of::<RawMedia>(),
         "masking" => fields_of::<RawMasking>(),
         "speech" => fields_of::<RawSpeech>(),

@@ -363,7 +363,18 @@ fn strip_unknown(table: &mut toml::Table, issues: &mut Vec<Issue>) {
         };
         let base = KeyPath::default().key(section);
         match value {
-            toml::Value::Table(t) => strip_section(t, &base, fields, issues),
+            toml::Value::Table(t) => {
+                strip_section(t, &base, fields, issues);
+                // One level of nesting: `[pbx.tls]`, `[agents.tls]`.
+                for (sub, v) in t.iter_mut() {
+                    let (Some(fields), toml::Value::Table(st)) =
+                        (section_fields(&format!("{section}.{sub}")), v)
+                    else {
+                        continue;
+                    };
+                    strip_section(st, &base.key(sub), fields, issues);
+                }
+            }
             toml::Value::Array(items) if section == "recorder" => {
                 for (i, item) in items.iter_mut().enumerate() {
                     if let toml::Value::Table(t) = item {
@@ -392,13 +403,15 @@ fn unknown_issue(base: KeyPath, key: &str, allowed: &[&str]) -> Issue {
     let place = if base.0.is_empty() {
         "at the top level".to_owned()
     } else {
-        format!(
-            "in [{}]",
-            base.0.first().map_or(String::new(), |s| match s {
-                Seg::Key(k) => k.clone(),
-                Seg::Index(_) => String::new(),
+        let keys: Vec<&str> = base
+            .0
+            .iter()
+            .filter_map(|s| match s {
+                Seg::Key(k) => Some(k.as_str()),
+                Seg::Index(_) => None,
             })
-        )
+            .collect();
+        format!("in [{}]", keys.join("."))
     };
     let hint = closest(key, allowed)
         .map(|c| format!("did you mean `{c}`? "))

@@ -491,6 +491,18 @@ choice!(
 );
 
 choice!(
+    /// SIP transport of one side (`pbx.transport`, `agents.transport`; issue 14).
+    SideTransport {
+        /// SIP over UDP and TCP on the side's `listen` address; a request leaves on the
+        /// transport it arrived on (the default).
+        UdpTcp = "udp+tcp",
+        /// SIP over TLS only (`listen` is a TLS listener, RFC 3261 §26): requests toward the
+        /// side go over TLS, plaintext SIP on that side is not accepted.
+        Tls = "tls",
+    }
+);
+
+choice!(
     /// What callmask does with an offer whose media it cannot decrypt (`media.undecodable`):
     /// SRTP it cannot terminate (RTP/SAVP(F) without a supported `a=crypto`, DTLS-SRTP). Its
     /// recorder tap would otherwise hear ciphertext.

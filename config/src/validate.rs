@@ -11,15 +11,15 @@ use crate::error::{ErrorKind, ValueError};
 use crate::model::{
     AgentsConfig, Config, HttpAuth, HttpConfig, LimitsConfig, LogConfig, MaskingConfig,
     MediaConfig, NgConfig, PbxConfig, RecorderConfig, RtpRecorder, SecureConfig, ShutdownConfig,
-    SipConfig, SiprecRecorder, SpeechConfig, WavRecorder,
+    SipConfig, SiprecRecorder, SpeechConfig, TlsConfig, WavRecorder,
 };
-use crate::raw::{RawConfig, RawRecorder};
+use crate::raw::{RawConfig, RawRecorder, RawTls};
 use crate::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, Cidr, DrainTimeoutSecs, DtmfSequence, HashKey,
     HostPort, HttpUrl, InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat,
     LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr,
-    PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays, RtpCodec, SipUri,
-    SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs,
+    PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays, RtpCodec, SideTransport,
+    SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs,
     UndecodableMode, Workers,
 };
 
@@ -233,6 +233,159 @@ fn allow_list(c: &mut Checker, key: &str, list: Option<Vec<String>>) -> Option<V
     Some(out)
 }
 
+/// A PEM file named by `key`: readable, and holding a `-----BEGIN <what>` block (the proxy
+/// parses it fully before it binds).
+fn pem_file(c: &mut Checker, key: &str, raw: String, what: &[&str], example: &str) -> PathBuf {
+    let path = PathBuf::from(&raw);
+    if raw.trim().is_empty() {
+        c.push(
+            ErrorKind::InvalidValue,
+            k(key),
+            "the path is empty".into(),
+            format!("write the path of a PEM file, e.g. \"{example}\""),
+        );
+        return path;
+    }
+    match std::fs::read(&path) {
+        Err(e) => c.push(
+            ErrorKind::InvalidValue,
+            k(key),
+            format!("cannot read {raw}: {e}"),
+            format!("point {key} at an existing PEM file readable by the callmask user"),
+        ),
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let found = what
+                .iter()
+                .any(|w| text.contains(&format!("-----BEGIN {w}")));
+            if !found {
+                c.push(
+                    ErrorKind::InvalidValue,
+                    k(key),
+                    format!("{raw} holds no PEM block of type {}", what.join(" or ")),
+                    format!("point {key} at a PEM file (-----BEGIN {} -----…)", what[0]),
+                );
+            }
+        }
+    }
+    path
+}
+
+/// A DNS name for SNI and certificate checks (`tls.server_name`).
+fn server_name(s: String) -> Result<String, ValueError> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.parse::<std::net::IpAddr>().is_err()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(ValueError::new(
+            format!("{s:?} is not a DNS host name"),
+            "write the name in the peer's certificate, e.g. \"pbx.example.net\" (leave the key out to verify the peer's IP address)",
+        ))
+    }
+}
+
+const CERT: &[&str] = &["CERTIFICATE"];
+const KEY: &[&str] = &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"];
+
+/// `<side>.transport` and `[<side>.tls]`: TLS needs a certificate and a key; `[tls]` without
+/// `transport = "tls"` is a mistake worth stopping for (the admin believes SIP is encrypted).
+fn side_tls(
+    c: &mut Checker,
+    side: &str,
+    transport: SideTransport,
+    raw: Option<RawTls>,
+    has_peer: bool,
+) -> Option<TlsConfig> {
+    let key = |name: &str| format!("{side}.tls.{name}");
+    let Some(raw) = raw else {
+        if transport == SideTransport::Tls {
+            c.push(
+                ErrorKind::Missing,
+                k(&key("cert_file")),
+                format!("{side}.transport = \"tls\" but no certificate is configured"),
+                format!(
+                    "set {side}.tls.cert_file and {side}.tls.key_file (PEM), or use {side}.transport = \"udp+tcp\""
+                ),
+            );
+        }
+        return None;
+    };
+    if transport != SideTransport::Tls {
+        c.push(
+            ErrorKind::Conflict,
+            k(&format!("{side}.tls")),
+            format!("[{side}.tls] is set but {side}.transport is not \"tls\": SIP on this side would not be encrypted"),
+            format!("set {side}.transport = \"tls\", or remove [{side}.tls]"),
+        );
+        return None;
+    }
+    let missing = |c: &mut Checker, name: &str| {
+        c.push(
+            ErrorKind::Missing,
+            k(&key(name)),
+            format!("{side}.transport = \"tls\" needs {side}.tls.{name}"),
+            format!("set {side}.tls.{name} to a PEM file"),
+        );
+    };
+    let cert_file = match raw.cert_file {
+        Some(p) => pem_file(c, &key("cert_file"), p, CERT, "/etc/callmask/tls/cert.pem"),
+        None => {
+            missing(c, "cert_file");
+            PathBuf::new()
+        }
+    };
+    let key_file = match raw.key_file {
+        Some(p) => pem_file(c, &key("key_file"), p, KEY, "/etc/callmask/tls/key.pem"),
+        None => {
+            missing(c, "key_file");
+            PathBuf::new()
+        }
+    };
+    let client_ca_file = raw.client_ca_file.map(|p| {
+        pem_file(
+            c,
+            &key("client_ca_file"),
+            p,
+            CERT,
+            "/etc/callmask/tls/clients-ca.pem",
+        )
+    });
+    let ca_file = raw
+        .ca_file
+        .map(|p| pem_file(c, &key("ca_file"), p, CERT, "/etc/callmask/tls/peer-ca.pem"));
+    let system_roots = raw.system_roots.unwrap_or(false);
+    if has_peer && ca_file.is_none() && !system_roots {
+        c.push(
+            ErrorKind::Missing,
+            k(&key("ca_file")),
+            format!("{side}.peer is reached over TLS but nothing can verify its certificate"),
+            format!(
+                "set {side}.tls.ca_file to the PEM of the CA that signed the peer's certificate (or {side}.tls.system_roots = true for a publicly signed one)"
+            ),
+        );
+    }
+    let server_name = c.opt(k(&key("server_name")), raw.server_name, server_name);
+    Some(TlsConfig {
+        cert_file,
+        key_file,
+        client_ca_file,
+        ca_file,
+        system_roots,
+        server_name,
+    })
+}
+
 fn nonempty_path(s: String) -> Result<PathBuf, ValueError> {
     if s.trim().is_empty() {
         return Err(ValueError::new(
@@ -253,6 +406,13 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
     let d = Config::default();
 
     let pbx = raw.pbx.unwrap_or_default();
+    let pbx_transport = c.value(
+        k("pbx.transport"),
+        pbx.transport.clone(),
+        d.pbx.transport,
+        |s| SideTransport::try_from(s.as_str()),
+    );
+    let pbx_has_peer = pbx.peer.is_some();
     let pbx = PbxConfig {
         listen: c.value(k("pbx.listen"), pbx.listen, d.pbx.listen, |s| {
             ListenAddr::try_from(s.as_str())
@@ -262,8 +422,17 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         srtp: c.value(k("pbx.srtp"), pbx.srtp, d.pbx.srtp, |s| {
             SrtpMode::try_from(s.as_str())
         }),
+        transport: pbx_transport,
+        tls: side_tls(&mut c, "pbx", pbx_transport, pbx.tls, pbx_has_peer),
     };
     let agents = raw.agents.unwrap_or_default();
+    let agents_transport = c.value(
+        k("agents.transport"),
+        agents.transport.clone(),
+        d.agents.transport,
+        |s| SideTransport::try_from(s.as_str()),
+    );
+    let agents_has_peer = agents.peer.is_some();
     let agents = AgentsConfig {
         listen: c.value(k("agents.listen"), agents.listen, d.agents.listen, |s| {
             ListenAddr::try_from(s.as_str())
@@ -275,6 +444,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         srtp: c.value(k("agents.srtp"), agents.srtp, d.agents.srtp, |s| {
             SrtpMode::try_from(s.as_str())
         }),
+        transport: agents_transport,
+        tls: side_tls(
+            &mut c,
+            "agents",
+            agents_transport,
+            agents.tls,
+            agents_has_peer,
+        ),
     };
     let media = raw.media.unwrap_or_default();
     let media = MediaConfig {
@@ -844,6 +1021,128 @@ mod tests {
             validate(raw).unwrap().media.codecs,
             [MediaCodec::G722, MediaCodec::Pcma]
         );
+    }
+
+    /// A fresh folder with a certificate-looking and a key-looking PEM file (their contents
+    /// are not parsed here: the proxy does that).
+    fn pem_dir(label: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "callmask-config-tls-{label}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.join("ca.pem"), cert).unwrap();
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+        std::fs::write(dir.join("key.pem"), key).unwrap();
+        dir
+    }
+
+    fn tls_issues(toml_text: &str) -> Vec<Issue> {
+        let raw: RawConfig = toml::from_str(toml_text).unwrap();
+        validate(raw).unwrap_err()
+    }
+
+    #[test]
+    fn tls_side_is_validated() {
+        let d = pem_dir("ok");
+        let ok = format!(
+            "[pbx]\ntransport = \"tls\"\npeer = \"10.0.0.5:5061\"\n[pbx.tls]\n\
+             cert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n\
+             ca_file = \"{0}/ca.pem\"\nclient_ca_file = \"{0}/ca.pem\"\n\
+             server_name = \"PBX.example.net\"\n",
+            d.display()
+        );
+        let cfg = validate(toml::from_str(&ok).unwrap()).unwrap();
+        assert_eq!(cfg.pbx.transport, SideTransport::Tls);
+        assert_eq!(cfg.agents.transport, SideTransport::UdpTcp);
+        let tls = cfg.pbx.tls.as_ref().unwrap();
+        assert_eq!(tls.server_name.as_deref(), Some("pbx.example.net"));
+        assert_eq!(tls.client_ca_file, Some(d.join("ca.pem")));
+        assert!(!tls.system_roots);
+        // The TOML written back loads into the same config.
+        let again = crate::from_str(&cfg.to_toml(), "roundtrip").unwrap();
+        assert_eq!(again, cfg);
+
+        // TLS without a certificate.
+        let issues = tls_issues("[agents]\ntransport = \"tls\"\n");
+        assert_eq!(issues[0].path.to_string(), "agents.tls.cert_file");
+        assert!(
+            issues[0].fix.contains("agents.tls.key_file"),
+            "{:?}",
+            issues[0]
+        );
+
+        // A key but no certificate.
+        let issues = tls_issues(&format!(
+            "[agents]\ntransport = \"tls\"\n[agents.tls]\nkey_file = \"{}/key.pem\"\n",
+            d.display()
+        ));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path.to_string(), "agents.tls.cert_file");
+
+        // Missing file, and a key file given as the certificate.
+        let issues = tls_issues(&format!(
+            "[agents]\ntransport = \"tls\"\n[agents.tls]\ncert_file = \"{0}/key.pem\"\n\
+             key_file = \"{0}/nope.pem\"\n",
+            d.display()
+        ));
+        let by_key = |key: &str| issues.iter().find(|i| i.path.to_string() == key).unwrap();
+        assert!(by_key("agents.tls.cert_file")
+            .problem
+            .contains("no PEM block of type CERTIFICATE"));
+        let missing = by_key("agents.tls.key_file");
+        assert!(missing.problem.contains("cannot read"), "{missing:?}");
+        assert!(missing.fix.contains("agents.tls.key_file"), "{missing:?}");
+
+        // A peer reached over TLS with nothing to verify it against.
+        let issues = tls_issues(&format!(
+            "[pbx]\ntransport = \"tls\"\npeer = \"10.0.0.5:5061\"\n[pbx.tls]\n\
+             cert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n",
+            d.display()
+        ));
+        assert_eq!(issues[0].path.to_string(), "pbx.tls.ca_file");
+        assert!(issues[0].fix.contains("system_roots"), "{:?}", issues[0]);
+
+        // [tls] without transport = "tls": refused, not silently plaintext.
+        let issues = tls_issues(&format!(
+            "[pbx.tls]\ncert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n",
+            d.display()
+        ));
+        assert_eq!(issues[0].path.to_string(), "pbx.tls");
+        assert!(issues[0].fix.contains("pbx.transport = \"tls\""));
+
+        // A bad transport name and an IP as server_name.
+        let issues = tls_issues(&format!(
+            "[pbx]\ntransport = \"sctp\"\n[agents]\ntransport = \"tls\"\n[agents.tls]\n\
+             cert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n\
+             server_name = \"10.0.0.1\"\n",
+            d.display()
+        ));
+        assert!(by_path(&issues, "pbx.transport")
+            .fix
+            .contains("udp+tcp, tls"));
+        assert!(by_path(&issues, "agents.tls.server_name")
+            .fix
+            .contains("leave the key out"));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    fn by_path<'a>(issues: &'a [Issue], key: &str) -> &'a Issue {
+        issues
+            .iter()
+            .find(|i| i.path.to_string() == key)
+            .unwrap_or_else(|| panic!("no issue at {key}: {issues:?}"))
+    }
+
+    #[test]
+    fn unknown_keys_in_a_tls_table_are_named() {
+        let e = crate::from_str("[pbx.tls]\ncert_fle = \"/x\"\n", "t.toml").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("pbx.tls.cert_fle"), "{text}");
+        assert!(text.contains("did you mean `cert_file`"), "{text}");
+        assert!(text.contains("in [pbx.tls]"), "{text}");
     }
 
     #[test]

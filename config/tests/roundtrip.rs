@@ -215,12 +215,14 @@ fn config() -> impl Strategy<Value = Config> {
                     peer: pp,
                     allow: None,
                     srtp: pbx_srtp,
+                    ..Default::default()
                 },
                 agents: AgentsConfig {
                     listen: al,
                     peer: ap,
                     allow: None,
                     srtp: agents_srtp,
+                    ..Default::default()
                 },
                 media: MediaConfig {
                     ports,

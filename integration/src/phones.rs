@@ -57,6 +57,31 @@ pub struct PhoneOpts {
     pub transport: &'static str,
 }
 
+/// Whether a TCP socket listens on `port` on 127.0.0.1 or 0.0.0.0 (state `0A` in
+/// /proc/net/tcp: not a connection that merely uses the port).
+fn tcp_listening(port: u16) -> bool {
+    let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let (any, lo) = (
+        format!("00000000:{port:04X}"),
+        format!("0100007F:{port:04X}"),
+    );
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && (f[1] == any || f[1] == lo) && f[3] == "0A"
+    })
+}
+
+/// SIP over TLS for a baresip (its `sip_certificate` and `sip_cafile`): it then listens for
+/// TLS on its SIP port + 1 ([`Baresip::sip`] is that address) and its account uses
+/// `transport=tls`.
+#[derive(Debug, Clone)]
+pub struct PhoneTls {
+    /// PEM holding the phone's certificate and then its private key.
+    pub cert_and_key: PathBuf,
+    /// PEM of the CA(s) it trusts.
+    pub ca: PathBuf,
+}
+
 /// A running baresip. Dropping it stops it (SIGTERM, then SIGKILL) by PID.
 #[derive(Debug)]
 pub struct Baresip {
@@ -82,9 +107,38 @@ impl Baresip {
         quit_after: Duration,
         menc: Option<&str>,
     ) -> Baresip {
+        Self::start_inner(opts, dial, quit_after, menc, None)
+    }
+
+    /// [`Self::start_menc`] with SIP over TLS (issue 14): see [`PhoneTls`].
+    pub fn start_tls(
+        opts: &PhoneOpts,
+        dial: Option<&str>,
+        quit_after: Duration,
+        menc: Option<&str>,
+        tls: &PhoneTls,
+    ) -> Baresip {
+        Self::start_inner(opts, dial, quit_after, menc, Some(tls))
+    }
+
+    fn start_inner(
+        opts: &PhoneOpts,
+        dial: Option<&str>,
+        quit_after: Duration,
+        menc: Option<&str>,
+        tls: Option<&PhoneTls>,
+    ) -> Baresip {
         let dir = TempDir::new(&format!("baresip-{}", opts.user));
-        let port = free_udp_port();
-        let sip = SocketAddr::from(([127, 0, 0, 1], port));
+        // With TLS, baresip also listens on TCP port + 1: pick a port whose neighbour is free.
+        let port = loop {
+            let p = free_udp_port();
+            let tcp_free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
+            if tls.is_none() || (p < u16::MAX && tcp_free(p) && tcp_free(p + 1)) {
+                break p;
+            }
+        };
+        // baresip listens for TLS on its SIP port + 1.
+        let sip = SocketAddr::from(([127, 0, 0, 1], port + u16::from(tls.is_some())));
         let (rtp_lo, rtp_hi) = free_media_range(8);
         let codecs: Vec<&str> = if opts.codecs.is_empty() {
             vec!["g722", "opus", "g711"]
@@ -115,6 +169,13 @@ impl Baresip {
             null = dir.path().join("null.wav").display(),
             src = opts.source.display(),
         );
+        if let Some(t) = tls {
+            config.push_str(&format!(
+                "sip_certificate {}\nsip_cafile {}\n",
+                t.cert_and_key.display(),
+                t.ca.display()
+            ));
+        }
         for m in codecs {
             config.push_str(&format!("module {m}.so\n"));
         }
@@ -127,7 +188,9 @@ impl Baresip {
         // The AOR's host is the registrar when registering; else the phone's own address.
         let home = opts.register.unwrap_or(sip);
         let mut account = format!("<sip:{}@{home}", opts.user);
-        if opts.transport == "tcp" {
+        if tls.is_some() {
+            account.push_str(";transport=tls");
+        } else if opts.transport == "tcp" {
             account.push_str(";transport=tcp");
         }
         account.push('>');
@@ -186,7 +249,14 @@ impl Baresip {
             log,
             _dir: dir,
         };
-        let up = wait_for(Duration::from_secs(10), || port_bound(port).then_some(()));
+        let up = wait_for(Duration::from_secs(10), || {
+            let bound = if tls.is_some() {
+                tcp_listening(sip.port())
+            } else {
+                port_bound(port)
+            };
+            bound.then_some(())
+        });
         assert!(up.is_some(), "baresip did not bind {sip}\n{}", b.log_tail());
         b
     }

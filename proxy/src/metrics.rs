@@ -124,7 +124,7 @@ pub use media::{DtmfSource, MediaMetrics, SecureAction};
 pub use ng::{NgCommand, NgMetrics, NgResult};
 pub use recognizer::{RecognizerMetrics, RecognizerOutcome};
 pub use recorder::{RecorderMetrics, SinkKind};
-pub use sip::SipMetrics;
+pub use sip::{SipMetrics, TlsFailure};
 pub use srtp::{SrtpDrop, SrtpMetrics};
 
 label_enum! {

@@ -223,6 +223,7 @@ impl Registrar {
             let transport = match b.transport {
                 SipTransport::Udp => "udp",
                 SipTransport::Tcp => "tcp",
+                SipTransport::Tls => "tls",
             };
             out.push_str(&format!(
                 "{token}\t{}\t{}\t{}\t{transport}\t{left}\n",
@@ -260,6 +261,7 @@ impl Registrar {
             let transport = match *transport {
                 "udp" => SipTransport::Udp,
                 "tcp" => SipTransport::Tcp,
+                "tls" => SipTransport::Tls,
                 _ => continue,
             };
             let ok_token = token.strip_prefix(TOKEN_PREFIX).is_some_and(|h| {

@@ -1,6 +1,7 @@
 //! Thin tokio drivers: the only place that touches sockets and reads the clock.
 //!
-//! - [`signalling`]: SIP over UDP for both sides around the sans-IO [`crate::core::proxy`].
+//! - [`signalling`]: SIP over UDP for both sides around the sans-IO [`crate::core::proxy`];
+//!   [`sip_stream`] its TCP and TLS connections, [`sip_tls`] a TLS side's rustls settings.
 //! - [`media`]: per-call RTP/RTCP relay tasks (sockets + loop around
 //!   [`crate::core::media::CallMedia`]) and the recorder tap.
 //! - [`media_workers`]: the media worker threads that own those tasks.
@@ -19,5 +20,6 @@ pub mod recorder;
 pub mod run;
 pub mod signalling;
 pub mod sip_stream;
+pub mod sip_tls;
 pub mod speech;
 pub mod state;

@@ -305,6 +305,12 @@ pub async fn run_with(
             ),
         });
     }
+    // SIP over TLS (issue 14): every certificate, key and CA file read and checked before
+    // anything is bound.
+    let tls = crate::core::side::BySide::new(
+        tls_side(Side::Pbx, cfg.pbx.tls.as_ref())?,
+        tls_side(Side::Agents, cfg.agents.tls.as_ref())?,
+    );
     let pbx_sock = bind_udp(pbx_listen, "PBX-side SIP", "pbx.listen").await?;
     let agents_sock = bind_udp(agents_listen, "agents-side SIP", "agents.listen").await?;
     // TCP on the same addresses (the UDP port, which may have been chosen by the OS).
@@ -382,6 +388,10 @@ pub async fn run_with(
     let mut core = ProxyCore::new(core_cfg, ports);
     core.set_access(access_policy(&cfg));
     core.set_limits(crate::core::proxy::CoreLimits::from_config(&cfg.limits));
+    core.set_tls(crate::core::side::BySide::new(
+        tls[Side::Pbx].is_some(),
+        tls[Side::Agents].is_some(),
+    ));
 
     // Recorder path: one task consumes sanitized frames for every configured sink.
     let (tap_tx, tap_rx) = mpsc::channel::<TapEvent>(16_384);
@@ -533,21 +543,24 @@ pub async fn run_with(
     }
 
     let (stream_tx, stream_rx) = mpsc::channel(4096);
-    let tcp_limits = TcpLimits::new(&cfg.limits, metrics.clone());
-    spawn_listener(
-        Side::Pbx,
-        pbx_tcp,
-        stream_tx.clone(),
-        limits,
-        tcp_limits.clone(),
-    );
-    spawn_listener(
-        Side::Agents,
-        agents_tcp,
-        stream_tx.clone(),
-        limits,
-        tcp_limits.clone(),
-    );
+    let tcp_limits = super::sip_stream::TcpLimits::new(&cfg.limits, metrics.clone());
+    for (side, listener) in [(Side::Pbx, pbx_tcp), (Side::Agents, agents_tcp)] {
+        let (inputs, bounds) = (stream_tx.clone(), tcp_limits.clone());
+        match &tls[side] {
+            Some(t) => {
+                tracing::info!(side = side.as_str(), "SIP over TLS only on this side");
+                super::sip_stream::spawn_tls_listener(
+                    side,
+                    listener,
+                    inputs,
+                    limits,
+                    bounds,
+                    t.clone(),
+                );
+            }
+            None => spawn_listener(side, listener, inputs, limits, bounds),
+        }
+    }
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let supervisor = tokio::spawn(
         Supervisor {
@@ -558,6 +571,7 @@ pub async fn run_with(
             policy: policy_tx,
             signalling: control_tx,
             recorders: recorder_reload,
+            tls: tls.clone(),
         }
         .run(reload, drain),
     );
@@ -578,6 +592,7 @@ pub async fn run_with(
             .as_deref()
             .map(super::state::BindingStore::new),
         control: Some(control_rx),
+        tls,
     };
     signalling
         .run(async move {
@@ -610,6 +625,8 @@ struct Supervisor {
     signalling: mpsc::UnboundedSender<ShellControl>,
     /// New `[[recorder]]` lists for the recorder thread (`wav` and `rtp` sinks).
     recorders: mpsc::UnboundedSender<Vec<config::RecorderConfig>>,
+    /// The TLS sides: a reload re-reads their certificate, key and CA files (rotation).
+    tls: crate::core::side::BySide<Option<Arc<super::sip_tls::TlsSide>>>,
 }
 
 impl Supervisor {
@@ -680,6 +697,19 @@ impl Supervisor {
             tracing::error!(key = "log.level", "configuration reload refused: {e}");
             return refuse(&self.metrics);
         }
+        // Certificate rotation: the same [<side>.tls] files, read again. A side that cannot
+        // load them keeps serving its old certificate (and the reload counts as a failure).
+        for side in [Side::Pbx, Side::Agents] {
+            if let Some(t) = &self.tls[side] {
+                if let Err(e) = t.reload() {
+                    tracing::error!(
+                        side = side.as_str(),
+                        "TLS certificate reload refused, the old certificate stays in use: {e}"
+                    );
+                    return refuse(&self.metrics);
+                }
+            }
+        }
         for w in new.warnings() {
             tracing::warn!(key = w.key, "{w}");
         }
@@ -726,6 +756,15 @@ fn media_policy(cfg: &config::Config) -> MediaPolicy {
         dtmf_trigger: cfg.secure.dtmf_trigger.as_ref().map(KeySequence::new),
         dtmf_release: cfg.secure.dtmf_release.as_ref().map(KeySequence::new),
     }
+}
+
+/// The TLS settings of `side` when it has `transport = "tls"`, every file checked.
+fn tls_side(
+    side: Side,
+    cfg: Option<&config::TlsConfig>,
+) -> Result<Option<Arc<super::sip_tls::TlsSide>>, RunError> {
+    cfg.map(|c| super::sip_tls::TlsSide::new(side, c).map(Arc::new))
+        .transpose()
 }
 
 /// The environment variable that may hold the HTTP API's bearer token (when neither

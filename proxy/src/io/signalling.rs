@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::media::MediaHub;
-use super::sip_stream::{spawn_outbound, StreamInput};
+use super::sip_stream::{spawn_outbound, spawn_outbound_tls, StreamInput};
+use super::sip_tls::TlsSide;
 use crate::core::media::tap::CallMeta;
 use crate::core::proxy::{
     AccessPolicy, CallRef, CoreLimits, MediaCommand, ProxyCore, ProxyEvent, Side, SipTransport,
@@ -50,6 +51,9 @@ pub struct Signalling {
     pub state: Option<super::state::BindingStore>,
     /// Reloads and the shutdown drain, from `callmask run`'s supervisor (None: neither).
     pub control: Option<mpsc::UnboundedReceiver<ShellControl>>,
+    /// TLS settings of the sides with `transport = "tls"` (issue 14): their streams are TLS
+    /// and UDP datagrams reaching them are dropped unread.
+    pub tls: crate::core::side::BySide<Option<Arc<TlsSide>>>,
 }
 
 /// What `callmask run`'s supervisor tells the signalling task.
@@ -133,14 +137,14 @@ impl Signalling {
             tokio::select! {
                 _ = &mut shutdown => break,
                 r = self.pbx.recv_from(&mut pbx_buf) => {
-                    if let Ok((n, src)) = r {
+                    if let (Ok((n, src)), false) = (r, self.tls[Side::Pbx].is_some()) {
                         self.metrics.sip().message_received(metrics::Side::Pbx, metrics::Transport::Udp);
                         let data = Bytes::copy_from_slice(&pbx_buf[..n]);
                         self.core.handle_datagram(Side::Pbx, src, data, Instant::now());
                     }
                 }
                 r = self.agents.recv_from(&mut agents_buf) => {
-                    if let Ok((n, src)) = r {
+                    if let (Ok((n, src)), false) = (r, self.tls[Side::Agents].is_some()) {
                         self.metrics.sip().message_received(metrics::Side::Agents, metrics::Transport::Udp);
                         let data = Bytes::copy_from_slice(&agents_buf[..n]);
                         self.core.handle_datagram(Side::Agents, src, data, Instant::now());
@@ -190,9 +194,12 @@ impl Signalling {
                 self.conns.insert((side, peer), writer);
             }
             StreamInput::Message { side, peer, msg } => {
-                self.metrics
-                    .sip()
-                    .message_received(side, metrics::Transport::Tcp);
+                let transport = if self.tls[side].is_some() {
+                    metrics::Transport::Tls
+                } else {
+                    metrics::Transport::Tcp
+                };
+                self.metrics.sip().message_received(side, transport);
                 self.core
                     .handle_stream_message(side, peer, msg, Instant::now());
             }
@@ -203,6 +210,17 @@ impl Signalling {
                 error,
             } => {
                 self.core.handle_stream_error(side, peer, raw, &error);
+            }
+            StreamInput::Alias { side, peer, alias } => {
+                // RFC 5923: requests to `alias` reuse this connection (a closed writer is
+                // replaced by a new connection when next used).
+                if let Some(w) = self.conns.get(&(side, peer)).cloned() {
+                    tracing::debug!(
+                        side = side.as_str(),
+                        "TLS connection reused for its Via alias"
+                    );
+                    self.conns.insert((side, alias), w);
+                }
             }
             StreamInput::Closed { side, peer } => {
                 self.conns.remove(&(side, peer));
@@ -217,6 +235,10 @@ impl Signalling {
     async fn drain(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
             match t.transport {
+                // Never plaintext toward a TLS side (the core does not produce it).
+                SipTransport::Udp if self.tls[t.side].is_some() => {
+                    tracing::warn!(side = t.side.as_str(), "UDP send toward a TLS side refused");
+                }
                 SipTransport::Udp => {
                     let sock = match t.side {
                         Side::Pbx => &self.pbx,
@@ -226,13 +248,27 @@ impl Signalling {
                         tracing::debug!(side = t.side.as_str(), error = %e, "SIP send failed");
                     }
                 }
-                SipTransport::Tcp => {
+                SipTransport::Tcp | SipTransport::Tls => {
                     let key = (t.side, t.dest);
                     let writer = match self.conns.get(&key) {
                         Some(w) if !w.is_closed() => w.clone(),
                         _ => {
-                            let w =
-                                spawn_outbound(t.side, t.dest, self.stream_tx.clone(), self.limits);
+                            let inputs = self.stream_tx.clone();
+                            let w = match (&self.tls[t.side], t.transport) {
+                                (Some(tls), SipTransport::Tls) => spawn_outbound_tls(
+                                    t.side,
+                                    t.dest,
+                                    inputs,
+                                    self.limits,
+                                    tls.clone(),
+                                    self.metrics.clone(),
+                                ),
+                                (None, SipTransport::Tcp) => {
+                                    spawn_outbound(t.side, t.dest, inputs, self.limits)
+                                }
+                                // The core never mixes them (a TLS side speaks TLS only).
+                                _ => continue,
+                            };
                             self.conns.insert(key, w.clone());
                             w
                         }

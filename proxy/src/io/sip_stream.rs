@@ -7,6 +7,11 @@
 //! signalling task never awaits a slow peer. Outbound connections (a request to a peer with
 //! no connection yet) are opened on demand and then used both ways.
 //!
+//! SIP over TLS (issue 14) runs the same code on a TLS stream: [`spawn_tls_listener`] admits
+//! a connection under the same bounds, completes the handshake within the idle timeout, then
+//! serves it like TCP; [`spawn_outbound_tls`] connects to the peer and verifies it. Failed
+//! handshakes are counted by reason (`callmask_sip_tls_handshake_failures_total`).
+//!
 //! Bounds (issue 13, [`TcpLimits`]): inbound connections per source address and in total
 //! (over either, the connection is closed at accept and counted), and an idle timeout that
 //! cuts a connection whose message has not completed in time, or that has sent no complete
@@ -21,13 +26,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::sip_tls::{certificate_names_ip, classify, TlsSide};
 use crate::core::proxy::Side;
-use crate::core::sip::{Frame, Limits, SipError, SipMessage, StreamFramer, PONG};
-use crate::metrics::{LimitLabel, Metrics};
+use crate::core::sip::{connection_alias, Frame, Limits, SipError, SipMessage, StreamFramer, PONG};
+use crate::metrics::{LimitLabel, Metrics, TlsFailure};
+
+/// How long an outbound TLS handshake (after the TCP connect) may take.
+const OUTBOUND_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Queue depth per connection (messages); a peer that does not read is disconnected.
 const WRITE_QUEUE: usize = 256;
@@ -72,6 +81,16 @@ pub enum StreamInput {
         side: Side,
         /// The peer.
         peer: SocketAddr,
+    },
+    /// RFC 5923: a TLS client asked (Via `alias`) for its connection to be used for requests
+    /// to `alias` as well, and its certificate names that address.
+    Alias {
+        /// Side.
+        side: Side,
+        /// The connection's peer.
+        peer: SocketAddr,
+        /// The address requests may reach it by.
+        alias: SocketAddr,
     },
     /// The connection is gone.
     Closed {
@@ -194,6 +213,7 @@ pub fn spawn_listener(
                         idle: Some(tcp.idle()),
                         _permit: Some(permit),
                         metrics: Some(tcp.metrics.clone()),
+                        client_cert: None,
                     };
                     let writer =
                         spawn_connection(side, stream, peer, inputs.clone(), limits, guard);
@@ -212,6 +232,131 @@ pub fn spawn_listener(
             }
         }
     });
+}
+
+/// Accept SIP-over-TLS connections on `listener` for `side` forever: admitted under the
+/// same bounds as TCP, the handshake must finish within the idle timeout; a failed handshake
+/// is counted by reason and the connection closed.
+pub fn spawn_tls_listener(
+    side: Side,
+    listener: TcpListener,
+    inputs: mpsc::Sender<StreamInput>,
+    limits: Limits,
+    tcp: Arc<TcpLimits>,
+    tls: Arc<TlsSide>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(side = side.as_str(), error = %e, "TLS accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(permit) = tcp.admit(side, peer.ip()) else {
+                tracing::debug!(side = side.as_str(), "TLS connection over a limit: closed");
+                continue;
+            };
+            let Some(acceptor) = tls.acceptor() else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (inputs, tcp) = (inputs.clone(), tcp.clone());
+            tokio::spawn(async move {
+                let shake = tokio::time::timeout(tcp.idle(), acceptor.accept(stream)).await;
+                let stream = match shake {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tls_failed(&tcp.metrics, side, classify(&e), "inbound");
+                        return;
+                    }
+                    Err(_) => {
+                        tls_failed(&tcp.metrics, side, TlsFailure::Timeout, "inbound");
+                        return;
+                    }
+                };
+                // Verified against tls.client_ca_file when one was asked for.
+                let client_cert = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.clone().into_owned());
+                let guard = Guard {
+                    idle: Some(tcp.idle()),
+                    _permit: Some(permit),
+                    metrics: Some(tcp.metrics.clone()),
+                    client_cert,
+                };
+                let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+                let opened = StreamInput::Opened {
+                    side,
+                    peer,
+                    writer: tx,
+                };
+                if inputs.send(opened).await.is_ok() {
+                    serve(side, stream, peer, rx, inputs, limits, guard).await;
+                }
+            });
+        }
+    });
+}
+
+fn tls_failed(metrics: &Metrics, side: Side, reason: TlsFailure, direction: &'static str) {
+    use crate::metrics::Label;
+    tracing::info!(
+        side = side.as_str(),
+        direction,
+        reason = reason.as_str(),
+        "SIP over TLS: handshake failed"
+    );
+    metrics.sip().tls_handshake_failed(side, reason);
+}
+
+/// Open a TLS connection to `peer` for `side` (its certificate verified, see
+/// [`TlsSide::connector`]); returns the writer queue at once, as [`spawn_outbound`] does.
+pub fn spawn_outbound_tls(
+    side: Side,
+    peer: SocketAddr,
+    inputs: mpsc::Sender<StreamInput>,
+    limits: Limits,
+    tls: Arc<TlsSide>,
+    metrics: Arc<Metrics>,
+) -> mpsc::Sender<Bytes> {
+    let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    tokio::spawn(async move {
+        let Some((connector, name)) = tls.connector(peer) else {
+            tracing::warn!(
+                side = side.as_str(),
+                "SIP over TLS: nothing to verify the peer's certificate with (set tls.ca_file): not connecting"
+            );
+            let _ = inputs.send(StreamInput::ConnectFailed { side, peer }).await;
+            return;
+        };
+        let stream = match TcpStream::connect(peer).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(side = side.as_str(), error = %e, "TLS: TCP connect failed");
+                let _ = inputs.send(StreamInput::ConnectFailed { side, peer }).await;
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shake = tokio::time::timeout(OUTBOUND_HANDSHAKE, connector.connect(name, stream)).await;
+        let reason = match shake {
+            Ok(Ok(s)) => {
+                serve(side, s, peer, rx, inputs, limits, Guard::default()).await;
+                return;
+            }
+            Ok(Err(e)) => classify(&e),
+            Err(_) => TlsFailure::Timeout,
+        };
+        tls_failed(&metrics, side, reason, "outbound");
+        let _ = inputs.send(StreamInput::ConnectFailed { side, peer }).await;
+    });
+    tx
 }
 
 /// Open a connection to `peer` for `side`; returns the writer queue at once (messages queue
@@ -246,6 +391,9 @@ struct Guard {
     /// Held for its `Drop`: the connection's place in the bounds.
     _permit: Option<Permit>,
     metrics: Option<Arc<Metrics>>,
+    /// An inbound TLS client's verified certificate: RFC 5923 aliases are honoured only for
+    /// addresses it names (§9).
+    client_cert: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 fn spawn_connection(
@@ -261,16 +409,18 @@ fn spawn_connection(
     tx
 }
 
-async fn serve(
+async fn serve<S>(
     side: Side,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     mut outgoing: mpsc::Receiver<Bytes>,
     inputs: mpsc::Sender<StreamInput>,
     limits: Limits,
     guard: Guard,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(8192);
     let mut framer = StreamFramer::default();
     let mut closing = false;
@@ -278,6 +428,7 @@ async fn serve(
     // of the accept, before the first message); between messages the connection may rest.
     let mut deadline = guard.idle.map(|d| tokio::time::Instant::now() + d);
     let mut framed_any = false;
+    let mut aliased: Option<SocketAddr> = None;
     loop {
         let armed = !closing && (!framed_any || !buf.is_empty());
         let due = deadline.filter(|_| armed);
@@ -325,6 +476,17 @@ async fn serve(
                             buf.advance(used);
                             framed_any = true;
                             deadline = guard.idle.map(|d| tokio::time::Instant::now() + d);
+                            let alias = guard.client_cert.as_ref().and_then(|cert| {
+                                let a = connection_alias(&msg)?;
+                                let new = a != peer && aliased != Some(a);
+                                (new && certificate_names_ip(cert, a.ip())).then_some(a)
+                            });
+                            if let Some(alias) = alias {
+                                aliased = Some(alias);
+                                if inputs.send(StreamInput::Alias { side, peer, alias }).await.is_err() {
+                                    return;
+                                }
+                            }
                             if inputs.send(StreamInput::Message { side, peer, msg }).await.is_err() {
                                 return;
                             }

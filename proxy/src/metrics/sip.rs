@@ -14,6 +14,30 @@ const TXN_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 32.0,
 ];
 
+label_enum! {
+    /// Why a SIP-over-TLS handshake failed (issue 14). Never carries certificate contents.
+    TlsFailure, "reason" {
+        /// A client presented no certificate where `tls.client_ca_file` asks for one.
+        NoCertificate => "no_certificate",
+        /// The certificate does not chain to the configured CAs (unknown issuer).
+        UnknownCa => "unknown_ca",
+        /// The certificate is expired or not valid yet.
+        Expired => "expired",
+        /// The server certificate does not name the peer (`tls.server_name` or its address).
+        NameMismatch => "name_mismatch",
+        /// Any other certificate problem (bad signature, bad encoding, wrong usage, revoked).
+        BadCertificate => "bad_certificate",
+        /// The peer refused callmask's certificate or the handshake (a TLS alert).
+        PeerAlert => "peer_alert",
+        /// Not TLS, or no common version/cipher suite (plaintext SIP sent to a TLS port).
+        Protocol => "protocol",
+        /// The handshake did not finish within `limits.tcp_idle_timeout_s`.
+        Timeout => "timeout",
+        /// The connection closed or failed during the handshake.
+        Io => "io",
+    }
+}
+
 /// The `callmask_sip_*` families and `callmask_registrations_active`.
 pub struct SipMetrics {
     messages: By2<Side, Transport, IntCounter>,
@@ -22,6 +46,7 @@ pub struct SipMetrics {
     transaction_duration: By2<Side, TransactionKind, prometheus::Histogram>,
     retransmissions: By2<Side, RetransmitAction, IntCounter>,
     rejected: By2<Side, DropReason, IntCounter>,
+    tls_failures: By2<Side, TlsFailure, IntCounter>,
     registrations_active: IntGauge,
 }
 
@@ -79,6 +104,12 @@ impl SipMetrics {
             "SIP messages answered with an error by callmask or dropped, by side and reason.",
             &[Side::NAME, DropReason::NAME],
         )?;
+        let tls_failures = int_counter_vec(
+            r,
+            "callmask_sip_tls_handshake_failures_total",
+            "SIP-over-TLS handshakes that failed, inbound or outbound, by side and reason.",
+            &[Side::NAME, TlsFailure::NAME],
+        )?;
         let registrations_active = int_gauge(
             r,
             "callmask_registrations_active",
@@ -91,6 +122,7 @@ impl SipMetrics {
             transaction_duration: by2(&txn),
             retransmissions: by2(&retransmissions),
             rejected: by2(&rejected),
+            tls_failures: by2(&tls_failures),
             registrations_active,
         })
     }
@@ -130,6 +162,11 @@ impl SipMetrics {
         self.rejected.get(side, reason).inc();
     }
 
+    /// A TLS handshake on `side` failed for `reason`.
+    pub fn tls_handshake_failed(&self, side: Side, reason: TlsFailure) {
+        self.tls_failures.get(side, reason).inc();
+    }
+
     /// Agent registrations held.
     pub fn set_registrations_active(&self, n: u64) {
         self.registrations_active
@@ -163,6 +200,7 @@ mod tests {
         m.rejected(Side::Pbx, DropReason::NoRoute);
         m.response(Side::Pbx, SipMethod::Bye, 200);
         m.set_registrations_active(3);
+        m.tls_handshake_failed(Side::Pbx, TlsFailure::NoCertificate);
 
         assert_eq!(
             series(&r, "callmask_sip_messages_received_total"),
@@ -180,6 +218,12 @@ mod tests {
              callmask_sip_retransmissions_total{handling=\"resent\",side=\"agents\"} 0\n\
              callmask_sip_retransmissions_total{handling=\"resent\",side=\"pbx\"} 1\n"
         );
+        let tls = series(&r, "callmask_sip_tls_handshake_failures_total");
+        assert_eq!(tls.lines().count(), 2 * TlsFailure::ALL.len(), "{tls}");
+        assert!(tls.contains(
+            "callmask_sip_tls_handshake_failures_total{reason=\"no_certificate\",side=\"pbx\"} 1\n"
+        ));
+        assert_eq!(tls.matches("} 1\n").count(), 1, "{tls}");
         assert_eq!(
             series(&r, "callmask_registrations_active"),
             "callmask_registrations_active 3\n"

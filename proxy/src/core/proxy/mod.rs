@@ -59,6 +59,7 @@ use bytes::Bytes;
 
 use super::ports::PortAllocator;
 use super::registrar::Registrar;
+use super::side::BySide;
 use super::sip::txn::{Timers, TransactionKey};
 use super::sip::{
     build_response, parse_datagram, reject_request, reject_unparsed, Frame, Method, RejectReason,
@@ -117,6 +118,9 @@ pub struct ProxyCore {
     events: VecDeque<ProxyEvent>,
     /// Transport of the message being handled.
     arrival: SipTransport,
+    /// Sides with `transport = "tls"`: their streams are TLS, requests toward them go over
+    /// TLS, and a `sips:` request never leaves on a side without it (RFC 5630).
+    tls: BySide<bool>,
 }
 
 impl ProxyCore {
@@ -136,6 +140,26 @@ impl ProxyCore {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             arrival: SipTransport::Udp,
+            tls: BySide::default(),
+        }
+    }
+
+    /// Mark the sides whose SIP runs over TLS (`pbx.transport`, `agents.transport`).
+    pub fn set_tls(&mut self, tls: BySide<bool>) {
+        self.tls = tls;
+    }
+
+    /// Whether `side` speaks SIP over TLS.
+    pub fn is_tls(&self, side: Side) -> bool {
+        self.tls[side]
+    }
+
+    /// The stream transport of `side`: TLS on a TLS side, else TCP.
+    fn stream_transport(&self, side: Side) -> SipTransport {
+        if self.tls[side] {
+            SipTransport::Tls
+        } else {
+            SipTransport::Tcp
         }
     }
 
@@ -228,7 +252,7 @@ impl ProxyCore {
             .filter(|(_, e)| {
                 e.down.side == side
                     && e.down.dest == dest
-                    && e.down.transport == SipTransport::Tcp
+                    && e.down.transport.is_stream()
                     && e.awaiting_final()
             })
             .map(|(k, _)| k.clone())
@@ -275,7 +299,7 @@ impl ProxyCore {
         msg: SipMessage,
         now: Instant,
     ) {
-        self.arrival = SipTransport::Tcp;
+        self.arrival = self.stream_transport(side);
         self.dispatch(side, src, msg, now);
     }
 
@@ -288,7 +312,7 @@ impl ProxyCore {
         raw: Bytes,
         err: &super::sip::SipError,
     ) {
-        self.arrival = SipTransport::Tcp;
+        self.arrival = self.stream_transport(side);
         self.events.push_back(ProxyEvent::Rejected {
             side,
             reason: err.reason(),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::types::Side;
 use super::ProxyCore;
 use crate::core::registrar::Registrar;
 use crate::core::sip::{Edit, SipMessage, StatusCode};
@@ -67,7 +68,13 @@ impl ProxyCore {
         let token = Registrar::token_for(&aor, &uri, &self.config.registration_key);
         self.registrar
             .pending(&token, aor.clone(), uri, src, self.arrival, now);
-        let ours = format!("sip:{token}@{}", self.config.pbx.sip_addr);
+        // A TLS PBX side is reached over TLS only: the Contact says so (RFC 3261 §19.1.4).
+        let tp = if self.tls[Side::Pbx] {
+            ";transport=tls"
+        } else {
+            ""
+        };
+        let ours = format!("sip:{token}@{}{tp}", self.config.pbx.sip_addr);
         let pending = PendingRegister {
             token: Some(token),
             aor,

@@ -106,6 +106,9 @@ impl ProxyCore {
         let Some(hop) = self.route_request(&req) else {
             return;
         };
+        if !self.sips_secure(&req, hop.transport) {
+            return;
+        }
         let other_fork = self.track_call(&req, initial_invite);
         let rewrite = Rewrite {
             branch,
@@ -252,6 +255,34 @@ impl ProxyCore {
         hop
     }
 
+    /// RFC 3261 §26.2.2, RFC 5630 §5.3: a `sips:` request is carried over TLS on every hop.
+    /// One that arrived without TLS, or would leave on a side without it, is refused `480
+    /// Temporarily Unavailable` with `Warning: 380 … "SIPS Not Allowed"` (never downgraded);
+    /// `false` once refused. ACK gets no answer (it is dropped).
+    fn sips_secure(&mut self, r: &Incoming, leaving: SipTransport) -> bool {
+        if !is_sips(&r.msg) || (self.arrival == SipTransport::Tls && leaving == SipTransport::Tls) {
+            return true;
+        }
+        self.events.push_back(ProxyEvent::Dropped {
+            side: r.side,
+            reason: DropReason::NoRoute,
+        });
+        if r.method == Method::Ack {
+            return false;
+        }
+        let status = StatusCode::TEMPORARILY_UNAVAILABLE;
+        let warning = format!(
+            "380 {} \"SIPS Not Allowed\"",
+            self.config.side(r.side).sip_addr
+        );
+        let resp = build_response(&r.msg, status, "Temporarily Unavailable")
+            .and_then(|m| m.edit().add_header(b"Warning", warning.as_bytes()).finish());
+        if let Ok(resp) = resp {
+            self.answer(r.server.as_ref(), r.side, r.src, resp, r.now);
+        }
+        false
+    }
+
     /// Call bookkeeping before the body is touched: an initial INVITE starts a call, and the
     /// call moves on (BYE, CANCEL; an INFO key is reported). `true` if the request belongs to
     /// another fork than the answered dialog.
@@ -306,7 +337,7 @@ impl ProxyCore {
         }
         if w.new_dialog {
             // Double Record-Route: the entry for the arrival side below the departure side's.
-            let [inbound, outbound] = self.record_routes(r.side, out, w.transport);
+            let [inbound, outbound] = self.record_routes(r.side, out, w.transport, is_sips(&r.msg));
             edit = edit
                 .prepend_record_route(inbound.as_bytes())
                 .prepend_record_route(outbound.as_bytes());
@@ -429,6 +460,12 @@ fn parties(msg: &SipMessage, call_id: &Bytes) -> Parties {
             .map(|t| t.uri().as_bytes().clone())
             .unwrap_or_default(),
     }
+}
+
+/// Whether `msg`'s Request-URI is a `sips:` URI.
+fn is_sips(msg: &SipMessage) -> bool {
+    msg.request_uri()
+        .is_some_and(|u| u.scheme().eq_ignore_ascii_case(b"sips"))
 }
 
 /// Whether `msg` carries a DTMF key (`application/dtmf-relay` or `application/dtmf`).

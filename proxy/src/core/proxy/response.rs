@@ -75,13 +75,15 @@ impl ProxyCore {
             method: method.clone(),
             elapsed: None,
         });
-        let Some(up) = next.and_then(|v| upstream_by_via(side, v)) else {
+        let Some(mut up) = next.and_then(|v| upstream_by_via(side, v)) else {
             self.events.push_back(ProxyEvent::Dropped {
                 side,
                 reason: DropReason::UnroutableVia,
             });
             return;
         };
+        // Whatever the Via says, a TLS side is reached over TLS only (issue 14).
+        up.transport = self.leaving(up.side, up.transport);
         self.forward_response(side, src, msg, None, up, None, now);
     }
 

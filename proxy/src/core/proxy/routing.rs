@@ -30,7 +30,7 @@ impl ProxyCore {
         if let Some(peer) = self.config.side(out).peer {
             return Some(NextHop {
                 dest: peer,
-                transport: self.arrival,
+                transport: self.leaving(out, self.arrival),
                 request_uri: None,
             });
         }
@@ -39,7 +39,7 @@ impl ProxyCore {
         if let Some(b) = by_token {
             return Some(NextHop {
                 dest: b.source,
-                transport: b.transport,
+                transport: self.leaving(out, b.transport),
                 request_uri: Some(b.contact.clone()),
             });
         }
@@ -49,11 +49,25 @@ impl ProxyCore {
         let tcp = msg
             .request_uri()
             .is_some_and(|u| contains_ignore_case(u.as_bytes(), b";transport=tcp"));
+        let wanted = if tcp { SipTransport::Tcp } else { self.arrival };
         Some(NextHop {
             dest: by_call,
-            transport: if tcp { SipTransport::Tcp } else { self.arrival },
+            transport: self.leaving(out, wanted),
             request_uri: None,
         })
+    }
+
+    /// The transport a request leaves on toward `out` when `wanted` would be chosen
+    /// otherwise: TLS always toward a TLS side (nothing else is spoken there), never toward
+    /// another side (no TLS there: what arrived over TLS leaves over UDP, the default).
+    pub(super) fn leaving(&self, out: Side, wanted: SipTransport) -> SipTransport {
+        if self.tls[out] {
+            SipTransport::Tls
+        } else if wanted == SipTransport::Tls {
+            SipTransport::Udp
+        } else {
+            wanted
+        }
     }
 
     /// How many of `msg`'s leading Route entries name callmask (we record-route twice,
@@ -68,23 +82,43 @@ impl ProxyCore {
     }
 
     fn is_own_uri(&self, uri: &Uri) -> bool {
+        let default_port = if uri.scheme().eq_ignore_ascii_case(b"sips") {
+            5061
+        } else {
+            5060
+        };
         [self.config.pbx.sip_addr, self.config.agents.sip_addr]
             .iter()
             .any(|a| {
                 uri.host().as_ref() == a.ip().to_string().as_bytes()
-                    && uri.port().unwrap_or(5060) == a.port()
+                    && uri.port().unwrap_or(default_port) == a.port()
             })
     }
 
     /// The two Record-Route entries for a request from `side` leaving on `out`, in the order
     /// they are prepended: the arrival side's, then the departure side's (on top).
-    /// Each names the transport of its own side (the arrival's, and `out_tp` leaving).
-    pub(super) fn record_routes(&self, side: Side, out: Side, out_tp: SipTransport) -> [String; 2] {
+    /// Each names the transport of its own side (the arrival's, and `out_tp` leaving). For a
+    /// `sips:` request (TLS on both hops, checked before) both are `sips:` URIs, as RFC 3261
+    /// §16.6 step 4 requires, without the deprecated `transport=tls` (RFC 5630 §5.4).
+    pub(super) fn record_routes(
+        &self,
+        side: Side,
+        out: Side,
+        out_tp: SipTransport,
+        sips: bool,
+    ) -> [String; 2] {
         let inbound = self.config.side(side).sip_addr;
         let outbound = self.config.side(out).sip_addr;
+        if sips {
+            return [
+                format!("<sips:{inbound};lr>"),
+                format!("<sips:{outbound};lr>"),
+            ];
+        }
         let tp = |t: SipTransport| match t {
             SipTransport::Udp => "",
             SipTransport::Tcp => ";transport=tcp",
+            SipTransport::Tls => ";transport=tls",
         };
         [
             format!("<sip:{inbound}{};lr>", tp(self.arrival)),
@@ -134,10 +168,10 @@ pub(super) fn is_own_branch(via: &Via) -> bool {
 /// next Via, on the transport it names. `None` if that Via names no address.
 pub(super) fn upstream_by_via(side: Side, next: &Via) -> Option<Hop> {
     let dest = via_destination(next)?;
-    let transport = if next.transport().is_reliable() {
-        SipTransport::Tcp
-    } else {
-        SipTransport::Udp
+    let transport = match next.transport() {
+        crate::core::sip::Transport::Udp => SipTransport::Udp,
+        crate::core::sip::Transport::Tls => SipTransport::Tls,
+        _ => SipTransport::Tcp,
     };
     Some(Hop {
         side: side.other(),

@@ -642,6 +642,150 @@ fn tcp_requests_forward_over_tcp() {
     );
 }
 
+/// Issue 14: a PBX side with `transport = "tls"`, the agents' side plain. A request from the
+/// TLS side leaves the agents' side over UDP with a `transport=tls` Record-Route for the PBX
+/// side; one toward the TLS side leaves over TLS with a TLS Via; responses go back on the
+/// stream they came from.
+#[test]
+fn tls_side_sends_over_tls_with_tls_via_and_record_route() {
+    let mut c = core();
+    c.set_tls(BySide::new(true, false));
+    let t0 = Instant::now();
+    let inv = parse(&request(
+        "INVITE",
+        "z9hG4bKtls",
+        None,
+        1,
+        Some(&sdp("10.1.1.1", 4000)),
+    ));
+    c.handle_stream_message(Side::Pbx, addr(PBX_UA), inv, t0);
+    let t = trying_then_forward(&mut c);
+    assert_eq!(
+        t.transport,
+        SipTransport::Udp,
+        "the agents' side has no TLS"
+    );
+    let fwd = parse(&t.payload);
+    let rrs: Vec<String> = fwd
+        .header_values("Record-Route")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let rrs = rrs.join(",");
+    assert!(
+        rrs.contains("<sip:127.0.0.1:5060;transport=tls;lr>"),
+        "{rrs}"
+    );
+    assert!(rrs.contains("<sip:127.0.0.1:5062;lr>"), "{rrs}");
+    c.handle_datagram(
+        Side::Agents,
+        addr(AGENT_UA),
+        response_to(&fwd, 180, None),
+        t0,
+    );
+    let back = one_transmit(&mut c);
+    assert_eq!(
+        (back.transport, back.dest),
+        (SipTransport::Tls, addr(PBX_UA))
+    );
+
+    // The other way: a BYE from the agent leaves toward the PBX over TLS, TLS Via.
+    let mut c = core();
+    c.set_tls(BySide::new(true, false));
+    let bye = format!(
+        "BYE sip:pbx@{PBX_UA} SIP/2.0\r\nVia: SIP/2.0/UDP {AGENT_UA};branch=z9hG4bKbye\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:agent@127.0.0.1>;tag=x\r\nTo: <sip:pbx@127.0.0.1>;tag=y\r\n\
+         Call-ID: other@test\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), Bytes::from(bye), t0);
+    let t = one_transmit(&mut c);
+    assert_eq!((t.transport, t.dest), (SipTransport::Tls, addr(PBX_UA)));
+    let via = parse(&t.payload).top_via().expect("via");
+    assert_eq!(via.transport(), &crate::core::sip::Transport::Tls);
+
+    // A response routed statelessly by its Via goes to the TLS side over TLS, even when
+    // that Via names UDP: never plaintext toward a TLS side.
+    let stray = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKcm0000000000000001\r\n\
+         Via: SIP/2.0/UDP {PBX_UA};branch=z9hG4bKup\r\nFrom: <sip:pbx@127.0.0.1>;tag=y\r\n\
+         To: <sip:agent@127.0.0.1>;tag=x\r\nCall-ID: stray@test\r\nCSeq: 3 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    c.handle_datagram(Side::Agents, addr(AGENT_UA), Bytes::from(stray), t0);
+    let t = one_transmit(&mut c);
+    assert_eq!((t.transport, t.dest), (SipTransport::Tls, addr(PBX_UA)));
+}
+
+/// RFC 5630 §5.3 / RFC 3261 §26.2.2: a `sips:` request is never downgraded. Toward a side
+/// without TLS (or arriving without TLS) it is refused 480 with Warning 380 "SIPS Not
+/// Allowed"; over TLS on both hops it passes with `sips:` Record-Routes.
+#[test]
+fn sips_requests_are_refused_rather_than_downgraded() {
+    let sips_invite = |branch: &str| {
+        let raw = String::from_utf8(
+            request("INVITE", branch, None, 1, Some(&sdp("10.1.1.1", 4000))).to_vec(),
+        )
+        .expect("utf8");
+        parse(&Bytes::from(raw.replacen(
+            "INVITE sip:agent@",
+            "INVITE sips:agent@",
+            1,
+        )))
+    };
+    // PBX side TLS, agents plain: refused.
+    let mut c = core();
+    c.set_tls(BySide::new(true, false));
+    let t0 = Instant::now();
+    c.handle_stream_message(Side::Pbx, addr(PBX_UA), sips_invite("z9hG4bKs1"), t0);
+    let t = one_transmit(&mut c);
+    assert_eq!(status_of(&t), Some(480));
+    assert_eq!((t.transport, t.dest), (SipTransport::Tls, addr(PBX_UA)));
+    let resp = parse(&t.payload);
+    let warning = resp.header("Warning").expect("Warning");
+    assert_eq!(
+        String::from_utf8_lossy(&warning),
+        "380 127.0.0.1:5060 \"SIPS Not Allowed\""
+    );
+    assert_eq!(
+        c.active_calls(),
+        0,
+        "no call started for a refused sips request"
+    );
+
+    // Both sides TLS but the request arrived over UDP: refused too.
+    let mut c = core();
+    c.set_tls(BySide::new(false, true));
+    c.handle_datagram(
+        Side::Pbx,
+        addr(PBX_UA),
+        sips_invite("z9hG4bKs2").as_bytes().clone(),
+        t0,
+    );
+    assert_eq!(status_of(&one_transmit(&mut c)), Some(480));
+
+    // TLS on both hops: forwarded, Record-Routes are sips: URIs.
+    let mut c = core();
+    c.set_tls(BySide::new(true, true));
+    c.handle_stream_message(Side::Pbx, addr(PBX_UA), sips_invite("z9hG4bKs3"), t0);
+    let t = trying_then_forward(&mut c);
+    assert_eq!(t.transport, SipTransport::Tls);
+    let fwd = parse(&t.payload);
+    let rr = fwd.header_values("Record-Route");
+    let rr: Vec<String> = rr
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(
+        rr.join(","),
+        "<sips:127.0.0.1:5062;lr>,<sips:127.0.0.1:5060;lr>"
+    );
+    assert_eq!(
+        fwd.request_uri().expect("uri").scheme().as_ref(),
+        b"sips",
+        "the Request-URI keeps its scheme"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Transaction-stateful behaviour (RFC 3261 §16 on the §17 machines), on a virtual clock.
 // ---------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ impl Hop {
     }
 
     pub(super) fn reliable(&self) -> bool {
-        self.transport == SipTransport::Tcp
+        self.transport.is_stream()
     }
 }
 

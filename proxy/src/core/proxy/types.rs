@@ -69,6 +69,8 @@ pub enum SipTransport {
     Udp,
     /// TCP stream (Content-Length framing).
     Tcp,
+    /// TLS over TCP (same framing; RFC 3261 §26), on a side with `transport = "tls"`.
+    Tls,
 }
 
 impl SipTransport {
@@ -77,7 +79,13 @@ impl SipTransport {
         match self {
             SipTransport::Udp => "UDP",
             SipTransport::Tcp => "TCP",
+            SipTransport::Tls => "TLS",
         }
+    }
+
+    /// Whether it is a stream (TCP or TLS): no retransmissions of our own (§17.1.1.1).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, SipTransport::Udp)
     }
 }
 
@@ -86,7 +94,7 @@ impl SipTransport {
 pub struct Transmit {
     /// Which side's socket sends it.
     pub side: Side,
-    /// UDP or TCP (TCP: over the connection with `dest`, opened if needed).
+    /// UDP, TCP or TLS (a stream: over the connection with `dest`, opened if needed).
     pub transport: SipTransport,
     /// Destination.
     pub dest: SocketAddr,

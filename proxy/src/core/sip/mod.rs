@@ -21,6 +21,7 @@
 //! See [`txn`]: client and server state machines driven by `handle_*`, `poll_*` and a `now`
 //! parameter. The proxy holds them in its own table (`core/proxy/txn.rs`).
 
+mod alias;
 mod error;
 mod framing;
 mod header;
@@ -35,6 +36,7 @@ pub mod txn;
 mod uri;
 mod vocab;
 
+pub use alias::connection_alias;
 pub use error::{RejectReason, SipError};
 pub use framing::StreamFramer;
 pub use header::{header_name_eq, CSeq, HeaderName, NameAddr, Transport, Via, MAGIC_COOKIE};

@@ -1,0 +1,960 @@
+//! Issue 14, SIP over TLS, end to end with the real binary on 127.0.0.1: both sides
+//! `transport = "tls"`, OpenSSL as the PBX (`openssl s_client`, with a client certificate)
+//! and as the agent (`openssl s_server`, asking for callmask's client certificate). Debian's
+//! sipp is built without TLS, so the test speaks SIP itself through the two OpenSSL
+//! processes' stdin/stdout. Certificates are made at test time with `openssl req`/`x509`.
+//!
+//! - a basic call (INVITE / 100 / 180 / 200 / ACK / BYE / 200) crosses callmask over TLS on
+//!   both legs, with `SIP/2.0/TLS` Vias and `transport=tls` Record-Routes, and its RTP is
+//!   anchored and relayed both ways; the agent's in-dialog INFO reaches the PBX over the
+//!   PBX's own connection (RFC 5923 `alias`);
+//! - with `pbx.tls.client_ca_file` set, a client without a certificate, one with a
+//!   certificate of another CA, and plaintext SIP sent to the TLS port are refused, and
+//!   counted in `callmask_sip_tls_handshake_failures_total` by reason.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use callmask_integration::{
+    have, missing, sip_header, sip_status, terminate, wait_for, Callmask, CallmaskOpts,
+    RtpEndpoint, TempDir,
+};
+
+const T: Duration = Duration::from_secs(10);
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and leaf certificates signed by it (EC P-256, valid two days), plus a client
+/// certificate of another CA (`rogue`).
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for ca_name in ["ca", "rogue-ca"] {
+        let (key, pem, subj) = (
+            format!("{ca_name}.key"),
+            format!("{ca_name}.pem"),
+            format!("/CN=callmask test {ca_name}"),
+        );
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]);
+        openssl(dir, &ca);
+    }
+    for (name, san, ca_name) in [
+        ("callmask", "IP:127.0.0.1", "ca"),
+        ("pbx", "IP:127.0.0.1", "ca"),
+        ("agent", "DNS:agent.test,IP:127.0.0.1", "ca"),
+        // A well-formed client certificate of a CA callmask does not trust.
+        ("rogue", "IP:127.0.0.1", "rogue-ca"),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!(
+                "subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
+            ),
+        )
+        .expect("ext file");
+        let (key, csr, pem, ext, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN={name}"),
+        );
+        let (ca_pem, ca_key) = (format!("{ca_name}.pem"), format!("{ca_name}.key"));
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+/// Bytes a reader thread collects.
+type Shared = Arc<Mutex<Vec<u8>>>;
+
+/// A child whose stdout is collected by a thread, framed into SIP messages on demand.
+struct SipPipe {
+    child: Child,
+    stdin: ChildStdin,
+    out: Shared,
+    err: Shared,
+    label: &'static str,
+}
+
+impl SipPipe {
+    fn spawn(label: &'static str, mut cmd: Command) -> SipPipe {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start openssl");
+        let stdin = child.stdin.take().expect("stdin");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let err = Arc::new(Mutex::new(Vec::new()));
+        let readers: [(Box<dyn Read + Send>, &Shared); 2] = [
+            (Box::new(child.stdout.take().expect("stdout")), &out),
+            (Box::new(child.stderr.take().expect("stderr")), &err),
+        ];
+        for (mut r, sink) in readers {
+            let sink = sink.clone();
+            thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .expect("buffer lock")
+                        .extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        SipPipe {
+            child,
+            stdin,
+            out,
+            err,
+            label,
+        }
+    }
+
+    fn send(&mut self, msg: &str) {
+        self.stdin
+            .write_all(msg.as_bytes())
+            .expect("write to openssl");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// The next complete SIP message (headers and Content-Length body), within `T`.
+    fn next(&self) -> String {
+        let got = wait_for(T, || {
+            let mut buf = self.out.lock().expect("buffer lock");
+            // Leading CRLFs (keep-alives) are skipped.
+            while buf.starts_with(b"\r\n") {
+                buf.drain(..2);
+            }
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let end = text.find("\r\n\r\n")? + 4;
+            let len: usize = sip_header(&text[..end], "Content-Length")
+                .or_else(|| sip_header(&text[..end], "l"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + len {
+                return None;
+            }
+            let msg: Vec<u8> = buf.drain(..end + len).collect();
+            Some(String::from_utf8_lossy(&msg).into_owned())
+        });
+        got.unwrap_or_else(|| {
+            panic!(
+                "{}: no SIP message within {T:?}; got so far: {:?}\nits stderr: {}",
+                self.label,
+                String::from_utf8_lossy(&self.out.lock().expect("buffer lock")),
+                String::from_utf8_lossy(&self.err.lock().expect("buffer lock"))
+            )
+        })
+    }
+
+    /// Skip provisional responses until a message that is not 100/180.
+    fn next_final_or_request(&self) -> String {
+        loop {
+            let m = self.next();
+            if !matches!(sip_status(&m), Some(100..=199)) {
+                return m;
+            }
+        }
+    }
+}
+
+impl Drop for SipPipe {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(2));
+    }
+}
+
+/// The response to `req` with its Vias, Record-Routes, From, To (+ tag), Call-ID, CSeq.
+fn answer(req: &str, status: &str, contact: &str, body: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for line in req.lines().take_while(|l| !l.is_empty()) {
+        let l = line.to_ascii_lowercase();
+        if ["via:", "record-route:", "from:", "call-id:", "cseq:"]
+            .iter()
+            .any(|p| l.starts_with(p))
+        {
+            out.push_str(line.trim_end());
+            out.push_str("\r\n");
+        } else if l.starts_with("to:") {
+            out.push_str(line.trim_end());
+            if !l.contains("tag=") {
+                out.push_str(";tag=agent1");
+            }
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!("Contact: <{contact}>\r\n"));
+    if !body.is_empty() {
+        out.push_str("Content-Type: application/sdp\r\n");
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
+
+fn sdp(port: u16) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    )
+}
+
+/// The media address an SDP points at (`c=` and `m=audio`).
+fn sdp_target(msg: &str) -> SocketAddr {
+    let body = &msg[msg.find("\r\n\r\n").expect("body") + 4..];
+    let ip = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .expect("c= line");
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("m=audio port");
+    SocketAddr::new(ip.trim().parse().expect("ip"), port)
+}
+
+fn file(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+fn start_callmask(certs: &Path) -> Callmask {
+    let f = |n: &str| file(certs, n);
+    Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            "pbx.transport=\"tls\"".into(),
+            format!("pbx.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("pbx.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("pbx.tls.client_ca_file=\"{}\"", f("ca.pem")),
+            format!("pbx.tls.ca_file=\"{}\"", f("ca.pem")),
+            "agents.transport=\"tls\"".into(),
+            format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("agents.tls.ca_file=\"{}\"", f("ca.pem")),
+            "agents.tls.server_name=\"agent.test\"".into(),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    })
+}
+
+fn tls_prereqs() -> Option<(TempDir, PathBuf)> {
+    if !have("openssl") {
+        missing("openssl (package openssl) is not installed: the SIP-over-TLS test needs s_client/s_server");
+        return None;
+    }
+    let dir = TempDir::new("sip-tls");
+    let certs = dir.path().to_path_buf();
+    make_certs(&certs);
+    Some((dir, certs))
+}
+
+#[test]
+fn call_over_tls_on_both_legs_with_rtp_anchored() {
+    let Some((_dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let cm = start_callmask(&certs);
+    let l = cm.layout;
+    let f = |n: &str| file(&certs, n);
+
+    // The agent: a TLS server on agents.peer that wants callmask's client certificate.
+    let mut agent_cmd = Command::new("openssl");
+    agent_cmd.args([
+        "s_server",
+        "-accept",
+        &l.agents_peer.to_string(),
+        "-cert",
+        &f("agent.pem"),
+        "-key",
+        &f("agent.key"),
+        "-CAfile",
+        &f("ca.pem"),
+        "-Verify",
+        "2",
+        "-verify_return_error",
+        "-quiet",
+        "-naccept",
+        "1",
+    ]);
+    let mut agent = SipPipe::spawn("agent (s_server)", agent_cmd);
+    assert!(
+        wait_for(T, || callmask_integration::port_bound(l.agents_peer.port())
+            .then_some(()))
+        .is_some(),
+        "s_server did not listen on {}",
+        l.agents_peer
+    );
+
+    // The PBX: a TLS client with a certificate of the CA, verifying callmask's.
+    let mut pbx_cmd = Command::new("openssl");
+    pbx_cmd.args([
+        "s_client",
+        "-connect",
+        &l.pbx_listen.to_string(),
+        "-cert",
+        &f("pbx.pem"),
+        "-key",
+        &f("pbx.key"),
+        "-CAfile",
+        &f("ca.pem"),
+        "-verify_ip",
+        "127.0.0.1",
+        "-verify_return_error",
+        "-quiet",
+    ]);
+    let mut pbx = SipPipe::spawn("pbx (s_client)", pbx_cmd);
+
+    let mut pbx_rtp = RtpEndpoint::bind();
+    let mut agent_rtp = RtpEndpoint::bind();
+    let body = sdp(pbx_rtp.port());
+    let invite = format!(
+        "INVITE sip:agent@{agents} SIP/2.0\r\n\
+         Via: SIP/2.0/TLS {pbx_peer};branch=z9hG4bKtls1;rport;alias\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:pbx@127.0.0.1>;tag=pbx1\r\n\
+         To: <sip:agent@127.0.0.1>\r\n\
+         Call-ID: tls-call-1@test\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:pbx@127.0.0.1:5999;transport=tls>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len(),
+        agents = l.agents_listen,
+        pbx_peer = l.pbx_peer,
+    );
+    pbx.send(&invite);
+
+    let inv = agent.next();
+    assert!(inv.starts_with("INVITE "), "{inv}");
+    let via = sip_header(&inv, "Via").expect("Via");
+    assert!(
+        via.starts_with(&format!("SIP/2.0/TLS {}", l.agents_listen)),
+        "callmask's Via names TLS: {via}\n{inv}"
+    );
+    let rr: Vec<&str> = inv
+        .lines()
+        .filter(|x| x.to_ascii_lowercase().starts_with("record-route:"))
+        .collect();
+    assert!(
+        rr.iter().all(|x| x.contains(";transport=tls")) && rr.len() == 2,
+        "both Record-Routes say transport=tls: {rr:?}"
+    );
+    let to_callmask_agents_side = sdp_target(&inv);
+    assert!(l.in_media_range(to_callmask_agents_side.port()), "{inv}");
+
+    let ringing = answer(&inv, "180 Ringing", "sip:agent@127.0.0.1;transport=tls", "");
+    agent.send(&ringing);
+    let ok_body = sdp(agent_rtp.port());
+    agent.send(&answer(
+        &inv,
+        "200 OK",
+        "sip:agent@127.0.0.1;transport=tls",
+        &ok_body,
+    ));
+
+    let ok = pbx.next_final_or_request();
+    assert_eq!(sip_status(&ok), Some(200), "{ok}");
+    let to_callmask_pbx_side = sdp_target(&ok);
+    assert!(l.in_media_range(to_callmask_pbx_side.port()), "{ok}");
+    let to_tag = sip_header(&ok, "To").expect("To").to_string();
+    let ack = format!(
+        "ACK sip:agent@127.0.0.1;transport=tls SIP/2.0\r\n\
+         Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtls2;rport\r\n\
+         Route: <sip:{pbx_side};transport=tls;lr>,<sip:{agents_side};transport=tls;lr>\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=pbx1\r\nTo: {to_tag}\r\n\
+         Call-ID: tls-call-1@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        pbx_side = l.pbx_listen,
+        agents_side = l.agents_listen,
+    );
+    pbx.send(&ack);
+    let got_ack = agent.next();
+    assert!(got_ack.starts_with("ACK "), "{got_ack}");
+
+    // RTP both ways through callmask's anchored ports.
+    for i in 0..10 {
+        pbx_rtp.send_pcmu(to_callmask_pbx_side, &RtpEndpoint::payload(1, i));
+        agent_rtp.send_pcmu(to_callmask_agents_side, &RtpEndpoint::payload(2, i));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let at_agent = agent_rtp.wait_received(10, T);
+    let at_pbx = pbx_rtp.wait_received(10, T);
+    assert!(
+        at_agent.len() >= 8 && at_pbx.len() >= 8,
+        "RTP relayed: {} at the agent, {} at the PBX\n{}",
+        at_agent.len(),
+        at_pbx.len(),
+        cm.log_tail()
+    );
+    assert!(at_agent.iter().all(|p| p.from == to_callmask_agents_side));
+    assert_eq!(at_agent[0].payload, RtpEndpoint::payload(1, 0));
+
+    // RFC 5923: the PBX's Via asked (`alias`) for its connection to serve requests to its
+    // sent-by, pbx.peer, and its certificate names 127.0.0.1: the agent's in-dialog INFO
+    // reaches the PBX over that connection (nothing listens on pbx.peer itself: without the
+    // alias callmask would answer 503).
+    let info = format!(
+        "INFO sip:pbx@127.0.0.1:5999;transport=tls SIP/2.0\r\n\
+         Via: SIP/2.0/TLS {agent_peer};branch=z9hG4bKagentinfo\r\n\
+         Route: <sip:{agents_side};transport=tls;lr>,<sip:{pbx_side};transport=tls;lr>\r\n\
+         Max-Forwards: 70\r\nFrom: {to_tag}\r\nTo: <sip:pbx@127.0.0.1>;tag=pbx1\r\n\
+         Call-ID: tls-call-1@test\r\nCSeq: 1 INFO\r\nContent-Length: 0\r\n\r\n",
+        agent_peer = l.agents_peer,
+        pbx_side = l.pbx_listen,
+        agents_side = l.agents_listen,
+    );
+    agent.send(&info);
+    let got_info = pbx.next();
+    assert!(got_info.starts_with("INFO "), "{got_info}");
+    pbx.send(&answer(&got_info, "200 OK", "sip:pbx@127.0.0.1:5999", ""));
+    let info_ok = agent.next();
+    assert_eq!(sip_status(&info_ok), Some(200), "{info_ok}");
+    assert!(info_ok.contains("CSeq: 1 INFO"), "{info_ok}");
+
+    let bye = ack
+        .replace("ACK sip:", "BYE sip:")
+        .replace("z9hG4bKtls2", "z9hG4bKtls3")
+        .replace("CSeq: 1 ACK", "CSeq: 2 BYE");
+    pbx.send(&bye);
+    let got_bye = agent.next();
+    assert!(got_bye.starts_with("BYE "), "{got_bye}");
+    agent.send(&answer(&got_bye, "200 OK", "sip:agent@127.0.0.1", ""));
+    let bye_ok = pbx.next_final_or_request();
+    assert_eq!(sip_status(&bye_ok), Some(200), "{bye_ok}");
+    assert!(bye_ok.contains("CSeq: 2 BYE"), "{bye_ok}");
+
+    let m = cm.wait_metrics("the TLS call completed", T, |m| m.calls("completed") == 1.0);
+    let tls_in = |side: &str| {
+        m.sum(
+            "callmask_sip_messages_received_total",
+            &[&format!("side=\"{side}\""), "transport=\"tls\""],
+        )
+    };
+    assert!(tls_in("pbx") >= 3.0, "{}", m.callmask_lines());
+    assert!(tls_in("agents") >= 3.0, "{}", m.callmask_lines());
+    assert_eq!(
+        m.sum("callmask_sip_tls_handshake_failures_total", &[]),
+        0.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
+
+#[test]
+fn clients_without_a_good_certificate_are_refused_and_counted() {
+    let Some((_dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let cm = start_callmask(&certs);
+    let l = cm.layout;
+    let f = |n: &str| file(&certs, n);
+    let options = format!(
+        "OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKopt\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=o\r\nTo: <sip:x@127.0.0.1>\r\n\
+         Call-ID: opt@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        l.pbx_listen
+    );
+
+    let try_client = |extra: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_client",
+            "-connect",
+            &l.pbx_listen.to_string(),
+            "-CAfile",
+            &f("ca.pem"),
+            "-quiet",
+        ])
+        .args(extra);
+        let mut c = SipPipe::spawn("client", cmd);
+        c.send(&options);
+        // Whatever the client saw, callmask must not have answered the OPTIONS.
+        thread::sleep(Duration::from_millis(700));
+        let out = String::from_utf8_lossy(&c.out.lock().expect("buffer lock")).into_owned();
+        assert!(
+            !out.contains("SIP/2.0 "),
+            "answered over a refused handshake: {out}"
+        );
+    };
+    let reason = |m: &callmask_integration::Metrics, r: &str| {
+        m.value(&format!(
+            "callmask_sip_tls_handshake_failures_total{{reason=\"{r}\",side=\"pbx\"}}"
+        ))
+    };
+
+    // 1. No client certificate.
+    try_client(&[]);
+    let m = cm.wait_metrics("no_certificate counted", T, |m| {
+        reason(m, "no_certificate") >= 1.0
+    });
+    assert_eq!(reason(&m, "no_certificate"), 1.0, "{}", m.callmask_lines());
+
+    // 2. A certificate no configured CA signed.
+    try_client(&["-cert", &f("rogue.pem"), "-key", &f("rogue.key")]);
+    let m = cm.wait_metrics("a rogue certificate counted", T, |m| {
+        m.sum("callmask_sip_tls_handshake_failures_total", &[]) >= 2.0
+    });
+    assert_eq!(reason(&m, "unknown_ca"), 1.0, "{}", m.callmask_lines());
+
+    // 3. Plaintext SIP to the TLS port.
+    let mut plain = TcpStream::connect(l.pbx_listen).expect("connect");
+    plain.write_all(options.as_bytes()).expect("write");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    let n = plain.read(&mut buf).unwrap_or(0);
+    assert!(
+        !String::from_utf8_lossy(&buf[..n]).contains("SIP/2.0 "),
+        "plaintext answered"
+    );
+    let m = cm.wait_metrics("plaintext counted", T, |m| reason(m, "protocol") >= 1.0);
+    assert_eq!(reason(&m, "protocol"), 1.0, "{}", m.callmask_lines());
+
+    // A good client is still served (the refusals closed only their own connections).
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &l.pbx_listen.to_string(),
+        "-cert",
+        &f("pbx.pem"),
+        "-key",
+        &f("pbx.key"),
+        "-CAfile",
+        &f("ca.pem"),
+        "-quiet",
+    ]);
+    let mut good = SipPipe::spawn("good client", cmd);
+    good.send(&options);
+    // OPTIONS is forwarded toward the agents' peer (nothing listens there: 503 / 408 back)
+    // or answered by callmask; either way an answer comes back over TLS.
+    let resp = good.next();
+    assert!(sip_status(&resp).is_some(), "{resp}");
+    let m = cm.metrics();
+    assert!(
+        m.sum(
+            "callmask_sip_messages_received_total",
+            &["side=\"pbx\"", "transport=\"tls\""]
+        ) >= 1.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
+
+fn recv_udp(sock: &std::net::UdpSocket) -> String {
+    let mut buf = vec![0u8; 65_536];
+    sock.set_read_timeout(Some(T)).expect("timeout");
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .expect("a SIP datagram within 10 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Registration mode with the agents' side on TLS and the PBX on UDP: a phone (s_client)
+/// registers over TLS; the PBX's INVITE for its Contact reaches the phone over the phone's
+/// own TLS connection (no new connection: phones rarely accept any), with callmask's TLS
+/// Via; the phone's 486 is ACKed by callmask over TLS and reaches the PBX over UDP.
+#[test]
+fn registration_mode_reaches_a_tls_phone_over_its_own_connection() {
+    let Some((_dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let f = |n: &str| file(&certs, n);
+    let cm = Callmask::start_with(CallmaskOpts {
+        agents_peer: false,
+        sets: vec![
+            "agents.transport=\"tls\"".into(),
+            format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let pbx = std::net::UdpSocket::bind(l.pbx_peer).expect("bind the PBX address");
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &l.agents_listen.to_string(),
+        "-CAfile",
+        &f("ca.pem"),
+        "-verify_ip",
+        "127.0.0.1",
+        "-verify_return_error",
+        "-quiet",
+    ]);
+    let mut phone = SipPipe::spawn("phone (s_client)", cmd);
+    let register = "REGISTER sip:pbx.test SIP/2.0\r\n\
+         Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK-treg-1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1001@pbx.test>;tag=ph1\r\n\
+         To: <sip:1001@pbx.test>\r\n\
+         Call-ID: treg-1\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:1001@127.0.0.1:5999;transport=tls>;expires=120\r\n\
+         Content-Length: 0\r\n\r\n";
+    phone.send(register);
+
+    let at_pbx = recv_udp(&pbx);
+    assert!(at_pbx.starts_with("REGISTER "), "{at_pbx}");
+    let via = sip_header(&at_pbx, "Via").expect("Via");
+    assert!(via.starts_with("SIP/2.0/UDP "), "toward the UDP PBX: {via}");
+    let contact = sip_header(&at_pbx, "Contact").expect("Contact").to_string();
+    let uri = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .expect("uri")
+        .to_string();
+    assert!(uri.starts_with("sip:rg-"), "callmask's own Contact: {uri}");
+    let ok = answer(&at_pbx, "200 OK", &uri, "").replace(
+        &format!("Contact: <{uri}>"),
+        &format!("Contact: <{uri}>;expires=120"),
+    );
+    pbx.send_to(ok.as_bytes(), l.pbx_listen).expect("send");
+    let at_phone = phone.next();
+    assert_eq!(sip_status(&at_phone), Some(200), "{at_phone}");
+    cm.wait_metrics("one registration", T, |m| {
+        m.value("callmask_registrations_active") == 1.0
+    });
+
+    let pbx_addr = pbx.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {pbx_addr};branch=z9hG4bK-tinv-1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@pbx.test>;tag=pbx1\r\n\
+         To: <sip:1001@pbx.test>\r\n\
+         Call-ID: tcall-1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{pbx_addr}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    pbx.send_to(invite.as_bytes(), l.pbx_listen).expect("send");
+    assert_eq!(sip_status(&recv_udp(&pbx)), Some(100));
+    let inv = phone.next();
+    assert!(
+        inv.starts_with("INVITE sip:1001@127.0.0.1:5999;transport=tls SIP/2.0"),
+        "{inv}"
+    );
+    let via = sip_header(&inv, "Via").expect("Via");
+    assert!(
+        via.starts_with(&format!("SIP/2.0/TLS {}", l.agents_listen)),
+        "{via}"
+    );
+    phone.send(&answer(
+        &inv,
+        "486 Busy Here",
+        "sip:1001@127.0.0.1:5999",
+        "",
+    ));
+    let ack = phone.next();
+    assert!(
+        ack.starts_with("ACK sip:1001@127.0.0.1:5999;transport=tls "),
+        "{ack}"
+    );
+    let busy = recv_udp(&pbx);
+    assert_eq!(sip_status(&busy), Some(486), "{busy}");
+    let m = cm.metrics();
+    assert!(
+        m.sum(
+            "callmask_sip_messages_received_total",
+            &["side=\"agents\"", "transport=\"tls\""]
+        ) >= 2.0,
+        "{}",
+        m.callmask_lines()
+    );
+    assert_eq!(
+        m.sum("callmask_sip_tls_handshake_failures_total", &[]),
+        0.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
+
+/// Outbound verification: with `agents.tls.server_name` naming something the agent's
+/// certificate does not, callmask refuses the agent's certificate, counts `name_mismatch` on
+/// the agents' side, and answers the PBX's INVITE 503 at once (RFC 3261 §16.9).
+#[test]
+fn a_peer_certificate_for_another_name_is_refused_with_503() {
+    let Some((_dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let f = |n: &str| file(&certs, n);
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            "agents.transport=\"tls\"".into(),
+            format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("agents.tls.ca_file=\"{}\"", f("ca.pem")),
+            "agents.tls.server_name=\"someone-else.test\"".into(),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let mut agent_cmd = Command::new("openssl");
+    agent_cmd.args([
+        "s_server",
+        "-accept",
+        &l.agents_peer.to_string(),
+        "-cert",
+        &f("agent.pem"),
+        "-key",
+        &f("agent.key"),
+        "-quiet",
+        "-naccept",
+        "1",
+    ]);
+    let agent = SipPipe::spawn("agent (s_server)", agent_cmd);
+    assert!(
+        wait_for(T, || callmask_integration::port_bound(l.agents_peer.port())
+            .then_some(()))
+        .is_some(),
+        "s_server did not listen on {}",
+        l.agents_peer
+    );
+    let pbx = std::net::UdpSocket::bind(l.pbx_peer).expect("bind the PBX address");
+    let invite = format!(
+        "INVITE sip:agent@{agents} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bKmis1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:pbx@127.0.0.1>;tag=pbx1\r\n\
+         To: <sip:agent@127.0.0.1>\r\n\
+         Call-ID: tls-mismatch@test\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:pbx@{me}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        agents = l.agents_listen,
+        me = l.pbx_peer,
+    );
+    pbx.send_to(invite.as_bytes(), l.pbx_listen).expect("send");
+    assert_eq!(sip_status(&recv_udp(&pbx)), Some(100));
+    let refused = recv_udp(&pbx);
+    assert_eq!(sip_status(&refused), Some(503), "{refused}");
+    let m = cm.wait_metrics("name_mismatch counted", T, |m| {
+        m.sum("callmask_sip_tls_handshake_failures_total", &[]) >= 1.0
+    });
+    assert_eq!(
+        m.value(
+            "callmask_sip_tls_handshake_failures_total{reason=\"name_mismatch\",side=\"agents\"}"
+        ),
+        1.0,
+        "{}",
+        m.callmask_lines()
+    );
+    let got = String::from_utf8_lossy(&agent.out.lock().expect("buffer lock")).into_owned();
+    assert!(got.is_empty(), "nothing reached the agent: {got}");
+}
+
+/// The largest WAV in `dir`: (channels, interleaved samples).
+fn main_wav(dir: &Path) -> (u16, Vec<i16>) {
+    let wav = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .unwrap_or_else(|| panic!("no WAV in {}", dir.display()));
+    callmask_integration::read_wav(&wav)
+}
+
+/// The issue's proof with real phones: Debian's baresip as the customer (PBX side) and as
+/// the agent, each with SIP over TLS (certificates of the test CA) and SDES-SRTP
+/// (`srtp-mand`), callmask `transport = "tls"` on both sides, verifying both phones'
+/// certificates. The call connects, the recording carries both voices with the customer's
+/// in-band keys muted, and every SIP message callmask got came over TLS.
+#[test]
+fn baresip_call_with_tls_and_srtp_on_both_legs() {
+    use callmask_integration::phones::{
+        best_alignment, channel, correlation_outside, press_keys, require, voice_signal,
+        write_wav_at, Baresip, PhoneOpts, PhoneTls,
+    };
+    if !require("baresip") {
+        return;
+    }
+    let Some((dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let f = |n: &str| file(&certs, n);
+    let bundle = |name: &str| {
+        let path = certs.join(format!("{name}-all.pem"));
+        let mut pem = std::fs::read(certs.join(format!("{name}.pem"))).expect("cert");
+        pem.extend(std::fs::read(certs.join(format!("{name}.key"))).expect("key"));
+        std::fs::write(&path, pem).expect("bundle");
+        PhoneTls {
+            cert_and_key: path,
+            ca: certs.join("ca.pem"),
+        }
+    };
+    // The customer (the caller) hangs up first: its voice is the shorter one.
+    let mut customer_voice = voice_signal(8000, 11);
+    press_keys(&mut customer_voice, 8000, 2000, "4532");
+    let agent_voice = voice_signal(12_000, 23);
+    let (cust_src, agent_src) = (
+        dir.path().join("customer.wav"),
+        dir.path().join("agent.wav"),
+    );
+    write_wav_at(&cust_src, &customer_voice, 8000, 1);
+    write_wav_at(&agent_src, &agent_voice, 8000, 1);
+    // The phones quit after `life`: build (or find) callmask first, so the agent's clock
+    // does not run down while cargo works.
+    let _ = callmask_integration::callmask_bin();
+    let life = Duration::from_secs(40);
+    let phone = |user: &str, source: PathBuf| PhoneOpts {
+        user: user.into(),
+        outbound: None,
+        register: None,
+        password: None,
+        codecs: vec!["PCMU".into()],
+        source,
+        transport: "tcp",
+    };
+    let agent = Baresip::start_tls(
+        &phone("agent", agent_src),
+        None,
+        life,
+        Some("srtp-mand"),
+        &bundle("agent"),
+    );
+    let mut cm = Callmask::start_with(CallmaskOpts {
+        agents_peer: false,
+        sets: vec![
+            "pbx.transport=\"tls\"".into(),
+            format!("pbx.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("pbx.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("pbx.tls.ca_file=\"{}\"", f("ca.pem")),
+            "agents.transport=\"tls\"".into(),
+            format!("agents.peer=\"{}\"", agent.sip),
+            format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("agents.tls.ca_file=\"{}\"", f("ca.pem")),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let customer = Baresip::start_tls(
+        &phone("customer", cust_src),
+        Some(&format!("sip:agent@{};transport=tls", cm.layout.pbx_listen)),
+        life,
+        Some("srtp-mand"),
+        &bundle("pbx"),
+    );
+    let ctx = |cm: &Callmask| {
+        format!(
+            "--- customer ---\n{}\n--- agent ---\n{}\n--- callmask ---\n{}",
+            customer.log_tail(),
+            agent.log_tail(),
+            cm.log_tail()
+        )
+    };
+    assert!(
+        customer.wait_log("Call established", Duration::from_secs(20)),
+        "no call\n{}",
+        ctx(&cm)
+    );
+    assert!(
+        agent.wait_log("terminated", Duration::from_secs(20)),
+        "no hang-up\n{}",
+        ctx(&cm)
+    );
+    let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
+    let tls = m.sum(
+        "callmask_sip_messages_received_total",
+        &["transport=\"tls\""],
+    );
+    let plain = m.sum("callmask_sip_messages_received_total", &[]) - tls;
+    let dec = |side: &str| {
+        m.sum(
+            "callmask_srtp_packets_decrypted_total",
+            &[&format!("side=\"{side}\"")],
+        )
+    };
+    let (dec_pbx, dec_agents) = (dec("pbx"), dec("agents"));
+    let auth = m.sum("callmask_srtp_packets_dropped_total", &["reason=\"auth\""]);
+    let failures = m.sum("callmask_sip_tls_handshake_failures_total", &[]);
+    let context = ctx(&cm);
+    cm.stop(Duration::from_secs(10));
+    let (ch, wav) = main_wav(&cm.rec_dir);
+    assert_eq!(ch, 2);
+    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
+    let (_, c_at) = best_alignment(&customer_voice[..40_000], &left);
+    let c_corr = correlation_outside(&customer_voice[..40_000], &left, c_at, 15_200..24_000);
+    let (a_corr, _) = best_alignment(&agent_voice[..40_000], &right);
+    let keys_left = callmask_integration::dtmf_digit_count(&left);
+    eprintln!(
+        "[figure] baresip TLS + SRTP both legs: SIP over TLS {tls} messages, plain {plain}; \
+         SRTP decrypted pbx {dec_pbx} agents {dec_agents}, auth failures {auth}; TLS handshake \
+         failures {failures}; customer corr {c_corr:.3}, agent corr {a_corr:.3}; keys left \
+         {keys_left} of 4"
+    );
+    // INVITE, ACK and BYE from the customer; the agent's 200s to INVITE and BYE.
+    assert!(tls >= 5.0 && plain == 0.0, "SIP over TLS only\n{context}");
+    assert_eq!(failures, 0.0, "{context}");
+    assert!(
+        dec_pbx > 100.0 && dec_agents > 100.0 && auth == 0.0,
+        "SRTP on both legs\n{context}"
+    );
+    assert!(
+        c_corr >= 0.9 && a_corr >= 0.9,
+        "plaintext recorded\n{context}"
+    );
+    assert_eq!(keys_left, 0, "the customer's keys are muted\n{context}");
+}
