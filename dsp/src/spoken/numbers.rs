@@ -177,6 +177,11 @@ impl Norm {
     }
 }
 
+/// A number word for one digit ("zero" … "nine", "oh"); tens and teens stand for two.
+pub(crate) fn is_digit_word(w: &str) -> bool {
+    w == "oh" || w == "o" || CARDINALS[..10].contains(&w)
+}
+
 fn is_cardinal(w: &str) -> bool {
     CARDINALS.contains(&w)
 }

@@ -71,8 +71,8 @@
 //! output holds media times only. No type here prints word text.
 
 use super::numbers::{
-    classify, digit_count, is_homophone, is_non_speech_word, Norm, TokenClass, ASK_KEYWORDS,
-    OF_PRONOUNS, ONE_DETERMINERS, UNIT_MODIFIERS, UNIT_NOUNS,
+    classify, digit_count, is_digit_word, is_homophone, is_non_speech_word, Norm, TokenClass,
+    ASK_KEYWORDS, OF_PRONOUNS, ONE_DETERMINERS, UNIT_MODIFIERS, UNIT_NOUNS,
 };
 use super::Word;
 use crate::MediaTime;
@@ -233,13 +233,7 @@ fn digit_len<'a>(toks: &[Tok], text: &impl Fn(usize) -> &'a str) -> Option<(usiz
                 (
                     n,
                     (0..n)
-                        .map(|k| {
-                            if CARDINAL_TENS.contains(&text(k)) {
-                                2
-                            } else {
-                                1
-                            }
-                        })
+                        .map(|k| if is_digit_word(text(k)) { 1 } else { 2 })
                         .sum(),
                 )
             })
@@ -247,24 +241,6 @@ fn digit_len<'a>(toks: &[Tok], text: &impl Fn(usize) -> &'a str) -> Option<(usiz
         _ => None,
     }
 }
-
-/// Tens and teens, which stand for two digits when spoken.
-const CARDINAL_TENS: &[&str] = &[
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-];
 
 /// A time of day at the start of `toks`: its length in tokens. An hour ("5", "five",
 /// "twelve"), an hour and minutes ("7:45", "7.45", "eight thirty", "ten fifteen"), with
