@@ -34,9 +34,9 @@ rm -rf "$SOUT" && mkdir -p "$SOUT"
 DATA="$EVAL/data/$SET"
 if [ "$SET" = holdout ]; then
   DATA=$HOLDOUT
-  if [ ! -f "$DATA/call_039.json" ]; then
-    python3 scripts/gen_holdout.py "$DATA" --calls 40 --seed 2026
-  fi
+  # Made afresh each run (~40 s): a set left by an older generator would skew the gate.
+  rm -rf "$DATA"
+  python3 scripts/gen_holdout.py "$DATA" --calls 40 --seed 2026
 fi
 
 : > "$SOUT/cpu.txt"
