@@ -894,16 +894,15 @@ impl SpanPolicy {
             }
             // A place: "room 204", "floor three", "gate twelve": a short number after a
             // locator noun (at most four digits, and nothing numeric after it).
-            if LOCATOR_NOUNS.contains(&prev)
-                && digit_len(&toks[i..], &|k| text(i + k)).is_some_and(|(n, d)| {
-                    d <= 4 && !numeric(toks, Some(i + n)) && {
-                        for t in &mut toks[i..i + n] {
-                            t.harmless = true;
-                        }
-                        true
-                    }
-                })
-            {
+            let place = LOCATOR_NOUNS
+                .contains(&prev)
+                .then(|| digit_len(&toks[i..], &|k| text(i + k)))
+                .flatten()
+                .filter(|&(n, d)| d <= 4 && !numeric(toks, Some(i + n)));
+            if let Some((n, _)) = place {
+                for t in &mut toks[i..i + n] {
+                    t.harmless = true;
+                }
                 continue;
             }
             // A time of day: "at 7:45", "by five", "after eight thirty", "at 10 am".
