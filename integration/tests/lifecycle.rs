@@ -306,6 +306,14 @@ fn sigterm_drains_the_call_in_progress_and_refuses_new_ones() {
         25,
     );
     cm.signal("TERM");
+    // `kill` returns before callmask has seen the signal: wait until the drain is in force
+    // (readiness flips before the signalling task is told), then try a new call.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !http_get(l.http, "/readyz").is_some_and(|(_, body)| body.contains("not_draining"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let raw = RawSip::bind();
     let (st, resp) = invite_status(&raw, l.pbx_listen, "drain");
     assert_eq!(

@@ -137,6 +137,7 @@ impl Signalling {
             tokio::select! {
                 _ = &mut shutdown => break,
                 r = self.pbx.recv_from(&mut pbx_buf) => {
+                    self.pending_controls(&mut drain_until);
                     if let (Ok((n, src)), false) = (r, self.tls[Side::Pbx].is_some()) {
                         self.metrics.sip().message_received(metrics::Side::Pbx, metrics::Transport::Udp);
                         let data = Bytes::copy_from_slice(&pbx_buf[..n]);
@@ -144,6 +145,7 @@ impl Signalling {
                     }
                 }
                 r = self.agents.recv_from(&mut agents_buf) => {
+                    self.pending_controls(&mut drain_until);
                     if let (Ok((n, src)), false) = (r, self.tls[Side::Agents].is_some()) {
                         self.metrics.sip().message_received(metrics::Side::Agents, metrics::Transport::Udp);
                         let data = Bytes::copy_from_slice(&agents_buf[..n]);
@@ -151,21 +153,13 @@ impl Signalling {
                     }
                 }
                 Some(input) = self.stream_rx.recv() => {
+                    self.pending_controls(&mut drain_until);
                     self.on_stream(input);
                 }
                 Some(call) = self.media_timeouts.recv() => {
                     self.core.handle_media_timeout(call, Instant::now());
                 }
-                c = next_control(&mut self.control) => match c {
-                    ShellControl::Reload { access, limits } => {
-                        self.core.set_access(access);
-                        self.core.set_limits(limits);
-                    }
-                    ShellControl::Drain { until } => {
-                        self.core.set_draining(true);
-                        drain_until = Some(until);
-                    }
-                },
+                c = next_control(&mut self.control) => self.apply_control(c, &mut drain_until),
                 _ = sleep => {
                     self.core.handle_timeout(Instant::now());
                 }
@@ -185,6 +179,29 @@ impl Signalling {
                 calls = cut,
                 "stopping: the calls still in progress end now; their recordings are closed"
             );
+        }
+    }
+
+    /// Apply a control message from the supervisor.
+    fn apply_control(&mut self, c: ShellControl, drain_until: &mut Option<Instant>) {
+        match c {
+            ShellControl::Reload { access, limits } => {
+                self.core.set_access(access);
+                self.core.set_limits(limits);
+            }
+            ShellControl::Drain { until } => {
+                self.core.set_draining(true);
+                *drain_until = Some(until);
+            }
+        }
+    }
+
+    /// Control messages already sent go before a SIP message that `select!` happened to pick
+    /// first: once the supervisor has started the drain (or swapped an allow-list), no later
+    /// message is judged by the old rules.
+    fn pending_controls(&mut self, drain_until: &mut Option<Instant>) {
+        while let Some(c) = self.control.as_mut().and_then(|r| r.try_recv().ok()) {
+            self.apply_control(c, drain_until);
         }
     }
 
