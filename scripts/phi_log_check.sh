@@ -5,6 +5,8 @@
 # RFC 4733 event 9 in the RTP) run through callmask at log.level=debug with JSON logs. Then
 # callmask's stdout/stderr, every file it wrote (recordings, JSON sidecars), /api/calls and
 # /metrics are searched for the numbers and the keys; none may appear.
+# One more call offers SDES-SRTP (issue 14): neither its key nor callmask's own answer key may
+# appear either.
 # Positive controls make the check meaningful: the numbers must be on the wire (sipp trace),
 # callmask must have logged about the calls, and counted DTMF from INFO (and RTP).
 #
@@ -199,7 +201,7 @@ API_TOKEN="phi-check-$RANDOM$RANDOM$RANDOM"
   --set "pbx.peer=\"127.0.0.1:$P_PBXPEER\"" --set "agents.peer=\"127.0.0.1:$P_AGPEER\"" \
   --set "http.listen=\"127.0.0.1:$P_HTTP\"" --set "media.ports=\"$MEDIA-$((MEDIA + 99))\"" \
   --set "recorder=[{kind=\"wav\",dir=\"$OUT/rec\"}]" \
-  --set masking.lookahead_ms=80 --set masking.speech=false \
+  --set masking.lookahead_ms=80 --set masking.speech=false --set 'agents.srtp="optional"' \
   --set 'log.level="debug"' --set 'log.format="json"' \
   >"$OUT/stdout.log" 2>"$OUT/stderr.log") &
 PIDS+=($!)
@@ -229,6 +231,28 @@ else
   bad "sipp UAC failed: $(grep -iE 'error|unexpected|aborted' "$SIPP"/*.out "$SIPP"/*errors* 2>/dev/null | tail -3)"
 fi
 wait "$POLL" 2>/dev/null
+# One more call offering SDES-SRTP with a known key (issue 14): callmask terminates it and
+# answers with a key of its own (plain RTP toward the agent: agents.srtp = "optional"). Neither
+# key may appear anywhere callmask writes.
+SDES_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(30)).decode())')
+python3 - "$SIPP/phi_uac.xml" "$SIPP/phi_uac_srtp.xml" "$SDES_KEY" <<'EOF'
+import sys
+s = open(sys.argv[1]).read()
+assert "RTP/AVP 0 101" in s and "a=sendrecv" in s
+s = s.replace("RTP/AVP 0 101", "RTP/SAVP 0 101").replace(
+    "a=sendrecv", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + sys.argv[3] + "\n      a=sendrecv", 1)
+open(sys.argv[2], "w").write(s)
+EOF
+if (cd "$SIPP" && timeout 40 sipp -sf phi_uac_srtp.xml -i 127.0.0.1 -p "$P_PBXPEER" -mi 127.0.0.1 \
+  -mp "$P_UACM" "127.0.0.1:$P_PBX" -m 1 -l 1 -d 1500 -nostdin -trace_msg \
+  -message_file uac_srtp_msg.log >uac_srtp.out 2>&1); then
+  ok "sipp: 1 call offering SDES-SRTP completed"
+else
+  bad "sipp SRTP UAC failed: $(tail -3 "$SIPP/uac_srtp.out")"
+fi
+# callmask's own key, from its answer to the SRTP offer (in sipp's trace of what it received).
+CM_KEY=$(grep -aoE 'a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:[A-Za-z0-9+/=]+' "$SIPP/uac_srtp_msg.log" \
+  | sed 's/.*inline://' | grep -vxF "$SDES_KEY" | head -1)
 # Malformed requests carrying the numbers and an INFO body: callmask refuses them and logs
 # that at debug level (this also proves debug lines are being written).
 python3 - "$P_PBX" <<'EOF'
@@ -266,6 +290,14 @@ rfc=$(metric 'callmask_dtmf_detected_total{source="rfc4733"}')
 [ "${inband:-0}" -ge "$CALLS" ] 2>/dev/null && [ "${rfc:-0}" -ge "$CALLS" ] 2>/dev/null \
   && ok "control: callmask detected the RTP keys (dtmf_detected{inband}=$inband, {rfc4733}=$rfc)" \
   || bad "control: RTP DTMF not detected (inband=${inband:-?} rfc4733=${rfc:-?}, want >= $CALLS each)"
+grep -qF "$SDES_KEY" "$SIPP/uac_srtp_msg.log" && [ -n "$CM_KEY" ] \
+  && ok "control: the offered SDES key and callmask's own answer key were on the wire" \
+  || bad "control: SDES keys not seen on the wire (callmask's answer key: ${CM_KEY:-none})"
+# The SRTP call's RTP is the plain pcap: callmask, terminating SRTP on that leg, must drop it.
+srtp_auth=$(metric 'callmask_srtp_packets_dropped_total{reason="auth",side="pbx"}')
+[ "${srtp_auth:-0}" -gt 0 ] 2>/dev/null \
+  && ok "control: callmask terminated SRTP on the PBX leg (srtp_packets_dropped{auth}=$srtp_auth)" \
+  || bad "control: srtp_packets_dropped{auth,pbx}=${srtp_auth:-?}: SRTP not terminated?"
 grep -q '"level":"DEBUG"' "$OUT/stdout.log" "$OUT/stderr.log" \
   && ok "control: debug lines present (refused malformed requests are logged)" \
   || bad "control: no DEBUG line in the logs; log.level=debug not in effect?"
@@ -290,5 +322,14 @@ search "dtmf-relay body" 'Signal *= *[0-9*#A-D]|Duration *= *160'
 search "DTMF key as a field value" \
   '"?(digit|digits|dtmf_digit|key|keys|signal|tone|event_code|dtmf)"? *[:=] *"?[0-9*#A-D]([^0-9a-z]|$)'
 search "raw SIP INFO body or SDP from the call" 'application/dtmf[^-]|m=audio [0-9]+ RTP'
+search_key() { # DESCRIPTION KEY (fixed string)
+  local hits
+  [ -n "$2" ] || { bad "$1: no key to search for"; return; }
+  hits=$(grep -aFn -- "$2" "${FILES[@]}" 2>/dev/null | cut -c1-120 | head -3)
+  if [ -z "$hits" ]; then ok "no $1 in ${#FILES[@]} files"; else bad "$1 found:"$'\n'"$hits"; fi
+}
+search_key "SDES key offered by the PBX" "$SDES_KEY"
+search_key "SDES key of callmask's own answer" "$CM_KEY"
+search "SDES attribute" 'a=crypto|inline:'
 
 finish
