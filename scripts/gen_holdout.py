@@ -92,23 +92,18 @@ def rand_digits(r, n, first=None):
     return s
 
 
+# Identifiers read as plain digit groups (a card starts with 4 or 5).
+DIGIT_GROUPS = {"card": [4, 4, 4, 4], "cvv": [3], "ssn": [3, 2, 4], "ssn_last4": [4],
+                "phone": [3, 3, 4]}
+
+
 def identifier(kind, r):
     """(spoken text, digits) of one identifier of `kind`."""
-    if kind == "card":
-        ds = rand_digits(r, 16, r.choice(["4", "5"]))
-        return say_digits(ds, r, [4, 4, 4, 4]), ds
-    if kind == "cvv":
-        ds = rand_digits(r, 3)
-        return say_digits(ds, r, [3]), ds
-    if kind == "ssn":
-        ds = rand_digits(r, 9)
-        return say_digits(ds, r, [3, 2, 4]), ds
-    if kind == "ssn_last4":
-        ds = rand_digits(r, 4)
-        return say_digits(ds, r, [4]), ds
-    if kind == "phone":
-        ds = rand_digits(r, 10)
-        return say_digits(ds, r, [3, 3, 4]), ds
+    if kind in DIGIT_GROUPS:
+        first = r.choice(["4", "5"]) if kind == "card" else None
+        groups = DIGIT_GROUPS[kind]
+        ds = rand_digits(r, sum(groups), first)
+        return say_digits(ds, r, groups), ds
     if kind == "account":
         n = r.choice([8, 10])
         ds = rand_digits(r, n)

@@ -529,8 +529,7 @@ impl SpanPolicy {
             }
             answer_from = answer_from.max(lead_end.map_or(0, |j| j + 1));
         }
-        let mut seg_ctx =
-            ask.is_none() && (context(seg_start) || context(seg_end.saturating_sub(1)));
+        let mut seg_ctx = ask.is_none() && in_context;
         // No number-like word; a lone homophone ("going to do it") is not one, a pair ("so
         // too", "for to") is.
         let heard = |i: usize| toks[i].class != TokenClass::Plain || is_homophone(text(i));
