@@ -290,6 +290,24 @@ fn start_callmask(certs: &Path) -> Callmask {
     })
 }
 
+/// SIP messages callmask received over TLS on `side`.
+fn tls_received(m: &callmask_integration::Metrics, side: &str) -> f64 {
+    m.sum(
+        "callmask_sip_messages_received_total",
+        &[&format!("side=\"{side}\""), "transport=\"tls\""],
+    )
+}
+
+/// Every TLS handshake of the test succeeded.
+fn assert_no_handshake_failures(m: &callmask_integration::Metrics) {
+    assert_eq!(
+        m.sum("callmask_sip_tls_handshake_failures_total", &[]),
+        0.0,
+        "{}",
+        m.callmask_lines()
+    );
+}
+
 fn tls_prereqs() -> Option<(TempDir, PathBuf)> {
     if !have("openssl") {
         missing("openssl (package openssl) is not installed: the SIP-over-TLS test needs s_client/s_server");
@@ -476,20 +494,9 @@ fn call_over_tls_on_both_legs_with_rtp_anchored() {
     assert!(bye_ok.contains("CSeq: 2 BYE"), "{bye_ok}");
 
     let m = cm.wait_metrics("the TLS call completed", T, |m| m.calls("completed") == 1.0);
-    let tls_in = |side: &str| {
-        m.sum(
-            "callmask_sip_messages_received_total",
-            &[&format!("side=\"{side}\""), "transport=\"tls\""],
-        )
-    };
-    assert!(tls_in("pbx") >= 3.0, "{}", m.callmask_lines());
-    assert!(tls_in("agents") >= 3.0, "{}", m.callmask_lines());
-    assert_eq!(
-        m.sum("callmask_sip_tls_handshake_failures_total", &[]),
-        0.0,
-        "{}",
-        m.callmask_lines()
-    );
+    assert!(tls_received(&m, "pbx") >= 3.0, "{}", m.callmask_lines());
+    assert!(tls_received(&m, "agents") >= 3.0, "{}", m.callmask_lines());
+    assert_no_handshake_failures(&m);
 }
 
 #[test]
@@ -584,14 +591,7 @@ fn clients_without_a_good_certificate_are_refused_and_counted() {
     let resp = good.next();
     assert!(sip_status(&resp).is_some(), "{resp}");
     let m = cm.metrics();
-    assert!(
-        m.sum(
-            "callmask_sip_messages_received_total",
-            &["side=\"pbx\"", "transport=\"tls\""]
-        ) >= 1.0,
-        "{}",
-        m.callmask_lines()
-    );
+    assert!(tls_received(&m, "pbx") >= 1.0, "{}", m.callmask_lines());
 }
 
 fn recv_udp(sock: &std::net::UdpSocket) -> String {
@@ -710,20 +710,8 @@ fn registration_mode_reaches_a_tls_phone_over_its_own_connection() {
     let busy = recv_udp(&pbx);
     assert_eq!(sip_status(&busy), Some(486), "{busy}");
     let m = cm.metrics();
-    assert!(
-        m.sum(
-            "callmask_sip_messages_received_total",
-            &["side=\"agents\"", "transport=\"tls\""]
-        ) >= 2.0,
-        "{}",
-        m.callmask_lines()
-    );
-    assert_eq!(
-        m.sum("callmask_sip_tls_handshake_failures_total", &[]),
-        0.0,
-        "{}",
-        m.callmask_lines()
-    );
+    assert!(tls_received(&m, "agents") >= 2.0, "{}", m.callmask_lines());
+    assert_no_handshake_failures(&m);
 }
 
 /// Outbound verification: with `agents.tls.server_name` naming something the agent's
