@@ -19,6 +19,9 @@ export CALLMASK_BIN="$CARGO_TARGET_DIR/debug/callmask"
 ./scripts/prometheus_e2e.sh
 # No phone number or key press in any log line, recording sidecar, API answer or metric.
 ./scripts/phi_log_check.sh
+# The Debian package: built, installed with dpkg, run as its unit would, a call recorded and
+# checked, purged (needs root, as CI runs).
+./scripts/deb_e2e.sh
 # Corpus calls played through the running proxy by sipp; the wav recorder's output scored.
 ./scripts/e2e_recorder.sh
 # The dev corpus through `callmask mask`, scored (DTMF acceptance thresholds).
