@@ -14,6 +14,7 @@
 #![allow(clippy::disallowed_methods)] // an e2e harness reads the clock
 #![allow(clippy::unwrap_used)] // panics are test failures here
 
+pub mod ng;
 pub mod phones;
 
 use std::collections::hash_map::DefaultHasher;

@@ -19,16 +19,15 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
+use callmask_integration::ng::{cut_call, kamailio_bin, ng_prerequisites, python, NgKamailio};
 use callmask_integration::{
-    free_udp_port, missing, tail, terminate, udp_port_bound, wait_for, Callmask, CallmaskOpts,
-    Scenario, Sipp, TempDir, UdpCapture,
+    free_udp_port, missing, wait_for, Callmask, CallmaskOpts, Scenario, Sipp, TempDir, UdpCapture,
 };
 
-const KAMAILIO_MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
 /// The cut of dev call 007 played: quiet at both ends (no label crosses them).
 const CUT_MS: (u64, u64) = (26_000, 35_860);
 /// When the caller's INFO makes Kamailio call `block_dtmf()`: before the cut's keys (4.25 s).
@@ -37,185 +36,6 @@ const BLOCK_MS: u32 = 2_000;
 fn eval_dir() -> Option<PathBuf> {
     callmask_integration::eval_dir("data/dev/call_007.json")
 }
-
-fn kamailio_bin() -> Option<PathBuf> {
-    ["/usr/sbin/kamailio", "/usr/local/sbin/kamailio"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .or_else(|| callmask_integration::have("kamailio").then(|| PathBuf::from("kamailio")))
-}
-
-/// Kamailio as a stateful proxy: every INVITE's SDP goes through `rtpengine_offer`, every
-/// reply's through `rtpengine_answer`, BYE through `rtpengine_delete`, flags as common configs
-/// write them. Stopped by PID on drop.
-struct Kamailio {
-    child: Option<Child>,
-    sip: SocketAddr,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Kamailio {
-    fn start(bin: &Path, ng: SocketAddr, callee: SocketAddr) -> Kamailio {
-        let dir = TempDir::new("kamailio-ng");
-        let port = free_udp_port();
-        let sip = SocketAddr::from(([127, 0, 0, 1], port));
-        let cfg = format!(
-            r#"#!KAMAILIO
-debug=2
-log_stderror=yes
-fork=no
-children=1
-auto_aliases=no
-listen=udp:127.0.0.1:{port}
-mpath="{KAMAILIO_MODULES}/"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "pv.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "siputils.so"
-loadmodule "xlog.so"
-loadmodule "kex.so"
-loadmodule "corex.so"
-loadmodule "rtpengine.so"
-modparam("rtpengine", "rtpengine_sock", "udp:{ng}")
-request_route {{
-    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
-    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
-    if (has_totag()) {{
-        loose_route();
-        if (is_method("INFO")) {{
-            if (!block_dtmf()) {{ sl_send_reply("500", "block DTMF failed"); exit; }}
-            sl_send_reply("200", "DTMF blocked");
-            exit;
-        }}
-        if (is_method("BYE")) {{ rtpengine_delete(); }}
-        if (is_method("ACK") && !t_check_trans()) {{ $du = "sip:{callee}"; forward(); exit; }}
-    }} else {{
-        t_check_trans();
-        record_route();
-        if (is_method("INVITE") && has_body("application/sdp")) {{
-            if (!rtpengine_offer("replace-origin replace-session-connection ICE=remove RTP/AVP trust-address symmetric direction=internal direction=external label=caller record-call=yes DTMF-security=silence via-branch=1")) {{
-                sl_send_reply("503", "Media relay refused"); exit;
-            }}
-            t_on_reply("ANSWER");
-        }}
-    }}
-    $du = "sip:{callee}";
-    t_relay();
-}}
-onreply_route[ANSWER] {{
-    if (has_body("application/sdp")) {{
-        rtpengine_answer("replace-origin replace-session-connection ICE=remove RTP/AVP trust-address symmetric via-branch=1");
-    }}
-}}
-"#
-        );
-        let cfg_path = dir.path().join("kamailio.cfg");
-        fs::write(&cfg_path, cfg).expect("kamailio cfg");
-        let log = dir.path().join("kamailio.log");
-        let out = fs::File::create(&log).expect("kamailio log");
-        let child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg_path)
-            .args(["-DD", "-E", "-w"])
-            .arg(dir.path())
-            .arg("-P")
-            .arg(dir.path().join("kamailio.pid"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log fd"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start kamailio: {e}"));
-        let k = Kamailio {
-            child: Some(child),
-            sip,
-            log,
-            _dir: dir,
-        };
-        let up = wait_for(Duration::from_secs(10), || {
-            udp_port_bound(port).then_some(())
-        });
-        assert!(
-            up.is_some(),
-            "kamailio did not bind {sip}\n{}",
-            k.log_tail()
-        );
-        k
-    }
-
-    fn log_tail(&self) -> String {
-        let text = String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned();
-        tail(&text, 4000).to_owned()
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            terminate(&mut c, Duration::from_secs(2));
-        }
-    }
-}
-
-fn python(eval: &Path, script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .env("EVAL_DIR", eval)
-        .env(
-            "SPANDSP_DTMF_BIN",
-            std::env::var("SPANDSP_DTMF_BIN")
-                .unwrap_or_else(|_| "/tmp/callmask-eval/spandsp_dtmf".into()),
-        )
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Writes `dir/call_ng.{json,ulaw,wav}`: dev call 007 between `CUT_MS`, labels shifted.
-const CUT: &str = r#"
-import json, os, sys
-sys.path.insert(0, os.environ["EVAL_DIR"])
-import soundfile as sf
-src, dst, a, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-lab = json.load(open(src + ".json"))
-ul = open(src + ".ulaw", "rb").read()[a * 8:b * 8]
-open(dst + ".ulaw", "wb").write(ul)
-x, fs = sf.read(src + ".wav", dtype="int16")
-sf.write(dst + ".wav", x[a * 8:b * 8], fs, subtype="PCM_16")
-def keep(v):
-    s = v.get("start_ms", v.get("send_ms"))
-    e = v.get("end_ms", s + v.get("duration_ms", 0))
-    return a <= s and e <= b
-out = {"meta": dict(lab["meta"], duration_ms=b - a)}
-for k, items in lab.items():
-    if k == "meta":
-        continue
-    out[k] = []
-    for v in items:
-        if not keep(v):
-            continue
-        v = dict(v)
-        for t in ("start_ms", "end_ms", "send_ms"):
-            if t in v:
-                v[t] -= a
-        if "rtp_ts" in v:
-            v["rtp_ts"] -= a * 8
-        out[k].append(v)
-json.dump(out, open(dst + ".json", "w"))
-print(len(out["dtmf_inband"]), len(out["rfc4733_events"]), len(out["negative_control"]))
-"#;
 
 /// Caller channel of the recording → `out`; every digit spandsp decodes in it → `events`.
 const CHANNEL: &str = r#"
@@ -244,29 +64,10 @@ fn kamailio_drives_callmask_over_ng() {
     let Some(eval) = eval_dir() else {
         return missing("../shared/eval/data/dev/call_007 not found (set CALLMASK_SHARED)");
     };
-    let Some(kamailio) = kamailio_bin() else {
-        return missing("kamailio not found: run scripts/setup.sh (Debian package kamailio)");
-    };
-    if !Path::new(KAMAILIO_MODULES).join("rtpengine.so").exists() {
-        return missing("kamailio's rtpengine module not found (Debian package kamailio)");
+    if let Some(why) = ng_prerequisites(&eval) {
+        return missing(&why);
     }
-    for tool in ["sipp", "python3"] {
-        if !callmask_integration::have(tool) {
-            return missing(&format!("{tool} not found: run scripts/setup.sh"));
-        }
-    }
-    let spandsp = std::env::var("SPANDSP_DTMF_BIN")
-        .unwrap_or_else(|_| "/tmp/callmask-eval/spandsp_dtmf".into());
-    if !Path::new(&spandsp).exists() {
-        let st = Command::new("bash")
-            .arg(eval.join("tools/build.sh"))
-            .env("SPANDSP_DTMF_BIN", &spandsp)
-            .stdout(Stdio::null())
-            .status();
-        if !st.is_ok_and(|s| s.success()) {
-            return missing("cannot build the spandsp DTMF decoder (libspandsp-dev)");
-        }
-    }
+    let kamailio = kamailio_bin().expect("checked above");
 
     let t0 = std::time::Instant::now();
     let phase =
@@ -275,26 +76,9 @@ fn kamailio_drives_callmask_over_ng() {
     let work = TempDir::new("ng-kamailio");
     let base = work.path().join("call_ng");
     let base_s = base.display().to_string();
-    let src = eval.join("data/dev/call_007").display().to_string();
-    let counts = python(
-        &eval,
-        CUT,
-        &[&src, &base_s, &CUT_MS.0.to_string(), &CUT_MS.1.to_string()],
-    );
-    eprintln!(
-        "cut: in-band, RFC 4733, negative controls = {}",
-        counts.trim()
-    );
     let pcap = work.path().join("call.pcap");
-    let st = Command::new("python3")
-        .arg(eval.join("rtp/make_pcap.py"))
-        .arg(&base)
-        .arg("-o")
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .status()
-        .expect("make_pcap.py");
-    assert!(st.success(), "make_pcap.py failed");
+    let counts = cut_call(&eval, "call_007", CUT_MS, &base, &pcap);
+    eprintln!("cut: in-band, RFC 4733, negative controls = {counts:?}");
 
     phase("pcap written");
     let ng = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
@@ -307,7 +91,7 @@ fn kamailio_drives_callmask_over_ng() {
     let callee_media = UdpCapture::bind();
     let callee_port = free_udp_port();
     let callee = SocketAddr::from(([127, 0, 0, 1], callee_port));
-    let k = Kamailio::start(&kamailio, ng, callee);
+    let k = NgKamailio::start(&kamailio, &format!("udp:{ng}"), "", callee);
 
     let portfile = work.path().join("offer_port");
     let mut uas = Sipp::new(
