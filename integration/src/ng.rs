@@ -133,6 +133,12 @@ onreply_route[ANSWER] {{
 }}
 "#
         );
+        Self::with_config(bin, dir, sip, &cfg)
+    }
+
+    /// Kamailio running `cfg` (a whole kamailio.cfg listening on `sip`, UDP), in `dir`.
+    pub fn with_config(bin: &Path, dir: TempDir, sip: SocketAddr, cfg: &str) -> NgKamailio {
+        let port = sip.port();
         let cfg_path = dir.path().join("kamailio.cfg");
         fs::write(&cfg_path, cfg).expect("kamailio cfg");
         let log = dir.path().join("kamailio.log");

@@ -1,6 +1,8 @@
-//! Scale-out with the engine admins already run (issue 17): Kamailio 5.6 (Debian) with an
-//! `rtpengine` set of two callmask media nodes, on two loopback addresses (127.0.0.10 and
-//! 127.0.0.11, weight 1 each), between a sipp caller and a sipp callee.
+//! Scale-out with the engine admins already run (issue 17): Kamailio 5.6 (Debian) running
+//! the documented trunk config (`deploy/kamailio/kamailio-trunk.cfg`, only its addresses
+//! filled in) with an `rtpengine` set of two callmask media nodes, on two loopback addresses
+//! (127.0.0.10 and 127.0.0.11, weight 1 each), between a sipp PBX (127.0.0.2) and a sipp
+//! ACD (127.0.0.3).
 //!
 //! Every call plays a 10 s cut of dev call 007 (in-band keys sent together with RFC 4733
 //! events, off-frequency negative controls, speech) as real-time RTP. Call-IDs are fixed
@@ -9,8 +11,8 @@
 //! 1. eight calls: both nodes take calls (per the set's weights), every call is recorded on
 //!    the node that carried it, and no key is decodable in any recording's caller channel;
 //! 2. eight long calls; three seconds in, node A is killed (SIGKILL: a crashed machine);
-//! 3. while phase 2's calls go on, eight new calls: Kamailio finds A silent (500 ms timeout,
-//!    one try), marks it disabled and sends every new call to B, so all eight complete and are
+//! 3. while phase 2's calls go on, eight new calls: Kamailio finds A silent (the config's
+//!    500 ms timeout, one try), marks it disabled and sends every new call to B, so all eight complete and are
 //!    recorded on B; phase 2's calls on B are unaffected: each recording is the whole call
 //!    with no key decodable. Phase 2's calls on A lose their media with the node (the SIP
 //!    dialog still ends: Kamailio relays the BYE after the failed `delete`).
@@ -20,6 +22,7 @@
 //! `CALLMASK_ALLOW_SKIP=1`.
 #![allow(clippy::disallowed_methods)] // test harness: reads env, the clock
 
+use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +32,10 @@ use callmask_integration::{
     free_udp_port, missing, Callmask, CallmaskOpts, Metrics, Scenario, Sipp, SippChild, TempDir,
     UdpCapture,
 };
+
+/// The sipp PBX's and ACD's addresses (Kamailio's config tells them apart by source IP).
+const PBX_IP: &str = "127.0.0.2";
+const ACD_IP: &str = "127.0.0.3";
 
 /// The cut of dev call 007 every call plays (the one `ng_kamailio.rs` plays).
 const CUT_MS: (u64, u64) = (26_000, 35_860);
@@ -83,6 +90,50 @@ fn recordings(eval: &Path, nodes: &[(&str, &Path)]) -> Vec<Recording> {
         .collect()
 }
 
+/// `deploy/kamailio/kamailio-trunk.cfg` with this test's addresses: each line replaced must
+/// be in the file as documented (a doc edit that breaks the test fails here, loudly).
+fn trunk_config(sip: SocketAddr, pbx: SocketAddr, acd: SocketAddr, nodes: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kamailio/kamailio-trunk.cfg");
+    let mut cfg =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let ip = |a: SocketAddr| a.ip().to_string();
+    for (from, to) in [
+        (
+            "listen=udp:10.0.0.2:5060".to_string(),
+            format!("listen=udp:{sip}"),
+        ),
+        (
+            r#"#!define PBX_IP "10.0.0.5""#.into(),
+            format!(r#"#!define PBX_IP "{}""#, ip(pbx)),
+        ),
+        (
+            r#"#!define PBX_URI "sip:10.0.0.5:5060""#.into(),
+            format!(r#"#!define PBX_URI "sip:{pbx}""#),
+        ),
+        (
+            r#"#!define ACD_IP "10.0.1.9""#.into(),
+            format!(r#"#!define ACD_IP "{}""#, ip(acd)),
+        ),
+        (
+            r#"#!define ACD_URI "sip:10.0.1.9:5060""#.into(),
+            format!(r#"#!define ACD_URI "sip:{acd}""#),
+        ),
+        (
+            r#"#!define MEDIA_NODES "udp:10.0.0.21:2223=1 udp:10.0.0.22:2223=1""#.into(),
+            format!(r#"#!define MEDIA_NODES "{nodes}""#),
+        ),
+        ("log_stderror=no".into(), "log_stderror=yes".into()),
+    ] {
+        assert!(
+            cfg.contains(&from),
+            "{} no longer has `{from}`",
+            path.display()
+        );
+        cfg = cfg.replace(&from, &to);
+    }
+    cfg
+}
+
 /// A media node: callmask in NG mode whose NG socket and media are on `ip`.
 fn node(ip: &str) -> (Callmask, SocketAddr) {
     let ng: SocketAddr = format!("{ip}:{}", free_udp_port()).parse().expect("addr");
@@ -113,6 +164,7 @@ fn callers(pcap: &Path, kamailio: SocketAddr, prefix: &str, rate: u32, tail_ms: 
         Scenario::file("ng_uac_calls.xml").with("PCAP", pcap.display().to_string()),
         free_udp_port(),
     )
+    .local_ip(PBX_IP)
     .arg("-cid_str")
     .arg(format!("{prefix}-%u"))
     .remote(kamailio)
@@ -152,21 +204,22 @@ fn two_callmask_nodes_behind_kamailio_fail_over() {
     let (rec_a, rec_b): (PathBuf, PathBuf) = (a.rec_dir.clone(), b.rec_dir.clone());
     phase("two nodes up");
     let callee_media = UdpCapture::bind();
-    let callee_port = free_udp_port();
-    let callee = SocketAddr::from(([127, 0, 0, 1], callee_port));
-    let k = NgKamailio::start(
-        &kamailio,
-        &format!("udp:{ng_a}=1 udp:{ng_b}=1"),
-        // A silent node is given up after one 500 ms try and left out for 60 s.
-        "modparam(\"rtpengine\", \"rtpengine_tout_ms\", 500)\n\
-         modparam(\"rtpengine\", \"rtpengine_retr\", 1)\n\
-         modparam(\"rtpengine\", \"rtpengine_disable_tout\", 60)",
-        callee,
-    );
+    let acd: SocketAddr = format!("{ACD_IP}:{}", free_udp_port())
+        .parse()
+        .expect("addr");
+    // The config knows the PBX by its address; requests toward it (none here: the callers
+    // hang up) would go to this port. Each run of callers binds a port of its own.
+    let pbx: SocketAddr = format!("{PBX_IP}:{}", free_udp_port())
+        .parse()
+        .expect("addr");
+    let sip = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let cfg = trunk_config(sip, pbx, acd, &format!("udp:{ng_a}=1 udp:{ng_b}=1"));
+    let k = NgKamailio::with_config(&kamailio, TempDir::new("kamailio-trunk"), sip, &cfg);
     let mut uas = Sipp::new(
         Scenario::file("ng_uas_calls.xml").with("C_RE", r"127\.0\.0\.1[01]"),
-        callee_port,
+        acd.port(),
     )
+    .local_ip(ACD_IP)
     .calls(3 * CALLS)
     .set("mport", callee_media.addr().port())
     .timeout_s(150)
@@ -286,4 +339,41 @@ fn two_callmask_nodes_behind_kamailio_fail_over() {
     let relayed = callee_media.rtp().len();
     eprintln!("[figure] callee got {relayed} RTP packets in all");
     drop(k);
+}
+
+/// Both documented configs (trunk, registration) pass `kamailio -c` with the Debian modules
+/// (the registration one is checked only here; the trunk one also runs above).
+#[test]
+fn deploy_configs_pass_kamailio_check() {
+    let Some(kamailio) = kamailio_bin() else {
+        return missing("kamailio not found: run scripts/setup.sh (Debian package kamailio)");
+    };
+    let dir = TempDir::new("kamailio-check");
+    for name in ["kamailio-trunk.cfg", "kamailio-registrar.cfg"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/kamailio")
+            .join(name);
+        let cfg = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let listen = "listen=udp:10.0.0.2:5060";
+        assert!(cfg.contains(listen), "{name} no longer has `{listen}`");
+        // Kamailio checks that it can bind the listen address: use a loopback one.
+        let cfg = cfg.replace(listen, &format!("listen=udp:127.0.0.1:{}", free_udp_port()));
+        let file = dir.path().join(name);
+        fs::write(&file, cfg).expect("write cfg");
+        let out = std::process::Command::new(&kamailio)
+            .arg("-c")
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .expect("kamailio -c runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("config file ok"),
+            "kamailio -c {name} failed:\n{text}"
+        );
+    }
 }
