@@ -7,6 +7,7 @@ pub mod ports;
 pub mod proxy;
 pub mod registrar;
 pub mod relay;
+pub mod sdes;
 pub mod sdp;
 pub mod side;
 #[cfg(test)]

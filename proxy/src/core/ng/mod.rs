@@ -25,15 +25,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use config::types::SrtpMode;
 
 use self::bencode::Value;
 use self::cookies::{CookieCache, COOKIE_CAPACITY, COOKIE_TTL};
-use self::request::{Command, RecordCall, Request};
+use self::request::{Command, RecordCall, Request, TransportProtocol};
 use crate::core::media::CallCommand;
 use crate::core::ports::{PortAllocator, PortPair};
 use crate::core::proxy::{CallRef, MediaCommand, StreamSpec};
+use crate::core::sdes::{SdpRole, StreamSrtp};
 use crate::core::sdp::{anchor, filter_codecs, Codec, CodecFilter, LocalAnchor, MediaPlan};
-use crate::core::sdp::{OriginState, Sdp};
+use crate::core::sdp::{undecodable_streams, OriginState, Sdp, Undecodable};
 use crate::core::side::{BySide, Side};
 
 /// A bencoded dictionary (a command or a reply).
@@ -137,6 +139,8 @@ struct Stream {
     local: BySide<PortPair>,
     remote: BySide<Option<SocketAddr>>,
     codecs: Vec<Codec>,
+    /// SDES keys per leg (each leg keyed on its own, as in the SIP mode).
+    srtp: StreamSrtp,
 }
 
 #[derive(Debug, Default)]
@@ -181,11 +185,29 @@ impl Call {
                 pbx_remote: s.remote[Side::Pbx],
                 agents_remote: s.remote[Side::Agents],
                 codecs: s.codecs.clone(),
-                // SRTP offers are refused above: NG streams are plain.
+                // SRTP callmask cannot decrypt is refused: every stream is decodable.
                 encrypted: false,
-                srtp: Default::default(),
+                srtp: BySide::new(s.srtp.leg(Side::Pbx), s.srtp.leg(Side::Agents)),
             })
             .collect()
+    }
+}
+
+/// The SDES policy toward the leg an offer/answer goes to, in the SIP mode's terms
+/// ([`SrtpMode`]; the sender's own leg takes what it sent, `mirror`): plain for `RTP/AVP`,
+/// SRTP with callmask's key for `RTP/SAVP`, like the sender otherwise (rtpengine's default).
+/// `SDES-off` without `RTP/AVP` on an SRTP offer keeps an SRTP profile with no key, which
+/// only DTLS-SRTP could serve: refused (before any port is taken).
+fn srtp_toward(req: &Request, plan: &MediaPlan) -> Result<SrtpMode, String> {
+    let sender_srtp = plan.streams.iter().any(|s| s.is_active() && s.secure);
+    match (req.transport_protocol, req.sdes_off) {
+        (Some(TransportProtocol::Plain), _) => Ok(SrtpMode::Optional),
+        (Some(TransportProtocol::Sdes), false) => Ok(SrtpMode::Require),
+        (None, false) => Ok(SrtpMode::Mirror),
+        (None, true) if !sender_srtp => Ok(SrtpMode::Optional),
+        (Some(TransportProtocol::Sdes), true) | (None, true) => {
+            Err("SRTP without SDES keys needs DTLS-SRTP, which callmask does not support".into())
+        }
     }
 }
 
@@ -380,23 +402,16 @@ impl NgCore {
             Ok(_) => {}
             Err(_) => return Err("Failed to rewrite SDP".into()),
         }
-        if req.transport_protocol.is_some()
-            && MediaPlan::from_sdp(&sdp)
-                .streams
-                .iter()
-                .any(|s| s.is_active() && s.secure)
-        {
-            return Err("SRTP media cannot be turned into RTP/AVP by callmask".into());
+        // SRTP callmask cannot decrypt (DTLS-SRTP, an SDES suite it does not terminate) is
+        // refused: relayed, the tap would record ciphertext as audio (issue 14, fail safe).
+        match undecodable_streams(&sdp).into_iter().flatten().next() {
+            Some(Undecodable::Dtls) => return Err("DTLS-SRTP is not supported by callmask".into()),
+            Some(Undecodable::Sdes) => {
+                return Err("SRTP with no SDES suite callmask terminates (AES_CM_128_HMAC_SHA1_80/32, AEAD_AES_128/256_GCM)".into())
+            }
+            None => {}
         }
-        // Issue 14, fail safe: the media-node mode does not terminate SRTP yet, and relaying it
-        // would tap ciphertext as audio.
-        if MediaPlan::from_sdp(&sdp)
-            .streams
-            .iter()
-            .any(|s| s.is_active() && s.secure)
-        {
-            return Err("SRTP media is not supported in media-node mode".into());
-        }
+        let toward = srtp_toward(req, &MediaPlan::from_sdp(&sdp))?;
         if !self.calls.contains_key(&call_id) {
             if !offer {
                 return Err("Unknown call-id".into());
@@ -477,9 +492,26 @@ impl NgCore {
                 local: BySide::new(a, b),
                 remote: BySide::default(),
                 codecs: Vec::new(),
+                srtp: StreamSrtp::default(),
             });
         }
         let to = from.other();
+        // SDES per leg: the sender's key is learnt, the SDP toward `to` carries callmask's own
+        // key or none, as the controller asks (`transport-protocol`, `SDES-off`).
+        let role = if offer {
+            SdpRole::Offer
+        } else {
+            SdpRole::Answer
+        };
+        let mut modes = BySide::new(SrtpMode::Mirror, SrtpMode::Mirror);
+        modes[to] = toward;
+        for (i, p) in plan.streams.iter().enumerate() {
+            if let Some(st) = call.streams.get_mut(i).filter(|_| p.is_active()) {
+                st.srtp
+                    .apply(&mut sdp, i, from, role, modes, true)
+                    .map_err(|_| "SRTP could not be negotiated on this leg")?;
+            }
+        }
         let ports: Vec<Option<PortPair>> = plan
             .streams
             .iter()

@@ -100,8 +100,10 @@ pub struct Request {
     pub to_tag: Option<Vec<u8>>,
     /// `sdp` (offer/answer).
     pub sdp: Option<Vec<u8>>,
-    /// `transport-protocol` asked for (`RTP/AVP` is the only one callmask produces).
-    pub transport_protocol: Option<String>,
+    /// `transport-protocol` asked for the leg the SDP goes to: plain RTP or SDES-SRTP.
+    pub transport_protocol: Option<TransportProtocol>,
+    /// `SDES` has `off`: no SDES keys toward the leg the SDP goes to.
+    pub sdes_off: bool,
     /// `label` of the `from-tag` party.
     pub label: Option<String>,
     /// `via-branch` (kept per leg, shown by `query`).
@@ -112,6 +114,16 @@ pub struct Request {
     pub dtmf_security: Option<ClampMode>,
     /// `list`'s `limit`.
     pub limit: Option<usize>,
+}
+
+/// The media profile a controller asks for toward the leg an SDP is sent to (rtpengine's
+/// `transport-protocol`; Kamailio's `RTP/AVP`, `RTP/SAVP` flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportProtocol {
+    /// `RTP/AVP(F)`: plain RTP (SRTP from the sender is terminated by callmask).
+    Plain,
+    /// `RTP/SAVP(F)`: SDES-SRTP with callmask's own key.
+    Sdes,
 }
 
 /// Flags (`"flags": [...]`) accepted, each a no-op because callmask always behaves so:
@@ -168,6 +180,7 @@ pub fn parse(dict: &BTreeMap<Vec<u8>, Value>) -> Result<Request, String> {
         to_tag: None,
         sdp: None,
         transport_protocol: None,
+        sdes_off: false,
         label: None,
         via_branch: None,
         record_call: None,
@@ -192,12 +205,20 @@ fn apply(req: &mut Request, k: &str, value: &Value) -> Result<(), String> {
         "sdp" => req.sdp = Some(bytes_of(k, value)?.to_vec()),
         "transport-protocol" => {
             let t = text_of(k, value)?;
-            if !t.eq_ignore_ascii_case("RTP/AVP") {
-                return Err(format!(
-                    "Unsupported transport-protocol '{t}' (callmask relays RTP/AVP only)"
-                ));
-            }
-            req.transport_protocol = Some(t.to_owned());
+            req.transport_protocol = Some(match t.to_ascii_uppercase().as_str() {
+                "RTP/AVP" | "RTP/AVPF" => TransportProtocol::Plain,
+                "RTP/SAVP" | "RTP/SAVPF" => TransportProtocol::Sdes,
+                _ => {
+                    return Err(format!(
+                        "Unsupported transport-protocol '{t}' (callmask: RTP/AVP, RTP/SAVP; \
+                         no DTLS-SRTP)"
+                    ))
+                }
+            });
+        }
+        "SDES" => {
+            check_list(k, value, &["off"])?;
+            req.sdes_off = true;
         }
         "label" => req.label = Some(text_of(k, value)?.to_owned()),
         "via-branch" => req.via_branch = Some(text_of(k, value)?.to_owned()),

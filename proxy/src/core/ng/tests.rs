@@ -340,7 +340,7 @@ fn unknown_commands_and_flags_get_an_error_reason() {
             let Value::Dict(mut d) = offer("e@x") else {
                 unreachable!()
             };
-            d.insert(b"SDES".to_vec(), list(&["off"]));
+            d.insert(b"SDES".to_vec(), list(&["no-AES_CM_128_HMAC_SHA1_32"]));
             Value::Dict(d)
         },
         dict(&[("command", s("offer")), ("call-id", s("e@x"))]),
@@ -391,20 +391,173 @@ fn undecodable_codecs_are_refused_as_in_sip_mode() {
     assert_eq!(get(&r, "result"), Some("error"), "{r:?}");
 }
 
-/// Issue 14, fail safe: the media-node mode does not terminate SRTP, so an SRTP offer is
-/// answered with an error rather than relayed to a tap that would record ciphertext.
+/// SDES keys (RFC 4568 §4.1 shape: 30 bytes of key and salt, base64), one per peer.
+const CALLER_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+const CALLEE_KEY: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+
+/// `sdp` with its audio stream made SDES-SRTP under `key`.
+fn sdes(sdp: &str, key: &str) -> String {
+    sdp.replace("RTP/AVP 0 101", "RTP/SAVP 0 101").replace(
+        "a=sendrecv\r\n",
+        &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\na=sendrecv\r\n"),
+    )
+}
+
+/// `offer("…")` / `answer("…")` with another SDP and transport-protocol (`None`: left out).
+fn with(v: Value, sdp: &str, transport: Option<&str>) -> Value {
+    let Value::Dict(mut d) = v else {
+        unreachable!()
+    };
+    d.insert(b"sdp".to_vec(), s(sdp));
+    match transport {
+        Some(t) => d.insert(b"transport-protocol".to_vec(), s(t)),
+        None => d.remove(&b"transport-protocol"[..]),
+    };
+    Value::Dict(d)
+}
+
+/// The SRTP legs of the first stream the last `Upsert` gave the media layer.
+fn legs(events: &[NgEvent]) -> BySide<bool> {
+    let spec = events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            NgEvent::Media(MediaCommand::Upsert { streams, .. }) => streams.first().cloned(),
+            _ => None,
+        })
+        .expect("an Upsert");
+    assert!(!spec.encrypted, "no stream is relayed undecrypted");
+    BySide::new(
+        spec.srtp[Side::Pbx].is_some(),
+        spec.srtp[Side::Agents].is_some(),
+    )
+}
+
+fn sdp_of(r: &BTreeMap<Vec<u8>, Value>) -> String {
+    get(r, "sdp").expect("an SDP").to_owned()
+}
+
+/// Kamailio's common `RTP/AVP` flag with an SRTP caller: callmask terminates the caller's SRTP
+/// (the recorder path hears plaintext), offers plain RTP to the callee, and answers the caller
+/// with SRTP under a key of its own: the caller's key never leaves callmask.
 #[test]
-fn srtp_offers_are_refused() {
+fn sdes_caller_is_terminated_toward_a_plain_callee() {
     let mut rig = Rig::new();
-    let srtp = CALLER_SDP.replace("RTP/AVP 0 101", "RTP/SAVP 0 101");
-    let r = rig.send(&dict(&[
-        ("command", s("offer")),
-        ("call-id", s("srtp@x")),
-        ("from-tag", s("a")),
-        ("sdp", s(&srtp)),
-    ]));
-    assert_eq!(get(&r, "result"), Some("error"), "{r:?}");
+    let r = rig.send(&with(
+        offer("sdes1@x"),
+        &sdes(CALLER_SDP, CALLER_KEY),
+        Some("RTP/AVP"),
+    ));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+    let toward_callee = sdp_of(&r);
+    assert!(toward_callee.contains("RTP/AVP 0 101"), "{toward_callee}");
+    assert!(!toward_callee.contains("a=crypto"), "{toward_callee}");
+    let r = rig.send(&answer("sdes1@x"));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+    let toward_caller = sdp_of(&r);
+    assert!(toward_caller.contains("RTP/SAVP 0 101"), "{toward_caller}");
+    assert!(
+        toward_caller.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{toward_caller}"
+    );
+    assert!(
+        !toward_caller.contains(CALLER_KEY),
+        "the caller's own key echoed"
+    );
+    let legs = legs(&rig.events());
+    assert!(legs[Side::Pbx] && !legs[Side::Agents], "{legs:?}");
+}
+
+/// `RTP/SAVP` toward a plain caller's callee: SRTP with callmask's key on the callee's leg,
+/// plain RTP back to the caller.
+#[test]
+fn rtp_savp_flag_offers_sdes_to_the_callee() {
+    let mut rig = Rig::new();
+    let r = rig.send(&with(offer("sdes2@x"), CALLER_SDP, Some("RTP/SAVP")));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+    let toward_callee = sdp_of(&r);
+    assert!(toward_callee.contains("RTP/SAVP 0 101"), "{toward_callee}");
+    assert!(toward_callee.contains("a=crypto:1 "), "{toward_callee}");
+    let r = rig.send(&with(
+        answer("sdes2@x"),
+        &sdes(CALLEE_SDP, CALLEE_KEY),
+        None,
+    ));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+    let toward_caller = sdp_of(&r);
+    assert!(toward_caller.contains("RTP/AVP 0 101"), "{toward_caller}");
+    assert!(!toward_caller.contains("a=crypto"), "{toward_caller}");
+    let legs = legs(&rig.events());
+    assert!(!legs[Side::Pbx] && legs[Side::Agents], "{legs:?}");
+}
+
+/// No `transport-protocol`: the callee's leg mirrors the caller's (rtpengine's default), each
+/// leg with its own key.
+#[test]
+fn sdes_is_mirrored_by_default_with_a_key_per_leg() {
+    let mut rig = Rig::new();
+    let r = rig.send(&with(offer("sdes3@x"), &sdes(CALLER_SDP, CALLER_KEY), None));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+    let toward_callee = sdp_of(&r);
+    assert!(toward_callee.contains("RTP/SAVP 0 101"), "{toward_callee}");
+    assert!(
+        !toward_callee.contains(CALLER_KEY),
+        "the caller's key forwarded"
+    );
+    let r = rig.send(&with(
+        answer("sdes3@x"),
+        &sdes(CALLEE_SDP, CALLEE_KEY),
+        None,
+    ));
+    let toward_caller = sdp_of(&r);
+    assert!(
+        !toward_caller.contains(CALLEE_KEY),
+        "the callee's key forwarded"
+    );
+    let legs = legs(&rig.events());
+    assert!(legs[Side::Pbx] && legs[Side::Agents], "{legs:?}");
+}
+
+/// What callmask cannot decrypt, or a profile only DTLS-SRTP could serve, is an NG error (no
+/// ports taken), never relayed to a tap that would record ciphertext (issue 14, fail safe).
+#[test]
+fn undecryptable_srtp_is_refused() {
+    let mut rig = Rig::new();
+    let f8 = sdes(CALLER_SDP, CALLER_KEY).replace("AES_CM_128_HMAC_SHA1_80", "F8_128_HMAC_SHA1_80");
+    let dtls = CALLER_SDP
+        .replace("RTP/AVP 0 101", "UDP/TLS/RTP/SAVP 0 101")
+        .replace(
+            "a=sendrecv",
+            "a=fingerprint:sha-256 AB:CD\r\na=setup:actpass\r\na=sendrecv",
+        );
+    let sdes_off = {
+        let Value::Dict(mut d) = with(offer("r3@x"), CALLER_SDP, Some("RTP/SAVP")) else {
+            unreachable!()
+        };
+        d.insert(b"SDES".to_vec(), list(&["off"]));
+        Value::Dict(d)
+    };
+    for (what, v) in [
+        ("unsupported suite", with(offer("r1@x"), &f8, None)),
+        ("DTLS-SRTP", with(offer("r2@x"), &dtls, None)),
+        ("RTP/SAVP with SDES-off", sdes_off),
+        (
+            "DTLS transport asked",
+            with(offer("r4@x"), CALLER_SDP, Some("UDP/TLS/RTP/SAVP")),
+        ),
+    ] {
+        let r = rig.send(&v);
+        assert_eq!(get(&r, "result"), Some("error"), "{what}: {r:?}");
+    }
     assert_eq!(rig.core.ports().in_use(), 0);
+    // SDES-off on a plain offer is plain RTP: fine.
+    let Value::Dict(mut d) = with(offer("ok@x"), CALLER_SDP, None) else {
+        unreachable!()
+    };
+    d.insert(b"SDES".to_vec(), list(&["off"]));
+    let r = rig.send(&Value::Dict(d));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+    assert!(!sdp_of(&r).contains("a=crypto"));
 }
 
 #[test]

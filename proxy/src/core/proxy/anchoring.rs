@@ -11,10 +11,10 @@ use config::types::UndecodableMode;
 
 use super::calls::Stream;
 use super::limits::LimitKind;
-use super::srtp::{SdpRole, StreamSrtp};
 use super::types::{MediaCommand, ProxyEvent, Side};
 use super::ProxyCore;
 use crate::core::ports::PortPair;
+use crate::core::sdes::{SdpRole, StreamSrtp};
 use crate::core::sdp::{
     anchor, filter_codecs, undecodable_streams, CodecFilter, LocalAnchor, MediaPlan, Sdp,
 };

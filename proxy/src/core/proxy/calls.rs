@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::srtp::StreamSrtp;
 use super::types::{CallOutcome, CallRef, MediaCommand, ProxyEvent, Side, StreamSpec};
 use super::ProxyCore;
 use crate::core::ports::PortPair;
+use crate::core::sdes::StreamSrtp;
 use crate::core::sdp::{Codec, OriginState};
 use crate::core::side::BySide;
 use crate::core::sip::{Method, SipMessage, StatusCode};

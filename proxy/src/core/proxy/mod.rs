@@ -76,7 +76,6 @@ mod register;
 mod request;
 mod response;
 mod routing;
-mod srtp;
 #[cfg(test)]
 mod tests;
 mod txn;

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use super::anchoring::has_sdp;
 use super::register::PendingRegister;
 use super::routing::NextHop;
-use super::srtp::SdpRole;
 use super::txn::{AckMatch, ClientEntry, Hop, ServerEntry};
 use super::types::{CallOutcome, DropReason, Parties, ProxyEvent, Side, SipTransport};
 use super::{ProxyCore, TIMER_C};
+use crate::core::sdes::SdpRole;
 use crate::core::sip::txn::TransactionKey;
 use crate::core::sip::{
     build_response, MaxForwards, Method, RejectReason, SipMessage, StatusCode, Via,

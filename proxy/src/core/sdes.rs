@@ -8,17 +8,19 @@
 //! for Y under tag 1. Answer from Y toward X: Y's key is kept; toward X the answer is SRTP iff
 //! X offered it, with callmask's key for X under X's tag and suite. A leg is encrypted on the
 //! media path once both its keys are known ([`StreamSrtp::leg`]).
+//!
+//! Shared by the SIP core (`core::proxy`, modes from `pbx.srtp` / `agents.srtp`) and the NG
+//! media-node core (`core::ng`, modes from the controller's `transport-protocol` / `SDES`).
 
 use config::types::SrtpMode;
 
-use super::types::Side;
 use crate::core::sdp::{first_supported, RewriteError, Scope, SdesKey, Sdp, SrtpLeg, SrtpSuite};
-use crate::core::side::BySide;
+use crate::core::side::{BySide, Side};
 use crate::core::sip::StatusCode;
 
 /// Whether an SDP offers or answers (RFC 3264).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum SdpRole {
+pub(crate) enum SdpRole {
     /// A new offer.
     Offer,
     /// The answer to the other side's offer.
@@ -37,7 +39,7 @@ struct PeerCrypto {
 
 /// One stream's SDES state.
 #[derive(Clone, Debug, Default)]
-pub(super) struct StreamSrtp {
+pub(crate) struct StreamSrtp {
     /// The key each side encrypts with (from its latest SDP), if it speaks SRTP.
     peer: BySide<Option<PeerCrypto>>,
     /// callmask's key toward each side (kept across re-INVITEs).
@@ -48,7 +50,7 @@ pub(super) struct StreamSrtp {
 
 impl StreamSrtp {
     /// The media path's keys for `side`'s leg, once both are known.
-    pub(super) fn leg(&self, side: Side) -> Option<SrtpLeg> {
+    pub(crate) fn leg(&self, side: Side) -> Option<SrtpLeg> {
         let peer = self.peer[side].as_ref()?;
         let ours = self.ours[side].as_ref()?;
         Some(SrtpLeg {
@@ -59,7 +61,7 @@ impl StreamSrtp {
 
     /// Rewrites m-line `i` of `sdp` (from `from`, as `role`) for the leg it goes to, and
     /// learns `from`'s key (when `commit`). `Err(488)`: the SDP breaks `modes`.
-    pub(super) fn apply(
+    pub(crate) fn apply(
         &mut self,
         sdp: &mut Sdp,
         i: usize,
