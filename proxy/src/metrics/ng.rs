@@ -30,6 +30,14 @@ label_enum! {
         StartRecording => "start_recording",
         /// `stop recording`.
         StopRecording => "stop_recording",
+        /// `block media`.
+        BlockMedia => "block_media",
+        /// `unblock media`.
+        UnblockMedia => "unblock_media",
+        /// `silence media`.
+        SilenceMedia => "silence_media",
+        /// `unsilence media`.
+        UnsilenceMedia => "unsilence_media",
         /// Not understood, or answered from the cookie cache (command not re-read).
         Unknown => "unknown",
     }
@@ -61,6 +69,10 @@ impl From<Option<Command>> for NgCommand {
             Some(Command::UnblockDtmf) => NgCommand::UnblockDtmf,
             Some(Command::StartRecording) => NgCommand::StartRecording,
             Some(Command::StopRecording) => NgCommand::StopRecording,
+            Some(Command::BlockMedia) => NgCommand::BlockMedia,
+            Some(Command::UnblockMedia) => NgCommand::UnblockMedia,
+            Some(Command::SilenceMedia) => NgCommand::SilenceMedia,
+            Some(Command::UnsilenceMedia) => NgCommand::UnsilenceMedia,
         }
     }
 }

@@ -163,6 +163,30 @@ pub enum CallCommand {
     /// Switch the PBX→agents DTMF clamp at run time (NG `block DTMF` / `unblock DTMF`):
     /// `Some(mode)` clamps with `mode`, `None` passes DTMF again.
     AgentDtmf(Option<ClampMode>),
+    /// What `from`'s media becomes on its way to the other party (NG `block media` /
+    /// `silence media` and their `un-`).
+    Forward {
+        /// The party whose media is gated.
+        from: Side,
+        /// How.
+        gate: ForwardGate,
+    },
+}
+
+/// What a party's RTP becomes on its way to the other party (rtpengine's `block media`,
+/// `silence media`). The recorder path hears it as it was sent either way: the gate is about
+/// what the other party hears, not what is recorded (secure mode is for that). RTCP passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardGate {
+    /// Forwarded (the default).
+    #[default]
+    Open,
+    /// G.711 audio forwarded with a silent payload (same length and header, so the far
+    /// jitter buffer sees no gap); events and audio of other codecs are not forwarded, since
+    /// silence in them cannot be written without an encoder.
+    Silence,
+    /// Not forwarded.
+    Block,
 }
 
 /// What the shell must act on.
@@ -225,6 +249,10 @@ pub struct CallMedia<S = NoSpeech> {
     codecs: Vec<String>,
     /// The last datagram re-encrypted (or decrypted) for a leg, what its `Transmit` points at.
     srtp_out: Vec<u8>,
+    /// [`ForwardGate`] per sending party.
+    gate: BySide<ForwardGate>,
+    /// Silenced copies are built here (allocated once per call).
+    gate_buf: Vec<u8>,
 }
 
 /// The codec in use on each stream: its first audio codec (telephone-event aside) in the
@@ -296,6 +324,8 @@ impl<S: SpeechHook> CallMedia<S> {
             stats,
             codecs,
             srtp_out: Vec::with_capacity(MAX_DECODED),
+            gate: BySide::default(),
+            gate_buf: Vec::with_capacity(MAX_DECODED),
         }
     }
 
@@ -320,6 +350,7 @@ impl<S: SpeechHook> CallMedia<S> {
             CallCommand::Secure(on) => self.recorder.secure(on),
             CallCommand::InfoDtmf { from } => self.recorder.info_dtmf(from),
             CallCommand::AgentDtmf(mode) => self.set_agent_clamp(mode),
+            CallCommand::Forward { from, gate } => self.gate[from] = gate,
         }
     }
 
@@ -608,10 +639,38 @@ impl<S: SpeechHook> CallMedia<S> {
                 self.events.push_back(MediaEvent::SecureByKeys { on });
             }
         }
+        // `silence media`: the law of a G.711 packet to silence (`None`: not forwardable as
+        // silence); read before the stream's borrow ends.
+        let silence = match (self.gate[side], received) {
+            (ForwardGate::Silence, Received::Rtp { packet, .. }) => {
+                Some(match st.payloads.kind(packet.payload_type()) {
+                    PayloadKind::Audio(codec) => codec
+                        .law()
+                        .map(|l| (l, packet.header_len(), packet.payload().len())),
+                    _ => None,
+                })
+            }
+            _ => None,
+        };
+        if self.gate[side] == ForwardGate::Block && matches!(received, Received::Rtp { .. }) {
+            return None;
+        }
         let payload = match rewrite {
             Rewrite::Original => data,
             Rewrite::Rewritten(n) => self.agent.as_deref()?.rewritten(n),
             Rewrite::Nothing => return None,
+        };
+        let payload = match silence {
+            None => payload,
+            Some(None) => return None,
+            Some(Some((law, start, len))) => {
+                self.gate_buf.clear();
+                self.gate_buf.extend_from_slice(payload);
+                self.gate_buf
+                    .get_mut(start..start + len)?
+                    .fill(law.silence());
+                &self.gate_buf[..]
+            }
         };
         Some(Transmit {
             socket: SocketId {

@@ -677,6 +677,86 @@ fn agent_clamp_flat_tone_turns_events_into_audio_and_drops_repeats() {
     );
 }
 
+/// NG `silence media` / `block media`: what the other party gets of one party's RTP; the
+/// recorder path still hears the audio as sent, and RTCP passes.
+#[test]
+fn forward_gates_silence_or_block_one_party_only() {
+    let mut r = Rig::new(config(), Side::Pbx);
+    let voice = voice_ulaw(FRAME, 0);
+    let t = r.at(0);
+    r.media.handle_command(
+        t,
+        CallCommand::Forward {
+            from: Side::Pbx,
+            gate: ForwardGate::Silence,
+        },
+    );
+    let pkt = rtp(0, false, 0, 0, PBX_SSRC, &voice);
+    let out = r.send(0, Side::Pbx, &pkt).expect("forwarded as silence");
+    assert_eq!(out.bytes.len(), pkt.len(), "same length");
+    assert_eq!(out.bytes[..12], pkt[..12], "same header");
+    assert!(out.bytes[12..]
+        .iter()
+        .all(|&b| b == dsp::g711::ULAW_SILENCE));
+    // The agent's audio is untouched.
+    let back = rtp(0, false, 0, 0, AGENT_SSRC, &voice);
+    assert_eq!(
+        r.send(20, Side::Agents, &back).expect("relayed").bytes,
+        back
+    );
+    let t = r.at(40);
+    r.media.handle_command(
+        t,
+        CallCommand::Forward {
+            from: Side::Pbx,
+            gate: ForwardGate::Block,
+        },
+    );
+    let pkt = rtp(0, false, 2, 320, PBX_SSRC, &voice);
+    assert!(r.send(40, Side::Pbx, &pkt).is_none(), "blocked");
+    let rtcp = [0x80, 201, 0, 1, 0, 0, 0, 1];
+    assert!(
+        r.send_on(40, Side::Pbx, LocalPort::Rtcp, &rtcp).is_some(),
+        "RTCP passes a blocked party"
+    );
+    let t = r.at(60);
+    r.media.handle_command(
+        t,
+        CallCommand::Forward {
+            from: Side::Pbx,
+            gate: ForwardGate::Open,
+        },
+    );
+    let pkt = rtp(0, false, 3, 480, PBX_SSRC, &voice);
+    assert_eq!(r.send(60, Side::Pbx, &pkt).expect("open again").bytes, pkt);
+    // Events cannot be silenced: removed while silenced.
+    let t = r.at(80);
+    r.media.handle_command(
+        t,
+        CallCommand::Forward {
+            from: Side::Pbx,
+            gate: ForwardGate::Silence,
+        },
+    );
+    let ev = rtp(TEL, true, 10, 1600, PBX_SSRC, &event(5, false, 160));
+    assert!(
+        r.send(200, Side::Pbx, &ev).is_none(),
+        "events are removed, not silenced"
+    );
+    // The recorder path heard the caller's voice all along (packet 0 silenced toward the
+    // agent, packet 2 blocked), not the silence.
+    r.media.finish(None);
+    let pcm = audio_of(&r.taps(), Side::Pbx);
+    assert!(
+        energy(&pcm[..FRAME]) > 1e5,
+        "silenced packet recorded as sent"
+    );
+    assert!(
+        energy(&pcm[2 * FRAME..3 * FRAME]) > 1e5,
+        "blocked packet recorded as sent"
+    );
+}
+
 fn trigger_config() -> MediaConfig {
     let seq = |s: &str| Some(KeySequence::new(&DtmfSequence::try_from(s).unwrap()));
     MediaConfig {

@@ -30,7 +30,7 @@ use config::types::SrtpMode;
 use self::bencode::Value;
 use self::cookies::{CookieCache, COOKIE_CAPACITY, COOKIE_TTL};
 use self::request::{Command, RecordCall, Request, TransportProtocol};
-use crate::core::media::CallCommand;
+use crate::core::media::{CallCommand, ForwardGate};
 use crate::core::ports::{PortAllocator, PortPair};
 use crate::core::proxy::{CallRef, MediaCommand, StreamSpec};
 use crate::core::sdes::{SdpRole, StreamSrtp};
@@ -165,6 +165,8 @@ struct Call {
     dtmf_security: dsp::clamp::ClampMode,
     dtmf_blocked: bool,
     recording: bool,
+    /// `block media` / `silence media` per sending party.
+    gates: BySide<ForwardGate>,
 }
 
 impl Call {
@@ -378,6 +380,10 @@ impl NgCore {
             Command::Query => self.query(now, &req, stats),
             Command::List => Ok(self.list(&req)),
             Command::BlockDtmf | Command::UnblockDtmf => self.block_dtmf(&req),
+            Command::BlockMedia
+            | Command::UnblockMedia
+            | Command::SilenceMedia
+            | Command::UnsilenceMedia => self.gate_media(&req),
             Command::StartRecording | Command::StopRecording => self.recording(&req),
         };
         (Some(command), result)
@@ -433,6 +439,7 @@ impl NgCore {
                     dtmf_security: dsp::clamp::ClampMode::Silence,
                     dtmf_blocked: false,
                     recording: true,
+                    gates: BySide::default(),
                 },
             );
         }
@@ -563,6 +570,14 @@ impl NgCore {
                     call: id,
                     command: CallCommand::Secure(true),
                 });
+            }
+            for (from, &gate) in call.gates.iter() {
+                if gate != ForwardGate::Open {
+                    self.events.push_back(NgEvent::Call {
+                        call: id,
+                        command: CallCommand::Forward { from, gate },
+                    });
+                }
             }
         }
         if let Some(rc) = req.record_call {
@@ -719,6 +734,43 @@ impl NgCore {
                 call: id,
                 command: CallCommand::AgentDtmf(block.then_some(mode)),
             });
+        }
+        Ok(ok())
+    }
+
+    /// `block media` / `silence media` and their `un-`: the `from-tag` party's media (every
+    /// party's without one) is not forwarded, or forwarded as silence (rtpengine semantics;
+    /// the recording is not affected). An `un-` lifts only its own kind of gate.
+    fn gate_media(&mut self, req: &Request) -> Result<Dict, String> {
+        let (gate, lift) = match req.command {
+            Command::BlockMedia => (ForwardGate::Block, false),
+            Command::UnblockMedia => (ForwardGate::Block, true),
+            Command::SilenceMedia => (ForwardGate::Silence, false),
+            _ => (ForwardGate::Silence, true),
+        };
+        let call = self.call_mut(req)?;
+        let sides: Vec<Side> = match &req.from_tag {
+            Some(tag) => vec![call.side_of(tag).ok_or("Unknown from-tag for this call")?],
+            None => Side::BOTH.to_vec(),
+        };
+        let (id, started) = (call.id, call.started);
+        let mut changed = Vec::new();
+        for from in sides {
+            let now = match (lift, call.gates[from] == gate) {
+                (true, true) => ForwardGate::Open,
+                (true, false) => continue,
+                (false, _) => gate,
+            };
+            call.gates[from] = now;
+            changed.push((from, now));
+        }
+        if started {
+            for (from, gate) in changed {
+                self.events.push_back(NgEvent::Call {
+                    call: id,
+                    command: CallCommand::Forward { from, gate },
+                });
+            }
         }
         Ok(ok())
     }

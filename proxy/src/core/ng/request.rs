@@ -38,11 +38,19 @@ pub enum Command {
     StartRecording,
     /// `stop recording`.
     StopRecording,
+    /// `block media`: a party's (or every party's) media is not forwarded.
+    BlockMedia,
+    /// `unblock media`.
+    UnblockMedia,
+    /// `silence media`: a party's (or every party's) media is forwarded as silence.
+    SilenceMedia,
+    /// `unsilence media`.
+    UnsilenceMedia,
 }
 
 impl Command {
     /// Every command, in declaration order (metric labels).
-    pub const ALL: [Command; 10] = [
+    pub const ALL: [Command; 14] = [
         Command::Ping,
         Command::Offer,
         Command::Answer,
@@ -53,6 +61,10 @@ impl Command {
         Command::UnblockDtmf,
         Command::StartRecording,
         Command::StopRecording,
+        Command::BlockMedia,
+        Command::UnblockMedia,
+        Command::SilenceMedia,
+        Command::UnsilenceMedia,
     ];
 
     /// The command's wire name (also its metric label).
@@ -68,6 +80,10 @@ impl Command {
             Command::UnblockDtmf => "unblock DTMF",
             Command::StartRecording => "start recording",
             Command::StopRecording => "stop recording",
+            Command::BlockMedia => "block media",
+            Command::UnblockMedia => "unblock media",
+            Command::SilenceMedia => "silence media",
+            Command::UnsilenceMedia => "unsilence media",
         }
     }
 

@@ -560,6 +560,59 @@ fn undecryptable_srtp_is_refused() {
     assert!(!sdp_of(&r).contains("a=crypto"));
 }
 
+/// `block media` / `silence media` (Kamailio's `block_media()`, `silence_media()`): the
+/// `from-tag` party's media, or every party's; asked before the answer, applied when media
+/// starts; an `un-` lifts only its own kind.
+#[test]
+fn media_gates_map_to_forward_commands() {
+    let mut rig = Rig::new();
+    rig.send(&offer("g@x"));
+    let gate = |cmd: &str, tag: Option<&str>| {
+        let mut d = vec![("command", s(cmd)), ("call-id", s("g@x"))];
+        if let Some(t) = tag {
+            d.push(("from-tag", s(t)));
+        }
+        dict(&d)
+    };
+    // Before the answer: remembered.
+    let r = rig.send(&gate("silence media", Some("ft1")));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+    rig.events();
+    rig.send(&answer("g@x"));
+    let forwards = |events: Vec<NgEvent>| -> Vec<(Side, ForwardGate)> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                NgEvent::Call {
+                    command: CallCommand::Forward { from, gate },
+                    ..
+                } => Some((from, gate)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        forwards(rig.events()),
+        vec![(Side::Pbx, ForwardGate::Silence)]
+    );
+    // Unblock does not lift a silence; unsilence does.
+    rig.send(&gate("unblock media", Some("ft1")));
+    assert!(forwards(rig.events()).is_empty());
+    rig.send(&gate("unsilence media", Some("ft1")));
+    assert_eq!(forwards(rig.events()), vec![(Side::Pbx, ForwardGate::Open)]);
+    // No tag: every party.
+    rig.send(&gate("block media", None));
+    assert_eq!(
+        forwards(rig.events()),
+        vec![
+            (Side::Pbx, ForwardGate::Block),
+            (Side::Agents, ForwardGate::Block)
+        ]
+    );
+    let r = rig.send(&gate("block media", Some("nobody")));
+    assert_eq!(get(&r, "result"), Some("error"), "{r:?}");
+}
+
 #[test]
 fn unanswered_calls_expire_and_free_their_ports() {
     let mut rig = Rig::new();
