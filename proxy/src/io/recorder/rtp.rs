@@ -14,9 +14,14 @@
 //! - Never blocking: the socket is non-blocking; a packet that cannot be sent at once is
 //!   dropped and counted (`callmask_recorder_queue_dropped_frames_total{sink="rtp"}`).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+
+use super::sink::{CallEnd, CallStart, RecorderSink};
 use crate::core::proxy::CallRef;
 use crate::core::relay::rtp::RtpHeader;
 use crate::metrics::{Label, Metrics, SinkKind};
@@ -242,6 +247,86 @@ impl RtpCall {
             leg.flush(Self::sock(&self.socks, ch), &mut sent);
         }
         sent
+    }
+}
+
+/// A configured `rtp` sink: per call, its own socket sending the two legs to the target.
+pub(super) struct RtpSink {
+    target: Target,
+    metrics: Arc<Metrics>,
+    calls: HashMap<CallRef, SinkCall>,
+}
+
+/// One call on an `rtp` sink.
+struct SinkCall {
+    /// `None` if its socket could not be opened (counted and logged).
+    rtp: Option<RtpCall>,
+    /// The call's first hard send error was logged.
+    error_logged: bool,
+}
+
+impl RtpSink {
+    /// The sink sending to `target` (the caller's leg; the agent's two ports up).
+    pub(super) fn new(target: SocketAddr, metrics: Arc<Metrics>) -> Self {
+        RtpSink {
+            target: Target::new(target),
+            metrics,
+            calls: HashMap::new(),
+        }
+    }
+}
+
+impl RecorderSink for RtpSink {
+    fn kind(&self) -> SinkKind {
+        SinkKind::Rtp
+    }
+
+    fn start(&mut self, call: CallRef, _: &CallStart<'_>) {
+        self.metrics
+            .recorder()
+            .recorder_session_opened(SinkKind::Rtp);
+        let rtp = match RtpCall::open(self.target) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.metrics.recorder().recorder_error(SinkKind::Rtp);
+                tracing::error!(call = call.0, error = %e, "rtp recorder: cannot open a socket for the call");
+                None
+            }
+        };
+        self.calls.insert(
+            call,
+            SinkCall {
+                rtp,
+                error_logged: false,
+            },
+        );
+    }
+
+    fn frame(&mut self, call: CallRef, ch: usize, at: u64, samples: &[i16]) {
+        if let Some(SinkCall {
+            rtp: Some(rtp),
+            error_logged,
+        }) = self.calls.get_mut(&call)
+        {
+            let sent = rtp.frame(ch, at, samples);
+            sent.account(&self.metrics, SinkKind::Rtp, call, error_logged);
+        }
+    }
+
+    fn finish(&mut self, call: CallRef, _: &CallEnd<'_>) -> Option<JoinHandle<()>> {
+        let mut c = self.calls.remove(&call)?;
+        if let Some(rtp) = &mut c.rtp {
+            let sent = rtp.finish();
+            sent.account(&self.metrics, SinkKind::Rtp, call, &mut c.error_logged);
+        }
+        self.metrics
+            .recorder()
+            .recorder_session_closed(SinkKind::Rtp);
+        None
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.len()
     }
 }
 
