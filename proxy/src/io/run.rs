@@ -11,9 +11,10 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use super::calls::CallTable;
-use super::http::{self, HttpState, Readiness};
+use super::http::{self, HttpState};
 use super::media::{KeySequence, LiveSpeech, MediaHub, MediaPolicy, MediaSettings};
 use super::media_workers::MediaWorkers;
+use super::readiness::Readiness;
 use super::recorder;
 use super::signalling::{ShellControl, Signalling};
 use super::sip_stream::{spawn_listener, TcpLimits};

@@ -30,7 +30,7 @@ use dsp::spoken::{Job, JobId, Recognizer, RecognizerError, SpeechConfig, SpeechM
 use dsp::MediaTime;
 use tokio::sync::mpsc;
 
-use super::http::Readiness;
+use super::readiness::Readiness;
 use crate::metrics::{Metrics, RecognizerOutcome};
 
 /// An engine instance for one worker thread.
