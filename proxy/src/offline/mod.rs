@@ -6,7 +6,6 @@
 //! shifted back by the look-ahead so OUT is time-aligned with IN (same format, same length).
 //! The report lists masked spans and reasons, never digits.
 
-pub mod audio;
 pub mod speech;
 
 use std::io::Write;
@@ -16,7 +15,7 @@ use dsp::mask::{MaskConfig, MaskPipeline, MaskSpan};
 use serde::Serialize;
 use thiserror::Error;
 
-use audio::Audio;
+use crate::audio::{self, Audio, AudioError};
 
 /// Frame size the live relay uses (20 ms at 8 kHz).
 const FRAME: usize = 160;
@@ -47,6 +46,16 @@ pub enum OfflineError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl From<AudioError> for OfflineError {
+    fn from(e: AudioError) -> Self {
+        match e {
+            AudioError::Open { path, source } => OfflineError::Open { path, source },
+            AudioError::Data(what) => OfflineError::Data(what),
+            AudioError::Unsupported(what) => OfflineError::Unsupported(what),
+        }
+    }
 }
 
 impl OfflineError {
