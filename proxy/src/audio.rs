@@ -1,6 +1,6 @@
 //! Reading and writing the audio files `callmask mask` accepts: WAV (PCM 16-bit, µ-law,
 //! A-law; mono or stereo; 8 or 16 kHz) and raw `.ulaw` / `.alaw` (8 kHz mono). `callmask mask`
-//! ([`crate::offline`]) reads and writes them; `callmask demo` reads its recording back.
+//! (`offline/`) reads and writes them; `callmask demo` reads its recording back.
 //!
 //! The writer reproduces the input's encoding, rate, channel count and length, so a masked
 //! file can replace the original anywhere it was used.
