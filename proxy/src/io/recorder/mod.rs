@@ -635,3 +635,146 @@ fn unix_ms() -> u128 {
         .map(|d| d.as_millis())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::core::media::tap::{TapFrame, TAP_FRAME_MAX};
+    use crate::redact::Redacted;
+
+    /// A sink that writes down what [`Recorders`] tells it.
+    struct Fake {
+        log: Arc<Mutex<Vec<String>>>,
+        calls: Vec<CallRef>,
+        /// Stereo bytes received, per call.
+        stereo: HashMap<CallRef, usize>,
+    }
+
+    impl RecorderSink for Fake {
+        fn kind(&self) -> SinkKind {
+            SinkKind::Wav
+        }
+
+        fn deactivate(&mut self) {
+            self.log.lock().unwrap().push("deactivate".into());
+        }
+
+        fn start(&mut self, call: CallRef, start: &CallStart<'_>) {
+            self.calls.push(call);
+            self.log.lock().unwrap().push(format!(
+                "start {} {}",
+                call.0,
+                start.name.ends_with(&format!("-call{}", call.0))
+            ));
+        }
+
+        fn frame(&mut self, call: CallRef, ch: usize, at: u64, samples: &[i16]) {
+            if self.calls.contains(&call) {
+                let line = format!("frame {} ch{ch} at{at} n{}", call.0, samples.len());
+                self.log.lock().unwrap().push(line);
+            }
+        }
+
+        fn stereo(&mut self, call: CallRef, bytes: &[u8]) {
+            if self.calls.contains(&call) {
+                *self.stereo.entry(call).or_default() += bytes.len();
+            }
+        }
+
+        fn finish(&mut self, call: CallRef, end: &CallEnd<'_>) -> Option<JoinHandle<()>> {
+            let i = self.calls.iter().position(|c| *c == call)?;
+            self.calls.remove(i);
+            let hashed = String::from_utf8_lossy(end.sidecar.json(true)).contains("h:from");
+            let clear = String::from_utf8_lossy(end.sidecar.json(false)).contains("5551234");
+            let line = format!(
+                "finish {} media={} stereo={} hashed={hashed} clear={clear}",
+                call.0,
+                end.had_media,
+                self.stereo.remove(&call).unwrap_or(0),
+            );
+            self.log.lock().unwrap().push(line);
+            None
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.len()
+        }
+    }
+
+    fn frame(call: u64, from: Side, at: u64, n: usize) -> TapEvent {
+        let mut pcm = [0i16; TAP_FRAME_MAX];
+        pcm[..n].fill(100);
+        TapEvent::Frame(Box::new(TapFrame {
+            call: CallRef(call),
+            from,
+            media_time: dsp::MediaTime(at),
+            len: n,
+            pcm,
+        }))
+    }
+
+    fn start(call: u64) -> TapEvent {
+        TapEvent::Start {
+            call: CallRef(call),
+            caller_side: Side::Pbx,
+            meta: CallMeta {
+                from: "h:from".into(),
+                numbers_clear: Redacted::new(("5551234".into(), "200".into())),
+                ..CallMeta::default()
+            },
+        }
+    }
+
+    /// Every sink gets a call's start, its audio per direction at its place and as the aligned
+    /// stereo stream, and its end with the sidecar; a sink a reload replaced stops its
+    /// background work at once, gets no new call, finishes the call it has, and is dropped.
+    #[test]
+    fn sinks_are_driven_alike_and_a_replaced_sink_finishes_its_calls() {
+        let metrics = Arc::new(Metrics::new());
+        let cfg = config::Config::default();
+        let clock = ManualClock::new();
+        let mut rec = Recorders::from_config(&cfg, metrics).with_clock(clock.clone());
+        assert!(rec.is_empty());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        rec.sinks.push(Box::new(Fake {
+            log: log.clone(),
+            calls: Vec::new(),
+            stereo: HashMap::new(),
+        }));
+        let (mut calls, mut finishing) = (HashMap::new(), Vec::new());
+        rec.handle_tap(start(1), &mut calls, &mut finishing);
+        rec.handle_tap(frame(1, Side::Pbx, 0, 160), &mut calls, &mut finishing);
+        clock.advance(Duration::from_millis(20));
+        rec.handle_tap(frame(1, Side::Agents, 0, 160), &mut calls, &mut finishing);
+        let (tx, _rx) = mpsc::channel(1);
+        rec.reload(&[], &tx);
+        assert!(rec.is_empty(), "the replaced sink takes no new call");
+        assert_eq!(rec.retired.len(), 1, "kept: its call goes on");
+        rec.handle_tap(start(2), &mut calls, &mut finishing);
+        rec.handle_tap(frame(1, Side::Pbx, 160, 160), &mut calls, &mut finishing);
+        rec.handle_tap(frame(2, Side::Pbx, 0, 160), &mut calls, &mut finishing);
+        clock.advance(Duration::from_millis(20));
+        let end = |call| TapEvent::End {
+            call: CallRef(call),
+            length: Some(Duration::from_millis(40)),
+        };
+        rec.handle_tap(end(1), &mut calls, &mut finishing);
+        assert!(rec.retired.is_empty(), "dropped with its last call");
+        rec.handle_tap(end(2), &mut calls, &mut finishing);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "start 1 true",
+                "frame 1 ch0 at0 n160",
+                // the agent's first audio 20 ms after the call's start
+                "frame 1 ch1 at160 n160",
+                "deactivate",
+                "frame 1 ch0 at160 n160",
+                // 40 ms of stereo: 320 samples × 2 channels × 2 bytes
+                "finish 1 media=true stereo=1280 hashed=true clear=true",
+            ]
+        );
+    }
+}
