@@ -60,8 +60,9 @@ impl Recognizer for WhisperRecognizer {
             .into_iter()
             .map(|w| Word {
                 text: w.text,
-                start: MediaTime(w.start_ms * 8),
-                end: MediaTime(w.end_ms * 8),
+                // Word times in 8 kHz samples whatever the input rate (the trait's unit).
+                start: MediaTime(SampleRate::NARROWBAND.samples_in_ms(w.start_ms)),
+                end: MediaTime(SampleRate::NARROWBAND.samples_in_ms(w.end_ms)),
                 confidence: Some(w.confidence),
             })
             .collect())
