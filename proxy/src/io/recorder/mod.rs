@@ -53,6 +53,7 @@ use tokio::task::JoinHandle;
 
 use crate::core::media::tap::{CallMeta, TapEvent};
 use crate::core::proxy::{CallRef, Side};
+use crate::core::side::BySide;
 use crate::core::siprec::RecordingInfo;
 use crate::metrics::{Metrics, SinkKind};
 use sink::{CallEnd, CallStart, Datagram, RecorderSink, SidecarJson};
@@ -124,14 +125,9 @@ impl Clock {
     }
 }
 
-/// Channel names, left then right: left is always the PBX side (the customer), right the
-/// agents' side, whoever dialled (the sidecar's `direction` says who did).
+/// Channel names, left then right (a [`BySide`]'s order): left is always the PBX side (the
+/// customer), right the agents' side, whoever dialled (the sidecar's `direction` says who did).
 const CHANNELS: [&str; 2] = ["customer", "agent"];
-
-/// The WAV channel of audio from `side`.
-fn channel_of(side: Side) -> usize {
-    usize::from(side == Side::Agents)
-}
 
 /// One direction's long gaps: from media time `at` on, audio belongs `cumulative` samples
 /// later than its media time. Bounded: the oldest entries fold into `base`.
@@ -174,11 +170,10 @@ struct CallRec {
     meta: CallMeta,
     started: Duration,
     start_unix_ms: u128,
-    /// Per direction (0 = caller, 1 = agent): offset (samples) from the call start to its
-    /// media time 0.
-    offsets: [Option<u64>; 2],
+    /// Per direction: offset (samples) from the call start to its media time 0.
+    offsets: BySide<Option<u64>>,
     /// Per direction: the long gaps the media side skipped ([`TapEvent::Skip`]).
-    timelines: [Timeline; 2],
+    timelines: BySide<Timeline>,
     /// Non-silent samples dropped by the aligner (their place was already written).
     dropped: u64,
     spans: Vec<SpanOut>,
@@ -416,9 +411,9 @@ impl Recorders {
                 let Some(rec) = calls.get_mut(&f.call) else {
                     return;
                 };
-                let ch = channel_of(f.from);
+                let from = f.from;
                 let samples = f.samples();
-                let offset = *rec.offsets[ch].get_or_insert_with(|| {
+                let offset = *rec.offsets[from].get_or_insert_with(|| {
                     // First audio of this direction: place it at its arrival time.
                     let since = RATE.samples_in_ms(
                         (self.clock.now().saturating_sub(rec.started)).as_millis() as u64,
@@ -431,7 +426,7 @@ impl Recorders {
                 let mut k = 0;
                 while k < samples.len() {
                     let t = f.media_time.0 + k as u64;
-                    let (extra, next) = rec.timelines[ch].at(t);
+                    let (extra, next) = rec.timelines[from].at(t);
                     let end = next.map_or(samples.len(), |b| {
                         usize::try_from(b - f.media_time.0)
                             .map_or(samples.len(), |e| e.min(samples.len()))
@@ -439,10 +434,10 @@ impl Recorders {
                     let part = &samples[k..end];
                     let pos = offset + t + extra;
                     for s in self.sinks.iter_mut().chain(&mut self.retired) {
-                        s.frame(f.call, ch, pos, part);
+                        s.frame(f.call, from, pos, part);
                     }
                     let (sinks, retired) = (&mut self.sinks, &mut self.retired);
-                    let dropped = rec.aligner.put(ch, pos, part, &mut |bytes| {
+                    let dropped = rec.aligner.put(from, pos, part, &mut |bytes| {
                         for s in sinks.iter_mut().chain(retired.iter_mut()) {
                             s.stereo(f.call, bytes);
                         }
@@ -462,7 +457,7 @@ impl Recorders {
                 samples,
             } => {
                 if let Some(rec) = calls.get_mut(&call) {
-                    rec.timelines[channel_of(from)].skip(at, samples);
+                    rec.timelines[from].skip(at, samples);
                 }
             }
             TapEvent::Span {
@@ -473,11 +468,10 @@ impl Recorders {
                 reason,
             } => {
                 if let Some(rec) = calls.get_mut(&call) {
-                    let ch = channel_of(from);
-                    let off = rec.offsets[ch].unwrap_or(0);
-                    let tl = &rec.timelines[ch];
+                    let off = rec.offsets[from].unwrap_or(0);
+                    let tl = &rec.timelines[from];
                     rec.spans.push(SpanOut {
-                        channel: CHANNELS[ch],
+                        channel: CHANNELS[from.index()],
                         start_ms: RATE.ms_of(start.0 + off + tl.at(start.0).0),
                         end_ms: RATE.ms_of(end.0 + off + tl.at(end.0.saturating_sub(1)).0),
                         reason: reason.as_str(),
@@ -520,8 +514,8 @@ impl Recorders {
             meta,
             started: self.clock.now(),
             start_unix_ms,
-            offsets: [None, None],
-            timelines: [Timeline::default(), Timeline::default()],
+            offsets: BySide::default(),
+            timelines: BySide::default(),
             dropped: 0,
             spans: Vec::new(),
             aligner: align::Aligner::default(),
@@ -554,7 +548,7 @@ impl Recorders {
                 "recording misses audio that arrived after its place in the file was written"
             );
         }
-        let had_media = offsets.iter().any(Option::is_some);
+        let had_media = offsets.iter().any(|(_, o)| o.is_some());
         if !had_media {
             // Issue 12: a call that never had media (407, 408, 487, 488) leaves no empty
             // recording behind (the sinks drop their files).
@@ -670,9 +664,10 @@ mod tests {
             ));
         }
 
-        fn frame(&mut self, call: CallRef, ch: usize, at: u64, samples: &[i16]) {
+        fn frame(&mut self, call: CallRef, from: Side, at: u64, samples: &[i16]) {
             if self.calls.contains(&call) {
-                let line = format!("frame {} ch{ch} at{at} n{}", call.0, samples.len());
+                let from = from.as_str();
+                let line = format!("frame {} {from} at{at} n{}", call.0, samples.len());
                 self.log.lock().unwrap().push(line);
             }
         }
@@ -767,11 +762,11 @@ mod tests {
             *log.lock().unwrap(),
             [
                 "start 1 true",
-                "frame 1 ch0 at0 n160",
+                "frame 1 pbx at0 n160",
                 // the agent's first audio 20 ms after the call's start
-                "frame 1 ch1 at160 n160",
+                "frame 1 agents at160 n160",
                 "deactivate",
-                "frame 1 ch0 at160 n160",
+                "frame 1 pbx at160 n160",
                 // 40 ms of stereo: 320 samples × 2 channels × 2 bytes
                 "finish 1 media=true stereo=1280 hashed=true clear=true",
             ]

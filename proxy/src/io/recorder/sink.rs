@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Sidecar;
-use crate::core::proxy::CallRef;
+use crate::core::proxy::{CallRef, Side};
 use crate::core::siprec::RecordingInfo;
 use crate::metrics::SinkKind;
 use crate::redact::Redacted;
@@ -87,8 +87,9 @@ impl SidecarJson {
 
 /// One configured `[[recorder]]`.
 ///
-/// Channels (`ch`) are the recording's: 0 the PBX side (the customer, left), 1 the agents'
-/// side (right). Positions (`at`) are samples of the call at [`super::RATE`] from its start.
+/// Audio comes by the [`Side`] it came from (the PBX side, the customer: the recording's left
+/// channel; the agents' side: the right). Positions (`at`) are samples of the call at
+/// [`super::RATE`] from its start.
 pub(super) trait RecorderSink: Send {
     /// The `sink` label of its metrics.
     fn kind(&self) -> SinkKind;
@@ -111,8 +112,8 @@ pub(super) trait RecorderSink: Send {
     /// A call starts (its session is counted as opened).
     fn start(&mut self, call: CallRef, start: &CallStart<'_>);
 
-    /// Sanitized samples of channel `ch` at position `at`, as they arrive.
-    fn frame(&mut self, _call: CallRef, _ch: usize, _at: u64, _samples: &[i16]) {}
+    /// Sanitized samples from side `from` at position `at`, as they arrive.
+    fn frame(&mut self, _call: CallRef, _from: Side, _at: u64, _samples: &[i16]) {}
 
     /// The aligned stereo stream (interleaved little-endian 16-bit), as it is released.
     fn stereo(&mut self, _call: CallRef, _bytes: &[u8]) {}

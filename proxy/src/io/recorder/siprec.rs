@@ -34,7 +34,8 @@ use tokio::task::JoinHandle;
 
 use super::sink::{CallEnd, CallStart, Datagram, RecorderSink};
 use super::{align, rtp, wav};
-use crate::core::proxy::CallRef;
+use crate::core::proxy::{CallRef, Side};
+use crate::core::side::BySide;
 use crate::core::sip::txn::Timers;
 use crate::core::siprec::{FailoverReason, RecordingInfo, Src, SrcConfig, SrcEvent, SrsTarget};
 use crate::metrics::{Metrics, SinkKind};
@@ -53,15 +54,15 @@ struct Fallback {
 
 /// What happens to a call's audio.
 enum Media {
-    /// No SRS has accepted yet: audio held, (channel, position, samples).
+    /// No SRS has accepted yet: audio held, (side, position, samples).
     Pending {
-        held: VecDeque<(usize, u64, Vec<i16>)>,
+        held: VecDeque<(Side, u64, Vec<i16>)>,
         samples: usize,
     },
-    /// Sent to the SRS (`enabled[ch]`: the SRS accepted that stream).
+    /// Sent to the SRS (`enabled[side]`: the SRS accepted that side's stream).
     Sending {
         rtp: rtp::RtpCall,
-        enabled: [bool; 2],
+        enabled: BySide<bool>,
     },
     /// Written to the fallback directory.
     Fallback {
@@ -76,8 +77,9 @@ struct Call {
     name: String,
     /// Set until the call's first audio opens the recording session.
     info: Option<RecordingInfo>,
-    /// RTP sockets whose ports the offer names, until the SRS accepts.
-    socks: Option<[StdUdpSocket; 2]>,
+    /// RTP sockets whose ports the offer names (the PBX side's stream, the agents'), until
+    /// the SRS accepts.
+    socks: Option<BySide<StdUdpSocket>>,
     media: Media,
     send_error_logged: bool,
 }
@@ -190,7 +192,7 @@ impl SiprecSink {
             return;
         };
         let socks = match (bind_rtp(self.media_ip), bind_rtp(self.media_ip)) {
-            (Ok(a), Ok(b)) => [a, b],
+            (Ok(a), Ok(b)) => BySide::new(a, b),
             (Err(e), _) | (_, Err(e)) => {
                 self.metrics.recorder().recorder_error(SinkKind::Siprec);
                 tracing::error!(call = call.0, error = %e, "siprec recorder: cannot open RTP sockets; trying the fallback");
@@ -199,7 +201,7 @@ impl SiprecSink {
                 return;
             }
         };
-        let ports = [port_of(&socks[0]), port_of(&socks[1])];
+        let ports = [port_of(&socks[Side::Pbx]), port_of(&socks[Side::Agents])];
         let token = format!("{:016x}", rand::random::<u64>());
         c.socks = Some(socks);
         self.calls.insert(call, c);
@@ -250,12 +252,13 @@ impl SiprecSink {
                             Media::Pending { held, .. } => held,
                             _ => VecDeque::new(),
                         };
-                        let enabled = [dests[0].is_some(), dests[1].is_some()];
-                        let d = [dests[0].unwrap_or(any), dests[1].unwrap_or(any)];
+                        // The offer's streams by side: the PBX side's first.
+                        let enabled = BySide::new(dests[0].is_some(), dests[1].is_some());
+                        let d = BySide::new(dests[0].unwrap_or(any), dests[1].unwrap_or(any));
                         let mut rtp = rtp::RtpCall::with_sockets(socks, d);
-                        for (ch, at, s) in held {
-                            if enabled[ch] {
-                                let sent = rtp.frame(ch, at, &s);
+                        for (from, at, s) in held {
+                            if enabled[from] {
+                                let sent = rtp.frame(from, at, &s);
                                 sent.account(
                                     &self.metrics,
                                     SinkKind::Siprec,
@@ -346,8 +349,8 @@ impl SiprecSink {
         };
         self.metrics.recorder().siprec_fallback();
         let mut aligner = align::Aligner::default();
-        for (ch, at, s) in held {
-            aligner.put(ch, at, &s, &mut |bytes| {
+        for (from, at, s) in held {
+            aligner.put(from, at, &s, &mut |bytes| {
                 wav::write_wav(&mut wav, bytes, &self.metrics, SinkKind::Siprec, call)
             });
         }
@@ -447,7 +450,7 @@ impl RecorderSink for SiprecSink {
     }
 
     /// Held until an SRS accepts, then sent; or written to the fallback file.
-    fn frame(&mut self, call: CallRef, ch: usize, at: u64, samples: &[i16]) {
+    fn frame(&mut self, call: CallRef, from: Side, at: u64, samples: &[i16]) {
         if self.calls.get(&call).is_some_and(|c| c.info.is_some()) {
             self.open(call);
         }
@@ -456,7 +459,7 @@ impl RecorderSink for SiprecSink {
         };
         match &mut c.media {
             Media::Pending { held, samples: n } => {
-                held.push_back((ch, at, samples.to_vec()));
+                held.push_back((from, at, samples.to_vec()));
                 *n += samples.len();
                 while *n > MAX_PENDING {
                     match held.pop_front() {
@@ -471,8 +474,8 @@ impl RecorderSink for SiprecSink {
                 }
             }
             Media::Sending { rtp, enabled } => {
-                if enabled[ch] {
-                    let sent = rtp.frame(ch, at, samples);
+                if enabled[from] {
+                    let sent = rtp.frame(from, at, samples);
                     sent.account(
                         &self.metrics,
                         SinkKind::Siprec,
@@ -483,7 +486,7 @@ impl RecorderSink for SiprecSink {
             }
             Media::Fallback { aligner, wav } => {
                 let metrics = &self.metrics;
-                aligner.put(ch, at, samples, &mut |bytes| {
+                aligner.put(from, at, samples, &mut |bytes| {
                     wav::write_wav(wav, bytes, metrics, SinkKind::Siprec, call)
                 });
             }
