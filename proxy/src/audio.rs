@@ -11,8 +11,8 @@ use dsp::g711::Law;
 
 use thiserror::Error;
 
-/// Why an audio file cannot be read (`callmask mask` reports it as its own error, with the
-/// same text and exit code).
+/// Why an audio file cannot be read (`callmask mask` reports it as it is: exit 66 for
+/// `Open`, 65 for the others).
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum AudioError {

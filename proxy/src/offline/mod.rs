@@ -24,18 +24,11 @@ const FRAME: usize = 160;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum OfflineError {
-    /// The input could not be opened or read (exit 66).
-    #[error("cannot open {path}: {source}")]
-    Open {
-        /// The path given.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The input is not valid audio (exit 65).
-    #[error("bad input: {0}")]
-    Data(String),
-    /// The input is audio in a format callmask does not process (exit 65).
+    /// The input could not be read as audio (exit 66 when it cannot be opened, 65 when it is
+    /// not valid audio or in a format callmask does not process).
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// The speech settings cannot run on this input (exit 65).
     #[error("unsupported input: {0}")]
     Unsupported(String),
     /// The output or report could not be written (exit 73).
@@ -48,22 +41,12 @@ pub enum OfflineError {
     },
 }
 
-impl From<AudioError> for OfflineError {
-    fn from(e: AudioError) -> Self {
-        match e {
-            AudioError::Open { path, source } => OfflineError::Open { path, source },
-            AudioError::Data(what) => OfflineError::Data(what),
-            AudioError::Unsupported(what) => OfflineError::Unsupported(what),
-        }
-    }
-}
-
 impl OfflineError {
     /// The sysexits(3) code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            OfflineError::Open { .. } => 66,
-            OfflineError::Data(_) | OfflineError::Unsupported(_) => 65,
+            OfflineError::Audio(AudioError::Open { .. }) => 66,
+            OfflineError::Audio(_) | OfflineError::Unsupported(_) => 65,
             OfflineError::Create { .. } => 73,
         }
     }

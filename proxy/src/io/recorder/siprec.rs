@@ -296,19 +296,18 @@ impl SiprecSink {
                     call = call.0,
                     "siprec recorder: the SRS ended the session; no more audio sent"
                 );
-                if let Media::Sending { mut rtp, .. } = std::mem::replace(&mut c.media, Media::Off)
-                {
-                    let sent = rtp.finish();
-                    sent.account(
-                        &self.metrics,
-                        SinkKind::Siprec,
-                        call,
-                        &mut c.send_error_logged,
-                    );
+                if let Media::Sending { rtp, .. } = std::mem::replace(&mut c.media, Media::Off) {
+                    self.stop_sending(call, rtp, &mut c.send_error_logged);
                 }
             }
         }
         self.calls.insert(call, c);
+    }
+
+    /// The last packets of a call's streams, counted.
+    fn stop_sending(&self, call: CallRef, mut rtp: rtp::RtpCall, logged: &mut bool) {
+        rtp.finish()
+            .account(&self.metrics, SinkKind::Siprec, call, logged);
     }
 
     /// Switch the call to its fallback file, with the audio held so far.
@@ -518,14 +517,8 @@ impl RecorderSink for SiprecSink {
             self.start_fallback(call, &mut c);
         }
         match std::mem::replace(&mut c.media, Media::Off) {
-            Media::Sending { mut rtp, .. } => {
-                let sent = rtp.finish();
-                sent.account(
-                    &self.metrics,
-                    SinkKind::Siprec,
-                    call,
-                    &mut c.send_error_logged,
-                );
+            Media::Sending { rtp, .. } => {
+                self.stop_sending(call, rtp, &mut c.send_error_logged);
                 None
             }
             Media::Fallback {
