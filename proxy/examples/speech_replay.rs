@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-use callmask::offline::speech::{tuned_config, whisper, SpeechMasking};
+use callmask::offline::speech::SpeechMasking;
 use callmask::offline::{run_with_speech, MaskOptions};
+use callmask::speech::{tuned_config, whisper};
 use dsp::mask::MaskConfig;
 use dsp::spoken::{Recognizer, RecognizerError, Word};
 use dsp::{MediaTime, SampleRate};

@@ -232,7 +232,7 @@ fn remote_speech(
     lookahead_ms: u32,
 ) -> Result<callmask::offline::speech::SpeechMasking, (u8, String)> {
     use callmask::io::speech::remote::{RemoteError, RemoteRecognizer};
-    let config = callmask::offline::speech::tuned_config(lookahead_ms);
+    let config = callmask::speech::tuned_config(lookahead_ms);
     if dsp::spoken::SpeechMasker::new(config).is_err() {
         return Err((
             64,

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `metrics/calls.rs` | [`CallMetrics`]: calls, per-call RTP counters | `io/media.rs`, `io/signalling.rs` |
 //! | `metrics/sip.rs` | [`SipMetrics`]: SIP messages, transactions, registrations | `io/signalling.rs` |
-//! | `metrics/media.rs` | [`MediaMetrics`]: RTP drops, jitter, ports, masking | `core/media`, `io/media.rs`, `io/http.rs` |
+//! | `metrics/media.rs` | [`MediaMetrics`]: RTP drops, jitter, ports, masking | `core/media`, `io/media.rs`, `io/calls/audit.rs` |
 //! | `metrics/recorder.rs` | [`RecorderMetrics`]: sinks, retention, SIPREC | `io/recorder` |
 //! | `metrics/recognizer.rs` | [`RecognizerMetrics`]: speech recognizer | `io/speech` |
 //! | `metrics/http.rs` | [`HttpMetrics`]: the HTTP API | `io/http.rs` |

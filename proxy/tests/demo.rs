@@ -86,7 +86,7 @@ fn demo_places_a_call_and_leaves_a_sanitized_recording() {
     assert!(stdout.contains("DTMF spans masked (in-band)"), "{stdout}");
     assert!(stdout.contains("check: 0 DTMF keys decodable"), "{stdout}");
 
-    let wav = callmask::offline::audio::read(&dir.join("recording.wav")).expect("recording.wav");
+    let wav = callmask::audio::read(&dir.join("recording.wav")).expect("recording.wav");
     assert_eq!(wav.format.channels, 2);
     assert_eq!(wav.format.sample_rate, 8000);
     assert!(
@@ -172,7 +172,7 @@ fn demo_mutes_the_spoken_card_number() {
     // number at 9.0-14.9 s") is silent, all of it. The recorder puts the caller's audio where
     // the media started; accept any offset up to 5 s (a busy machine delays frames).
     let (clip_a, clip_b) = clip_ms(&stdout);
-    let wav = callmask::offline::audio::read(&dir.join("recording.wav")).expect("recording.wav");
+    let wav = callmask::audio::read(&dir.join("recording.wav")).expect("recording.wav");
     let caller = &wav.channels[0];
     let silent_at = |off_ms: usize| {
         let (a, b) = ((clip_a + off_ms) * 8, (clip_b + off_ms) * 8);

@@ -7,9 +7,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use callmask::io::http::{
-    self, Actor, CallControl, CallState, CallSummary, HttpState, NotFound, Readiness, SecureChange,
-};
+use callmask::io::calls::{Actor, CallControl, CallState, CallSummary, NotFound, SecureChange};
+use callmask::io::http::{self, HttpState};
+use callmask::io::readiness::Readiness;
 use callmask::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -405,7 +405,7 @@ async fn call_and_report(
         let r = s.get("reason").and_then(|r| r.as_str()).unwrap_or("other");
         *by_reason.entry(r.to_string()).or_default() += 1;
     }
-    let rec = crate::offline::audio::read(&wav)
+    let rec = crate::audio::read(&wav)
         .map_err(|e| fail(70, format!("cannot read {}: {e}", wav.display())))?;
     let rec_secs = rec.frames() as f64 / f64::from(rec.format.sample_rate);
 

@@ -24,14 +24,14 @@
 //! (`api`, plus a fingerprint of the token — never the token), the time, the action and
 //! callmask's own opaque call id (never a number or a digit heard on the call).
 //!
-//! The call table plugs in through [`CallControl`]; this module holds no call state.
-#![allow(clippy::disallowed_methods)] // io: reads the wall clock for audit timestamps
+//! The call table plugs in through [`CallControl`] (`io/calls`, which also holds the
+//! call-control vocabulary and the audit helpers); the readiness flags are `io/readiness.rs`.
+//! This module holds no call state.
+#![allow(clippy::disallowed_methods)] // io: reads the clock for the rate limit
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -43,168 +43,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
+use super::calls::audit::{audit_secure_change, unix_ms_now};
+use super::calls::{Actor, CallControl, CallSummary, NotFound};
+use super::readiness::Readiness;
 use crate::metrics::{Metrics, SecureAction};
 
 /// Longest call id the API accepts; anything longer cannot be one of ours.
 const MAX_CALL_ID_LEN: usize = 128;
-
-/// Readiness flags, set by the owner of each resource as it comes up (or goes away).
-///
-/// A feature that is not configured counts as ready: the owner sets its flag at startup
-/// (e.g. `recognizer_loaded` when speech masking is off).
-#[derive(Debug, Default)]
-pub struct Readiness {
-    listeners_bound: AtomicBool,
-    sinks_reachable: AtomicBool,
-    recognizer_loaded: AtomicBool,
-    /// Shutting down (SIGTERM drain): not ready, so a load balancer sends new calls elsewhere.
-    draining: AtomicBool,
-}
-
-impl Readiness {
-    /// All flags down.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// SIP and media listeners are bound.
-    pub fn set_listeners_bound(&self, v: bool) {
-        self.listeners_bound.store(v, Ordering::Release);
-    }
-
-    /// Every configured recorder sink is reachable (or none is configured).
-    pub fn set_sinks_reachable(&self, v: bool) {
-        self.sinks_reachable.store(v, Ordering::Release);
-    }
-
-    /// The speech recognizer is loaded (or speech masking is off).
-    pub fn set_recognizer_loaded(&self, v: bool) {
-        self.recognizer_loaded.store(v, Ordering::Release);
-    }
-
-    /// The process drains for shutdown (new calls refused).
-    pub fn set_draining(&self, v: bool) {
-        self.draining.store(v, Ordering::Release);
-    }
-
-    /// Names of the flags still down (and `not_draining` while draining); empty when ready.
-    pub fn not_ready(&self) -> Vec<&'static str> {
-        let mut down: Vec<&'static str> = [
-            ("listeners_bound", &self.listeners_bound),
-            ("sinks_reachable", &self.sinks_reachable),
-            ("recognizer_loaded", &self.recognizer_loaded),
-        ]
-        .into_iter()
-        .filter(|(_, flag)| !flag.load(Ordering::Acquire))
-        .map(|(name, _)| name)
-        .collect();
-        if self.draining.load(Ordering::Acquire) {
-            down.push("not_draining");
-        }
-        down
-    }
-
-    /// Every flag is set.
-    pub fn is_ready(&self) -> bool {
-        self.not_ready().is_empty()
-    }
-}
-
-/// Signalling state of a call, as shown by the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum CallState {
-    /// INVITE sent or received, no response yet.
-    Setup,
-    /// Provisional response seen.
-    Ringing,
-    /// Answered.
-    Established,
-    /// BYE/CANCEL in progress.
-    Terminating,
-}
-
-/// One call as listed by `GET /api/calls`. Holds no PHI: no numbers, no SIP Call-ID, no names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CallSummary {
-    /// callmask's own opaque id for the call (what `/api/calls/{id}/secure` takes).
-    pub id: String,
-    /// Call start, milliseconds since the Unix epoch.
-    pub started_at_unix_ms: u64,
-    /// Signalling state.
-    pub state: CallState,
-    /// Secure mode: the recorder path is muted.
-    pub secure: bool,
-    /// Negotiated codecs (encoding names, e.g. `PCMU`).
-    pub codecs: Vec<String>,
-}
-
-/// Who asked for a change, for the audit log. Never holds the token itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    token_fingerprint: Option<String>,
-}
-
-impl Actor {
-    /// The HTTP API, authenticated by the token with this fingerprint (or unauthenticated).
-    pub fn api(token_fingerprint: Option<String>) -> Self {
-        Actor { token_fingerprint }
-    }
-}
-
-impl fmt::Display for Actor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.token_fingerprint {
-            Some(fp) => write!(f, "api:token-{fp}"),
-            None => f.write_str("api:no-token"),
-        }
-    }
-}
-
-/// The call id names no live call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotFound;
-
-impl fmt::Display for NotFound {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no such call")
-    }
-}
-
-impl std::error::Error for NotFound {}
-
-/// What a secure-mode request did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecureChange {
-    /// The call's secure flag changed.
-    Changed,
-    /// The call was already in the requested mode.
-    Unchanged,
-}
-
-/// The call table, as the HTTP API sees it. Implemented by the proxy; faked in tests.
-pub trait CallControl: Send + Sync + 'static {
-    /// Every live call.
-    fn list(&self) -> Vec<CallSummary>;
-
-    /// Put call `id` into secure mode (`secure = true`: mute its recorder path) or release it.
-    fn set_secure(&self, id: &str, secure: bool, actor: &Actor) -> Result<SecureChange, NotFound>;
-}
-
-/// A call table with no calls (before the proxy plugs its own in).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoCalls;
-
-impl CallControl for NoCalls {
-    fn list(&self) -> Vec<CallSummary> {
-        Vec::new()
-    }
-
-    fn set_secure(&self, _: &str, _: bool, _: &Actor) -> Result<SecureChange, NotFound> {
-        Err(NotFound)
-    }
-}
 
 /// The configured bearer token, kept only as its digest.
 #[derive(Clone)]
@@ -465,37 +310,6 @@ fn set_secure(state: &HttpState, id: &str, action: SecureAction) -> Response {
     }
 }
 
-/// Milliseconds since the Unix epoch, for audit entries.
-pub(crate) fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Count and audit a secure-mode change that was applied, whoever asked for it (an API
-/// token or the caller's key trigger). Never logs keys.
-pub(crate) fn audit_secure_change<C: tracing::Value>(
-    metrics: &Metrics,
-    action: SecureAction,
-    actor: &dyn fmt::Display,
-    call: C,
-    change: SecureChange,
-    at_unix_ms: u64,
-) {
-    metrics.media().secure_mode_changed(action);
-    let action_str = crate::metrics::Label::as_str(action);
-    tracing::info!(
-        target: "callmask::audit",
-        event = "secure_mode",
-        action = action_str,
-        actor = %actor,
-        call,
-        changed = change == SecureChange::Changed,
-        at_unix_ms,
-        "secure mode {action_str}"
-    );
-}
-
 async fn not_found() -> Response {
     json_error(StatusCode::NOT_FOUND, "not_found")
 }
@@ -547,21 +361,5 @@ mod tests {
         assert!(!format!("{t:?}").contains("s3cret"));
         let actor = Actor::api(Some(t.fingerprint.clone()));
         assert!(actor.to_string().starts_with("api:token-"));
-    }
-
-    #[test]
-    fn readiness_lists_what_is_down() {
-        let r = Readiness::new();
-        assert_eq!(
-            r.not_ready(),
-            ["listeners_bound", "sinks_reachable", "recognizer_loaded"]
-        );
-        r.set_listeners_bound(true);
-        r.set_recognizer_loaded(true);
-        assert_eq!(r.not_ready(), ["sinks_reachable"]);
-        r.set_sinks_reachable(true);
-        assert!(r.is_ready());
-        r.set_draining(true);
-        assert_eq!(r.not_ready(), ["not_draining"]);
     }
 }

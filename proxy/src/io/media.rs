@@ -511,10 +511,10 @@ impl CallRelay {
         } else {
             SecureAction::Unsecure
         };
-        let at_unix_ms = super::http::unix_ms_now();
+        let at_unix_ms = super::calls::audit::unix_ms_now();
         let action_str = crate::metrics::Label::as_str(action);
         match self.table.record_secure(call, on) {
-            Ok(change) => super::http::audit_secure_change(
+            Ok(change) => super::calls::audit::audit_secure_change(
                 &self.metrics,
                 action,
                 &"dtmf-trigger",

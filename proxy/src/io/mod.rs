@@ -6,7 +6,10 @@
 //!   [`crate::core::media::CallMedia`]) and the recorder tap.
 //! - [`media_workers`]: the media worker threads that own those tasks.
 //! - [`recorder`]: recorder sinks fed only with sanitized audio.
-//! - [`http`]: metrics, health and the control API.
+//! - [`http`]: metrics, health and the control API (serving [`calls`] and [`readiness`]).
+//! - [`calls`]: call control: the live call table, the control API's vocabulary, the audit of
+//!   secure-mode changes.
+//! - [`readiness`]: the flags behind `/readyz`.
 //! - [`speech`]: the recognizer worker pool and per-call spoken-identifier glue.
 //! - [`ng`]: media-node mode: the NG control socket around [`crate::core::ng`].
 //! - [`run`]: `callmask run` wiring.
@@ -16,6 +19,7 @@ pub mod http;
 pub mod media;
 pub mod media_workers;
 pub mod ng;
+pub mod readiness;
 pub mod recorder;
 pub mod run;
 pub mod signalling;

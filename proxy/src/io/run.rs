@@ -11,9 +11,10 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use super::calls::CallTable;
-use super::http::{self, HttpState, Readiness};
+use super::http::{self, HttpState};
 use super::media::{KeySequence, LiveSpeech, MediaHub, MediaPolicy, MediaSettings};
 use super::media_workers::MediaWorkers;
+use super::readiness::Readiness;
 use super::recorder;
 use super::signalling::{ShellControl, Signalling};
 use super::sip_stream::{spawn_listener, TcpLimits};
@@ -122,7 +123,7 @@ fn embedded_factory(
     dir: &std::path::Path,
     model: config::types::SpeechModel,
 ) -> Result<(&'static str, RecognizerFactory), String> {
-    use crate::offline::speech::whisper::WhisperRecognizer;
+    use crate::speech::whisper::WhisperRecognizer;
     let dir = dir.to_path_buf();
     let factory: RecognizerFactory = Arc::new(move || {
         WhisperRecognizer::load(&dir, model)
@@ -152,7 +153,7 @@ fn start_speech(
     metrics: &Arc<Metrics>,
     readiness: &Arc<Readiness>,
 ) -> Result<LiveSpeech, String> {
-    let config = crate::offline::speech::tuned_config(mask.lookahead_ms);
+    let config = crate::speech::tuned_config(mask.lookahead_ms);
     if dsp::spoken::SpeechMasker::new(config).is_err() {
         return Err(format!(
             "masking.lookahead_ms = {} is too short for spoken identifiers (use 3000)",

@@ -6,7 +6,6 @@
 //! shifted back by the look-ahead so OUT is time-aligned with IN (same format, same length).
 //! The report lists masked spans and reasons, never digits.
 
-pub mod audio;
 pub mod speech;
 
 use std::io::Write;
@@ -16,7 +15,7 @@ use dsp::mask::{MaskConfig, MaskPipeline, MaskSpan};
 use serde::Serialize;
 use thiserror::Error;
 
-use audio::Audio;
+use crate::audio::{self, Audio, AudioError};
 
 /// Frame size the live relay uses (20 ms at 8 kHz).
 const FRAME: usize = 160;
@@ -25,18 +24,11 @@ const FRAME: usize = 160;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum OfflineError {
-    /// The input could not be opened or read (exit 66).
-    #[error("cannot open {path}: {source}")]
-    Open {
-        /// The path given.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The input is not valid audio (exit 65).
-    #[error("bad input: {0}")]
-    Data(String),
-    /// The input is audio in a format callmask does not process (exit 65).
+    /// The input could not be read as audio (exit 66 when it cannot be opened, 65 when it is
+    /// not valid audio or in a format callmask does not process).
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// The speech settings cannot run on this input (exit 65).
     #[error("unsupported input: {0}")]
     Unsupported(String),
     /// The output or report could not be written (exit 73).
@@ -53,8 +45,8 @@ impl OfflineError {
     /// The sysexits(3) code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            OfflineError::Open { .. } => 66,
-            OfflineError::Data(_) | OfflineError::Unsupported(_) => 65,
+            OfflineError::Audio(AudioError::Open { .. }) => 66,
+            OfflineError::Audio(_) | OfflineError::Unsupported(_) => 65,
             OfflineError::Create { .. } => 73,
         }
     }

@@ -21,6 +21,9 @@ use dsp::spoken::{exchange, Recognizer, SpeechConfig, SpeechMasker, SpeechStats}
 use serde::Serialize;
 
 use super::FRAME;
+use crate::speech::tuned_config;
+#[cfg(feature = "whisper")]
+use crate::speech::whisper;
 
 /// The speech look-ahead `callmask mask` simulates unless `--lookahead-ms` says otherwise.
 ///
@@ -50,22 +53,6 @@ impl std::fmt::Debug for SpeechMasking {
             .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
-}
-
-/// The masker settings `callmask mask` uses for a pipeline look-ahead of `lookahead_ms`
-/// (tuned on the dev corpus; see scripts/eval_speech.sh).
-///
-/// The encoder window follows the segment (its length + 1 s), so CPU is about proportional to
-/// the speech recognised (~0.035 CPU-s per audio-s on the dev corpus at 8 s); a long
-/// look-ahead (≥ 6 s) buys long segments — whole answers — and a recognizer budget that
-/// covers one call.
-pub fn tuned_config(lookahead_ms: u32) -> SpeechConfig {
-    let mut c = SpeechConfig::for_lookahead_ms(lookahead_ms);
-    if lookahead_ms >= 6000 {
-        c.recognizer_budget_ms = 1500;
-        c.max_segment_ms = 8000;
-    }
-    c
 }
 
 /// What `callmask mask` runs with: `None` with `--no-speech`; else the build's recognizer, or
@@ -279,80 +266,6 @@ pub fn mask_legs_8k(
     Ok((result, summary))
 }
 
-/// The embedded Whisper engine (crate `callmask-asr`) as a [`Recognizer`].
-#[cfg(feature = "whisper")]
-pub mod whisper {
-    use std::path::{Path, PathBuf};
-
-    use dsp::spoken::{Recognizer, RecognizerError, Word};
-    use dsp::{MediaTime, SampleRate};
-
-    use config::types::SpeechModel;
-
-    /// Where tiny.en is when `--speech-model` does not say: the root-owned folder
-    /// scripts/setup_asr.sh installs it in (`speech.model_dir`'s default), never a folder
-    /// under a world-writable directory such as /var/tmp (issue 13).
-    pub const DEFAULT_MODEL_DIR: &str = config::model::DEFAULT_MODEL_DIR;
-    /// Where base is when `--speech-model` does not say (as [`DEFAULT_MODEL_DIR`]).
-    pub const DEFAULT_BASE_MODEL_DIR: &str = config::model::DEFAULT_BASE_MODEL_DIR;
-
-    /// The model folder: the flag, else [`DEFAULT_MODEL_DIR`] (tiny.en) or
-    /// [`DEFAULT_BASE_MODEL_DIR`] (base). No environment variable is read.
-    pub fn model_dir(flag: Option<&Path>, model: SpeechModel) -> PathBuf {
-        flag.map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(model.default_dir()))
-    }
-
-    /// Whisper tiny.en or base through CTranslate2 (one thread, int8, greedy).
-    pub struct WhisperRecognizer {
-        engine: callmask_asr::WhisperEngine,
-    }
-
-    impl WhisperRecognizer {
-        /// Load `model` from `dir`; a folder holding the other model family is refused. The
-        /// error names the folder, never audio. Engine options are the asr crate's defaults
-        /// (encoder window = the segment + 1 s); no environment variable changes them (the
-        /// `ASR_*` measurement knobs are for the asr crate's examples only).
-        pub fn load(dir: &Path, model: SpeechModel) -> Result<WhisperRecognizer, String> {
-            let options = callmask_asr::EngineOptions {
-                multilingual: Some(model.is_multilingual()),
-                ..callmask_asr::EngineOptions::default()
-            };
-            callmask_asr::WhisperEngine::load_with(dir, options)
-                .map(|engine| WhisperRecognizer { engine })
-                .map_err(|e| e.to_string())
-        }
-    }
-
-    impl Recognizer for WhisperRecognizer {
-        fn transcribe(
-            &mut self,
-            pcm: &[i16],
-            rate: SampleRate,
-        ) -> Result<Vec<Word>, RecognizerError> {
-            let words = if rate == SampleRate::NARROWBAND {
-                self.engine.transcribe(pcm)
-            } else if rate == SampleRate::WIDEBAND {
-                let x: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
-                self.engine.transcribe_16k(&x)
-            } else {
-                return Err(RecognizerError::BadInput("sample rate"));
-            };
-            // The engine's error text may quote the model's output: keep only its kind.
-            let words = words.map_err(|_| RecognizerError::Engine("whisper"))?;
-            Ok(words
-                .into_iter()
-                .map(|w| Word {
-                    text: w.text,
-                    start: MediaTime(w.start_ms * 8),
-                    end: MediaTime(w.end_ms * 8),
-                    confidence: Some(w.confidence),
-                })
-                .collect())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,27 +314,6 @@ mod tests {
             res.iter().map(|r| r.1).sum::<u64>(),
             0,
             "nothing fail-closed"
-        );
-    }
-}
-
-#[cfg(all(test, feature = "whisper"))]
-mod default_dirs {
-    use config::types::SpeechModel;
-
-    /// Issue 13: with no `--speech-model`, `callmask mask` loads only from the root-owned
-    /// folders setup installs (as `speech.model_dir`'s defaults), never from /var/tmp.
-    #[test]
-    fn default_model_folders_are_the_root_owned_install_folders() {
-        for m in [SpeechModel::TinyEn, SpeechModel::Base] {
-            let d = super::whisper::model_dir(None, m);
-            assert_eq!(d, std::path::Path::new(m.default_dir()));
-            assert!(d.starts_with("/var/lib/callmask/models"), "{}", d.display());
-        }
-        let flag = std::path::Path::new("/opt/models/x");
-        assert_eq!(
-            super::whisper::model_dir(Some(flag), SpeechModel::TinyEn),
-            flag
         );
     }
 }

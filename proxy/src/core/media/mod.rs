@@ -465,12 +465,12 @@ impl<S: SpeechHook> CallMedia<S> {
             let c = self.streams.get_mut(socket.stream)?.crypto[side].as_mut()?;
             match c.unprotect(data, rtcp) {
                 Ok(p) => {
-                    self.metrics.srtp().decrypted(metric_side(side));
+                    self.metrics.srtp().decrypted(side);
                     plain = p;
                     &plain
                 }
                 Err(reason) => {
-                    self.metrics.srtp().dropped(metric_side(side), reason);
+                    self.metrics.srtp().dropped(side, reason);
                     return None;
                 }
             }
@@ -526,7 +526,7 @@ impl<S: SpeechHook> CallMedia<S> {
                     RelayDrop::OutOfScope => metrics::DropReason::LatchOutOfScope,
                     _ => metrics::DropReason::Malformed,
                 };
-                self.metrics.media().rtp_dropped(metric_side(side), label);
+                self.metrics.media().rtp_dropped(side, label);
                 return None;
             }
         };
@@ -536,9 +536,7 @@ impl<S: SpeechHook> CallMedia<S> {
             Received::Rtcp { .. } => (st.legs[other].rtcp_target(), LocalPort::Rtcp),
         };
         // Counters: per-packet atomics; loss and jitter about once a second.
-        let inbound = self
-            .stats
-            .leg(metric_side(side), metrics::Direction::Inbound);
+        let inbound = self.stats.leg(side, metrics::Direction::Inbound);
         inbound.record_packet(data.len());
         if let Received::Rtp { class, .. } = received {
             if class == SeqClass::OutOfOrder {
@@ -554,11 +552,11 @@ impl<S: SpeechHook> CallMedia<S> {
                 }
                 self.metrics
                     .media()
-                    .rtp_jitter(metric_side(side), leg.jitter_ms(st.clock) / 1000.0);
+                    .rtp_jitter(side, leg.jitter_ms(st.clock) / 1000.0);
             }
         }
         self.stats
-            .leg(metric_side(other), metrics::Direction::Outbound)
+            .leg(other, metrics::Direction::Outbound)
             .record_packet(data.len());
 
         // Audio stream 0 only: the clamp (toward the agents), the trigger (the caller's
@@ -582,7 +580,7 @@ impl<S: SpeechHook> CallMedia<S> {
                     // The first packet, or a jump: one packet's worth.
                     _ => f64::from(ENCRYPTED_PACKET_MS) / 1000.0,
                 };
-                self.metrics.srtp().undecodable(metric_side(side), secs);
+                self.metrics.srtp().undecodable(side, secs);
             }
         } else if let (Received::Rtp { packet, .. }, 0) = (received, socket.stream) {
             let clamp = self.agent.as_deref_mut().filter(|_| side == Side::Pbx);
@@ -751,15 +749,6 @@ impl<S: SpeechHook> CallMedia<S> {
     /// Stream `i`'s receive state of `side` (statistics, drop counts).
     pub fn leg(&self, i: usize, side: Side) -> Option<&LegReceiver> {
         self.streams.get(i).map(|s| &s.legs[side])
-    }
-}
-
-/// The metrics label of a side. (On the `sip-core` branch `metrics::Side` is `Side` itself;
-/// this stays correct there as an identity.)
-fn metric_side(s: Side) -> metrics::Side {
-    match s {
-        Side::Pbx => metrics::Side::Pbx,
-        Side::Agents => metrics::Side::Agents,
     }
 }
 

@@ -44,8 +44,7 @@
 //! | `response.rs` | the response path (match the client transaction → forward upstream → move the call on) |
 //! | `routing.rs` | the next hop (trunk peer, registered phone, known agent), Route/Record-Route/Via, branch ids |
 //! | `calls.rs` | the call table: dialog/fork state, deadlines, recently ended Call-IDs |
-//! | `anchoring.rs` | SDP anchoring: ports per active stream, the media layer's stream specs |
-//! | `srtp.rs` | SDES-SRTP per leg: the peers' keys kept, callmask's own keys written toward each side |
+//! | `anchoring.rs` | SDP anchoring, as named steps (admit → ports per active stream → SDES keys through `core::sdes` → anchor → the media layer's stream specs) |
 //! | `register.rs` | REGISTER rewriting and the bindings the PBX confirms (registration mode) |
 //! | `txn.rs` | the server/client transaction entries and their one timer queue |
 //! | `txn_glue.rs` | driving them: CANCEL, client transaction events, timers B/F/C, 408/503 |

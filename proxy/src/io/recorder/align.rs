@@ -8,6 +8,7 @@
 //! is dropped. Memory per call is therefore bounded by about `LAG` samples per direction.
 
 use super::RATE;
+use crate::core::side::{BySide, Side};
 
 /// Longest time (samples, 2 s at 8 kHz) one direction may lag the other before the output
 /// moves on and fills it with silence.
@@ -20,8 +21,8 @@ const CHUNK: u64 = RATE.samples_per_second();
 pub(super) struct Aligner {
     /// Output position (samples per channel) released so far.
     emitted: u64,
-    /// Per channel (0 = caller/left, 1 = agent/right): samples at `emitted..`.
-    bufs: [Vec<i16>; 2],
+    /// Per direction (the PBX side left, the agents' right): samples at `emitted..`.
+    bufs: BySide<Vec<i16>>,
 }
 
 impl Aligner {
@@ -31,13 +32,13 @@ impl Aligner {
         self.emitted
     }
 
-    /// Place `samples` of channel `ch` at output position `at`, releasing whatever the
+    /// Place `samples` from side `from` at output position `at`, releasing whatever the
     /// placement makes final through `out` (interleaved little-endian 16-bit stereo bytes,
     /// in chunks). Returns how many samples came too late (their positions were already
     /// released) and were dropped.
     pub(super) fn put(
         &mut self,
-        ch: usize,
+        from: Side,
         at: u64,
         samples: &[i16],
         out: &mut dyn FnMut(&[u8]),
@@ -50,7 +51,7 @@ impl Aligner {
             let skip = self.emitted.saturating_sub(at);
             let start = (at + skip - self.emitted) as usize;
             let s = &samples[skip as usize..];
-            let buf = &mut self.bufs[ch];
+            let buf = &mut self.bufs[from];
             if buf.len() < start + s.len() {
                 buf.resize(start + s.len(), 0);
             }
@@ -65,14 +66,17 @@ impl Aligner {
 
     /// The output position up to which both directions are settled.
     fn ready(&self) -> u64 {
-        let k0 = self.emitted + self.bufs[0].len() as u64;
-        let k1 = self.emitted + self.bufs[1].len() as u64;
+        let k0 = self.emitted + self.bufs[Side::Pbx].len() as u64;
+        let k1 = self.emitted + self.bufs[Side::Agents].len() as u64;
         k0.min(k1).max(k0.max(k1).saturating_sub(LAG))
     }
 
     /// Release everything still pending (the call ended).
     pub(super) fn flush(&mut self, out: &mut dyn FnMut(&[u8])) {
-        let end = self.emitted + self.bufs[0].len().max(self.bufs[1].len()) as u64;
+        let longest = self.bufs[Side::Pbx]
+            .len()
+            .max(self.bufs[Side::Agents].len());
+        let end = self.emitted + longest as u64;
         self.release_to(end, out);
     }
 
@@ -82,13 +86,14 @@ impl Aligner {
     pub(super) fn flush_to(&mut self, end: u64, out: &mut dyn FnMut(&[u8])) {
         let sound = self
             .bufs
+            .0
             .iter()
             .map(|b| b.iter().rposition(|&x| x != 0).map_or(0, |p| p + 1))
             .max()
             .unwrap_or(0) as u64;
         let stop = end.max(self.emitted + sound);
         let keep = stop.saturating_sub(self.emitted) as usize;
-        for b in &mut self.bufs {
+        for b in &mut self.bufs.0 {
             b.truncate(keep);
         }
         self.release_to(stop, out);
@@ -101,12 +106,12 @@ impl Aligner {
             bytes.clear();
             bytes.reserve(n * 4);
             for i in 0..n {
-                let l = self.bufs[0].get(i).copied().unwrap_or(0);
-                let r = self.bufs[1].get(i).copied().unwrap_or(0);
+                let l = self.bufs[Side::Pbx].get(i).copied().unwrap_or(0);
+                let r = self.bufs[Side::Agents].get(i).copied().unwrap_or(0);
                 bytes.extend_from_slice(&l.to_le_bytes());
                 bytes.extend_from_slice(&r.to_le_bytes());
             }
-            for b in &mut self.bufs {
+            for b in &mut self.bufs.0 {
                 b.drain(..n.min(b.len()));
             }
             self.emitted += n as u64;
@@ -119,8 +124,11 @@ impl Aligner {
 mod tests {
     use super::*;
 
-    fn collect(a: &mut Aligner, ch: usize, at: u64, s: &[i16], out: &mut Vec<i16>) -> u64 {
-        a.put(ch, at, s, &mut |b: &[u8]| {
+    const PBX: Side = Side::Pbx;
+    const AGENTS: Side = Side::Agents;
+
+    fn collect(a: &mut Aligner, from: Side, at: u64, s: &[i16], out: &mut Vec<i16>) -> u64 {
+        a.put(from, at, s, &mut |b: &[u8]| {
             out.extend(b.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])))
         })
     }
@@ -129,9 +137,9 @@ mod tests {
     fn releases_when_both_known() {
         let mut a = Aligner::default();
         let mut out = Vec::new();
-        collect(&mut a, 0, 0, &[1; 160], &mut out);
+        collect(&mut a, PBX, 0, &[1; 160], &mut out);
         assert!(out.is_empty());
-        collect(&mut a, 1, 0, &[2; 100], &mut out);
+        collect(&mut a, AGENTS, 0, &[2; 100], &mut out);
         assert_eq!(out.len(), 200);
         assert!(out.chunks(2).all(|f| f == [1, 2]));
         a.flush(&mut |b: &[u8]| out.extend(b.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]]))));
@@ -144,15 +152,15 @@ mod tests {
         let mut a = Aligner::default();
         let mut out = Vec::new();
         for k in 0..1000u64 {
-            collect(&mut a, 1, k * 160, &[7; 160], &mut out);
-            assert!(a.bufs[1].len() as u64 <= LAG + 160);
+            collect(&mut a, AGENTS, k * 160, &[7; 160], &mut out);
+            assert!(a.bufs[AGENTS].len() as u64 <= LAG + 160);
         }
         let emitted = (out.len() / 2) as u64;
         assert_eq!(emitted, 1000 * 160 - LAG);
         assert!(out.chunks(2).all(|f| f == [0, 7]));
         // Late audio for released positions is dropped, the rest placed (and, both
         // directions being known there now, released).
-        let dropped = collect(&mut a, 0, emitted - 10, &[3; 20], &mut out);
+        let dropped = collect(&mut a, PBX, emitted - 10, &[3; 20], &mut out);
         assert_eq!(dropped, 10);
         assert_eq!(out.len() as u64, (emitted + 10) * 2);
         assert!(out[emitted as usize * 2..].chunks(2).all(|f| f == [3, 7]));
@@ -162,16 +170,16 @@ mod tests {
     fn flush_to_pads_to_the_call_end_and_cuts_trailing_silence() {
         let mut a = Aligner::default();
         let mut out = Vec::new();
-        collect(&mut a, 0, 0, &[1; 160], &mut out);
-        collect(&mut a, 1, 0, &[2; 160], &mut out);
+        collect(&mut a, PBX, 0, &[1; 160], &mut out);
+        collect(&mut a, AGENTS, 0, &[2; 160], &mut out);
         // The look-ahead flush: silence after the last audio, beyond the call's end.
-        collect(&mut a, 0, 160, &[0; 640], &mut out);
+        collect(&mut a, PBX, 160, &[0; 640], &mut out);
         let mut sink = |b: &[u8]| out.extend(b.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
         a.flush_to(400, &mut sink);
         assert_eq!(a.emitted(), 400);
         let mut b = Aligner::default();
         let mut out2 = Vec::new();
-        collect(&mut b, 0, 0, &[1; 160], &mut out2);
+        collect(&mut b, PBX, 0, &[1; 160], &mut out2);
         b.flush_to(8000, &mut |x: &[u8]| {
             out2.extend(x.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])))
         });
@@ -183,8 +191,8 @@ mod tests {
     fn a_jump_far_ahead_streams_silence_instead_of_buffering_it() {
         let mut a = Aligner::default();
         let mut bytes = 0usize;
-        a.put(0, 8000 * 600, &[5; 160], &mut |b: &[u8]| bytes += b.len());
-        assert!(a.bufs[0].len() as u64 <= LAG + 160);
+        a.put(PBX, 8000 * 600, &[5; 160], &mut |b: &[u8]| bytes += b.len());
+        assert!(a.bufs[PBX].len() as u64 <= LAG + 160);
         assert_eq!(a.emitted(), 8000 * 600 + 160 - LAG);
         assert_eq!(bytes as u64, a.emitted() * 4);
     }

@@ -29,36 +29,40 @@
 //! (`callmask_recorder_dropped_samples_total`) and logged.
 //!
 //! Names: `{start unix ms}-call{N}` (N is callmask's internal call number, no SIP data).
+//!
+//! Each configured sink is a [`RecorderSink`] ([`sink`]); [`Recorders`] keeps what they share
+//! (each call's timeline, the aligner, the name and the sidecar) and drives them alike.
 #![allow(clippy::disallowed_methods)] // io shell: reads the clock
 
 mod align;
 pub mod retention;
 mod rtp;
+mod sink;
 mod siprec;
 mod wav;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use age::x25519;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::core::media::tap::{CallMeta, TapEvent};
 use crate::core::proxy::{CallRef, Side};
+use crate::core::side::BySide;
 use crate::core::siprec::RecordingInfo;
 use crate::metrics::{Metrics, SinkKind};
+use sink::{CallEnd, CallStart, Datagram, RecorderSink, SidecarJson};
 
 /// The recordings' sample rate: the tap's (every codec is decoded to it, see
 /// [`crate::core::codec::TAP_RATE`]), stated in each sidecar.
 pub(crate) const RATE: dsp::SampleRate = dsp::SampleRate::NARROWBAND;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct SpanOut {
     channel: &'static str,
     start_ms: f64,
@@ -66,7 +70,7 @@ struct SpanOut {
     reason: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct Sidecar {
     version: u32,
     call: u64,
@@ -121,26 +125,9 @@ impl Clock {
     }
 }
 
-/// A configured `wav` sink.
-struct WavSink {
-    dir: PathBuf,
-    recipients: Vec<x25519::Recipient>,
-    /// `encrypt_to` named a recipient that is not a usable X25519 key: record nothing (never
-    /// plaintext), count an error per call.
-    broken: bool,
-    retention_days: Option<u16>,
-    /// `hash_numbers` (default true): the sidecar carries keyed hashes, not numbers.
-    hash_numbers: bool,
-}
-
-/// Channel names, left then right: left is always the PBX side (the customer), right the
-/// agents' side, whoever dialled (the sidecar's `direction` says who did).
+/// Channel names, left then right (a [`BySide`]'s order): left is always the PBX side (the
+/// customer), right the agents' side, whoever dialled (the sidecar's `direction` says who did).
 const CHANNELS: [&str; 2] = ["customer", "agent"];
-
-/// The WAV channel of audio from `side`.
-fn channel_of(side: Side) -> usize {
-    usize::from(side == Side::Agents)
-}
 
 /// One direction's long gaps: from media time `at` on, audio belongs `cumulative` samples
 /// later than its media time. Bounded: the oldest entries fold into `base`.
@@ -183,29 +170,23 @@ struct CallRec {
     meta: CallMeta,
     started: Duration,
     start_unix_ms: u128,
-    /// Per direction (0 = caller, 1 = agent): offset (samples) from the call start to its
-    /// media time 0.
-    offsets: [Option<u64>; 2],
+    /// Per direction: offset (samples) from the call start to its media time 0.
+    offsets: BySide<Option<u64>>,
     /// Per direction: the long gaps the media side skipped ([`TapEvent::Skip`]).
-    timelines: [Timeline; 2],
+    timelines: BySide<Timeline>,
     /// Non-silent samples dropped by the aligner (their place was already written).
     dropped: u64,
     spans: Vec<SpanOut>,
     aligner: align::Aligner,
-    /// The `wav` sinks as configured when the call started (a reload changes later calls).
-    sinks: Vec<Arc<WavSink>>,
-    /// Per `wav` sink; `None` once it failed (the failure was counted and logged).
-    wavs: Vec<Option<wav::WavFile>>,
-    /// Per `rtp` sink; `None` if it could not be opened.
-    rtps: Vec<Option<rtp::RtpCall>>,
-    rtp_error_logged: bool,
 }
 
 /// All configured sinks.
 pub struct Recorders {
-    wav: Vec<Arc<WavSink>>,
-    rtp: Vec<rtp::Target>,
-    siprec: Vec<siprec::SiprecSink>,
+    /// The sinks new calls go to: the `siprec` ones first (a reload keeps them, and their
+    /// place is the address of their datagrams), then `wav` and `rtp` in configuration order.
+    sinks: Vec<Box<dyn RecorderSink>>,
+    /// Sinks a reload replaced, kept until the calls they started end.
+    retired: Vec<Box<dyn RecorderSink>>,
     metrics: Arc<Metrics>,
     clock: Clock,
     /// The recorder path's constant delay (the look-ahead, 8 kHz samples): sanitized audio
@@ -216,24 +197,19 @@ pub struct Recorders {
     reloads: Option<mpsc::UnboundedReceiver<Vec<config::RecorderConfig>>>,
 }
 
-/// The `wav` and `rtp` sinks of a `[[recorder]]` list (other kinds skipped).
-fn file_and_rtp_sinks(list: &[config::RecorderConfig]) -> (Vec<Arc<WavSink>>, Vec<rtp::Target>) {
-    let mut wav_sinks = Vec::new();
-    let mut rtp_targets = Vec::new();
+/// The `wav` and `rtp` sinks of a `[[recorder]]` list, in its order (other kinds skipped).
+fn reloadable_sinks(
+    list: &[config::RecorderConfig],
+    metrics: &Arc<Metrics>,
+) -> Vec<Box<dyn RecorderSink>> {
+    let mut sinks: Vec<Box<dyn RecorderSink>> = Vec::new();
     for r in list {
         match r {
             config::RecorderConfig::Wav(w) => {
-                let (recipients, broken) = age_recipients(&w.encrypt_to, &w.dir, "wav");
-                wav_sinks.push(Arc::new(WavSink {
-                    dir: w.dir.clone(),
-                    recipients,
-                    broken,
-                    retention_days: w.retention_days.map(|d| d.get()),
-                    hash_numbers: w.hash_numbers,
-                }));
+                sinks.push(Box::new(wav::WavSink::new(w, metrics.clone())));
             }
             config::RecorderConfig::Rtp(r) => match resolve(r.target.host(), r.target.port()) {
-                Some(addr) => rtp_targets.push(rtp::Target::new(addr)),
+                Some(addr) => sinks.push(Box::new(rtp::RtpSink::new(addr, metrics.clone()))),
                 None => {
                     tracing::error!(
                         host = r.target.host(),
@@ -244,26 +220,30 @@ fn file_and_rtp_sinks(list: &[config::RecorderConfig]) -> (Vec<Arc<WavSink>>, Ve
             config::RecorderConfig::Siprec(_) => {}
         }
     }
-    (wav_sinks, rtp_targets)
+    sinks
+}
+
+/// How many sinks of `kind` are in `sinks`.
+fn count(sinks: &[Box<dyn RecorderSink>], kind: SinkKind) -> usize {
+    sinks.iter().filter(|s| s.kind() == kind).count()
 }
 
 impl Recorders {
     /// The sinks the config asks for (kinds not built yet are reported and skipped).
     pub fn from_config(cfg: &config::Config, metrics: Arc<Metrics>) -> Self {
-        let (wav_sinks, rtp_targets) = file_and_rtp_sinks(&cfg.recorders);
-        let mut siprec_sinks = Vec::new();
+        let reloadable = reloadable_sinks(&cfg.recorders, &metrics);
+        let mut sinks: Vec<Box<dyn RecorderSink>> = Vec::new();
         for r in &cfg.recorders {
             if let config::RecorderConfig::Siprec(s) = r {
-                if let Some(sink) = siprec::SiprecSink::new(siprec_sinks.len(), s, metrics.clone())
-                {
-                    siprec_sinks.push(sink);
+                if let Some(sink) = siprec::SiprecSink::new(s, metrics.clone()) {
+                    sinks.push(Box::new(sink));
                 }
             }
         }
+        sinks.extend(reloadable);
         Recorders {
-            wav: wav_sinks,
-            rtp: rtp_targets,
-            siprec: siprec_sinks,
+            sinks,
+            retired: Vec::new(),
             metrics,
             clock: Clock::Real(Instant::now()),
             path_delay: 0,
@@ -280,36 +260,27 @@ impl Recorders {
         self
     }
 
-    /// The retention sweepers of the `wav` sinks that have `retention_days`.
-    fn spawn_sweepers(&self) -> Vec<JoinHandle<()>> {
-        self.wav
-            .iter()
-            .filter_map(|w| {
-                let days = w.retention_days?;
-                Some(tokio::spawn(retention::sweeper(
-                    w.dir.clone(),
-                    days,
-                    self.metrics.clone(),
-                )))
-            })
-            .collect()
-    }
-
     /// Swap in the `wav` and `rtp` sinks of `list` for calls that start from now on (calls
-    /// in progress finish with the sinks they started with).
-    fn reload(&mut self, list: &[config::RecorderConfig], sweepers: &mut Vec<JoinHandle<()>>) {
-        let (wav, rtp) = file_and_rtp_sinks(list);
-        self.wav = wav;
-        self.rtp = rtp;
-        for h in sweepers.drain(..) {
-            h.abort();
+    /// in progress finish with the sinks they started with; their background work, such as
+    /// a retention sweeper, stops now).
+    fn reload(&mut self, list: &[config::RecorderConfig], datagrams: &mpsc::Sender<Datagram>) {
+        let keep = self.sinks.iter().take_while(|s| !s.reloadable()).count();
+        let mut replaced = self.sinks.split_off(keep);
+        for s in &mut replaced {
+            s.deactivate();
         }
-        *sweepers = self.spawn_sweepers();
+        replaced.retain(|s| s.calls() > 0);
+        self.retired.extend(replaced);
+        let mut new = reloadable_sinks(list, &self.metrics);
+        for (i, s) in new.iter_mut().enumerate() {
+            s.activate(keep + i, datagrams);
+        }
         tracing::info!(
-            wav = self.wav.len(),
-            rtp = self.rtp.len(),
+            wav = count(&new, SinkKind::Wav),
+            rtp = count(&new, SinkKind::Rtp),
             "recorder sinks reloaded: calls that start from now on use them"
         );
+        self.sinks.extend(new);
     }
 
     /// Frames come through a look-ahead of `ms` (the live proxy's recorder path): a call's
@@ -327,23 +298,19 @@ impl Recorders {
 
     /// No sink configured: the tap can be switched off.
     pub fn is_empty(&self) -> bool {
-        self.wav.is_empty() && self.rtp.is_empty() && self.siprec.is_empty()
+        self.sinks.is_empty()
     }
 
     /// Consume the tap until every sender is gone; then finish the calls still open and wait
     /// for every recording to be final. SIPREC signalling (datagrams, timers) is driven from
     /// the same loop.
     pub async fn run(mut self, mut rx: mpsc::Receiver<TapEvent>) {
-        let mut sweepers = self.spawn_sweepers();
         let mut reloads = self.reloads.take();
-        let (sip_tx, mut sip_rx) = mpsc::channel::<siprec::Datagram>(1024);
-        let readers: Vec<JoinHandle<()>> = self
-            .siprec
-            .iter_mut()
-            .filter_map(|s| s.activate(sip_tx.clone()))
-            .collect();
-        drop(sip_tx);
-        let has_sip = !readers.is_empty();
+        let (sip_tx, mut sip_rx) = mpsc::channel::<Datagram>(1024);
+        let mut has_sip = false;
+        for (i, s) in self.sinks.iter_mut().enumerate() {
+            has_sip |= s.activate(i, &sip_tx);
+        }
         let mut calls: HashMap<CallRef, CallRec> = HashMap::new();
         let mut finishing: Vec<JoinHandle<()>> = Vec::new();
         // One timer for the SIPREC deadlines, re-armed only when the deadline moves.
@@ -351,7 +318,7 @@ impl Recorders {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         loop {
-            let deadline = self.siprec_deadline();
+            let deadline = self.deadline();
             if deadline != armed {
                 if let Some(d) = deadline {
                     timer.as_mut().reset(tokio::time::Instant::from_std(d));
@@ -369,20 +336,15 @@ impl Recorders {
                         None => std::future::pending().await,
                     }
                 } => match list {
-                    Some(list) => self.reload(&list, &mut sweepers),
+                    Some(list) => self.reload(&list, &sip_tx),
                     None => reloads = None,
                 },
                 Some((i, bytes, from)) = sip_rx.recv(), if has_sip => {
-                    if let Some(s) = self.siprec.get_mut(i) {
-                        s.handle_datagram(bytes, from, Instant::now());
-                    }
+                    self.datagram(i, bytes, from);
                 }
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
-                    let now = Instant::now();
-                    for s in &mut self.siprec {
-                        s.handle_timeout(now);
-                    }
+                    self.timeout();
                 }
             }
         }
@@ -392,32 +354,39 @@ impl Recorders {
         }
         // Shutdown: give the SRSs a moment to answer our BYEs (retransmitted meanwhile).
         let until = Instant::now() + Duration::from_secs(2);
-        while has_sip && self.siprec.iter().any(|s| s.closing() > 0) && Instant::now() < until {
-            let deadline = self.siprec_deadline().map_or(until, |d| d.min(until));
+        while has_sip && self.sinks.iter().any(|s| s.closing() > 0) && Instant::now() < until {
+            let deadline = self.deadline().map_or(until, |d| d.min(until));
             tokio::select! {
-                Some((i, bytes, from)) = sip_rx.recv() => {
-                    if let Some(s) = self.siprec.get_mut(i) {
-                        s.handle_datagram(bytes, from, Instant::now());
-                    }
-                }
-                () = sleep_until(Some(deadline)) => {
-                    let now = Instant::now();
-                    for s in &mut self.siprec {
-                        s.handle_timeout(now);
-                    }
-                }
+                Some((i, bytes, from)) = sip_rx.recv() => self.datagram(i, bytes, from),
+                () = sleep_until(Some(deadline)) => self.timeout(),
             }
         }
         for h in finishing {
             let _ = h.await;
         }
-        for h in sweepers.into_iter().chain(readers) {
-            h.abort();
+        for s in self.sinks.iter_mut().chain(&mut self.retired) {
+            s.deactivate();
         }
     }
 
-    fn siprec_deadline(&self) -> Option<Instant> {
-        self.siprec.iter().filter_map(|s| s.poll_timeout()).min()
+    /// The sinks' next timer.
+    fn deadline(&self) -> Option<Instant> {
+        self.sinks.iter().filter_map(|s| s.poll_timeout()).min()
+    }
+
+    /// The sinks' timers are due.
+    fn timeout(&mut self) {
+        let now = Instant::now();
+        for s in &mut self.sinks {
+            s.handle_timeout(now);
+        }
+    }
+
+    /// A datagram for sink `i`.
+    fn datagram(&mut self, i: usize, bytes: bytes::Bytes, from: SocketAddr) {
+        if let Some(s) = self.sinks.get_mut(i) {
+            s.handle_datagram(bytes, from, Instant::now());
+        }
     }
 
     fn handle_tap(
@@ -442,9 +411,9 @@ impl Recorders {
                 let Some(rec) = calls.get_mut(&f.call) else {
                     return;
                 };
-                let ch = channel_of(f.from);
+                let from = f.from;
                 let samples = f.samples();
-                let offset = *rec.offsets[ch].get_or_insert_with(|| {
+                let offset = *rec.offsets[from].get_or_insert_with(|| {
                     // First audio of this direction: place it at its arrival time.
                     let since = RATE.samples_in_ms(
                         (self.clock.now().saturating_sub(rec.started)).as_millis() as u64,
@@ -457,21 +426,21 @@ impl Recorders {
                 let mut k = 0;
                 while k < samples.len() {
                     let t = f.media_time.0 + k as u64;
-                    let (extra, next) = rec.timelines[ch].at(t);
+                    let (extra, next) = rec.timelines[from].at(t);
                     let end = next.map_or(samples.len(), |b| {
                         usize::try_from(b - f.media_time.0)
                             .map_or(samples.len(), |e| e.min(samples.len()))
                     });
                     let part = &samples[k..end];
                     let pos = offset + t + extra;
-                    self.rtp_frame(f.call, rec, ch, pos, part);
-                    for s in &mut self.siprec {
-                        s.frame(f.call, ch, pos, part);
+                    for s in self.sinks.iter_mut().chain(&mut self.retired) {
+                        s.frame(f.call, from, pos, part);
                     }
-                    let CallRec { aligner, wavs, .. } = rec;
-                    let metrics = &self.metrics;
-                    let dropped = aligner.put(ch, pos, part, &mut |bytes| {
-                        write_wavs(wavs, bytes, metrics, f.call)
+                    let (sinks, retired) = (&mut self.sinks, &mut self.retired);
+                    let dropped = rec.aligner.put(from, pos, part, &mut |bytes| {
+                        for s in sinks.iter_mut().chain(retired.iter_mut()) {
+                            s.stereo(f.call, bytes);
+                        }
                     });
                     let lost = part[..dropped as usize].iter().filter(|&&x| x != 0).count() as u64;
                     if lost > 0 {
@@ -488,7 +457,7 @@ impl Recorders {
                 samples,
             } => {
                 if let Some(rec) = calls.get_mut(&call) {
-                    rec.timelines[channel_of(from)].skip(at, samples);
+                    rec.timelines[from].skip(at, samples);
                 }
             }
             TapEvent::Span {
@@ -499,11 +468,10 @@ impl Recorders {
                 reason,
             } => {
                 if let Some(rec) = calls.get_mut(&call) {
-                    let ch = channel_of(from);
-                    let off = rec.offsets[ch].unwrap_or(0);
-                    let tl = &rec.timelines[ch];
+                    let off = rec.offsets[from].unwrap_or(0);
+                    let tl = &rec.timelines[from];
                     rec.spans.push(SpanOut {
-                        channel: CHANNELS[ch],
+                        channel: CHANNELS[from.index()],
                         start_ms: RATE.ms_of(start.0 + off + tl.at(start.0).0),
                         end_ms: RATE.ms_of(end.0 + off + tl.at(end.0.saturating_sub(1)).0),
                         reason: reason.as_str(),
@@ -529,82 +497,33 @@ impl Recorders {
     fn start(&mut self, call: CallRef, caller_side: Side, meta: CallMeta) -> CallRec {
         let start_unix_ms = unix_ms();
         let name = recording_name(start_unix_ms, call);
-        for s in &mut self.siprec {
-            let info = RecordingInfo {
-                caller: meta.from.clone(),
-                callee: meta.to.clone(),
-                start_unix_ms,
-            };
-            s.start(call, name.clone(), info);
+        let info = RecordingInfo {
+            caller: meta.from.clone(),
+            callee: meta.to.clone(),
+            start_unix_ms,
+        };
+        let start = CallStart {
+            name: &name,
+            info: &info,
+        };
+        for s in &mut self.sinks {
+            s.start(call, &start);
         }
-        let sinks = self.wav.clone();
-        let wavs = sinks
-            .iter()
-            .map(|sink| {
-                self.metrics
-                    .recorder()
-                    .recorder_session_opened(SinkKind::Wav);
-                if sink.broken {
-                    self.metrics.recorder().recorder_error(SinkKind::Wav);
-                    return None;
-                }
-                match wav::WavFile::create(&sink.dir, &name, &sink.recipients) {
-                    Ok(w) => Some(w),
-                    Err(e) => {
-                        self.write_failed(call, &e);
-                        None
-                    }
-                }
-            })
-            .collect();
-        let rtps = self
-            .rtp
-            .iter()
-            .map(|t| {
-                self.metrics.recorder().recorder_session_opened(SinkKind::Rtp);
-                match rtp::RtpCall::open(*t) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        self.metrics.recorder().recorder_error(SinkKind::Rtp);
-                        tracing::error!(call = call.0, error = %e, "rtp recorder: cannot open a socket for the call");
-                        None
-                    }
-                }
-            })
-            .collect();
         CallRec {
             caller_side,
             meta,
             started: self.clock.now(),
             start_unix_ms,
-            offsets: [None, None],
-            timelines: [Timeline::default(), Timeline::default()],
+            offsets: BySide::default(),
+            timelines: BySide::default(),
             dropped: 0,
             spans: Vec::new(),
             aligner: align::Aligner::default(),
-            sinks,
-            wavs,
-            rtps,
-            rtp_error_logged: false,
         }
     }
 
-    fn rtp_frame(&self, call: CallRef, rec: &mut CallRec, ch: usize, at: u64, samples: &[i16]) {
-        for r in rec.rtps.iter_mut().flatten() {
-            let sent = r.frame(ch, at, samples);
-            self.rtp_account(call, sent, &mut rec.rtp_error_logged);
-        }
-    }
-
-    fn rtp_account(&self, call: CallRef, sent: rtp::Sent, logged: &mut bool) {
-        sent.account(&self.metrics, SinkKind::Rtp, call, logged);
-    }
-
-    fn write_failed(&self, call: CallRef, e: &std::io::Error) {
-        record_failure(&self.metrics, call, e);
-    }
-
-    /// Close the call on every sink; the WAV files are made final on a blocking thread.
+    /// Close the call on every sink that recorded it; the handles of the work that goes on
+    /// (WAV files made final on blocking threads).
     fn finish(
         &mut self,
         call: CallRef,
@@ -620,10 +539,6 @@ impl Recorders {
             offsets,
             dropped,
             mut aligner,
-            sinks,
-            mut wavs,
-            mut rtps,
-            mut rtp_error_logged,
             ..
         } = rec;
         if dropped > 0 {
@@ -633,31 +548,24 @@ impl Recorders {
                 "recording misses audio that arrived after its place in the file was written"
             );
         }
-        let had_media = offsets.iter().any(Option::is_some);
+        let had_media = offsets.iter().any(|(_, o)| o.is_some());
         if !had_media {
             // Issue 12: a call that never had media (407, 408, 487, 488) leaves no empty
-            // recording behind; dropping the files removes their temporary names.
-            wavs.clear();
+            // recording behind (the sinks drop their files).
             tracing::debug!(call = call.0, "no media: no recording");
-        }
-        for r in rtps.iter_mut() {
-            if let Some(r) = r {
-                let sent = r.finish();
-                self.rtp_account(call, sent, &mut rtp_error_logged);
-            }
-            self.metrics
-                .recorder()
-                .recorder_session_closed(SinkKind::Rtp);
         }
         // The WAV lasts as long as the call (silence after the last audio if the call went
         // on without media), however the last frames were placed.
         let length = length.unwrap_or_else(|| self.clock.now().saturating_sub(started));
         let call_len = RATE.samples_in_ms(length.as_millis() as u64);
         let flush_to = if had_media { call_len } else { 0 };
+        let (sinks, retired) = (&mut self.sinks, &mut self.retired);
         aligner.flush_to(flush_to, &mut |bytes| {
-            write_wavs(&mut wavs, bytes, &self.metrics, call)
+            for s in sinks.iter_mut().chain(retired.iter_mut()) {
+                s.stereo(call, bytes);
+            }
         });
-        let mut sidecar = Sidecar {
+        let sidecar = Sidecar {
             version: 2,
             call: call.0,
             sip_call_id: meta.sip_call_id,
@@ -677,78 +585,21 @@ impl Recorders {
             },
             spans,
         };
-        let json = serde_json::to_vec_pretty(&sidecar).unwrap_or_default();
-        // Numbers in clear only for sinks configured with `hash_numbers = false`.
-        let json_clear = if sinks.iter().any(|w| !w.hash_numbers) {
-            let (from, to) = meta.numbers_clear.into_inner();
-            sidecar.from = from;
-            sidecar.to = to;
-            serde_json::to_vec_pretty(&sidecar).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let mut handles: Vec<JoinHandle<()>> = self
-            .siprec
-            .iter_mut()
-            .filter_map(|s| s.end(call, &json))
-            .collect();
         let name = recording_name(start_unix_ms, call);
-        type Job = (wav::WavFile, PathBuf, Vec<x25519::Recipient>, bool);
-        let jobs: Vec<Job> = wavs
-            .into_iter()
-            .zip(&sinks)
-            .filter_map(|(w, sink)| {
-                Some((
-                    w?,
-                    sink.dir.clone(),
-                    sink.recipients.clone(),
-                    sink.hash_numbers,
-                ))
-            })
+        let sidecar = SidecarJson::new(sidecar, meta.numbers_clear);
+        let end = CallEnd {
+            name: &name,
+            had_media,
+            sidecar: &sidecar,
+        };
+        let handles = self
+            .sinks
+            .iter_mut()
+            .chain(&mut self.retired)
+            .filter_map(|s| s.finish(call, &end))
             .collect();
-        let closed = sinks.len();
-        let metrics = self.metrics.clone();
-        let json = if had_media { json } else { Vec::new() };
-        handles.push(tokio::task::spawn_blocking(move || {
-            for (w, dir, recipients, hashed) in jobs.into_iter().filter(|_| had_media) {
-                let json = if hashed { &json } else { &json_clear };
-                match finish_one(w, &dir, &name, &recipients, json) {
-                    Ok((path, bytes)) => {
-                        metrics
-                            .recorder()
-                            .recorder_bytes(SinkKind::Wav)
-                            .inc_by(bytes);
-                        metrics.recorder().set_recorder_disk_full(false);
-                        tracing::info!(call = call.0, path = %path.display(), "recording written");
-                    }
-                    Err(e) => record_failure(&metrics, call, &e),
-                }
-            }
-            for _ in 0..closed {
-                metrics.recorder().recorder_session_closed(SinkKind::Wav);
-            }
-        }));
+        self.retired.retain(|s| s.calls() > 0);
         handles
-    }
-}
-
-/// The `encrypt_to` recipients of a sink writing to `dir`; `broken` when one is not a usable
-/// X25519 key: that sink then writes nothing (never plaintext), which is logged here.
-fn age_recipients(
-    list: &[config::types::AgeRecipient],
-    dir: &std::path::Path,
-    sink: &str,
-) -> (Vec<x25519::Recipient>, bool) {
-    let parsed: Result<Vec<x25519::Recipient>, _> = list
-        .iter()
-        .map(|r| r.as_str().parse::<x25519::Recipient>())
-        .collect();
-    match parsed {
-        Ok(v) => (v, false),
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, sink, "recorder: an encrypt_to recipient is unusable; no file will be written there");
-            (Vec::new(), true)
-        }
     }
 }
 
@@ -757,73 +608,6 @@ async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Append released audio to every still-healthy WAV of the call; a failure abandons that
-/// recording (its temporary file is removed), counted and logged once.
-fn write_wavs(wavs: &mut [Option<wav::WavFile>], bytes: &[u8], metrics: &Metrics, call: CallRef) {
-    for slot in wavs.iter_mut() {
-        write_wav(slot, bytes, metrics, SinkKind::Wav, call);
-    }
-}
-
-/// Appends `bytes` to the WAV in `slot` (the `wav` sink's files, the `siprec` sink's local
-/// fallback): the one place a failed write drops the file, is counted against `sink` and
-/// logged.
-fn write_wav(
-    slot: &mut Option<wav::WavFile>,
-    bytes: &[u8],
-    metrics: &Metrics,
-    sink: SinkKind,
-    call: CallRef,
-) {
-    if let Some(w) = slot {
-        if let Err(e) = w.write(bytes) {
-            *slot = None;
-            write_failure(metrics, sink, call, &e);
-        }
-    }
-}
-
-fn record_failure(metrics: &Metrics, call: CallRef, e: &std::io::Error) {
-    write_failure(metrics, SinkKind::Wav, call, e);
-}
-
-/// A recording of `sink` abandoned for a failed write: counted, the disk-full alarm raised on
-/// ENOSPC, logged once.
-fn write_failure(metrics: &Metrics, sink: SinkKind, call: CallRef, e: &std::io::Error) {
-    metrics.recorder().recorder_error(sink);
-    let full = e.kind() == std::io::ErrorKind::StorageFull;
-    if full {
-        metrics.recorder().set_recorder_disk_full(true);
-    }
-    tracing::error!(call = call.0, sink = crate::metrics::Label::as_str(sink), error = %e, disk_full = full, "recording abandoned: write failed (no partial file kept; proxying goes on)");
-}
-
-/// Make one WAV final and write its sidecar (both encrypted when there are recipients).
-fn finish_one(
-    w: wav::WavFile,
-    dir: &std::path::Path,
-    name: &str,
-    recipients: &[x25519::Recipient],
-    json: &[u8],
-) -> std::io::Result<(PathBuf, u64)> {
-    let (path, size) = w.finish()?;
-    let written = if recipients.is_empty() {
-        wav::write_atomic(&dir.join(format!("{name}.json")), json).map(|()| json.len())
-    } else {
-        wav::encrypt(json, recipients).and_then(|ct| {
-            wav::write_atomic(&dir.join(format!("{name}.json.age")), &ct).map(|()| ct.len())
-        })
-    };
-    match written {
-        Ok(n) => Ok((path, size + n as u64)),
-        Err(e) => {
-            // A recording without its sidecar is still a recording: keep it, report the error.
-            tracing::warn!(path = %path.display(), "sidecar not written");
-            Err(e)
-        }
     }
 }
 
@@ -848,26 +632,144 @@ fn unix_ms() -> u128 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Mutex;
 
-    #[test]
-    fn enospc_sets_the_alarm_and_counts() {
-        let m = Metrics::new();
-        let e = std::io::Error::from_raw_os_error(28); // ENOSPC
-        record_failure(&m, CallRef(1), &e);
-        let out = m.render();
-        assert!(out.contains("callmask_recorder_disk_full 1"), "{out}");
-        assert!(
-            out.lines()
-                .any(|l| l.starts_with("callmask_recorder_errors_total{sink=\"wav\"} 1")),
-            "{out}"
-        );
+    use super::*;
+    use crate::core::media::tap::{TapFrame, TAP_FRAME_MAX};
+    use crate::redact::Redacted;
+
+    /// A sink that writes down what [`Recorders`] tells it.
+    struct Fake {
+        log: Arc<Mutex<Vec<String>>>,
+        calls: Vec<CallRef>,
+        /// Stereo bytes received, per call.
+        stereo: HashMap<CallRef, usize>,
     }
 
+    impl RecorderSink for Fake {
+        fn kind(&self) -> SinkKind {
+            SinkKind::Wav
+        }
+
+        fn deactivate(&mut self) {
+            self.log.lock().unwrap().push("deactivate".into());
+        }
+
+        fn start(&mut self, call: CallRef, start: &CallStart<'_>) {
+            self.calls.push(call);
+            self.log.lock().unwrap().push(format!(
+                "start {} {}",
+                call.0,
+                start.name.ends_with(&format!("-call{}", call.0))
+            ));
+        }
+
+        fn frame(&mut self, call: CallRef, from: Side, at: u64, samples: &[i16]) {
+            if self.calls.contains(&call) {
+                let from = from.as_str();
+                let line = format!("frame {} {from} at{at} n{}", call.0, samples.len());
+                self.log.lock().unwrap().push(line);
+            }
+        }
+
+        fn stereo(&mut self, call: CallRef, bytes: &[u8]) {
+            if self.calls.contains(&call) {
+                *self.stereo.entry(call).or_default() += bytes.len();
+            }
+        }
+
+        fn finish(&mut self, call: CallRef, end: &CallEnd<'_>) -> Option<JoinHandle<()>> {
+            let i = self.calls.iter().position(|c| *c == call)?;
+            self.calls.remove(i);
+            let hashed = String::from_utf8_lossy(end.sidecar.json(true)).contains("h:from");
+            let clear = String::from_utf8_lossy(end.sidecar.json(false)).contains("5551234");
+            let line = format!(
+                "finish {} media={} stereo={} hashed={hashed} clear={clear}",
+                call.0,
+                end.had_media,
+                self.stereo.remove(&call).unwrap_or(0),
+            );
+            self.log.lock().unwrap().push(line);
+            None
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.len()
+        }
+    }
+
+    fn frame(call: u64, from: Side, at: u64, n: usize) -> TapEvent {
+        let mut pcm = [0i16; TAP_FRAME_MAX];
+        pcm[..n].fill(100);
+        TapEvent::Frame(Box::new(TapFrame {
+            call: CallRef(call),
+            from,
+            media_time: dsp::MediaTime(at),
+            len: n,
+            pcm,
+        }))
+    }
+
+    fn start(call: u64) -> TapEvent {
+        TapEvent::Start {
+            call: CallRef(call),
+            caller_side: Side::Pbx,
+            meta: CallMeta {
+                from: "h:from".into(),
+                numbers_clear: Redacted::new(("5551234".into(), "200".into())),
+                ..CallMeta::default()
+            },
+        }
+    }
+
+    /// Every sink gets a call's start, its audio per direction at its place and as the aligned
+    /// stereo stream, and its end with the sidecar; a sink a reload replaced stops its
+    /// background work at once, gets no new call, finishes the call it has, and is dropped.
     #[test]
-    fn other_errors_do_not_set_the_alarm() {
-        let m = Metrics::new();
-        record_failure(&m, CallRef(1), &std::io::Error::other("x"));
-        assert!(m.render().contains("callmask_recorder_disk_full 0"));
+    fn sinks_are_driven_alike_and_a_replaced_sink_finishes_its_calls() {
+        let metrics = Arc::new(Metrics::new());
+        let cfg = config::Config::default();
+        let clock = ManualClock::new();
+        let mut rec = Recorders::from_config(&cfg, metrics).with_clock(clock.clone());
+        assert!(rec.is_empty());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        rec.sinks.push(Box::new(Fake {
+            log: log.clone(),
+            calls: Vec::new(),
+            stereo: HashMap::new(),
+        }));
+        let (mut calls, mut finishing) = (HashMap::new(), Vec::new());
+        rec.handle_tap(start(1), &mut calls, &mut finishing);
+        rec.handle_tap(frame(1, Side::Pbx, 0, 160), &mut calls, &mut finishing);
+        clock.advance(Duration::from_millis(20));
+        rec.handle_tap(frame(1, Side::Agents, 0, 160), &mut calls, &mut finishing);
+        let (tx, _rx) = mpsc::channel(1);
+        rec.reload(&[], &tx);
+        assert!(rec.is_empty(), "the replaced sink takes no new call");
+        assert_eq!(rec.retired.len(), 1, "kept: its call goes on");
+        rec.handle_tap(start(2), &mut calls, &mut finishing);
+        rec.handle_tap(frame(1, Side::Pbx, 160, 160), &mut calls, &mut finishing);
+        rec.handle_tap(frame(2, Side::Pbx, 0, 160), &mut calls, &mut finishing);
+        clock.advance(Duration::from_millis(20));
+        let end = |call| TapEvent::End {
+            call: CallRef(call),
+            length: Some(Duration::from_millis(40)),
+        };
+        rec.handle_tap(end(1), &mut calls, &mut finishing);
+        assert!(rec.retired.is_empty(), "dropped with its last call");
+        rec.handle_tap(end(2), &mut calls, &mut finishing);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "start 1 true",
+                "frame 1 pbx at0 n160",
+                // the agent's first audio 20 ms after the call's start
+                "frame 1 agents at160 n160",
+                "deactivate",
+                "frame 1 pbx at160 n160",
+                // 40 ms of stereo: 320 samples × 2 channels × 2 bytes
+                "finish 1 media=true stereo=1280 hashed=true clear=true",
+            ]
+        );
     }
 }

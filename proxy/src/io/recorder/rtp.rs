@@ -14,11 +14,17 @@
 //! - Never blocking: the socket is non-blocking; a packet that cannot be sent at once is
 //!   dropped and counted (`callmask_recorder_queue_dropped_frames_total{sink="rtp"}`).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 
-use crate::core::proxy::CallRef;
+use tokio::task::JoinHandle;
+
+use super::sink::{CallEnd, CallStart, RecorderSink};
+use crate::core::proxy::{CallRef, Side};
 use crate::core::relay::rtp::RtpHeader;
+use crate::core::side::BySide;
 use crate::metrics::{Label, Metrics, SinkKind};
 
 /// Samples per packet (20 ms at 8 kHz).
@@ -30,7 +36,7 @@ const MAX_FILL: u64 = 80_000;
 /// Payload type of PCMU.
 const PT_PCMU: u8 = 0;
 
-/// Where one call's two legs go.
+/// Where one call's two legs go: the caller's (the PBX side's audio) and the agent's.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Target {
     pub(super) caller: SocketAddr,
@@ -196,7 +202,7 @@ pub(super) struct RtpCall {
     /// One socket for both legs (`rtp` sink), or one per leg (SIPREC: each offered stream
     /// is sent from the port its `m=` line names).
     socks: Vec<UdpSocket>,
-    legs: [Leg; 2],
+    legs: BySide<Leg>,
 }
 
 impl RtpCall {
@@ -211,37 +217,123 @@ impl RtpCall {
         sock.set_nonblocking(true)?;
         Ok(RtpCall {
             socks: vec![sock],
-            legs: [Leg::new(target.caller), Leg::new(target.agent)],
+            legs: BySide::new(Leg::new(target.caller), Leg::new(target.agent)),
         })
     }
 
-    /// Send leg `i` from `socks[i]` (non-blocking sockets) to `dests[i]`.
-    pub(super) fn with_sockets(socks: [UdpSocket; 2], dests: [SocketAddr; 2]) -> RtpCall {
+    /// Send each side's leg from its socket (non-blocking) to its destination.
+    pub(super) fn with_sockets(socks: BySide<UdpSocket>, dests: BySide<SocketAddr>) -> RtpCall {
+        let [pbx, agents] = dests.0;
         RtpCall {
-            socks: socks.into(),
-            legs: [Leg::new(dests[0]), Leg::new(dests[1])],
+            socks: socks.0.into(),
+            legs: BySide::new(Leg::new(pbx), Leg::new(agents)),
         }
     }
 
-    fn sock(socks: &[UdpSocket], ch: usize) -> &UdpSocket {
+    fn sock(socks: &[UdpSocket], side: Side) -> &UdpSocket {
         // Both constructors give at least one socket.
-        &socks[ch.min(socks.len().saturating_sub(1))]
+        &socks[side.index().min(socks.len().saturating_sub(1))]
     }
 
-    /// Sanitized samples of channel `ch` (0 caller, 1 agent) at that direction's media time.
-    pub(super) fn frame(&mut self, ch: usize, media_time: u64, samples: &[i16]) -> Sent {
+    /// Sanitized samples from side `from` at that direction's media time.
+    pub(super) fn frame(&mut self, from: Side, media_time: u64, samples: &[i16]) -> Sent {
         let mut sent = Sent::default();
-        self.legs[ch].push(Self::sock(&self.socks, ch), media_time, samples, &mut sent);
+        self.legs[from].push(
+            Self::sock(&self.socks, from),
+            media_time,
+            samples,
+            &mut sent,
+        );
         sent
     }
 
     /// The call ended.
     pub(super) fn finish(&mut self) -> Sent {
         let mut sent = Sent::default();
-        for (ch, leg) in self.legs.iter_mut().enumerate() {
-            leg.flush(Self::sock(&self.socks, ch), &mut sent);
+        for side in Side::BOTH {
+            self.legs[side].flush(Self::sock(&self.socks, side), &mut sent);
         }
         sent
+    }
+}
+
+/// A configured `rtp` sink: per call, its own socket sending the two legs to the target.
+pub(super) struct RtpSink {
+    target: Target,
+    metrics: Arc<Metrics>,
+    calls: HashMap<CallRef, SinkCall>,
+}
+
+/// One call on an `rtp` sink.
+struct SinkCall {
+    /// `None` if its socket could not be opened (counted and logged).
+    rtp: Option<RtpCall>,
+    /// The call's first hard send error was logged.
+    error_logged: bool,
+}
+
+impl RtpSink {
+    /// The sink sending to `target` (the caller's leg; the agent's two ports up).
+    pub(super) fn new(target: SocketAddr, metrics: Arc<Metrics>) -> Self {
+        RtpSink {
+            target: Target::new(target),
+            metrics,
+            calls: HashMap::new(),
+        }
+    }
+}
+
+impl RecorderSink for RtpSink {
+    fn kind(&self) -> SinkKind {
+        SinkKind::Rtp
+    }
+
+    fn start(&mut self, call: CallRef, _: &CallStart<'_>) {
+        self.metrics
+            .recorder()
+            .recorder_session_opened(SinkKind::Rtp);
+        let rtp = match RtpCall::open(self.target) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.metrics.recorder().recorder_error(SinkKind::Rtp);
+                tracing::error!(call = call.0, error = %e, "rtp recorder: cannot open a socket for the call");
+                None
+            }
+        };
+        self.calls.insert(
+            call,
+            SinkCall {
+                rtp,
+                error_logged: false,
+            },
+        );
+    }
+
+    fn frame(&mut self, call: CallRef, from: Side, at: u64, samples: &[i16]) {
+        if let Some(SinkCall {
+            rtp: Some(rtp),
+            error_logged,
+        }) = self.calls.get_mut(&call)
+        {
+            let sent = rtp.frame(from, at, samples);
+            sent.account(&self.metrics, SinkKind::Rtp, call, error_logged);
+        }
+    }
+
+    fn finish(&mut self, call: CallRef, _: &CallEnd<'_>) -> Option<JoinHandle<()>> {
+        let mut c = self.calls.remove(&call)?;
+        if let Some(rtp) = &mut c.rtp {
+            let sent = rtp.finish();
+            sent.account(&self.metrics, SinkKind::Rtp, call, &mut c.error_logged);
+        }
+        self.metrics
+            .recorder()
+            .recorder_session_closed(SinkKind::Rtp);
+        None
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.len()
     }
 }
 
@@ -293,9 +385,9 @@ mod tests {
             agent: addr,
         })
         .expect("open");
-        call.frame(0, 1000, &[1000; 100]);
-        call.frame(0, 1100, &[1000; 100]); // 200 queued → 1 packet
-        call.frame(0, 1300, &[1000; 100]); // 100-sample gap filled
+        call.frame(Side::Pbx, 1000, &[1000; 100]);
+        call.frame(Side::Pbx, 1100, &[1000; 100]); // 200 queued → 1 packet
+        call.frame(Side::Pbx, 1300, &[1000; 100]); // 100-sample gap filled
         call.finish();
         let pkts = recv_all(&rx);
         assert_eq!(pkts.len(), 3); // 200 + 100 gap + 100 = 400 → 2 full + 1 padded
@@ -325,8 +417,8 @@ mod tests {
             agent: addr,
         })
         .expect("open");
-        call.frame(1, 0, &[0; 100]);
-        call.frame(1, 100 + MAX_FILL + 1000, &[0; 160]);
+        call.frame(Side::Agents, 0, &[0; 100]);
+        call.frame(Side::Agents, 100 + MAX_FILL + 1000, &[0; 160]);
         let pkts = recv_all(&rx);
         assert_eq!(pkts.len(), 2);
         let ts = |p: &Vec<u8>| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);

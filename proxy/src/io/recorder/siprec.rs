@@ -32,8 +32,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::sink::{CallEnd, CallStart, Datagram, RecorderSink};
 use super::{align, rtp, wav};
-use crate::core::proxy::CallRef;
+use crate::core::proxy::{CallRef, Side};
+use crate::core::side::BySide;
 use crate::core::sip::txn::Timers;
 use crate::core::siprec::{FailoverReason, RecordingInfo, Src, SrcConfig, SrcEvent, SrsTarget};
 use crate::metrics::{Metrics, SinkKind};
@@ -41,9 +43,6 @@ use crate::metrics::{Metrics, SinkKind};
 /// Most samples (both directions together) held per call while no SRS has accepted yet:
 /// 10 s per direction at 8 kHz.
 pub(super) const MAX_PENDING: usize = 2 * 10 * super::RATE.samples_per_second() as usize;
-
-/// A datagram from a sink's SIP socket: (sink index, bytes, source).
-pub(super) type Datagram = (usize, Bytes, SocketAddr);
 
 /// Where fallback files go.
 struct Fallback {
@@ -55,15 +54,15 @@ struct Fallback {
 
 /// What happens to a call's audio.
 enum Media {
-    /// No SRS has accepted yet: audio held, (channel, position, samples).
+    /// No SRS has accepted yet: audio held, (side, position, samples).
     Pending {
-        held: VecDeque<(usize, u64, Vec<i16>)>,
+        held: VecDeque<(Side, u64, Vec<i16>)>,
         samples: usize,
     },
-    /// Sent to the SRS (`enabled[ch]`: the SRS accepted that stream).
+    /// Sent to the SRS (`enabled[side]`: the SRS accepted that side's stream).
     Sending {
         rtp: rtp::RtpCall,
-        enabled: [bool; 2],
+        enabled: BySide<bool>,
     },
     /// Written to the fallback directory.
     Fallback {
@@ -78,15 +77,19 @@ struct Call {
     name: String,
     /// Set until the call's first audio opens the recording session.
     info: Option<RecordingInfo>,
-    /// RTP sockets whose ports the offer names, until the SRS accepts.
-    socks: Option<[StdUdpSocket; 2]>,
+    /// RTP sockets whose ports the offer names (the PBX side's stream, the agents'), until
+    /// the SRS accepts.
+    socks: Option<BySide<StdUdpSocket>>,
     media: Media,
     send_error_logged: bool,
 }
 
 /// One configured `siprec` sink.
 pub(super) struct SiprecSink {
+    /// Its place in the recorder (the first field of the datagrams it forwards).
     index: usize,
+    /// The task reading the SIP socket, once activated.
+    reader: Option<JoinHandle<()>>,
     /// Keyed by a session number, not the call: a session may linger (absorbing late
     /// answers) after its call ended, and must never swallow a new start of the same call.
     src: Src<u64>,
@@ -95,7 +98,7 @@ pub(super) struct SiprecSink {
     next_session: u64,
     /// `src.poll_timeout()` as of the last mutation (asking costs a walk over the sessions).
     deadline: Option<Instant>,
-    /// The socket until [`SiprecSink::activate`] moves it into the runtime.
+    /// The socket until [`RecorderSink::activate`] moves it into the runtime.
     std_sock: Option<StdUdpSocket>,
     /// A clone for sending: a plain non-blocking `send_to` needs no readiness from the
     /// runtime (tokio's `try_send_to` reports "would block" until the reactor has polled a
@@ -110,11 +113,7 @@ pub(super) struct SiprecSink {
 impl SiprecSink {
     /// Bind the SIP socket and resolve the SRS list. SRSs that do not resolve (or `sips:`,
     /// which needs TLS) are skipped with an error; `None` if none is left or binding fails.
-    pub(super) fn new(
-        index: usize,
-        cfg: &config::SiprecRecorder,
-        metrics: Arc<Metrics>,
-    ) -> Option<SiprecSink> {
+    pub(super) fn new(cfg: &config::SiprecRecorder, metrics: Arc<Metrics>) -> Option<SiprecSink> {
         let bind = cfg.bind.get();
         let sock = match StdUdpSocket::bind(bind).and_then(|s| {
             s.set_nonblocking(true)?;
@@ -149,7 +148,7 @@ impl SiprecSink {
             return None;
         }
         let fallback = cfg.fallback_dir.as_ref().map(|dir| {
-            let (recipients, broken) = super::age_recipients(&cfg.encrypt_to, dir, "siprec");
+            let (recipients, broken) = wav::age_recipients(&cfg.encrypt_to, dir, "siprec");
             Fallback {
                 dir: dir.clone(),
                 recipients,
@@ -163,7 +162,8 @@ impl SiprecSink {
             "siprec recorder ready"
         );
         Some(SiprecSink {
-            index,
+            index: 0,
+            reader: None,
             sessions: HashMap::new(),
             session_of: HashMap::new(),
             next_session: 0,
@@ -182,78 +182,6 @@ impl SiprecSink {
         })
     }
 
-    /// Inside the recorder runtime: register the socket and forward what it receives to `tx`.
-    pub(super) fn activate(&mut self, tx: mpsc::Sender<Datagram>) -> Option<JoinHandle<()>> {
-        let std_sock = self.std_sock.take()?;
-        let sock = match UdpSocket::from_std(std_sock) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "siprec recorder: cannot register its SIP socket");
-                return None;
-            }
-        };
-        let index = self.index;
-        Some(tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                match sock.recv_from(&mut buf).await {
-                    Ok((n, from)) => {
-                        let d = Bytes::copy_from_slice(&buf[..n]);
-                        if tx.send((index, d, from)).await.is_err() {
-                            return;
-                        }
-                    }
-                    // ICMP errors surface here on some systems: nothing to do but go on.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            }
-        }))
-    }
-
-    /// When [`SiprecSink::handle_timeout`] must run.
-    pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
-    }
-
-    /// Sessions whose BYE is unanswered.
-    pub(super) fn closing(&self) -> usize {
-        self.src.closing()
-    }
-
-    /// Timers.
-    pub(super) fn handle_timeout(&mut self, now: Instant) {
-        self.src.handle_timeout(now);
-        self.pump();
-    }
-
-    /// A datagram from the SRS side.
-    pub(super) fn handle_datagram(&mut self, bytes: Bytes, from: SocketAddr, now: Instant) {
-        self.src.handle_datagram(bytes, from, now);
-        self.pump();
-    }
-
-    /// A call starts. The recording session opens with its first audio (the call was
-    /// answered, or has early media): a call that never carries audio (cancelled, rejected)
-    /// costs the SRS nothing.
-    pub(super) fn start(&mut self, call: CallRef, name: String, info: RecordingInfo) {
-        self.metrics
-            .recorder()
-            .recorder_session_opened(SinkKind::Siprec);
-        self.calls.insert(
-            call,
-            Call {
-                name,
-                info: Some(info),
-                socks: None,
-                media: Media::Pending {
-                    held: VecDeque::new(),
-                    samples: 0,
-                },
-                send_error_logged: false,
-            },
-        );
-    }
-
     /// The call's first audio: open its RTP sockets and INVITE the first SRS.
     fn open(&mut self, call: CallRef) {
         let Some(mut c) = self.calls.remove(&call) else {
@@ -264,7 +192,7 @@ impl SiprecSink {
             return;
         };
         let socks = match (bind_rtp(self.media_ip), bind_rtp(self.media_ip)) {
-            (Ok(a), Ok(b)) => [a, b],
+            (Ok(a), Ok(b)) => BySide::new(a, b),
             (Err(e), _) | (_, Err(e)) => {
                 self.metrics.recorder().recorder_error(SinkKind::Siprec);
                 tracing::error!(call = call.0, error = %e, "siprec recorder: cannot open RTP sockets; trying the fallback");
@@ -273,7 +201,7 @@ impl SiprecSink {
                 return;
             }
         };
-        let ports = [port_of(&socks[0]), port_of(&socks[1])];
+        let ports = [port_of(&socks[Side::Pbx]), port_of(&socks[Side::Agents])];
         let token = format!("{:016x}", rand::random::<u64>());
         c.socks = Some(socks);
         self.calls.insert(call, c);
@@ -283,118 +211,6 @@ impl SiprecSink {
         self.session_of.insert(call, key);
         self.src.start(key, token, ports, info, Instant::now());
         self.pump();
-    }
-
-    /// Sanitized audio of channel `ch` (0 caller, 1 agent) at output position `at`.
-    pub(super) fn frame(&mut self, call: CallRef, ch: usize, at: u64, samples: &[i16]) {
-        if self.calls.get(&call).is_some_and(|c| c.info.is_some()) {
-            self.open(call);
-        }
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
-        match &mut c.media {
-            Media::Pending { held, samples: n } => {
-                held.push_back((ch, at, samples.to_vec()));
-                *n += samples.len();
-                while *n > MAX_PENDING {
-                    match held.pop_front() {
-                        Some((_, _, s)) => {
-                            *n -= s.len();
-                            self.metrics
-                                .recorder()
-                                .recorder_queue_dropped(SinkKind::Siprec, 1);
-                        }
-                        None => break,
-                    }
-                }
-            }
-            Media::Sending { rtp, enabled } => {
-                if enabled[ch] {
-                    let sent = rtp.frame(ch, at, samples);
-                    sent.account(
-                        &self.metrics,
-                        SinkKind::Siprec,
-                        call,
-                        &mut c.send_error_logged,
-                    );
-                }
-            }
-            Media::Fallback { aligner, wav } => {
-                let metrics = &self.metrics;
-                aligner.put(ch, at, samples, &mut |bytes| {
-                    super::write_wav(wav, bytes, metrics, SinkKind::Siprec, call)
-                });
-            }
-            Media::Off => {}
-        }
-    }
-
-    /// The call ended: BYE the SRS (or give up the attempt in progress; its audio then goes
-    /// to the fallback file) and make a fallback file final with `sidecar`.
-    pub(super) fn end(&mut self, call: CallRef, sidecar: &[u8]) -> Option<JoinHandle<()>> {
-        if let Some(key) = self.session_of.remove(&call) {
-            self.sessions.remove(&key);
-            self.src.end(key, Instant::now());
-            self.pump();
-        }
-        let mut c = self.calls.remove(&call)?;
-        self.metrics
-            .recorder()
-            .recorder_session_closed(SinkKind::Siprec);
-        if c.info.is_some() {
-            // No audio ever came: no session was opened, there is nothing to record.
-            return None;
-        }
-        if matches!(c.media, Media::Pending { .. }) {
-            tracing::warn!(
-                call = call.0,
-                "siprec recorder: the call ended before an SRS accepted; recording it to the fallback"
-            );
-            self.start_fallback(call, &mut c);
-        }
-        match std::mem::replace(&mut c.media, Media::Off) {
-            Media::Sending { mut rtp, .. } => {
-                let sent = rtp.finish();
-                sent.account(
-                    &self.metrics,
-                    SinkKind::Siprec,
-                    call,
-                    &mut c.send_error_logged,
-                );
-                None
-            }
-            Media::Fallback {
-                mut aligner,
-                mut wav,
-            } => {
-                let metrics = self.metrics.clone();
-                aligner.flush(&mut |bytes| {
-                    super::write_wav(&mut wav, bytes, &metrics, SinkKind::Siprec, call)
-                });
-                let wav = wav?;
-                let fb = self.fallback.as_ref()?;
-                let (dir, recipients) = (fb.dir.clone(), fb.recipients.clone());
-                let json = sidecar.to_vec();
-                let name = c.name;
-                Some(tokio::task::spawn_blocking(
-                    move || match super::finish_one(wav, &dir, &name, &recipients, &json) {
-                        Ok((path, bytes)) => {
-                            metrics
-                                .recorder()
-                                .recorder_bytes(SinkKind::Siprec)
-                                .inc_by(bytes);
-                            tracing::info!(call = call.0, path = %path.display(), "siprec fallback recording written");
-                        }
-                        Err(e) => {
-                            metrics.recorder().recorder_error(SinkKind::Siprec);
-                            tracing::error!(call = call.0, error = %e, "siprec fallback recording failed");
-                        }
-                    },
-                ))
-            }
-            Media::Pending { .. } | Media::Off => None,
-        }
     }
 
     /// Send what the client wants sent and act on its events.
@@ -436,12 +252,13 @@ impl SiprecSink {
                             Media::Pending { held, .. } => held,
                             _ => VecDeque::new(),
                         };
-                        let enabled = [dests[0].is_some(), dests[1].is_some()];
-                        let d = [dests[0].unwrap_or(any), dests[1].unwrap_or(any)];
+                        // The offer's streams by side: the PBX side's first.
+                        let enabled = BySide::new(dests[0].is_some(), dests[1].is_some());
+                        let d = BySide::new(dests[0].unwrap_or(any), dests[1].unwrap_or(any));
                         let mut rtp = rtp::RtpCall::with_sockets(socks, d);
-                        for (ch, at, s) in held {
-                            if enabled[ch] {
-                                let sent = rtp.frame(ch, at, &s);
+                        for (from, at, s) in held {
+                            if enabled[from] {
+                                let sent = rtp.frame(from, at, &s);
                                 sent.account(
                                     &self.metrics,
                                     SinkKind::Siprec,
@@ -479,19 +296,18 @@ impl SiprecSink {
                     call = call.0,
                     "siprec recorder: the SRS ended the session; no more audio sent"
                 );
-                if let Media::Sending { mut rtp, .. } = std::mem::replace(&mut c.media, Media::Off)
-                {
-                    let sent = rtp.finish();
-                    sent.account(
-                        &self.metrics,
-                        SinkKind::Siprec,
-                        call,
-                        &mut c.send_error_logged,
-                    );
+                if let Media::Sending { rtp, .. } = std::mem::replace(&mut c.media, Media::Off) {
+                    self.stop_sending(call, rtp, &mut c.send_error_logged);
                 }
             }
         }
         self.calls.insert(call, c);
+    }
+
+    /// The last packets of a call's streams, counted.
+    fn stop_sending(&self, call: CallRef, mut rtp: rtp::RtpCall, logged: &mut bool) {
+        rtp.finish()
+            .account(&self.metrics, SinkKind::Siprec, call, logged);
     }
 
     /// Switch the call to its fallback file, with the audio held so far.
@@ -532,12 +348,214 @@ impl SiprecSink {
         };
         self.metrics.recorder().siprec_fallback();
         let mut aligner = align::Aligner::default();
-        for (ch, at, s) in held {
-            aligner.put(ch, at, &s, &mut |bytes| {
-                super::write_wav(&mut wav, bytes, &self.metrics, SinkKind::Siprec, call)
+        for (from, at, s) in held {
+            aligner.put(from, at, &s, &mut |bytes| {
+                wav::write_wav(&mut wav, bytes, &self.metrics, SinkKind::Siprec, call)
             });
         }
         c.media = Media::Fallback { aligner, wav };
+    }
+}
+
+impl RecorderSink for SiprecSink {
+    fn kind(&self) -> SinkKind {
+        SinkKind::Siprec
+    }
+
+    /// A reload may not change the SIPREC sinks.
+    fn reloadable(&self) -> bool {
+        false
+    }
+
+    /// Register the socket and forward what it receives to `datagrams`.
+    fn activate(&mut self, index: usize, datagrams: &mpsc::Sender<Datagram>) -> bool {
+        let Some(std_sock) = self.std_sock.take() else {
+            return false;
+        };
+        let sock = match UdpSocket::from_std(std_sock) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "siprec recorder: cannot register its SIP socket");
+                return false;
+            }
+        };
+        self.index = index;
+        let tx = datagrams.clone();
+        self.reader = Some(tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                match sock.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        let d = Bytes::copy_from_slice(&buf[..n]);
+                        if tx.send((index, d, from)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // ICMP errors surface here on some systems: nothing to do but go on.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        }));
+        true
+    }
+
+    fn deactivate(&mut self) {
+        if let Some(h) = self.reader.take() {
+            h.abort();
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Sessions whose BYE is unanswered.
+    fn closing(&self) -> usize {
+        self.src.closing()
+    }
+
+    /// Timers.
+    fn handle_timeout(&mut self, now: Instant) {
+        self.src.handle_timeout(now);
+        self.pump();
+    }
+
+    /// A datagram from the SRS side.
+    fn handle_datagram(&mut self, bytes: Bytes, from: SocketAddr, now: Instant) {
+        self.src.handle_datagram(bytes, from, now);
+        self.pump();
+    }
+
+    /// A call starts. The recording session opens with its first audio (the call was
+    /// answered, or has early media): a call that never carries audio (cancelled, rejected)
+    /// costs the SRS nothing.
+    fn start(&mut self, call: CallRef, start: &CallStart<'_>) {
+        self.metrics
+            .recorder()
+            .recorder_session_opened(SinkKind::Siprec);
+        self.calls.insert(
+            call,
+            Call {
+                name: start.name.to_owned(),
+                info: Some(start.info.clone()),
+                socks: None,
+                media: Media::Pending {
+                    held: VecDeque::new(),
+                    samples: 0,
+                },
+                send_error_logged: false,
+            },
+        );
+    }
+
+    /// Held until an SRS accepts, then sent; or written to the fallback file.
+    fn frame(&mut self, call: CallRef, from: Side, at: u64, samples: &[i16]) {
+        if self.calls.get(&call).is_some_and(|c| c.info.is_some()) {
+            self.open(call);
+        }
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match &mut c.media {
+            Media::Pending { held, samples: n } => {
+                held.push_back((from, at, samples.to_vec()));
+                *n += samples.len();
+                while *n > MAX_PENDING {
+                    match held.pop_front() {
+                        Some((_, _, s)) => {
+                            *n -= s.len();
+                            self.metrics
+                                .recorder()
+                                .recorder_queue_dropped(SinkKind::Siprec, 1);
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Media::Sending { rtp, enabled } => {
+                if enabled[from] {
+                    let sent = rtp.frame(from, at, samples);
+                    sent.account(
+                        &self.metrics,
+                        SinkKind::Siprec,
+                        call,
+                        &mut c.send_error_logged,
+                    );
+                }
+            }
+            Media::Fallback { aligner, wav } => {
+                let metrics = &self.metrics;
+                aligner.put(from, at, samples, &mut |bytes| {
+                    wav::write_wav(wav, bytes, metrics, SinkKind::Siprec, call)
+                });
+            }
+            Media::Off => {}
+        }
+    }
+
+    /// BYE the SRS (or give up the attempt in progress; its audio then goes to the fallback
+    /// file) and make a fallback file final with the sidecar (numbers hashed).
+    fn finish(&mut self, call: CallRef, end: &CallEnd<'_>) -> Option<JoinHandle<()>> {
+        if let Some(key) = self.session_of.remove(&call) {
+            self.sessions.remove(&key);
+            self.src.end(key, Instant::now());
+            self.pump();
+        }
+        let mut c = self.calls.remove(&call)?;
+        self.metrics
+            .recorder()
+            .recorder_session_closed(SinkKind::Siprec);
+        if c.info.is_some() {
+            // No audio ever came: no session was opened, there is nothing to record.
+            return None;
+        }
+        if matches!(c.media, Media::Pending { .. }) {
+            tracing::warn!(
+                call = call.0,
+                "siprec recorder: the call ended before an SRS accepted; recording it to the fallback"
+            );
+            self.start_fallback(call, &mut c);
+        }
+        match std::mem::replace(&mut c.media, Media::Off) {
+            Media::Sending { rtp, .. } => {
+                self.stop_sending(call, rtp, &mut c.send_error_logged);
+                None
+            }
+            Media::Fallback {
+                mut aligner,
+                mut wav,
+            } => {
+                let metrics = self.metrics.clone();
+                aligner.flush(&mut |bytes| {
+                    wav::write_wav(&mut wav, bytes, &metrics, SinkKind::Siprec, call)
+                });
+                let wav = wav?;
+                let fb = self.fallback.as_ref()?;
+                let (dir, recipients) = (fb.dir.clone(), fb.recipients.clone());
+                let json = end.sidecar.json(true).to_vec();
+                let name = c.name;
+                Some(tokio::task::spawn_blocking(move || {
+                    match wav::finish_one(wav, &dir, &name, &recipients, &json) {
+                        Ok((path, bytes)) => {
+                            metrics
+                                .recorder()
+                                .recorder_bytes(SinkKind::Siprec)
+                                .inc_by(bytes);
+                            tracing::info!(call = call.0, path = %path.display(), "siprec fallback recording written");
+                        }
+                        Err(e) => {
+                            metrics.recorder().recorder_error(SinkKind::Siprec);
+                            tracing::error!(call = call.0, error = %e, "siprec fallback recording failed");
+                        }
+                    }
+                }))
+            }
+            Media::Pending { .. } | Media::Off => None,
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.len()
     }
 }
 

@@ -17,14 +17,23 @@
 //!
 //! Any temporary file is removed when the recording fails or is dropped unfinished, so a
 //! failed recording never leaves a partial file behind.
+//!
+//! [`WavSink`] is the sink: one such file per call in its directory, written from the
+//! recorder's aligned stereo stream, made final with the call's sidecar on a blocking thread.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use age::x25519;
+use tokio::task::JoinHandle;
 
-use super::RATE;
+use super::sink::{CallEnd, CallStart, RecorderSink};
+use super::{retention, RATE};
+use crate::core::proxy::CallRef;
+use crate::metrics::{Label, Metrics, SinkKind};
 
 /// WAV header size (RIFF + fmt + data chunk headers).
 pub(super) const HEADER_LEN: usize = 44;
@@ -254,6 +263,199 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     temp.persist(file, path)
 }
 
+/// A configured `wav` sink: per call, one stereo WAV and its JSON sidecar in `dir`.
+pub(super) struct WavSink {
+    dir: PathBuf,
+    recipients: Vec<x25519::Recipient>,
+    /// `encrypt_to` named a recipient that is not a usable X25519 key: record nothing (never
+    /// plaintext), count an error per call.
+    broken: bool,
+    retention_days: Option<u16>,
+    /// `hash_numbers` (default true): the sidecar carries keyed hashes, not numbers.
+    hash_numbers: bool,
+    metrics: Arc<Metrics>,
+    /// Per call its file; `None` once it failed (the failure was counted and logged).
+    calls: HashMap<CallRef, Option<WavFile>>,
+    sweeper: Option<JoinHandle<()>>,
+}
+
+impl WavSink {
+    /// The sink `cfg` describes (an unusable `encrypt_to` is logged here; the sink then
+    /// writes nothing).
+    pub(super) fn new(cfg: &config::WavRecorder, metrics: Arc<Metrics>) -> Self {
+        let (recipients, broken) = age_recipients(&cfg.encrypt_to, &cfg.dir, "wav");
+        WavSink {
+            dir: cfg.dir.clone(),
+            recipients,
+            broken,
+            retention_days: cfg.retention_days.map(|d| d.get()),
+            hash_numbers: cfg.hash_numbers,
+            metrics,
+            calls: HashMap::new(),
+            sweeper: None,
+        }
+    }
+}
+
+impl RecorderSink for WavSink {
+    fn kind(&self) -> SinkKind {
+        SinkKind::Wav
+    }
+
+    /// The retention sweeper, with `retention_days`.
+    fn activate(&mut self, _: usize, _: &tokio::sync::mpsc::Sender<super::sink::Datagram>) -> bool {
+        if let Some(days) = self.retention_days {
+            self.sweeper = Some(tokio::spawn(retention::sweeper(
+                self.dir.clone(),
+                days,
+                self.metrics.clone(),
+            )));
+        }
+        false
+    }
+
+    fn deactivate(&mut self) {
+        if let Some(h) = self.sweeper.take() {
+            h.abort();
+        }
+    }
+
+    fn start(&mut self, call: CallRef, start: &CallStart<'_>) {
+        self.metrics
+            .recorder()
+            .recorder_session_opened(SinkKind::Wav);
+        let file = if self.broken {
+            self.metrics.recorder().recorder_error(SinkKind::Wav);
+            None
+        } else {
+            match WavFile::create(&self.dir, start.name, &self.recipients) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    write_failure(&self.metrics, SinkKind::Wav, call, &e);
+                    None
+                }
+            }
+        };
+        self.calls.insert(call, file);
+    }
+
+    fn stereo(&mut self, call: CallRef, bytes: &[u8]) {
+        if let Some(slot) = self.calls.get_mut(&call) {
+            write_wav(slot, bytes, &self.metrics, SinkKind::Wav, call);
+        }
+    }
+
+    /// The file made final with its sidecar on a blocking thread; a call without media drops
+    /// its file (no empty recording is left behind).
+    fn finish(&mut self, call: CallRef, end: &CallEnd<'_>) -> Option<JoinHandle<()>> {
+        let file = self.calls.remove(&call)?;
+        let metrics = self.metrics.clone();
+        let Some(w) = file.filter(|_| end.had_media) else {
+            metrics.recorder().recorder_session_closed(SinkKind::Wav);
+            return None;
+        };
+        let (dir, recipients, name) = (
+            self.dir.clone(),
+            self.recipients.clone(),
+            end.name.to_owned(),
+        );
+        let json = end.sidecar.json(self.hash_numbers).to_vec();
+        Some(tokio::task::spawn_blocking(move || {
+            match finish_one(w, &dir, &name, &recipients, &json) {
+                Ok((path, bytes)) => {
+                    metrics
+                        .recorder()
+                        .recorder_bytes(SinkKind::Wav)
+                        .inc_by(bytes);
+                    metrics.recorder().set_recorder_disk_full(false);
+                    tracing::info!(call = call.0, path = %path.display(), "recording written");
+                }
+                Err(e) => write_failure(&metrics, SinkKind::Wav, call, &e),
+            }
+            metrics.recorder().recorder_session_closed(SinkKind::Wav);
+        }))
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+/// The `encrypt_to` recipients of a sink writing to `dir`; `broken` when one is not a usable
+/// X25519 key: that sink then writes nothing (never plaintext), which is logged here.
+pub(super) fn age_recipients(
+    list: &[config::types::AgeRecipient],
+    dir: &Path,
+    sink: &str,
+) -> (Vec<x25519::Recipient>, bool) {
+    let parsed: Result<Vec<x25519::Recipient>, _> = list
+        .iter()
+        .map(|r| r.as_str().parse::<x25519::Recipient>())
+        .collect();
+    match parsed {
+        Ok(v) => (v, false),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, sink, "recorder: an encrypt_to recipient is unusable; no file will be written there");
+            (Vec::new(), true)
+        }
+    }
+}
+
+/// Appends `bytes` to the WAV in `slot` (the `wav` sink's files, the `siprec` sink's local
+/// fallback): the one place a failed write drops the file, is counted against `sink` and
+/// logged.
+pub(super) fn write_wav(
+    slot: &mut Option<WavFile>,
+    bytes: &[u8],
+    metrics: &Metrics,
+    sink: SinkKind,
+    call: CallRef,
+) {
+    if let Some(w) = slot {
+        if let Err(e) = w.write(bytes) {
+            *slot = None;
+            write_failure(metrics, sink, call, &e);
+        }
+    }
+}
+
+/// A recording of `sink` abandoned for a failed write: counted, the disk-full alarm raised on
+/// ENOSPC, logged once.
+pub(super) fn write_failure(metrics: &Metrics, sink: SinkKind, call: CallRef, e: &io::Error) {
+    metrics.recorder().recorder_error(sink);
+    let full = e.kind() == io::ErrorKind::StorageFull;
+    if full {
+        metrics.recorder().set_recorder_disk_full(true);
+    }
+    tracing::error!(call = call.0, sink = sink.as_str(), error = %e, disk_full = full, "recording abandoned: write failed (no partial file kept; proxying goes on)");
+}
+
+/// Make one WAV final and write its sidecar (both encrypted when there are recipients).
+pub(super) fn finish_one(
+    w: WavFile,
+    dir: &Path,
+    name: &str,
+    recipients: &[x25519::Recipient],
+    json: &[u8],
+) -> io::Result<(PathBuf, u64)> {
+    let (path, size) = w.finish()?;
+    let written = if recipients.is_empty() {
+        write_atomic(&dir.join(format!("{name}.json")), json).map(|()| json.len())
+    } else {
+        encrypt(json, recipients).and_then(|ct| {
+            write_atomic(&dir.join(format!("{name}.json.age")), &ct).map(|()| ct.len())
+        })
+    };
+    match written {
+        Ok(n) => Ok((path, size + n as u64)),
+        Err(e) => {
+            // A recording without its sidecar is still a recording: keep it, report the error.
+            tracing::warn!(path = %path.display(), "sidecar not written");
+            Err(e)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +524,26 @@ mod tests {
         drop(w);
         assert!(files(&dir).is_empty());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn enospc_sets_the_alarm_and_counts() {
+        let m = Metrics::new();
+        let e = io::Error::from_raw_os_error(28); // ENOSPC
+        write_failure(&m, SinkKind::Wav, CallRef(1), &e);
+        let out = m.render();
+        assert!(out.contains("callmask_recorder_disk_full 1"), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("callmask_recorder_errors_total{sink=\"wav\"} 1")),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn other_errors_do_not_set_the_alarm() {
+        let m = Metrics::new();
+        write_failure(&m, SinkKind::Wav, CallRef(1), &io::Error::other("x"));
+        assert!(m.render().contains("callmask_recorder_disk_full 0"));
     }
 }

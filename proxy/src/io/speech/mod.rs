@@ -30,7 +30,7 @@ use dsp::spoken::{Job, JobId, Recognizer, RecognizerError, SpeechConfig, SpeechM
 use dsp::MediaTime;
 use tokio::sync::mpsc;
 
-use super::http::Readiness;
+use super::readiness::Readiness;
 use crate::metrics::{Metrics, RecognizerOutcome};
 
 /// An engine instance for one worker thread.
@@ -651,7 +651,7 @@ mod tests {
             )
         });
         let pool = pool_of(factory, &metrics);
-        let config = crate::offline::speech::tuned_config(LOOKAHEAD_MS);
+        let config = crate::speech::tuned_config(LOOKAHEAD_MS);
         let mut cs = CallSpeech::new(pool, config, metrics.clone()).expect("valid");
         let audio = voice(8000 * 6);
         let (out, spans) = run_call(&mut cs, &audio);
@@ -695,7 +695,7 @@ mod tests {
                 ])) as BoxedRecognizer)
             });
             let pool = pool_of(factory, &metrics);
-            let config = crate::offline::speech::tuned_config(LOOKAHEAD_MS);
+            let config = crate::speech::tuned_config(LOOKAHEAD_MS);
             let mut cs = CallSpeech::new(pool, config, metrics).expect("valid");
             let audio = voice(8000 * 6);
             let (out, _) = run_call_keyed(&mut cs, &audio, keypad);
@@ -714,7 +714,7 @@ mod tests {
             .expect("threads");
         assert!(wait(|| pool.is_dead()));
         assert!(readiness.not_ready().contains(&"recognizer_loaded"));
-        let config = crate::offline::speech::tuned_config(LOOKAHEAD_MS);
+        let config = crate::speech::tuned_config(LOOKAHEAD_MS);
         let mut cs = CallSpeech::new(pool, config, metrics).expect("valid");
         let audio = voice(8000 * 5);
         let (out, _) = run_call(&mut cs, &audio);

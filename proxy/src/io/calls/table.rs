@@ -1,4 +1,4 @@
-//! The live call table as the HTTP API sees it: lookup only (the relay never locks it per
+//! The live call table as the control API sees it: lookup only (the relay never locks it per
 //! packet). Entries hold no PHI: callmask's own call id, times, state, codecs, secure flag.
 #![allow(clippy::disallowed_methods)] // io shell: reads the wall clock for start times
 
@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
-use super::http::{Actor, CallControl, CallState, CallSummary, NotFound, SecureChange};
+use super::{Actor, CallControl, CallState, CallSummary, NotFound, SecureChange};
 use crate::core::media::CallCommand as CallCmd;
 use crate::core::proxy::CallRef;
 

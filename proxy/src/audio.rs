@@ -1,5 +1,6 @@
 //! Reading and writing the audio files `callmask mask` accepts: WAV (PCM 16-bit, µ-law,
-//! A-law; mono or stereo; 8 or 16 kHz) and raw `.ulaw` / `.alaw` (8 kHz mono).
+//! A-law; mono or stereo; 8 or 16 kHz) and raw `.ulaw` / `.alaw` (8 kHz mono). `callmask mask`
+//! (`offline/`) reads and writes them; `callmask demo` reads its recording back.
 //!
 //! The writer reproduces the input's encoding, rate, channel count and length, so a masked
 //! file can replace the original anywhere it was used.
@@ -8,7 +9,28 @@ use std::path::Path;
 
 use dsp::g711::Law;
 
-use super::OfflineError;
+use thiserror::Error;
+
+/// Why an audio file cannot be read (`callmask mask` reports it as it is: exit 66 for
+/// `Open`, 65 for the others).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AudioError {
+    /// The file could not be opened or read.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The path given.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid audio.
+    #[error("bad input: {0}")]
+    Data(String),
+    /// The file is audio in a format callmask does not process.
+    #[error("unsupported input: {0}")]
+    Unsupported(String),
+}
 
 /// How samples are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +80,8 @@ impl Audio {
 }
 
 /// Read an audio file. The encoding of raw files comes from the extension.
-pub fn read(path: &Path) -> Result<Audio, OfflineError> {
-    let bytes = std::fs::read(path).map_err(|e| OfflineError::Open {
+pub fn read(path: &Path) -> Result<Audio, AudioError> {
+    let bytes = std::fs::read(path).map_err(|e| AudioError::Open {
         path: path.display().to_string(),
         source: e,
     })?;
@@ -104,8 +126,8 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Parse a RIFF/WAVE file held in memory.
-pub fn parse_wav(b: &[u8]) -> Result<Audio, OfflineError> {
-    let bad = |what: &str| OfflineError::Data(what.to_string());
+pub fn parse_wav(b: &[u8]) -> Result<Audio, AudioError> {
+    let bad = |what: &str| AudioError::Data(what.to_string());
     if b.len() < 12 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
         return Err(bad(
             "not a WAV file (no RIFF/WAVE header); raw G.711 files need a .ulaw or .alaw extension",
@@ -150,23 +172,23 @@ pub fn parse_wav(b: &[u8]) -> Result<Audio, OfflineError> {
         (7, 8) => Encoding::G711(Law::Ulaw),
         (6, 8) => Encoding::G711(Law::Alaw),
         (1, b) => {
-            return Err(OfflineError::Unsupported(format!(
+            return Err(AudioError::Unsupported(format!(
                 "{b}-bit PCM (use 16-bit PCM, µ-law or A-law)"
             )))
         }
         (t, _) => {
-            return Err(OfflineError::Unsupported(format!(
+            return Err(AudioError::Unsupported(format!(
                 "WAV format tag {t:#06x} (use 16-bit PCM, µ-law or A-law)"
             )))
         }
     };
     if rate != 8000 && rate != 16000 {
-        return Err(OfflineError::Unsupported(format!(
+        return Err(AudioError::Unsupported(format!(
             "sample rate {rate} Hz (use 8000 or 16000)"
         )));
     }
     if channels != 1 && channels != 2 {
-        return Err(OfflineError::Unsupported(format!(
+        return Err(AudioError::Unsupported(format!(
             "{channels} channels (use mono or stereo)"
         )));
     }
@@ -303,10 +325,10 @@ mod tests {
         }
         assert!(matches!(
             parse_wav(b"hello world, not audio"),
-            Err(OfflineError::Data(_))
+            Err(AudioError::Data(_))
         ));
         let mut b24 = good.clone();
         b24[34] = 24; // bits per sample
-        assert!(matches!(parse_wav(&b24), Err(OfflineError::Unsupported(_))));
+        assert!(matches!(parse_wav(&b24), Err(AudioError::Unsupported(_))));
     }
 }

@@ -1,0 +1,87 @@
+//! Readiness flags behind `GET /readyz`: each owner sets its flag as its resource comes up
+//! (or goes away); the HTTP listener ([`super::http`]) only reads them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Readiness flags, set by the owner of each resource as it comes up (or goes away).
+///
+/// A feature that is not configured counts as ready: the owner sets its flag at startup
+/// (e.g. `recognizer_loaded` when speech masking is off).
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listeners_bound: AtomicBool,
+    sinks_reachable: AtomicBool,
+    recognizer_loaded: AtomicBool,
+    /// Shutting down (SIGTERM drain): not ready, so a load balancer sends new calls elsewhere.
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    /// All flags down.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// SIP and media listeners are bound.
+    pub fn set_listeners_bound(&self, v: bool) {
+        self.listeners_bound.store(v, Ordering::Release);
+    }
+
+    /// Every configured recorder sink is reachable (or none is configured).
+    pub fn set_sinks_reachable(&self, v: bool) {
+        self.sinks_reachable.store(v, Ordering::Release);
+    }
+
+    /// The speech recognizer is loaded (or speech masking is off).
+    pub fn set_recognizer_loaded(&self, v: bool) {
+        self.recognizer_loaded.store(v, Ordering::Release);
+    }
+
+    /// The process drains for shutdown (new calls refused).
+    pub fn set_draining(&self, v: bool) {
+        self.draining.store(v, Ordering::Release);
+    }
+
+    /// Names of the flags still down (and `not_draining` while draining); empty when ready.
+    pub fn not_ready(&self) -> Vec<&'static str> {
+        let mut down: Vec<&'static str> = [
+            ("listeners_bound", &self.listeners_bound),
+            ("sinks_reachable", &self.sinks_reachable),
+            ("recognizer_loaded", &self.recognizer_loaded),
+        ]
+        .into_iter()
+        .filter(|(_, flag)| !flag.load(Ordering::Acquire))
+        .map(|(name, _)| name)
+        .collect();
+        if self.draining.load(Ordering::Acquire) {
+            down.push("not_draining");
+        }
+        down
+    }
+
+    /// Every flag is set.
+    pub fn is_ready(&self) -> bool {
+        self.not_ready().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_lists_what_is_down() {
+        let r = Readiness::new();
+        assert_eq!(
+            r.not_ready(),
+            ["listeners_bound", "sinks_reachable", "recognizer_loaded"]
+        );
+        r.set_listeners_bound(true);
+        r.set_recognizer_loaded(true);
+        assert_eq!(r.not_ready(), ["sinks_reachable"]);
+        r.set_sinks_reachable(true);
+        assert!(r.is_ready());
+        r.set_draining(true);
+        assert_eq!(r.not_ready(), ["not_draining"]);
+    }
+}
