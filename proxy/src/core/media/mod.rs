@@ -54,7 +54,7 @@ use crate::core::ports::PortPair;
 use crate::core::proxy::{CallRef, StreamSpec};
 use crate::core::relay::{
     classify, ClockRate, DropReason as RelayDrop, LatchConfig, LegReceiver, LocalPort, PacketKind,
-    Received, SeqClass,
+    Received, RtpPacket, SeqClass,
 };
 use crate::core::side::{BySide, Side};
 use crate::metrics::{self, CallStats, Metrics};
@@ -506,8 +506,9 @@ impl<S: SpeechHook> CallMedia<S> {
         })
     }
 
-    /// [`Self::handle_datagram`] on plaintext: validation, latching, statistics, the clamp
-    /// and the recorder path.
+    /// [`Self::handle_datagram`] on plaintext: [`Self::receive`] (validation, latching,
+    /// statistics), [`Self::tap_audio`] (the clamp, the trigger and the recorder path of audio
+    /// stream 0), then the forward gate (`block`/`silence media`).
     fn relay<'a>(
         &'a mut self,
         now: Instant,
@@ -515,6 +516,67 @@ impl<S: SpeechHook> CallMedia<S> {
         src: SocketAddr,
         data: &'a [u8],
     ) -> Option<Transmit<'a>> {
+        let side = socket.side;
+        let other = side.other();
+        let (received, target, out_port) = self.receive(now, socket, src, data)?;
+        let rewrite = match (received, socket.stream) {
+            (Received::Rtp { packet, .. }, 0) => self.tap_audio(now, side, &packet),
+            _ => Rewrite::Original,
+        };
+        let st = self.streams.get(socket.stream)?;
+        // `silence media`: the law of a G.711 packet to silence (`None`: not forwardable as
+        // silence).
+        let silence = match (self.gate[side], received) {
+            (ForwardGate::Silence, Received::Rtp { packet, .. }) => {
+                Some(match st.payloads.kind(packet.payload_type()) {
+                    PayloadKind::Audio(codec) => codec
+                        .law()
+                        .map(|l| (l, packet.header_len(), packet.payload().len())),
+                    _ => None,
+                })
+            }
+            _ => None,
+        };
+        if self.gate[side] == ForwardGate::Block && matches!(received, Received::Rtp { .. }) {
+            return None;
+        }
+        let payload = match rewrite {
+            Rewrite::Original => data,
+            Rewrite::Rewritten(n) => self.agent.as_deref()?.rewritten(n),
+            Rewrite::Nothing => return None,
+        };
+        let payload = match silence {
+            None => payload,
+            Some(None) => return None,
+            Some(Some((law, start, len))) => {
+                self.gate_buf.clear();
+                self.gate_buf.extend_from_slice(payload);
+                self.gate_buf
+                    .get_mut(start..start + len)?
+                    .fill(law.silence());
+                &self.gate_buf[..]
+            }
+        };
+        Some(Transmit {
+            socket: SocketId {
+                stream: socket.stream,
+                side: other,
+                port: out_port,
+            },
+            dst: target?,
+            payload,
+        })
+    }
+
+    /// Validates and latches a datagram on its leg and counts it; returns it parsed, with
+    /// where the other leg's copy goes (unknown until that leg is signalled or latched).
+    fn receive<'a>(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &'a [u8],
+    ) -> Option<(Received<'a>, Option<SocketAddr>, LocalPort)> {
         let side = socket.side;
         let other = side.other();
         let st = self.streams.get_mut(socket.stream)?;
@@ -558,13 +620,17 @@ impl<S: SpeechHook> CallMedia<S> {
         self.stats
             .leg(other, metrics::Direction::Outbound)
             .record_packet(data.len());
+        Some((received, target, out_port))
+    }
 
-        // Audio stream 0 only: the clamp (toward the agents), the trigger (the caller's
-        // keys) and the recorder path, all from one decode.
+    /// Audio stream 0: the clamp (toward the agents), the trigger (the caller's keys) and the
+    /// recorder path, all from one decode. Returns what to forward instead of the packet.
+    fn tap_audio(&mut self, now: Instant, side: Side, packet: &RtpPacket<'_>) -> Rewrite {
+        let Some(st) = self.streams.get_mut(0) else {
+            return Rewrite::Original;
+        };
         let mut rewrite = Rewrite::Original;
-        if let (Received::Rtp { packet, .. }, 0, true) =
-            (received, socket.stream, st.spec.encrypted)
-        {
+        if st.spec.encrypted {
             // Encrypted end to end (`media.undecodable = "relay-muted"`): relayed untouched
             // (no clamp: rewriting SRTP would break its authentication), never decoded or
             // read for keys; the recorder path hears silence, marked fail-closed.
@@ -582,7 +648,7 @@ impl<S: SpeechHook> CallMedia<S> {
                 };
                 self.metrics.srtp().undecodable(side, secs);
             }
-        } else if let (Received::Rtp { packet, .. }, 0) = (received, socket.stream) {
+        } else {
             let clamp = self.agent.as_deref_mut().filter(|_| side == Side::Pbx);
             // The customer's keys (the PBX side), whoever dialled.
             let trigger = self.trigger.as_deref_mut().filter(|_| side == Side::Pbx);
@@ -637,48 +703,7 @@ impl<S: SpeechHook> CallMedia<S> {
                 self.events.push_back(MediaEvent::SecureByKeys { on });
             }
         }
-        // `silence media`: the law of a G.711 packet to silence (`None`: not forwardable as
-        // silence); read before the stream's borrow ends.
-        let silence = match (self.gate[side], received) {
-            (ForwardGate::Silence, Received::Rtp { packet, .. }) => {
-                Some(match st.payloads.kind(packet.payload_type()) {
-                    PayloadKind::Audio(codec) => codec
-                        .law()
-                        .map(|l| (l, packet.header_len(), packet.payload().len())),
-                    _ => None,
-                })
-            }
-            _ => None,
-        };
-        if self.gate[side] == ForwardGate::Block && matches!(received, Received::Rtp { .. }) {
-            return None;
-        }
-        let payload = match rewrite {
-            Rewrite::Original => data,
-            Rewrite::Rewritten(n) => self.agent.as_deref()?.rewritten(n),
-            Rewrite::Nothing => return None,
-        };
-        let payload = match silence {
-            None => payload,
-            Some(None) => return None,
-            Some(Some((law, start, len))) => {
-                self.gate_buf.clear();
-                self.gate_buf.extend_from_slice(payload);
-                self.gate_buf
-                    .get_mut(start..start + len)?
-                    .fill(law.silence());
-                &self.gate_buf[..]
-            }
-        };
-        Some(Transmit {
-            socket: SocketId {
-                stream: socket.stream,
-                side: other,
-                port: out_port,
-            },
-            dst: target?,
-            payload,
-        })
+        rewrite
     }
 
     /// When [`Self::handle_timeout`] has something to do (the inactivity deadline); `None`

@@ -412,7 +412,8 @@ impl<S: SpeechHook> RecorderPath<S> {
 
     /// Decoded audio (`None`: audio the tap cannot decode) from `side`, arrived at `now`;
     /// `ticks` RTP timestamp units per 8 kHz sample (Opus 6, else 1). See the module docs
-    /// for the timeline rules.
+    /// for the timeline rules: [`Self::place`] finds the gap before it, [`Self::mark_start`]
+    /// lines the legs up and opens or closes a fail-closed span, [`Self::push`] runs it.
     pub(crate) fn audio(
         &mut self,
         now: Instant,
@@ -437,11 +438,24 @@ impl<S: SpeechHook> RecorderPath<S> {
             return;
         }
         let n = pcm.map_or(UNDECODABLE_SAMPLES, <[i16]>::len);
-        let hz = f64::from(self.rate.hz());
-        let dir = &mut self.dirs[side];
         let Ok(rtp_time) = i64::try_from(rtp_time.0 / ticks) else {
             return;
         };
+        let Some(gap) = self.place(now, side, rtp_time, n) else {
+            return;
+        };
+        let t = self.dirs[side].pushed.0 + gap;
+        self.mark_start(now, side, t, pcm.is_none(), packet);
+        self.push(side, gap, pcm);
+    }
+
+    /// The silence to push before a packet of `n` samples at `rtp_time` (in samples), from
+    /// its RTP time checked against the arrival clock; `None` for a late or duplicate packet
+    /// (relayed live, but the recorder path has moved on). A gap longer than
+    /// [`MAX_GAP_FILL_MS`] is not pushed: the recorder is told to skip the rest.
+    fn place(&mut self, now: Instant, side: Side, rtp_time: i64, n: usize) -> Option<u64> {
+        let hz = f64::from(self.rate.hz());
+        let dir = &mut self.dirs[side];
         let pushed = i64::try_from(dir.pushed.0).unwrap_or(i64::MAX);
         let mut rtp_gap = rtp_time + dir.offset - pushed;
         if let Some(last) = dir.last_push_at {
@@ -456,15 +470,12 @@ impl<S: SpeechHook> RecorderPath<S> {
             }
         }
         let Ok(mut gap) = u64::try_from(rtp_gap) else {
-            // Late or duplicate: relayed live, but the recorder path already moved on.
             dir.late_samples += n as u64;
             self.metrics.recorder().recorder_dropped_samples(n as u64);
-            return;
+            return None;
         };
         let max_gap = self.rate.samples_in_ms(MAX_GAP_FILL_MS);
         if gap > max_gap && dir.started {
-            // A long gap: not pushed through the pipeline; the recorder places what
-            // follows `skipped` samples later.
             let skipped = gap - max_gap;
             dir.offset -= i64::try_from(skipped).unwrap_or(i64::MAX);
             let at = (dir.pushed + max_gap).0;
@@ -480,21 +491,32 @@ impl<S: SpeechHook> RecorderPath<S> {
             });
             gap = max_gap;
         }
+        Some(gap)
+    }
+
+    /// At media time `t`: the leg's first audio tells speech where its time 0 lies (to line
+    /// the two legs up); undecodable audio opens (decodable audio closes) a fail-closed span.
+    fn mark_start(
+        &mut self,
+        now: Instant,
+        side: Side,
+        t: u64,
+        undecodable: bool,
+        packet: &RtpPacket<'_>,
+    ) {
+        let hz = f64::from(self.rate.hz());
         let dir = &mut self.dirs[side];
-        let t = dir.pushed.0 + gap;
         if !dir.started {
             dir.started = true;
             if let Some(sp) = self.speech.as_mut() {
-                // Where this leg's media time 0 lies, to line the two legs up.
                 let ago = Duration::from_secs_f64(t as f64 / hz);
                 sp.set_origin(side, now.checked_sub(ago).unwrap_or(now));
             }
         }
         let dir = &mut self.dirs[side];
         dir.last_push_at = Some(now);
-        // Undecodable audio opens (decodable audio closes) a fail-closed span at its time.
-        match (pcm, dir.undecodable.take()) {
-            (None, None) => {
+        match (undecodable, dir.undecodable.take()) {
+            (true, None) => {
                 dir.undecodable = Some(
                     dir.pipeline
                         .begin_span(MaskReason::FailClosed, MediaTime(t)),
@@ -509,10 +531,15 @@ impl<S: SpeechHook> RecorderPath<S> {
                     );
                 }
             }
-            (None, open) => dir.undecodable = open,
-            (Some(_), Some(id)) => dir.pipeline.end_span(id, MediaTime(t)),
-            (Some(_), None) => {}
+            (true, open) => dir.undecodable = open,
+            (false, Some(id)) => dir.pipeline.end_span(id, MediaTime(t)),
+            (false, None) => {}
         }
+    }
+
+    /// `gap` samples of silence, then the packet's audio (or, undecodable, its silence),
+    /// through the pipeline in frames.
+    fn push(&mut self, side: Side, mut gap: u64, pcm: Option<&[i16]>) {
         while gap > 0 {
             let k = usize::try_from(gap)
                 .unwrap_or(TAP_FRAME_MAX)

@@ -213,6 +213,180 @@ fn srtp_toward(req: &Request, plan: &MediaPlan) -> Result<SrtpMode, String> {
     }
 }
 
+impl Call {
+    /// The SDP's sender (the offer's from-tag, the answer's to-tag), with the tags, label,
+    /// via-branch and DTMF-security the request names for its leg.
+    fn take_sender(&mut self, req: &Request, offer: bool) -> Result<Side, String> {
+        let from_tag = Bytes::from(req.from_tag.clone().ok_or("No from-tag in message")?);
+        let to_tag = req.to_tag.clone().map(Bytes::from);
+        let from = if offer {
+            // A new from-tag on a known call takes the caller's leg too (rtpengine would add
+            // a monologue; callmask has two legs, the newest offerer takes the caller's).
+            self.side_of(&from_tag).unwrap_or(Side::Pbx)
+        } else {
+            let tag = to_tag.clone().ok_or("No to-tag in message")?;
+            match self.side_of(&tag) {
+                Some(s) => s,
+                // A first answer, or another fork's: the answering leg is the callee's
+                // unless the from-tag says the caller's leg offered from the other side.
+                None => self.side_of(&from_tag).map_or(Side::Agents, Side::other),
+            }
+        };
+        let sender_tag = if offer {
+            from_tag.clone()
+        } else {
+            to_tag.clone().unwrap_or_default()
+        };
+        self.legs[from].tag = Some(sender_tag);
+        if offer {
+            if let Some(t) = &to_tag {
+                self.legs[from.other()].tag = Some(t.clone());
+            }
+        } else if self.legs[from.other()].tag.is_none() {
+            self.legs[from.other()].tag = Some(from_tag);
+        }
+        if let Some(l) = &req.label {
+            self.legs[from].label = Some(l.clone());
+        }
+        if let Some(v) = &req.via_branch {
+            self.legs[from].via_branch = Some(v.clone());
+        }
+        if let Some(mode) = req.dtmf_security {
+            self.dtmf_security = mode;
+        }
+        Ok(from)
+    }
+
+    /// SDES per leg: the sender's key is learnt, the SDP toward the other leg carries
+    /// callmask's own key or none, as the controller asks (`toward`).
+    fn apply_sdes(
+        &mut self,
+        sdp: &mut Sdp,
+        plan: &MediaPlan,
+        from: Side,
+        role: SdpRole,
+        toward: SrtpMode,
+    ) -> Result<(), String> {
+        let mut modes = BySide::new(SrtpMode::Mirror, SrtpMode::Mirror);
+        modes[from.other()] = toward;
+        for (i, p) in plan.streams.iter().enumerate() {
+            if let Some(st) = self.streams.get_mut(i).filter(|_| p.is_active()) {
+                st.srtp
+                    .apply(sdp, i, from, role, modes, true)
+                    .map_err(|_| "SRTP could not be negotiated on this leg")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the SDP toward the other leg (callmask's address and ports there) and
+    /// learns the sender's media addresses and codecs. Returns the body to send on.
+    fn anchor_toward(
+        &mut self,
+        sdp: Sdp,
+        plan: &MediaPlan,
+        from: Side,
+        addr: IpAddr,
+    ) -> Result<Bytes, String> {
+        let to = from.other();
+        let ports: Vec<Option<PortPair>> = plan
+            .streams
+            .iter()
+            .zip(&self.streams)
+            .map(|(p, s)| p.is_active().then_some(s.local[to]))
+            .collect();
+        let anchored = anchor(
+            sdp,
+            &LocalAnchor {
+                addr,
+                ports: &ports,
+            },
+            &mut self.origin[to],
+        )
+        .map_err(|_| "Failed to rewrite SDP")?;
+        for (s, p) in self.streams.iter_mut().zip(&anchored.plan.streams) {
+            s.remote[from] = if p.is_active() { p.remote } else { None };
+            if !p.codecs.is_empty() {
+                s.codecs = p.codecs.clone();
+            }
+        }
+        Ok(anchored.body)
+    }
+}
+
+/// Ports (a pair per side) for each stream the call does not have yet.
+fn add_streams(
+    ports: &mut PortAllocator,
+    call: &mut Call,
+    n: usize,
+    now: Instant,
+) -> Result<(), String> {
+    while call.streams.len() < n {
+        let Some(a) = ports.alloc(now) else {
+            return Err("Ran out of ports".into());
+        };
+        let Some(b) = ports.alloc(now) else {
+            let _ = ports.free(a, now);
+            return Err("Ran out of ports".into());
+        };
+        call.streams.push(Stream {
+            local: BySide::new(a, b),
+            remote: BySide::default(),
+            codecs: Vec::new(),
+            srtp: StreamSrtp::default(),
+        });
+    }
+    Ok(())
+}
+
+/// The media layer learns the call's streams (an answer, or a re-offer once started); the
+/// first time, the call starts, and what the controller asked before media existed
+/// (`block DTMF`, `record-call=no`, `block`/`silence media`) is applied.
+fn announce_media(events: &mut VecDeque<NgEvent>, call: &mut Call) {
+    let id = call.id;
+    call.deadline = None;
+    if !call.started {
+        call.started = true;
+        events.push_back(NgEvent::CallStarted {
+            call: id,
+            parties: NgParties {
+                call_id: call.call_id.clone(),
+                from_tag: call.legs[Side::Pbx].tag.clone().unwrap_or_default(),
+                to_tag: call.legs[Side::Agents].tag.clone().unwrap_or_default(),
+            },
+        });
+    }
+    events.push_back(NgEvent::Media(MediaCommand::Upsert {
+        call: id,
+        streams: call.specs(),
+    }));
+    let command = |command| NgEvent::Call { call: id, command };
+    if call.dtmf_blocked {
+        events.push_back(command(CallCommand::AgentDtmf(Some(call.dtmf_security))));
+    }
+    if !call.recording {
+        events.push_back(command(CallCommand::Secure(true)));
+    }
+    for (from, &gate) in call.gates.iter() {
+        if gate != ForwardGate::Open {
+            events.push_back(command(CallCommand::Forward { from, gate }));
+        }
+    }
+}
+
+/// `record-call=yes|no`: the recorder path muted (secure mode) or not.
+fn set_recording(events: &mut VecDeque<NgEvent>, call: &mut Call, on: bool) {
+    if call.recording != on {
+        call.recording = on;
+        if call.started {
+            events.push_back(NgEvent::Call {
+                call: call.id,
+                command: CallCommand::Secure(!on),
+            });
+        }
+    }
+}
+
 /// Per-call packet counts for `query`, read from the media layer by the shell.
 pub trait StatsSource {
     /// (packets, bytes) received from `side`'s peer, if the media layer knows the call.
@@ -389,18 +563,54 @@ impl NgCore {
         (Some(command), result)
     }
 
+    /// `offer` / `answer`: a chain of named steps (admit the SDP, find or make the call, the
+    /// sender's leg, ports, SDES, anchoring, the media layer's commands).
     fn offer_answer(&mut self, now: Instant, req: &Request, offer: bool) -> Result<Dict, String> {
         let call_id = Bytes::from(req.call_id.clone().ok_or("No call-id in message")?);
-        let from_tag = Bytes::from(req.from_tag.clone().ok_or("No from-tag in message")?);
-        let to_tag = req.to_tag.clone().map(Bytes::from);
+        let (mut sdp, toward) = self.admit_sdp(req, &call_id, offer)?;
+        self.ensure_call(&call_id, offer, now)?;
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return Err("Unknown call-id".into());
+        };
+        let from = call.take_sender(req, offer)?;
+        let plan = MediaPlan::from_sdp(&sdp);
+        add_streams(&mut self.ports, call, plan.streams.len(), now)?;
+        let role = if offer {
+            SdpRole::Offer
+        } else {
+            SdpRole::Answer
+        };
+        call.apply_sdes(&mut sdp, &plan, from, role, toward)?;
+        let body = call.anchor_toward(sdp, &plan, from, self.config.media_ip[from.other()])?;
+        if !offer || call.started {
+            announce_media(&mut self.events, call);
+        }
+        if let Some(rc) = req.record_call {
+            set_recording(&mut self.events, call, rc == RecordCall::On);
+        }
+        let sdp = String::from_utf8_lossy(&body).into_owned();
+        Ok(BTreeMap::from([
+            (b"result".to_vec(), Value::str("ok")),
+            (b"sdp".to_vec(), Value::Bytes(sdp.into_bytes())),
+        ]))
+    }
+
+    /// Checks an offer/answer before anything is allocated: the call limit, the SDP, its
+    /// codecs (`media.codecs` as in the SIP mode: never an unrecorded call) and its SRTP
+    /// (what callmask cannot decrypt is refused: relayed, the tap would record ciphertext as
+    /// audio, issue 14). Returns the SDP with undecodable codecs removed and the SDES mode
+    /// toward the leg it goes to.
+    fn admit_sdp(
+        &self,
+        req: &Request,
+        call_id: &Bytes,
+        offer: bool,
+    ) -> Result<(Sdp, SrtpMode), String> {
         let body = req.sdp.clone().ok_or("No SDP body in message")?;
-        if offer && !self.calls.contains_key(&call_id) && self.calls.len() >= self.config.max_calls
-        {
+        if offer && !self.calls.contains_key(call_id) && self.calls.len() >= self.config.max_calls {
             return Err("Call limit reached".into());
         }
         let mut sdp = Sdp::parse(Bytes::from(body)).map_err(|_| "Failed to parse SDP")?;
-        // `media.codecs` as in the SIP mode: audio the recorder tap cannot decode never gets
-        // through; an SDP with none it can decode is refused (never an unrecorded call).
         match filter_codecs(&mut sdp, &self.config.codecs) {
             Ok(CodecFilter::Unacceptable { .. }) => {
                 return Err("No codec the recorder can decode (media.codecs)".into())
@@ -408,8 +618,6 @@ impl NgCore {
             Ok(_) => {}
             Err(_) => return Err("Failed to rewrite SDP".into()),
         }
-        // SRTP callmask cannot decrypt (DTLS-SRTP, an SDES suite it does not terminate) is
-        // refused: relayed, the tap would record ciphertext as audio (issue 14, fail safe).
         match undecodable_streams(&sdp).into_iter().flatten().next() {
             Some(Undecodable::Dtls) => return Err("DTLS-SRTP is not supported by callmask".into()),
             Some(Undecodable::Sdes) => {
@@ -418,185 +626,38 @@ impl NgCore {
             None => {}
         }
         let toward = srtp_toward(req, &MediaPlan::from_sdp(&sdp))?;
-        if !self.calls.contains_key(&call_id) {
-            if !offer {
-                return Err("Unknown call-id".into());
-            }
-            let id = CallRef(self.next);
-            self.next += 1;
-            self.by_ref.insert(id, call_id.clone());
-            self.calls.insert(
-                call_id.clone(),
-                Call {
-                    id,
-                    call_id: call_id.clone(),
-                    legs: BySide::default(),
-                    streams: Vec::new(),
-                    origin: BySide::default(),
-                    started: false,
-                    deadline: Some(now + UNANSWERED_TTL),
-                    created: now,
-                    dtmf_security: dsp::clamp::ClampMode::Silence,
-                    dtmf_blocked: false,
-                    recording: true,
-                    gates: BySide::default(),
-                },
-            );
+        Ok((sdp, toward))
+    }
+
+    /// A new call for an offer with an unknown Call-ID (an answer needs a known one).
+    fn ensure_call(&mut self, call_id: &Bytes, offer: bool, now: Instant) -> Result<(), String> {
+        if self.calls.contains_key(call_id) {
+            return Ok(());
         }
-        let Some(call) = self.calls.get_mut(&call_id) else {
+        if !offer {
             return Err("Unknown call-id".into());
-        };
-        // The SDP's sender: the offer's from-tag, the answer's to-tag.
-        let from = if offer {
-            match call.side_of(&from_tag) {
-                Some(s) => s,
-                None if call.legs[Side::Pbx].tag.is_none() => Side::Pbx,
-                // A new from-tag on a known call: a fresh caller leg (rtpengine would add a
-                // monologue; callmask has two legs, the newest offerer takes the caller's).
-                None => Side::Pbx,
-            }
-        } else {
-            let tag = to_tag.clone().ok_or("No to-tag in message")?;
-            match call.side_of(&tag) {
-                Some(s) => s,
-                // A first answer, or another fork's: the answering leg is the callee's
-                // unless the from-tag says the caller's leg offered from the other side.
-                None => call.side_of(&from_tag).map_or(Side::Agents, Side::other),
-            }
-        };
-        let sender_tag = if offer {
-            from_tag.clone()
-        } else {
-            to_tag.clone().unwrap_or_default()
-        };
-        call.legs[from].tag = Some(sender_tag);
-        if offer {
-            if let Some(t) = &to_tag {
-                call.legs[from.other()].tag = Some(t.clone());
-            }
-        } else if call.legs[from.other()].tag.is_none() {
-            call.legs[from.other()].tag = Some(from_tag.clone());
         }
-        if let Some(l) = &req.label {
-            call.legs[from].label = Some(l.clone());
-        }
-        if let Some(v) = &req.via_branch {
-            call.legs[from].via_branch = Some(v.clone());
-        }
-        if let Some(mode) = req.dtmf_security {
-            call.dtmf_security = mode;
-        }
-        let plan = MediaPlan::from_sdp(&sdp);
-        while call.streams.len() < plan.streams.len() {
-            let Some(a) = self.ports.alloc(now) else {
-                return Err("Ran out of ports".into());
-            };
-            let Some(b) = self.ports.alloc(now) else {
-                let _ = self.ports.free(a, now);
-                return Err("Ran out of ports".into());
-            };
-            call.streams.push(Stream {
-                local: BySide::new(a, b),
-                remote: BySide::default(),
-                codecs: Vec::new(),
-                srtp: StreamSrtp::default(),
-            });
-        }
-        let to = from.other();
-        // SDES per leg: the sender's key is learnt, the SDP toward `to` carries callmask's own
-        // key or none, as the controller asks (`transport-protocol`, `SDES-off`).
-        let role = if offer {
-            SdpRole::Offer
-        } else {
-            SdpRole::Answer
-        };
-        let mut modes = BySide::new(SrtpMode::Mirror, SrtpMode::Mirror);
-        modes[to] = toward;
-        for (i, p) in plan.streams.iter().enumerate() {
-            if let Some(st) = call.streams.get_mut(i).filter(|_| p.is_active()) {
-                st.srtp
-                    .apply(&mut sdp, i, from, role, modes, true)
-                    .map_err(|_| "SRTP could not be negotiated on this leg")?;
-            }
-        }
-        let ports: Vec<Option<PortPair>> = plan
-            .streams
-            .iter()
-            .zip(&call.streams)
-            .map(|(p, s)| p.is_active().then_some(s.local[to]))
-            .collect();
-        let anchored = anchor(
-            sdp,
-            &LocalAnchor {
-                addr: self.config.media_ip[to],
-                ports: &ports,
+        let id = CallRef(self.next);
+        self.next += 1;
+        self.by_ref.insert(id, call_id.clone());
+        self.calls.insert(
+            call_id.clone(),
+            Call {
+                id,
+                call_id: call_id.clone(),
+                legs: BySide::default(),
+                streams: Vec::new(),
+                origin: BySide::default(),
+                started: false,
+                deadline: Some(now + UNANSWERED_TTL),
+                created: now,
+                dtmf_security: dsp::clamp::ClampMode::Silence,
+                dtmf_blocked: false,
+                recording: true,
+                gates: BySide::default(),
             },
-            &mut call.origin[to],
-        )
-        .map_err(|_| "Failed to rewrite SDP")?;
-        for (s, p) in call.streams.iter_mut().zip(&anchored.plan.streams) {
-            s.remote[from] = if p.is_active() { p.remote } else { None };
-            if !p.codecs.is_empty() {
-                s.codecs = p.codecs.clone();
-            }
-        }
-        let id = call.id;
-        if !offer || call.started {
-            call.deadline = None;
-            if !call.started {
-                call.started = true;
-                self.events.push_back(NgEvent::CallStarted {
-                    call: id,
-                    parties: NgParties {
-                        call_id: call.call_id.clone(),
-                        from_tag: call.legs[Side::Pbx].tag.clone().unwrap_or_default(),
-                        to_tag: call.legs[Side::Agents].tag.clone().unwrap_or_default(),
-                    },
-                });
-            }
-            self.events.push_back(NgEvent::Media(MediaCommand::Upsert {
-                call: id,
-                streams: call.specs(),
-            }));
-            // What the controller asked before the media existed.
-            if call.dtmf_blocked {
-                self.events.push_back(NgEvent::Call {
-                    call: id,
-                    command: CallCommand::AgentDtmf(Some(call.dtmf_security)),
-                });
-            }
-            if !call.recording {
-                self.events.push_back(NgEvent::Call {
-                    call: id,
-                    command: CallCommand::Secure(true),
-                });
-            }
-            for (from, &gate) in call.gates.iter() {
-                if gate != ForwardGate::Open {
-                    self.events.push_back(NgEvent::Call {
-                        call: id,
-                        command: CallCommand::Forward { from, gate },
-                    });
-                }
-            }
-        }
-        if let Some(rc) = req.record_call {
-            let on = rc == RecordCall::On;
-            if call.recording != on {
-                call.recording = on;
-                if call.started {
-                    self.events.push_back(NgEvent::Call {
-                        call: id,
-                        command: CallCommand::Secure(!on),
-                    });
-                }
-            }
-        }
-        let sdp = String::from_utf8_lossy(&anchored.body).into_owned();
-        Ok(BTreeMap::from([
-            (b"result".to_vec(), Value::str("ok")),
-            (b"sdp".to_vec(), Value::Bytes(sdp.into_bytes())),
-        ]))
+        );
+        Ok(())
     }
 
     fn call_mut(&mut self, req: &Request) -> Result<&mut Call, String> {

@@ -219,19 +219,7 @@ fn apply(req: &mut Request, k: &str, value: &Value) -> Result<(), String> {
         "from-tag" => req.from_tag = Some(bytes_of(k, value)?.to_vec()),
         "to-tag" => req.to_tag = Some(bytes_of(k, value)?.to_vec()),
         "sdp" => req.sdp = Some(bytes_of(k, value)?.to_vec()),
-        "transport-protocol" => {
-            let t = text_of(k, value)?;
-            req.transport_protocol = Some(match t.to_ascii_uppercase().as_str() {
-                "RTP/AVP" | "RTP/AVPF" => TransportProtocol::Plain,
-                "RTP/SAVP" | "RTP/SAVPF" => TransportProtocol::Sdes,
-                _ => {
-                    return Err(format!(
-                        "Unsupported transport-protocol '{t}' (callmask: RTP/AVP, RTP/SAVP; \
-                         no DTLS-SRTP)"
-                    ))
-                }
-            });
-        }
+        "transport-protocol" => req.transport_protocol = Some(transport_of(text_of(k, value)?)?),
         "SDES" => {
             check_list(k, value, &["off"])?;
             req.sdes_off = true;
@@ -239,22 +227,10 @@ fn apply(req: &mut Request, k: &str, value: &Value) -> Result<(), String> {
         "label" => req.label = Some(text_of(k, value)?.to_owned()),
         "via-branch" => req.via_branch = Some(text_of(k, value)?.to_owned()),
         "record call" | "record-call" => {
-            req.record_call = Some(match text_of(k, value)?.to_ascii_lowercase().as_str() {
-                "yes" | "on" => RecordCall::On,
-                "no" | "off" => RecordCall::Off,
-                other => return Err(format!("Unsupported 'record call' value '{other}'")),
-            })
+            req.record_call = Some(record_call_of(text_of(k, value)?)?)
         }
         "DTMF-security" | "DTMF security" => {
-            req.dtmf_security = Some(match text_of(k, value)?.to_ascii_lowercase().as_str() {
-                "silence" | "drop" => ClampMode::Silence,
-                "tone" => ClampMode::FlatTone,
-                other => {
-                    return Err(format!(
-                        "Unsupported DTMF-security mode '{other}' (callmask: silence, drop, tone)"
-                    ))
-                }
-            })
+            req.dtmf_security = Some(dtmf_security_of(text_of(k, value)?)?)
         }
         "limit" => match value {
             Value::Int(n) => req.limit = usize::try_from(*n).ok(),
@@ -268,19 +244,7 @@ fn apply(req: &mut Request, k: &str, value: &Value) -> Result<(), String> {
                 ));
             }
         }
-        "flags" => {
-            let items: Vec<&Value> = match value {
-                Value::List(l) => l.iter().collect(),
-                other => vec![other],
-            };
-            for item in items {
-                let text = text_of(k, item)?;
-                match text.split_once('=') {
-                    Some((key, v)) if key != "flags" => apply(req, key, &Value::str(v))?,
-                    _ => check_list(k, item, &FLAGS)?,
-                }
-            }
-        }
+        "flags" => apply_flags(req, value)?,
         "replace" => check_list(k, value, &REPLACE)?,
         "rtcp-mux" => check_list(k, value, &["demux", "reject"])?,
         "direction" => {
@@ -294,6 +258,51 @@ fn apply(req: &mut Request, k: &str, value: &Value) -> Result<(), String> {
         _ => return Err(format!("Unsupported option '{k}'")),
     }
     Ok(())
+}
+
+/// The `flags` list: each item a no-op flag callmask always honours ([`FLAGS`]), or a
+/// `key=value` option applied as if it were a dictionary entry.
+fn apply_flags(req: &mut Request, value: &Value) -> Result<(), String> {
+    let items: Vec<&Value> = match value {
+        Value::List(l) => l.iter().collect(),
+        other => vec![other],
+    };
+    for item in items {
+        let text = text_of("flags", item)?;
+        match text.split_once('=') {
+            Some((key, v)) if key != "flags" => apply(req, key, &Value::str(v))?,
+            _ => check_list("flags", item, &FLAGS)?,
+        }
+    }
+    Ok(())
+}
+
+fn transport_of(t: &str) -> Result<TransportProtocol, String> {
+    match t.to_ascii_uppercase().as_str() {
+        "RTP/AVP" | "RTP/AVPF" => Ok(TransportProtocol::Plain),
+        "RTP/SAVP" | "RTP/SAVPF" => Ok(TransportProtocol::Sdes),
+        _ => Err(format!(
+            "Unsupported transport-protocol '{t}' (callmask: RTP/AVP, RTP/SAVP; no DTLS-SRTP)"
+        )),
+    }
+}
+
+fn record_call_of(v: &str) -> Result<RecordCall, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "on" => Ok(RecordCall::On),
+        "no" | "off" => Ok(RecordCall::Off),
+        other => Err(format!("Unsupported 'record call' value '{other}'")),
+    }
+}
+
+fn dtmf_security_of(v: &str) -> Result<ClampMode, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "silence" | "drop" => Ok(ClampMode::Silence),
+        "tone" => Ok(ClampMode::FlatTone),
+        other => Err(format!(
+            "Unsupported DTMF-security mode '{other}' (callmask: silence, drop, tone)"
+        )),
+    }
 }
 
 fn bytes_of<'v>(key: &str, v: &'v Value) -> Result<&'v [u8], String> {
