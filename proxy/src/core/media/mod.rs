@@ -636,7 +636,7 @@ impl<S: SpeechHook> CallMedia<S> {
             // read for keys; the recorder path hears silence, marked fail-closed.
             if let PayloadKind::Audio(codec) = st.payloads.kind(packet.payload_type()) {
                 self.recorder
-                    .audio(now, side, &packet, None, codec.rtp_ticks());
+                    .audio(now, side, packet, None, codec.rtp_ticks());
                 let ts = packet.timestamp().get();
                 let hz = st.clock.get();
                 let secs = match st.encrypted_ts[side].replace(ts) {
@@ -656,9 +656,9 @@ impl<S: SpeechHook> CallMedia<S> {
             match st.payloads.kind(packet.payload_type()) {
                 PayloadKind::TelephoneEvent => {
                     if let Some(c) = clamp {
-                        rewrite = c.event(&packet, &st.payloads);
+                        rewrite = c.event(packet, &st.payloads);
                     }
-                    key = self.recorder.event(side, &packet, trigger);
+                    key = self.recorder.event(side, packet, trigger);
                 }
                 PayloadKind::Audio(codec) => {
                     // Decode only for a consumer (without a recorder, clamp or trigger on
@@ -677,23 +677,23 @@ impl<S: SpeechHook> CallMedia<S> {
                     };
                     let pcm = decoded.unwrap_or_default();
                     if let (Some(c), Some(law)) = (clamp, codec.law()) {
-                        rewrite = c.audio(&packet, law, pcm);
+                        rewrite = c.audio(packet, law, pcm);
                     }
                     if let Some(t) = trigger {
                         key = t.audio(pcm);
                     }
                     self.recorder
-                        .audio(now, side, &packet, decoded, codec.rtp_ticks());
+                        .audio(now, side, packet, decoded, codec.rtp_ticks());
                 }
                 PayloadKind::Other => {
                     if let Some(c) = clamp {
-                        rewrite = c.other(&packet);
+                        rewrite = c.other(packet);
                     }
                     // Audio callmask cannot decode (not filtered out of the SDP: encrypted,
                     // comfort noise, a payload type never signalled): its time is muted,
                     // marked fail-closed in the sidecar, counted, warned once.
                     if !packet.payload().is_empty() {
-                        self.recorder.audio(now, side, &packet, None, 1);
+                        self.recorder.audio(now, side, packet, None, 1);
                     }
                 }
             }
