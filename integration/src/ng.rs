@@ -57,7 +57,8 @@ fn spandsp_bin() -> String {
 /// Kamailio as a stateful proxy in front of the callee: every INVITE's SDP goes through
 /// `rtpengine_offer`, every reply's through `rtpengine_answer`, BYE through
 /// `rtpengine_delete`, flags as common configs write them; an in-dialog INFO calls
-/// `block_dtmf()`. Stopped by PID on drop.
+/// `block_dtmf()`, or `silence_media()` when it carries `X-Media: silence`. Stopped by PID
+/// on drop.
 pub struct NgKamailio {
     child: Option<Child>,
     /// Kamailio's SIP address (UDP): the caller sends here.
@@ -107,6 +108,11 @@ request_route {{
     if (has_totag()) {{
         loose_route();
         if (is_method("INFO")) {{
+            if ($hdr(X-Media) == "silence") {{
+                if (!silence_media()) {{ sl_send_reply("500", "silence media failed"); exit; }}
+                sl_send_reply("200", "Media silenced");
+                exit;
+            }}
             if (!block_dtmf()) {{ sl_send_reply("500", "block DTMF failed"); exit; }}
             sl_send_reply("200", "DTMF blocked");
             exit;

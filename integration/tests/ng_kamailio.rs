@@ -59,8 +59,29 @@ fn callee_media_digits(rtp: &[callmask_integration::RtpPacket]) -> usize {
     callmask_integration::dtmf_digit_count(&callmask_integration::rtp_to_pcm(rtp))
 }
 
+/// What the caller's in-dialog INFO makes Kamailio do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InfoAction {
+    /// `block_dtmf()`: NG `block DTMF`.
+    BlockDtmf,
+    /// `silence_media()`: NG `silence media`.
+    SilenceMedia,
+}
+
 #[test]
 fn kamailio_drives_callmask_over_ng() {
+    run_call(InfoAction::BlockDtmf);
+}
+
+/// Kamailio's `silence_media()` on the live call: from then on the callee gets the caller's
+/// RTP with silent payloads (still flowing, same packets), so no key reaches it, while the
+/// recording is sanitized exactly as without it (the gate is about what the callee hears).
+#[test]
+fn kamailio_silence_media_silences_the_callers_audio_toward_the_callee() {
+    run_call(InfoAction::SilenceMedia);
+}
+
+fn run_call(action: InfoAction) {
     let Some(eval) = eval_dir() else {
         return missing("../shared/eval/data/dev/call_007 not found (set CALLMASK_SHARED)");
     };
@@ -106,7 +127,14 @@ fn kamailio_drives_callmask_over_ng() {
     let uac = Sipp::new(
         Scenario::file("ng_uac_play.xml")
             .with("PCAP", pcap.display().to_string())
-            .with("BLOCK_MS", BLOCK_MS.to_string()),
+            .with("BLOCK_MS", BLOCK_MS.to_string())
+            .with(
+                "INFO_ACTION",
+                match action {
+                    InfoAction::BlockDtmf => "dtmf",
+                    InfoAction::SilenceMedia => "silence",
+                },
+            ),
         free_udp_port(),
     )
     .remote(k.sip)
@@ -160,28 +188,48 @@ fn kamailio_drives_callmask_over_ng() {
     );
     // Kamailio's block_dtmf() (NG `block DTMF`) clamped the callee's leg before the keys: no
     // RFC 4733 packet reached the callee and no key is heard in its audio.
-    let blocked = m.sum(
-        "callmask_ng_commands_total",
-        &["command=\"block_dtmf\"", "result=\"ok\""],
-    );
-    assert_eq!(
-        blocked,
-        1.0,
-        "block DTMF not answered ok:\n{}",
-        k.log_tail()
-    );
+    let label = match action {
+        InfoAction::BlockDtmf => "command=\"block_dtmf\"",
+        InfoAction::SilenceMedia => "command=\"silence_media\"",
+    };
+    let answered = m.sum("callmask_ng_commands_total", &[label, "result=\"ok\""]);
+    assert_eq!(answered, 1.0, "{label} not answered ok:\n{}", k.log_tail());
     let rtp = callee_media.rtp();
     let events = rtp.iter().filter(|p| p.pt == 101).count();
     let heard = callee_media_digits(&rtp);
     eprintln!(
-        "[figure] callee leg after block DTMF: {} RTP packets, {events} RFC 4733, {heard} keys decodable",
+        "[figure] callee leg ({label} 2 s in): {} RTP packets, {events} RFC 4733, {heard} keys decodable",
         rtp.len()
     );
-    assert_eq!(
-        (events, heard),
-        (0, 0),
-        "DTMF reached the callee after block DTMF"
-    );
+    assert_eq!((events, heard), (0, 0), "DTMF reached the callee ({label})");
+    if action == InfoAction::SilenceMedia {
+        // Audio packets keep flowing; from half a second after the INFO, every one is silent.
+        let audio: Vec<_> = rtp.iter().filter(|p| p.pt == 0).collect();
+        let ts0 = audio.first().map(|p| p.ts).unwrap_or_default();
+        let after =
+            |p: &&callmask_integration::RtpPacket| p.ts.wrapping_sub(ts0) > (BLOCK_MS + 500) * 8;
+        let loud_before = audio
+            .iter()
+            .filter(|p| !after(p) && p.payload.iter().any(|&b| b != 0xFF))
+            .count();
+        let loud_after = audio
+            .iter()
+            .filter(|p| after(p) && p.payload.iter().any(|&b| b != 0xFF))
+            .count();
+        let silent_after = audio.iter().filter(|p| after(p)).count() - loud_after;
+        eprintln!(
+            "[figure] silence media: {loud_before} audible packets before, {loud_after} audible and {silent_after} silent after"
+        );
+        assert!(loud_before > 0, "the caller was audible before the INFO");
+        assert!(
+            silent_after > 300,
+            "silenced packets keep flowing: {silent_after}"
+        );
+        assert_eq!(
+            loud_after, 0,
+            "audio reached the callee after silence media"
+        );
+    }
     let from_callmask = relayed.iter().all(|(_, from)| {
         from.ip().is_loopback() && (cm.layout.media.0..=cm.layout.media.1).contains(&from.port())
     });
