@@ -1,5 +1,5 @@
 //! The INVITE body of a recording session: an SDP offer of two `sendonly` PCMU streams
-//! (`a=label:1` caller, `a=label:2` agent) and RFC 7865 metadata, as `multipart/mixed`.
+//! (`a=label:1` the PBX side's audio, `a=label:2` the agents' side's) and RFC 7865 metadata, as `multipart/mixed`.
 //!
 //! No `telephone-event` is offered: recorders never get RFC 4733 events. Participants carry
 //! the call's parties as callmask's call metadata holds them (hashed `h:…` unless the admin
@@ -13,10 +13,11 @@ use sha2::{Digest, Sha256};
 /// Who is recorded, for the metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordingInfo {
-    /// The caller as the call metadata holds it (`h:…` unless numbers are revealed).
-    pub caller: String,
-    /// The callee (agent side), likewise.
-    pub callee: String,
+    /// The PBX side's party (the customer), whoever dialled: the sender of stream 1 (label
+    /// 1). As the call metadata holds it (`h:…` unless numbers are revealed).
+    pub customer: String,
+    /// The agents' side's party, likewise: the sender of stream 2.
+    pub agent: String,
     /// Call start, Unix milliseconds (for `associate-time`).
     pub start_unix_ms: u128,
 }
@@ -63,7 +64,7 @@ pub(crate) fn metadata_xml(token: &str, info: &RecordingInfo) -> String {
         "  <group group_id=\"{group}\">\r\n    <associate-time>{time}</associate-time>\r\n  </group>\r\n\
          \x20 <session session_id=\"{session}\">\r\n    <group-ref>{group}</group-ref>\r\n  </session>\r\n"
     );
-    for (pid, who) in parts.iter().zip([&info.caller, &info.callee]) {
+    for (pid, who) in parts.iter().zip([&info.customer, &info.agent]) {
         let _ = write!(
             x,
             "  <participant participant_id=\"{pid}\">\r\n    <nameID aor=\"{}\">\r\n      \
@@ -89,7 +90,8 @@ pub(crate) fn metadata_xml(token: &str, info: &RecordingInfo) -> String {
              <associate-time>{time}</associate-time>\r\n  </participantsessionassoc>\r\n"
         );
     }
-    // The caller sends stream 1 and hears stream 2; the agent the other way round.
+    // The customer (PBX side) sends stream 1 and hears stream 2; the agent the other way
+    // round, whoever dialled.
     for (i, pid) in parts.iter().enumerate() {
         let _ = write!(
             x,
@@ -265,8 +267,8 @@ mod tests {
     fn metadata_is_well_formed_even_with_markup_in_names() {
         for who in ["h:0123456789ab", "<b>&\"'", "sip:+1555@example.com", ""] {
             let info = RecordingInfo {
-                caller: who.into(),
-                callee: who.into(),
+                customer: who.into(),
+                agent: who.into(),
                 start_unix_ms: 1,
             };
             well_formed(&metadata_xml("t", &info));
@@ -276,8 +278,8 @@ mod tests {
     #[test]
     fn metadata_maps_participants_to_streams_and_escapes() {
         let info = RecordingInfo {
-            caller: "h:0123456789ab".into(),
-            callee: "<x&y>".into(),
+            customer: "h:0123456789ab".into(),
+            agent: "<x&y>".into(),
             start_unix_ms: 0,
         };
         let x = metadata_xml("tok", &info);

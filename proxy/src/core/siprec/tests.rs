@@ -37,8 +37,8 @@ fn client() -> Src<u64> {
 
 fn info() -> RecordingInfo {
     RecordingInfo {
-        caller: "h:aaaaaaaaaaaa".into(),
-        callee: "h:bbbbbbbbbbbb".into(),
+        customer: "h:aaaaaaaaaaaa".into(),
+        agent: "h:bbbbbbbbbbbb".into(),
         start_unix_ms: 1_700_000_000_000,
     }
 }

@@ -497,9 +497,15 @@ impl Recorders {
     fn start(&mut self, call: CallRef, caller_side: Side, meta: CallMeta) -> CallRec {
         let start_unix_ms = unix_ms();
         let name = recording_name(start_unix_ms, call);
+        // SIPREC stream 1 carries the PBX side's audio whoever dialled, so the metadata's
+        // first participant is the PBX side's party: the callee when an agent dialled out.
+        let (customer, agent) = match caller_side {
+            Side::Pbx => (meta.from.clone(), meta.to.clone()),
+            Side::Agents => (meta.to.clone(), meta.from.clone()),
+        };
         let info = RecordingInfo {
-            caller: meta.from.clone(),
-            callee: meta.to.clone(),
+            customer,
+            agent,
             start_unix_ms,
         };
         let start = CallStart {
@@ -769,6 +775,58 @@ mod tests {
                 "frame 1 pbx at160 n160",
                 // 40 ms of stereo: 320 samples × 2 channels × 2 bytes
                 "finish 1 media=true stereo=1280 hashed=true clear=true",
+            ]
+        );
+    }
+
+    /// Who the SIPREC metadata names as the sender of each stream: stream 1 carries the PBX
+    /// side's audio whoever dialled, so its participant is the PBX side's party — the callee
+    /// (To) when an agent dialled out.
+    #[test]
+    fn siprec_participants_follow_the_sides_not_who_dialled() {
+        struct Parties(Arc<Mutex<Vec<(String, String)>>>);
+        impl RecorderSink for Parties {
+            fn kind(&self) -> SinkKind {
+                SinkKind::Siprec
+            }
+            fn start(&mut self, _call: CallRef, start: &CallStart<'_>) {
+                let i = start.info;
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((i.customer.clone(), i.agent.clone()));
+            }
+            fn finish(&mut self, _call: CallRef, _end: &CallEnd<'_>) -> Option<JoinHandle<()>> {
+                None
+            }
+            fn calls(&self) -> usize {
+                0
+            }
+        }
+        let metrics = Arc::new(Metrics::new());
+        let mut rec = Recorders::from_config(&config::Config::default(), metrics);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        rec.sinks.push(Box::new(Parties(seen.clone())));
+        let (mut calls, mut finishing) = (HashMap::new(), Vec::new());
+        for (call, caller_side) in [(1, Side::Pbx), (2, Side::Agents)] {
+            let ev = TapEvent::Start {
+                call: CallRef(call),
+                caller_side,
+                meta: CallMeta {
+                    from: "h:dialler".into(),
+                    to: "h:dialled".into(),
+                    ..CallMeta::default()
+                },
+            };
+            rec.handle_tap(ev, &mut calls, &mut finishing);
+        }
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                pair("h:dialler", "h:dialled"),
+                // The agent dialled: the customer is the callee.
+                pair("h:dialled", "h:dialler"),
             ]
         );
     }
