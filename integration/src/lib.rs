@@ -1641,6 +1641,17 @@ pub fn rms(s: &[i16]) -> f64 {
 
 /// A test's tool, model or data is missing: the test fails (a test that cannot fail is not a
 /// test), unless `CALLMASK_ALLOW_SKIP=1`, when it prints `SKIP: why` and the caller returns.
+/// Spawns `cmd` (a peer the test drives) with stdin closed and stdout and stderr appended
+/// to `log`; panics naming `what` when it cannot start.
+pub fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> Child {
+    let out = fs::File::create(log).unwrap_or_else(|e| panic!("{what} log: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log fd"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
+}
+
 pub fn missing(why: &str) {
     if std::env::var("CALLMASK_ALLOW_SKIP").as_deref() == Ok("1") {
         eprintln!("SKIP: {why}");

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{free_udp_port, have, tail, terminate, udp_port_bound, wait_for, TempDir};
+use crate::{
+    free_udp_port, have, spawn_logged, tail, terminate, udp_port_bound, wait_for, TempDir,
+};
 
 /// Where Debian's kamailio package keeps its modules.
 pub const KAMAILIO_MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
@@ -148,19 +150,17 @@ onreply_route[ANSWER] {{
         let cfg_path = dir.path().join("kamailio.cfg");
         fs::write(&cfg_path, cfg).expect("kamailio cfg");
         let log = dir.path().join("kamailio.log");
-        let out = fs::File::create(&log).expect("kamailio log");
-        let child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg_path)
-            .args(["-DD", "-E", "-w"])
-            .arg(dir.path())
-            .arg("-P")
-            .arg(dir.path().join("kamailio.pid"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log fd"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start kamailio: {e}"));
+        let child = spawn_logged(
+            Command::new(bin)
+                .arg("-f")
+                .arg(&cfg_path)
+                .args(["-DD", "-E", "-w"])
+                .arg(dir.path())
+                .arg("-P")
+                .arg(dir.path().join("kamailio.pid")),
+            &log,
+            "kamailio",
+        );
         let k = NgKamailio {
             child: Some(child),
             sip,

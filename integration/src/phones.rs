@@ -228,7 +228,6 @@ impl Baresip {
         account.push_str(";answermode=auto\n");
         fs::write(dir.path().join("accounts"), account).expect("baresip accounts");
         let log = dir.path().join("baresip.log");
-        let out = fs::File::create(&log).expect("baresip log");
         let mut cmd = Command::new("baresip");
         cmd.arg("-f")
             .arg(dir.path())
@@ -237,12 +236,7 @@ impl Baresip {
         if let Some(uri) = dial {
             cmd.arg("-e").arg(format!("/dial {uri}"));
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log fd"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start baresip: {e}"));
+        let child = crate::spawn_logged(&mut cmd, &log, "baresip");
         let b = Baresip {
             child: Some(child),
             sip,

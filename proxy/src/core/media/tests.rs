@@ -677,20 +677,25 @@ fn agent_clamp_flat_tone_turns_events_into_audio_and_drops_repeats() {
     );
 }
 
+/// Sets the PBX side's forward gate at `ms`.
+fn gate(r: &mut Rig, ms: u64, gate: ForwardGate) {
+    let t = r.at(ms);
+    r.media.handle_command(
+        t,
+        CallCommand::Forward {
+            from: Side::Pbx,
+            gate,
+        },
+    );
+}
+
 /// NG `silence media` / `block media`: what the other party gets of one party's RTP; the
 /// recorder path still hears the audio as sent, and RTCP passes.
 #[test]
 fn forward_gates_silence_or_block_one_party_only() {
     let mut r = Rig::new(config(), Side::Pbx);
     let voice = voice_ulaw(FRAME, 0);
-    let t = r.at(0);
-    r.media.handle_command(
-        t,
-        CallCommand::Forward {
-            from: Side::Pbx,
-            gate: ForwardGate::Silence,
-        },
-    );
+    gate(&mut r, 0, ForwardGate::Silence);
     let pkt = rtp(0, false, 0, 0, PBX_SSRC, &voice);
     let out = r.send(0, Side::Pbx, &pkt).expect("forwarded as silence");
     assert_eq!(out.bytes.len(), pkt.len(), "same length");
@@ -704,14 +709,7 @@ fn forward_gates_silence_or_block_one_party_only() {
         r.send(20, Side::Agents, &back).expect("relayed").bytes,
         back
     );
-    let t = r.at(40);
-    r.media.handle_command(
-        t,
-        CallCommand::Forward {
-            from: Side::Pbx,
-            gate: ForwardGate::Block,
-        },
-    );
+    gate(&mut r, 40, ForwardGate::Block);
     let pkt = rtp(0, false, 2, 320, PBX_SSRC, &voice);
     assert!(r.send(40, Side::Pbx, &pkt).is_none(), "blocked");
     let rtcp = [0x80, 201, 0, 1, 0, 0, 0, 1];
@@ -719,25 +717,11 @@ fn forward_gates_silence_or_block_one_party_only() {
         r.send_on(40, Side::Pbx, LocalPort::Rtcp, &rtcp).is_some(),
         "RTCP passes a blocked party"
     );
-    let t = r.at(60);
-    r.media.handle_command(
-        t,
-        CallCommand::Forward {
-            from: Side::Pbx,
-            gate: ForwardGate::Open,
-        },
-    );
+    gate(&mut r, 60, ForwardGate::Open);
     let pkt = rtp(0, false, 3, 480, PBX_SSRC, &voice);
     assert_eq!(r.send(60, Side::Pbx, &pkt).expect("open again").bytes, pkt);
     // Events cannot be silenced: removed while silenced.
-    let t = r.at(80);
-    r.media.handle_command(
-        t,
-        CallCommand::Forward {
-            from: Side::Pbx,
-            gate: ForwardGate::Silence,
-        },
-    );
+    gate(&mut r, 80, ForwardGate::Silence);
     let ev = rtp(TEL, true, 10, 1600, PBX_SSRC, &event(5, false, 160));
     assert!(
         r.send(200, Side::Pbx, &ev).is_none(),
