@@ -22,6 +22,8 @@ export CALLMASK_BIN="$CARGO_TARGET_DIR/debug/callmask"
 # The Debian package: built, installed with dpkg, run as its unit would, a call recorded and
 # checked, purged (needs root, as CI runs).
 ./scripts/deb_e2e.sh
+# Every cargo-fuzz target for a bounded time from its checked-in seeds (nightly toolchain).
+./scripts/fuzz.sh
 # Corpus calls played through the running proxy by sipp; the wav recorder's output scored.
 ./scripts/e2e_recorder.sh
 # The dev corpus through `callmask mask`, scored (DTMF acceptance thresholds).

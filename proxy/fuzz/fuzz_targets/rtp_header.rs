@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(p) = RtpPacket::parse(data) else {
         return;
     };
-    assert_eq!(p.header_len() + p.payload().len() + p.padding_len(), data.len());
+    assert_eq!(
+        p.header_len() + p.payload().len() + p.padding_len(),
+        data.len()
+    );
     let _ = p.csrcs().count();
     let _ = p.extension();
 
@@ -42,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
         b.resize(12, 0);
         b[0] = 0x80;
         if let Ok(q) = RtpPacket::parse(&b) {
-            stats.on_packet(&q, t0 + Duration::from_millis(i as u64 * 20), ClockRate::NARROWBAND);
+            stats.on_packet(
+                &q,
+                t0 + Duration::from_millis(i as u64 * 20),
+                ClockRate::NARROWBAND,
+            );
         }
     }
     let _ = (stats.lost(), stats.take_fraction_lost(), stats.jitter());

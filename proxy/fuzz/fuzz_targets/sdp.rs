@@ -26,13 +26,19 @@ fuzz_target!(|data: &[u8]| {
         let _ = edited.set_direction(Scope::Media(i), Direction::SendOnly);
         let _ = edited.remove_attribute(Scope::Media(i), "rtcp");
     }
-    assert!(Sdp::parse(edited.to_bytes()).is_ok(), "edits keep the body parseable");
+    assert!(
+        Sdp::parse(edited.to_bytes()).is_ok(),
+        "edits keep the body parseable"
+    );
 
     // Anchor twice through one origin state: the same input must give the same version.
     let pairs: Vec<_> = (0..sdp.media_count())
         .map(|i| PortPair::from_rtp(30000u16.wrapping_add(2 * (i as u16 % 1000))))
         .collect();
-    let local = LocalAnchor { addr, ports: &pairs };
+    let local = LocalAnchor {
+        addr,
+        ports: &pairs,
+    };
     let mut origin = OriginState::new();
     let (Ok(a), Ok(b)) = (
         anchor(sdp.clone(), &local, &mut origin),
