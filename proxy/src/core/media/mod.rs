@@ -523,32 +523,27 @@ impl<S: SpeechHook> CallMedia<S> {
             (Received::Rtp { packet, .. }, 0) => self.tap_audio(now, side, &packet),
             _ => Rewrite::Original,
         };
-        let st = self.streams.get(socket.stream)?;
-        // `silence media`: the law of a G.711 packet to silence (`None`: not forwardable as
-        // silence).
-        let silence = match (self.gate[side], received) {
-            (ForwardGate::Silence, Received::Rtp { packet, .. }) => {
-                Some(match st.payloads.kind(packet.payload_type()) {
-                    PayloadKind::Audio(codec) => codec
-                        .law()
-                        .map(|l| (l, packet.header_len(), packet.payload().len())),
-                    _ => None,
-                })
-            }
-            _ => None,
-        };
-        if self.gate[side] == ForwardGate::Block && matches!(received, Received::Rtp { .. }) {
-            return None;
-        }
         let payload = match rewrite {
             Rewrite::Original => data,
             Rewrite::Rewritten(n) => self.agent.as_deref()?.rewritten(n),
             Rewrite::Nothing => return None,
         };
-        let payload = match silence {
-            None => payload,
-            Some(None) => return None,
-            Some(Some((law, start, len))) => {
+        // `block media` / `silence media`: RTCP always passes.
+        let payload = match (self.gate[side], received) {
+            (ForwardGate::Open, _) | (_, Received::Rtcp { .. }) => payload,
+            (ForwardGate::Block, Received::Rtp { .. }) => return None,
+            (ForwardGate::Silence, Received::Rtp { packet, .. }) => {
+                // G.711 only: anything else cannot be silenced without an encoder.
+                let law = match self
+                    .streams
+                    .get(socket.stream)?
+                    .payloads
+                    .kind(packet.payload_type())
+                {
+                    PayloadKind::Audio(codec) => codec.law()?,
+                    _ => return None,
+                };
+                let (start, len) = (packet.header_len(), packet.payload().len());
                 self.gate_buf.clear();
                 self.gate_buf.extend_from_slice(payload);
                 self.gate_buf
