@@ -216,8 +216,7 @@ fn srtp_toward(req: &Request, plan: &MediaPlan) -> Result<SrtpMode, String> {
 impl Call {
     /// The SDP's sender (the offer's from-tag, the answer's to-tag), with the tags, label,
     /// via-branch and DTMF-security the request names for its leg.
-    fn take_sender(&mut self, req: &Request, offer: bool) -> Result<Side, String> {
-        let from_tag = Bytes::from(req.from_tag.clone().ok_or("No from-tag in message")?);
+    fn take_sender(&mut self, req: &Request, from_tag: Bytes, offer: bool) -> Result<Side, String> {
         let to_tag = req.to_tag.clone().map(Bytes::from);
         let from = if offer {
             // A new from-tag on a known call takes the caller's leg too (rtpengine would add
@@ -567,13 +566,14 @@ impl NgCore {
     /// sender's leg, ports, SDES, anchoring, the media layer's commands).
     fn offer_answer(&mut self, now: Instant, req: &Request, offer: bool) -> Result<Dict, String> {
         let call_id = Bytes::from(req.call_id.clone().ok_or("No call-id in message")?);
-        let (mut sdp, toward) = self.admit_sdp(req, &call_id, offer)?;
+        // Checked before a call is made for it.
+        let from_tag = Bytes::from(req.from_tag.clone().ok_or("No from-tag in message")?);
+        let (mut sdp, plan, toward) = self.admit_sdp(req, &call_id, offer)?;
         self.ensure_call(&call_id, offer, now)?;
         let Some(call) = self.calls.get_mut(&call_id) else {
             return Err("Unknown call-id".into());
         };
-        let from = call.take_sender(req, offer)?;
-        let plan = MediaPlan::from_sdp(&sdp);
+        let from = call.take_sender(req, from_tag, offer)?;
         add_streams(&mut self.ports, call, plan.streams.len(), now)?;
         let role = if offer {
             SdpRole::Offer
@@ -598,14 +598,14 @@ impl NgCore {
     /// Checks an offer/answer before anything is allocated: the call limit, the SDP, its
     /// codecs (`media.codecs` as in the SIP mode: never an unrecorded call) and its SRTP
     /// (what callmask cannot decrypt is refused: relayed, the tap would record ciphertext as
-    /// audio, issue 14). Returns the SDP with undecodable codecs removed and the SDES mode
-    /// toward the leg it goes to.
+    /// audio, issue 14). Returns the SDP with undecodable codecs removed, its media plan and
+    /// the SDES mode toward the leg it goes to.
     fn admit_sdp(
         &self,
         req: &Request,
         call_id: &Bytes,
         offer: bool,
-    ) -> Result<(Sdp, SrtpMode), String> {
+    ) -> Result<(Sdp, MediaPlan, SrtpMode), String> {
         let body = req.sdp.clone().ok_or("No SDP body in message")?;
         if offer && !self.calls.contains_key(call_id) && self.calls.len() >= self.config.max_calls {
             return Err("Call limit reached".into());
@@ -625,8 +625,9 @@ impl NgCore {
             }
             None => {}
         }
-        let toward = srtp_toward(req, &MediaPlan::from_sdp(&sdp))?;
-        Ok((sdp, toward))
+        let plan = MediaPlan::from_sdp(&sdp);
+        let toward = srtp_toward(req, &plan)?;
+        Ok((sdp, plan, toward))
     }
 
     /// A new call for an offer with an unknown Call-ID (an answer needs a known one).

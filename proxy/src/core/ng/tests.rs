@@ -376,6 +376,20 @@ fn unknown_commands_and_flags_get_an_error_reason() {
     );
 }
 
+/// An offer without a from-tag is refused before a call is made for it (no entry left to
+/// expire, nothing counted against the call limit).
+#[test]
+fn an_offer_without_from_tag_leaves_no_call() {
+    let mut rig = Rig::new();
+    let r = rig.send(&dict(&[
+        ("command", s("offer")),
+        ("call-id", s("nf@x")),
+        ("sdp", s(CALLER_SDP)),
+    ]));
+    assert_eq!(get(&r, "result"), Some("error"), "{r:?}");
+    assert_eq!(rig.core.calls(), 0);
+}
+
 #[test]
 fn undecodable_codecs_are_refused_as_in_sip_mode() {
     let mut rig = Rig::new();
