@@ -16,8 +16,8 @@ use crate::types::{
     HostPort, HttpUrl, InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat,
     LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr,
     PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays, RtpCodec, SideTransport,
-    SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs,
-    UndecodableMode, Workers,
+    SipUri, SpeechEngine, SpeechModel, SrsKeepaliveSecs, SrsTimeoutMs, SrtpMode, StreamsPerCall,
+    TcpIdleTimeoutSecs, UndecodableMode, Workers,
 };
 
 /// The effective callmask configuration.
@@ -340,6 +340,10 @@ pub struct SiprecRecorder {
     pub srs: Vec<SipUri>,
     /// Time an SRS has to answer before the next is tried. Default 2000 ms.
     pub timeout_ms: SrsTimeoutMs,
+    /// Seconds between in-dialog OPTIONS to the SRS of an established session; no answer
+    /// within `timeout_ms` (or 408/481) counts the SRS as lost, and the rest of the call
+    /// fails over to the next SRS, then to the fallback. Default 10; 0 never checks.
+    pub keepalive_s: SrsKeepaliveSecs,
     /// Where WAV files go when every SRS fails; `None`: the call is not recorded (and counted).
     pub fallback_dir: Option<PathBuf>,
     /// age recipients for the fallback files (as the `wav` sink's `encrypt_to`).
@@ -727,6 +731,7 @@ fn recorder_to_raw(r: &RecorderConfig) -> RawRecorder {
         RecorderConfig::Siprec(s) => {
             raw.srs = Some(s.srs.iter().map(|u| u.to_string()).collect());
             raw.timeout_ms = Some(i64::from(s.timeout_ms.get()));
+            raw.keepalive_s = Some(i64::from(s.keepalive_s.get()));
             raw.fallback_dir = s.fallback_dir.as_deref().map(path_str);
             raw.encrypt_to = Some(s.encrypt_to.iter().map(|a| a.to_string()).collect());
             raw.bind = Some(s.bind.to_string());

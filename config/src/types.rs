@@ -132,6 +132,11 @@ bounded!(
     SrsTimeoutMs, u32, 100, 60_000, "milliseconds"
 );
 bounded!(
+    /// Seconds between the in-dialog OPTIONS that check an established SIPREC session's SRS
+    /// is still there (0: never check).
+    SrsKeepaliveSecs, u32, 0, 3_600, "seconds"
+);
+bounded!(
     /// Recognizer worker threads (embedded engine) or concurrent requests (remote engine).
     Workers, u16, 1, 256, "workers"
 );

@@ -19,8 +19,8 @@ use crate::types::{
     HostPort, HttpUrl, InactivityTimeoutSecs, LimitCount, LimitRate, ListenAddr, LogFormat,
     LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes, MaxMessageBytes, MediaCodec, PeerAddr,
     PortRange, RecorderKind, RemoteModel, Replacement, RetentionDays, RtpCodec, SideTransport,
-    SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, StreamsPerCall, TcpIdleTimeoutSecs,
-    UndecodableMode, Workers,
+    SipUri, SpeechEngine, SpeechModel, SrsKeepaliveSecs, SrsTimeoutMs, SrtpMode, StreamsPerCall,
+    TcpIdleTimeoutSecs, UndecodableMode, Workers,
 };
 
 /// One step of a key path: a table key or an array index.
@@ -723,6 +723,7 @@ const SIPREC_KEYS: &[&str] = &[
     "kind",
     "srs",
     "timeout_ms",
+    "keepalive_s",
     "fallback_dir",
     "encrypt_to",
     "bind",
@@ -751,7 +752,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         RecorderKind::Rtp => RTP_KEYS,
         RecorderKind::Siprec => SIPREC_KEYS,
     };
-    let present: [(&str, bool); 10] = [
+    let present: [(&str, bool); 11] = [
         ("dir", r.dir.is_some()),
         ("encrypt_to", r.encrypt_to.is_some()),
         ("retention_days", r.retention_days.is_some()),
@@ -760,6 +761,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         ("codec", r.codec.is_some()),
         ("srs", r.srs.is_some()),
         ("timeout_ms", r.timeout_ms.is_some()),
+        ("keepalive_s", r.keepalive_s.is_some()),
         ("fallback_dir", r.fallback_dir.is_some()),
         ("bind", r.bind.is_some()),
     ];
@@ -860,6 +862,12 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 SrsTimeoutMs::try_from(2_000).expect("2000 ms is in range"),
                 SrsTimeoutMs::try_from,
             );
+            let keepalive_s = c.value(
+                path.key("keepalive_s"),
+                r.keepalive_s,
+                SrsKeepaliveSecs::try_from(10).expect("10 s is in range"),
+                SrsKeepaliveSecs::try_from,
+            );
             let fallback_dir = c.opt(path.key("fallback_dir"), r.fallback_dir, nonempty_path);
             let encrypt_to = age_recipients(c, &path, r.encrypt_to);
             let bind = c.value(
@@ -874,6 +882,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
             Some(RecorderConfig::Siprec(SiprecRecorder {
                 srs,
                 timeout_ms,
+                keepalive_s,
                 fallback_dir,
                 encrypt_to,
                 bind,

@@ -8,7 +8,8 @@ use config::types::{
     AgeRecipient, AgentDtmfMode, BearerToken, DtmfSequence, HashKey, HostPort, HttpUrl,
     InactivityTimeoutSecs, ListenAddr, LogFormat, LogLevel, LookaheadMs, MaxHeaders, MaxLineBytes,
     MaxMessageBytes, MediaCodec, PeerAddr, PortRange, RemoteModel, Replacement, RetentionDays,
-    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsTimeoutMs, SrtpMode, UndecodableMode, Workers,
+    RtpCodec, SipUri, SpeechEngine, SpeechModel, SrsKeepaliveSecs, SrsTimeoutMs, SrtpMode,
+    UndecodableMode, Workers,
 };
 use config::{
     from_str, load_with_overrides, AgentsConfig, Config, HttpAuth, HttpConfig, LogConfig,
@@ -103,13 +104,15 @@ fn recorder() -> impl Strategy<Value = RecorderConfig> {
                 1..3
             ),
             bounded::<SrsTimeoutMs>(100, 60_000),
+            bounded::<SrsKeepaliveSecs>(0, 3_600),
             proptest::option::of(path()),
             listen(0..512)
         )
-            .prop_map(|(srs, timeout_ms, fallback_dir, bind)| {
+            .prop_map(|(srs, timeout_ms, keepalive_s, fallback_dir, bind)| {
                 RecorderConfig::Siprec(SiprecRecorder {
                     srs,
                     timeout_ms,
+                    keepalive_s,
                     fallback_dir,
                     encrypt_to: Vec::new(),
                     bind,

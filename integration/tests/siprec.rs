@@ -275,3 +275,105 @@ fn siprec_falls_back_to_a_local_wav_when_every_srs_is_dead() {
     // The dead SRS saw INVITEs only.
     assert!(dead.texts().iter().all(|(t, _)| t.starts_with("INVITE ")));
 }
+
+/// The SRS goes away mid-call (its process killed, so nothing answers): the keep-alive
+/// OPTIONS (every 1 s here, 500 ms to answer) finds it gone, and with no other SRS in the
+/// list the rest of the call goes to the encrypted-or-plain fallback file: recorded, DTMF
+/// muted, placed at its time in the call (the part the SRS got is silence there).
+#[test]
+fn siprec_srs_lost_mid_call_records_the_rest_to_the_fallback() {
+    let srs_port = free_udp_port();
+    let caller_rx = RtpEndpoint::bind();
+    let agent_rx = RtpEndpoint::bind();
+    let fallback = TempDir::new("siprec-lost");
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            format!(
+                "recorder=[{{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:{srs_port}\"],timeout_ms=500,keepalive_s=1,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
+                fallback.path().display()
+            ),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    // -aa: the SRS answers the in-dialog OPTIONS with 200 while it lives.
+    let mut srs = Sipp::new(Scenario::file("srs_uas.xml"), srs_port)
+        .set("p1", caller_rx.port())
+        .set("p2", agent_rx.port())
+        .arg("-aa")
+        .timeout_s(30)
+        .spawn();
+    let srs_pid = srs.pid().expect("sipp SRS pid");
+    // 6 s of caller audio; keys "3" and "7" at 4.0 and 4.25 s, after the SRS is gone.
+    let (frames, sent) = synth_call_with_dtmf(6000, 4000, "37");
+    assert_eq!(
+        dtmf_digit_count(&sent),
+        2,
+        "the test call must carry 2 digits"
+    );
+    let killer = std::thread::spawn(move || {
+        // Established at once; one keep-alive answered at ~1 s; killed at ~1.8 s.
+        std::thread::sleep(Duration::from_millis(1800));
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &srs_pid.to_string()])
+            .status();
+    });
+    play_call(&cm, &frames, 6500);
+    killer.join().unwrap();
+    let _ = srs.wait();
+
+    let m = cm.wait_metrics("the SRS lost, the rest to the fallback", T, |m| {
+        m.value("callmask_siprec_srs_lost_total") == 1.0
+            && m.value("callmask_siprec_fallback_recordings_total") == 1.0
+    });
+    assert_eq!(m.value("callmask_siprec_sessions_established_total"), 1.0);
+    // The SRS got the start of the call.
+    let got = caller_rx.received().len();
+    assert!(got >= 40, "the SRS got {got} caller packets before it died");
+    let wav = wait_for(T, || {
+        std::fs::read_dir(fallback.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "wav"))
+    })
+    .unwrap_or_else(|| panic!("no fallback WAV\n{}", cm.log_tail()));
+    let (channels, samples) = read_wav(&wav);
+    assert_eq!(channels, 2);
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let voiced = |from_ms: usize, to_ms: usize| {
+        left.get(from_ms * 8..(to_ms * 8).min(left.len()))
+            .unwrap_or(&[])
+            .chunks(80)
+            .filter(|c| c.len() == 80 && rms(c) > 500.0)
+            .count()
+            * 10
+    };
+    let (before, after) = (voiced(0, 1500), voiced(3000, 6000));
+    eprintln!(
+        "[siprec] SRS killed at ~1.8 s: it got {got} caller packets; fallback WAV {} ms, \
+         voiced {before} ms in 0-1.5 s (sent to the SRS), {after} ms in 3-6 s",
+        left.len() / 8
+    );
+    assert_eq!(
+        before, 0,
+        "the part the SRS recorded is not in the fallback"
+    );
+    assert!(
+        after >= 2500,
+        "the rest of the call is in the fallback: {after} ms voiced"
+    );
+    assert_eq!(
+        dtmf_digit_count(&left),
+        0,
+        "DTMF leaked to the fallback file"
+    );
+    // The gap is bounded by the keep-alive interval plus its answer time.
+    let first_voiced_ms = left
+        .chunks(80)
+        .position(|c| c.len() == 80 && rms(c) > 500.0)
+        .map_or(usize::MAX, |i| i * 10);
+    assert!(
+        first_voiced_ms <= 1800 + 1000 + 500 + 700,
+        "fallback starts at {first_voiced_ms} ms"
+    );
+}

@@ -13,7 +13,7 @@ use callmask::core::media::tap::TapEvent;
 use callmask::core::proxy::{CallRef, Side};
 use callmask::io::recorder::Recorders;
 use callmask::metrics::Metrics;
-use config::types::{AgeRecipient, ListenAddr, SipUri, SrsTimeoutMs};
+use config::types::{AgeRecipient, ListenAddr, SipUri, SrsKeepaliveSecs, SrsTimeoutMs};
 use config::{Config, RecorderConfig, SiprecRecorder};
 use tokio::sync::mpsc;
 
@@ -25,6 +25,7 @@ fn siprec(srs: SocketAddr, fallback: Option<&Path>, encrypt_to: Vec<AgeRecipient
         recorders: vec![RecorderConfig::Siprec(SiprecRecorder {
             srs: vec![SipUri::try_from(format!("sip:srs@{srs}").as_str()).expect("uri")],
             timeout_ms: SrsTimeoutMs::try_from(150).expect("timeout"),
+            keepalive_s: SrsKeepaliveSecs::try_from(10).expect("keepalive"),
             fallback_dir: fallback.map(Path::to_path_buf),
             encrypt_to,
             bind: ListenAddr::try_from("127.0.0.1:0").expect("bind"),

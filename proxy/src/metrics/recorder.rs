@@ -36,6 +36,7 @@ pub struct RecorderMetrics {
     siprec_failed: IntCounter,
     siprec_fallbacks: IntCounter,
     siprec_srs_byes: IntCounter,
+    siprec_srs_lost: IntCounter,
 }
 
 impl std::fmt::Debug for RecorderMetrics {
@@ -119,6 +120,11 @@ impl RecorderMetrics {
             "callmask_siprec_srs_byes_total",
             "SIPREC sessions the SRS ended (BYE) before the call ended.",
         )?;
+        let siprec_srs_lost = int_counter(
+            r,
+            "callmask_siprec_srs_lost_total",
+            "Established SIPREC sessions whose SRS stopped answering keep-alives.",
+        )?;
         Ok(RecorderMetrics {
             recorder_sessions: by(&recorder_sessions),
             recorder_sessions_active: by(&recorder_sessions_active),
@@ -134,6 +140,7 @@ impl RecorderMetrics {
             siprec_failed,
             siprec_fallbacks,
             siprec_srs_byes,
+            siprec_srs_lost,
         })
     }
 
@@ -219,6 +226,11 @@ impl RecorderMetrics {
     /// An SRS ended a recording session early.
     pub fn siprec_srs_bye(&self) {
         self.siprec_srs_byes.inc();
+    }
+
+    /// An established session's SRS stopped answering keep-alives.
+    pub fn siprec_srs_lost(&self) {
+        self.siprec_srs_lost.inc();
     }
 }
 

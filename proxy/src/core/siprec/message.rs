@@ -61,7 +61,8 @@ impl Dialog {
         }
     }
 
-    /// An in-dialog request (ACK with the INVITE's CSeq number, or BYE with the next one).
+    /// An in-dialog request (ACK with the INVITE's CSeq number; OPTIONS and BYE with the
+    /// next ones).
     pub(crate) fn request(&self, method: &str, cseq: u32, branch: &str) -> Bytes {
         let mut m = String::with_capacity(512);
         let target = String::from_utf8_lossy(&self.target);

@@ -9,6 +9,12 @@
 //!             └──► (no SRS left) AllFailed: the shell falls back to a local file
 //! ```
 //!
+//! While established, an in-dialog OPTIONS goes to the SRS every `keepalive`: no final
+//! answer within `timeout` (or a 408/481) means the SRS is gone, and the session is ended
+//! (BYE) and reported as [`SrcEvent::Lost`], as a BYE from the SRS is reported as
+//! [`SrcEvent::RemoteBye`]. Either way the shell records the rest of the call elsewhere:
+//! [`Src::start_from`] the next SRS, or its fallback file.
+//!
 //! Calling rules (as [`crate::core::sip::txn`]): feed input with [`Src::start`],
 //! [`Src::end`], [`Src::handle_datagram`] and [`Src::handle_timeout`] (time is always a
 //! parameter), then drain [`Src::poll_transmit`] and [`Src::poll_event`], and ask
@@ -59,6 +65,8 @@ pub struct SrcConfig {
     pub timeout: Duration,
     /// RFC 3261 timers (retransmissions, linger).
     pub timers: Timers,
+    /// Interval of the keep-alive OPTIONS to an established session's SRS (`None`: none).
+    pub keepalive: Option<Duration>,
 }
 
 /// Why an SRS was given up.
@@ -96,6 +104,12 @@ pub enum SrcEvent {
     AllFailed,
     /// The SRS ended the session (BYE): stop sending.
     RemoteBye,
+    /// The established SRS `srs` did not answer a keep-alive in time (or answered 408/481):
+    /// the session was ended with a BYE; stop sending.
+    Lost {
+        /// Index of the SRS in the list.
+        srs: usize,
+    },
 }
 
 /// One INVITE to one SRS.
@@ -141,6 +155,12 @@ struct Session {
     branches: u32,
     /// The call ended (no more events).
     ended: bool,
+    /// Established: when the next keep-alive OPTIONS goes out.
+    ping_at: Option<Instant>,
+    /// A keep-alive is out: its final answer is due by then.
+    ping_due: Option<Instant>,
+    /// Keep-alives sent in the dialog (each takes a CSeq number before the BYE's).
+    pings: u32,
 }
 
 /// The recording client: every recorded call's session, keyed by the shell's call key `K`.
@@ -176,6 +196,20 @@ impl<K: Copy + Eq + Hash> Src<K> {
         info: RecordingInfo,
         now: Instant,
     ) {
+        self.start_from(key, token, ports, info, 0, now);
+    }
+
+    /// [`Src::start`], trying the SRSs from index `first` on: the rest of a call whose SRS
+    /// was lost goes to the ones after it (an SRS that just failed is not asked again).
+    pub fn start_from(
+        &mut self,
+        key: K,
+        token: String,
+        ports: [u16; 2],
+        info: RecordingInfo,
+        first: usize,
+        now: Instant,
+    ) {
         if self.sessions.contains_key(&key) {
             return;
         }
@@ -190,9 +224,12 @@ impl<K: Copy + Eq + Hash> Src<K> {
             side: Vec::new(),
             branches: 0,
             ended: false,
+            ping_at: None,
+            ping_due: None,
+            pings: 0,
         };
         self.sessions.insert(key, s);
-        self.try_srs(key, 0, now);
+        self.try_srs(key, first, now);
         self.drain(key, now);
     }
 
@@ -239,11 +276,17 @@ impl<K: Copy + Eq + Hash> Src<K> {
         self.drain(key, now);
     }
 
+    /// The SRSs in the list.
+    pub fn targets(&self) -> usize {
+        self.cfg.targets.len()
+    }
+
     /// Fire whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let keys: Vec<K> = self.sessions.keys().copied().collect();
         for key in keys {
             let mut failover = false;
+            let mut keepalive = None;
             if let Some(s) = self.sessions.get_mut(&key) {
                 for a in &mut s.attempts {
                     if let Some(t) = &mut a.txn {
@@ -262,10 +305,25 @@ impl<K: Copy + Eq + Hash> Src<K> {
                         failover = a.deadline <= now;
                     }
                 }
+                if s.state == State::Established {
+                    if s.ping_due.is_some_and(|d| d <= now) {
+                        keepalive = Some(false);
+                    } else if s.ping_at.is_some_and(|d| d <= now) {
+                        keepalive = Some(true);
+                    }
+                }
             }
             self.drain(key, now);
             if failover {
                 self.failover(key, FailoverReason::Timeout, now);
+                self.drain(key, now);
+            }
+            match keepalive {
+                Some(true) => self.send_ping(key, now),
+                Some(false) => self.lost(key, now),
+                None => {}
+            }
+            if keepalive.is_some() {
                 self.drain(key, now);
             }
         }
@@ -299,6 +357,9 @@ impl<K: Copy + Eq + Hash> Src<K> {
                 if s.state == State::Inviting && s.current == Some(i) {
                     put(Some(a.deadline));
                 }
+            }
+            if s.state == State::Established {
+                put(s.ping_due.or(s.ping_at));
             }
             for (_, _, t) in &s.side {
                 put(t.poll_timeout());
@@ -429,6 +490,60 @@ impl<K: Copy + Eq + Hash> Src<K> {
         self.try_srs(key, from + 1, now);
     }
 
+    /// An in-dialog OPTIONS to the established SRS; its final answer is due within the
+    /// failover timeout.
+    fn send_ping(&mut self, key: K, now: Instant) {
+        let (timers, timeout) = (self.cfg.timers, self.cfg.timeout);
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(d) = s.dialog.clone() else {
+            return;
+        };
+        let Some(dest) = self.srs_of_dialog(key).map(|(_, a)| a) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let branch = Self::branch(s);
+        let cseq = d.invite_cseq + 1 + s.pings;
+        s.pings += 1;
+        s.ping_at = None;
+        s.ping_due = Some(now + timeout);
+        if let Ok(req) = SipMessage::parse(d.request("OPTIONS", cseq, &branch)) {
+            let t = ClientNonInvite::new(req, dest, false, timers, now);
+            s.side.push((d.call_id.clone(), Method::Options, t));
+        }
+    }
+
+    /// The SRS of the established dialog: (its index, its address).
+    fn srs_of_dialog(&self, key: K) -> Option<(usize, SocketAddr)> {
+        let s = self.sessions.get(&key)?;
+        let d = s.dialog.as_ref()?;
+        let a = s.attempts.iter().find(|a| a.call_id == d.call_id)?;
+        Some((a.srs, self.cfg.targets.get(a.srs)?.addr))
+    }
+
+    /// The established SRS stopped answering: end the session (a BYE, in case it is only
+    /// deaf) and tell the shell.
+    fn lost(&mut self, key: K, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.state != State::Established {
+            return;
+        }
+        s.ping_at = None;
+        s.ping_due = None;
+        let ended = s.ended;
+        let srs = self.srs_of_dialog(key).map_or(0, |(i, _)| i);
+        self.send_bye(key, now);
+        if !ended {
+            self.events.push_back((key, SrcEvent::Lost { srs }));
+        }
+    }
+
     fn send_bye(&mut self, key: K, now: Instant) {
         let timers = self.cfg.timers;
         let Some(s) = self.sessions.get_mut(&key) else {
@@ -446,10 +561,8 @@ impl<K: Copy + Eq + Hash> Src<K> {
             .map(|t| t.addr);
         let branch = Self::branch(s);
         s.state = State::Closing;
-        if let (Some(dest), Ok(bye)) = (
-            dest,
-            SipMessage::parse(d.request("BYE", d.invite_cseq + 1, &branch)),
-        ) {
+        let cseq = d.invite_cseq + 1 + s.pings;
+        if let (Some(dest), Ok(bye)) = (dest, SipMessage::parse(d.request("BYE", cseq, &branch))) {
             let t = ClientNonInvite::new(bye, dest, false, timers, now);
             s.side.push((d.call_id.clone(), Method::Bye, t));
         } else {
@@ -465,9 +578,11 @@ impl<K: Copy + Eq + Hash> Src<K> {
             return;
         };
         if cseq.method != Method::Invite {
+            // The newest of that method: an older keep-alive was answered or given up.
             if let Some((_, _, t)) = s
                 .side
                 .iter_mut()
+                .rev()
                 .find(|(c, m, _)| c == call_id && *m == cseq.method)
             {
                 t.handle_response(resp, now);
@@ -537,6 +652,8 @@ impl<K: Copy + Eq + Hash> Src<K> {
     /// Move every transaction's output to the client's queues and act on their events, until
     /// acting on them produces nothing new.
     fn drain(&mut self, key: K, now: Instant) {
+        let keepalive = self.cfg.keepalive;
+        let mut srs_gone = false;
         loop {
             let mut txn_events: Vec<(usize, TxnEvent)> = Vec::new();
             let mut side_done = false;
@@ -558,12 +675,29 @@ impl<K: Copy + Eq + Hash> Src<K> {
                     self.transmits.push_back(x);
                 }
                 while let Some(e) = t.poll_event() {
-                    // A final answer (or none) to our BYE ends the session.
-                    if *m == Method::Bye {
-                        side_done |= match &e {
-                            TxnEvent::Response(r) => r.status().is_some_and(StatusCode::is_final),
-                            _ => true,
-                        };
+                    let status = match &e {
+                        TxnEvent::Response(r) => r.status(),
+                        _ => None,
+                    };
+                    let fin = status.is_some_and(StatusCode::is_final);
+                    match m {
+                        // A final answer (or none) to our BYE ends the session.
+                        Method::Bye => side_done |= fin || status.is_none(),
+                        // Any final answer but 408/481 says the SRS is there and knows
+                        // the session; none at all (timer F, send error) says it is not.
+                        Method::Options if s.state == State::Established => {
+                            let dead = match status {
+                                Some(c) => matches!(c.as_u16(), 408 | 481),
+                                None => true,
+                            };
+                            if dead {
+                                srs_gone = true;
+                            } else if fin {
+                                s.ping_due = None;
+                                s.ping_at = keepalive.map(|k| now + k);
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -576,6 +710,17 @@ impl<K: Copy + Eq + Hash> Src<K> {
             }
             for (i, e) in txn_events {
                 self.on_invite_event(key, i, e, now);
+            }
+        }
+        if srs_gone {
+            self.lost(key, now);
+            // The BYE just queued: its first transmission.
+            if let Some(s) = self.sessions.get_mut(&key) {
+                for (_, _, t) in &mut s.side {
+                    while let Some(x) = t.poll_transmit() {
+                        self.transmits.push_back(x);
+                    }
+                }
             }
         }
         self.collect_garbage(key, now);
@@ -647,6 +792,7 @@ impl<K: Copy + Eq + Hash> Src<K> {
             (true, Ok(dests)) => {
                 s.dialog = Some(dialog);
                 s.state = State::Established;
+                s.ping_at = self.cfg.keepalive.map(|k| now + k);
                 // Keep the attempt (current) so 2xx retransmissions are ACKed.
                 self.events
                     .push_back((key, SrcEvent::Established { srs, dests }));

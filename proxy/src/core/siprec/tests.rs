@@ -23,6 +23,10 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn client() -> Src<u64> {
+    client_with(None)
+}
+
+fn client_with(keepalive: Option<Duration>) -> Src<u64> {
     let t = |uri: &str, a: &str| SrsTarget {
         uri: uri.into(),
         addr: addr(a),
@@ -32,6 +36,7 @@ fn client() -> Src<u64> {
         targets: vec![t("sip:srs@10.0.0.8", SRS0), t("sip:srs@10.0.0.9", SRS1)],
         timeout: Duration::from_millis(2000),
         timers: Timers::default(),
+        keepalive,
     })
 }
 
@@ -439,4 +444,121 @@ fn ending_while_inviting_gives_up_quietly() {
     }
     assert!(events(&mut c).is_empty());
     assert_eq!(c.sessions(), 0);
+}
+
+/// An established session with keep-alives every 10 s: (client, INVITE, when established).
+fn established_with_keepalive() -> (Src<u64>, SipMessage, Instant) {
+    let mut c = client_with(Some(Duration::from_secs(10)));
+    let t0 = epoch();
+    let inv = started(&mut c, t0);
+    c.handle_datagram(reply(&inv, 200, Some(ANSWER)), addr(SRS0), t0);
+    sent(&mut c);
+    assert!(matches!(events(&mut c)[..], [SrcEvent::Established { .. }]));
+    (c, inv, t0)
+}
+
+/// The keep-alive the client sends when its timer fires at `at`.
+fn ping(c: &mut Src<u64>, at: Instant) -> SipMessage {
+    // Other timers (an answered OPTIONS' linger) may come first; they send nothing.
+    while let Some(t) = c.poll_timeout().filter(|&t| t < at) {
+        c.handle_timeout(t);
+        assert!(sent(c).is_empty());
+    }
+    assert_eq!(c.poll_timeout(), Some(at), "keep-alive timer");
+    c.handle_timeout(at);
+    let out = sent(c);
+    assert_eq!(out.len(), 1, "one OPTIONS");
+    assert_eq!(out[0].0, addr(SRS0));
+    assert_eq!(method(&out[0].1), "OPTIONS");
+    out[0].1.clone()
+}
+
+#[test]
+fn keepalive_options_go_in_dialog_and_an_answer_keeps_the_session() {
+    let (mut c, inv, t0) = established_with_keepalive();
+    let p1 = ping(&mut c, t0 + Duration::from_secs(10));
+    assert_eq!(p1.cseq().expect("cseq").seq, 2);
+    assert_eq!(p1.call_id().ok(), inv.call_id().ok());
+    assert!(p1.to().expect("to").tag().is_some(), "in the dialog");
+    c.handle_datagram(
+        reply(&p1, 200, None),
+        addr(SRS0),
+        t0 + Duration::from_secs(10),
+    );
+    assert!(events(&mut c).is_empty());
+    // The next one 10 s after the answer, with the next CSeq; then the BYE after both.
+    let p2 = ping(&mut c, t0 + Duration::from_secs(20));
+    assert_eq!(p2.cseq().expect("cseq").seq, 3);
+    // Any final answer but 408/481 proves the SRS is there (it may not do OPTIONS).
+    c.handle_datagram(
+        reply(&p2, 405, None),
+        addr(SRS0),
+        t0 + Duration::from_secs(20),
+    );
+    assert!(events(&mut c).is_empty());
+    c.end(7, t0 + Duration::from_secs(25));
+    let out = sent(&mut c);
+    assert_eq!(method(&out[0].1), "BYE");
+    assert_eq!(out[0].1.cseq().expect("cseq").seq, 4);
+}
+
+#[test]
+fn an_srs_that_stops_answering_keepalives_is_lost_and_ended() {
+    let (mut c, _inv, t0) = established_with_keepalive();
+    let _p = ping(&mut c, t0 + Duration::from_secs(10));
+    // Retransmissions of the OPTIONS until the failover timeout (2 s) runs out.
+    let due = t0 + Duration::from_secs(12);
+    while let Some(now) = c.poll_timeout() {
+        if now >= due {
+            break;
+        }
+        c.handle_timeout(now);
+        assert!(sent(&mut c).iter().all(|(_, m)| method(m) == "OPTIONS"));
+        assert!(events(&mut c).is_empty(), "not lost before {:?}", now - t0);
+    }
+    assert_eq!(c.poll_timeout(), Some(due));
+    c.handle_timeout(due);
+    assert_eq!(events(&mut c), [SrcEvent::Lost { srs: 0 }]);
+    let out = sent(&mut c);
+    assert!(
+        out.iter().any(|(_, m)| method(m) == "BYE"),
+        "a BYE in case it is deaf only"
+    );
+    // Ending the call afterwards reports nothing more, and the session goes away.
+    c.end(7, due);
+    assert!(events(&mut c).is_empty());
+    run_timers_out(&mut c, due);
+    assert_eq!(c.sessions(), 0);
+}
+
+#[test]
+fn a_481_to_a_keepalive_is_lost_at_once() {
+    let (mut c, _inv, t0) = established_with_keepalive();
+    let at = t0 + Duration::from_secs(10);
+    let p = ping(&mut c, at);
+    c.handle_datagram(reply(&p, 481, None), addr(SRS0), at);
+    assert_eq!(events(&mut c), [SrcEvent::Lost { srs: 0 }]);
+    let out = sent(&mut c);
+    assert_eq!(out.len(), 1);
+    assert_eq!(method(&out[0].1), "BYE");
+}
+
+#[test]
+fn no_keepalive_without_the_setting_and_start_from_skips_earlier_srss() {
+    let mut c = client();
+    let t0 = epoch();
+    c.start_from(7, "tok".into(), [4000, 4002], info(), 1, t0);
+    let out = sent(&mut c);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, addr(SRS1), "the SRS after the lost one");
+    assert_eq!(c.targets(), 2);
+    let inv = out[0].1.clone();
+    c.handle_datagram(reply(&inv, 200, Some(ANSWER)), addr(SRS1), t0);
+    sent(&mut c);
+    assert!(matches!(
+        events(&mut c)[..],
+        [SrcEvent::Established { srs: 1, .. }]
+    ));
+    // Established without keep-alives: no timer at all.
+    assert_eq!(c.poll_timeout(), None);
 }

@@ -15,7 +15,13 @@
 //!   is written as the `wav` sink writes it, into `fallback_dir` (age-encrypted with
 //!   `encrypt_to`, never plaintext then), with its JSON sidecar. Without `fallback_dir` the
 //!   call is not recorded: counted and logged.
-//! - A BYE from the SRS stops the sending (counted); nothing else is recorded for that call.
+//! - An established session is checked with an in-dialog OPTIONS every `keepalive_s`. When
+//!   its SRS is lost (no answer within `timeout_ms`, or 408/481) or hangs up (BYE), the
+//!   streams to it stop and the rest of the call goes to the SRSs after it in the list (a
+//!   new session; audio held meanwhile, as at the start), and when none is left, to the
+//!   fallback file (the part already sent is silence there, so the file keeps the call's
+//!   time line). Both are counted (`callmask_siprec_srs_lost_total`,
+//!   `callmask_siprec_srs_byes_total`).
 //!
 //! Only the tap's sanitized PCM is ever sent, and no RFC 4733 event: the offer has none.
 
@@ -75,8 +81,14 @@ enum Media {
 
 struct Call {
     name: String,
-    /// Set until the call's first audio opens the recording session.
-    info: Option<RecordingInfo>,
+    info: RecordingInfo,
+    /// A session is to be opened with the next audio, trying the SRSs from this index (the
+    /// call's first audio; or the SRS in use was lost, and the rest goes to the next).
+    open_from: Option<usize>,
+    /// The SRS the current session is established with.
+    srs: Option<usize>,
+    /// Some audio came (a call without any leaves no recording).
+    heard: bool,
     /// RTP sockets whose ports the offer names (the PBX side's stream, the agents'), until
     /// the SRS accepts.
     socks: Option<BySide<StdUdpSocket>>,
@@ -172,6 +184,10 @@ impl SiprecSink {
                 targets,
                 timeout: Duration::from_millis(u64::from(cfg.timeout_ms.get())),
                 timers: Timers::default(),
+                keepalive: match cfg.keepalive_s.get() {
+                    0 => None,
+                    s => Some(Duration::from_secs(u64::from(s))),
+                },
             }),
             send_sock: sock.try_clone().ok(),
             std_sock: Some(sock),
@@ -182,13 +198,19 @@ impl SiprecSink {
         })
     }
 
-    /// The call's first audio: open its RTP sockets and INVITE the first SRS.
+    /// The call's first audio (or the rest of it after its SRS was lost): open its RTP
+    /// sockets and INVITE the SRSs from `open_from` on.
     fn open(&mut self, call: CallRef) {
         let Some(mut c) = self.calls.remove(&call) else {
             return;
         };
-        let Some(info) = c.info.take() else {
-            self.calls.insert(call, c);
+        self.open_session(call, &mut c);
+        self.calls.insert(call, c);
+        self.pump();
+    }
+
+    fn open_session(&mut self, call: CallRef, c: &mut Call) {
+        let Some(first) = c.open_from.take() else {
             return;
         };
         let socks = match (bind_rtp(self.media_ip), bind_rtp(self.media_ip)) {
@@ -196,39 +218,77 @@ impl SiprecSink {
             (Err(e), _) | (_, Err(e)) => {
                 self.metrics.recorder().recorder_error(SinkKind::Siprec);
                 tracing::error!(call = call.0, error = %e, "siprec recorder: cannot open RTP sockets; trying the fallback");
-                self.start_fallback(call, &mut c);
-                self.calls.insert(call, c);
+                self.start_fallback(call, c);
                 return;
             }
         };
         let ports = [port_of(&socks[Side::Pbx]), port_of(&socks[Side::Agents])];
         let token = format!("{:016x}", rand::random::<u64>());
         c.socks = Some(socks);
-        self.calls.insert(call, c);
         self.next_session += 1;
         let key = self.next_session;
         self.sessions.insert(key, call);
         self.session_of.insert(call, key);
-        self.src.start(key, token, ports, info, Instant::now());
-        self.pump();
+        self.src
+            .start_from(key, token, ports, c.info.clone(), first, Instant::now());
     }
 
-    /// Send what the client wants sent and act on its events.
+    /// Send what the client wants sent and act on its events, until acting on them sends
+    /// nothing new.
     fn pump(&mut self) {
-        while let Some(t) = self.src.poll_transmit() {
-            if let Some(sock) = &self.send_sock {
-                if let Err(e) = sock.send_to(&t.payload, t.dest) {
-                    // The transaction retransmits (or times out and fails over).
-                    tracing::debug!(dest = %t.dest, error = %e, "siprec recorder: SIP send failed");
+        loop {
+            while let Some(t) = self.src.poll_transmit() {
+                if let Some(sock) = &self.send_sock {
+                    if let Err(e) = sock.send_to(&t.payload, t.dest) {
+                        // The transaction retransmits (or times out and fails over).
+                        tracing::debug!(dest = %t.dest, error = %e, "siprec recorder: SIP send failed");
+                    }
                 }
             }
-        }
-        while let Some((key, ev)) = self.src.poll_event() {
-            if let Some(&call) = self.sessions.get(&key) {
-                self.on_event(call, ev);
+            let mut acted = false;
+            while let Some((key, ev)) = self.src.poll_event() {
+                if let Some(&call) = self.sessions.get(&key) {
+                    self.on_event(call, ev);
+                    acted = true;
+                }
+            }
+            if !acted {
+                break;
             }
         }
         self.deadline = self.src.poll_timeout();
+    }
+
+    /// The SRS in use is gone (lost, or it hung up): stop the streams, end its session, and
+    /// send the rest of the call to the SRSs after it, or to the fallback file.
+    fn move_on(&mut self, call: CallRef, c: &mut Call) {
+        if let Media::Sending { rtp, .. } = std::mem::replace(&mut c.media, Media::Off) {
+            self.stop_sending(call, rtp, &mut c.send_error_logged);
+        }
+        if let Some(key) = self.session_of.remove(&call) {
+            self.sessions.remove(&key);
+            self.src.end(key, Instant::now());
+        }
+        let next = c.srs.take().map_or(0, |i| i + 1);
+        c.media = Media::Pending {
+            held: VecDeque::new(),
+            samples: 0,
+        };
+        if next < self.src.targets() {
+            tracing::warn!(
+                call = call.0,
+                srs = next,
+                "siprec recorder: the rest of the call goes to the next SRS"
+            );
+            c.open_from = Some(next);
+            self.open_session(call, c);
+        } else {
+            tracing::warn!(
+                call = call.0,
+                "siprec recorder: no SRS left; the rest of the call goes to the fallback"
+            );
+            self.start_fallback(call, c);
+        }
     }
 
     fn on_event(&mut self, call: CallRef, ev: SrcEvent) {
@@ -268,6 +328,7 @@ impl SiprecSink {
                             }
                         }
                         c.media = Media::Sending { rtp, enabled };
+                        c.srs = Some(srs);
                     }
                 }
             }
@@ -292,13 +353,18 @@ impl SiprecSink {
             }
             SrcEvent::RemoteBye => {
                 self.metrics.recorder().siprec_srs_bye();
+                tracing::warn!(call = call.0, "siprec recorder: the SRS ended the session");
+                self.move_on(call, &mut c);
+            }
+            SrcEvent::Lost { srs } => {
+                self.metrics.recorder().siprec_srs_lost();
+                self.metrics.recorder().recorder_error(SinkKind::Siprec);
                 tracing::warn!(
                     call = call.0,
-                    "siprec recorder: the SRS ended the session; no more audio sent"
+                    srs,
+                    "siprec recorder: the SRS stopped answering keep-alives"
                 );
-                if let Media::Sending { rtp, .. } = std::mem::replace(&mut c.media, Media::Off) {
-                    self.stop_sending(call, rtp, &mut c.send_error_logged);
-                }
+                self.move_on(call, &mut c);
             }
         }
         self.calls.insert(call, c);
@@ -437,7 +503,10 @@ impl RecorderSink for SiprecSink {
             call,
             Call {
                 name: start.name.to_owned(),
-                info: Some(start.info.clone()),
+                info: start.info.clone(),
+                open_from: Some(0),
+                srs: None,
+                heard: false,
                 socks: None,
                 media: Media::Pending {
                     held: VecDeque::new(),
@@ -450,12 +519,13 @@ impl RecorderSink for SiprecSink {
 
     /// Held until an SRS accepts, then sent; or written to the fallback file.
     fn frame(&mut self, call: CallRef, from: Side, at: u64, samples: &[i16]) {
-        if self.calls.get(&call).is_some_and(|c| c.info.is_some()) {
+        if self.calls.get(&call).is_some_and(|c| c.open_from.is_some()) {
             self.open(call);
         }
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        c.heard = true;
         match &mut c.media {
             Media::Pending { held, samples: n } => {
                 held.push_back((from, at, samples.to_vec()));
@@ -505,7 +575,7 @@ impl RecorderSink for SiprecSink {
         self.metrics
             .recorder()
             .recorder_session_closed(SinkKind::Siprec);
-        if c.info.is_some() {
+        if !c.heard {
             // No audio ever came: no session was opened, there is nothing to record.
             return None;
         }
