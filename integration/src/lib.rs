@@ -1659,3 +1659,86 @@ pub fn missing(why: &str) {
         panic!("{why} (set CALLMASK_ALLOW_SKIP=1 to skip)");
     }
 }
+
+/// A call with media through callmask: sipp PBX (UAC, `uac_call.xml`) and agent (UAS,
+/// `uas_call.xml`), each with a Rust RTP endpoint as its media; the caller hangs up
+/// `pause_ms` after its ACK.
+pub struct MediaCall {
+    /// The PBX side's sipp.
+    pub uac: SippChild,
+    /// The agent's sipp.
+    pub uas: SippChild,
+    /// The PBX side's media.
+    pub pbx_media: RtpEndpoint,
+    /// The agent's media.
+    pub agent_media: RtpEndpoint,
+    /// callmask's media address toward the PBX side.
+    pub cm_pbx: SocketAddr,
+    /// callmask's media address toward the agents.
+    pub cm_agents: SocketAddr,
+    _dir: TempDir,
+}
+
+impl MediaCall {
+    /// Starts the call and returns once it is answered (callmask's media ports known).
+    pub fn start(cm: &Callmask, pause_ms: u32) -> MediaCall {
+        let l = cm.layout;
+        let dir = TempDir::new("media-call");
+        let pbx_media = RtpEndpoint::bind();
+        let agent_media = RtpEndpoint::bind();
+        let re = l.media_rtp_port_regex();
+        let uas_file = dir.path().join("uas_port");
+        let uac_file = dir.path().join("uac_port");
+        let uas = Sipp::new(
+            Scenario::file("uas_call.xml").with("MEDIA_RE", re.clone()),
+            l.agents_peer.port(),
+        )
+        .set("mport", agent_media.port())
+        .set("portfile", uas_file.display())
+        .timeout_s(60)
+        .spawn();
+        let uac = Sipp::new(
+            Scenario::file("uac_call.xml").with("MEDIA_RE", re),
+            l.pbx_peer.port(),
+        )
+        .remote(l.pbx_listen)
+        .pause_ms(pause_ms)
+        .set("mport", pbx_media.port())
+        .set("portfile", uac_file.display())
+        .timeout_s(60)
+        .spawn();
+        let port = |f: &Path| -> u16 {
+            wait_file_line(f, Duration::from_secs(10))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("the call was not set up\n{}", cm.log_tail()))
+        };
+        let cm_agents = SocketAddr::from((LOCALHOST, port(&uas_file)));
+        let cm_pbx = SocketAddr::from((LOCALHOST, port(&uac_file)));
+        MediaCall {
+            uac,
+            uas,
+            pbx_media,
+            agent_media,
+            cm_pbx,
+            cm_agents,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `n` PCMU packets each way through the call, 20 ms apart.
+    pub fn talk(&mut self, n: u32) {
+        for i in 0..n {
+            self.pbx_media
+                .send_pcmu(self.cm_pbx, &RtpEndpoint::payload(1, i));
+            self.agent_media
+                .send_pcmu(self.cm_agents, &RtpEndpoint::payload(2, i));
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for both sipps; panics (with callmask's log) unless both succeeded.
+    pub fn assert_completed(mut self, cm: &Callmask) {
+        self.uac.wait().assert_success("UAC", cm);
+        self.uas.wait().assert_success("UAS", cm);
+    }
+}

@@ -165,14 +165,8 @@ fn sighup_moves_new_recordings_to_the_reloaded_wav_sink() {
         ..CallmaskOpts::default()
     });
     let one_call = |cm: &Callmask| {
-        let mut call = start_call(cm, 1500);
-        talk(
-            &mut call.pbx_media,
-            &mut call.agent_media,
-            call.cm_pbx,
-            call.cm_agents,
-            25,
-        );
+        let mut call = MediaCall::start(cm, 1500);
+        call.talk(25);
         call.uac.wait().assert_success("UAC", cm);
         call.uas.wait().assert_success("UAS", cm);
     };
@@ -192,77 +186,6 @@ fn sighup_moves_new_recordings_to_the_reloaded_wav_sink() {
         "one recording before the reload in a, one after in b\n{}",
         cm.log_tail()
     );
-}
-
-/// Sends `n` PCMU packets each way through the call, 20 ms apart.
-fn talk(
-    pbx: &mut RtpEndpoint,
-    agent: &mut RtpEndpoint,
-    cm_pbx: SocketAddr,
-    cm_agents: SocketAddr,
-    n: u32,
-) {
-    for i in 0..n {
-        pbx.send_pcmu(cm_pbx, &RtpEndpoint::payload(1, i));
-        agent.send_pcmu(cm_agents, &RtpEndpoint::payload(2, i));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A call with media (sipp UAC/UAS with Rust RTP endpoints) whose caller hangs up after
-/// `pause_ms`; returns the sipp children and callmask's media addresses once it is answered.
-struct Call {
-    uac: SippChild,
-    uas: SippChild,
-    pbx_media: RtpEndpoint,
-    agent_media: RtpEndpoint,
-    cm_pbx: SocketAddr,
-    cm_agents: SocketAddr,
-    _dir: TempDir,
-}
-
-fn start_call(cm: &Callmask, pause_ms: u32) -> Call {
-    let l = cm.layout;
-    let dir = TempDir::new("drain-call");
-    let pbx_media = RtpEndpoint::bind();
-    let agent_media = RtpEndpoint::bind();
-    let re = l.media_rtp_port_regex();
-    let uas_file = dir.path().join("uas_port");
-    let uac_file = dir.path().join("uac_port");
-    let uas = Sipp::new(
-        Scenario::file("uas_call.xml").with("MEDIA_RE", re.clone()),
-        l.agents_peer.port(),
-    )
-    .set("mport", agent_media.port())
-    .set("portfile", uas_file.display())
-    .timeout_s(60)
-    .spawn();
-    let uac = Sipp::new(
-        Scenario::file("uac_call.xml").with("MEDIA_RE", re),
-        l.pbx_peer.port(),
-    )
-    .remote(l.pbx_listen)
-    .pause_ms(pause_ms)
-    .set("mport", pbx_media.port())
-    .set("portfile", uac_file.display())
-    .timeout_s(60)
-    .spawn();
-    let port = |f: &std::path::Path| -> u16 {
-        wait_file_line(f, Duration::from_secs(10))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("the call was not set up\n{}", cm.log_tail()))
-    };
-    let cm_agents = SocketAddr::from((LOCALHOST, port(&uas_file)));
-    let cm_pbx = SocketAddr::from((LOCALHOST, port(&uac_file)));
-    Call {
-        uac,
-        uas,
-        pbx_media,
-        agent_media,
-        cm_pbx,
-        cm_agents,
-        _dir: dir,
-    }
 }
 
 /// The WAV header's data size matches the file (patched at the end: the file is final).
@@ -297,14 +220,8 @@ fn sigterm_drains_the_call_in_progress_and_refuses_new_ones() {
         ..CallmaskOpts::default()
     });
     let l = cm.layout;
-    let mut call = start_call(&cm, 6000);
-    talk(
-        &mut call.pbx_media,
-        &mut call.agent_media,
-        call.cm_pbx,
-        call.cm_agents,
-        25,
-    );
+    let mut call = MediaCall::start(&cm, 6000);
+    call.talk(25);
     cm.signal("TERM");
     // `kill` returns before callmask has seen the signal: wait until the drain is in force
     // (readiness flips before the signalling task is told), then try a new call.
@@ -334,13 +251,7 @@ fn sigterm_drains_the_call_in_progress_and_refuses_new_ones() {
     let (status, body) = http_get(l.http, "/readyz").unwrap();
     assert_eq!(status, 503, "/readyz while draining: {body}");
     // The call goes on: media still flows both ways.
-    talk(
-        &mut call.pbx_media,
-        &mut call.agent_media,
-        call.cm_pbx,
-        call.cm_agents,
-        25,
-    );
+    call.talk(25);
     assert!(
         call.agent_media.wait_received(50, T).len() >= 50,
         "media stopped during the drain\n{}",
@@ -387,14 +298,8 @@ fn second_sigterm_stops_at_once_and_closes_the_recording() {
         sets: vec!["shutdown.drain_timeout_s=600".into()],
         ..CallmaskOpts::default()
     });
-    let mut call = start_call(&cm, 60_000);
-    talk(
-        &mut call.pbx_media,
-        &mut call.agent_media,
-        call.cm_pbx,
-        call.cm_agents,
-        25,
-    );
+    let mut call = MediaCall::start(&cm, 60_000);
+    call.talk(25);
     cm.signal("TERM");
     std::thread::sleep(Duration::from_millis(500));
     assert!(
