@@ -14,6 +14,8 @@ pub struct Readiness {
     recognizer_loaded: AtomicBool,
     /// Shutting down (SIGTERM drain): not ready, so a load balancer sends new calls elsewhere.
     draining: AtomicBool,
+    /// Every loaded recognizer worker is stuck in one job.
+    recognizer_stalled: AtomicBool,
 }
 
 impl Readiness {
@@ -37,6 +39,11 @@ impl Readiness {
         self.recognizer_loaded.store(v, Ordering::Release);
     }
 
+    /// Every loaded recognizer worker is stuck in one job (`recognizer_responsive` down).
+    pub fn set_recognizer_stalled(&self, v: bool) {
+        self.recognizer_stalled.store(v, Ordering::Release);
+    }
+
     /// The process drains for shutdown (new calls refused).
     pub fn set_draining(&self, v: bool) {
         self.draining.store(v, Ordering::Release);
@@ -53,6 +60,9 @@ impl Readiness {
         .filter(|(_, flag)| !flag.load(Ordering::Acquire))
         .map(|(name, _)| name)
         .collect();
+        if self.recognizer_stalled.load(Ordering::Acquire) {
+            down.push("recognizer_responsive");
+        }
         if self.draining.load(Ordering::Acquire) {
             down.push("not_draining");
         }

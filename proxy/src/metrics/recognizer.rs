@@ -29,6 +29,7 @@ pub struct RecognizerMetrics {
     recognizer_audio_seconds: Counter,
     recognizer_busy_seconds: Counter,
     recognizer_queued_jobs: IntGauge,
+    recognizer_stalled_workers: IntGauge,
 }
 
 impl std::fmt::Debug for RecognizerMetrics {
@@ -71,6 +72,11 @@ impl RecognizerMetrics {
             "callmask_recognizer_queued_jobs",
             "Speech segments waiting for a recognizer worker.",
         )?;
+        let recognizer_stalled_workers = int_gauge(
+            r,
+            "callmask_recognizer_stalled_workers",
+            "Recognizer workers stuck in one job (15 s or more); their segments are muted.",
+        )?;
         Ok(RecognizerMetrics {
             recognizer_rtf,
             recognizer_backlog,
@@ -78,6 +84,7 @@ impl RecognizerMetrics {
             recognizer_audio_seconds,
             recognizer_busy_seconds,
             recognizer_queued_jobs,
+            recognizer_stalled_workers,
         })
     }
 
@@ -96,6 +103,12 @@ impl RecognizerMetrics {
     pub fn recognizer_work(&self, audio_s: f64, busy_s: f64) {
         self.recognizer_audio_seconds.inc_by(audio_s.max(0.0));
         self.recognizer_busy_seconds.inc_by(busy_s.max(0.0));
+    }
+
+    /// Workers stuck in one job now.
+    pub fn set_recognizer_stalled(&self, n: usize) {
+        self.recognizer_stalled_workers
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Segments waiting for a worker now.

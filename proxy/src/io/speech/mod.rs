@@ -46,6 +46,12 @@ const QUEUE_PER_WORKER: usize = 8;
 const RTF_ALPHA: f64 = 0.05;
 /// The rate of the audio the recognizer pool is handed (the tap's).
 const RATE: f64 = dsp::SampleRate::NARROWBAND.hz() as f64;
+/// A job still running after this long is stuck: segments are a few seconds of audio and
+/// the engines run many times faster than real time, so such a job will never be in time
+/// (its segment is muted meanwhile, as every undecided one is).
+const STALL_AFTER: Duration = Duration::from_secs(15);
+/// How often the watchdog looks for stuck workers.
+const WATCHDOG_EVERY: Duration = Duration::from_millis(500);
 
 /// A finished job, back to its call. `Debug` never prints the words.
 pub struct Reply {
@@ -87,6 +93,10 @@ struct Shared {
     backlog: AtomicU64,
     /// Latest real-time factor (f64 bits).
     rtf: AtomicU64,
+    /// Per worker, when the job it runs started.
+    busy_since: Mutex<Vec<Option<Instant>>>,
+    /// [`STALL_AFTER`], shorter in tests.
+    stall_after: Duration,
 }
 
 impl Shared {
@@ -134,15 +144,27 @@ impl std::fmt::Debug for SpeechPool {
 }
 
 impl SpeechPool {
-    /// Start `workers` threads, each loading its engine with `factory`. Returns at once;
-    /// `readiness` (when given) turns ready once every worker has loaded. Fails only when a
-    /// thread cannot be spawned.
+    /// Start `workers` threads, each loading its engine with `factory`, and a watchdog that
+    /// reports workers stuck in one job. Returns at once; `readiness` (when given) turns
+    /// ready once every worker has loaded, and not ready while every loaded worker is
+    /// stuck. Fails only when a thread cannot be spawned.
     pub fn start(
         engine: &'static str,
         factory: RecognizerFactory,
         workers: usize,
         metrics: Arc<Metrics>,
         readiness: Option<Arc<Readiness>>,
+    ) -> std::io::Result<Arc<SpeechPool>> {
+        Self::start_with(engine, factory, workers, metrics, readiness, STALL_AFTER)
+    }
+
+    fn start_with(
+        engine: &'static str,
+        factory: RecognizerFactory,
+        workers: usize,
+        metrics: Arc<Metrics>,
+        readiness: Option<Arc<Readiness>>,
+        stall_after: Duration,
     ) -> std::io::Result<Arc<SpeechPool>> {
         let workers = workers.max(1);
         let (tx, rx) = sync_channel::<Task>(workers * QUEUE_PER_WORKER);
@@ -156,6 +178,8 @@ impl SpeechPool {
             queued: AtomicUsize::new(0),
             backlog: AtomicU64::new(0),
             rtf: AtomicU64::new(0f64.to_bits()),
+            busy_since: Mutex::new(vec![None; workers]),
+            stall_after,
         });
         if let Some(r) = &shared.readiness {
             r.set_recognizer_loaded(false);
@@ -167,6 +191,10 @@ impl SpeechPool {
                 .name(format!("callmask-asr-{n}"))
                 .spawn(move || worker(n, engine, &factory, &rx, &shared))?;
         }
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("callmask-asr-watchdog".into())
+            .spawn(move || watchdog(&weak))?;
         Ok(Arc::new(SpeechPool { tx, shared, engine }))
     }
 
@@ -220,6 +248,52 @@ impl SpeechPool {
     }
 }
 
+/// Every [`WATCHDOG_EVERY`]: how many workers have been in one job longer than
+/// `stall_after`, into `callmask_recognizer_stalled_workers` and (all of them stuck) the
+/// readiness; ends with the pool.
+fn watchdog(shared: &std::sync::Weak<Shared>) {
+    let mut was = 0;
+    loop {
+        std::thread::sleep(WATCHDOG_EVERY);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let stuck = shared.busy_since.lock().map_or(0, |b| {
+            b.iter()
+                .flatten()
+                .filter(|&&t| now.duration_since(t) >= shared.stall_after)
+                .count()
+        });
+        if stuck != was {
+            if stuck > was {
+                tracing::error!(
+                    stuck,
+                    workers = shared.workers,
+                    "speech recognizer worker stuck in one job: its segments are muted"
+                );
+            } else {
+                tracing::warn!(stuck, "speech recognizer workers recovered");
+            }
+            shared.metrics.recognizer().set_recognizer_stalled(stuck);
+            if let Some(r) = &shared.readiness {
+                let alive = shared.alive.load(Ordering::Acquire);
+                r.set_recognizer_stalled(alive > 0 && stuck >= alive);
+            }
+            was = stuck;
+        }
+    }
+}
+
+/// Marks worker `n` busy from `since` (`None`: idle).
+fn set_busy(shared: &Shared, n: usize, since: Option<Instant>) {
+    if let Ok(mut b) = shared.busy_since.lock() {
+        if let Some(slot) = b.get_mut(n) {
+            *slot = since;
+        }
+    }
+}
+
 fn worker(
     n: usize,
     engine: &'static str,
@@ -266,8 +340,17 @@ fn worker(
             Err(RecognizerError::Timeout)
         } else {
             let start = Instant::now();
+            set_busy(shared, n, Some(start));
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| task.job.run(rec.as_mut())))
-                .unwrap_or(Err(RecognizerError::Engine("panic")));
+                .unwrap_or_else(|_| {
+                    tracing::error!(
+                        worker = n,
+                        engine,
+                        "speech recognizer panicked on a segment: it is muted"
+                    );
+                    Err(RecognizerError::Engine("panic"))
+                });
+            set_busy(shared, n, None);
             let busy = start.elapsed().as_secs_f64();
             let audio = samples as f64 / RATE;
             shared.metrics.recognizer().recognizer_work(audio, busy);
@@ -598,6 +681,7 @@ mod tests {
         let silence = [0i16; 160];
         let mut out = vec![0i16; audio.len() + delay];
         let mut spans = Vec::new();
+        let mut patient = true;
         for (k, chunk) in out.chunks_mut(160).enumerate() {
             if keypad_ms == Some(k as u64 * 20) {
                 let at = MediaTime(k as u64 * 160);
@@ -615,8 +699,12 @@ mod tests {
                 };
                 let [a, b] = &mut p;
                 cs.before_frame(leg, x, [a, b]);
-                while cs.outstanding() > 0 {
-                    let Some(r) = wait_reply(cs) else { break };
+                // A pool that gives no answer in a second is stuck: stop waiting on it.
+                while patient && cs.outstanding() > 0 {
+                    let Some(r) = wait_reply(cs) else {
+                        patient = false;
+                        break;
+                    };
                     let [a, b] = &mut p;
                     cs.on_reply(r, [a, b]);
                 }
@@ -719,6 +807,88 @@ mod tests {
         let audio = voice(8000 * 5);
         let (out, _) = run_call(&mut cs, &audio);
         assert!(out.iter().all(|&x| x == 0), "recorder path must be silent");
+    }
+
+    /// Panics on every segment (a bug in an engine).
+    struct Panics;
+
+    impl Recognizer for Panics {
+        fn transcribe(&mut self, _: &[i16], _: SampleRate) -> Result<Vec<Word>, RecognizerError> {
+            panic!("engine bug");
+        }
+    }
+
+    #[test]
+    fn a_recognizer_that_panics_mutes_its_segments_and_the_worker_goes_on() {
+        let metrics = Arc::new(Metrics::new());
+        let factory: RecognizerFactory = Arc::new(|| Ok(Box::new(Panics) as BoxedRecognizer));
+        let pool = pool_of(factory, &metrics);
+        assert!(wait(|| pool.alive() == 1));
+        let config = crate::speech::tuned_config(LOOKAHEAD_MS);
+        let mut cs = CallSpeech::new(pool.clone(), config, metrics.clone()).expect("valid");
+        let audio = voice(8000 * 5);
+        let (out, _) = run_call(&mut cs, &audio);
+        // Every burst is a segment the engine failed on: muted, each counted as failed.
+        let voiced = |ms: usize| out[ms * 8..(ms + 200) * 8].iter().any(|&x| x != 0);
+        assert!(
+            !voiced(200) && !voiced(1700) && !voiced(3200),
+            "a failed segment leaked"
+        );
+        let text = metrics.render();
+        let failed = text
+            .lines()
+            .find(|l| l.starts_with("callmask_recognizer_segments_total{outcome=\"failed\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(failed >= 3.0, "{text}");
+        // The worker survived every panic: still alive, still answering.
+        assert_eq!(pool.alive(), 1);
+        assert!(!pool.is_dead());
+    }
+
+    /// A worker stuck in one job: its segments stay muted (undecided audio never leaves),
+    /// the watchdog counts the stuck worker and takes readiness down; when the job returns
+    /// at last, both recover and the late answer is not used.
+    #[test]
+    fn a_stalled_recognizer_is_muted_counted_and_reported_not_ready() {
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::new());
+        let state = Arc::new((Mutex::new(false), AtomicUsize::new(0)));
+        let st = state.clone();
+        let factory: RecognizerFactory =
+            Arc::new(move || Ok(Box::new(Gate(st.clone())) as BoxedRecognizer));
+        let pool = SpeechPool::start_with(
+            "test",
+            factory,
+            1,
+            metrics.clone(),
+            Some(readiness.clone()),
+            Duration::from_millis(300),
+        )
+        .expect("threads");
+        assert!(wait(|| pool.alive() == 1));
+        let config = crate::speech::tuned_config(LOOKAHEAD_MS);
+        let mut cs = CallSpeech::new(pool.clone(), config, metrics.clone()).expect("valid");
+        let audio = voice(8000 * 4);
+        let (out, _) = run_call(&mut cs, &audio);
+        assert!(state.1.load(Ordering::SeqCst) >= 1, "the engine got a job");
+        assert!(
+            out.iter().all(|&x| x == 0),
+            "audio left while the recognizer was stuck"
+        );
+        let stalled = |m: &Metrics| m.render().contains("callmask_recognizer_stalled_workers 1");
+        assert!(wait(|| stalled(&metrics)), "{}", metrics.render());
+        assert!(readiness.not_ready().contains(&"recognizer_responsive"));
+        // The job returns at last: the worker is counted as recovered, ready again.
+        if let Ok(mut open) = state.0.lock() {
+            *open = true;
+        }
+        assert!(wait(|| metrics
+            .render()
+            .contains("callmask_recognizer_stalled_workers 0")));
+        assert!(wait(|| !readiness
+            .not_ready()
+            .contains(&"recognizer_responsive")));
     }
 
     /// Blocks each call until told, counting calls.
