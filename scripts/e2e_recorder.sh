@@ -114,12 +114,14 @@ run_call() {
   python3 "$REPO/scripts/rtp_capture.py" "$W/cap" "$RTP1" "$RTP2" "$SRS1" "$SRS2" >"$W/capture.log" 2>&1 &
   cap=$!; echo "$cap" >>"$W/pids"
   for _ in $(seq 50); do grep -q ready "$W/capture.log" 2>/dev/null && break; sleep 0.1; done
-  (cd "$W" && exec sipp -sf srs_uas.xml -i 127.0.0.1 -p "$SRSP" -m 1 -set p1 "$SRS1" -set p2 "$SRS2" \
+  # -aa: the SRS answers callmask's in-dialog keep-alive OPTIONS (every keepalive_s, 10 s) with
+  # 200, as a real SRS does; probe_s=0 below: sipp's -m 1 would count a probe as its one call.
+  (cd "$W" && exec sipp -sf srs_uas.xml -i 127.0.0.1 -p "$SRSP" -m 1 -aa -set p1 "$SRS1" -set p2 "$SRS2" \
       -nostdin -timeout $(((dur + 60000) / 1000))s -timeout_error -trace_err -trace_logs \
       >"$W/srs.out" 2>&1) &
   srs=$!; echo "$srs" >>"$W/pids"
   local recorders="{kind=\"wav\",dir=\"$W/rec\"},{kind=\"rtp\",target=\"127.0.0.1:$RTP1\"}"
-  recorders+=",{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:$SRSP\"],bind=\"127.0.0.1:0\",fallback_dir=\"$W/siprec_fallback\"}"
+  recorders+=",{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:$SRSP\"],probe_s=0,bind=\"127.0.0.1:0\",fallback_dir=\"$W/siprec_fallback\"}"
 
   RUST_LOG=${RUST_LOG:-info} "$CALLMASK_BIN" run \
     --set "pbx.listen=127.0.0.1:$P1" --set "agents.listen=127.0.0.1:$P2" \

@@ -344,6 +344,10 @@ pub struct SiprecRecorder {
     /// within `timeout_ms` (or 408/481) counts the SRS as lost, and the rest of the call
     /// fails over to the next SRS, then to the fallback. Default 10; 0 never checks.
     pub keepalive_s: SrsKeepaliveSecs,
+    /// Seconds between out-of-dialog OPTIONS probes of every SRS, calls or not: `/readyz`
+    /// and `callmask_siprec_srs_reachable` know whether a recording could start. Default 10;
+    /// 0 never probes.
+    pub probe_s: SrsKeepaliveSecs,
     /// Where WAV files go when every SRS fails; `None`: the call is not recorded (and counted).
     pub fallback_dir: Option<PathBuf>,
     /// age recipients for the fallback files (as the `wav` sink's `encrypt_to`).
@@ -732,6 +736,7 @@ fn recorder_to_raw(r: &RecorderConfig) -> RawRecorder {
             raw.srs = Some(s.srs.iter().map(|u| u.to_string()).collect());
             raw.timeout_ms = Some(i64::from(s.timeout_ms.get()));
             raw.keepalive_s = Some(i64::from(s.keepalive_s.get()));
+            raw.probe_s = Some(i64::from(s.probe_s.get()));
             raw.fallback_dir = s.fallback_dir.as_deref().map(path_str);
             raw.encrypt_to = Some(s.encrypt_to.iter().map(|a| a.to_string()).collect());
             raw.bind = Some(s.bind.to_string());

@@ -320,6 +320,9 @@ pub struct RawRecorder {
     /// siprec: seconds between keep-alive OPTIONS to the SRS (0: off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_s: Option<i64>,
+    /// siprec: seconds between OPTIONS probes of every SRS (0: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_s: Option<i64>,
     /// siprec: directory for WAV files when every SRS fails.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_dir: Option<String>,

@@ -132,8 +132,8 @@ bounded!(
     SrsTimeoutMs, u32, 100, 60_000, "milliseconds"
 );
 bounded!(
-    /// Seconds between the in-dialog OPTIONS that check an established SIPREC session's SRS
-    /// is still there (0: never check).
+    /// Seconds between the OPTIONS that check an SRS is there: in an established session
+    /// (`keepalive_s`), or between calls (`probe_s`); 0: never.
     SrsKeepaliveSecs, u32, 0, 3_600, "seconds"
 );
 bounded!(

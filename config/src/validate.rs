@@ -724,6 +724,7 @@ const SIPREC_KEYS: &[&str] = &[
     "srs",
     "timeout_ms",
     "keepalive_s",
+    "probe_s",
     "fallback_dir",
     "encrypt_to",
     "bind",
@@ -752,7 +753,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         RecorderKind::Rtp => RTP_KEYS,
         RecorderKind::Siprec => SIPREC_KEYS,
     };
-    let present: [(&str, bool); 11] = [
+    let present: [(&str, bool); 12] = [
         ("dir", r.dir.is_some()),
         ("encrypt_to", r.encrypt_to.is_some()),
         ("retention_days", r.retention_days.is_some()),
@@ -762,6 +763,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         ("srs", r.srs.is_some()),
         ("timeout_ms", r.timeout_ms.is_some()),
         ("keepalive_s", r.keepalive_s.is_some()),
+        ("probe_s", r.probe_s.is_some()),
         ("fallback_dir", r.fallback_dir.is_some()),
         ("bind", r.bind.is_some()),
     ];
@@ -868,6 +870,12 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 SrsKeepaliveSecs::try_from(10).expect("10 s is in range"),
                 SrsKeepaliveSecs::try_from,
             );
+            let probe_s = c.value(
+                path.key("probe_s"),
+                r.probe_s,
+                SrsKeepaliveSecs::try_from(10).expect("10 s is in range"),
+                SrsKeepaliveSecs::try_from,
+            );
             let fallback_dir = c.opt(path.key("fallback_dir"), r.fallback_dir, nonempty_path);
             let encrypt_to = age_recipients(c, &path, r.encrypt_to);
             let bind = c.value(
@@ -883,6 +891,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 srs,
                 timeout_ms,
                 keepalive_s,
+                probe_s,
                 fallback_dir,
                 encrypt_to,
                 bind,

@@ -104,20 +104,26 @@ fn recorder() -> impl Strategy<Value = RecorderConfig> {
                 1..3
             ),
             bounded::<SrsTimeoutMs>(100, 60_000),
-            bounded::<SrsKeepaliveSecs>(0, 3_600),
+            (
+                bounded::<SrsKeepaliveSecs>(0, 3_600),
+                bounded::<SrsKeepaliveSecs>(0, 3_600)
+            ),
             proptest::option::of(path()),
             listen(0..512)
         )
-            .prop_map(|(srs, timeout_ms, keepalive_s, fallback_dir, bind)| {
-                RecorderConfig::Siprec(SiprecRecorder {
-                    srs,
-                    timeout_ms,
-                    keepalive_s,
-                    fallback_dir,
-                    encrypt_to: Vec::new(),
-                    bind,
-                })
-            }),
+            .prop_map(
+                |(srs, timeout_ms, (keepalive_s, probe_s), fallback_dir, bind)| {
+                    RecorderConfig::Siprec(SiprecRecorder {
+                        srs,
+                        timeout_ms,
+                        keepalive_s,
+                        probe_s,
+                        fallback_dir,
+                        encrypt_to: Vec::new(),
+                        bind,
+                    })
+                }
+            ),
     ]
 }
 

@@ -80,7 +80,9 @@ fn entries(dir: &Path, skip: &Path) -> Vec<String> {
 
 /// The recorder's disk fills up during a call: the alarm goes up, the call goes on to its
 /// end, and no partial recording is left (the file in the making is removed, never left
-/// half-written). When space returns, the next call is recorded whole and the alarm clears.
+/// half-written); `/readyz` says the sink is unusable at its next check (every 10 s). When
+/// space returns, `/readyz` is ready again, the next call is recorded whole and the alarm
+/// clears.
 #[test]
 fn recorder_disk_full_alarms_keeps_calls_and_recovers() {
     let is_root = Command::new("id")
@@ -112,6 +114,13 @@ fn recorder_disk_full_alarms_keeps_calls_and_recovers() {
         m.value("callmask_recorder_disk_full") == 1.0
             && m.value("callmask_recorder_errors_total{sink=\"wav\"}") >= 1.0
     });
+    let readyz = |want: u16| {
+        wait_for(Duration::from_secs(15), || {
+            http_get(cm.layout.http, "/readyz").filter(|(s, _)| *s == want)
+        })
+    };
+    let (_, body) = readyz(503).unwrap_or_else(|| panic!("/readyz stayed ready on a full disk"));
+    assert!(body.contains("sinks_reachable"), "{body}");
     let left = wait_for(T, || {
         let e = entries(&rec, &filler);
         e.is_empty().then_some(e)
@@ -125,6 +134,10 @@ fn recorder_disk_full_alarms_keeps_calls_and_recovers() {
 
     // Space returns: call 2 is recorded whole, the alarm clears.
     std::fs::remove_file(&filler).unwrap();
+    assert!(
+        readyz(200).is_some(),
+        "/readyz not ready again with space back"
+    );
     let mut call = MediaCall::start(&cm, 2500);
     call.talk(100);
     call.assert_completed(&cm);

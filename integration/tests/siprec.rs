@@ -30,7 +30,7 @@ fn agent_frame(i: usize) -> Vec<u8> {
 fn siprec_set(srs: &[String], timeout_ms: u32, fallback: &Path) -> String {
     let list: Vec<String> = srs.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
-        "recorder=[{{kind=\"siprec\",srs=[{}],timeout_ms={timeout_ms},bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
+        "recorder=[{{kind=\"siprec\",srs=[{}],timeout_ms={timeout_ms},probe_s=0,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
         list.join(","),
         fallback.display()
     )
@@ -107,9 +107,12 @@ fn siprec_fails_over_to_the_second_srs_and_sends_sanitized_streams() {
         ],
         ..CallmaskOpts::default()
     });
+    // -aa: sipp would answer OPTIONS with 200 (none come: probe_s=0, as sipp's -m 1 would
+    // count a probe as its one call).
     let mut srs = Sipp::new(Scenario::file("srs_uas.xml"), srs_port)
         .set("p1", caller_rx.port())
         .set("p2", agent_rx.port())
+        .arg("-aa")
         .timeout_s(40)
         .spawn();
 
@@ -131,8 +134,13 @@ fn siprec_fails_over_to_the_second_srs_and_sends_sanitized_streams() {
         run.report()
     );
 
-    // The dead SRS got the INVITE (retransmitted) and, having sent no 1xx, no CANCEL.
-    let at_dead = dead.texts();
+    // The dead SRS got the INVITE (retransmitted) and, having sent no 1xx, no CANCEL
+    // (besides the OPTIONS probes every SRS gets).
+    let at_dead: Vec<(String, SocketAddr)> = dead
+        .texts()
+        .into_iter()
+        .filter(|(t, _)| !t.starts_with("OPTIONS "))
+        .collect();
     assert!(
         !at_dead.is_empty() && at_dead.iter().all(|(t, _)| t.starts_with("INVITE ")),
         "dead SRS saw {:?}",
@@ -272,8 +280,11 @@ fn siprec_falls_back_to_a_local_wav_when_every_srs_is_dead() {
         0,
         "DTMF leaked to the fallback file"
     );
-    // The dead SRS saw INVITEs only.
-    assert!(dead.texts().iter().all(|(t, _)| t.starts_with("INVITE ")));
+    // The dead SRS saw INVITEs only (and the OPTIONS probes).
+    assert!(dead
+        .texts()
+        .iter()
+        .all(|(t, _)| t.starts_with("INVITE ") || t.starts_with("OPTIONS ")));
 }
 
 /// The SRS goes away mid-call (its process killed, so nothing answers): the keep-alive
@@ -289,7 +300,7 @@ fn siprec_srs_lost_mid_call_records_the_rest_to_the_fallback() {
     let cm = Callmask::start_with(CallmaskOpts {
         sets: vec![
             format!(
-                "recorder=[{{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:{srs_port}\"],timeout_ms=500,keepalive_s=1,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
+                "recorder=[{{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:{srs_port}\"],timeout_ms=500,keepalive_s=1,probe_s=0,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
                 fallback.path().display()
             ),
             "masking.speech=false".into(),
@@ -376,4 +387,84 @@ fn siprec_srs_lost_mid_call_records_the_rest_to_the_fallback() {
         first_voiced_ms <= 1800 + 1000 + 500 + 700,
         "fallback starts at {first_voiced_ms} ms"
     );
+}
+
+/// An SRS stand-in that answers every request with 200 while `answering` is set (the
+/// probes' OPTIONS), on its own thread until `stop`.
+fn options_answerer(
+    sock: std::net::UdpSocket,
+    answering: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::sync::atomic::Ordering;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::SeqCst) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !answering.load(Ordering::SeqCst) || !req.starts_with("OPTIONS ") {
+                continue;
+            }
+            let mut resp = String::from("SIP/2.0 200 OK\r\n");
+            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                if let Some(v) = sip_header(&req, name) {
+                    let tag = if name == "To" { ";tag=srs" } else { "" };
+                    resp.push_str(&format!("{name}: {v}{tag}\r\n"));
+                }
+            }
+            resp.push_str("Content-Length: 0\r\n\r\n");
+            let _ = sock.send_to(resp.as_bytes(), from);
+            answered += 1;
+        }
+        answered
+    })
+}
+
+/// Between calls, every `probe_s` an OPTIONS probes the SRS: `/readyz` is ready while it
+/// answers, not ready (`sinks_reachable`) once it stops (no fallback folder: a call now
+/// could not be recorded), and ready again when it answers again;
+/// `callmask_siprec_srs_reachable` follows.
+#[test]
+fn siprec_readyz_follows_the_srs_probes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let sock = std::net::UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    let srs = sock.local_addr().unwrap();
+    let answering = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answerer = options_answerer(sock, answering.clone(), stop.clone());
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            format!(
+                "recorder=[{{kind=\"siprec\",srs=[\"sip:srs@{srs}\"],timeout_ms=300,probe_s=1,bind=\"127.0.0.1:0\"}}]"
+            ),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let readyz = |want: u16| {
+        wait_for(T, || {
+            http_get(cm.layout.http, "/readyz").filter(|(s, _)| *s == want)
+        })
+    };
+    assert!(readyz(200).is_some(), "not ready with the SRS answering");
+    cm.wait_metrics("the SRS reachable", T, |m| {
+        m.value("callmask_siprec_srs_reachable") == 1.0
+    });
+    answering.store(false, Ordering::SeqCst);
+    let (_, body) = readyz(503).expect("still ready with the SRS silent");
+    assert!(body.contains("sinks_reachable"), "{body}");
+    cm.wait_metrics("the SRS unreachable", T, |m| {
+        m.value("callmask_siprec_srs_reachable") == 0.0
+    });
+    answering.store(true, Ordering::SeqCst);
+    assert!(readyz(200).is_some(), "not ready again with the SRS back");
+    stop.store(true, Ordering::SeqCst);
+    let answered = answerer.join().unwrap();
+    assert!(answered >= 2, "{answered} probes answered");
 }

@@ -1,7 +1,7 @@
 //! Readiness flags behind `GET /readyz`: each owner sets its flag as its resource comes up
 //! (or goes away); the HTTP listener ([`super::http`]) only reads them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Readiness flags, set by the owner of each resource as it comes up (or goes away).
 ///
@@ -16,6 +16,9 @@ pub struct Readiness {
     draining: AtomicBool,
     /// Every loaded recognizer worker is stuck in one job.
     recognizer_stalled: AtomicBool,
+    /// `siprec` sinks that can record nothing now: no SRS answers its probes and there is
+    /// no usable fallback folder (`sinks_reachable` down while any).
+    siprec_unusable: AtomicUsize,
 }
 
 impl Readiness {
@@ -39,6 +42,18 @@ impl Readiness {
         self.recognizer_loaded.store(v, Ordering::Release);
     }
 
+    /// A `siprec` sink became unusable (`true`) or usable again (`false`); each sink reports
+    /// its changes only.
+    pub fn siprec_sink_unusable(&self, unusable: bool) {
+        if unusable {
+            self.siprec_unusable.fetch_add(1, Ordering::AcqRel);
+        } else {
+            let _ = self
+                .siprec_unusable
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
     /// Every loaded recognizer worker is stuck in one job (`recognizer_responsive` down).
     pub fn set_recognizer_stalled(&self, v: bool) {
         self.recognizer_stalled.store(v, Ordering::Release);
@@ -51,13 +66,21 @@ impl Readiness {
 
     /// Names of the flags still down (and `not_draining` while draining); empty when ready.
     pub fn not_ready(&self) -> Vec<&'static str> {
+        let sinks = self.sinks_reachable.load(Ordering::Acquire)
+            && self.siprec_unusable.load(Ordering::Acquire) == 0;
         let mut down: Vec<&'static str> = [
-            ("listeners_bound", &self.listeners_bound),
-            ("sinks_reachable", &self.sinks_reachable),
-            ("recognizer_loaded", &self.recognizer_loaded),
+            (
+                "listeners_bound",
+                self.listeners_bound.load(Ordering::Acquire),
+            ),
+            ("sinks_reachable", sinks),
+            (
+                "recognizer_loaded",
+                self.recognizer_loaded.load(Ordering::Acquire),
+            ),
         ]
         .into_iter()
-        .filter(|(_, flag)| !flag.load(Ordering::Acquire))
+        .filter(|(_, up)| !up)
         .map(|(name, _)| name)
         .collect();
         if self.recognizer_stalled.load(Ordering::Acquire) {

@@ -207,21 +207,71 @@ async fn bind_tcp(
 }
 
 /// Every `wav` recorder folder exists (or can be created) and takes a file.
-fn sinks_writable(cfg: &config::Config) -> bool {
-    cfg.recorders.iter().all(|r| match r {
-        config::RecorderConfig::Wav(w) => {
-            let probe = w
-                .dir
-                .join(format!(".callmask-probe-{}", std::process::id()));
-            let ok = std::fs::create_dir_all(&w.dir).is_ok() && std::fs::write(&probe, b"").is_ok();
-            let _ = std::fs::remove_file(&probe);
-            if !ok {
-                tracing::error!(dir = %w.dir.display(), "recorder folder is not writable");
+/// How often the recorder sinks are checked again for `/readyz` (a folder that filled up or
+/// lost its permissions, a target that lost its route).
+const SINK_RECHECK: Duration = Duration::from_secs(10);
+
+/// What keeps a configured sink from recording now: a `wav` folder (or a `siprec` fallback
+/// folder) that cannot take a 4 KiB file, an `rtp` target with no route. Empty: none.
+/// (`siprec` SRSs are probed by the sink itself.) Blocking: file system and resolver.
+fn sink_problems(cfg: &config::Config) -> Vec<String> {
+    let folder = |dir: &std::path::Path| {
+        let probe = dir.join(format!(".callmask-probe-{}", std::process::id()));
+        let ok = std::fs::create_dir_all(dir).is_ok()
+            && std::fs::File::create(&probe)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, &[0u8; 4096])?;
+                    f.sync_all()
+                })
+                .is_ok();
+        let _ = std::fs::remove_file(&probe);
+        (!ok).then(|| {
+            format!(
+                "recorder folder {} is not writable (or full)",
+                dir.display()
+            )
+        })
+    };
+    cfg.recorders
+        .iter()
+        .filter_map(|r| match r {
+            config::RecorderConfig::Wav(w) => folder(&w.dir),
+            config::RecorderConfig::Siprec(s) => s.fallback_dir.as_deref().and_then(folder),
+            config::RecorderConfig::Rtp(r) => {
+                let target = (r.target.host(), r.target.port());
+                let routed = std::net::ToSocketAddrs::to_socket_addrs(&target)
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .is_some_and(|a| {
+                        let any: SocketAddr = if a.is_ipv4() {
+                            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+                        } else {
+                            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                        };
+                        std::net::UdpSocket::bind(any)
+                            .and_then(|s| s.connect(a))
+                            .is_ok()
+                    });
+                (!routed).then(|| format!("rtp recorder target {} has no route", r.target))
             }
-            ok
+        })
+        .collect()
+}
+
+/// Check the sinks of `cfg` into `readiness` (`sinks_reachable`), logging what changed since
+/// `last`.
+fn check_sinks(cfg: &config::Config, readiness: &Readiness, last: &mut Vec<String>) {
+    let now = sink_problems(cfg);
+    if now != *last {
+        for p in now.iter().filter(|p| !last.contains(p)) {
+            tracing::error!("{p}: /readyz not ready");
         }
-        _ => true,
-    })
+        if now.is_empty() {
+            tracing::info!("recorder sinks usable again");
+        }
+    }
+    readiness.set_sinks_reachable(now.is_empty());
+    *last = now;
 }
 
 /// What a running proxy is told from outside (`main` turns signals into these).
@@ -399,6 +449,7 @@ pub async fn run_with(
     metrics.recorder().set_tap_sinks(tap_sink_kinds(&cfg));
     let (recorder_reload, recorder_reloads) = mpsc::unbounded_channel();
     let recorders = recorder::Recorders::from_config(&cfg, metrics.clone())
+        .with_readiness(&readiness)
         .with_path_delay_ms(u32::from(cfg.masking.lookahead_ms.get()))
         .with_reloads(recorder_reloads);
     let tap = if recorders.is_empty() {
@@ -527,7 +578,8 @@ pub async fn run_with(
     }));
 
     readiness.set_listeners_bound(true);
-    readiness.set_sinks_reachable(sinks_writable(&cfg));
+    let mut sink_state = Vec::new();
+    check_sinks(&cfg, &readiness, &mut sink_state);
     tracing::info!(
         pbx = %bound.pbx_sip,
         agents = %bound.agents_sip,
@@ -573,6 +625,7 @@ pub async fn run_with(
             signalling: control_tx,
             recorders: recorder_reload,
             tls: tls.clone(),
+            sink_problems: sink_state,
         }
         .run(reload, drain),
     );
@@ -628,6 +681,8 @@ struct Supervisor {
     recorders: mpsc::UnboundedSender<Vec<config::RecorderConfig>>,
     /// The TLS sides: a reload re-reads their certificate, key and CA files (rotation).
     tls: crate::core::side::BySide<Option<Arc<super::sip_tls::TlsSide>>>,
+    /// What kept sinks from recording at the last check.
+    sink_problems: Vec<String>,
 }
 
 impl Supervisor {
@@ -636,8 +691,20 @@ impl Supervisor {
         mut reload: Option<mpsc::UnboundedReceiver<Result<config::Config, String>>>,
         mut drain: Option<watch::Receiver<bool>>,
     ) {
+        let mut recheck = tokio::time::interval(SINK_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.tick().await; // the first tick is now: the sinks were just checked
         loop {
             tokio::select! {
+                _ = recheck.tick() => {
+                    let (cfg, readiness) = (self.current.clone(), self.readiness.clone());
+                    let mut last = std::mem::take(&mut self.sink_problems);
+                    let checked = tokio::task::spawn_blocking(move || {
+                        check_sinks(&cfg, &readiness, &mut last);
+                        last
+                    });
+                    self.sink_problems = checked.await.unwrap_or_default();
+                }
                 r = async {
                     match &mut reload {
                         Some(rx) => rx.recv().await,
@@ -718,7 +785,7 @@ impl Supervisor {
         self.policy.send_replace(media_policy(&new));
         if new.recorders != self.current.recorders {
             self.metrics.recorder().set_tap_sinks(tap_sink_kinds(&new));
-            self.readiness.set_sinks_reachable(sinks_writable(&new));
+            check_sinks(&new, &self.readiness, &mut self.sink_problems);
             let _ = self.recorders.send(new.recorders.clone());
         }
         let _ = self.signalling.send(ShellControl::Reload {

@@ -37,6 +37,7 @@ pub struct RecorderMetrics {
     siprec_fallbacks: IntCounter,
     siprec_srs_byes: IntCounter,
     siprec_srs_lost: IntCounter,
+    siprec_srs_reachable: IntGauge,
 }
 
 impl std::fmt::Debug for RecorderMetrics {
@@ -120,6 +121,11 @@ impl RecorderMetrics {
             "callmask_siprec_srs_byes_total",
             "SIPREC sessions the SRS ended (BYE) before the call ended.",
         )?;
+        let siprec_srs_reachable = int_gauge(
+            r,
+            "callmask_siprec_srs_reachable",
+            "SRSs that answered their last OPTIONS probe (every keepalive_s).",
+        )?;
         let siprec_srs_lost = int_counter(
             r,
             "callmask_siprec_srs_lost_total",
@@ -141,6 +147,7 @@ impl RecorderMetrics {
             siprec_fallbacks,
             siprec_srs_byes,
             siprec_srs_lost,
+            siprec_srs_reachable,
         })
     }
 
@@ -226,6 +233,11 @@ impl RecorderMetrics {
     /// An SRS ended a recording session early.
     pub fn siprec_srs_bye(&self) {
         self.siprec_srs_byes.inc();
+    }
+
+    /// SRSs answering their probes changed by `delta`.
+    pub fn siprec_srs_reachable_add(&self, delta: i64) {
+        self.siprec_srs_reachable.add(delta);
     }
 
     /// An established session's SRS stopped answering keep-alives.

@@ -1,5 +1,5 @@
-//! The requests a recording client sends: INVITE (RFC 7866 §6.1), and in the dialog it
-//! makes the ACK of the 2xx, BYE and CANCEL (RFC 3261 §13.2.2.4, §15, §9.1).
+//! The requests a recording client sends: INVITE (RFC 7866 §6.1), OPTIONS probes, and in
+//! the dialog it makes the ACK of the 2xx, OPTIONS, BYE and CANCEL (RFC 3261 §13.2.2.4, §15, §9.1).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -115,6 +115,32 @@ pub(crate) fn invite(p: &InviteParts<'_>) -> Bytes {
         boundary = p.boundary,
         len = p.body.len(),
         body = p.body,
+    );
+    Bytes::from(m)
+}
+
+/// An out-of-dialog OPTIONS to `srs` (RFC 3261 §11): is it there?
+pub(crate) fn options(
+    srs: &super::SrsTarget,
+    call_id: &str,
+    from_tag: &str,
+    branch: &str,
+) -> Bytes {
+    let mut m = String::with_capacity(400);
+    let _ = write!(
+        m,
+        "OPTIONS {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:callmask@{local}>;tag={from_tag}\r\n\
+         To: <{uri}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Accept: application/sdp\r\n\
+         User-Agent: callmask\r\n\
+         Content-Length: 0\r\n\r\n",
+        uri = srs.uri,
+        local = srs.local,
     );
     Bytes::from(m)
 }

@@ -27,6 +27,7 @@
 mod answer;
 mod message;
 pub mod metadata;
+pub mod probe;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,7 @@ use crate::core::sip::{
 
 pub use answer::BadAnswer;
 pub use metadata::RecordingInfo;
+pub use probe::SrsProbe;
 
 /// One SRS of the failover list.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -251,6 +251,14 @@ impl Recorders {
         }
     }
 
+    /// Sinks report to `readiness` whether they can record (`sinks_reachable`).
+    pub fn with_readiness(mut self, readiness: &Arc<crate::io::readiness::Readiness>) -> Self {
+        for s in &mut self.sinks {
+            s.watch_readiness(readiness);
+        }
+        self
+    }
+
     /// Take new `[[recorder]]` lists from `rx` while running (configuration reloads).
     pub fn with_reloads(
         mut self,

@@ -15,6 +15,7 @@
 
 use std::cell::OnceCell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 use super::Sidecar;
 use crate::core::proxy::{CallRef, Side};
 use crate::core::siprec::RecordingInfo;
+use crate::io::readiness::Readiness;
 use crate::metrics::SinkKind;
 use crate::redact::Redacted;
 
@@ -135,6 +137,10 @@ pub(super) trait RecorderSink: Send {
 
     /// A datagram it asked for in [`RecorderSink::activate`].
     fn handle_datagram(&mut self, _bytes: Bytes, _from: SocketAddr, _now: Instant) {}
+
+    /// Report to `readiness` whether the sink can record now (a `siprec` sink whose SRSs all
+    /// stopped answering and that has no fallback cannot).
+    fn watch_readiness(&mut self, _readiness: &Arc<Readiness>) {}
 
     /// Sessions still closing (the recorder waits a moment for them at shutdown).
     fn closing(&self) -> usize {

@@ -22,6 +22,10 @@
 //!   fallback file (the part already sent is silence there, so the file keeps the call's
 //!   time line). Both are counted (`callmask_siprec_srs_lost_total`,
 //!   `callmask_siprec_srs_byes_total`).
+//! - Between calls too, every `probe_s`, an out-of-dialog OPTIONS probes each SRS
+//!   ([`SrsProbe`]): `callmask_siprec_srs_reachable` counts those that answer, and the sink
+//!   reports itself unusable to `/readyz` (`sinks_reachable`) while none does and it has no
+//!   usable fallback folder.
 //!
 //! Only the tap's sanitized PCM is ever sent, and no RFC 4733 event: the offer has none.
 
@@ -43,7 +47,11 @@ use super::{align, rtp, wav};
 use crate::core::proxy::{CallRef, Side};
 use crate::core::side::BySide;
 use crate::core::sip::txn::Timers;
-use crate::core::siprec::{FailoverReason, RecordingInfo, Src, SrcConfig, SrcEvent, SrsTarget};
+use crate::core::sip::{Frame, Limits};
+use crate::core::siprec::{
+    FailoverReason, RecordingInfo, Src, SrcConfig, SrcEvent, SrsProbe, SrsTarget,
+};
+use crate::io::readiness::Readiness;
 use crate::metrics::{Metrics, SinkKind};
 
 /// Most samples (both directions together) held per call while no SRS has accepted yet:
@@ -120,6 +128,14 @@ pub(super) struct SiprecSink {
     fallback: Option<Fallback>,
     calls: HashMap<CallRef, Call>,
     metrics: Arc<Metrics>,
+    /// Out-of-dialog OPTIONS to every SRS (`keepalive_s` > 0).
+    probe: Option<SrsProbe>,
+    /// SRSs counted in `callmask_siprec_srs_reachable` by this sink.
+    reachable: i64,
+    /// Told when the sink becomes unusable or usable again.
+    readiness: Option<Arc<Readiness>>,
+    /// Reported unusable (and not yet usable again).
+    unusable: bool,
 }
 
 impl SiprecSink {
@@ -159,6 +175,25 @@ impl SiprecSink {
             tracing::error!("siprec recorder: no usable SRS; sink skipped");
             return None;
         }
+        let keepalive = match cfg.keepalive_s.get() {
+            0 => None,
+            s => Some(Duration::from_secs(u64::from(s))),
+        };
+        let timeout = Duration::from_millis(u64::from(cfg.timeout_ms.get()));
+        let probe_every = match cfg.probe_s.get() {
+            0 => None,
+            s => Some(Duration::from_secs(u64::from(s))),
+        };
+        let probe = probe_every.map(|every| {
+            SrsProbe::new(
+                targets.clone(),
+                Timers::default(),
+                every,
+                timeout,
+                format!("{:016x}", rand::random::<u64>()),
+                Instant::now(),
+            )
+        });
         let fallback = cfg.fallback_dir.as_ref().map(|dir| {
             let (recipients, broken) = wav::age_recipients(&cfg.encrypt_to, dir, "siprec");
             Fallback {
@@ -179,15 +214,13 @@ impl SiprecSink {
             sessions: HashMap::new(),
             session_of: HashMap::new(),
             next_session: 0,
-            deadline: None,
+            // The first probes are due at once.
+            deadline: probe.as_ref().and_then(SrsProbe::poll_timeout),
             src: Src::new(SrcConfig {
                 targets,
-                timeout: Duration::from_millis(u64::from(cfg.timeout_ms.get())),
+                timeout,
                 timers: Timers::default(),
-                keepalive: match cfg.keepalive_s.get() {
-                    0 => None,
-                    s => Some(Duration::from_secs(u64::from(s))),
-                },
+                keepalive,
             }),
             send_sock: sock.try_clone().ok(),
             std_sock: Some(sock),
@@ -195,7 +228,40 @@ impl SiprecSink {
             fallback,
             calls: HashMap::new(),
             metrics,
+            probe,
+            reachable: 0,
+            readiness: None,
+            unusable: false,
         })
+    }
+
+    /// The probe's verdicts into the gauge and, on a change, the readiness: unusable while
+    /// every SRS's last probe went unanswered and there is no usable fallback.
+    fn publish_health(&mut self) {
+        let Some(probe) = &self.probe else {
+            return;
+        };
+        let up = probe.up();
+        let reachable = up.iter().filter(|u| **u == Some(true)).count() as i64;
+        if reachable != self.reachable {
+            self.metrics
+                .recorder()
+                .siprec_srs_reachable_add(reachable - self.reachable);
+            self.reachable = reachable;
+        }
+        let fallback = self.fallback.as_ref().is_some_and(|f| !f.broken);
+        let unusable = !fallback && up.iter().all(|u| *u == Some(false));
+        if unusable != self.unusable {
+            self.unusable = unusable;
+            if unusable {
+                tracing::error!("siprec recorder: no SRS answers and there is no fallback: calls starting now cannot be recorded");
+            } else {
+                tracing::info!("siprec recorder: an SRS answers again");
+            }
+            if let Some(r) = &self.readiness {
+                r.siprec_sink_unusable(unusable);
+            }
+        }
     }
 
     /// The call's first audio (or the rest of it after its SRS was lost): open its RTP
@@ -233,9 +299,15 @@ impl SiprecSink {
             .start_from(key, token, ports, c.info.clone(), first, Instant::now());
     }
 
-    /// Send what the client wants sent and act on its events, until acting on them sends
-    /// nothing new.
+    /// Send what the client and the probe want sent and act on the client's events, until
+    /// acting on them sends nothing new.
     fn pump(&mut self) {
+        if let (Some(p), Some(sock)) = (&mut self.probe, &self.send_sock) {
+            while let Some(t) = p.poll_transmit() {
+                let _ = sock.send_to(&t.payload, t.dest);
+            }
+        }
+        self.publish_health();
         loop {
             while let Some(t) = self.src.poll_transmit() {
                 if let Some(sock) = &self.send_sock {
@@ -256,7 +328,13 @@ impl SiprecSink {
                 break;
             }
         }
-        self.deadline = self.src.poll_timeout();
+        self.deadline = match (
+            self.src.poll_timeout(),
+            self.probe.as_ref().and_then(SrsProbe::poll_timeout),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// The SRS in use is gone (lost, or it hung up): stop the streams, end its session, and
@@ -469,6 +547,20 @@ impl RecorderSink for SiprecSink {
         if let Some(h) = self.reader.take() {
             h.abort();
         }
+        self.metrics
+            .recorder()
+            .siprec_srs_reachable_add(-self.reachable);
+        self.reachable = 0;
+        if self.unusable {
+            self.unusable = false;
+            if let Some(r) = &self.readiness {
+                r.siprec_sink_unusable(false);
+            }
+        }
+    }
+
+    fn watch_readiness(&mut self, readiness: &Arc<Readiness>) {
+        self.readiness = Some(readiness.clone());
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -483,11 +575,27 @@ impl RecorderSink for SiprecSink {
     /// Timers.
     fn handle_timeout(&mut self, now: Instant) {
         self.src.handle_timeout(now);
+        if let Some(p) = &mut self.probe {
+            if p.poll_timeout().is_some_and(|t| t <= now) {
+                p.handle_timeout(now);
+            }
+        }
         self.pump();
     }
 
-    /// A datagram from the SRS side.
+    /// A datagram from the SRS side: a probe's answer, or the client's.
     fn handle_datagram(&mut self, bytes: Bytes, from: SocketAddr, now: Instant) {
+        if let Some(p) = &mut self.probe {
+            if let Ok(Frame::Message(m)) =
+                crate::core::sip::parse_datagram(bytes.clone(), &Limits::default())
+            {
+                if !m.is_request() && m.call_id().is_ok_and(|c| p.owns(&c)) {
+                    p.handle_response(m, now);
+                    self.pump();
+                    return;
+                }
+            }
+        }
         self.src.handle_datagram(bytes, from, now);
         self.pump();
     }
