@@ -36,17 +36,26 @@ pub fn is_live(key: &str) -> bool {
 }
 
 /// Whether the `[[recorder]]` list may change from `old` to `new` live: the recorder path
-/// stays on (sinks before and after) or off (none either time), and the `siprec` sinks (with
-/// sessions and sockets of their own) are the same, in the same order. The `wav` and `rtp`
-/// sinks are then rebuilt for the calls that start afterwards.
+/// stays on (sinks before and after) or off (none either time), and no new or changed
+/// `siprec` sink binds a fixed SIP port that a replaced one holds (the replaced sink keeps
+/// its socket until its calls in progress end). The sinks are then rebuilt for the calls
+/// that start afterwards; a `siprec` sink whose settings did not change is kept as it is.
 pub fn recorders_live(old: &[RecorderConfig], new: &[RecorderConfig]) -> bool {
-    let siprec = |l: &[RecorderConfig]| -> Vec<RecorderConfig> {
+    let siprec = |l: &[RecorderConfig]| -> Vec<crate::model::SiprecRecorder> {
         l.iter()
-            .filter(|r| matches!(r, RecorderConfig::Siprec(_)))
-            .cloned()
+            .filter_map(|r| match r {
+                RecorderConfig::Siprec(s) => Some(s.clone()),
+                _ => None,
+            })
             .collect()
     };
-    old.is_empty() == new.is_empty() && siprec(old) == siprec(new)
+    let (before, after) = (siprec(old), siprec(new));
+    let replaced: Vec<_> = before.iter().filter(|s| !after.contains(s)).collect();
+    let port_held = after
+        .iter()
+        .filter(|s| !before.contains(s) && s.bind.get().port() != 0)
+        .any(|s| replaced.iter().any(|r| r.bind == s.bind));
+    old.is_empty() == new.is_empty() && !port_held
 }
 
 impl Config {
@@ -151,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn wav_and_rtp_sinks_reload_siprec_and_the_tap_do_not() {
+    fn sinks_reload_but_the_tap_and_a_held_siprec_port_do_not() {
         let wav = |d: &str| format!("[[recorder]]\nkind = \"wav\"\ndir = \"{d}\"\n");
         let rtp = "[[recorder]]\nkind = \"rtp\"\ntarget = \"127.0.0.1:4000\"\n";
         let srs = "[[recorder]]\nkind = \"siprec\"\nsrs = [\"sip:srs@127.0.0.1:5090\"]\n";
@@ -160,9 +169,23 @@ mod tests {
         let b = cfg(&format!("{}{rtp}{srs}", wav("/r2")));
         assert!(a.restart_keys(&b).is_empty(), "{:?}", a.restart_keys(&b));
         assert_eq!(a.live_changes(&b), ["recorder"]);
-        // The siprec sink changes or goes: restart.
+        // The siprec sink goes, or changes on an OS-chosen port: live.
         let c = cfg(&wav("/r1"));
-        assert_eq!(a.restart_keys(&c), ["recorder"]);
+        assert!(a.restart_keys(&c).is_empty());
+        let srs2 = "[[recorder]]\nkind = \"siprec\"\nsrs = [\"sip:srs@127.0.0.1:5091\"]\n";
+        assert!(a
+            .restart_keys(&cfg(&format!("{}{srs2}", wav("/r1"))))
+            .is_empty());
+        // A changed sink on the fixed port the replaced one holds: restart.
+        let fixed = |uri: &str| {
+            format!(
+                "[[recorder]]\nkind = \"siprec\"\nsrs = [\"{uri}\"]\nbind = \"127.0.0.1:5070\"\n"
+            )
+        };
+        let d = cfg(&fixed("sip:srs@127.0.0.1:5090"));
+        let e = cfg(&fixed("sip:srs@127.0.0.1:5091"));
+        assert_eq!(d.restart_keys(&e), ["recorder"]);
+        assert!(d.restart_keys(&d.clone()).is_empty());
         // No recorder before, one after (the recorder path is set up at start): restart.
         assert_eq!(cfg("").restart_keys(&cfg(&wav("/r1"))), ["recorder"]);
         assert_eq!(cfg(&wav("/r1")).restart_keys(&cfg("")), ["recorder"]);

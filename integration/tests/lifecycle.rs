@@ -188,6 +188,72 @@ fn sighup_moves_new_recordings_to_the_reloaded_wav_sink() {
     );
 }
 
+/// SIGHUP adds a `siprec` sink: the next call is recorded by the SRS (sipp). SIGHUP again,
+/// during a call, removes it: that call's session goes on to the call's end (the retired
+/// sink keeps its socket and sends the BYE), and the SRS sees a complete session.
+#[test]
+fn sighup_adds_a_siprec_sink_and_a_removed_one_finishes_its_call() {
+    let dir = TempDir::new("sighup-siprec");
+    let rec = dir.path().join("rec");
+    let file = dir.path().join("callmask.toml");
+    let wav = format!(
+        "[[recorder]]\nkind = \"wav\"\ndir = \"{}\"\n",
+        rec.display()
+    );
+    std::fs::write(&file, &wav).unwrap();
+    let cm = Callmask::start_with(CallmaskOpts {
+        config: Some(file.clone()),
+        recorders_in_config: true,
+        sets: vec!["masking.speech=false".into()],
+        ..CallmaskOpts::default()
+    });
+    let srs_port = free_udp_port();
+    let (caller_rx, agent_rx) = (RtpEndpoint::bind(), RtpEndpoint::bind());
+    // -aa: in-dialog OPTIONS are answered (none come in this short call); probe_s = 0:
+    // sipp's -m 1 would take a probe for its one call.
+    let mut srs = Sipp::new(Scenario::file("srs_uas.xml"), srs_port)
+        .set("p1", caller_rx.port())
+        .set("p2", agent_rx.port())
+        .arg("-aa")
+        .timeout_s(40)
+        .spawn();
+    let siprec = format!(
+        "{wav}[[recorder]]\nkind = \"siprec\"\nsrs = [\"sip:srs@127.0.0.1:{srs_port}\"]\n\
+         bind = \"127.0.0.1:0\"\nprobe_s = 0\n"
+    );
+    std::fs::write(&file, siprec).unwrap();
+    cm.signal("HUP");
+    cm.wait_metrics("the siprec sink added", T, |m| {
+        m.value("callmask_config_reloads_total{result=\"success\"}") == 1.0
+    });
+    let mut call = MediaCall::start(&cm, 3000);
+    call.talk(50);
+    cm.wait_metrics("a session with the SRS", T, |m| {
+        m.value("callmask_siprec_sessions_established_total") == 1.0
+    });
+    // The sink goes while its call is in progress.
+    std::fs::write(&file, &wav).unwrap();
+    cm.signal("HUP");
+    cm.wait_metrics("the siprec sink removed", T, |m| {
+        m.value("callmask_config_reloads_total{result=\"success\"}") == 2.0
+    });
+    call.talk(50);
+    call.assert_completed(&cm);
+    let run = srs.wait();
+    run.assert_success("SRS (sipp): INVITE, media, BYE at the call's end", &cm);
+    assert!(run.actions.contains("siprec invite ok"), "{}", run.report());
+    let got = caller_rx.received().len();
+    assert!(
+        got >= 75,
+        "the SRS got {got} caller packets (the whole call: ~100)"
+    );
+    assert_eq!(
+        cm.metrics()
+            .value("callmask_config_reloads_total{result=\"failure\"}"),
+        0.0
+    );
+}
+
 /// The WAV header's data size matches the file (patched at the end: the file is final).
 fn assert_final(wav: &std::path::Path) {
     let b = std::fs::read(wav).unwrap();

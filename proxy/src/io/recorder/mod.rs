@@ -182,8 +182,7 @@ struct CallRec {
 
 /// All configured sinks.
 pub struct Recorders {
-    /// The sinks new calls go to: the `siprec` ones first (a reload keeps them, and their
-    /// place is the address of their datagrams), then `wav` and `rtp` in configuration order.
+    /// The sinks new calls go to, in configuration order.
     sinks: Vec<Box<dyn RecorderSink>>,
     /// Sinks a reload replaced, kept until the calls they started end.
     retired: Vec<Box<dyn RecorderSink>>,
@@ -192,35 +191,32 @@ pub struct Recorders {
     /// The recorder path's constant delay (the look-ahead, 8 kHz samples): sanitized audio
     /// arrives this much after it was heard, so first frames are placed that much earlier.
     path_delay: u64,
-    /// New `[[recorder]]` lists (configuration reload): the `wav` and `rtp` sinks are rebuilt
-    /// for calls that start afterwards; `siprec` sinks stay (a reload may not change them).
+    /// New `[[recorder]]` lists (configuration reload): sinks are rebuilt for calls that
+    /// start afterwards, but a `siprec` sink whose settings did not change stays.
     reloads: Option<mpsc::UnboundedReceiver<Vec<config::RecorderConfig>>>,
+    /// The next sink address (datagrams find their sink by it, retired sinks included).
+    next_address: usize,
+    /// Where new sinks report whether they can record.
+    readiness: Option<Arc<crate::io::readiness::Readiness>>,
 }
 
-/// The `wav` and `rtp` sinks of a `[[recorder]]` list, in its order (other kinds skipped).
-fn reloadable_sinks(
-    list: &[config::RecorderConfig],
-    metrics: &Arc<Metrics>,
-) -> Vec<Box<dyn RecorderSink>> {
-    let mut sinks: Vec<Box<dyn RecorderSink>> = Vec::new();
-    for r in list {
-        match r {
-            config::RecorderConfig::Wav(w) => {
-                sinks.push(Box::new(wav::WavSink::new(w, metrics.clone())));
+/// The sink a `[[recorder]]` entry describes (`None`: it cannot work, which is logged).
+fn build_sink(r: &config::RecorderConfig, metrics: &Arc<Metrics>) -> Option<Box<dyn RecorderSink>> {
+    match r {
+        config::RecorderConfig::Wav(w) => Some(Box::new(wav::WavSink::new(w, metrics.clone()))),
+        config::RecorderConfig::Rtp(r) => match resolve(r.target.host(), r.target.port()) {
+            Some(addr) => Some(Box::new(rtp::RtpSink::new(addr, metrics.clone()))),
+            None => {
+                tracing::error!(
+                    host = r.target.host(),
+                    "rtp recorder: target does not resolve; sink skipped"
+                );
+                None
             }
-            config::RecorderConfig::Rtp(r) => match resolve(r.target.host(), r.target.port()) {
-                Some(addr) => sinks.push(Box::new(rtp::RtpSink::new(addr, metrics.clone()))),
-                None => {
-                    tracing::error!(
-                        host = r.target.host(),
-                        "rtp recorder: target does not resolve; sink skipped"
-                    )
-                }
-            },
-            config::RecorderConfig::Siprec(_) => {}
-        }
+        },
+        config::RecorderConfig::Siprec(s) => siprec::SiprecSink::new(s, metrics.clone())
+            .map(|s| Box::new(s) as Box<dyn RecorderSink>),
     }
-    sinks
 }
 
 /// How many sinks of `kind` are in `sinks`.
@@ -231,16 +227,11 @@ fn count(sinks: &[Box<dyn RecorderSink>], kind: SinkKind) -> usize {
 impl Recorders {
     /// The sinks the config asks for (kinds not built yet are reported and skipped).
     pub fn from_config(cfg: &config::Config, metrics: Arc<Metrics>) -> Self {
-        let reloadable = reloadable_sinks(&cfg.recorders, &metrics);
-        let mut sinks: Vec<Box<dyn RecorderSink>> = Vec::new();
-        for r in &cfg.recorders {
-            if let config::RecorderConfig::Siprec(s) = r {
-                if let Some(sink) = siprec::SiprecSink::new(s, metrics.clone()) {
-                    sinks.push(Box::new(sink));
-                }
-            }
-        }
-        sinks.extend(reloadable);
+        let sinks = cfg
+            .recorders
+            .iter()
+            .filter_map(|r| build_sink(r, &metrics))
+            .collect();
         Recorders {
             sinks,
             retired: Vec::new(),
@@ -248,6 +239,8 @@ impl Recorders {
             clock: Clock::Real(Instant::now()),
             path_delay: 0,
             reloads: None,
+            next_address: 0,
+            readiness: None,
         }
     }
 
@@ -256,7 +249,15 @@ impl Recorders {
         for s in &mut self.sinks {
             s.watch_readiness(readiness);
         }
+        self.readiness = Some(readiness.clone());
         self
+    }
+
+    /// Activate `s` under a fresh address; whether it sends datagrams.
+    fn activate(&mut self, s: &mut dyn RecorderSink, datagrams: &mpsc::Sender<Datagram>) -> bool {
+        let address = self.next_address;
+        self.next_address += 1;
+        s.activate(address, datagrams)
     }
 
     /// Take new `[[recorder]]` lists from `rx` while running (configuration reloads).
@@ -268,27 +269,47 @@ impl Recorders {
         self
     }
 
-    /// Swap in the `wav` and `rtp` sinks of `list` for calls that start from now on (calls
-    /// in progress finish with the sinks they started with; their background work, such as
-    /// a retention sweeper, stops now).
-    fn reload(&mut self, list: &[config::RecorderConfig], datagrams: &mpsc::Sender<Datagram>) {
-        let keep = self.sinks.iter().take_while(|s| !s.reloadable()).count();
-        let mut replaced = self.sinks.split_off(keep);
-        for s in &mut replaced {
-            s.deactivate();
+    /// Swap in the sinks of `list` for calls that start from now on: a `siprec` sink whose
+    /// settings did not change stays as it is; the others are built anew, and the sinks
+    /// they replace finish the calls in progress (their work for new calls, such as a
+    /// retention sweeper or SRS probes, stops now). Returns whether a new sink sends
+    /// datagrams.
+    fn reload(
+        &mut self,
+        list: &[config::RecorderConfig],
+        datagrams: &mpsc::Sender<Datagram>,
+    ) -> bool {
+        let mut old = std::mem::take(&mut self.sinks);
+        let mut sinks: Vec<Box<dyn RecorderSink>> = Vec::new();
+        let (mut kept, mut sip) = (0, false);
+        for r in list {
+            if let Some(i) = old.iter().position(|s| s.keeps(r)) {
+                sinks.push(old.remove(i));
+                kept += 1;
+                continue;
+            }
+            if let Some(mut s) = build_sink(r, &self.metrics) {
+                if let Some(readiness) = &self.readiness {
+                    s.watch_readiness(readiness);
+                }
+                sip |= self.activate(s.as_mut(), datagrams);
+                sinks.push(s);
+            }
         }
-        replaced.retain(|s| s.calls() > 0);
-        self.retired.extend(replaced);
-        let mut new = reloadable_sinks(list, &self.metrics);
-        for (i, s) in new.iter_mut().enumerate() {
-            s.activate(keep + i, datagrams);
+        for s in &mut old {
+            s.retire();
         }
+        old.retain(|s| s.calls() > 0);
+        self.retired.extend(old);
         tracing::info!(
-            wav = count(&new, SinkKind::Wav),
-            rtp = count(&new, SinkKind::Rtp),
+            wav = count(&sinks, SinkKind::Wav),
+            rtp = count(&sinks, SinkKind::Rtp),
+            siprec = count(&sinks, SinkKind::Siprec),
+            siprec_kept = kept,
             "recorder sinks reloaded: calls that start from now on use them"
         );
-        self.sinks.extend(new);
+        self.sinks = sinks;
+        sip
     }
 
     /// Frames come through a look-ahead of `ms` (the live proxy's recorder path): a call's
@@ -316,9 +337,11 @@ impl Recorders {
         let mut reloads = self.reloads.take();
         let (sip_tx, mut sip_rx) = mpsc::channel::<Datagram>(1024);
         let mut has_sip = false;
-        for (i, s) in self.sinks.iter_mut().enumerate() {
-            has_sip |= s.activate(i, &sip_tx);
+        let mut sinks = std::mem::take(&mut self.sinks);
+        for s in &mut sinks {
+            has_sip |= self.activate(s.as_mut(), &sip_tx);
         }
+        self.sinks = sinks;
         let mut calls: HashMap<CallRef, CallRec> = HashMap::new();
         let mut finishing: Vec<JoinHandle<()>> = Vec::new();
         // One timer for the SIPREC deadlines, re-armed only when the deadline moves.
@@ -344,7 +367,7 @@ impl Recorders {
                         None => std::future::pending().await,
                     }
                 } => match list {
-                    Some(list) => self.reload(&list, &sip_tx),
+                    Some(list) => has_sip |= self.reload(&list, &sip_tx),
                     None => reloads = None,
                 },
                 Some((i, bytes, from)) = sip_rx.recv(), if has_sip => {
@@ -362,7 +385,14 @@ impl Recorders {
         }
         // Shutdown: give the SRSs a moment to answer our BYEs (retransmitted meanwhile).
         let until = Instant::now() + Duration::from_secs(2);
-        while has_sip && self.sinks.iter().any(|s| s.closing() > 0) && Instant::now() < until {
+        while has_sip
+            && self
+                .sinks
+                .iter()
+                .chain(&self.retired)
+                .any(|s| s.closing() > 0)
+            && Instant::now() < until
+        {
             let deadline = self.deadline().map_or(until, |d| d.min(until));
             tokio::select! {
                 Some((i, bytes, from)) = sip_rx.recv() => self.datagram(i, bytes, from),
@@ -379,20 +409,31 @@ impl Recorders {
 
     /// The sinks' next timer.
     fn deadline(&self) -> Option<Instant> {
-        self.sinks.iter().filter_map(|s| s.poll_timeout()).min()
+        self.sinks
+            .iter()
+            .chain(&self.retired)
+            .filter_map(|s| s.poll_timeout())
+            .min()
     }
 
     /// The sinks' timers are due.
     fn timeout(&mut self) {
         let now = Instant::now();
-        for s in &mut self.sinks {
-            s.handle_timeout(now);
+        for s in self.sinks.iter_mut().chain(&mut self.retired) {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
         }
     }
 
-    /// A datagram for sink `i`.
-    fn datagram(&mut self, i: usize, bytes: bytes::Bytes, from: SocketAddr) {
-        if let Some(s) = self.sinks.get_mut(i) {
+    /// A datagram for the sink at `address` (a retired one included).
+    fn datagram(&mut self, address: usize, bytes: bytes::Bytes, from: SocketAddr) {
+        if let Some(s) = self
+            .sinks
+            .iter_mut()
+            .chain(&mut self.retired)
+            .find(|s| s.address() == Some(address))
+        {
             s.handle_datagram(bytes, from, Instant::now());
         }
     }
@@ -758,7 +799,7 @@ mod tests {
         clock.advance(Duration::from_millis(20));
         rec.handle_tap(frame(1, Side::Agents, 0, 160), &mut calls, &mut finishing);
         let (tx, _rx) = mpsc::channel(1);
-        rec.reload(&[], &tx);
+        let _ = rec.reload(&[], &tx);
         assert!(rec.is_empty(), "the replaced sink takes no new call");
         assert_eq!(rec.retired.len(), 1, "kept: its call goes on");
         rec.handle_tap(start(2), &mut calls, &mut finishing);

@@ -10,8 +10,8 @@
 //! ([`RecorderSink::stereo`]: the WAV files).
 //!
 //! A sink keeps its own per-call state, keyed by [`CallRef`], and ignores calls it never
-//! started: after a configuration reload the replaced sinks still receive every event, and
-//! finish the calls they started.
+//! started: after a configuration reload the replaced sinks still receive every event (and
+//! their datagrams and timers), and finish the calls they started.
 
 use std::cell::OnceCell;
 use std::net::SocketAddr;
@@ -96,19 +96,32 @@ pub(super) trait RecorderSink: Send {
     /// The `sink` label of its metrics.
     fn kind(&self) -> SinkKind;
 
-    /// A configuration reload replaces it (`wav`, `rtp`); `false`: it stays (`siprec`).
-    fn reloadable(&self) -> bool {
-        true
-    }
-
-    /// Inside the recorder's runtime: start the sink's background work (a retention sweeper,
-    /// a socket reader). Datagrams it receives go to `datagrams` as `(index, …)`. Returns
-    /// whether it will send any.
-    fn activate(&mut self, _index: usize, _datagrams: &mpsc::Sender<Datagram>) -> bool {
+    /// A reload whose list holds `r` keeps this sink as it is (a `siprec` sink whose
+    /// settings did not change keeps its socket, sessions and probes); otherwise the reload
+    /// replaces it.
+    fn keeps(&self, _r: &config::RecorderConfig) -> bool {
         false
     }
 
-    /// Stop the background work (a reload replaced the sink, or the recorder stops).
+    /// Inside the recorder's runtime: start the sink's background work (a retention sweeper,
+    /// a socket reader). Datagrams it receives go to `datagrams` as `(address, …)`, `address`
+    /// being unique to the sink for the recorder's life. Returns whether it will send any.
+    fn activate(&mut self, _address: usize, _datagrams: &mpsc::Sender<Datagram>) -> bool {
+        false
+    }
+
+    /// The address given to [`RecorderSink::activate`], if it sends datagrams.
+    fn address(&self) -> Option<usize> {
+        None
+    }
+
+    /// A reload replaced it: stop the work new calls needed (a sweeper, probes); what the
+    /// calls in progress need (a socket reader) goes on until the sink is dropped.
+    fn retire(&mut self) {
+        self.deactivate();
+    }
+
+    /// Stop the background work (the recorder stops).
     fn deactivate(&mut self) {}
 
     /// A call starts (its session is counted as opened).

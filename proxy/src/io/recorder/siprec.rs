@@ -106,6 +106,8 @@ struct Call {
 
 /// One configured `siprec` sink.
 pub(super) struct SiprecSink {
+    /// Its settings (a reload with the same ones keeps the sink).
+    cfg: config::SiprecRecorder,
     /// Its place in the recorder (the first field of the datagrams it forwards).
     index: usize,
     /// The task reading the SIP socket, once activated.
@@ -209,6 +211,7 @@ impl SiprecSink {
             "siprec recorder ready"
         );
         Some(SiprecSink {
+            cfg: cfg.clone(),
             index: 0,
             reader: None,
             sessions: HashMap::new(),
@@ -233,6 +236,20 @@ impl SiprecSink {
             readiness: None,
             unusable: false,
         })
+    }
+
+    /// Take back what this sink added to the reachable gauge and the readiness.
+    fn forget_health(&mut self) {
+        self.metrics
+            .recorder()
+            .siprec_srs_reachable_add(-self.reachable);
+        self.reachable = 0;
+        if self.unusable {
+            self.unusable = false;
+            if let Some(r) = &self.readiness {
+                r.siprec_sink_unusable(false);
+            }
+        }
     }
 
     /// The probe's verdicts into the gauge and, on a change, the readiness: unusable while
@@ -501,14 +518,34 @@ impl SiprecSink {
     }
 }
 
+/// A retired sink is dropped once its last call ended: its socket reader goes with it.
+impl Drop for SiprecSink {
+    fn drop(&mut self) {
+        if let Some(h) = self.reader.take() {
+            h.abort();
+        }
+    }
+}
+
 impl RecorderSink for SiprecSink {
     fn kind(&self) -> SinkKind {
         SinkKind::Siprec
     }
 
-    /// A reload may not change the SIPREC sinks.
-    fn reloadable(&self) -> bool {
-        false
+    /// Same settings: the sink, its socket and sessions stay through a reload.
+    fn keeps(&self, r: &config::RecorderConfig) -> bool {
+        matches!(r, config::RecorderConfig::Siprec(c) if *c == self.cfg)
+    }
+
+    fn address(&self) -> Option<usize> {
+        self.reader.as_ref().map(|_| self.index)
+    }
+
+    /// Replaced by a reload: no more probes (and no say in the readiness); the socket
+    /// reader stays for the calls in progress.
+    fn retire(&mut self) {
+        self.probe = None;
+        self.forget_health();
     }
 
     /// Register the socket and forward what it receives to `datagrams`.
@@ -547,16 +584,7 @@ impl RecorderSink for SiprecSink {
         if let Some(h) = self.reader.take() {
             h.abort();
         }
-        self.metrics
-            .recorder()
-            .siprec_srs_reachable_add(-self.reachable);
-        self.reachable = 0;
-        if self.unusable {
-            self.unusable = false;
-            if let Some(r) = &self.readiness {
-                r.siprec_sink_unusable(false);
-            }
-        }
+        self.forget_health();
     }
 
     fn watch_readiness(&mut self, readiness: &Arc<Readiness>) {
