@@ -397,3 +397,121 @@ fn second_sigterm_stops_at_once_and_closes_the_recording() {
     assert!(!samples.is_empty());
     drop(call);
 }
+
+/// One NG command (bencoded dictionary of strings) to `to`; the reply dictionary's
+/// `result` and `error-reason`.
+fn ng_ask(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    cookie: &str,
+    entries: &[(&str, &str)],
+) -> (String, String) {
+    use callmask::core::ng::bencode::{decode, Limits, Value};
+    let body = Value::Dict(
+        entries
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), Value::str(v)))
+            .collect(),
+    )
+    .encode();
+    let mut msg = format!("{cookie} ").into_bytes();
+    msg.extend_from_slice(&body);
+    sock.send_to(&msg, to).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = sock.recv_from(&mut buf).expect("an NG reply");
+    let rest = buf[..n]
+        .strip_prefix(format!("{cookie} ").as_bytes())
+        .expect("the reply starts with the cookie");
+    let v = decode(rest, Limits::default()).expect("bencoded reply");
+    let field = |k: &str| {
+        v.as_dict()
+            .and_then(|d| d.get(k.as_bytes()))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (field("result"), field("error-reason"))
+}
+
+/// SIGTERM in media-node mode: an NG offer for a new call gets an error ("draining", so the
+/// controller uses another node), the NG call in progress keeps callmask up, and once the
+/// controller deletes it callmask exits 0 without waiting out the drain time.
+#[test]
+fn sigterm_waits_for_ng_calls_and_refuses_new_offers() {
+    let ng = SocketAddr::from((LOCALHOST, free_udp_port()));
+    let mut cm = Callmask::start_with(CallmaskOpts {
+        media_pairs: 32,
+        sets: vec![
+            format!("ng.listen=\"{ng}\""),
+            "shutdown.drain_timeout_s=30".into(),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let sock = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let sdp = |port: u16| {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+    };
+    let offer = |cookie: &str, call: &str| {
+        ng_ask(
+            &sock,
+            ng,
+            cookie,
+            &[
+                ("command", "offer"),
+                ("call-id", call),
+                ("from-tag", "a"),
+                ("sdp", &sdp(7000)),
+            ],
+        )
+    };
+    assert_eq!(offer("1", "ng1@test").0, "ok");
+    let answered = ng_ask(
+        &sock,
+        ng,
+        "2",
+        &[
+            ("command", "answer"),
+            ("call-id", "ng1@test"),
+            ("from-tag", "a"),
+            ("to-tag", "b"),
+            ("sdp", &sdp(7002)),
+        ],
+    );
+    assert_eq!(answered.0, "ok");
+    cm.signal("TERM");
+    let l = cm.layout;
+    assert!(
+        wait_for(T, || http_get(l.http, "/readyz")
+            .filter(|(_, body)| body.contains("not_draining")))
+        .is_some(),
+        "/readyz never said not_draining"
+    );
+    let (result, reason) = offer("3", "ng2@test");
+    assert_eq!(result, "error", "a new NG call during the drain");
+    assert!(reason.contains("draining"), "{reason}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(cm.is_running(), "callmask left with an NG call in progress");
+    let started = Instant::now();
+    let deleted = ng_ask(
+        &sock,
+        ng,
+        "4",
+        &[("command", "delete"), ("call-id", "ng1@test")],
+    );
+    assert_eq!(deleted.0, "ok");
+    let st = cm.wait_exit(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "no clean exit after the last NG call: {st:?}\n{}",
+        cm.log_tail()
+    );
+    eprintln!(
+        "[figure] NG drain: exit {:.2} s after the last NG call was deleted (drain time 30 s)",
+        started.elapsed().as_secs_f64()
+    );
+}

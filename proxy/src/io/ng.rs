@@ -32,6 +32,11 @@ pub struct NgShell {
     pub metrics: Arc<Metrics>,
     /// NG calls whose media went quiet.
     pub media_timeouts: mpsc::UnboundedReceiver<CallRef>,
+    /// Becomes true: drain (offers for new calls refused; the task runs on until told to
+    /// stop, which the signalling task's drain does once these calls are gone too).
+    pub drain: tokio::sync::watch::Receiver<bool>,
+    /// NG calls in progress, for the drain.
+    pub active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The media hub's per-call counters, for `query`/`delete` replies.
@@ -71,6 +76,15 @@ impl NgShell {
                 }
                 Some(call) = self.media_timeouts.recv() => {
                     self.core.handle_media_timeout(call, Instant::now());
+                }
+                Ok(()) = self.drain.changed() => {
+                    if *self.drain.borrow() {
+                        self.core.set_draining(true);
+                        tracing::info!(
+                            calls = self.core.calls(),
+                            "NG: draining: offers for new calls are refused, the calls in progress go on"
+                        );
+                    }
                 }
                 _ = sleep => self.core.handle_timeout(Instant::now()),
             }
@@ -121,5 +135,7 @@ impl NgShell {
             }
         }
         self.metrics.ng().set_calls_active(self.core.calls() as u64);
+        self.active
+            .store(self.core.calls(), std::sync::atomic::Ordering::Release);
     }
 }

@@ -534,6 +534,9 @@ pub async fn run_with(
     let workers = Arc::new(workers);
     // Media-node mode: its own hub (and media timeouts) over the same workers, recorder
     // queue and call table, so NG calls run the SIP mode's media core and sinks.
+    // The drain reaches the NG task too, and waits for its calls.
+    let (ng_drain_tx, ng_drain_rx) = watch::channel(false);
+    let ng_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let ng = match (ng_sock, ng_ports) {
         (Some(socket), Some(ng_ports)) => {
             let (ng_timeouts_tx, ng_timeouts) = mpsc::unbounded_channel();
@@ -560,6 +563,8 @@ pub async fn run_with(
                 media: hub,
                 metrics: metrics.clone(),
                 media_timeouts: ng_timeouts,
+                drain: ng_drain_rx,
+                active: ng_calls.clone(),
             })
         }
         _ => None,
@@ -626,6 +631,7 @@ pub async fn run_with(
             recorders: recorder_reload,
             tls: tls.clone(),
             sink_problems: sink_state,
+            ng_drain: ng_drain_tx,
         }
         .run(reload, drain),
     );
@@ -647,6 +653,7 @@ pub async fn run_with(
             .map(super::state::BindingStore::new),
         control: Some(control_rx),
         tls,
+        ng_calls,
     };
     signalling
         .run(async move {
@@ -683,6 +690,8 @@ struct Supervisor {
     tls: crate::core::side::BySide<Option<Arc<super::sip_tls::TlsSide>>>,
     /// What kept sinks from recording at the last check.
     sink_problems: Vec<String>,
+    /// Tells the NG task to drain.
+    ng_drain: watch::Sender<bool>,
 }
 
 impl Supervisor {
@@ -730,6 +739,7 @@ impl Supervisor {
                         "draining: new calls are refused (503), the calls in progress may go on; stop again to cut them now"
                     );
                     self.readiness.set_draining(true);
+                    let _ = self.ng_drain.send(true);
                     let until = std::time::Instant::now() + Duration::from_secs(u64::from(t));
                     let _ = self.signalling.send(ShellControl::Drain { until });
                     drain = None;

@@ -54,6 +54,8 @@ pub struct Signalling {
     /// TLS settings of the sides with `transport = "tls"` (issue 14): their streams are TLS
     /// and UDP datagrams reaching them are dropped unread.
     pub tls: crate::core::side::BySide<Option<Arc<TlsSide>>>,
+    /// Media-node (NG) calls in progress: the drain waits for them too.
+    pub ng_calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What `callmask run`'s supervisor tells the signalling task.
@@ -106,7 +108,8 @@ impl Signalling {
         let mut drain_until: Option<Instant> = None;
         loop {
             if let Some(until) = drain_until {
-                let calls = self.core.active_calls();
+                let ng = self.ng_calls.load(std::sync::atomic::Ordering::Acquire);
+                let calls = self.core.active_calls() + ng;
                 if calls == 0 && self.core.pending_transactions() == 0 {
                     tracing::info!("drained: no call in progress");
                     break;
@@ -124,7 +127,10 @@ impl Signalling {
                 .state
                 .as_ref()
                 .and_then(|st| st.next_save(self.core.registrar()));
-            let wake = [self.core.poll_timeout(), save_at, drain_until]
+            // While draining, look again now and then: NG calls end in another task.
+            let recheck =
+                drain_until.map(|_| Instant::now() + std::time::Duration::from_millis(250));
+            let wake = [self.core.poll_timeout(), save_at, drain_until, recheck]
                 .into_iter()
                 .flatten()
                 .min();

@@ -410,6 +410,9 @@ pub struct NgCore {
     cookies: CookieCache,
     events: VecDeque<NgEvent>,
     limits: bencode::Limits,
+    /// Shutting down: offers for new calls are refused (the controller picks another
+    /// node), the calls in progress go on.
+    draining: bool,
 }
 
 impl NgCore {
@@ -424,7 +427,15 @@ impl NgCore {
             cookies: CookieCache::new(COOKIE_TTL, COOKIE_CAPACITY),
             events: VecDeque::new(),
             limits: bencode::Limits::default(),
+            draining: false,
         }
+    }
+
+    /// Drain for shutdown: an offer for a call not already here gets an error reply
+    /// ("draining"), so the controller (Kamailio's rtpengine set) uses another node; the
+    /// calls in progress keep every command.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
     }
 
     /// Handles one datagram from the controller at `src` without packet statistics (see
@@ -607,8 +618,13 @@ impl NgCore {
         offer: bool,
     ) -> Result<(Sdp, MediaPlan, SrtpMode), String> {
         let body = req.sdp.clone().ok_or("No SDP body in message")?;
-        if offer && !self.calls.contains_key(call_id) && self.calls.len() >= self.config.max_calls {
-            return Err("Call limit reached".into());
+        if offer && !self.calls.contains_key(call_id) {
+            if self.draining {
+                return Err("Media node draining (shutting down): use another node".into());
+            }
+            if self.calls.len() >= self.config.max_calls {
+                return Err("Call limit reached".into());
+            }
         }
         let mut sdp = Sdp::parse(Bytes::from(body)).map_err(|_| "Failed to parse SDP")?;
         match filter_codecs(&mut sdp, &self.config.codecs) {

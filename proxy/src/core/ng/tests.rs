@@ -680,3 +680,24 @@ proptest! {
         prop_assert!(matches!(result, Some("ok" | "pong" | "error")));
     }
 }
+
+#[test]
+fn a_draining_node_refuses_new_calls_and_keeps_the_ones_it_has() {
+    let mut rig = Rig::new();
+    let r = rig.send(&offer("c1@x"));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+    rig.core.set_draining(true);
+    // A new call: refused before anything is allocated.
+    let r = rig.send(&offer("c2@x"));
+    assert_eq!(get(&r, "result"), Some("error"), "{r:?}");
+    assert!(
+        get(&r, "error-reason").is_some_and(|e| e.contains("draining")),
+        "{r:?}"
+    );
+    assert_eq!(rig.core.calls(), 1);
+    // The call in progress: its re-offer and answer go on.
+    let r = rig.send(&offer("c1@x"));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+    let r = rig.send(&answer("c1@x"));
+    assert_eq!(get(&r, "result"), Some("ok"), "{r:?}");
+}
