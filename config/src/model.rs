@@ -348,6 +348,10 @@ pub struct SiprecRecorder {
     /// and `callmask_siprec_srs_reachable` know whether a recording could start. Default 10;
     /// 0 never probes.
     pub probe_s: SrsKeepaliveSecs,
+    /// Send the two streams as SDES-SRTP (`RTP/SAVP`, a fresh AES_CM_128_HMAC_SHA1_80 key
+    /// per stream and session in the offer's `a=crypto`); an SRS that answers plain RTP is
+    /// failed over, never sent plaintext. Default false.
+    pub srtp: bool,
     /// Where WAV files go when every SRS fails; `None`: the call is not recorded (and counted).
     pub fallback_dir: Option<PathBuf>,
     /// age recipients for the fallback files (as the `wav` sink's `encrypt_to`).
@@ -737,6 +741,7 @@ fn recorder_to_raw(r: &RecorderConfig) -> RawRecorder {
             raw.timeout_ms = Some(i64::from(s.timeout_ms.get()));
             raw.keepalive_s = Some(i64::from(s.keepalive_s.get()));
             raw.probe_s = Some(i64::from(s.probe_s.get()));
+            raw.srtp = Some(s.srtp);
             raw.fallback_dir = s.fallback_dir.as_deref().map(path_str);
             raw.encrypt_to = Some(s.encrypt_to.iter().map(|a| a.to_string()).collect());
             raw.bind = Some(s.bind.to_string());

@@ -323,6 +323,9 @@ pub struct RawRecorder {
     /// siprec: seconds between OPTIONS probes of every SRS (0: off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_s: Option<i64>,
+    /// siprec: SDES-SRTP toward the SRS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srtp: Option<bool>,
     /// siprec: directory for WAV files when every SRS fails.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_dir: Option<String>,

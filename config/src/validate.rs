@@ -725,6 +725,7 @@ const SIPREC_KEYS: &[&str] = &[
     "timeout_ms",
     "keepalive_s",
     "probe_s",
+    "srtp",
     "fallback_dir",
     "encrypt_to",
     "bind",
@@ -753,7 +754,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         RecorderKind::Rtp => RTP_KEYS,
         RecorderKind::Siprec => SIPREC_KEYS,
     };
-    let present: [(&str, bool); 12] = [
+    let present: [(&str, bool); 13] = [
         ("dir", r.dir.is_some()),
         ("encrypt_to", r.encrypt_to.is_some()),
         ("retention_days", r.retention_days.is_some()),
@@ -764,6 +765,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         ("timeout_ms", r.timeout_ms.is_some()),
         ("keepalive_s", r.keepalive_s.is_some()),
         ("probe_s", r.probe_s.is_some()),
+        ("srtp", r.srtp.is_some()),
         ("fallback_dir", r.fallback_dir.is_some()),
         ("bind", r.bind.is_some()),
     ];
@@ -892,6 +894,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 timeout_ms,
                 keepalive_s,
                 probe_s,
+                srtp: r.srtp.unwrap_or(false),
                 fallback_dir,
                 encrypt_to,
                 bind,

@@ -106,18 +106,20 @@ fn recorder() -> impl Strategy<Value = RecorderConfig> {
             bounded::<SrsTimeoutMs>(100, 60_000),
             (
                 bounded::<SrsKeepaliveSecs>(0, 3_600),
-                bounded::<SrsKeepaliveSecs>(0, 3_600)
+                bounded::<SrsKeepaliveSecs>(0, 3_600),
+                any::<bool>()
             ),
             proptest::option::of(path()),
             listen(0..512)
         )
             .prop_map(
-                |(srs, timeout_ms, (keepalive_s, probe_s), fallback_dir, bind)| {
+                |(srs, timeout_ms, (keepalive_s, probe_s, srtp), fallback_dir, bind)| {
                     RecorderConfig::Siprec(SiprecRecorder {
                         srs,
                         timeout_ms,
                         keepalive_s,
                         probe_s,
+                        srtp,
                         fallback_dir,
                         encrypt_to: Vec::new(),
                         bind,

@@ -1496,6 +1496,11 @@ impl UdpCapture {
             .collect()
     }
 
+    /// Every datagram so far, as (bytes, source).
+    pub fn datagrams(&self) -> Vec<(Vec<u8>, SocketAddr)> {
+        self.got.lock().unwrap().clone()
+    }
+
     /// Every datagram so far, as (text, source).
     pub fn texts(&self) -> Vec<(String, SocketAddr)> {
         self.got

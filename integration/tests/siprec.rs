@@ -468,3 +468,121 @@ fn siprec_readyz_follows_the_srs_probes() {
     let answered = answerer.join().unwrap();
     assert!(answered >= 2, "{answered} probes answered");
 }
+
+/// Decrypts SRTP packets with the SDES key `inline` (AES_CM_128_HMAC_SHA1_80, base64 key ||
+/// salt) as the SRS would.
+fn srtp_decrypt(inline: &str, packets: &[(Vec<u8>, SocketAddr)]) -> Vec<RtpPacket> {
+    use base64::Engine as _;
+    use rtc_srtp::crypto::RTCCryptoProvider as _;
+    static PROVIDER: rtc_srtp::crypto::providers::RingProvider =
+        rtc_srtp::crypto::providers::RingProvider::new();
+    let material = base64::engine::general_purpose::STANDARD
+        .decode(inline)
+        .unwrap();
+    assert_eq!(material.len(), 30, "16-byte key + 14-byte salt");
+    let mut ctx = rtc_srtp::context::Context::new(
+        &material[..16],
+        &material[16..],
+        rtc_srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
+        None,
+        None,
+        PROVIDER.crypto(),
+    )
+    .unwrap();
+    packets
+        .iter()
+        .map(|(b, from)| {
+            let plain = ctx
+                .decrypt_rtp(b)
+                .unwrap_or_else(|e| panic!("an SRTP packet that does not authenticate: {e}"));
+            assert_eq!(plain.len() + 10, b.len(), "an 80-bit auth tag");
+            RtpPacket::parse(&plain, *from).expect("RTP inside")
+        })
+        .collect()
+}
+
+/// `srtp = true`: the SIPREC offer is RTP/SAVP with one fresh key per stream, the SRS (sipp,
+/// answering RTP/SAVP) receives SRTP that authenticates and decrypts with those keys, and the
+/// decrypted caller stream has its DTMF muted; on the wire the payloads are ciphertext
+/// (decoded as G.711 they hold no DTMF and do not match the decrypted audio).
+#[test]
+fn siprec_sends_sdes_srtp_when_configured() {
+    let srs_port = free_udp_port();
+    let (caller_rx, agent_rx) = (UdpCapture::bind(), UdpCapture::bind());
+    let fallback = TempDir::new("siprec-srtp-unused");
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            format!(
+                "recorder=[{{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:{srs_port}\"],srtp=true,probe_s=0,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
+                fallback.path().display()
+            ),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let mut srs = Sipp::new(Scenario::file("srs_uas_srtp.xml"), srs_port)
+        .set("p1", caller_rx.addr().port())
+        .set("p2", agent_rx.addr().port())
+        .arg("-aa")
+        .timeout_s(40)
+        .spawn();
+    let (frames, sent) = synth_call_with_dtmf(3000, 800, "48");
+    assert_eq!(dtmf_digit_count(&sent), 2);
+    play_call(&cm, &frames, 3500);
+    let run = srs.wait();
+    run.assert_success("SRS (sipp, SRTP)", &cm);
+    let key = |n: u32| {
+        let tag = format!("siprec key {n}: ");
+        run.actions
+            .lines()
+            .find_map(|l| l.split(&tag).nth(1))
+            .map(|k| k.trim().to_owned())
+            .unwrap_or_else(|| panic!("no key {n} in the SRS log\n{}", run.report()))
+    };
+    let (k1, k2) = (key(1), key(2));
+    assert_ne!(k1, k2, "one key per stream");
+    let caller_wire = wait_for(T, || {
+        let d = caller_rx.datagrams();
+        (d.len() >= 140).then_some(d)
+    })
+    .expect("the caller stream reached the SRS");
+    let agent_wire = agent_rx.datagrams();
+    let caller = srtp_decrypt(&k1, &caller_wire);
+    let agent = srtp_decrypt(&k2, &agent_wire);
+    assert!(
+        caller.iter().chain(&agent).all(|p| p.pt == 0),
+        "PCMU inside"
+    );
+    let caller_pcm = rtp_to_pcm(&caller);
+    assert!(rms(&caller_pcm) > 1000.0 && rms(&rtp_to_pcm(&agent)) > 1000.0);
+    assert_eq!(dtmf_digit_count(&caller_pcm), 0, "DTMF leaked to the SRS");
+    // On the wire: ciphertext, not the audio.
+    let wire_as_g711: Vec<RtpPacket> = caller_wire
+        .iter()
+        .filter_map(|(b, f)| RtpPacket::parse(&b[..b.len() - 10], *f))
+        .collect();
+    let same = wire_as_g711
+        .iter()
+        .zip(&caller)
+        .filter(|(w, p)| w.payload == p.payload)
+        .count();
+    assert_eq!(same, 0, "{same} packets went out in the clear");
+    eprintln!(
+        "[siprec] SRTP: {} caller / {} agent packets, all authenticated and decrypted; \
+         caller {} ms, 0 DTMF digits",
+        caller.len(),
+        agent.len(),
+        caller_pcm.len() / 8
+    );
+    assert_eq!(
+        cm.metrics()
+            .value("callmask_siprec_sessions_established_total"),
+        1.0
+    );
+    // The keys go into the SDP only: never into callmask's log (debug level here).
+    let log = cm.stderr();
+    assert!(
+        !log.contains(&k1) && !log.contains(&k2),
+        "an SRTP key in the log"
+    );
+}

@@ -27,6 +27,7 @@ fn siprec(srs: SocketAddr, fallback: Option<&Path>, encrypt_to: Vec<AgeRecipient
             timeout_ms: SrsTimeoutMs::try_from(150).expect("timeout"),
             keepalive_s: SrsKeepaliveSecs::try_from(10).expect("keepalive"),
             probe_s: SrsKeepaliveSecs::try_from(0).expect("probe"),
+            srtp: false,
             fallback_dir: fallback.map(Path::to_path_buf),
             encrypt_to,
             bind: ListenAddr::try_from("127.0.0.1:0").expect("bind"),

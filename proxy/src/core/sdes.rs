@@ -142,7 +142,7 @@ impl StreamSrtp {
 }
 
 /// OS-backed randomness for new keys.
-fn fill_random(buf: &mut [u8]) -> bool {
+pub(crate) fn fill_random(buf: &mut [u8]) -> bool {
     use rtc_srtp::crypto::RTCRandom as _;
     rtc_srtp::crypto::providers::RingRandom.fill(buf).is_ok()
 }

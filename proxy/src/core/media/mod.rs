@@ -60,6 +60,7 @@ use crate::core::side::{BySide, Side};
 use crate::metrics::{self, CallStats, Metrics};
 
 pub use self::codec::AudioCodec;
+pub(crate) use self::srtp::SendCrypto;
 pub use self::tap::{
     CallMeta, DialogTags, NoSpeech, SpeechHook, TapEvent, TapFrame, INFO_DTMF_MS, MAX_GAP_FILL_MS,
     MAX_LATE_MS, TAP_FRAME_MAX, TAP_RATE,

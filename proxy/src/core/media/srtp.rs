@@ -85,6 +85,32 @@ impl LegCrypto {
     }
 }
 
+/// Encryption only, for a stream callmask originates (the SIPREC sink's streams toward the
+/// SRS): the key is callmask's own, offered in its `a=crypto`.
+pub(crate) struct SendCrypto {
+    tx: Context,
+}
+
+impl std::fmt::Debug for SendCrypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendCrypto").finish_non_exhaustive()
+    }
+}
+
+impl SendCrypto {
+    /// A context for `key`; `None` if the crypto provider refuses it.
+    pub(crate) fn new(key: &SdesKey) -> Option<Self> {
+        Some(SendCrypto {
+            tx: context(key, false)?,
+        })
+    }
+
+    /// Encrypts one RTP packet.
+    pub(crate) fn protect(&mut self, rtp: &[u8]) -> Result<BytesMut, SrtpDrop> {
+        self.tx.encrypt_rtp(rtp).map_err(|_| SrtpDrop::Malformed)
+    }
+}
+
 fn context(key: &SdesKey, remote: bool) -> Option<Context> {
     let (srtp, srtcp) = if remote {
         (

@@ -15,20 +15,25 @@ pub enum BadAnswer {
     Unparsable,
     /// Neither stream was accepted with a usable address and port.
     NoStream,
+    /// SRTP was offered and the streams were accepted as plain RTP only.
+    NotSrtp,
 }
 
 /// Destinations of the caller and agent streams (`None`: that stream was rejected, port 0,
-/// or has no IP address). Streams are matched by `a=label` when the answer carries labels,
+/// or has no IP address; with `srtp`, also a stream not answered as `RTP/SAVP`: it is never
+/// sent in plaintext). Streams are matched by `a=label` when the answer carries labels,
 /// else by order (RFC 3264 §6: the answer has as many m= lines as the offer, in order).
 pub(crate) fn destinations(
     content_type: Option<&[u8]>,
     body: &[u8],
+    srtp: bool,
 ) -> Result<[Option<SocketAddr>; 2], BadAnswer> {
     let sdp = sdp_part(content_type.unwrap_or(b""), body).ok_or(BadAnswer::NoSdp)?;
     let sdp = Sdp::parse_slice(sdp).map_err(|_| BadAnswer::Unparsable)?;
     let session_ip: Option<IpAddr> = sdp.session_connection().and_then(|c| c.ip());
     let mut out = [None, None];
     let labelled = sdp.media().iter().any(|m| m.label().is_some());
+    let mut plain = false;
     for (i, m) in sdp.media().iter().enumerate() {
         let slot = if labelled {
             match m.label().and_then(|l| LABELS.iter().position(|x| *x == l)) {
@@ -41,6 +46,10 @@ pub(crate) fn destinations(
             break;
         };
         let ml = m.media_line();
+        if srtp && !ml.proto.eq_ignore_ascii_case("RTP/SAVP") {
+            plain |= ml.port != 0;
+            continue;
+        }
         let ip = m.connection().and_then(|c| c.ip()).or(session_ip);
         if let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) {
             if ml.port != 0 && ml.media == "audio" && out[slot].is_none() {
@@ -49,7 +58,11 @@ pub(crate) fn destinations(
         }
     }
     if out.iter().all(Option::is_none) {
-        return Err(BadAnswer::NoStream);
+        return Err(if plain {
+            BadAnswer::NotSrtp
+        } else {
+            BadAnswer::NoStream
+        });
     }
     Ok(out)
 }
@@ -117,7 +130,7 @@ mod tests {
 
     #[test]
     fn labels_win_over_order() {
-        let d = destinations(Some(b"application/sdp"), ANSWER.as_bytes()).expect("usable");
+        let d = destinations(Some(b"application/sdp"), ANSWER.as_bytes(), false).expect("usable");
         assert_eq!(d[0], Some("10.0.0.9:5000".parse().expect("addr")));
         assert_eq!(d[1], Some("10.0.0.9:5002".parse().expect("addr")));
     }
@@ -127,7 +140,7 @@ mod tests {
         let a = "v=0\r\no=srs 1 1 IN IP4 10.0.0.9\r\ns=-\r\nt=0 0\r\n\
             m=audio 5000 RTP/AVP 0\r\nc=IN IP4 10.0.0.7\r\n\
             m=audio 0 RTP/AVP 0\r\n";
-        let d = destinations(Some(b"application/sdp"), a.as_bytes()).expect("usable");
+        let d = destinations(Some(b"application/sdp"), a.as_bytes(), false).expect("usable");
         assert_eq!(d, [Some("10.0.0.7:5000".parse().expect("addr")), None]);
     }
 
@@ -137,22 +150,26 @@ mod tests {
             "--XyZ\r\nContent-Type: application/rs-metadata+xml\r\n\r\n<x/>\r\n\
              --XyZ\r\nContent-Type: application/sdp\r\n\r\n{ANSWER}--XyZ--\r\n"
         );
-        let d = destinations(Some(b"multipart/mixed;boundary=\"XyZ\""), body.as_bytes())
-            .expect("usable");
+        let d = destinations(
+            Some(b"multipart/mixed;boundary=\"XyZ\""),
+            body.as_bytes(),
+            false,
+        )
+        .expect("usable");
         assert!(d[0].is_some() && d[1].is_some());
-        assert_eq!(destinations(None, b""), Err(BadAnswer::NoSdp));
+        assert_eq!(destinations(None, b"", false), Err(BadAnswer::NoSdp));
         assert_eq!(
-            destinations(Some(b"text/plain"), ANSWER.as_bytes()),
+            destinations(Some(b"text/plain"), ANSWER.as_bytes(), false),
             Err(BadAnswer::NoSdp)
         );
         let rejected = "v=0\r\no=srs 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
             m=audio 0 RTP/AVP 0\r\nm=audio 0 RTP/AVP 0\r\n";
         assert_eq!(
-            destinations(Some(b"application/sdp"), rejected.as_bytes()),
+            destinations(Some(b"application/sdp"), rejected.as_bytes(), false),
             Err(BadAnswer::NoStream)
         );
         assert_eq!(
-            destinations(Some(b"multipart/mixed;boundary=Q"), b"--Q\r\nno end"),
+            destinations(Some(b"multipart/mixed;boundary=Q"), b"--Q\r\nno end", false),
             Err(BadAnswer::NoSdp)
         );
     }

@@ -10,6 +10,8 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
+use crate::core::sdp::SdesKey;
+
 /// Who is recorded, for the metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordingInfo {
@@ -25,8 +27,14 @@ pub struct RecordingInfo {
 /// Stream labels (RFC 4574) of the two offered streams: caller audio, agent audio.
 pub const LABELS: [&str; 2] = ["1", "2"];
 
-/// The SDP offer: two `sendonly` PCMU streams at `ip`, ports `ports` (caller, agent).
-pub(crate) fn sdp_offer(session_id: u64, ip: IpAddr, ports: [u16; 2]) -> String {
+/// The SDP offer: two `sendonly` PCMU streams at `ip`, ports `ports` (caller, agent); with
+/// `keys`, as SDES-SRTP (`RTP/SAVP`, each stream's key in its `a=crypto`, tag 1).
+pub(crate) fn sdp_offer(
+    session_id: u64,
+    ip: IpAddr,
+    ports: [u16; 2],
+    keys: Option<&[SdesKey; 2]>,
+) -> String {
     let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut s = String::with_capacity(400);
     let _ = write!(
@@ -34,12 +42,21 @@ pub(crate) fn sdp_offer(session_id: u64, ip: IpAddr, ports: [u16; 2]) -> String 
         "v=0\r\no=callmask {session_id} 1 IN {fam} {ip}\r\ns=callmask SIPREC\r\n\
          c=IN {fam} {ip}\r\nt=0 0\r\n"
     );
-    for (port, label) in ports.iter().zip(LABELS) {
+    for (i, (port, label)) in ports.iter().zip(LABELS).enumerate() {
+        let proto = if keys.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        };
         let _ = write!(
             s,
-            "m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n\
-             a=label:{label}\r\na=sendonly\r\n"
+            "m=audio {port} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n\
+             a=label:{label}\r\n"
         );
+        if let Some(k) = keys.and_then(|k| k.get(i)) {
+            let _ = write!(s, "a=crypto:{}\r\n", k.crypto_value(1));
+        }
+        s.push_str("a=sendonly\r\n");
     }
     s
 }
@@ -215,8 +232,39 @@ mod tests {
     }
 
     #[test]
+    fn an_srtp_offer_carries_one_fresh_key_per_stream() {
+        use crate::core::sdp::{SdesKey, SrtpSuite};
+        let key = |b: u8| {
+            SdesKey::generate(SrtpSuite::AesCm128HmacSha1_80, |buf| {
+                buf.fill(b);
+                true
+            })
+            .expect("key")
+        };
+        let keys = [key(1), key(2)];
+        let s = sdp_offer(
+            7,
+            "10.0.0.1".parse().expect("ip"),
+            [4000, 4002],
+            Some(&keys),
+        );
+        let sdp = crate::core::sdp::Sdp::parse_slice(s.as_bytes()).expect("sdp parses");
+        assert_eq!(sdp.media_count(), 2);
+        assert_eq!(s.matches("m=audio 4000 RTP/SAVP 0").count(), 1);
+        assert_eq!(s.matches("m=audio 4002 RTP/SAVP 0").count(), 1);
+        for k in &keys {
+            assert_eq!(
+                s.matches(&format!("a=crypto:{}", k.crypto_value(1)))
+                    .count(),
+                1
+            );
+        }
+        assert!(s.contains("a=label:1\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
+    }
+
+    #[test]
     fn offer_has_two_labelled_sendonly_pcmu_streams_and_no_telephone_event() {
-        let s = sdp_offer(7, "10.0.0.1".parse().expect("ip"), [4000, 4002]);
+        let s = sdp_offer(7, "10.0.0.1".parse().expect("ip"), [4000, 4002], None);
         let sdp = crate::core::sdp::Sdp::parse_slice(s.as_bytes()).expect("sdp parses");
         assert_eq!(sdp.media_count(), 2);
         for (m, (port, label)) in sdp.media().iter().zip([(4000, "1"), (4002, "2")]) {

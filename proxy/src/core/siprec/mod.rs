@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::core::sdes::fill_random;
+use crate::core::sdp::{SdesKey, SrtpSuite};
 use crate::core::sip::txn::{ClientInvite, ClientNonInvite, Timers, Transmit, TxnEvent};
 use crate::core::sip::{
     build_response, parse_datagram, Frame, Limits, Method, SipMessage, StatusCode,
@@ -69,6 +71,9 @@ pub struct SrcConfig {
     pub timers: Timers,
     /// Interval of the keep-alive OPTIONS to an established session's SRS (`None`: none).
     pub keepalive: Option<Duration>,
+    /// Offer the streams as SDES-SRTP (`RTP/SAVP`, a fresh key per stream and attempt); an
+    /// answer that takes a stream as plain RTP leaves that stream unused.
+    pub srtp: bool,
 }
 
 /// Why an SRS was given up.
@@ -94,6 +99,8 @@ pub enum SrcEvent {
         srs: usize,
         /// Media destinations.
         dests: [Option<SocketAddr>; 2],
+        /// With `srtp`: the keys the two streams are encrypted with (as offered).
+        keys: Option<[SdesKey; 2]>,
     },
     /// SRS `from` was given up; the next one (if any) is being tried.
     FailedOver {
@@ -129,6 +136,8 @@ struct Attempt {
     forget_at: Option<Instant>,
     /// A 2xx of this attempt was ACKed (and, if given up, BYEd) already.
     answered: Option<Bytes>,
+    /// The SRTP keys its offer carries (`srtp`).
+    keys: Option<[SdesKey; 2]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,10 +415,34 @@ impl<K: Copy + Eq + Hash> Src<K> {
         let call_id = format!("{}-{idx}@callmask", s.token);
         let branch = Self::branch(s);
         let boundary = format!("callmask-{}", s.token);
+        let keys = if self.cfg.srtp {
+            let new = || SdesKey::generate(SrtpSuite::AesCm128HmacSha1_80, fill_random).ok();
+            match (new(), new()) {
+                (Some(a), Some(b)) => Some([a, b]),
+                // No randomness: never offer a weak key, nor plain RTP.
+                _ => {
+                    self.events.push_back((
+                        key,
+                        SrcEvent::FailedOver {
+                            from: idx,
+                            reason: FailoverReason::TransportError,
+                        },
+                    ));
+                    self.try_srs(key, idx + 1, now);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
         let sdp = metadata::sdp_offer(
             u64::from(s.branches) + u64::from(s.ports[0]),
             target.local.ip(),
             s.ports,
+            keys.as_ref(),
         );
         let xml = metadata::metadata_xml(&s.token, &s.info);
         let body = metadata::multipart(&boundary, &sdp, &xml);
@@ -444,6 +477,7 @@ impl<K: Copy + Eq + Hash> Src<K> {
             deadline: now + self.cfg.timeout,
             forget_at: None,
             answered: None,
+            keys,
         });
         s.current = Some(s.attempts.len() - 1);
         s.state = State::Inviting;
@@ -788,8 +822,9 @@ impl<K: Copy + Eq + Hash> Src<K> {
             dest: target.addr,
             payload: ack,
         });
-        let srs = a.srs;
-        let answer = answer::destinations(resp.content_type().as_deref(), &resp.body());
+        let (srs, keys) = (a.srs, a.keys.clone());
+        let answer =
+            answer::destinations(resp.content_type().as_deref(), &resp.body(), self.cfg.srtp);
         match (is_current, answer) {
             (true, Ok(dests)) => {
                 s.dialog = Some(dialog);
@@ -797,7 +832,7 @@ impl<K: Copy + Eq + Hash> Src<K> {
                 s.ping_at = self.cfg.keepalive.map(|k| now + k);
                 // Keep the attempt (current) so 2xx retransmissions are ACKed.
                 self.events
-                    .push_back((key, SrcEvent::Established { srs, dests }));
+                    .push_back((key, SrcEvent::Established { srs, dests, keys }));
             }
             (current, answer) => {
                 // Not wanted (given up, or no usable stream): end it.

@@ -27,17 +27,22 @@ fn client() -> Src<u64> {
 }
 
 fn client_with(keepalive: Option<Duration>) -> Src<u64> {
+    Src::new(client_config(keepalive))
+}
+
+fn client_config(keepalive: Option<Duration>) -> SrcConfig {
     let t = |uri: &str, a: &str| SrsTarget {
         uri: uri.into(),
         addr: addr(a),
         local: addr(LOCAL),
     };
-    Src::new(SrcConfig {
+    SrcConfig {
         targets: vec![t("sip:srs@10.0.0.8", SRS0), t("sip:srs@10.0.0.9", SRS1)],
         timeout: Duration::from_millis(2000),
         timers: Timers::default(),
         keepalive,
-    })
+        srtp: false,
+    }
 }
 
 fn info() -> RecordingInfo {
@@ -155,7 +160,8 @@ fn happy_path_ack_media_bye() {
         events(&mut c),
         [SrcEvent::Established {
             srs: 0,
-            dests: [Some(addr("10.0.0.9:6000")), Some(addr("10.0.0.9:6002"))]
+            dests: [Some(addr("10.0.0.9:6000")), Some(addr("10.0.0.9:6002"))],
+            keys: None,
         }]
     );
     // A retransmitted 200 is ACKed again.
@@ -561,4 +567,64 @@ fn no_keepalive_without_the_setting_and_start_from_skips_earlier_srss() {
     ));
     // Established without keep-alives: no timer at all.
     assert_eq!(c.poll_timeout(), None);
+}
+
+/// With `srtp`: the offer is RTP/SAVP with one key per stream; an SRS that takes the streams
+/// as plain RTP is failed over (never sent plaintext); one that answers RTP/SAVP is used,
+/// and the keys it is given are the ones its offer carried, fresh per attempt.
+#[test]
+fn srtp_offers_keys_and_a_plain_answer_fails_over() {
+    let mut c = Src::new(SrcConfig {
+        srtp: true,
+        ..client_config(None)
+    });
+    let t0 = epoch();
+    let inv = started(&mut c, t0);
+    let body = String::from_utf8_lossy(&inv.body()).into_owned();
+    assert_eq!(body.matches("RTP/SAVP 0").count(), 2, "{body}");
+    let keys0: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"))
+        .collect();
+    assert_eq!(keys0.len(), 2);
+    assert_ne!(keys0[0], keys0[1], "one key per stream");
+    // SRS 0 takes the streams as plain RTP: not usable.
+    c.handle_datagram(reply(&inv, 200, Some(ANSWER)), addr(SRS0), t0);
+    let out = sent(&mut c);
+    let inv1 = out
+        .iter()
+        .find(|(d, m)| *d == addr(SRS1) && method(m) == "INVITE")
+        .map(|(_, m)| m.clone())
+        .expect("the next SRS invited");
+    assert_eq!(
+        events(&mut c),
+        [SrcEvent::FailedOver {
+            from: 0,
+            reason: FailoverReason::BadAnswer(BadAnswer::NotSrtp)
+        }]
+    );
+    let body1 = String::from_utf8_lossy(&inv1.body()).into_owned();
+    assert!(
+        keys0.iter().all(|k| !body1.contains(k)),
+        "fresh keys per attempt"
+    );
+    let savp = ANSWER.replace("RTP/AVP", "RTP/SAVP").replace(
+        "a=recvonly",
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=recvonly",
+    );
+    c.handle_datagram(reply(&inv1, 200, Some(&savp)), addr(SRS1), t0);
+    sent(&mut c);
+    match &events(&mut c)[..] {
+        [SrcEvent::Established {
+            srs: 1,
+            keys: Some(k),
+            ..
+        }] => {
+            for key in k {
+                let line = format!("a=crypto:{}", key.crypto_value(1));
+                assert!(body1.contains(&line), "the offered key is the one used");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -60,6 +60,9 @@ impl Target {
 /// One leg's packetizer state.
 struct Leg {
     dest: SocketAddr,
+    /// SRTP toward the destination (a SIPREC sink with `srtp`): every packet encrypted, none
+    /// ever sent plain.
+    crypto: Option<crate::core::media::SendCrypto>,
     ssrc: u32,
     seq: u16,
     ts: u32,
@@ -110,6 +113,7 @@ impl Leg {
     fn new(dest: SocketAddr) -> Self {
         Leg {
             dest,
+            crypto: None,
             ssrc: rand::random(),
             seq: rand::random(),
             ts: rand::random(),
@@ -169,7 +173,28 @@ impl Leg {
         };
         pkt[..HEADER].copy_from_slice(&header.to_bytes());
         dsp::g711::encode_ulaw(&self.pending[..PTIME], &mut pkt[HEADER..]);
-        match sock.send_to(&pkt, self.dest) {
+        let protected;
+        let wire: &[u8] = match &mut self.crypto {
+            None => &pkt,
+            Some(c) => match c.protect(&pkt) {
+                Ok(p) => {
+                    protected = p;
+                    &protected
+                }
+                Err(_) => {
+                    sent.dropped += 1;
+                    sent.error.get_or_insert(io::ErrorKind::InvalidData);
+                    &[]
+                }
+            },
+        };
+        let result = if wire.is_empty() {
+            Ok(0)
+        } else {
+            sock.send_to(wire, self.dest)
+        };
+        match result {
+            Ok(0) => {}
             Ok(n) => sent.bytes += n as u64,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => sent.dropped += 1,
             Err(e) => {
@@ -221,13 +246,26 @@ impl RtpCall {
         })
     }
 
-    /// Send each side's leg from its socket (non-blocking) to its destination.
-    pub(super) fn with_sockets(socks: BySide<UdpSocket>, dests: BySide<SocketAddr>) -> RtpCall {
+    /// Send each side's leg from its socket (non-blocking) to its destination; with
+    /// `keys`, as SRTP with each side's key (`None` if a key is refused: nothing is sent).
+    pub(super) fn with_sockets(
+        socks: BySide<UdpSocket>,
+        dests: BySide<SocketAddr>,
+        keys: Option<&[crate::core::sdp::SdesKey; 2]>,
+    ) -> Option<RtpCall> {
         let [pbx, agents] = dests.0;
-        RtpCall {
-            socks: socks.0.into(),
-            legs: BySide::new(Leg::new(pbx), Leg::new(agents)),
+        let mut legs = BySide::new(Leg::new(pbx), Leg::new(agents));
+        if let Some(keys) = keys {
+            for side in Side::BOTH {
+                legs[side].crypto = Some(crate::core::media::SendCrypto::new(
+                    keys.get(side.index())?,
+                )?);
+            }
         }
+        Some(RtpCall {
+            socks: socks.0.into(),
+            legs,
+        })
     }
 
     fn sock(socks: &[UdpSocket], side: Side) -> &UdpSocket {

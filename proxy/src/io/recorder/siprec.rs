@@ -224,6 +224,7 @@ impl SiprecSink {
                 timeout,
                 timers: Timers::default(),
                 keepalive,
+                srtp: cfg.srtp,
             }),
             send_sock: sock.try_clone().ok(),
             std_sock: Some(sock),
@@ -391,7 +392,7 @@ impl SiprecSink {
             return;
         };
         match ev {
-            SrcEvent::Established { srs, dests } => {
+            SrcEvent::Established { srs, dests, keys } => {
                 self.metrics.recorder().siprec_established();
                 tracing::info!(
                     call = call.0,
@@ -410,7 +411,22 @@ impl SiprecSink {
                         // The offer's streams by side: the PBX side's first.
                         let enabled = BySide::new(dests[0].is_some(), dests[1].is_some());
                         let d = BySide::new(dests[0].unwrap_or(any), dests[1].unwrap_or(any));
-                        let mut rtp = rtp::RtpCall::with_sockets(socks, d);
+                        let Some(mut rtp) = rtp::RtpCall::with_sockets(socks, d, keys.as_ref())
+                        else {
+                            // Only keys the crypto provider refuses get here: never plain.
+                            self.metrics.recorder().recorder_error(SinkKind::Siprec);
+                            tracing::error!(
+                                call = call.0,
+                                "siprec recorder: SRTP context refused; recording to the fallback"
+                            );
+                            c.media = Media::Pending {
+                                samples: held.iter().map(|(_, _, s)| s.len()).sum(),
+                                held,
+                            };
+                            self.start_fallback(call, &mut c);
+                            self.calls.insert(call, c);
+                            return;
+                        };
                         for (from, at, s) in held {
                             if enabled[from] {
                                 let sent = rtp.frame(from, at, &s);
