@@ -174,3 +174,82 @@ fn srtp_on_both_legs_with_baresip_is_recorded_and_masked() {
     assert_eq!(keys_left, 0, "the customer's keys are muted\n{context}");
     assert!(!context.contains("inline:"), "no key in callmask's log");
 }
+
+/// A mixed call: the customer (PBX side) SRTP (`srtp-mand`), the agent plain RTP, allowed
+/// with `pbx.srtp = "require"` (callmask offers its own key toward the PBX side although the
+/// agent offered plain RTP) and the agents' side `mirror`: the call connects, SRTP is
+/// terminated on the PBX leg only, both voices are recorded and the keys are muted.
+#[test]
+fn mixed_call_srtp_customer_plain_agent_is_recorded_when_allowed() {
+    if !(require("baresip") && require("kamailio")) {
+        return;
+    }
+    let sets = ["pbx.srtp=\"require\""];
+    let mut attempt = srtp_call(None, Some("srtp-mand"), &sets, "4532");
+    if !attempt.1.wait_log("Call established", T) {
+        eprintln!("first attempt did not connect, retrying");
+        drop(attempt);
+        attempt = srtp_call(None, Some("srtp-mand"), &sets, "4532");
+    }
+    let (mut cm, agent, customer, kam, customer_voice, agent_voice, _dir) = attempt;
+    let context = format!(
+        "--- agent ---\n{}\n--- customer ---\n{}\n--- kamailio ---\n{}\n--- callmask ---\n{}",
+        agent.log_tail(),
+        customer.log_tail(),
+        kam.log_tail(),
+        cm.log_tail()
+    );
+    assert!(agent.wait_log("Call established", T), "no call\n{context}");
+    assert!(agent.wait_log("terminated", T), "no hang-up\n{context}");
+    let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
+    let dec_pbx = m.sum("callmask_srtp_packets_decrypted_total", &["side=\"pbx\""]);
+    let dec_agents = m.sum(
+        "callmask_srtp_packets_decrypted_total",
+        &["side=\"agents\""],
+    );
+    let auth = m.sum("callmask_srtp_packets_dropped_total", &["reason=\"auth\""]);
+    cm.stop(Duration::from_secs(10));
+    let (_, wav, _) = main_wav(&cm.rec_dir);
+    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
+    let (_, c_at) = best_alignment(&customer_voice[..48_000], &left);
+    let c_corr = correlation_outside(&customer_voice[..48_000], &left, c_at, 15_200..24_000);
+    let (a_corr, _) = best_alignment(&agent_voice[..40_000], &right);
+    let keys_left = dtmf_digit_count(&left);
+    eprintln!(
+        "[figure] mixed call (customer srtp-mand, agent plain; pbx.srtp=require): decrypted \
+         pbx {dec_pbx} agents {dec_agents}, auth drops {auth}; customer corr {c_corr:.3}, \
+         agent corr {a_corr:.3}; keys left {keys_left} of 4"
+    );
+    assert!(dec_pbx > 100.0, "SRTP on the PBX leg\n{context}");
+    assert_eq!(dec_agents, 0.0, "the agent leg is plain\n{context}");
+    assert_eq!(auth, 0.0, "{context}");
+    assert!(c_corr >= 0.9 && a_corr >= 0.9, "{context}");
+    assert_eq!(keys_left, 0, "the customer's keys are muted\n{context}");
+}
+
+/// `agents.srtp = "require"`: the agent's plain offer is answered 488 by callmask, nothing
+/// reaches the customer, no call is recorded.
+#[test]
+fn plain_agent_is_refused_488_when_agents_require_srtp() {
+    if !(require("baresip") && require("kamailio")) {
+        return;
+    }
+    let sets = ["pbx.srtp=\"require\"", "agents.srtp=\"require\""];
+    let (cm, agent, customer, _kam, _, _, _dir) = srtp_call(None, Some("srtp-mand"), &sets, "");
+    assert!(
+        agent.wait_log("488", T),
+        "the agent saw no 488\n{}\n--- callmask ---\n{}",
+        agent.log_tail(),
+        cm.log_tail()
+    );
+    assert!(
+        !customer.log().contains("Incoming call"),
+        "the customer's phone rang\n{}",
+        customer.log_tail()
+    );
+    let m = cm.metrics();
+    assert_eq!(m.calls("completed"), 0.0);
+    eprintln!(
+        "[figure] agents.srtp=require: the plain agent's INVITE answered 488, nothing relayed"
+    );
+}
