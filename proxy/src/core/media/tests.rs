@@ -1344,3 +1344,71 @@ fn srtp_legs_are_decrypted_for_the_tap_and_reencrypted_per_leg() {
         assert!(text.contains(series), "{series}\n{text}");
     }
 }
+
+/// Issue 14, rekeying: a re-INVITE brings the PBX's new SDES key (a new spec for the same
+/// stream): from then on packets under the new key are decrypted and relayed, packets still
+/// under the old key fail authentication and are dropped (never relayed or recorded), and
+/// callmask's own key toward the agent stays the same.
+#[test]
+fn srtp_rekey_on_a_new_spec_takes_the_new_key_and_drops_the_old() {
+    use super::srtp::LegCrypto;
+    use crate::core::sdp::{SrtpLeg, SrtpSuite};
+    let suite = SrtpSuite::AesCm128HmacSha1_80;
+    let (old_key, new_key, cm_pbx) = (sdes(suite, 1), sdes(suite, 5), sdes(suite, 2));
+    let (agent_key, cm_agent) = (sdes(suite, 3), sdes(suite, 4));
+    let spec_with = |pbx_rx: &crate::core::sdp::SdesKey| StreamSpec {
+        srtp: BySide::new(
+            Some(SrtpLeg {
+                rx: pbx_rx.clone(),
+                tx: cm_pbx.clone(),
+            }),
+            Some(SrtpLeg {
+                rx: agent_key.clone(),
+                tx: cm_agent.clone(),
+            }),
+        ),
+        ..spec()
+    };
+    let sender = |k: &crate::core::sdp::SdesKey| {
+        LegCrypto::new(&SrtpLeg {
+            rx: cm_pbx.clone(),
+            tx: k.clone(),
+        })
+        .unwrap()
+    };
+    let (mut pbx_old, mut pbx_new) = (sender(&old_key), sender(&new_key));
+    let mut agent = LegCrypto::new(&SrtpLeg {
+        rx: cm_agent.clone(),
+        tx: agent_key.clone(),
+    })
+    .unwrap();
+    let mut r = Rig::new(config(), Side::Pbx);
+    r.media
+        .handle_command(r.t0, CallCommand::Spec(vec![spec_with(&old_key)]));
+    r.taps();
+    let packet = |i: u32| rtp(0, false, i as u16, i * 160, PBX_SSRC, &voice_ulaw(FRAME, 0));
+    for i in 0..10u32 {
+        let wire = pbx_old.protect(&packet(i), false).unwrap();
+        let out = r
+            .send(u64::from(i) * 20, Side::Pbx, &wire)
+            .expect("relayed");
+        assert!(agent.unprotect(&out.bytes, false).is_ok());
+    }
+    // The re-INVITE: the PBX's new key.
+    r.media
+        .handle_command(r.t0, CallCommand::Spec(vec![spec_with(&new_key)]));
+    for i in 10..20u32 {
+        let at = u64::from(i) * 20;
+        let stale = pbx_old.protect(&packet(i), false).unwrap();
+        assert!(
+            r.send(at, Side::Pbx, &stale).is_none(),
+            "old key after the rekey"
+        );
+        let wire = pbx_new.protect(&packet(i), false).unwrap();
+        let out = r.send(at + 1, Side::Pbx, &wire).expect("new key relayed");
+        let dec = agent
+            .unprotect(&out.bytes, false)
+            .expect("still under callmask's agents-side key");
+        assert_eq!(&dec[..], &packet(i)[..]);
+    }
+}
