@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(sip-tester multimon-ng libspandsp-dev sox age tshark prometheus curl python3 python3-pip python3-venv gcc g++ binutils pkg-config pocketsphinx-testdata
-  baresip-core kamailio libopus-dev espeak-ng openssl patchelf)
+  baresip-core kamailio kamailio-tls-modules libopus-dev espeak-ng openssl patchelf)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

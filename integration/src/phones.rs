@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{free_media_range, free_udp_port, port_bound, tail, terminate, wait_for, TempDir};
+use crate::{
+    free_media_range, free_tcp_port, free_udp_port, port_bound, tail, terminate, wait_for, TempDir,
+};
 
 /// Whether `tool` (a program name) can be run; panics when it is missing, unless
 /// `CALLMASK_ALLOW_SKIP=1`, then returns false (the caller returns early).
@@ -304,12 +306,27 @@ impl Drop for Baresip {
 /// How Kamailio is set up: a registrar (usrloc in memory) and proxy that challenges INVITEs
 /// from `auth_user` with a 407 (RFC 3261 §22.3) and sends calls for unregistered users to
 /// `default_route`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KamailioOpts {
     /// The user whose INVITEs are challenged (password `password`, realm = From host).
     pub auth_user: Option<(String, String)>,
     /// Where a call to a user without a registration goes.
     pub default_route: Option<SocketAddr>,
+    /// A TLS listener too (Debian's `kamailio-tls-modules`), and calls to `default_route`
+    /// over TLS.
+    pub tls: Option<KamailioTls>,
+}
+
+/// Kamailio's TLS settings (PEM files): its certificate and key, presented as server and as
+/// client, and the CA it verifies the other end against (both ways).
+#[derive(Debug, Clone)]
+pub struct KamailioTls {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// CAs to verify peers against.
+    pub ca: PathBuf,
 }
 
 /// A running Kamailio (UDP and TCP on one port). Dropping it stops it by PID.
@@ -318,6 +335,8 @@ pub struct Kamailio {
     child: Option<Child>,
     /// Its SIP address (UDP and TCP).
     pub sip: SocketAddr,
+    /// Its TLS listener, with [`KamailioOpts::tls`].
+    pub tls: Option<SocketAddr>,
     log: PathBuf,
     _dir: TempDir,
 }
@@ -342,15 +361,48 @@ impl Kamailio {
             ),
             None => String::new(),
         };
+        let route_tls = if opts.tls.is_some() {
+            ";transport=tls"
+        } else {
+            ""
+        };
         let default_route = match opts.default_route {
-            Some(a) => format!("        $du = \"sip:{a}\";\n"),
+            Some(a) => format!("        $du = \"sip:{a}{route_tls}\";\n"),
             None => "        sl_send_reply(\"404\", \"Not Found\");\n        exit;\n".into(),
+        };
+        let tls_port = opts.tls.as_ref().map(|_| free_tcp_port());
+        let tls = match (&opts.tls, tls_port) {
+            (Some(t), Some(p)) => {
+                let side = |kind: &str, verify: &str| {
+                    format!(
+                        "[{kind}:default]\nmethod = TLSv1.2+\nverify_certificate = {verify}\n\
+                         require_certificate = {verify}\ncertificate = {}\nprivate_key = {}\n\
+                         ca_list = {}\n\n",
+                        t.cert.display(),
+                        t.key.display(),
+                        t.ca.display()
+                    )
+                };
+                let tls_cfg = dir.path().join("tls.cfg");
+                fs::write(
+                    &tls_cfg,
+                    format!("{}{}", side("server", "yes"), side("client", "yes")),
+                )
+                .expect("kamailio tls.cfg");
+                format!(
+                    "enable_tls=yes\nlisten=tls:127.0.0.1:{p}\n\
+                     loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\n",
+                    tls_cfg.display()
+                )
+            }
+            _ => String::new(),
         };
         let cfg = format!(
             "#!KAMAILIO\n\
              debug=2\nlog_stderror=yes\nfork=no\nchildren=1\ntcp_children=1\nauto_aliases=no\n\
              listen=udp:127.0.0.1:{port}\nlisten=tcp:127.0.0.1:{port}\nalias=\"127.0.0.1:{port}\"\n\
              mpath=\"/usr/lib/x86_64-linux-gnu/kamailio/modules/\"\n\
+             {tls}\
              loadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\nloadmodule \"pv.so\"\n\
              loadmodule \"maxfwd.so\"\nloadmodule \"usrloc.so\"\nloadmodule \"registrar.so\"\n\
              loadmodule \"textops.so\"\nloadmodule \"siputils.so\"\nloadmodule \"xlog.so\"\n\
@@ -394,6 +446,7 @@ impl Kamailio {
         let k = Kamailio {
             child: Some(child),
             sip,
+            tls: tls_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             log,
             _dir: dir,
         };

@@ -95,6 +95,7 @@ fn agent_calls_customer(codecs: &[&str], voice_ms: u32, customer_keys: &str) -> 
     let kam = Kamailio::start(&KamailioOpts {
         auth_user: Some(("agent".into(), "s3cret".into())),
         default_route: Some(customer.sip),
+        tls: None,
     });
     let cm = Callmask::start_with(CallmaskOpts {
         agents_peer: false,
@@ -296,6 +297,7 @@ fn tcp_registered_agent_answers_a_udp_delivered_call() {
     let kam = Kamailio::start(&KamailioOpts {
         auth_user: None,
         default_route: None,
+        tls: None,
     });
     let cm = Callmask::start_with(CallmaskOpts {
         agents_peer: false,

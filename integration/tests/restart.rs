@@ -37,6 +37,7 @@ fn registered_agent_receives_calls_after_restart() {
     let kam = Kamailio::start(&KamailioOpts {
         auth_user: None,
         default_route: None,
+        tls: None,
     });
     let mut cm = Callmask::start_with(CallmaskOpts {
         agents_peer: false,

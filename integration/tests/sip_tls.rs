@@ -1029,3 +1029,127 @@ fn sighup_rotates_the_served_certificate() {
         "[figure] certificate rotation: {before} -> {after}; a mismatched key refused, {kept} kept"
     );
 }
+
+/// TLS interop with a real proxy as the PBX: Debian's Kamailio 5.6 with its `tls` module
+/// takes the customer's call (baresip, UDP) and relays it to callmask over TLS (Kamailio's
+/// client certificate checked against `pbx.tls.client_ca_file`, callmask's certificate checked
+/// by Kamailio); callmask's `pbx.peer` is Kamailio's TLS listener, so its requests and
+/// responses toward the PBX side go over TLS and are verified against `pbx.tls.ca_file`. The
+/// call connects and is recorded with the customer's keys muted; every SIP message callmask
+/// got from the PBX side came over TLS.
+#[test]
+fn kamailio_tls_proxy_as_the_pbx() {
+    use callmask_integration::phones::{
+        best_alignment, channel, correlation_outside, press_keys, require, voice_signal,
+        write_wav_at, Baresip, Kamailio, KamailioOpts, KamailioTls, PhoneOpts,
+    };
+    if !(require("baresip") && require("kamailio")) {
+        return;
+    }
+    if !std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so").exists() {
+        return missing("Kamailio's tls module (package kamailio-tls-modules) is not installed");
+    }
+    let Some((dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let f = |n: &str| file(&certs, n);
+    let mut customer_voice = voice_signal(8000, 11);
+    press_keys(&mut customer_voice, 8000, 2000, "4532");
+    let agent_voice = voice_signal(12_000, 23);
+    let (cust_src, agent_src) = (
+        dir.path().join("customer.wav"),
+        dir.path().join("agent.wav"),
+    );
+    write_wav_at(&cust_src, &customer_voice, 8000, 1);
+    write_wav_at(&agent_src, &agent_voice, 8000, 1);
+    let _ = callmask_integration::callmask_bin();
+    let life = Duration::from_secs(40);
+    let phone = |user: &str, source: PathBuf| PhoneOpts {
+        user: user.into(),
+        outbound: None,
+        register: None,
+        password: None,
+        codecs: vec!["PCMU".into()],
+        source,
+        transport: "udp",
+    };
+    let agent = Baresip::start_menc(&phone("agent", agent_src), None, life, None);
+    // callmask's PBX-side TLS port, known before Kamailio starts (its default route).
+    let cm_pbx = SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        callmask_integration::free_tcp_port(),
+    ));
+    let kam = Kamailio::start(&KamailioOpts {
+        default_route: Some(cm_pbx),
+        tls: Some(KamailioTls {
+            cert: certs.join("pbx.pem"),
+            key: certs.join("pbx.key"),
+            ca: certs.join("ca.pem"),
+        }),
+        ..KamailioOpts::default()
+    });
+    let kam_tls = kam.tls.expect("Kamailio's TLS listener");
+    let mut cm = Callmask::start_with(CallmaskOpts {
+        pbx_peer: Some(kam_tls),
+        sets: vec![
+            format!("pbx.listen=\"{cm_pbx}\""),
+            "pbx.transport=\"tls\"".into(),
+            format!("pbx.tls.cert_file=\"{}\"", f("callmask.pem")),
+            format!("pbx.tls.key_file=\"{}\"", f("callmask.key")),
+            format!("pbx.tls.client_ca_file=\"{}\"", f("ca.pem")),
+            format!("pbx.tls.ca_file=\"{}\"", f("ca.pem")),
+            format!("agents.peer=\"{}\"", agent.sip),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let customer = Baresip::start_menc(
+        &phone("customer", cust_src),
+        Some(&format!("sip:agent@{}", kam.sip)),
+        life,
+        None,
+    );
+    let ctx = |cm: &Callmask| {
+        format!(
+            "--- customer ---\n{}\n--- agent ---\n{}\n--- kamailio ---\n{}\n--- callmask ---\n{}",
+            customer.log_tail(),
+            agent.log_tail(),
+            kam.log_tail(),
+            cm.log_tail()
+        )
+    };
+    assert!(
+        customer.wait_log("Call established", Duration::from_secs(20)),
+        "no call\n{}",
+        ctx(&cm)
+    );
+    assert!(
+        customer.wait_log("terminated", Duration::from_secs(25)),
+        "no hang-up\n{}",
+        ctx(&cm)
+    );
+    let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
+    let tls = tls_received(&m, "pbx");
+    let pbx_all = m.sum("callmask_sip_messages_received_total", &["side=\"pbx\""]);
+    let failures = m.sum("callmask_sip_tls_handshake_failures_total", &[]);
+    let context = ctx(&cm);
+    cm.stop(Duration::from_secs(10));
+    let (_, wav) = main_wav(&cm.rec_dir);
+    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
+    let (_, c_at) = best_alignment(&customer_voice[..40_000], &left);
+    let c_corr = correlation_outside(&customer_voice[..40_000], &left, c_at, 15_200..24_000);
+    let (a_corr, _) = best_alignment(&agent_voice[..40_000], &right);
+    let keys_left = callmask_integration::dtmf_digit_count(&left);
+    eprintln!(
+        "[figure] Kamailio 5.6 (tls module) as the PBX over TLS: {tls} of {pbx_all} PBX-side \
+         SIP messages over TLS, {failures} handshake failures; customer corr {c_corr:.3}, agent \
+         corr {a_corr:.3}; keys left {keys_left} of 4"
+    );
+    assert!(
+        tls >= 3.0 && tls == pbx_all,
+        "PBX side over TLS only\n{context}"
+    );
+    assert_eq!(failures, 0.0, "{context}");
+    assert!(c_corr >= 0.9 && a_corr >= 0.9, "{context}");
+    assert_eq!(keys_left, 0, "{context}");
+}

@@ -74,6 +74,7 @@ fn srtp_call(
     let kam = Kamailio::start(&KamailioOpts {
         auth_user: None,
         default_route: Some(customer.sip),
+        tls: None,
     });
     let mut all_sets = vec!["masking.speech=false".to_owned()];
     all_sets.extend(sets.iter().map(|s| (*s).to_owned()));
