@@ -890,6 +890,20 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
         ],
         ..CallmaskOpts::default()
     });
+    // The wire, from before the customer dials: callmask's two TLS ports, the agent's, and
+    // the media range.
+    let l = cm.layout;
+    let filter = format!(
+        "tcp port {} or tcp port {} or tcp port {} or udp portrange {}-{}",
+        l.pbx_listen.port(),
+        l.agents_listen.port(),
+        agent.sip.port(),
+        l.media.0,
+        l.media.1
+    );
+    let Some(capture) = Capture::start(dir.path(), &filter) else {
+        return;
+    };
     let customer = Baresip::start_tls(
         &phone("customer", cust_src),
         Some(&format!("sip:agent@{};transport=tls", cm.layout.pbx_listen)),
@@ -916,6 +930,7 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
         ctx(&cm)
     );
     let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
+    let wire = capture.stop();
     let tls = m.sum(
         "callmask_sip_messages_received_total",
         &["transport=\"tls\""],
@@ -957,6 +972,119 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
         "plaintext recorded\n{context}"
     );
     assert_eq!(keys_left, 0, "the customer's keys are muted\n{context}");
+    check_wire(&wire, &customer_voice);
+}
+
+/// tshark capturing loopback into a pcapng file until stopped.
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing what `filter` (BPF) passes; `None` (after [`missing`]) without
+    /// tshark.
+    fn start(dir: &Path, filter: &str) -> Option<Capture> {
+        if !have("tshark") {
+            missing("tshark (package tshark) is not installed: the wire check needs it");
+            return None;
+        }
+        let file = dir.join("wire.pcapng");
+        let log = std::fs::File::create(dir.join("tshark.log")).expect("tshark log");
+        let child = Command::new("tshark")
+            .args(["-i", "lo", "-q", "-f", filter, "-w"])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start tshark");
+        let c = Capture { child, file };
+        // Capturing once the file has its header (and a moment for the filter to apply).
+        let up = callmask_integration::wait_for(Duration::from_secs(10), || {
+            (std::fs::metadata(&c.file).is_ok_and(|m| m.len() > 0)).then_some(())
+        });
+        assert!(up.is_some(), "tshark did not start capturing");
+        thread::sleep(Duration::from_millis(300));
+        Some(c)
+    }
+
+    /// Stops it (SIGTERM: the file is completed) and returns the file.
+    fn stop(mut self) -> PathBuf {
+        callmask_integration::terminate(&mut self.child, Duration::from_secs(5));
+        self.file.clone()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        callmask_integration::terminate(&mut self.child, Duration::from_secs(2));
+    }
+}
+
+/// The TLS + SRTP call's wire, as tshark captured it: no SIP in plaintext (TLS records only),
+/// and every RTP packet's payload (SRTP: encrypted), decoded as G.711 µ-law per destination
+/// port, holds none of the customer's in-band keys — while the customer's voice itself does.
+fn check_wire(pcap: &Path, customer_voice: &[i16]) {
+    let raw = std::fs::read(pcap).expect("the capture");
+    let find = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    assert!(!find(b"SIP/2.0"), "plaintext SIP on the wire");
+    let out = Command::new("tshark")
+        .args(["-r"])
+        .arg(pcap)
+        .args([
+            "-o",
+            "rtp.heuristic_rtp:TRUE",
+            "-Y",
+            "rtp",
+            "-T",
+            "fields",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "rtp.payload",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tshark -r");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut streams: std::collections::BTreeMap<u16, Vec<i16>> = Default::default();
+    let mut packets = 0;
+    for line in text.lines() {
+        let mut f = line.split('\t');
+        let (Some(port), Some(hex)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        let hex: String = hex.chars().filter(char::is_ascii_hexdigit).collect();
+        let bytes: Vec<u8> = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        packets += 1;
+        streams
+            .entry(port)
+            .or_default()
+            .extend(bytes.iter().map(|&b| dsp::g711::ulaw_to_linear(b)));
+    }
+    let tls_records = raw.windows(3).filter(|w| w == &[0x17, 0x03, 0x03]).count();
+    let digits: Vec<(u16, usize)> = streams
+        .iter()
+        .map(|(p, pcm)| (*p, callmask_integration::dtmf_digit_count(pcm)))
+        .collect();
+    eprintln!(
+        "[figure] wire (tshark): {packets} RTP packets in {} streams, DTMF digits decodable as G.711 per stream {digits:?} (the customer's voice holds {}), {tls_records} TLS application-data record headers, no plaintext SIP",
+        streams.len(),
+        callmask_integration::dtmf_digit_count(customer_voice)
+    );
+    assert!(packets >= 400, "only {packets} RTP packets captured");
+    assert!(tls_records >= 5, "no TLS records captured");
+    assert!(
+        digits.iter().all(|(_, d)| *d == 0),
+        "a key decodable on the wire: {digits:?}"
+    );
+    assert!(callmask_integration::dtmf_digit_count(customer_voice) >= 4);
 }
 
 /// The subject of the certificate the TLS server at `addr` presents, as `openssl s_client`
