@@ -586,3 +586,52 @@ fn siprec_sends_sdes_srtp_when_configured() {
         "an SRTP key in the log"
     );
 }
+
+/// An SRS over TCP (`sip:…;transport=tcp`): sipp as the SRS in TCP mode gets the INVITE,
+/// ACK and BYE over callmask's connection (TCP Via, `transport=tcp` Contact), and the two
+/// streams arrive (RTP over UDP, as negotiated) with the DTMF muted.
+#[test]
+fn siprec_over_tcp_records_the_call() {
+    let srs_port = free_tcp_port();
+    let (caller_rx, agent_rx) = (RtpEndpoint::bind(), RtpEndpoint::bind());
+    let fallback = TempDir::new("siprec-tcp-unused");
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            format!(
+                "recorder=[{{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:{srs_port};transport=tcp\"],probe_s=0,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
+                fallback.path().display()
+            ),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let mut srs = Sipp::new(Scenario::file("srs_uas.xml"), srs_port)
+        .arg("-t")
+        .arg("t1")
+        .set("p1", caller_rx.port())
+        .set("p2", agent_rx.port())
+        .timeout_s(40)
+        .spawn();
+    let (frames, sent) = synth_call_with_dtmf(3000, 800, "48");
+    assert_eq!(dtmf_digit_count(&sent), 2);
+    play_call(&cm, &frames, 3500);
+    let run = srs.wait();
+    run.assert_success("SRS (sipp over TCP)", &cm);
+    assert!(
+        run.actions.contains("siprec invite ok") && run.actions.contains("siprec bye received"),
+        "{}",
+        run.report()
+    );
+    let caller = caller_rx.wait_received(140, T);
+    let pcm = rtp_to_pcm(&caller);
+    assert!(rms(&pcm) > 1000.0, "the caller stream arrived");
+    assert_eq!(dtmf_digit_count(&pcm), 0, "DTMF leaked to the SRS");
+    assert!(
+        std::fs::read_dir(fallback.path()).unwrap().next().is_none(),
+        "no fallback file when the SRS recorded the call"
+    );
+    eprintln!(
+        "[siprec] over TCP: INVITE/ACK/BYE on callmask's connection, {} caller packets, 0 DTMF digits",
+        caller.len()
+    );
+}

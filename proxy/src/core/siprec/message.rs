@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+use super::SrsTransport;
 use crate::core::sip::{HeaderName, SipMessage};
 
 /// What the INVITE of one attempt is built from.
@@ -13,6 +14,7 @@ pub(crate) struct InviteParts<'a> {
     pub(crate) srs_uri: &'a str,
     /// Our SIP address as the SRS reaches it (Via, Contact, From host).
     pub(crate) local: SocketAddr,
+    pub(crate) transport: SrsTransport,
     pub(crate) call_id: &'a str,
     pub(crate) from_tag: &'a str,
     pub(crate) branch: &'a str,
@@ -33,12 +35,18 @@ pub(crate) struct Dialog {
     /// Route headers: the 2xx's Record-Route, reversed.
     pub(crate) routes: Vec<Bytes>,
     pub(crate) local: SocketAddr,
+    pub(crate) transport: SrsTransport,
     pub(crate) invite_cseq: u32,
 }
 
 impl Dialog {
     /// The dialog a 2xx to `invite` establishes.
-    pub(crate) fn from_2xx(invite: &SipMessage, resp: &SipMessage, local: SocketAddr) -> Self {
+    pub(crate) fn from_2xx(
+        invite: &SipMessage,
+        resp: &SipMessage,
+        local: SocketAddr,
+        transport: SrsTransport,
+    ) -> Self {
         let target = resp
             .contacts()
             .ok()
@@ -57,6 +65,7 @@ impl Dialog {
             target,
             routes,
             local,
+            transport,
             invite_cseq: invite.cseq().map(|c| c.seq).unwrap_or(1),
         }
     }
@@ -68,8 +77,9 @@ impl Dialog {
         let target = String::from_utf8_lossy(&self.target);
         let _ = write!(
             m,
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch={branch};rport\r\n\
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{} {};branch={branch};rport\r\n\
              Max-Forwards: 70\r\n",
+            self.transport.via(),
             self.local
         );
         for r in &self.routes {
@@ -94,13 +104,13 @@ pub(crate) fn invite(p: &InviteParts<'_>) -> Bytes {
     let _ = write!(
         m,
         "INVITE {uri} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+         Via: SIP/2.0/{via} {local};branch={branch};rport\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:callmask@{local}>;tag={tag}\r\n\
          To: <{uri}>\r\n\
          Call-ID: {call_id}\r\n\
          CSeq: 1 INVITE\r\n\
-         Contact: <sip:callmask@{local}>;+sip.src\r\n\
+         Contact: <sip:callmask@{local}{contact_tp}>;+sip.src\r\n\
          Require: siprec\r\n\
          Accept: application/sdp, application/rs-metadata+xml\r\n\
          Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n\
@@ -109,6 +119,11 @@ pub(crate) fn invite(p: &InviteParts<'_>) -> Bytes {
          Content-Length: {len}\r\n\r\n{body}",
         uri = p.srs_uri,
         local = p.local,
+        via = p.transport.via(),
+        contact_tp = match p.transport {
+            SrsTransport::Udp => "",
+            SrsTransport::Tcp => ";transport=tcp",
+        },
         branch = p.branch,
         tag = p.from_tag,
         call_id = p.call_id,
@@ -130,7 +145,7 @@ pub(crate) fn options(
     let _ = write!(
         m,
         "OPTIONS {uri} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+         Via: SIP/2.0/{via} {local};branch={branch};rport\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:callmask@{local}>;tag={from_tag}\r\n\
          To: <{uri}>\r\n\
@@ -141,6 +156,7 @@ pub(crate) fn options(
          Content-Length: 0\r\n\r\n",
         uri = srs.uri,
         local = srs.local,
+        via = srs.transport.via(),
     );
     Bytes::from(m)
 }

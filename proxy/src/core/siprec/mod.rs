@@ -49,13 +49,41 @@ pub use answer::BadAnswer;
 pub use metadata::RecordingInfo;
 pub use probe::SrsProbe;
 
+/// How SIP reaches an SRS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrsTransport {
+    /// Datagrams (retransmitted by the transactions).
+    #[default]
+    Udp,
+    /// A TCP connection the shell keeps to the SRS (`;transport=tcp` in the URI); requests
+    /// are not retransmitted (RFC 3261 §17.1.1.2).
+    Tcp,
+}
+
+impl SrsTransport {
+    /// The Via transport token.
+    pub fn via(self) -> &'static str {
+        match self {
+            SrsTransport::Udp => "UDP",
+            SrsTransport::Tcp => "TCP",
+        }
+    }
+
+    /// A reliable transport (no retransmissions).
+    pub fn reliable(self) -> bool {
+        self != SrsTransport::Udp
+    }
+}
+
 /// One SRS of the failover list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrsTarget {
     /// Its URI (Request-URI and To of the INVITE).
     pub uri: String,
-    /// Where its SIP goes (UDP).
+    /// Where its SIP goes.
     pub addr: SocketAddr,
+    /// Over what.
+    pub transport: SrsTransport,
     /// Our SIP address as that SRS reaches us (Via, Contact; its IP is the SDP `c=`).
     pub local: SocketAddr,
 }
@@ -449,6 +477,7 @@ impl<K: Copy + Eq + Hash> Src<K> {
         let bytes = message::invite(&message::InviteParts {
             srs_uri: &target.uri,
             local: target.local,
+            transport: target.transport,
             call_id: &call_id,
             from_tag: &s.token,
             branch: &branch,
@@ -467,7 +496,13 @@ impl<K: Copy + Eq + Hash> Src<K> {
             self.try_srs(key, idx + 1, now);
             return;
         };
-        let txn = ClientInvite::new(invite.clone(), target.addr, false, self.cfg.timers, now);
+        let txn = ClientInvite::new(
+            invite.clone(),
+            target.addr,
+            target.transport.reliable(),
+            self.cfg.timers,
+            now,
+        );
         s.attempts.push(Attempt {
             srs: idx,
             call_id: call_id.clone(),
@@ -500,9 +535,11 @@ impl<K: Copy + Eq + Hash> Src<K> {
         }
         let live = a.txn.as_ref().is_some_and(|t| !t.is_terminated());
         if a.provisional && live {
-            let dest = self.cfg.targets.get(a.srs).map(|t| t.addr);
+            let target = self.cfg.targets.get(a.srs);
+            let dest = target.map(|t| t.addr);
+            let reliable = target.is_some_and(|t| t.transport.reliable());
             if let (Some(dest), Ok(c)) = (dest, SipMessage::parse(message::cancel(&a.invite))) {
-                let t = ClientNonInvite::new(c, dest, false, timers, now);
+                let t = ClientNonInvite::new(c, dest, reliable, timers, now);
                 s.side.push((a.call_id.clone(), Method::Cancel, t));
             }
         } else {
@@ -539,6 +576,7 @@ impl<K: Copy + Eq + Hash> Src<K> {
         let Some(dest) = self.srs_of_dialog(key).map(|(_, a)| a) else {
             return;
         };
+        let reliable = d.transport.reliable();
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -548,7 +586,7 @@ impl<K: Copy + Eq + Hash> Src<K> {
         s.ping_at = None;
         s.ping_due = Some(now + timeout);
         if let Ok(req) = SipMessage::parse(d.request("OPTIONS", cseq, &branch)) {
-            let t = ClientNonInvite::new(req, dest, false, timers, now);
+            let t = ClientNonInvite::new(req, dest, reliable, timers, now);
             s.side.push((d.call_id.clone(), Method::Options, t));
         }
     }
@@ -589,17 +627,18 @@ impl<K: Copy + Eq + Hash> Src<K> {
             s.state = State::Done;
             return;
         };
-        let dest = s
+        let target = s
             .attempts
             .iter()
             .find(|a| a.call_id == d.call_id)
-            .and_then(|a| self.cfg.targets.get(a.srs))
-            .map(|t| t.addr);
+            .and_then(|a| self.cfg.targets.get(a.srs));
+        let dest = target.map(|t| t.addr);
+        let reliable = target.is_some_and(|t| t.transport.reliable());
         let branch = Self::branch(s);
         s.state = State::Closing;
         let cseq = d.invite_cseq + 1 + s.pings;
         if let (Some(dest), Ok(bye)) = (dest, SipMessage::parse(d.request("BYE", cseq, &branch))) {
-            let t = ClientNonInvite::new(bye, dest, false, timers, now);
+            let t = ClientNonInvite::new(bye, dest, reliable, timers, now);
             s.side.push((d.call_id.clone(), Method::Bye, t));
         } else {
             s.state = State::Done;
@@ -811,7 +850,7 @@ impl<K: Copy + Eq + Hash> Src<K> {
             });
             return;
         }
-        let dialog = message::Dialog::from_2xx(&a.invite, &resp, target.local);
+        let dialog = message::Dialog::from_2xx(&a.invite, &resp, target.local, target.transport);
         s.branches += 1;
         let ack_branch = format!("z9hG4bK-cm{}-{}", s.token, s.branches);
         let ack = dialog.request("ACK", dialog.invite_cseq, &ack_branch);
@@ -841,7 +880,13 @@ impl<K: Copy + Eq + Hash> Src<K> {
                 if let Ok(bye) =
                     SipMessage::parse(dialog.request("BYE", dialog.invite_cseq + 1, &b))
                 {
-                    let t = ClientNonInvite::new(bye, target.addr, false, timers, now);
+                    let t = ClientNonInvite::new(
+                        bye,
+                        target.addr,
+                        target.transport.reliable(),
+                        timers,
+                        now,
+                    );
                     s.side.push((dialog.call_id.clone(), Method::Bye, t));
                 }
                 if current {

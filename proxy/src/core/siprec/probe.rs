@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use crate::core::sip::txn::{ClientNonInvite, Timers, Transmit, TxnEvent};
 use crate::core::sip::{SipMessage, StatusCode};
 
+#[cfg(test)]
+use super::SrsTransport;
 use super::{message, SrsTarget};
 
 /// One SRS's probe.
@@ -145,7 +147,13 @@ impl SrsProbe {
         };
         match SipMessage::parse(bytes) {
             Ok(req) => {
-                let t = ClientNonInvite::new(req, target.addr, false, self.timers, now);
+                let t = ClientNonInvite::new(
+                    req,
+                    target.addr,
+                    target.transport.reliable(),
+                    self.timers,
+                    now,
+                );
                 p.out = Some((call_id, t, now + self.timeout));
             }
             // Only an SRS URI that does not print as a request line gets here.
@@ -195,6 +203,7 @@ mod tests {
             uri: format!("sip:srs@{a}"),
             addr: a.parse().expect("addr"),
             local: "10.0.0.1:5080".parse().expect("addr"),
+            transport: SrsTransport::Udp,
         }
     }
 

@@ -35,6 +35,7 @@ fn client_config(keepalive: Option<Duration>) -> SrcConfig {
         uri: uri.into(),
         addr: addr(a),
         local: addr(LOCAL),
+        transport: SrsTransport::Udp,
     };
     SrcConfig {
         targets: vec![t("sip:srs@10.0.0.8", SRS0), t("sip:srs@10.0.0.9", SRS1)],
@@ -627,4 +628,35 @@ fn srtp_offers_keys_and_a_plain_answer_fails_over() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// An SRS over TCP: the INVITE carries a TCP Via and a `transport=tcp` Contact and is not
+/// retransmitted (reliable transport); the failover timeout still applies.
+#[test]
+fn tcp_srs_gets_a_tcp_via_and_no_retransmissions() {
+    let mut cfg = client_config(None);
+    for t in &mut cfg.targets {
+        t.transport = SrsTransport::Tcp;
+    }
+    let mut c = Src::new(cfg);
+    let t0 = epoch();
+    let inv = started(&mut c, t0);
+    let via = String::from_utf8_lossy(&inv.header("Via").expect("via")).into_owned();
+    assert!(via.starts_with("SIP/2.0/TCP "), "{via}");
+    let contact = String::from_utf8_lossy(&inv.header("Contact").expect("contact")).into_owned();
+    assert!(contact.contains(";transport=tcp>"), "{contact}");
+    // Nothing is resent before the failover timeout moves on to the next SRS.
+    let mut resent = 0;
+    while let Some(t) = c.poll_timeout() {
+        if t > t0 + Duration::from_millis(2000) {
+            break;
+        }
+        c.handle_timeout(t);
+        for (dest, m) in sent(&mut c) {
+            if dest == addr(SRS0) && method(&m) == "INVITE" {
+                resent += 1;
+            }
+        }
+    }
+    assert_eq!(resent, 0, "an INVITE over TCP is not retransmitted");
 }

@@ -49,7 +49,7 @@ use crate::core::side::BySide;
 use crate::core::sip::txn::Timers;
 use crate::core::sip::{Frame, Limits};
 use crate::core::siprec::{
-    FailoverReason, RecordingInfo, Src, SrcConfig, SrcEvent, SrsProbe, SrsTarget,
+    FailoverReason, RecordingInfo, Src, SrcConfig, SrcEvent, SrsProbe, SrsTarget, SrsTransport,
 };
 use crate::io::readiness::Readiness;
 use crate::metrics::{Metrics, SinkKind};
@@ -138,6 +138,13 @@ pub(super) struct SiprecSink {
     readiness: Option<Arc<Readiness>>,
     /// Reported unusable (and not yet usable again).
     unusable: bool,
+    /// Where the TCP connections' messages go (set by [`RecorderSink::activate`]).
+    datagrams: Option<mpsc::Sender<Datagram>>,
+    /// SRSs reached over TCP (`;transport=tcp`).
+    tcp_targets: Vec<SocketAddr>,
+    /// Per TCP SRS, its connection task's queue (opened on the first message, again after
+    /// it closed).
+    streams: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
 }
 
 impl SiprecSink {
@@ -158,18 +165,19 @@ impl SiprecSink {
         let port = sock.local_addr().map(|a| a.port()).unwrap_or(bind.port());
         let mut targets = Vec::new();
         for (i, uri) in cfg.srs.iter().enumerate() {
-            match srs_addr(uri.as_str()) {
-                Some(addr) => {
+            match (srs_addr(uri.as_str()), srs_transport(uri.as_str())) {
+                (Some(addr), Some(transport)) => {
                     let local = SocketAddr::new(local_ip_toward(bind.ip(), addr), port);
                     targets.push(SrsTarget {
                         uri: uri.as_str().to_owned(),
                         addr,
+                        transport,
                         local,
                     });
                 }
-                None => tracing::error!(
+                _ => tracing::error!(
                     srs = i,
-                    "siprec recorder: SRS URI is sips: or does not resolve; skipped"
+                    "siprec recorder: SRS URI is sips:, asks for a transport other than udp or tcp, or does not resolve; skipped"
                 ),
             }
         }
@@ -177,6 +185,11 @@ impl SiprecSink {
             tracing::error!("siprec recorder: no usable SRS; sink skipped");
             return None;
         }
+        let tcp_targets = targets
+            .iter()
+            .filter(|t| t.transport == SrsTransport::Tcp)
+            .map(|t| t.addr)
+            .collect();
         let keepalive = match cfg.keepalive_s.get() {
             0 => None,
             s => Some(Duration::from_secs(u64::from(s))),
@@ -236,7 +249,42 @@ impl SiprecSink {
             reachable: 0,
             readiness: None,
             unusable: false,
+            datagrams: None,
+            tcp_targets,
+            streams: HashMap::new(),
         })
+    }
+
+    /// One message to an SRS: a datagram, or onto the TCP connection to it.
+    fn send(&mut self, t: crate::core::sip::txn::Transmit) {
+        if !self.tcp_targets.contains(&t.dest) {
+            if let Some(sock) = &self.send_sock {
+                if let Err(e) = sock.send_to(&t.payload, t.dest) {
+                    // The transaction retransmits (or times out and fails over).
+                    tracing::debug!(dest = %t.dest, error = %e, "siprec recorder: SIP send failed");
+                }
+            }
+            return;
+        }
+        if let Some(tx) = self.streams.get(&t.dest) {
+            match tx.try_send(t.payload.clone()) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(dest = %t.dest, "siprec recorder: TCP queue full, message dropped");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.streams.remove(&t.dest);
+                }
+            }
+        }
+        let Some(datagrams) = self.datagrams.clone() else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let _ = tx.try_send(t.payload);
+        tokio::spawn(tcp_connection(self.index, t.dest, rx, datagrams));
+        self.streams.insert(t.dest, tx);
     }
 
     /// Take back what this sink added to the reachable gauge and the readiness.
@@ -320,20 +368,13 @@ impl SiprecSink {
     /// Send what the client and the probe want sent and act on the client's events, until
     /// acting on them sends nothing new.
     fn pump(&mut self) {
-        if let (Some(p), Some(sock)) = (&mut self.probe, &self.send_sock) {
-            while let Some(t) = p.poll_transmit() {
-                let _ = sock.send_to(&t.payload, t.dest);
-            }
+        while let Some(t) = self.probe.as_mut().and_then(SrsProbe::poll_transmit) {
+            self.send(t);
         }
         self.publish_health();
         loop {
             while let Some(t) = self.src.poll_transmit() {
-                if let Some(sock) = &self.send_sock {
-                    if let Err(e) = sock.send_to(&t.payload, t.dest) {
-                        // The transaction retransmits (or times out and fails over).
-                        tracing::debug!(dest = %t.dest, error = %e, "siprec recorder: SIP send failed");
-                    }
-                }
+                self.send(t);
             }
             let mut acted = false;
             while let Some((key, ev)) = self.src.poll_event() {
@@ -577,6 +618,7 @@ impl RecorderSink for SiprecSink {
             }
         };
         self.index = index;
+        self.datagrams = Some(datagrams.clone());
         let tx = datagrams.clone();
         self.reader = Some(tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
@@ -781,6 +823,87 @@ impl RecorderSink for SiprecSink {
     }
 }
 
+/// One TCP connection to an SRS: connects, writes what the sink queues, and hands every SIP
+/// message framed from the stream to the recorder as a datagram of this sink (`index`, from
+/// `dest`). Ends when the sink drops its queue, or the connection fails or closes (the sink
+/// opens a new one with its next message; a transaction in progress fails over on its
+/// timeout).
+async fn tcp_connection(
+    index: usize,
+    dest: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+    datagrams: mpsc::Sender<Datagram>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let connect = tokio::net::TcpStream::connect(dest);
+    let stream = match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%dest, error = %e, "siprec recorder: TCP connect failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%dest, "siprec recorder: TCP connect timed out");
+            return;
+        }
+    };
+    let (mut rd, mut wr) = stream.into_split();
+    let limits = crate::core::sip::Limits::default();
+    let mut buf = bytes::BytesMut::with_capacity(8192);
+    let mut framer = crate::core::sip::StreamFramer::default();
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(b) => {
+                    if wr.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            r = rd.read_buf(&mut buf) => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    return;
+                }
+                loop {
+                    match framer.next(&buf, &limits) {
+                        Ok(Some((frame, n))) => {
+                            let bytes = buf.split_to(n).freeze();
+                            if matches!(frame, Frame::Message(_))
+                                && datagrams.send((index, bytes, dest)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The transport an SRS URI asks for (`;transport=` parameter; UDP without one); `None`
+/// for one not supported (`sips:`, `tls`, `sctp`, …).
+fn srs_transport(uri: &str) -> Option<SrsTransport> {
+    let rest = uri.strip_prefix("sip:")?;
+    let params = rest.split('?').next()?;
+    let mut transport = SrsTransport::Udp;
+    for p in params.split(';').skip(1) {
+        if let Some((k, v)) = p.split_once('=') {
+            if k.eq_ignore_ascii_case("transport") {
+                transport = match v.to_ascii_lowercase().as_str() {
+                    "udp" => SrsTransport::Udp,
+                    "tcp" => SrsTransport::Tcp,
+                    _ => return None,
+                };
+            }
+        }
+    }
+    Some(transport)
+}
+
 fn bind_rtp(ip: IpAddr) -> io::Result<StdUdpSocket> {
     let s = StdUdpSocket::bind(SocketAddr::new(ip, 0))?;
     s.set_nonblocking(true)?;
@@ -853,6 +976,18 @@ mod tests {
         assert_eq!(a("sip:[::1]:5090"), "[::1]:5090".parse().ok());
         assert_eq!(a("sips:srs@127.0.0.1"), None);
         assert_eq!(a("sip:srs@127.0.0.1:notaport"), None);
+        let t = |s: &str| srs_transport(s);
+        assert_eq!(t("sip:srs@127.0.0.1:5070"), Some(SrsTransport::Udp));
+        assert_eq!(
+            t("sip:srs@127.0.0.1;transport=TCP"),
+            Some(SrsTransport::Tcp)
+        );
+        assert_eq!(
+            t("sip:srs@127.0.0.1;lr;transport=udp"),
+            Some(SrsTransport::Udp)
+        );
+        assert_eq!(t("sip:srs@127.0.0.1;transport=tls"), None);
+        assert_eq!(t("sips:srs@127.0.0.1"), None);
     }
 
     #[test]
