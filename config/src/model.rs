@@ -352,6 +352,15 @@ pub struct SiprecRecorder {
     /// per stream and session in the offer's `a=crypto`); an SRS that answers plain RTP is
     /// failed over, never sent plaintext. Default false.
     pub srtp: bool,
+    /// SIP over TLS toward an SRS whose URI is `sips:` or has `;transport=tls`: CA
+    /// certificates its certificate must chain to (PEM). Required for such an SRS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM chain) and its key presented to the SRS; both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Name sent as SNI and verified in the SRS's certificate; `None`: its IP address.
+    pub tls_server_name: Option<String>,
     /// Where WAV files go when every SRS fails; `None`: the call is not recorded (and counted).
     pub fallback_dir: Option<PathBuf>,
     /// age recipients for the fallback files (as the `wav` sink's `encrypt_to`).
@@ -742,6 +751,10 @@ fn recorder_to_raw(r: &RecorderConfig) -> RawRecorder {
             raw.keepalive_s = Some(i64::from(s.keepalive_s.get()));
             raw.probe_s = Some(i64::from(s.probe_s.get()));
             raw.srtp = Some(s.srtp);
+            raw.tls_ca_file = s.tls_ca_file.as_deref().map(path_str);
+            raw.tls_cert_file = s.tls_cert_file.as_deref().map(path_str);
+            raw.tls_key_file = s.tls_key_file.as_deref().map(path_str);
+            raw.tls_server_name = s.tls_server_name.clone();
             raw.fallback_dir = s.fallback_dir.as_deref().map(path_str);
             raw.encrypt_to = Some(s.encrypt_to.iter().map(|a| a.to_string()).collect());
             raw.bind = Some(s.bind.to_string());

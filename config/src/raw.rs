@@ -326,6 +326,18 @@ pub struct RawRecorder {
     /// siprec: SDES-SRTP toward the SRS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srtp: Option<bool>,
+    /// siprec: CAs for a TLS SRS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
+    /// siprec: client certificate toward a TLS SRS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<String>,
+    /// siprec: its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<String>,
+    /// siprec: SNI and name verified in the SRS's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
     /// siprec: directory for WAV files when every SRS fails.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_dir: Option<String>,

@@ -726,6 +726,10 @@ const SIPREC_KEYS: &[&str] = &[
     "keepalive_s",
     "probe_s",
     "srtp",
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_server_name",
     "fallback_dir",
     "encrypt_to",
     "bind",
@@ -754,7 +758,7 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         RecorderKind::Rtp => RTP_KEYS,
         RecorderKind::Siprec => SIPREC_KEYS,
     };
-    let present: [(&str, bool); 13] = [
+    let present: [(&str, bool); 17] = [
         ("dir", r.dir.is_some()),
         ("encrypt_to", r.encrypt_to.is_some()),
         ("retention_days", r.retention_days.is_some()),
@@ -766,6 +770,10 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         ("keepalive_s", r.keepalive_s.is_some()),
         ("probe_s", r.probe_s.is_some()),
         ("srtp", r.srtp.is_some()),
+        ("tls_ca_file", r.tls_ca_file.is_some()),
+        ("tls_cert_file", r.tls_cert_file.is_some()),
+        ("tls_key_file", r.tls_key_file.is_some()),
+        ("tls_server_name", r.tls_server_name.is_some()),
         ("fallback_dir", r.fallback_dir.is_some()),
         ("bind", r.bind.is_some()),
     ];
@@ -879,6 +887,28 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 SrsKeepaliveSecs::try_from,
             );
             let fallback_dir = c.opt(path.key("fallback_dir"), r.fallback_dir, nonempty_path);
+            let tls_cert_file = c.opt(path.key("tls_cert_file"), r.tls_cert_file, nonempty_path);
+            let tls_key_file = c.opt(path.key("tls_key_file"), r.tls_key_file, nonempty_path);
+            let wants_tls = srs.iter().any(|u| {
+                let u = u.to_string().to_ascii_lowercase();
+                u.starts_with("sips:") || u.contains(";transport=tls")
+            });
+            if wants_tls && r.tls_ca_file.is_none() {
+                c.push(
+                    ErrorKind::Missing,
+                    path.key("tls_ca_file"),
+                    "a sips: (or ;transport=tls) SRS needs the CAs to verify it against".into(),
+                    "add tls_ca_file = \"/etc/callmask/srs-ca.pem\" (PEM CA certificates)".into(),
+                );
+            }
+            if tls_cert_file.is_some() != tls_key_file.is_some() {
+                c.push(
+                    ErrorKind::InvalidValue,
+                    path.key("tls_key_file"),
+                    "tls_cert_file and tls_key_file go together".into(),
+                    "set both (a client certificate and its key) or neither".into(),
+                );
+            }
             let encrypt_to = age_recipients(c, &path, r.encrypt_to);
             let bind = c.value(
                 path.key("bind"),
@@ -895,6 +925,10 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 keepalive_s,
                 probe_s,
                 srtp: r.srtp.unwrap_or(false),
+                tls_ca_file: c.opt(path.key("tls_ca_file"), r.tls_ca_file, nonempty_path),
+                tls_cert_file,
+                tls_key_file,
+                tls_server_name: r.tls_server_name,
                 fallback_dir,
                 encrypt_to,
                 bind,

@@ -120,6 +120,11 @@ fn recorder() -> impl Strategy<Value = RecorderConfig> {
                         keepalive_s,
                         probe_s,
                         srtp,
+                        // The strategy's URIs may be sips: (which needs it).
+                        tls_ca_file: Some("/etc/callmask/srs-ca.pem".into()),
+                        tls_cert_file: None,
+                        tls_key_file: None,
+                        tls_server_name: None,
                         fallback_dir,
                         encrypt_to: Vec::new(),
                         bind,

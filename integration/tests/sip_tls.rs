@@ -1281,3 +1281,93 @@ fn kamailio_tls_proxy_as_the_pbx() {
     assert!(c_corr >= 0.9 && a_corr >= 0.9, "{context}");
     assert_eq!(keys_left, 0, "{context}");
 }
+
+/// SIPREC over TLS: a `sips:` SRS (openssl s_server with the test CA's certificate, asking
+/// for callmask's client certificate) gets the recording INVITE over TLS with a TLS Via, and
+/// the ACK and the BYE at the call's end on the same connection; the SRS's answer directs
+/// the two streams, which arrive.
+#[test]
+fn siprec_over_tls_to_a_sips_srs() {
+    let Some((_dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let f = |n: &str| file(&certs, n);
+    let srs_addr = SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        callmask_integration::free_tcp_port(),
+    ));
+    let mut srs_cmd = Command::new("openssl");
+    srs_cmd.args([
+        "s_server",
+        "-accept",
+        &srs_addr.to_string(),
+        "-cert",
+        &f("agent.pem"),
+        "-key",
+        &f("agent.key"),
+        "-CAfile",
+        &f("ca.pem"),
+        "-Verify",
+        "2",
+        "-verify_return_error",
+        "-quiet",
+        "-naccept",
+        "1",
+    ]);
+    let mut srs = SipPipe::spawn("SRS (s_server)", srs_cmd);
+    assert!(
+        wait_for(T, || callmask_integration::port_bound(srs_addr.port())
+            .then_some(()))
+        .is_some(),
+        "s_server did not listen"
+    );
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            format!(
+                "recorder=[{{kind=\"siprec\",srs=[\"sips:srs@{srs_addr}\"],tls_ca_file=\"{}\",\
+                 tls_cert_file=\"{}\",tls_key_file=\"{}\",probe_s=0,keepalive_s=0,\
+                 timeout_ms=5000,bind=\"127.0.0.1:0\"}}]",
+                f("ca.pem"),
+                f("callmask.pem"),
+                f("callmask.key")
+            ),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let (caller_rx, agent_rx) = (RtpEndpoint::bind(), RtpEndpoint::bind());
+    let mut call = callmask_integration::MediaCall::start(&cm, 3000);
+    call.talk(10);
+    let invite = srs.next();
+    assert!(invite.starts_with("INVITE sips:srs@"), "{invite}");
+    assert!(invite.contains("Via: SIP/2.0/TLS "), "{invite}");
+    assert!(invite.contains("Require: siprec"), "{invite}");
+    let body = format!(
+        "v=0\r\no=srs 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0\r\na=label:1\r\na=recvonly\r\n\
+         m=audio {} RTP/AVP 0\r\na=label:2\r\na=recvonly\r\n",
+        caller_rx.port(),
+        agent_rx.port()
+    );
+    srs.send(&answer(
+        &invite,
+        "200 OK",
+        &format!("sips:srs@{srs_addr}"),
+        &body,
+    ));
+    let ack = srs.next();
+    assert!(ack.starts_with("ACK "), "{ack}");
+    call.talk(100);
+    call.assert_completed(&cm);
+    let bye = srs.next();
+    assert!(bye.starts_with("BYE "), "{bye}");
+    srs.send(&answer(&bye, "200 OK", &format!("sips:srs@{srs_addr}"), ""));
+    let got = caller_rx.wait_received(80, T).len();
+    assert!(got >= 80, "the SRS got {got} caller packets");
+    let m = cm.metrics();
+    assert_eq!(m.value("callmask_siprec_sessions_established_total"), 1.0);
+    eprintln!(
+        "[figure] SIPREC over TLS: INVITE/ACK/BYE over one verified TLS connection (client \
+         certificate asked), {got} caller packets at the SRS"
+    );
+}

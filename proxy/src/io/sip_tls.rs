@@ -242,6 +242,56 @@ impl TlsSide {
     }
 }
 
+/// A client configuration toward a recording server (`[[recorder]] kind = "siprec"` with a
+/// TLS SRS): its certificate must chain to `ca_file`; `cert_key`, a client certificate and
+/// its key to present. The error names the file and what is wrong with it.
+pub(crate) fn srs_client_config(
+    ca_file: &Path,
+    cert_key: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let mut store = RootCertStore::empty();
+    let cas = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("tls_ca_file {}: {e}", ca_file.display()))?;
+    for c in cas {
+        store
+            .add(c)
+            .map_err(|e| format!("tls_ca_file {}: {e}", ca_file.display()))?;
+    }
+    if store.is_empty() {
+        return Err(format!(
+            "tls_ca_file {} holds no certificate",
+            ca_file.display()
+        ));
+    }
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .with_root_certificates(store);
+    let config = match cert_key {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("tls_cert_file {}: {e}", cert.display()))?;
+            let der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("tls_key_file {}: {e}", key.display()))?;
+            let ck = rustls::sign::CertifiedKey::from_der(chain, der, &provider).map_err(|e| {
+                format!(
+                    "tls_key_file {} and tls_cert_file {}: {e}",
+                    key.display(),
+                    cert.display()
+                )
+            })?;
+            builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                Arc::new(ck),
+            )))
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 /// Whether `cert` (a client's verified end-entity certificate) names `ip` (an IP address
 /// SAN): the RFC 5923 §9 condition for reusing its connection for that address.
 pub fn certificate_names_ip(cert: &CertificateDer<'_>, ip: std::net::IpAddr) -> bool {

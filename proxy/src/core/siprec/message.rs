@@ -123,6 +123,7 @@ pub(crate) fn invite(p: &InviteParts<'_>) -> Bytes {
         contact_tp = match p.transport {
             SrsTransport::Udp => "",
             SrsTransport::Tcp => ";transport=tcp",
+            SrsTransport::Tls => ";transport=tls",
         },
         branch = p.branch,
         tag = p.from_tag,

@@ -58,6 +58,8 @@ pub enum SrsTransport {
     /// A TCP connection the shell keeps to the SRS (`;transport=tcp` in the URI); requests
     /// are not retransmitted (RFC 3261 §17.1.1.2).
     Tcp,
+    /// TLS over such a connection (`sips:` or `;transport=tls`).
+    Tls,
 }
 
 impl SrsTransport {
@@ -66,6 +68,7 @@ impl SrsTransport {
         match self {
             SrsTransport::Udp => "UDP",
             SrsTransport::Tcp => "TCP",
+            SrsTransport::Tls => "TLS",
         }
     }
 

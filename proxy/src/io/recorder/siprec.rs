@@ -140,8 +140,10 @@ pub(super) struct SiprecSink {
     unusable: bool,
     /// Where the TCP connections' messages go (set by [`RecorderSink::activate`]).
     datagrams: Option<mpsc::Sender<Datagram>>,
-    /// SRSs reached over TCP (`;transport=tcp`).
-    tcp_targets: Vec<SocketAddr>,
+    /// SRSs reached over a connection (`;transport=tcp`, TLS).
+    stream_targets: HashMap<SocketAddr, SrsTransport>,
+    /// The client configuration toward TLS SRSs, and the name to verify (`None`: the IP).
+    tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
     /// Per TCP SRS, its connection task's queue (opened on the first message, again after
     /// it closed).
     streams: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
@@ -185,10 +187,40 @@ impl SiprecSink {
             tracing::error!("siprec recorder: no usable SRS; sink skipped");
             return None;
         }
-        let tcp_targets = targets
+        // TLS toward `sips:` / `;transport=tls` SRSs: verified against tls_ca_file.
+        let tls = if targets.iter().any(|t| t.transport == SrsTransport::Tls) {
+            let client = cfg.tls_ca_file.as_deref().map(|ca| {
+                let pair = cfg
+                    .tls_cert_file
+                    .as_deref()
+                    .zip(cfg.tls_key_file.as_deref());
+                crate::io::sip_tls::srs_client_config(ca, pair)
+            });
+            match client {
+                Some(Ok(c)) => Some((c, cfg.tls_server_name.clone())),
+                Some(Err(e)) => {
+                    tracing::error!("siprec recorder: {e}; the TLS SRSs are skipped");
+                    None
+                }
+                None => {
+                    tracing::error!("siprec recorder: a sips: (or transport=tls) SRS needs tls_ca_file; the TLS SRSs are skipped");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if tls.is_none() {
+            targets.retain(|t| t.transport != SrsTransport::Tls);
+        }
+        if targets.is_empty() {
+            tracing::error!("siprec recorder: no usable SRS; sink skipped");
+            return None;
+        }
+        let stream_targets = targets
             .iter()
-            .filter(|t| t.transport == SrsTransport::Tcp)
-            .map(|t| t.addr)
+            .filter(|t| t.transport.reliable())
+            .map(|t| (t.addr, t.transport))
             .collect();
         let keepalive = match cfg.keepalive_s.get() {
             0 => None,
@@ -250,14 +282,15 @@ impl SiprecSink {
             readiness: None,
             unusable: false,
             datagrams: None,
-            tcp_targets,
+            stream_targets,
+            tls,
             streams: HashMap::new(),
         })
     }
 
     /// One message to an SRS: a datagram, or onto the TCP connection to it.
     fn send(&mut self, t: crate::core::sip::txn::Transmit) {
-        if !self.tcp_targets.contains(&t.dest) {
+        let Some(&transport) = self.stream_targets.get(&t.dest) else {
             if let Some(sock) = &self.send_sock {
                 if let Err(e) = sock.send_to(&t.payload, t.dest) {
                     // The transaction retransmits (or times out and fails over).
@@ -265,7 +298,7 @@ impl SiprecSink {
                 }
             }
             return;
-        }
+        };
         if let Some(tx) = self.streams.get(&t.dest) {
             match tx.try_send(t.payload.clone()) {
                 Ok(()) => return,
@@ -281,9 +314,23 @@ impl SiprecSink {
         let Some(datagrams) = self.datagrams.clone() else {
             return;
         };
+        let tls = match (transport, &self.tls) {
+            (SrsTransport::Tls, Some((client, name))) => {
+                let name = match name {
+                    Some(n) => rustls::pki_types::ServerName::try_from(n.clone()).ok(),
+                    None => Some(rustls::pki_types::ServerName::IpAddress(t.dest.ip().into())),
+                };
+                let Some(name) = name else {
+                    return;
+                };
+                Some((tokio_rustls::TlsConnector::from(client.clone()), name))
+            }
+            (SrsTransport::Tls, None) => return,
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel(64);
         let _ = tx.try_send(t.payload);
-        tokio::spawn(tcp_connection(self.index, t.dest, rx, datagrams));
+        tokio::spawn(stream_connection(self.index, t.dest, tls, rx, datagrams));
         self.streams.insert(t.dest, tx);
     }
 
@@ -823,18 +870,22 @@ impl RecorderSink for SiprecSink {
     }
 }
 
-/// One TCP connection to an SRS: connects, writes what the sink queues, and hands every SIP
-/// message framed from the stream to the recorder as a datagram of this sink (`index`, from
-/// `dest`). Ends when the sink drops its queue, or the connection fails or closes (the sink
-/// opens a new one with its next message; a transaction in progress fails over on its
-/// timeout).
-async fn tcp_connection(
+/// One TCP (or, with `tls`, TLS) connection to an SRS: connects, writes what the sink
+/// queues, and hands every SIP message framed from the stream to the recorder as a datagram
+/// of this sink (`index`, from `dest`). Ends when the sink drops its queue, or the
+/// connection fails or closes (the sink opens a new one with its next message; a transaction
+/// in progress fails over on its timeout). A TLS SRS's certificate is verified (no
+/// plaintext fallback).
+async fn stream_connection(
     index: usize,
     dest: SocketAddr,
-    mut rx: mpsc::Receiver<Bytes>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    rx: mpsc::Receiver<Bytes>,
     datagrams: mpsc::Sender<Datagram>,
 ) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let connect = tokio::net::TcpStream::connect(dest);
     let stream = match tokio::time::timeout(Duration::from_secs(2), connect).await {
         Ok(Ok(s)) => s,
@@ -847,7 +898,35 @@ async fn tcp_connection(
             return;
         }
     };
-    let (mut rd, mut wr) = stream.into_split();
+    match tls {
+        None => serve_stream(index, dest, stream, rx, datagrams).await,
+        Some((connector, name)) => {
+            let handshake = connector.connect(name, stream);
+            match tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                Ok(Ok(s)) => serve_stream(index, dest, s, rx, datagrams).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(%dest, error = %e, "siprec recorder: TLS handshake with the SRS failed");
+                }
+                Err(_) => {
+                    tracing::warn!(%dest, "siprec recorder: TLS handshake with the SRS timed out")
+                }
+            }
+        }
+    }
+}
+
+/// Writes the queue to `stream` and frames what it reads (see [`stream_connection`]).
+async fn serve_stream<S>(
+    index: usize,
+    dest: SocketAddr,
+    stream: S,
+    mut rx: mpsc::Receiver<Bytes>,
+    datagrams: mpsc::Sender<Datagram>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let limits = crate::core::sip::Limits::default();
     let mut buf = bytes::BytesMut::with_capacity(8192);
     let mut framer = crate::core::sip::StreamFramer::default();
@@ -855,7 +934,7 @@ async fn tcp_connection(
         tokio::select! {
             out = rx.recv() => match out {
                 Some(b) => {
-                    if wr.write_all(&b).await.is_err() {
+                    if wr.write_all(&b).await.is_err() || wr.flush().await.is_err() {
                         return;
                     }
                 }
@@ -887,15 +966,18 @@ async fn tcp_connection(
 /// The transport an SRS URI asks for (`;transport=` parameter; UDP without one); `None`
 /// for one not supported (`sips:`, `tls`, `sctp`, …).
 fn srs_transport(uri: &str) -> Option<SrsTransport> {
-    let rest = uri.strip_prefix("sip:")?;
+    let (rest, mut transport) = match uri.strip_prefix("sips:") {
+        Some(r) => (r, SrsTransport::Tls),
+        None => (uri.strip_prefix("sip:")?, SrsTransport::Udp),
+    };
     let params = rest.split('?').next()?;
-    let mut transport = SrsTransport::Udp;
     for p in params.split(';').skip(1) {
         if let Some((k, v)) = p.split_once('=') {
             if k.eq_ignore_ascii_case("transport") {
                 transport = match v.to_ascii_lowercase().as_str() {
-                    "udp" => SrsTransport::Udp,
-                    "tcp" => SrsTransport::Tcp,
+                    "udp" if transport != SrsTransport::Tls => SrsTransport::Udp,
+                    "tcp" if transport != SrsTransport::Tls => SrsTransport::Tcp,
+                    "tls" | "tcp" => SrsTransport::Tls,
                     _ => return None,
                 };
             }
@@ -918,20 +1000,23 @@ fn port_of(s: &StdUdpSocket) -> u16 {
 /// default. `None` for `sips:` (TLS is not supported by this sink) or a host that does not
 /// resolve.
 fn srs_addr(uri: &str) -> Option<SocketAddr> {
-    let rest = uri.strip_prefix("sip:")?;
+    let (rest, default_port) = match uri.strip_prefix("sips:") {
+        Some(r) => (r, 5061),
+        None => (uri.strip_prefix("sip:")?, 5060),
+    };
     let hostport = rest.rsplit('@').next()?;
     let hostport = hostport.split([';', '?']).next()?;
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (h, after) = v6.split_once(']')?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().ok()?,
-            None => 5060,
+            None => default_port,
         };
         (h, port)
     } else {
         match hostport.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().ok()?),
-            None => (hostport, 5060),
+            None => (hostport, default_port),
         }
     };
     if let Ok(ip) = host.parse::<IpAddr>() {
@@ -974,7 +1059,7 @@ mod tests {
             "127.0.0.1:5080".parse().ok()
         );
         assert_eq!(a("sip:[::1]:5090"), "[::1]:5090".parse().ok());
-        assert_eq!(a("sips:srs@127.0.0.1"), None);
+        assert_eq!(a("sips:srs@127.0.0.1"), "127.0.0.1:5061".parse().ok());
         assert_eq!(a("sip:srs@127.0.0.1:notaport"), None);
         let t = |s: &str| srs_transport(s);
         assert_eq!(t("sip:srs@127.0.0.1:5070"), Some(SrsTransport::Udp));
@@ -986,8 +1071,16 @@ mod tests {
             t("sip:srs@127.0.0.1;lr;transport=udp"),
             Some(SrsTransport::Udp)
         );
-        assert_eq!(t("sip:srs@127.0.0.1;transport=tls"), None);
-        assert_eq!(t("sips:srs@127.0.0.1"), None);
+        assert_eq!(
+            t("sip:srs@127.0.0.1;transport=tls"),
+            Some(SrsTransport::Tls)
+        );
+        assert_eq!(t("sips:srs@127.0.0.1"), Some(SrsTransport::Tls));
+        assert_eq!(
+            t("sips:srs@127.0.0.1;transport=tcp"),
+            Some(SrsTransport::Tls)
+        );
+        assert_eq!(t("sip:srs@127.0.0.1;transport=sctp"), None);
     }
 
     #[test]
