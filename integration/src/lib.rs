@@ -1747,3 +1747,35 @@ impl MediaCall {
         self.uas.wait().assert_success("UAS", cm);
     }
 }
+
+/// Decrypts SRTP packets with the SDES key `inline` (AES_CM_128_HMAC_SHA1_80, base64 key ||
+/// salt) as the SRS would.
+pub fn srtp_decrypt(inline: &str, packets: &[(Vec<u8>, SocketAddr)]) -> Vec<RtpPacket> {
+    use base64::Engine as _;
+    use rtc_srtp::crypto::RTCCryptoProvider as _;
+    static PROVIDER: rtc_srtp::crypto::providers::RingProvider =
+        rtc_srtp::crypto::providers::RingProvider::new();
+    let material = base64::engine::general_purpose::STANDARD
+        .decode(inline)
+        .unwrap();
+    assert_eq!(material.len(), 30, "16-byte key + 14-byte salt");
+    let mut ctx = rtc_srtp::context::Context::new(
+        &material[..16],
+        &material[16..],
+        rtc_srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
+        None,
+        None,
+        PROVIDER.crypto(),
+    )
+    .unwrap();
+    packets
+        .iter()
+        .map(|(b, from)| {
+            let plain = ctx
+                .decrypt_rtp(b)
+                .unwrap_or_else(|e| panic!("an SRTP packet that does not authenticate: {e}"));
+            assert_eq!(plain.len() + 10, b.len(), "an 80-bit auth tag");
+            RtpPacket::parse(&plain, *from).expect("RTP inside")
+        })
+        .collect()
+}

@@ -1282,12 +1282,13 @@ fn kamailio_tls_proxy_as_the_pbx() {
     assert_eq!(keys_left, 0, "{context}");
 }
 
-/// SIPREC over TLS: a `sips:` SRS (openssl s_server with the test CA's certificate, asking
-/// for callmask's client certificate) gets the recording INVITE over TLS with a TLS Via, and
-/// the ACK and the BYE at the call's end on the same connection; the SRS's answer directs
-/// the two streams, which arrive.
+/// SIPREC over TLS with SRTP streams: a `sips:` SRS (openssl s_server with the test CA's
+/// certificate, asking for callmask's client certificate) gets the recording INVITE over TLS
+/// with a TLS Via and an RTP/SAVP offer (its keys travel inside TLS only), and the ACK and the
+/// BYE at the call's end on the same connection; its RTP/SAVP answer directs the two
+/// streams, which arrive as SRTP that decrypts with the offered keys.
 #[test]
-fn siprec_over_tls_to_a_sips_srs() {
+fn siprec_over_tls_with_srtp_to_a_sips_srs() {
     let Some((_dir, certs)) = tls_prereqs() else {
         return;
     };
@@ -1325,7 +1326,7 @@ fn siprec_over_tls_to_a_sips_srs() {
         sets: vec![
             format!(
                 "recorder=[{{kind=\"siprec\",srs=[\"sips:srs@{srs_addr}\"],tls_ca_file=\"{}\",\
-                 tls_cert_file=\"{}\",tls_key_file=\"{}\",probe_s=0,keepalive_s=0,\
+                 tls_cert_file=\"{}\",tls_key_file=\"{}\",probe_s=0,keepalive_s=0,srtp=true,\
                  timeout_ms=5000,bind=\"127.0.0.1:0\"}}]",
                 f("ca.pem"),
                 f("callmask.pem"),
@@ -1335,19 +1336,30 @@ fn siprec_over_tls_to_a_sips_srs() {
         ],
         ..CallmaskOpts::default()
     });
-    let (caller_rx, agent_rx) = (RtpEndpoint::bind(), RtpEndpoint::bind());
+    let (caller_rx, agent_rx) = (
+        callmask_integration::UdpCapture::bind(),
+        callmask_integration::UdpCapture::bind(),
+    );
     let mut call = callmask_integration::MediaCall::start(&cm, 3000);
     call.talk(10);
     let invite = srs.next();
     assert!(invite.starts_with("INVITE sips:srs@"), "{invite}");
     assert!(invite.contains("Via: SIP/2.0/TLS "), "{invite}");
     assert!(invite.contains("Require: siprec"), "{invite}");
+    let key1 = invite
+        .split("a=label:1\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")
+        .nth(1)
+        .and_then(|r| r.split("\r\n").next())
+        .unwrap_or_else(|| panic!("no SRTP key for stream 1 in the offer: {invite}"))
+        .to_owned();
+    let crypto =
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
     let body = format!(
         "v=0\r\no=srs 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP 0\r\na=label:1\r\na=recvonly\r\n\
-         m=audio {} RTP/AVP 0\r\na=label:2\r\na=recvonly\r\n",
-        caller_rx.port(),
-        agent_rx.port()
+         m=audio {} RTP/SAVP 0\r\n{crypto}\r\na=label:1\r\na=recvonly\r\n\
+         m=audio {} RTP/SAVP 0\r\n{crypto}\r\na=label:2\r\na=recvonly\r\n",
+        caller_rx.addr().port(),
+        agent_rx.addr().port()
     );
     srs.send(&answer(
         &invite,
@@ -1362,12 +1374,21 @@ fn siprec_over_tls_to_a_sips_srs() {
     let bye = srs.next();
     assert!(bye.starts_with("BYE "), "{bye}");
     srs.send(&answer(&bye, "200 OK", &format!("sips:srs@{srs_addr}"), ""));
-    let got = caller_rx.wait_received(80, T).len();
-    assert!(got >= 80, "the SRS got {got} caller packets");
+    let wire = wait_for(T, || {
+        let d = caller_rx.datagrams();
+        (d.len() >= 80).then_some(d)
+    })
+    .expect("the caller stream reached the SRS");
+    let got = callmask_integration::srtp_decrypt(&key1, &wire).len();
+    assert!(got >= 80, "the SRS decrypted {got} caller packets");
+    assert!(
+        !cm.stderr().contains(&key1),
+        "an SRTP key in callmask's log"
+    );
     let m = cm.metrics();
     assert_eq!(m.value("callmask_siprec_sessions_established_total"), 1.0);
     eprintln!(
-        "[figure] SIPREC over TLS: INVITE/ACK/BYE over one verified TLS connection (client \
-         certificate asked), {got} caller packets at the SRS"
+        "[figure] SIPREC over TLS + SRTP: INVITE/ACK/BYE over one verified TLS connection \
+         (client certificate asked), {got} caller SRTP packets decrypted at the SRS"
     );
 }

@@ -469,38 +469,6 @@ fn siprec_readyz_follows_the_srs_probes() {
     assert!(answered >= 2, "{answered} probes answered");
 }
 
-/// Decrypts SRTP packets with the SDES key `inline` (AES_CM_128_HMAC_SHA1_80, base64 key ||
-/// salt) as the SRS would.
-fn srtp_decrypt(inline: &str, packets: &[(Vec<u8>, SocketAddr)]) -> Vec<RtpPacket> {
-    use base64::Engine as _;
-    use rtc_srtp::crypto::RTCCryptoProvider as _;
-    static PROVIDER: rtc_srtp::crypto::providers::RingProvider =
-        rtc_srtp::crypto::providers::RingProvider::new();
-    let material = base64::engine::general_purpose::STANDARD
-        .decode(inline)
-        .unwrap();
-    assert_eq!(material.len(), 30, "16-byte key + 14-byte salt");
-    let mut ctx = rtc_srtp::context::Context::new(
-        &material[..16],
-        &material[16..],
-        rtc_srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
-        None,
-        None,
-        PROVIDER.crypto(),
-    )
-    .unwrap();
-    packets
-        .iter()
-        .map(|(b, from)| {
-            let plain = ctx
-                .decrypt_rtp(b)
-                .unwrap_or_else(|e| panic!("an SRTP packet that does not authenticate: {e}"));
-            assert_eq!(plain.len() + 10, b.len(), "an 80-bit auth tag");
-            RtpPacket::parse(&plain, *from).expect("RTP inside")
-        })
-        .collect()
-}
-
 /// `srtp = true`: the SIPREC offer is RTP/SAVP with one fresh key per stream, the SRS (sipp,
 /// answering RTP/SAVP) receives SRTP that authenticates and decrypts with those keys, and the
 /// decrypted caller stream has its DTMF muted; on the wire the payloads are ciphertext
