@@ -824,8 +824,7 @@ fn main_wav(dir: &Path) -> (u16, Vec<i16>) {
 #[test]
 fn baresip_call_with_tls_and_srtp_on_both_legs() {
     use callmask_integration::phones::{
-        best_alignment, channel, correlation_outside, press_keys, require, voice_signal,
-        write_wav_at, Baresip, PhoneOpts, PhoneTls,
+        best_alignment, channel, correlation_outside, require, Baresip, PhoneTls,
     };
     if !require("baresip") {
         return;
@@ -845,28 +844,12 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
         }
     };
     // The customer (the caller) hangs up first: its voice is the shorter one.
-    let mut customer_voice = voice_signal(8000, 11);
-    press_keys(&mut customer_voice, 8000, 2000, "4532");
-    let agent_voice = voice_signal(12_000, 23);
-    let (cust_src, agent_src) = (
-        dir.path().join("customer.wav"),
-        dir.path().join("agent.wav"),
-    );
-    write_wav_at(&cust_src, &customer_voice, 8000, 1);
-    write_wav_at(&agent_src, &agent_voice, 8000, 1);
+    let (customer_voice, agent_voice, cust_src, agent_src) = phone_voices(dir.path());
     // The phones quit after `life`: build (or find) callmask first, so the agent's clock
     // does not run down while cargo works.
     let _ = callmask_integration::callmask_bin();
     let life = Duration::from_secs(40);
-    let phone = |user: &str, source: PathBuf| PhoneOpts {
-        user: user.into(),
-        outbound: None,
-        register: None,
-        password: None,
-        codecs: vec!["PCMU".into()],
-        source,
-        transport: "tcp",
-    };
+    let phone = |user: &str, source: PathBuf| pcmu_phone(user, source, "tcp");
     let agent = Baresip::start_tls(
         &phone("agent", agent_src),
         None,
@@ -1168,8 +1151,8 @@ fn sighup_rotates_the_served_certificate() {
 #[test]
 fn kamailio_tls_proxy_as_the_pbx() {
     use callmask_integration::phones::{
-        best_alignment, channel, correlation_outside, press_keys, require, voice_signal,
-        write_wav_at, Baresip, Kamailio, KamailioOpts, KamailioTls, PhoneOpts,
+        best_alignment, channel, correlation_outside, require, Baresip, Kamailio, KamailioOpts,
+        KamailioTls,
     };
     if !(require("baresip") && require("kamailio")) {
         return;
@@ -1181,26 +1164,10 @@ fn kamailio_tls_proxy_as_the_pbx() {
         return;
     };
     let f = |n: &str| file(&certs, n);
-    let mut customer_voice = voice_signal(8000, 11);
-    press_keys(&mut customer_voice, 8000, 2000, "4532");
-    let agent_voice = voice_signal(12_000, 23);
-    let (cust_src, agent_src) = (
-        dir.path().join("customer.wav"),
-        dir.path().join("agent.wav"),
-    );
-    write_wav_at(&cust_src, &customer_voice, 8000, 1);
-    write_wav_at(&agent_src, &agent_voice, 8000, 1);
+    let (customer_voice, agent_voice, cust_src, agent_src) = phone_voices(dir.path());
     let _ = callmask_integration::callmask_bin();
     let life = Duration::from_secs(40);
-    let phone = |user: &str, source: PathBuf| PhoneOpts {
-        user: user.into(),
-        outbound: None,
-        register: None,
-        password: None,
-        codecs: vec!["PCMU".into()],
-        source,
-        transport: "udp",
-    };
+    let phone = |user: &str, source: PathBuf| pcmu_phone(user, source, "udp");
     let agent = Baresip::start_menc(&phone("agent", agent_src), None, life, None);
     // callmask's PBX-side TLS port, known before Kamailio starts (its default route).
     let cm_pbx = SocketAddr::from((
@@ -1391,4 +1358,34 @@ fn siprec_over_tls_with_srtp_to_a_sips_srs() {
         "[figure] SIPREC over TLS + SRTP: INVITE/ACK/BYE over one verified TLS connection \
          (client certificate asked), {got} caller SRTP packets decrypted at the SRS"
     );
+}
+
+/// The customer's voice (8 s, keys "4532" pressed in-band at 2 s) and the agent's (12 s),
+/// written as the phones' sources in `dir`: (customer, agent, customer file, agent file).
+fn phone_voices(dir: &Path) -> (Vec<i16>, Vec<i16>, PathBuf, PathBuf) {
+    use callmask_integration::phones::{press_keys, voice_signal, write_wav_at};
+    let mut customer_voice = voice_signal(8000, 11);
+    press_keys(&mut customer_voice, 8000, 2000, "4532");
+    let agent_voice = voice_signal(12_000, 23);
+    let (cust_src, agent_src) = (dir.join("customer.wav"), dir.join("agent.wav"));
+    write_wav_at(&cust_src, &customer_voice, 8000, 1);
+    write_wav_at(&agent_src, &agent_voice, 8000, 1);
+    (customer_voice, agent_voice, cust_src, agent_src)
+}
+
+/// A baresip phone `user` speaking PCMU from `source` over `transport`, not registering.
+fn pcmu_phone(
+    user: &str,
+    source: PathBuf,
+    transport: &'static str,
+) -> callmask_integration::phones::PhoneOpts {
+    callmask_integration::phones::PhoneOpts {
+        user: user.into(),
+        outbound: None,
+        register: None,
+        password: None,
+        codecs: vec!["PCMU".into()],
+        source,
+        transport,
+    }
 }

@@ -451,17 +451,7 @@ impl<K: Copy + Eq + Hash> Src<K> {
             match (new(), new()) {
                 (Some(a), Some(b)) => Some([a, b]),
                 // No randomness: never offer a weak key, nor plain RTP.
-                _ => {
-                    self.events.push_back((
-                        key,
-                        SrcEvent::FailedOver {
-                            from: idx,
-                            reason: FailoverReason::TransportError,
-                        },
-                    ));
-                    self.try_srs(key, idx + 1, now);
-                    return;
-                }
+                _ => return self.skip_srs(key, idx, now),
             }
         } else {
             None
@@ -489,15 +479,7 @@ impl<K: Copy + Eq + Hash> Src<K> {
         });
         let Ok(invite) = SipMessage::parse(bytes) else {
             // Only an SRS URI that does not print as a SIP request line gets here.
-            self.events.push_back((
-                key,
-                SrcEvent::FailedOver {
-                    from: idx,
-                    reason: FailoverReason::TransportError,
-                },
-            ));
-            self.try_srs(key, idx + 1, now);
-            return;
+            return self.skip_srs(key, idx, now);
         };
         let txn = ClientInvite::new(
             invite.clone(),
@@ -520,6 +502,18 @@ impl<K: Copy + Eq + Hash> Src<K> {
         s.current = Some(s.attempts.len() - 1);
         s.state = State::Inviting;
         self.by_call_id.insert(call_id, key);
+    }
+
+    /// SRS `idx` cannot even be asked (no request to send): report it failed, try the next.
+    fn skip_srs(&mut self, key: K, idx: usize, now: Instant) {
+        self.events.push_back((
+            key,
+            SrcEvent::FailedOver {
+                from: idx,
+                reason: FailoverReason::TransportError,
+            },
+        ));
+        self.try_srs(key, idx + 1, now);
     }
 
     /// Give up the current attempt: CANCEL it if it is proceeding, else stop retransmitting.
