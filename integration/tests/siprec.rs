@@ -27,6 +27,27 @@ fn agent_frame(i: usize) -> Vec<u8> {
         .collect()
 }
 
+/// callmask with one `siprec` sink to `srs_uri` (no OPTIONS probes: a sipp SRS with `-m 1`
+/// would count one as its call), `extra` settings (`key=value,…`, may be empty), the
+/// fallback folder `fallback`; speech masking off.
+fn start_with_srs(srs_uri: &str, extra: &str, fallback: &Path) -> Callmask {
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!("{extra},")
+    };
+    Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            format!(
+                "recorder=[{{kind=\"siprec\",srs=[\"{srs_uri}\"],{extra}probe_s=0,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
+                fallback.display()
+            ),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    })
+}
+
 fn siprec_set(srs: &[String], timeout_ms: u32, fallback: &Path) -> String {
     let list: Vec<String> = srs.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
@@ -297,16 +318,11 @@ fn siprec_srs_lost_mid_call_records_the_rest_to_the_fallback() {
     let caller_rx = RtpEndpoint::bind();
     let agent_rx = RtpEndpoint::bind();
     let fallback = TempDir::new("siprec-lost");
-    let cm = Callmask::start_with(CallmaskOpts {
-        sets: vec![
-            format!(
-                "recorder=[{{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:{srs_port}\"],timeout_ms=500,keepalive_s=1,probe_s=0,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
-                fallback.path().display()
-            ),
-            "masking.speech=false".into(),
-        ],
-        ..CallmaskOpts::default()
-    });
+    let cm = start_with_srs(
+        &format!("sip:srs@127.0.0.1:{srs_port}"),
+        "timeout_ms=500,keepalive_s=1",
+        fallback.path(),
+    );
     // -aa: the SRS answers the in-dialog OPTIONS with 200 while it lives.
     let mut srs = Sipp::new(Scenario::file("srs_uas.xml"), srs_port)
         .set("p1", caller_rx.port())
@@ -478,16 +494,11 @@ fn siprec_sends_sdes_srtp_when_configured() {
     let srs_port = free_udp_port();
     let (caller_rx, agent_rx) = (UdpCapture::bind(), UdpCapture::bind());
     let fallback = TempDir::new("siprec-srtp-unused");
-    let cm = Callmask::start_with(CallmaskOpts {
-        sets: vec![
-            format!(
-                "recorder=[{{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:{srs_port}\"],srtp=true,probe_s=0,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
-                fallback.path().display()
-            ),
-            "masking.speech=false".into(),
-        ],
-        ..CallmaskOpts::default()
-    });
+    let cm = start_with_srs(
+        &format!("sip:srs@127.0.0.1:{srs_port}"),
+        "srtp=true",
+        fallback.path(),
+    );
     let mut srs = Sipp::new(Scenario::file("srs_uas_srtp.xml"), srs_port)
         .set("p1", caller_rx.addr().port())
         .set("p2", agent_rx.addr().port())
@@ -563,16 +574,11 @@ fn siprec_over_tcp_records_the_call() {
     let srs_port = free_tcp_port();
     let (caller_rx, agent_rx) = (RtpEndpoint::bind(), RtpEndpoint::bind());
     let fallback = TempDir::new("siprec-tcp-unused");
-    let cm = Callmask::start_with(CallmaskOpts {
-        sets: vec![
-            format!(
-                "recorder=[{{kind=\"siprec\",srs=[\"sip:srs@127.0.0.1:{srs_port};transport=tcp\"],probe_s=0,bind=\"127.0.0.1:0\",fallback_dir=\"{}\"}}]",
-                fallback.path().display()
-            ),
-            "masking.speech=false".into(),
-        ],
-        ..CallmaskOpts::default()
-    });
+    let cm = start_with_srs(
+        &format!("sip:srs@127.0.0.1:{srs_port};transport=tcp"),
+        "",
+        fallback.path(),
+    );
     let mut srs = Sipp::new(Scenario::file("srs_uas.xml"), srs_port)
         .arg("-t")
         .arg("t1")
