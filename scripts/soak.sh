@@ -30,7 +30,8 @@
 #
 # Env: SOAK_CALLS (100000), SOAK_RATE (200), SOAK_SLICE (10000), SOAK_CALL_MS (1000: pause
 # after the ACK before BYE; the pcap lasts 1 s), SOAK_SAMPLE_S (1), SOAK_SPEECH (0),
-# SOAK_RSS_MARGIN (20), SOAK_CPU_RATIO (1.2), SOAK_MAX_FAILED (0), PORT_BASE (15000: SIP and
+# SOAK_RSS_MARGIN (20), SOAK_CPU_RATIO (1.2), SOAK_MAX_FAILED (0), SOAK_HOLD_S (0: seconds
+# to keep callmask running after the table, e.g. to inspect it with gdb or heaptrack), PORT_BASE (15000: SIP and
 # HTTP on BASE..+4, sipp media on +10 and +20), MEDIA_PORTS (16000-31999, 8000 pairs, below
 # the kernel's ephemeral range: an answered call holds 2 pairs until 5 s after it ends, so
 # the pool must hold more than 2 x rate x (call length + 5 s)), OUT (/tmp/callmask-soak:
@@ -324,6 +325,10 @@ TOTAL_CPU=$(awk -v c="$(( $(cpu_ticks) - START_CPU ))" -v t="$TCK" 'BEGIN { prin
   grep -E '^callmask_(calls_total|recorder_errors_total|recorder_queue_dropped_frames_total|rtp_packets_dropped_total|masked_spans_total|limit_refusals_total)' "$OUT/metrics.txt" | grep -v ' 0$' || true
 } | tee "$OUT/table.md"
 
+if [ "${SOAK_HOLD_S:-0}" -gt 0 ]; then
+  echo "soak: callmask (pid $CM) kept running ${SOAK_HOLD_S} s for inspection" >&2
+  sleep "$SOAK_HOLD_S"
+fi
 rc=0
 RSS_LIMIT=$(( FIRST_RSS * (100 + RSS_MARGIN) / 100 ))
 if [ "$LAST_RSS" -gt "$RSS_LIMIT" ]; then

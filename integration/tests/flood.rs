@@ -505,6 +505,11 @@ fn valid_calls_complete_through_a_flood_of_malformed_and_unsolicited_messages() 
         after.callmask_lines()
     );
     assert!(
+        rtp_dropped > 0.0,
+        "no stray RTP packet counted\n{}",
+        after.callmask_lines()
+    );
+    assert!(
         malformed > 0.0 && too_large > 0.0,
         "malformed or oversized messages not counted\n{}",
         after.callmask_lines()
