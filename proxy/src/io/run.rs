@@ -198,6 +198,35 @@ async fn bind_udp(
     bind(addr, what, key, tokio::net::UdpSocket::bind).await
 }
 
+/// Receive buffer asked for each SIP UDP listener (issue 13, flood): one signalling task
+/// reads both listeners, and while it is descheduled for a few milliseconds on a busy host
+/// a flood fills Linux's default 208 KiB queue (a few hundred datagrams) and the kernel
+/// drops whatever comes next — a legitimate 200 OK as readily as the flood. 4 MiB holds
+/// about 0.4 s of a 5,000 message/s flood. The kernel caps it at `net.core.rmem_max`.
+const SIP_UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// Widen `sock`'s receive buffer to [`SIP_UDP_RECV_BUFFER`] (best effort). Returns the size
+/// the kernel granted (Linux reports twice the usable size, its bookkeeping included), or
+/// `None` if it could not be read.
+fn widen_recv_buffer(sock: &tokio::net::UdpSocket, what: &'static str) -> Option<usize> {
+    let s = socket2::SockRef::from(sock);
+    if let Err(e) = s.set_recv_buffer_size(SIP_UDP_RECV_BUFFER) {
+        tracing::warn!(socket = what, error = %e, "cannot widen the SIP receive buffer");
+    }
+    let granted = s.recv_buffer_size().ok()?;
+    if granted < SIP_UDP_RECV_BUFFER {
+        tracing::info!(
+            socket = what,
+            granted,
+            wanted = SIP_UDP_RECV_BUFFER,
+            "SIP receive buffer capped by the kernel: raise net.core.rmem_max to {} so a burst \
+             is queued rather than dropped",
+            SIP_UDP_RECV_BUFFER
+        );
+    }
+    Some(granted)
+}
+
 async fn bind_tcp(
     addr: SocketAddr,
     what: &'static str,
@@ -364,6 +393,8 @@ pub async fn run_with(
     );
     let pbx_sock = bind_udp(pbx_listen, "PBX-side SIP", "pbx.listen").await?;
     let agents_sock = bind_udp(agents_listen, "agents-side SIP", "agents.listen").await?;
+    widen_recv_buffer(&pbx_sock, "PBX-side SIP");
+    widen_recv_buffer(&agents_sock, "agents-side SIP");
     // TCP on the same addresses (the UDP port, which may have been chosen by the OS).
     let pbx_tcp = bind_tcp(
         pbx_sock.local_addr().unwrap_or(pbx_listen),
@@ -901,6 +932,36 @@ fn registration_key(cfg: &config::Config) -> [u8; 32] {
                 );
             }
             rand::random()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SIP listener asks for the wide receive buffer and gets it up to the kernel's cap
+    /// (`net.core.rmem_max`; Linux reports twice the size set).
+    #[tokio::test]
+    async fn sip_listener_receive_buffer_is_widened_up_to_the_kernel_cap() {
+        let sock = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind on loopback");
+        let before = socket2::SockRef::from(&sock)
+            .recv_buffer_size()
+            .expect("SO_RCVBUF readable");
+        let granted = widen_recv_buffer(&sock, "test").expect("SO_RCVBUF readable");
+        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok());
+        // (Where rmem_max is still the default, the default buffer is already the cap.)
+        match cap {
+            Some(cap) => assert_eq!(
+                granted,
+                2 * SIP_UDP_RECV_BUFFER.min(cap),
+                "rmem_max {cap}, before {before}"
+            ),
+            None => assert!(granted >= before),
         }
     }
 }

@@ -27,6 +27,11 @@ const PATH_TTL: Duration = Duration::from_secs(32);
 pub(super) const EARLY_CALL_TTL: Duration = Duration::from_secs(300);
 /// A BYE that never gets a response ends the call after this long (64·T1).
 const BYE_TTL: Duration = Duration::from_secs(32);
+/// Superseded deadlines the queue may hold beyond one per live call before it is compacted:
+/// every call queues its early-call deadline, 300 s away, and a BYE queues another, so
+/// without compaction each call's Call-ID (sharing the buffer of its whole INVITE) stayed
+/// queued for 300 s after the call (issue 13 soak).
+const DEADLINE_SLACK: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum CallState {
@@ -288,8 +293,26 @@ impl Calls {
         };
         self.live.insert(call_id.clone(), call);
         self.by_ref.insert(id, call_id.clone());
-        self.deadlines.push(Reverse((deadline, call_id.clone())));
+        self.push_deadline(deadline, call_id);
         Some(id)
+    }
+
+    /// Queue a call deadline; when superseded entries outnumber the live calls (plus
+    /// [`DEADLINE_SLACK`]), drop every entry [`Self::pop_due`] would skip (the call is gone or
+    /// its deadline moved), so the queue stays proportional to the calls in progress.
+    fn push_deadline(&mut self, at: Instant, call_id: &Bytes) {
+        self.deadlines.push(Reverse((at, call_id.clone())));
+        if self.deadlines.len() > 2 * self.live.len() + DEADLINE_SLACK {
+            let live = &self.live;
+            self.deadlines
+                .retain(|Reverse((at, k))| live.get(k).is_some_and(|c| c.deadline == Some(*at)));
+        }
+    }
+
+    /// Entries in the deadline queue, superseded ones included (tests).
+    #[cfg(test)]
+    pub(super) fn queued_deadlines(&self) -> usize {
+        self.deadlines.len()
     }
 
     /// The callee tag of `msg` arriving from `side`, and whether it names another fork than
@@ -324,21 +347,22 @@ impl Calls {
             call.agents_addr = Some(src);
         }
         let other_fork = call.is_other_fork(callee_tag(msg, side, call.caller_side).as_ref());
+        let seen = RequestSeen {
+            call: call.id,
+            other_fork,
+        };
         match method {
             Method::Bye if other_fork => {}
             Method::Bye => {
                 call.state = CallState::Terminating;
                 let at = now + BYE_TTL;
                 call.deadline = Some(at);
-                self.deadlines.push(Reverse((at, call_id.clone())));
+                self.push_deadline(at, call_id);
             }
             Method::Cancel => call.cancelled = true,
             _ => {}
         }
-        Some(RequestSeen {
-            call: call.id,
-            other_fork,
-        })
+        Some(seen)
     }
 
     /// A CANCEL matched the call's pending INVITE.

@@ -1245,6 +1245,108 @@ fn reject_of_invite_is_transactional() {
     assert!(c.poll_transmit().is_none());
 }
 
+/// Issue 13 soak: short calls leave no trail in the timer queues. Each call queues deadlines
+/// far in the future (the INVITE server transaction's give-up time, 277 s; the early-call
+/// expiry, 300 s) that are superseded within a second; the lazy queues must not keep them
+/// (and the INVITE datagram their keys share) for minutes. 4,000 calls at 20 calls/s (200 s
+/// of virtual time, past the 32 s that finished transactions linger), 20 in progress at a
+/// time: every call completes and both queues stay
+/// within a small multiple of the live entries (compaction keeps them under twice the live
+/// entries plus a slack at each push; entries ending since then are still queued; without
+/// compaction the queues grow by about 3 and 2 entries per call).
+#[test]
+fn timer_queues_stay_proportional_to_live_calls() {
+    const CALLS: usize = 4_000;
+    const OPEN: usize = 20;
+    let mut c = core();
+    c.ports = PortAllocator::new(
+        PortRange::new(10_000, 19_999).expect("range"),
+        Duration::from_secs(5),
+    );
+    // One PBX address places every call: above the per-source default of 100 calls/s.
+    c.set_limits(CoreLimits {
+        source_calls_per_s: 1_000.0,
+        source_requests_per_s: 10_000.0,
+        ..CoreLimits::default()
+    });
+    let t0 = Instant::now();
+    let offer = sdp("10.1.1.1", 4000);
+    let answer = sdp("10.2.2.2", 5000);
+    let per_call =
+        |i: usize, m: &str, b: &str, tag: Option<&str>, cseq: u32, body: Option<&str>| {
+            let raw = request(m, b, tag, cseq, body);
+            Bytes::from(
+                String::from_utf8_lossy(&raw).replace("call-1@test", &format!("call-{i}@test")),
+            )
+        };
+    let mut pending: std::collections::VecDeque<(usize, SipMessage)> = Default::default();
+    let (mut completed, mut worst_txn_queue, mut worst_call_queue) = (0, 0, 0);
+    for i in 0..CALLS + OPEN {
+        let now = t0 + ms(50 * i as u64);
+        if i < CALLS {
+            let inv = per_call(i, "INVITE", &format!("z9hG4bKi{i}"), None, 1, Some(&offer));
+            c.handle_datagram(Side::Pbx, addr(PBX_UA), inv, now);
+            let fwd = parse(&transmits(&mut c).pop().expect("forwarded").payload);
+            c.handle_datagram(
+                Side::Agents,
+                addr(AGENT_UA),
+                response_to(&fwd, 180, None),
+                now,
+            );
+            pending.push_back((i, fwd));
+        }
+        if pending.len() > OPEN || i >= CALLS {
+            let Some((j, fwd)) = pending.pop_front() else {
+                break;
+            };
+            let ok = response_to(&fwd, 200, Some(&answer));
+            c.handle_datagram(Side::Agents, addr(AGENT_UA), ok, now);
+            let ack = per_call(j, "ACK", &format!("z9hG4bKa{j}"), Some("uas1"), 1, None);
+            c.handle_datagram(Side::Pbx, addr(PBX_UA), ack, now);
+            let bye = per_call(j, "BYE", &format!("z9hG4bKb{j}"), Some("uas1"), 2, None);
+            c.handle_datagram(Side::Pbx, addr(PBX_UA), bye, now);
+            let fwd_bye = parse(&transmits(&mut c).pop().expect("BYE forwarded").payload);
+            let done = response_to(&fwd_bye, 200, None);
+            c.handle_datagram(Side::Agents, addr(AGENT_UA), done, now);
+        }
+        while c.poll_transmit().is_some() {}
+        completed += drain_events(&mut c)
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    ProxyEvent::CallEnded {
+                        outcome: CallOutcome::Completed,
+                        ..
+                    }
+                )
+            })
+            .count();
+        if c.poll_timeout().is_some_and(|t| t <= now) {
+            c.handle_timeout(now);
+        }
+        worst_txn_queue = worst_txn_queue.max(c.txns.queued());
+        worst_call_queue = worst_call_queue.max(c.calls.queued_deadlines());
+        assert!(
+            c.txns.queued() <= 3 * c.txns.len() + 64,
+            "call {i}: {} timer entries for {} transactions",
+            c.txns.queued(),
+            c.txns.len()
+        );
+        assert!(
+            c.calls.queued_deadlines() <= 3 * c.calls.len() + 64,
+            "call {i}: {} deadlines for {} calls",
+            c.calls.queued_deadlines(),
+            c.calls.len()
+        );
+    }
+    assert_eq!(completed, CALLS, "every call completed");
+    eprintln!(
+        "timer queues: at most {worst_txn_queue} transaction timers, {worst_call_queue} call \
+         deadlines over {CALLS} calls"
+    );
+}
+
 /// Throughput of the stateful core alone: whole calls (INVITE/100/180/200/ACK/BYE/200, SDP
 /// anchored both ways) with 1,000 calls in progress at any time and timers driven on a
 /// virtual clock (1 ms per call). Run in release:
