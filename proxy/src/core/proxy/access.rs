@@ -141,8 +141,15 @@ impl ProxyCore {
     }
 
     /// Access control for `msg` from `src` on `side`: `true` if it may go on; otherwise it
-    /// was answered 403 (requests) or dropped (ACK, responses), and counted.
-    pub(super) fn admit(&mut self, side: Side, src: SocketAddr, msg: &SipMessage) -> bool {
+    /// was answered 403 (requests, within the source's refusal budget) or dropped (ACK,
+    /// responses, refusals over the budget), and counted.
+    pub(super) fn admit(
+        &mut self,
+        side: Side,
+        src: SocketAddr,
+        msg: &SipMessage,
+        now: std::time::Instant,
+    ) -> bool {
         let kind = Kind::of(msg);
         let registrar = &self.registrar;
         let cfg = self.config.side(side);
@@ -154,7 +161,7 @@ impl ProxyCore {
         };
         self.events
             .push_back(ProxyEvent::AccessDenied { side, reason });
-        if kind != Kind::Silent {
+        if kind != Kind::Silent && self.may_refuse(src, now) {
             // Stateless: a refused source gets no transaction, no retransmissions, no state.
             if let Ok(resp) =
                 crate::core::sip::build_response(msg, StatusCode::FORBIDDEN, "Forbidden")

@@ -53,6 +53,10 @@ impl CoreLimits {
     }
 }
 
+/// Refusals (403, 400) answered per source and second (burst twice that): a misconfigured
+/// peer still learns why it is refused; a flood of strangers or garbage gets at most this.
+pub(super) const REFUSALS_PER_SOURCE_PER_S: f64 = 5.0;
+
 /// Token buckets per source IP, bounded at [`MAX_SOURCES`].
 #[derive(Debug, Default)]
 pub(super) struct SourceBuckets {

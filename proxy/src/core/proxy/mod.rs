@@ -109,6 +109,9 @@ pub struct ProxyCore {
     limits: limits::CoreLimits,
     /// Per-source request and new-call rates.
     source_requests: limits::SourceBuckets,
+    /// Per source, the budget of refusals answered (403 to a stranger, 400 to garbage):
+    /// beyond it a refusal is dropped unanswered, so a flood of either gets little back.
+    refusals: limits::SourceBuckets,
     source_calls: limits::SourceBuckets,
     /// Shutting down (SIGTERM): new calls are refused 503, calls in progress go on.
     draining: bool,
@@ -133,6 +136,7 @@ impl ProxyCore {
             access: access::AccessPolicy::default(),
             limits: limits::CoreLimits::default(),
             source_requests: limits::SourceBuckets::default(),
+            refusals: limits::SourceBuckets::default(),
             source_calls: limits::SourceBuckets::default(),
             draining: false,
             transmits: VecDeque::new(),
@@ -282,10 +286,18 @@ impl ProxyCore {
                     reason: e.reason(),
                 });
                 if let Some(resp) = reject_unparsed(&data, &e) {
-                    self.send(side, src, resp.as_bytes().clone());
+                    if self.may_refuse(src, now) {
+                        self.send(side, src, resp.as_bytes().clone());
+                    }
                 }
             }
         }
+    }
+
+    /// Whether a refusal to `src` may be answered now (see `refusals`).
+    pub(super) fn may_refuse(&mut self, src: SocketAddr, now: Instant) -> bool {
+        self.refusals
+            .take(src.ip(), limits::REFUSALS_PER_SOURCE_PER_S, now)
     }
 
     /// A message framed from a TCP connection with `src` on `side` (the shell frames with
@@ -321,7 +333,7 @@ impl ProxyCore {
     }
 
     fn dispatch(&mut self, side: Side, src: SocketAddr, msg: SipMessage, now: Instant) {
-        if !self.admit(side, src, &msg) {
+        if !self.admit(side, src, &msg, now) {
             return;
         }
         if msg.is_request() && !self.within_limits(side, src, &msg, now) {

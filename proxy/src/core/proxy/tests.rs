@@ -2442,3 +2442,49 @@ fn srtp_modes_mix_and_require() {
     assert_eq!(ts.iter().map(status_of).collect::<Vec<_>>(), [Some(488)]);
     assert_eq!(c.ports().in_use(), 0);
 }
+
+/// A flood of requests from a stranger, or of garbage, gets few answers: each source's
+/// refusals (403, 400) are answered within a budget of 5 per second (burst 10); beyond it
+/// they are dropped unanswered, and every one is still counted.
+#[test]
+fn refusals_to_one_source_are_answered_within_a_budget() {
+    let mut c = core();
+    let now = Instant::now();
+    let stranger = addr("203.0.113.7:5060");
+    let mut answered = 0;
+    for i in 0..100 {
+        let opt = request("OPTIONS", &format!("z9hG4bKs{i}"), None, 1, None);
+        c.handle_datagram(Side::Pbx, stranger, opt, now);
+        c.handle_datagram(
+            Side::Pbx,
+            stranger,
+            Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\nVia: broken\r\n\r\n"),
+            now,
+        );
+        answered += drain_transmits(&mut c).len();
+    }
+    assert_eq!(
+        answered, 10,
+        "the burst of refusals answered, the rest dropped"
+    );
+    let counted = std::iter::from_fn(|| c.poll_event())
+        .filter(|e| {
+            matches!(
+                e,
+                ProxyEvent::AccessDenied { .. } | ProxyEvent::Rejected { .. }
+            )
+        })
+        .count();
+    assert_eq!(counted, 200, "every refusal counted");
+    // A second later the budget has 5 more.
+    let later = now + Duration::from_secs(1);
+    for i in 0..20 {
+        let opt = request("OPTIONS", &format!("z9hG4bKt{i}"), None, 1, None);
+        c.handle_datagram(Side::Pbx, stranger, opt, later);
+    }
+    assert_eq!(drain_transmits(&mut c).len(), 5);
+    // Another source has its own budget; the allowed peer is not affected.
+    let opt = request("OPTIONS", "z9hG4bKu", None, 1, None);
+    c.handle_datagram(Side::Pbx, addr("203.0.113.8:5060"), opt, later);
+    assert_eq!(drain_transmits(&mut c).len(), 1);
+}
