@@ -331,6 +331,11 @@ pub struct RtpRecorder {
     pub target: HostPort,
     /// Codec sent. Default `pcmu`.
     pub codec: RtpCodec,
+    /// SDES-SRTP toward the target: a file holding one master key in the form of an SDP
+    /// `a=crypto` line's suite and key parameters (`AES_CM_128_HMAC_SHA1_80 inline:<base64>`),
+    /// shared out of band with the recorder (the fork has no signalling to carry a key).
+    /// Read at start and at every reload; `None` (default): plain RTP.
+    pub srtp_key_file: Option<PathBuf>,
 }
 
 /// `kind = "siprec"`.
@@ -744,6 +749,7 @@ fn recorder_to_raw(r: &RecorderConfig) -> RawRecorder {
         RecorderConfig::Rtp(p) => {
             raw.target = Some(p.target.to_string());
             raw.codec = Some(p.codec.as_str().to_owned());
+            raw.srtp_key_file = p.srtp_key_file.as_deref().map(path_str);
         }
         RecorderConfig::Siprec(s) => {
             raw.srs = Some(s.srs.iter().map(|u| u.to_string()).collect());

@@ -311,6 +311,9 @@ pub struct RawRecorder {
     /// rtp: `pcmu` (the only codec the sanitized fork sends).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
+    /// rtp: SDES key file (`SUITE inline:KEY`); SRTP toward the target when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srtp_key_file: Option<String>,
     /// siprec: SRS URIs in failover order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srs: Option<Vec<String>>,

@@ -718,7 +718,7 @@ const WAV_KEYS: &[&str] = &[
     "retention_days",
     "hash_numbers",
 ];
-const RTP_KEYS: &[&str] = &["kind", "target", "codec"];
+const RTP_KEYS: &[&str] = &["kind", "target", "codec", "srtp_key_file"];
 const SIPREC_KEYS: &[&str] = &[
     "kind",
     "srs",
@@ -758,13 +758,14 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
         RecorderKind::Rtp => RTP_KEYS,
         RecorderKind::Siprec => SIPREC_KEYS,
     };
-    let present: [(&str, bool); 17] = [
+    let present: [(&str, bool); 18] = [
         ("dir", r.dir.is_some()),
         ("encrypt_to", r.encrypt_to.is_some()),
         ("retention_days", r.retention_days.is_some()),
         ("hash_numbers", r.hash_numbers.is_some()),
         ("target", r.target.is_some()),
         ("codec", r.codec.is_some()),
+        ("srtp_key_file", r.srtp_key_file.is_some()),
         ("srs", r.srs.is_some()),
         ("timeout_ms", r.timeout_ms.is_some()),
         ("keepalive_s", r.keepalive_s.is_some()),
@@ -840,9 +841,11 @@ fn recorder(c: &mut Checker, path: KeyPath, r: RawRecorder) -> Option<RecorderCo
                 }
                 RtpCodec::try_from(v.as_str())
             });
+            let srtp_key_file = c.opt(path.key("srtp_key_file"), r.srtp_key_file, nonempty_path);
             Some(RecorderConfig::Rtp(RtpRecorder {
                 target: target?,
                 codec,
+                srtp_key_file,
             }))
         }
         RecorderKind::Siprec => {

@@ -95,9 +95,16 @@ fn recorder() -> impl Strategy<Value = RecorderConfig> {
             }),
         (
             parse::<HostPort>("[a-z]{1,10}\\.example:[1-9][0-9]{0,3}"),
-            choice::<RtpCodec>(RtpCodec::ALL)
+            choice::<RtpCodec>(RtpCodec::ALL),
+            proptest::option::of(path())
         )
-            .prop_map(|(target, codec)| RecorderConfig::Rtp(RtpRecorder { target, codec })),
+            .prop_map(|(target, codec, srtp_key_file)| {
+                RecorderConfig::Rtp(RtpRecorder {
+                    target,
+                    codec,
+                    srtp_key_file,
+                })
+            }),
         (
             proptest::collection::vec(
                 parse::<SipUri>("sips?:[a-z]{1,8}@[a-z]{1,8}\\.example(:[1-9][0-9]{0,3})?"),

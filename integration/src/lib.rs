@@ -1458,7 +1458,26 @@ pub struct UdpCapture {
 impl UdpCapture {
     /// Bind a fresh port on 127.0.0.1.
     pub fn bind() -> UdpCapture {
-        let sock = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+        Self::capture(UdpSocket::bind((LOCALHOST, 0)).unwrap())
+    }
+
+    /// Two captures on ports P and P + 2 of 127.0.0.1: where an `rtp` recorder sink with
+    /// `target` P sends the caller's leg and the agent's.
+    pub fn bind_pair() -> (UdpCapture, UdpCapture) {
+        for _ in 0..100 {
+            let a = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+            let p = a.local_addr().unwrap().port();
+            if let Some(b) = p
+                .checked_add(2)
+                .and_then(|q| UdpSocket::bind((LOCALHOST, q)).ok())
+            {
+                return (Self::capture(a), Self::capture(b));
+            }
+        }
+        panic!("no two free UDP ports P, P + 2 on 127.0.0.1");
+    }
+
+    fn capture(sock: UdpSocket) -> UdpCapture {
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let addr = sock.local_addr().unwrap();

@@ -213,6 +213,69 @@ pub fn python(eval: &Path, script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Caller channel of a recording → `out`; every digit spandsp decodes in it → `events`.
+const CHANNEL: &str = r#"
+import json, os, sys
+sys.path.insert(0, os.environ["EVAL_DIR"])
+import soundfile as sf
+import score
+from common import read_audio
+x, fs = sf.read(sys.argv[1], dtype="int16", always_2d=True)
+assert fs == 8000 and x.shape[1] == 2, (fs, x.shape)
+sf.write(sys.argv[2], x[:, 0], fs, subtype="PCM_16")
+m = read_audio(sys.argv[2])
+ev = [dict(digit=e[2], start_ms=round(e[1] * 1000 / 8000, 1), duration_ms=40)
+      for e in score.run_spandsp(m) if e[0] == "ON"]
+json.dump(ev, open(sys.argv[3], "w"))
+print(len(ev))
+"#;
+
+/// Scores the caller channel (left) of the stereo recording `rec` with `score.py` against
+/// the labels of the cut `base` (from [`cut_call`]), writing its files under `work`; prints
+/// the report and returns, from its aggregate: in-band spans, leaked, still decodable by
+/// spandsp, by multimon-ng, RFC 4733 events, RFC 4733 forwarded, negatives falsely muted.
+pub fn score_caller_channel(eval: &Path, rec: &Path, base: &Path, work: &Path) -> Vec<u64> {
+    let masked = work.join("masked.wav");
+    let events = work.join("masked.events.json");
+    let report = work.join("score.json");
+    let s = |p: &Path| p.display().to_string();
+    python(eval, CHANNEL, &[&s(rec), &s(&masked), &s(&events)]);
+    let out = Command::new("python3")
+        .arg(eval.join("score.py"))
+        .args(["--labels", &format!("{}.json", s(base))])
+        .args(["--original", &format!("{}.wav", s(base))])
+        .args(["--masked", &s(&masked)])
+        .args(["--masked-events", &s(&events)])
+        .args(["--json", &s(&report)])
+        .env("SPANDSP_DTMF_BIN", spandsp_bin())
+        .output()
+        .expect("score.py");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "score.py failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    let verdict = python(
+        eval,
+        r#"
+import json, sys
+a = json.load(open(sys.argv[1]))["aggregate"]
+d, r, n = a["dtmf"], a["rfc4733"], a["negative_control"]
+neg = sum(v["falsely_muted"] for v in n.values())
+print(d["spans"], d["leaked"], d["still_detected_spandsp"], d["still_detected_multimon"], r["events"], r["leaked"], neg)
+"#,
+        &[&s(&report)],
+    );
+    let v: Vec<u64> = verdict
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 7, "score summary: {verdict}");
+    v
+}
+
 /// Writes `dst.{json,ulaw,wav}`: corpus call `src` between `a` and `b` ms, labels shifted;
 /// prints the in-band, RFC 4733 and negative-control counts of the cut.
 const CUT: &str = r#"

@@ -90,6 +90,8 @@ pub struct Baresip {
     child: Option<Child>,
     /// Its SIP address.
     pub sip: SocketAddr,
+    /// Its UDP console (baresip's `cons` module): [`Baresip::command`] sends to it.
+    console: SocketAddr,
     log: PathBuf,
     _dir: TempDir,
 }
@@ -142,6 +144,7 @@ impl Baresip {
         // baresip listens for TLS on its SIP port + 1.
         let sip = SocketAddr::from(([127, 0, 0, 1], port + u16::from(tls.is_some())));
         let (rtp_lo, rtp_hi) = free_media_range(8);
+        let console = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let codecs: Vec<&str> = if opts.codecs.is_empty() {
             vec!["g722", "opus", "g711"]
         } else {
@@ -167,7 +170,8 @@ impl Baresip {
              audio_source aufile,{src}\n\
              audio_alert aufile,{null}\n\
              rtp_ports {rtp_lo}-{rtp_hi}\n\
-             module_path /usr/lib/baresip/modules\n",
+             module_path /usr/lib/baresip/modules\n\
+             cons_listen {console}\n",
             null = dir.path().join("null.wav").display(),
             src = opts.source.display(),
         );
@@ -185,7 +189,7 @@ impl Baresip {
             // Before `account`: it resolves each account's `mediaenc` as it loads.
             config.push_str("module srtp.so\n");
         }
-        config.push_str("module aufile.so\nmodule account.so\nmodule menu.so\n");
+        config.push_str("module aufile.so\nmodule account.so\nmodule menu.so\nmodule cons.so\n");
         fs::write(dir.path().join("config"), config).expect("baresip config");
         // The AOR's host is the registrar when registering; else the phone's own address.
         let home = opts.register.unwrap_or(sip);
@@ -242,6 +246,7 @@ impl Baresip {
         let b = Baresip {
             child: Some(child),
             sip,
+            console,
             log,
             _dir: dir,
         };
@@ -255,6 +260,14 @@ impl Baresip {
         });
         assert!(up.is_some(), "baresip did not bind {sip}\n{}", b.log_tail());
         b
+    }
+
+    /// Types `line` at its console (the `cons` module on 127.0.0.1), as a user would at its
+    /// menu: e.g. `/sndcode 7` sends the key 7 in the call as an RFC 4733 event.
+    pub fn command(&self, line: &str) {
+        let sock = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("a UDP socket");
+        sock.send_to(format!("{line}\n").as_bytes(), self.console)
+            .expect("send to baresip's console");
     }
 
     /// Its log (ANSI colours and status lines stripped).

@@ -816,23 +816,35 @@ fn main_wav(dir: &Path) -> (u16, Vec<i16>) {
     callmask_integration::read_wav(&wav)
 }
 
-/// The issue's proof with real phones: Debian's baresip as the customer (PBX side) and as
-/// the agent, each with SIP over TLS (certificates of the test CA) and SDES-SRTP
-/// (`srtp-mand`), callmask `transport = "tls"` on both sides, verifying both phones'
-/// certificates. The call connects, the recording carries both voices with the customer's
-/// in-band keys muted, and every SIP message callmask got came over TLS.
-#[test]
-fn baresip_call_with_tls_and_srtp_on_both_legs() {
-    use callmask_integration::phones::{
-        best_alignment, channel, correlation_outside, require, Baresip, PhoneTls,
-    };
+/// A finished call between two baresip phones, each with SIP over TLS (certificates of the
+/// test CA) and SDES-SRTP (`srtp-mand`), through callmask with `transport = "tls"` on both
+/// sides (verifying both phones' certificates), its wire captured with tshark.
+struct TlsSrtpCall {
+    /// callmask, stopped (its recording written).
+    cm: Callmask,
+    /// Its metrics after the call.
+    m: callmask_integration::Metrics,
+    /// The capture (pcapng).
+    wire: PathBuf,
+    /// The phones' and callmask's logs.
+    context: String,
+}
+
+/// Plays `cust_src` (customer, dialling) against `agent_src` (agent, answering) over TLS +
+/// SRTP on both legs; `during` runs once the call is established (e.g. key presses at the
+/// customer's menu). `None` when a prerequisite is missing (already reported).
+fn tls_srtp_phone_call(
+    dir: &Path,
+    certs: &Path,
+    cust_src: PathBuf,
+    agent_src: PathBuf,
+    during: impl FnOnce(&callmask_integration::phones::Baresip),
+) -> Option<TlsSrtpCall> {
+    use callmask_integration::phones::{require, Baresip, PhoneTls};
     if !require("baresip") {
-        return;
+        return None;
     }
-    let Some((dir, certs)) = tls_prereqs() else {
-        return;
-    };
-    let f = |n: &str| file(&certs, n);
+    let f = |n: &str| file(certs, n);
     let bundle = |name: &str| {
         let path = certs.join(format!("{name}-all.pem"));
         let mut pem = std::fs::read(certs.join(format!("{name}.pem"))).expect("cert");
@@ -843,8 +855,6 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
             ca: certs.join("ca.pem"),
         }
     };
-    // The customer (the caller) hangs up first: its voice is the shorter one.
-    let (customer_voice, agent_voice, cust_src, agent_src) = phone_voices(dir.path());
     // The phones quit after `life`: build (or find) callmask first, so the agent's clock
     // does not run down while cargo works.
     let _ = callmask_integration::callmask_bin();
@@ -884,9 +894,7 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
         l.media.0,
         l.media.1
     );
-    let Some(capture) = Capture::start(dir.path(), &filter) else {
-        return;
-    };
+    let capture = Capture::start(dir, &filter)?;
     let customer = Baresip::start_tls(
         &phone("customer", cust_src),
         Some(&format!("sip:agent@{};transport=tls", cm.layout.pbx_listen)),
@@ -907,6 +915,7 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
         "no call\n{}",
         ctx(&cm)
     );
+    during(&customer);
     assert!(
         agent.wait_log("terminated", Duration::from_secs(20)),
         "no hang-up\n{}",
@@ -914,6 +923,45 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
     );
     let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
     let wire = capture.stop();
+    let context = ctx(&cm);
+    cm.stop(Duration::from_secs(10));
+    Some(TlsSrtpCall {
+        cm,
+        m,
+        wire,
+        context,
+    })
+}
+
+/// The issue's proof with real phones: Debian's baresip as the customer (PBX side) and as
+/// the agent, each with SIP over TLS and SDES-SRTP (see [`tls_srtp_phone_call`]). The call
+/// connects, the recording carries both voices with the customer's in-band keys muted, the
+/// keys it presses at its menu (RFC 4733 events inside its SRTP) are seen and muted, every
+/// SIP message callmask got came over TLS, and the wire is ciphertext.
+#[test]
+fn baresip_call_with_tls_and_srtp_on_both_legs() {
+    use callmask_integration::phones::{best_alignment, channel, correlation_outside};
+    let Some((dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    // The customer (the caller) hangs up first: its voice is the shorter one.
+    let (customer_voice, agent_voice, cust_src, agent_src) = phone_voices(dir.path());
+    let Some(call) = tls_srtp_phone_call(dir.path(), &certs, cust_src, agent_src, |customer| {
+        // Past the in-band keys (at 2 s of the customer's voice) and the first 5 s the voice
+        // is compared over: the customer presses 7 and 9 at its menu, sent as RFC 4733
+        // events inside its SRTP (the recording's alignment was checked on both sides of
+        // them: the same offset).
+        thread::sleep(Duration::from_secs(6));
+        customer.command("/sndcode 79");
+    }) else {
+        return;
+    };
+    let TlsSrtpCall {
+        cm,
+        m,
+        wire,
+        context,
+    } = call;
     let tls = m.sum(
         "callmask_sip_messages_received_total",
         &["transport=\"tls\""],
@@ -928,8 +976,8 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
     let (dec_pbx, dec_agents) = (dec("pbx"), dec("agents"));
     let auth = m.sum("callmask_srtp_packets_dropped_total", &["reason=\"auth\""]);
     let failures = m.sum("callmask_sip_tls_handshake_failures_total", &[]);
-    let context = ctx(&cm);
-    cm.stop(Duration::from_secs(10));
+    let events = m.sum("callmask_dtmf_detected_total", &["source=\"rfc4733\""]);
+    let events_muted = m.sum("callmask_masked_seconds_total", &["reason=\"rfc4733\""]);
     let (ch, wav) = main_wav(&cm.rec_dir);
     assert_eq!(ch, 2);
     let (left, right) = (channel(&wav, 0), channel(&wav, 1));
@@ -941,7 +989,7 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
         "[figure] baresip TLS + SRTP both legs: SIP over TLS {tls} messages, plain {plain}; \
          SRTP decrypted pbx {dec_pbx} agents {dec_agents}, auth failures {auth}; TLS handshake \
          failures {failures}; customer corr {c_corr:.3}, agent corr {a_corr:.3}; keys left \
-         {keys_left} of 4"
+         {keys_left} of 4; RFC 4733 keys detected {events}, muted {events_muted:.2} s"
     );
     // INVITE, ACK and BYE from the customer; the agent's 200s to INVITE and BYE.
     assert!(tls >= 5.0 && plain == 0.0, "SIP over TLS only\n{context}");
@@ -955,7 +1003,72 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
         "plaintext recorded\n{context}"
     );
     assert_eq!(keys_left, 0, "the customer's keys are muted\n{context}");
+    assert!(
+        events >= 1.0 && events_muted > 0.0,
+        "the RFC 4733 keys inside the SRTP were seen and muted\n{context}"
+    );
     check_wire(&wire, &customer_voice);
+}
+
+/// The same TLS + SRTP phone call with a labelled corpus call as the customer's voice (the
+/// cut of dev call 007 that `ng_kamailio` plays: in-band DTMF and negative controls), its
+/// recording scored with `../shared/eval/score.py` like the other end-to-end runs: 0 in-band
+/// keys leaked or still decodable (spandsp, multimon-ng), 0 negative controls muted.
+#[test]
+fn baresip_tls_srtp_call_of_a_corpus_cut_scores_clean() {
+    use callmask_integration::ng::{cut_call, ng_prerequisites, score_caller_channel};
+    use callmask_integration::phones::{voice_signal, write_wav_at};
+    let Some(eval) = callmask_integration::eval_dir("data/dev/call_007.json") else {
+        return missing("../shared/eval/data/dev/call_007 not found (set CALLMASK_SHARED)");
+    };
+    if let Some(why) = ng_prerequisites(&eval) {
+        return missing(&why);
+    }
+    let Some((dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let base = dir.path().join("cut");
+    let counts = cut_call(
+        &eval,
+        "call_007",
+        (26_000, 35_860),
+        &base,
+        &dir.path().join("cut.pcap"),
+    );
+    let agent_src = dir.path().join("agent.wav");
+    write_wav_at(&agent_src, &voice_signal(14_000, 23), 8000, 1);
+    let Some(call) = tls_srtp_phone_call(
+        dir.path(),
+        &certs,
+        base.with_extension("wav"),
+        agent_src,
+        |_| {},
+    ) else {
+        return;
+    };
+    let dec = call
+        .m
+        .sum("callmask_srtp_packets_decrypted_total", &["side=\"pbx\""]);
+    assert!(dec > 300.0, "SRTP from the customer\n{}", call.context);
+    let rec = std::fs::read_dir(&call.cm.rec_dir)
+        .expect("recordings")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "wav"))
+        .expect("a recording");
+    let v = score_caller_channel(&eval, &rec, &base, dir.path());
+    eprintln!(
+        "[figure] baresip TLS + SRTP, dev call 007 cut (in-band, RFC 4733, negatives {counts:?}): \
+         {dec} SRTP packets decrypted from the customer; score.py: {} in-band spans, {} leaked, \
+         {}/{} still decodable (spandsp/multimon), {} negatives muted",
+        v[0], v[1], v[2], v[3], v[6]
+    );
+    assert!(v[0] > 0, "the cut holds in-band DTMF: {v:?}");
+    assert_eq!(
+        (v[1], v[2], v[3], v[6]),
+        (0, 0, 0, 0),
+        "in-band leaked, still decodable (spandsp, multimon), negatives muted\n{}",
+        call.context
+    );
 }
 
 /// tshark capturing loopback into a pcapng file until stopped.
@@ -1307,8 +1420,22 @@ fn siprec_over_tls_with_srtp_to_a_sips_srs() {
         callmask_integration::UdpCapture::bind(),
         callmask_integration::UdpCapture::bind(),
     );
-    let mut call = callmask_integration::MediaCall::start(&cm, 3000);
-    call.talk(10);
+    // The customer's voice with two in-band keys (at 0.8 s and 1.6 s of 3 s), the agent's
+    // tagged frames; the first 10 frames each way start the recording.
+    let (frames, sent) = callmask_integration::synth_call_with_dtmf(3000, 800, "48");
+    assert_eq!(callmask_integration::dtmf_digit_count(&sent), 2);
+    let mut call = callmask_integration::MediaCall::start(&cm, 4000);
+    let play = |call: &mut callmask_integration::MediaCall, range: std::ops::Range<usize>| {
+        for i in range {
+            call.pbx_media.send_pcmu(call.cm_pbx, &frames[i]);
+            call.agent_media.send_pcmu(
+                call.cm_agents,
+                &callmask_integration::RtpEndpoint::payload(2, i as u32),
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    play(&mut call, 0..10);
     let invite = srs.next();
     assert!(invite.starts_with("INVITE sips:srs@"), "{invite}");
     assert!(invite.contains("Via: SIP/2.0/TLS "), "{invite}");
@@ -1336,7 +1463,7 @@ fn siprec_over_tls_with_srtp_to_a_sips_srs() {
     ));
     let ack = srs.next();
     assert!(ack.starts_with("ACK "), "{ack}");
-    call.talk(100);
+    play(&mut call, 10..frames.len());
     call.assert_completed(&cm);
     let bye = srs.next();
     assert!(bye.starts_with("BYE "), "{bye}");
@@ -1346,8 +1473,17 @@ fn siprec_over_tls_with_srtp_to_a_sips_srs() {
         (d.len() >= 80).then_some(d)
     })
     .expect("the caller stream reached the SRS");
-    let got = callmask_integration::srtp_decrypt(&key1, &wire).len();
+    let caller = callmask_integration::srtp_decrypt(&key1, &wire);
+    let got = caller.len();
     assert!(got >= 80, "the SRS decrypted {got} caller packets");
+    // Scored as the SRS would hear it: the customer's voice is there, its keys are not.
+    let pcm = callmask_integration::rtp_to_pcm(&caller);
+    assert!(
+        callmask_integration::rms(&pcm) > 1000.0,
+        "the customer's voice"
+    );
+    let digits = callmask_integration::dtmf_digit_count(&pcm);
+    assert_eq!(digits, 0, "DTMF reached the SRS");
     assert!(
         !cm.stderr().contains(&key1),
         "an SRTP key in callmask's log"
@@ -1356,7 +1492,8 @@ fn siprec_over_tls_with_srtp_to_a_sips_srs() {
     assert_eq!(m.value("callmask_siprec_sessions_established_total"), 1.0);
     eprintln!(
         "[figure] SIPREC over TLS + SRTP: INVITE/ACK/BYE over one verified TLS connection \
-         (client certificate asked), {got} caller SRTP packets decrypted at the SRS"
+         (client certificate asked), {got} caller SRTP packets decrypted at the SRS, 0 of 2 \
+         in-band keys left in them"
     );
 }
 

@@ -5,6 +5,9 @@
 //! their media: the caller plays a synthetic voice with two in-band DTMF key presses. The
 //! SRS's two RTP streams are captured by Rust receivers and turned back into PCM (and WAV,
 //! kept with `CALLMASK_E2E_KEEP=1`).
+//!
+//! The `rtp` sink's SRTP fork (`srtp_key_file`) is tested here too: it is the other recorder
+//! that sends the sanitized streams over the network, and it plays the same calls.
 #![allow(clippy::disallowed_methods)] // an e2e test reads the clock
 #![allow(clippy::unwrap_used)]
 
@@ -607,5 +610,117 @@ fn siprec_over_tcp_records_the_call() {
     eprintln!(
         "[siprec] over TCP: INVITE/ACK/BYE on callmask's connection, {} caller packets, 0 DTMF digits",
         caller.len()
+    );
+}
+
+/// An SDES key line for a key file: `AES_CM_128_HMAC_SHA1_80 inline:<base64>` of 30 bytes
+/// derived from `seed` (a test key, not a secret), and the base64 alone.
+fn test_key(seed: u8) -> (String, String) {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = (0..30u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(seed.wrapping_mul(101)) ^ 0x5a)
+        .collect();
+    let inline = base64::engine::general_purpose::STANDARD.encode(bytes);
+    (format!("AES_CM_128_HMAC_SHA1_80 inline:{inline}\n"), inline)
+}
+
+fn write_key_file(path: &Path, line: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, line).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The `rtp` sink with `srtp_key_file` (issue 14): both legs reach the recorder as SRTP
+/// that authenticates and decrypts with the shared key (every packet: `srtp_decrypt` fails
+/// on any other), the decrypted caller leg has its DTMF muted and the wire is ciphertext;
+/// a new key in the same file is used from the next call after SIGHUP, a key file others
+/// can read is refused at reload (the old key stays), and no key reaches callmask's log.
+#[test]
+fn rtp_sink_sends_srtp_with_the_shared_key_and_rotates_it_on_sighup() {
+    let dir = TempDir::new("rtp-srtp");
+    let key_file = dir.path().join("recorder-srtp.key");
+    let (line_a, key_a) = test_key(1);
+    let (line_b, key_b) = test_key(2);
+    write_key_file(&key_file, &line_a, 0o600);
+    let (caller_rx, agent_rx) = UdpCapture::bind_pair();
+    let cm = Callmask::start_with(CallmaskOpts {
+        sets: vec![
+            format!(
+                "recorder=[{{kind=\"rtp\",target=\"{}\",srtp_key_file=\"{}\"}}]",
+                caller_rx.addr(),
+                key_file.display()
+            ),
+            "masking.speech=false".into(),
+        ],
+        ..CallmaskOpts::default()
+    });
+    let (frames, sent) = synth_call_with_dtmf(3000, 800, "48");
+    assert_eq!(dtmf_digit_count(&sent), 2);
+    play_call(&cm, &frames, 3500);
+    let caller_wire = wait_for(T, || {
+        let d = caller_rx.datagrams();
+        (d.len() >= 140).then_some(d)
+    })
+    .expect("the caller leg reached the recorder");
+    let agent_wire = wait_for(T, || {
+        let d = agent_rx.datagrams();
+        (d.len() >= 140).then_some(d)
+    })
+    .expect("the agent leg reached the recorder");
+    let caller = srtp_decrypt(&key_a, &caller_wire);
+    let agent = srtp_decrypt(&key_a, &agent_wire);
+    let caller_pcm = rtp_to_pcm(&caller);
+    assert!(rms(&caller_pcm) > 1000.0 && rms(&rtp_to_pcm(&agent)) > 1000.0);
+    assert_eq!(
+        dtmf_digit_count(&caller_pcm),
+        0,
+        "DTMF leaked to the recorder"
+    );
+    assert_ne!(
+        caller[0].ssrc, agent[0].ssrc,
+        "one SSRC per leg under the key"
+    );
+    let same = caller_wire
+        .iter()
+        .zip(&caller)
+        .filter(|((w, _), p)| w.len() >= 172 && w[12..172] == p.payload[..])
+        .count();
+    assert_eq!(same, 0, "{same} packets went out in the clear");
+
+    // Rotation: a new key in the same file, SIGHUP; the next call uses it.
+    write_key_file(&key_file, &line_b, 0o600);
+    cm.signal("HUP");
+    cm.wait_metrics("one successful reload", T, |m| {
+        m.value("callmask_config_reloads_total{result=\"success\"}") == 1.0
+    });
+    let before = caller_rx.datagrams().len();
+    let (frames, _) = synth_call_with_dtmf(1500, 400, "5");
+    play_call(&cm, &frames, 2000);
+    let rotated = wait_for(T, || {
+        let d = caller_rx.datagrams();
+        (d.len() >= before + 60).then(|| d[before..].to_vec())
+    })
+    .expect("the second call reached the recorder");
+    let second = srtp_decrypt(&key_b, &rotated);
+    assert_eq!(dtmf_digit_count(&rtp_to_pcm(&second)), 0);
+
+    // A key file others can read: the reload is refused and names the key.
+    write_key_file(&key_file, &line_a, 0o644);
+    cm.signal("HUP");
+    cm.wait_metrics("one refused reload", T, |m| {
+        m.value("callmask_config_reloads_total{result=\"failure\"}") == 1.0
+    });
+    let log = cm.stderr();
+    assert!(log.contains("recorder.srtp_key_file") && log.contains("readable by others"));
+    assert!(
+        !log.contains(&key_a) && !log.contains(&key_b),
+        "an SRTP key in the log"
+    );
+    eprintln!(
+        "[figure] rtp sink SRTP: {} caller / {} agent packets authenticated and decrypted with \
+         the shared key, 0 DTMF digits; after SIGHUP the next call's {} packets under the new key",
+        caller.len(),
+        agent.len(),
+        second.len()
     );
 }

@@ -741,6 +741,7 @@ async fn rtp_sink_sends_both_legs_continuous_and_decodable() {
     let d = Driver::start(&config(vec![RecorderConfig::Rtp(RtpRecorder {
         target: HostPort::try_from(format!("127.0.0.1:{port}").as_str()).expect("target"),
         codec: RtpCodec::Pcmu,
+        srtp_key_file: None,
     })]));
     d.send(TapEvent::Start {
         call: CallRef(9),

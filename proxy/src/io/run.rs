@@ -391,6 +391,12 @@ pub async fn run_with(
         tls_side(Side::Pbx, cfg.pbx.tls.as_ref())?,
         tls_side(Side::Agents, cfg.agents.tls.as_ref())?,
     );
+    // The `rtp` sinks' SRTP keys (issue 14): a key that does not load stops the start, so a
+    // sink never runs without the encryption it was configured with.
+    let srtp_keys = rtp_sink_keys(&cfg).map_err(|problem| RunError::Config {
+        key: "recorder.srtp_key_file",
+        problem,
+    })?;
     let pbx_sock = bind_udp(pbx_listen, "PBX-side SIP", "pbx.listen").await?;
     let agents_sock = bind_udp(agents_listen, "agents-side SIP", "agents.listen").await?;
     widen_recv_buffer(&pbx_sock, "PBX-side SIP");
@@ -661,6 +667,7 @@ pub async fn run_with(
             signalling: control_tx,
             recorders: recorder_reload,
             tls: tls.clone(),
+            srtp_keys,
             sink_problems: sink_state,
             ng_drain: ng_drain_tx,
         }
@@ -719,6 +726,9 @@ struct Supervisor {
     recorders: mpsc::UnboundedSender<Vec<config::RecorderConfig>>,
     /// The TLS sides: a reload re-reads their certificate, key and CA files (rotation).
     tls: crate::core::side::BySide<Option<Arc<super::sip_tls::TlsSide>>>,
+    /// The `rtp` sinks' SRTP keys as last loaded: a reload that finds another key in the
+    /// same file rebuilds the sinks (key rotation).
+    srtp_keys: Vec<Option<crate::core::sdp::SdesKey>>,
     /// What kept sinks from recording at the last check.
     sink_problems: Vec<String>,
     /// Tells the NG task to drain.
@@ -819,12 +829,24 @@ impl Supervisor {
                 }
             }
         }
+        let srtp_keys = match rtp_sink_keys(&new) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(
+                    key = "recorder.srtp_key_file",
+                    "configuration reload refused, the running configuration stays in force: {e}"
+                );
+                return refuse(&self.metrics);
+            }
+        };
         for w in new.warnings() {
             tracing::warn!(key = w.key, "{w}");
         }
         self.tcp_limits.update(&new.limits);
         self.policy.send_replace(media_policy(&new));
-        if new.recorders != self.current.recorders {
+        let rotated = srtp_keys != self.srtp_keys;
+        self.srtp_keys = srtp_keys;
+        if new.recorders != self.current.recorders || rotated {
             self.metrics.recorder().set_tap_sinks(tap_sink_kinds(&new));
             check_sinks(&new, &self.readiness, &mut self.sink_problems);
             let _ = self.recorders.send(new.recorders.clone());
@@ -841,6 +863,23 @@ impl Supervisor {
         self.metrics.config_reloaded(ReloadResult::Success);
         self.current = new;
     }
+}
+
+/// Every `rtp` sink's SRTP key (`srtp_key_file`), read and checked, in the order of the
+/// sinks (`None`: plain RTP); the first file that does not load, as an error.
+fn rtp_sink_keys(cfg: &config::Config) -> Result<Vec<Option<crate::core::sdp::SdesKey>>, String> {
+    cfg.recorders
+        .iter()
+        .filter_map(|r| match r {
+            config::RecorderConfig::Rtp(r) => Some(r.srtp_key_file.as_deref()),
+            _ => None,
+        })
+        .map(|f| {
+            f.map(super::recorder::load_srtp_key)
+                .transpose()
+                .map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// The sink kinds of `cfg`'s recorders, in order (the recorder metrics count per sink).

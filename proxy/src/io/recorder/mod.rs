@@ -41,6 +41,8 @@ mod sink;
 mod siprec;
 mod wav;
 
+pub use rtp::{load_srtp_key, SrtpKeyFileError};
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,7 +207,23 @@ fn build_sink(r: &config::RecorderConfig, metrics: &Arc<Metrics>) -> Option<Box<
     match r {
         config::RecorderConfig::Wav(w) => Some(Box::new(wav::WavSink::new(w, metrics.clone()))),
         config::RecorderConfig::Rtp(r) => match resolve(r.target.host(), r.target.port()) {
-            Some(addr) => Some(Box::new(rtp::RtpSink::new(addr, metrics.clone()))),
+            Some(addr) => {
+                // Read again here (a reload checked it first): a key that no longer loads
+                // leaves the sink out, never sending plain RTP in its place.
+                let srtp = match r.srtp_key_file.as_deref().map(rtp::load_srtp_key) {
+                    None => None,
+                    Some(Ok(key)) => Some(key),
+                    Some(Err(e)) => {
+                        metrics.recorder().recorder_error(SinkKind::Rtp);
+                        tracing::error!(
+                            key = "recorder.srtp_key_file",
+                            "rtp recorder: {e}; sink skipped"
+                        );
+                        return None;
+                    }
+                };
+                Some(Box::new(rtp::RtpSink::new(addr, srtp, metrics.clone())))
+            }
             None => {
                 tracing::error!(
                     host = r.target.host(),

@@ -13,10 +13,17 @@
 //!   a longer gap advances the timestamp without packets and marks the next packet.
 //! - Never blocking: the socket is non-blocking; a packet that cannot be sent at once is
 //!   dropped and counted (`callmask_recorder_queue_dropped_frames_total{sink="rtp"}`).
+//! - SRTP (`srtp_key_file`): the fork has no signalling to carry a key, so the recorder and
+//!   callmask share one SDES master key out of band (a file, re-read at every reload). Every
+//!   packet is protected with it, none is ever sent plain. RFC 3711 §9.1 allows one master
+//!   key for many streams only when their SSRCs differ (the same SSRC and index under one key
+//!   reuses keystream), so a sink hands out SSRCs from a counter, not at random: unique for
+//!   2^32 streams per key file load.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
@@ -24,6 +31,7 @@ use tokio::task::JoinHandle;
 use super::sink::{CallEnd, CallStart, RecorderSink};
 use crate::core::proxy::{CallRef, Side};
 use crate::core::relay::rtp::RtpHeader;
+use crate::core::sdp::{Crypto, SdesError, SdesKey};
 use crate::core::side::BySide;
 use crate::metrics::{Label, Metrics, SinkKind};
 
@@ -111,10 +119,14 @@ impl Sent {
 
 impl Leg {
     fn new(dest: SocketAddr) -> Self {
+        Self::with_ssrc(dest, rand::random())
+    }
+
+    fn with_ssrc(dest: SocketAddr, ssrc: u32) -> Self {
         Leg {
             dest,
             crypto: None,
-            ssrc: rand::random(),
+            ssrc,
             seq: rand::random(),
             ts: rand::random(),
             pos: None,
@@ -231,18 +243,34 @@ pub(super) struct RtpCall {
 }
 
 impl RtpCall {
-    /// Open the call's socket toward `target`.
-    pub(super) fn open(target: Target) -> io::Result<RtpCall> {
+    /// Open the call's socket toward `target`; with `srtp`, both legs are SRTP under that
+    /// key with the SSRCs given (unique under the key: see the module docs).
+    pub(super) fn open(target: Target, srtp: Option<(&SdesKey, [u32; 2])>) -> io::Result<RtpCall> {
         let bind: SocketAddr = if target.caller.is_ipv4() {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
+        let legs = match srtp {
+            None => BySide::new(Leg::new(target.caller), Leg::new(target.agent)),
+            Some((key, [a, b])) => {
+                let refused = || io::Error::new(io::ErrorKind::InvalidInput, "SRTP key refused");
+                let mut legs = BySide::new(
+                    Leg::with_ssrc(target.caller, a),
+                    Leg::with_ssrc(target.agent, b),
+                );
+                for side in Side::BOTH {
+                    legs[side].crypto =
+                        Some(crate::core::media::SendCrypto::new(key).ok_or_else(refused)?);
+                }
+                legs
+            }
+        };
         let sock = UdpSocket::bind(bind)?;
         sock.set_nonblocking(true)?;
         Ok(RtpCall {
             socks: vec![sock],
-            legs: BySide::new(Leg::new(target.caller), Leg::new(target.agent)),
+            legs,
         })
     }
 
@@ -298,6 +326,8 @@ impl RtpCall {
 /// A configured `rtp` sink: per call, its own socket sending the two legs to the target.
 pub(super) struct RtpSink {
     target: Target,
+    /// SRTP master key (`srtp_key_file`) and the next SSRC to hand out under it.
+    srtp: Option<(SdesKey, u32)>,
     metrics: Arc<Metrics>,
     calls: HashMap<CallRef, SinkCall>,
 }
@@ -312,13 +342,113 @@ struct SinkCall {
 
 impl RtpSink {
     /// The sink sending to `target` (the caller's leg; the agent's two ports up).
-    pub(super) fn new(target: SocketAddr, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(target: SocketAddr, srtp: Option<SdesKey>, metrics: Arc<Metrics>) -> Self {
         RtpSink {
             target: Target::new(target),
+            srtp: srtp.map(|k| (k, rand::random())),
             metrics,
             calls: HashMap::new(),
         }
     }
+}
+
+/// Why an `rtp` sink's `srtp_key_file` cannot be used. Never shows the file's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum SrtpKeyFileError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        error: io::Error,
+    },
+    /// Others may read it, or others than its owner may change it.
+    #[error("{path} is {what} (mode {mode:o}): a key must be readable only by its owner and callmask's group; run chmod 0640 (or 0600) on it")]
+    Mode {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The text is not one key of a supported suite.
+    #[error("{path} does not hold one SRTP key: {problem}; write one line `AES_CM_128_HMAC_SHA1_80 inline:<base64 of 30 random bytes>` (e.g. from `openssl rand -base64 30`)")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong (never the contents).
+        problem: &'static str,
+    },
+}
+
+/// Reads an `rtp` sink's SRTP master key: one line `SUITE inline:<base64 key||salt>` (the
+/// suite and key parameters of an SDP `a=crypto` line, which may also be pasted whole as
+/// `a=crypto:1 SUITE inline:…`), any suite callmask terminates, no MKI. The file must be
+/// neither readable by others nor writable by anyone but its owner (it is a secret, and a
+/// key someone else can replace would send the recordings to whoever chose it).
+pub fn load_srtp_key(path: &Path) -> Result<SdesKey, SrtpKeyFileError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    use zeroize::Zeroize as _;
+    let shown = path.display().to_string();
+    let read = |error| SrtpKeyFileError::Read {
+        path: shown.clone(),
+        error,
+    };
+    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
+    let bad = if mode & 0o022 != 0 {
+        Some("writable by group or others")
+    } else if mode & 0o004 != 0 {
+        Some("readable by others")
+    } else {
+        None
+    };
+    if let Some(what) = bad {
+        return Err(SrtpKeyFileError::Mode {
+            path: shown,
+            what,
+            mode,
+        });
+    }
+    let mut text = std::fs::read_to_string(path).map_err(read)?;
+    let key = parse_srtp_key(&text).map_err(|problem| SrtpKeyFileError::Format {
+        path: shown,
+        problem,
+    });
+    text.zeroize();
+    key
+}
+
+/// The key of a key file's text (see [`load_srtp_key`]).
+fn parse_srtp_key(text: &str) -> Result<SdesKey, &'static str> {
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let line = lines.next().ok_or("it is empty")?;
+    if lines.next().is_some() {
+        return Err("it has more than one key line");
+    }
+    let crypto = match line.strip_prefix("a=crypto:") {
+        Some(value) => Crypto::parse(value).ok_or("the a=crypto line is malformed")?,
+        None => {
+            let mut it = line.split_ascii_whitespace();
+            let (Some(suite), Some(key_params), None) = (it.next(), it.next(), it.next()) else {
+                return Err("the line is not `SUITE inline:KEY`");
+            };
+            Crypto {
+                tag: 1,
+                suite,
+                key_params,
+            }
+        }
+    };
+    SdesKey::from_crypto(&crypto).map_err(|e| match e {
+        SdesError::Suite => "the suite is not one callmask supports",
+        SdesError::Mki => "an MKI is not supported",
+        _ => "the key is not inline:<base64> of the suite's key and salt length",
+    })
 }
 
 impl RecorderSink for RtpSink {
@@ -330,7 +460,12 @@ impl RecorderSink for RtpSink {
         self.metrics
             .recorder()
             .recorder_session_opened(SinkKind::Rtp);
-        let rtp = match RtpCall::open(self.target) {
+        let srtp = self.srtp.as_mut().map(|(key, next)| {
+            let ssrcs = [*next, next.wrapping_add(1)];
+            *next = next.wrapping_add(2);
+            (&*key, ssrcs)
+        });
+        let rtp = match RtpCall::open(self.target, srtp) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.metrics.recorder().recorder_error(SinkKind::Rtp);
@@ -418,10 +553,13 @@ mod tests {
     fn gaps_are_filled_and_sequence_is_continuous() {
         let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = rx.local_addr().expect("addr");
-        let mut call = RtpCall::open(Target {
-            caller: addr,
-            agent: addr,
-        })
+        let mut call = RtpCall::open(
+            Target {
+                caller: addr,
+                agent: addr,
+            },
+            None,
+        )
         .expect("open");
         call.frame(Side::Pbx, 1000, &[1000; 100]);
         call.frame(Side::Pbx, 1100, &[1000; 100]); // 200 queued → 1 packet
@@ -450,10 +588,13 @@ mod tests {
     fn a_long_gap_jumps_the_timestamp_and_marks() {
         let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = rx.local_addr().expect("addr");
-        let mut call = RtpCall::open(Target {
-            caller: addr,
-            agent: addr,
-        })
+        let mut call = RtpCall::open(
+            Target {
+                caller: addr,
+                agent: addr,
+            },
+            None,
+        )
         .expect("open");
         call.frame(Side::Agents, 0, &[0; 100]);
         call.frame(Side::Agents, 100 + MAX_FILL + 1000, &[0; 160]);
@@ -465,6 +606,131 @@ mod tests {
             100 + MAX_FILL + 1000
         );
         assert_eq!(pkts[1][1], 0x80);
+    }
+
+    const KEY_LINE: &str =
+        "AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+    fn write_key(dir: &Path, text: &str, mode: u32) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = dir.join("rec.key");
+        std::fs::write(&p, text).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("callmask-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    }
+
+    /// The key file: a bare `SUITE inline:KEY` line or a pasted `a=crypto` line, comments
+    /// allowed; anything else, a loose mode or a second key is refused naming the file and
+    /// never showing what it holds.
+    #[test]
+    fn srtp_key_files_are_parsed_and_checked() {
+        let dir = temp_dir("srtp-key");
+        let ok = write_key(&dir, &format!("# recorder key\n{KEY_LINE}\n"), 0o600);
+        let key = load_srtp_key(&ok).expect("a bare key line");
+        assert_eq!(
+            key.suite(),
+            crate::core::sdp::SrtpSuite::AesCm128HmacSha1_80
+        );
+        let pasted = write_key(&dir, &format!("a=crypto:7 {KEY_LINE}"), 0o640);
+        assert_eq!(load_srtp_key(&pasted).expect("an a=crypto line"), key);
+        let gcm = write_key(
+            &dir,
+            "AEAD_AES_128_GCM inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==",
+            0o600,
+        );
+        assert_eq!(
+            load_srtp_key(&gcm).expect("GCM").suite(),
+            crate::core::sdp::SrtpSuite::AeadAes128Gcm
+        );
+        let secret = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        for (text, mode, needle) in [
+            (KEY_LINE, 0o644, "readable by others"),
+            (KEY_LINE, 0o620, "writable by group"),
+            ("", 0o600, "empty"),
+            ("AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=", 0o600, "length"),
+            (
+                "F8_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+                0o600,
+                "suite",
+            ),
+            (&format!("{KEY_LINE}|2^20|1:4"), 0o600, "MKI"),
+            (&format!("{KEY_LINE}\n{KEY_LINE}"), 0o600, "more than one"),
+        ] {
+            let p = write_key(&dir, text, mode);
+            let e = load_srtp_key(&p).expect_err(text).to_string();
+            assert!(e.contains(needle) && e.contains("rec.key"), "{e}");
+            assert!(!e.contains(secret), "the key in an error: {e}");
+        }
+        let missing = load_srtp_key(&dir.join("none.key")).expect_err("missing");
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With a key every packet of both legs goes out as SRTP that authenticates and
+    /// decrypts with that key (none plain), and the legs of successive calls under the one
+    /// key never share an SSRC.
+    #[test]
+    fn srtp_legs_are_protected_with_the_key_and_ssrcs_never_repeat() {
+        use rtc_srtp::crypto::RTCCryptoProvider as _;
+        static PROVIDER: rtc_srtp::crypto::providers::RingProvider =
+            rtc_srtp::crypto::providers::RingProvider::new();
+        let key = parse_srtp_key(KEY_LINE).expect("key");
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = rx.local_addr().expect("addr");
+        let mut sink = RtpSink::new(addr, Some(key.clone()), Arc::new(Metrics::new()));
+        sink.target = Target {
+            caller: addr,
+            agent: addr,
+        };
+        let info = crate::core::siprec::RecordingInfo::default();
+        for call in [CallRef(1), CallRef(2)] {
+            sink.start(
+                call,
+                &CallStart {
+                    name: "x",
+                    info: &info,
+                },
+            );
+            sink.frame(call, Side::Pbx, 0, &[1000; 320]);
+            sink.frame(call, Side::Agents, 0, &[-1000; 160]);
+        }
+        let pkts = recv_all(&rx);
+        assert_eq!(pkts.len(), 6);
+        let mut ctx = rtc_srtp::context::Context::new(
+            key.key(),
+            key.salt(),
+            rtc_srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
+            None,
+            None,
+            PROVIDER.crypto(),
+        )
+        .expect("context");
+        let mut ssrcs = std::collections::HashSet::new();
+        for p in &pkts {
+            assert_eq!(
+                p.len(),
+                HEADER + PTIME + 10,
+                "an 80-bit tag on every packet"
+            );
+            let plain = ctx.decrypt_rtp(p).expect("authenticates with the key");
+            ssrcs.insert(u32::from_be_bytes([
+                plain[8], plain[9], plain[10], plain[11],
+            ]));
+            let pcm = dsp::g711::ulaw_to_linear(plain[HEADER + 5]);
+            assert!((pcm.abs() - 1000).abs() < 40, "the audio inside");
+            assert_ne!(
+                &p[HEADER..HEADER + PTIME],
+                &plain[HEADER..],
+                "ciphertext on the wire"
+            );
+        }
+        assert_eq!(ssrcs.len(), 4, "two calls, two legs each, four SSRCs");
     }
 
     #[test]
