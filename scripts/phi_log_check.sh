@@ -196,11 +196,18 @@ EOF
 # callmask: debug level, JSON logs, numbers hashed (the default), a WAV recorder.
 # The HTTP API is closed without a token (issue 13): give one through the environment.
 API_TOKEN="phi-check-$RANDOM$RANDOM$RANDOM"
+# An `rtp` recorder over SRTP (issue 14) with a random key in a file outside $OUT (the file
+# itself is where the key belongs); its key is searched for like the calls' SDES keys. The
+# fork goes to a port nobody listens on: what matters is that callmask loaded and used it.
+REC_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(30)).decode())')
+printf 'AES_CM_128_HMAC_SHA1_80 inline:%s\n' "$REC_KEY" >"$WORK/recorder-srtp.key"
+chmod 0600 "$WORK/recorder-srtp.key"
+P_RTPREC=$((MEDIA + 200))
 (cd "$OUT/cwd" && CALLMASK_HTTP_TOKEN="$API_TOKEN" exec "$CALLMASK_BIN" run \
   --set "pbx.listen=\"127.0.0.1:$P_PBX\"" --set "agents.listen=\"127.0.0.1:$P_AG\"" \
   --set "pbx.peer=\"127.0.0.1:$P_PBXPEER\"" --set "agents.peer=\"127.0.0.1:$P_AGPEER\"" \
   --set "http.listen=\"127.0.0.1:$P_HTTP\"" --set "media.ports=\"$MEDIA-$((MEDIA + 99))\"" \
-  --set "recorder=[{kind=\"wav\",dir=\"$OUT/rec\"}]" \
+  --set "recorder=[{kind=\"wav\",dir=\"$OUT/rec\"},{kind=\"rtp\",target=\"127.0.0.1:$P_RTPREC\",srtp_key_file=\"$WORK/recorder-srtp.key\"}]" \
   --set masking.lookahead_ms=80 --set masking.speech=false --set 'agents.srtp="optional"' \
   --set 'log.level="debug"' --set 'log.format="json"' \
   >"$OUT/stdout.log" 2>"$OUT/stderr.log") &
@@ -290,6 +297,10 @@ rfc=$(metric 'callmask_dtmf_detected_total{source="rfc4733"}')
 [ "${inband:-0}" -ge "$CALLS" ] 2>/dev/null && [ "${rfc:-0}" -ge "$CALLS" ] 2>/dev/null \
   && ok "control: callmask detected the RTP keys (dtmf_detected{inband}=$inband, {rfc4733}=$rfc)" \
   || bad "control: RTP DTMF not detected (inband=${inband:-?} rfc4733=${rfc:-?}, want >= $CALLS each)"
+rtp_bytes=$(metric 'callmask_recorder_bytes_total{sink="rtp"}')
+[ "${rtp_bytes:-0}" -gt 0 ] 2>/dev/null \
+  && ok "control: the rtp recorder sent SRTP under the key file (recorder_bytes{rtp}=$rtp_bytes)" \
+  || bad "control: recorder_bytes{rtp}=${rtp_bytes:-?}: the SRTP rtp recorder sent nothing"
 grep -qF "$SDES_KEY" "$SIPP/uac_srtp_msg.log" && [ -n "$CM_KEY" ] \
   && ok "control: the offered SDES key and callmask's own answer key were on the wire" \
   || bad "control: SDES keys not seen on the wire (callmask's answer key: ${CM_KEY:-none})"
@@ -331,5 +342,6 @@ search_key() { # DESCRIPTION KEY (fixed string)
 search_key "SDES key offered by the PBX" "$SDES_KEY"
 search_key "SDES key of callmask's own answer" "$CM_KEY"
 search "SDES attribute" 'a=crypto|inline:'
+search_key "SRTP key of the rtp recorder (srtp_key_file)" "$REC_KEY"
 
 finish
