@@ -1318,6 +1318,17 @@ impl RtpEndpoint {
     /// Send one PCMU (PT 0) packet of `payload` (160 bytes = 20 ms) to `dest`, advancing
     /// sequence number and timestamp. Returns the payload sent.
     pub fn send_pcmu(&mut self, dest: SocketAddr, payload: &[u8]) -> Vec<u8> {
+        self.send_with(dest, payload, |p| p)
+    }
+
+    /// [`Self::send_pcmu`] with the whole packet passed through `wrap` before it leaves
+    /// (e.g. SRTP protection, see [`srtp_context`]). Returns the payload.
+    pub fn send_with(
+        &mut self,
+        dest: SocketAddr,
+        payload: &[u8],
+        wrap: impl FnOnce(Vec<u8>) -> Vec<u8>,
+    ) -> Vec<u8> {
         let mut p = Vec::with_capacity(12 + payload.len());
         p.push(0x80);
         p.push(0); // PT 0 = PCMU, no marker
@@ -1325,7 +1336,7 @@ impl RtpEndpoint {
         p.extend_from_slice(&self.ts.to_be_bytes());
         p.extend_from_slice(&self.ssrc.to_be_bytes());
         p.extend_from_slice(payload);
-        self.sock.send_to(&p, dest).unwrap();
+        self.sock.send_to(&wrap(p), dest).unwrap();
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(payload.len() as u32);
         payload.to_vec()
@@ -1767,9 +1778,9 @@ impl MediaCall {
     }
 }
 
-/// Decrypts SRTP packets with the SDES key `inline` (AES_CM_128_HMAC_SHA1_80, base64 key ||
-/// salt) as the SRS would.
-pub fn srtp_decrypt(inline: &str, packets: &[(Vec<u8>, SocketAddr)]) -> Vec<RtpPacket> {
+/// An SRTP context for the SDES key `inline` (AES_CM_128_HMAC_SHA1_80, base64 key || salt):
+/// `encrypt_rtp` protects as a peer holding that key would, `decrypt_rtp` checks and opens.
+pub fn srtp_context(inline: &str) -> rtc_srtp::context::Context {
     use base64::Engine as _;
     use rtc_srtp::crypto::RTCCryptoProvider as _;
     static PROVIDER: rtc_srtp::crypto::providers::RingProvider =
@@ -1778,7 +1789,7 @@ pub fn srtp_decrypt(inline: &str, packets: &[(Vec<u8>, SocketAddr)]) -> Vec<RtpP
         .decode(inline)
         .unwrap();
     assert_eq!(material.len(), 30, "16-byte key + 14-byte salt");
-    let mut ctx = rtc_srtp::context::Context::new(
+    rtc_srtp::context::Context::new(
         &material[..16],
         &material[16..],
         rtc_srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
@@ -1786,7 +1797,13 @@ pub fn srtp_decrypt(inline: &str, packets: &[(Vec<u8>, SocketAddr)]) -> Vec<RtpP
         None,
         PROVIDER.crypto(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Decrypts SRTP packets with the SDES key `inline` (AES_CM_128_HMAC_SHA1_80, base64 key ||
+/// salt) as the SRS would.
+pub fn srtp_decrypt(inline: &str, packets: &[(Vec<u8>, SocketAddr)]) -> Vec<RtpPacket> {
+    let mut ctx = srtp_context(inline);
     packets
         .iter()
         .map(|(b, from)| {

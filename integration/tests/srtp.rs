@@ -4,6 +4,8 @@
 //! - An offer callmask cannot decrypt is answered 488 toward the offerer by default.
 //! - With `media.undecodable = "relay-muted"` it is relayed end to end (the peers' own keys)
 //!   and the recording is silence, never the ciphertext decoded as G.711.
+//! - A supported suite is terminated: packets that fail authentication (a flipped tag bit)
+//!   are dropped and counted, never relayed or recorded.
 #![allow(clippy::disallowed_methods)] // an e2e test reads the clock
 #![allow(clippy::unwrap_used)]
 
@@ -143,4 +145,159 @@ fn relay_muted_srtp_call_records_silence() {
     assert!(sidecar.contains("fail_closed"), "{sidecar}");
     assert!(!sidecar.contains(PBX_KEY) && !sidecar.contains(AGENT_KEY));
     assert!(!cm.stderr().contains(PBX_KEY), "keys never logged");
+}
+
+/// Power of `freq` Hz in `x` (8 kHz) relative to the signal's total power (Goertzel).
+fn tone_share(x: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 8000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = f64::from(v) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    let total: f64 = x.iter().map(|&v| f64::from(v).powi(2)).sum();
+    if total == 0.0 {
+        0.0
+    } else {
+        2.0 * power / (x.len() as f64 * total)
+    }
+}
+
+/// Terminated SDES-SRTP (AES_CM_128_HMAC_SHA1_80) with tampering: the PBX side sends 100
+/// SRTP packets under its key, every 10th of them carrying a loud 1 kHz tone and a flipped
+/// bit in its authentication tag. The 10 tampered packets are dropped and counted
+/// (`callmask_srtp_packets_dropped_total{reason="auth"}`): the agent gets the other 90,
+/// re-encrypted under callmask's own key (the one in the SDP it was sent), none with the
+/// tone, and the recording holds no trace of the tone.
+#[test]
+fn tampered_srtp_packets_are_dropped_counted_and_never_recorded() {
+    let mut cm = Callmask::start_with(CallmaskOpts {
+        sets: vec!["masking.speech=false".into()],
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let dir = TempDir::new("srtp_tampered");
+    let mut pbx_media = RtpEndpoint::bind();
+    let agent_rx = UdpCapture::bind();
+    let re = l.media_rtp_port_regex();
+    let uas_file = dir.path().join("uas_port");
+    let uac_file = dir.path().join("uac_port");
+    let suite = "AES_CM_128_HMAC_SHA1_80";
+    let mut uas = Sipp::new(
+        Scenario::file("uas_srtp_call.xml")
+            .with("MEDIA_RE", re.clone())
+            .with("SUITE", suite)
+            .with("KEY", AGENT_KEY),
+        l.agents_peer.port(),
+    )
+    .set("mport", agent_rx.addr().port())
+    .set("portfile", uas_file.display())
+    .spawn();
+    let mut uac = Sipp::new(
+        Scenario::file("uac_srtp_call.xml")
+            .with("MEDIA_RE", re)
+            .with("SUITE", suite)
+            .with("KEY", PBX_KEY),
+        l.pbx_peer.port(),
+    )
+    .remote(l.pbx_listen)
+    .pause_ms(3000)
+    .set("mport", pbx_media.port())
+    .set("portfile", uac_file.display())
+    .spawn();
+    let port = |f: &std::path::Path| -> u16 {
+        wait_file_line(f, Duration::from_secs(8))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no media port in {}\n{}", f.display(), cm.log_tail()))
+    };
+    let _ = port(&uas_file);
+    let cm_pbx_port = port(&uac_file);
+    // Terminated: each peer got a key of callmask's own, not the other's.
+    let key = |f: &std::path::Path| wait_file_line(&f.with_extension("key"), T).unwrap();
+    let toward_agent = key(&uas_file);
+    assert!(toward_agent != PBX_KEY && key(&uac_file) != AGENT_KEY);
+
+    let (voice, _) = synth_call_with_dtmf(2000, 5000, "");
+    let tone: Vec<u8> = (0..160)
+        .map(|k| {
+            let s = 12_000.0 * (2.0 * std::f64::consts::PI * 1000.0 * f64::from(k) / 8000.0).sin();
+            dsp::g711::linear_to_ulaw(s as i16)
+        })
+        .collect();
+    let mut ctx = srtp_context(PBX_KEY);
+    let to_pbx_side = SocketAddr::from((LOCALHOST, cm_pbx_port));
+    let mut tampered = 0;
+    for (i, f) in voice.iter().enumerate() {
+        let tamper = i % 10 == 5;
+        let payload = if tamper { &tone } else { f };
+        pbx_media.send_with(to_pbx_side, payload, |p| {
+            let mut s = ctx.encrypt_rtp(&p).unwrap().to_vec();
+            if tamper {
+                let last = s.len() - 1;
+                s[last] ^= 0x01;
+            }
+            s
+        });
+        tampered += usize::from(tamper);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wire = wait_for(T, || {
+        let d = agent_rx.datagrams();
+        (d.len() >= voice.len() - tampered).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("the agent got {} packets", agent_rx.datagrams().len()));
+    uac.wait().assert_success("UAC", &cm);
+    uas.wait().assert_success("UAS", &cm);
+    let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
+    let auth = m.sum(
+        "callmask_srtp_packets_dropped_total",
+        &["reason=\"auth\"", "side=\"pbx\""],
+    );
+    let decrypted = m.sum("callmask_srtp_packets_decrypted_total", &["side=\"pbx\""]);
+    // What reached the agent: every packet authenticates under callmask's key toward it.
+    let relayed = srtp_decrypt(&toward_agent, &wire);
+    assert_eq!(
+        relayed.len(),
+        voice.len() - tampered,
+        "only the genuine packets"
+    );
+    assert!(
+        relayed.iter().all(|p| p.payload != tone),
+        "a tampered packet's audio was relayed"
+    );
+    assert_eq!(auth, tampered as f64, "{}", m.callmask_lines());
+    assert_eq!(decrypted, (voice.len() - tampered) as f64);
+    let st = cm.stop(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{}", cm.log_tail());
+    let wav = std::fs::read_dir(&cm.rec_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "wav"))
+        .expect("a recording");
+    let (_, samples) = read_wav(&wav);
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let (share_rec, share_tone) = (
+        tone_share(&left, 1000.0),
+        tone_share(
+            &tone
+                .iter()
+                .map(|&b| dsp::g711::ulaw_to_linear(b))
+                .collect::<Vec<_>>(),
+            1000.0,
+        ),
+    );
+    eprintln!(
+        "[figure] tampered SRTP: {tampered} of {} packets with a flipped tag bit dropped \
+         (auth {auth}), {} relayed re-encrypted under callmask's key, 1 kHz share of the \
+         recording {share_rec:.4} (of a tampered payload {share_tone:.2})",
+        voice.len(),
+        relayed.len()
+    );
+    assert!(rms(&left) > 1000.0, "the genuine voice was recorded");
+    assert!(
+        share_rec < 0.01,
+        "the tampered tone reached the recording: {share_rec}"
+    );
 }
