@@ -840,97 +840,158 @@ fn tls_srtp_phone_call(
     agent_src: PathBuf,
     during: impl FnOnce(&callmask_integration::phones::Baresip),
 ) -> Option<TlsSrtpCall> {
-    use callmask_integration::phones::{require, Baresip, PhoneTls};
-    if !require("baresip") {
-        return None;
-    }
-    let f = |n: &str| file(certs, n);
-    let bundle = |name: &str| {
-        let path = certs.join(format!("{name}-all.pem"));
-        let mut pem = std::fs::read(certs.join(format!("{name}.pem"))).expect("cert");
-        pem.extend(std::fs::read(certs.join(format!("{name}.key"))).expect("key"));
-        std::fs::write(&path, pem).expect("bundle");
-        PhoneTls {
-            cert_and_key: path,
-            ca: certs.join("ca.pem"),
+    let phones = TlsSrtpPhones::start(dir, certs, cust_src, agent_src, AgentLeg::TlsSrtp, &[])?;
+    Some(phones.finish(during))
+}
+
+/// How the agent's phone is connected in [`TlsSrtpPhones`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AgentLeg {
+    /// SIP over TLS and `srtp-mand`, like the customer.
+    TlsSrtp,
+    /// SIP over UDP and plain RTP (callmask's agents' side `udp+tcp`).
+    Plain,
+}
+
+/// The customer (TLS + SRTP) dialling through callmask to the agent, not yet finished.
+struct TlsSrtpPhones {
+    cm: Callmask,
+    customer: callmask_integration::phones::Baresip,
+    agent: callmask_integration::phones::Baresip,
+    capture: Capture,
+}
+
+impl TlsSrtpPhones {
+    /// Starts the agent, callmask (with `sets` added) and the customer, who dials at once.
+    /// `None` when a prerequisite is missing (already reported).
+    fn start(
+        dir: &Path,
+        certs: &Path,
+        cust_src: PathBuf,
+        agent_src: PathBuf,
+        agent_leg: AgentLeg,
+        sets: &[&str],
+    ) -> Option<TlsSrtpPhones> {
+        use callmask_integration::phones::{require, Baresip, PhoneTls};
+        if !require("baresip") {
+            return None;
         }
-    };
-    // The phones quit after `life`: build (or find) callmask first, so the agent's clock
-    // does not run down while cargo works.
-    let _ = callmask_integration::callmask_bin();
-    let life = Duration::from_secs(40);
-    let phone = |user: &str, source: PathBuf| pcmu_phone(user, source, "tcp");
-    let agent = Baresip::start_tls(
-        &phone("agent", agent_src),
-        None,
-        life,
-        Some("srtp-mand"),
-        &bundle("agent"),
-    );
-    let mut cm = Callmask::start_with(CallmaskOpts {
-        agents_peer: false,
-        sets: vec![
-            "pbx.transport=\"tls\"".into(),
+        let f = |n: &str| file(certs, n);
+        let bundle = |name: &str| {
+            let path = certs.join(format!("{name}-all.pem"));
+            let mut pem = std::fs::read(certs.join(format!("{name}.pem"))).expect("cert");
+            pem.extend(std::fs::read(certs.join(format!("{name}.key"))).expect("key"));
+            std::fs::write(&path, pem).expect("bundle");
+            PhoneTls {
+                cert_and_key: path,
+                ca: certs.join("ca.pem"),
+            }
+        };
+        // The phones quit after `life`: build (or find) callmask first, so the agent's clock
+        // does not run down while cargo works.
+        let _ = callmask_integration::callmask_bin();
+        let life = Duration::from_secs(40);
+        let phone = |user: &str, source: PathBuf| pcmu_phone(user, source, "tcp");
+        let agent = match agent_leg {
+            AgentLeg::TlsSrtp => Baresip::start_tls(
+                &phone("agent", agent_src),
+                None,
+                life,
+                Some("srtp-mand"),
+                &bundle("agent"),
+            ),
+            AgentLeg::Plain => Baresip::start(&pcmu_phone("agent", agent_src, "udp"), None, life),
+        };
+        let mut all_sets = vec![
+            "pbx.transport=\"tls\"".to_owned(),
             format!("pbx.tls.cert_file=\"{}\"", f("callmask.pem")),
             format!("pbx.tls.key_file=\"{}\"", f("callmask.key")),
             format!("pbx.tls.ca_file=\"{}\"", f("ca.pem")),
-            "agents.transport=\"tls\"".into(),
             format!("agents.peer=\"{}\"", agent.sip),
-            format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
-            format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
-            format!("agents.tls.ca_file=\"{}\"", f("ca.pem")),
             "masking.speech=false".into(),
-        ],
-        ..CallmaskOpts::default()
-    });
-    // The wire, from before the customer dials: callmask's two TLS ports, the agent's, and
-    // the media range.
-    let l = cm.layout;
-    let filter = format!(
-        "tcp port {} or tcp port {} or tcp port {} or udp portrange {}-{}",
-        l.pbx_listen.port(),
-        l.agents_listen.port(),
-        agent.sip.port(),
-        l.media.0,
-        l.media.1
-    );
-    let capture = Capture::start(dir, &filter)?;
-    let customer = Baresip::start_tls(
-        &phone("customer", cust_src),
-        Some(&format!("sip:agent@{};transport=tls", cm.layout.pbx_listen)),
-        life,
-        Some("srtp-mand"),
-        &bundle("pbx"),
-    );
-    let ctx = |cm: &Callmask| {
+        ];
+        if agent_leg == AgentLeg::TlsSrtp {
+            all_sets.extend([
+                "agents.transport=\"tls\"".to_owned(),
+                format!("agents.tls.cert_file=\"{}\"", f("callmask.pem")),
+                format!("agents.tls.key_file=\"{}\"", f("callmask.key")),
+                format!("agents.tls.ca_file=\"{}\"", f("ca.pem")),
+            ]);
+        }
+        all_sets.extend(sets.iter().map(|s| (*s).to_owned()));
+        let cm = Callmask::start_with(CallmaskOpts {
+            agents_peer: false,
+            sets: all_sets,
+            ..CallmaskOpts::default()
+        });
+        // The wire, from before the customer dials: callmask's two TLS ports, the agent's, and
+        // the media range.
+        let l = cm.layout;
+        let filter = format!(
+            "tcp port {} or tcp port {} or tcp port {} or udp portrange {}-{}",
+            l.pbx_listen.port(),
+            l.agents_listen.port(),
+            agent.sip.port(),
+            l.media.0,
+            l.media.1
+        );
+        let capture = Capture::start(dir, &filter)?;
+        let customer = Baresip::start_tls(
+            &phone("customer", cust_src),
+            Some(&format!("sip:agent@{};transport=tls", cm.layout.pbx_listen)),
+            life,
+            Some("srtp-mand"),
+            &bundle("pbx"),
+        );
+        Some(TlsSrtpPhones {
+            cm,
+            customer,
+            agent,
+            capture,
+        })
+    }
+
+    /// The phones' and callmask's logs.
+    fn context(&self) -> String {
         format!(
             "--- customer ---\n{}\n--- agent ---\n{}\n--- callmask ---\n{}",
-            customer.log_tail(),
-            agent.log_tail(),
-            cm.log_tail()
+            self.customer.log_tail(),
+            self.agent.log_tail(),
+            self.cm.log_tail()
         )
-    };
-    assert!(
-        customer.wait_log("Call established", Duration::from_secs(20)),
-        "no call\n{}",
-        ctx(&cm)
-    );
-    during(&customer);
-    assert!(
-        agent.wait_log("terminated", Duration::from_secs(20)),
-        "no hang-up\n{}",
-        ctx(&cm)
-    );
-    let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
-    let wire = capture.stop();
-    let context = ctx(&cm);
-    cm.stop(Duration::from_secs(10));
-    Some(TlsSrtpCall {
-        cm,
-        m,
-        wire,
-        context,
-    })
+    }
+
+    /// Waits for the call to be established, runs `during`, waits for the hang-up and stops
+    /// callmask.
+    fn finish(self, during: impl FnOnce(&callmask_integration::phones::Baresip)) -> TlsSrtpCall {
+        assert!(
+            self.customer
+                .wait_log("Call established", Duration::from_secs(20)),
+            "no call\n{}",
+            self.context()
+        );
+        during(&self.customer);
+        assert!(
+            self.agent.wait_log("terminated", Duration::from_secs(20)),
+            "no hang-up\n{}",
+            self.context()
+        );
+        let m = self
+            .cm
+            .wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
+        let context = self.context();
+        let TlsSrtpPhones {
+            mut cm, capture, ..
+        } = self;
+        let wire = capture.stop();
+        cm.stop(Duration::from_secs(10));
+        TlsSrtpCall {
+            cm,
+            m,
+            wire,
+            context,
+        }
+    }
 }
 
 /// The issue's proof with real phones: Debian's baresip as the customer (PBX side) and as
@@ -1068,6 +1129,81 @@ fn baresip_tls_srtp_call_of_a_corpus_cut_scores_clean() {
         (0, 0, 0, 0),
         "in-band leaked, still decodable (spandsp, multimon), negatives muted\n{}",
         call.context
+    );
+}
+
+/// A mixed call (issue 14's proof): the customer on TLS + SRTP, the agent a plain phone (SIP
+/// over UDP, RTP/AVP). Allowed with `agents.srtp = "optional"`: the call connects, SRTP is
+/// terminated on the PBX leg only, both voices are recorded and the customer's keys muted.
+/// Refused with `agents.srtp = "require"`: callmask offers the agent RTP/SAVP with its own
+/// key, the plain phone cannot take it (488), and the customer gets the 488: no call.
+#[test]
+fn mixed_call_tls_srtp_customer_plain_agent_allowed_and_refused_with_require() {
+    use callmask_integration::phones::{best_alignment, channel, correlation_outside};
+    let Some((dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let (customer_voice, agent_voice, cust_src, agent_src) = phone_voices(dir.path());
+    let Some(phones) = TlsSrtpPhones::start(
+        dir.path(),
+        &certs,
+        cust_src.clone(),
+        agent_src.clone(),
+        AgentLeg::Plain,
+        &["agents.srtp=\"optional\""],
+    ) else {
+        return;
+    };
+    let TlsSrtpCall { cm, m, context, .. } = phones.finish(|_| {});
+    let dec = |side: &str| {
+        m.sum(
+            "callmask_srtp_packets_decrypted_total",
+            &[&format!("side=\"{side}\"")],
+        )
+    };
+    let (dec_pbx, dec_agents) = (dec("pbx"), dec("agents"));
+    let (_, wav) = main_wav(&cm.rec_dir);
+    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
+    let (_, c_at) = best_alignment(&customer_voice[..40_000], &left);
+    let c_corr = correlation_outside(&customer_voice[..40_000], &left, c_at, 15_200..24_000);
+    let (a_corr, _) = best_alignment(&agent_voice[..40_000], &right);
+    let keys_left = callmask_integration::dtmf_digit_count(&left);
+    eprintln!(
+        "[figure] mixed call (customer TLS + srtp-mand, agent UDP + plain RTP; \
+         agents.srtp=optional): decrypted pbx {dec_pbx} agents {dec_agents}; customer corr \
+         {c_corr:.3}, agent corr {a_corr:.3}; keys left {keys_left} of 4"
+    );
+    assert!(dec_pbx > 100.0, "SRTP on the PBX leg\n{context}");
+    assert_eq!(dec_agents, 0.0, "the agent leg is plain\n{context}");
+    assert!(c_corr >= 0.9 && a_corr >= 0.9, "{context}");
+    assert_eq!(keys_left, 0, "the customer's keys are muted\n{context}");
+
+    // The same call with agents.srtp = "require": refused.
+    let Some(phones) = TlsSrtpPhones::start(
+        dir.path(),
+        &certs,
+        cust_src,
+        agent_src,
+        AgentLeg::Plain,
+        &["agents.srtp=\"require\""],
+    ) else {
+        return;
+    };
+    assert!(
+        phones.customer.wait_log("488", Duration::from_secs(20)),
+        "the customer saw no 488\n{}",
+        phones.context()
+    );
+    let m = phones.cm.metrics();
+    assert_eq!(m.calls("completed"), 0.0, "{}", phones.context());
+    assert!(
+        !phones.customer.log().contains("Call established"),
+        "{}",
+        phones.context()
+    );
+    eprintln!(
+        "[figure] agents.srtp=require with a plain agent: the customer's TLS + SRTP call \
+         answered 488, never established"
     );
 }
 
