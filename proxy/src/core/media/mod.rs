@@ -238,7 +238,8 @@ pub struct CallMedia<S = NoSpeech> {
     agent: Option<Box<AgentClamp>>,
     trigger: Option<Box<KeyTrigger>>,
     recorder: RecorderPath<S>,
-    /// One packet's decoded audio (allocated once per call).
+    /// One packet's decoded audio (allocated once per call, at its first decode: a leg
+    /// that is only relayed never needs it).
     pcm: Box<[i16]>,
     events: VecDeque<MediaEvent>,
     created: Instant,
@@ -252,7 +253,7 @@ pub struct CallMedia<S = NoSpeech> {
     srtp_out: Vec<u8>,
     /// [`ForwardGate`] per sending party.
     gate: BySide<ForwardGate>,
-    /// Silenced copies are built here (allocated once per call).
+    /// Silenced copies are built here (grown once per call, at the first one).
     gate_buf: Vec<u8>,
 }
 
@@ -316,7 +317,7 @@ impl<S: SpeechHook> CallMedia<S> {
             agent,
             trigger,
             recorder,
-            pcm: vec![0i16; MAX_DECODED].into_boxed_slice(),
+            pcm: Box::default(),
             events: VecDeque::new(),
             created: now,
             last_packet: None,
@@ -324,9 +325,9 @@ impl<S: SpeechHook> CallMedia<S> {
             metrics,
             stats,
             codecs,
-            srtp_out: Vec::with_capacity(MAX_DECODED),
+            srtp_out: Vec::new(),
             gate: BySide::default(),
-            gate_buf: Vec::with_capacity(MAX_DECODED),
+            gate_buf: Vec::new(),
         }
     }
 
@@ -661,6 +662,9 @@ impl<S: SpeechHook> CallMedia<S> {
                     // this leg the packet is only relayed and its events tracked).
                     let consumers = clamp.is_some() || trigger.is_some() || self.recorder.enabled();
                     let payload = if consumers { packet.payload() } else { &[][..] };
+                    if consumers && self.pcm.is_empty() {
+                        self.pcm = vec![0i16; MAX_DECODED].into_boxed_slice();
+                    }
                     let decoded = match self.pcm.get_mut(..codec.samples_in(payload)) {
                         Some(_) if payload.is_empty() => Some(&[][..]),
                         Some(buf) => match st.decoders[side].decode(codec, payload, buf) {
