@@ -257,8 +257,10 @@ pub struct SpeechConfig {
     pub model_dir: PathBuf,
     /// Base URL of the remote engine; required when `engine = "remote"`.
     pub remote_url: Option<HttpUrl>,
-    /// Decoding workers (threads, or concurrent remote requests). Default 1.
-    pub workers: Workers,
+    /// Decoding workers (threads, or concurrent remote requests). Default (`None`): the
+    /// cores the process may run on, less one left to media and signalling, at least 1
+    /// ([`SpeechConfig::workers_for`]).
+    pub workers: Option<Workers>,
     /// Model name the remote engine is asked for. Default `whisper-1`.
     pub remote_model: RemoteModel,
     /// File with the remote engine's API key (sent as a bearer token), read at start so the
@@ -273,10 +275,23 @@ impl Default for SpeechConfig {
             model: SpeechModel::TinyEn,
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
             remote_url: None,
-            workers: Workers::try_from(1).expect("1 worker is in range"),
+            workers: None,
             remote_model: RemoteModel::default(),
             remote_api_key_file: None,
         }
+    }
+}
+
+impl SpeechConfig {
+    /// The recognizer workers to start on a machine where the process may run on `cores`
+    /// cores: `workers` if set; else `cores - 1`, at least 1. Whisper decoding is the costly
+    /// part of a speech-masked call (~20× the relay's CPU per call), so it gets every core
+    /// but one; the relay and signalling, cheap per call, share the last (their threads are
+    /// not pinned, the kernel balances). Each embedded worker holds its own model (~60-70
+    /// MiB RSS for tiny.en).
+    pub fn workers_for(&self, cores: usize) -> usize {
+        self.workers
+            .map_or(cores.saturating_sub(1).max(1), |w| usize::from(w.get()))
     }
 }
 
@@ -679,7 +694,7 @@ impl Config {
                 model: Some(self.speech.model.as_str().to_owned()),
                 model_dir: Some(path_str(&self.speech.model_dir)),
                 remote_url: self.speech.remote_url.as_ref().map(|u| u.to_string()),
-                workers: Some(i64::from(self.speech.workers.get())),
+                workers: self.speech.workers.map(|w| i64::from(w.get())),
                 remote_model: Some(self.speech.remote_model.to_string()),
                 remote_api_key_file: self.speech.remote_api_key_file.as_deref().map(path_str),
             }),

@@ -516,12 +516,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Issue>> {
         remote_url: c.opt(k("speech.remote_url"), s.remote_url, |v| {
             HttpUrl::try_from(v.as_str())
         }),
-        workers: c.value(
-            k("speech.workers"),
-            s.workers,
-            d.speech.workers,
-            Workers::try_from,
-        ),
+        workers: c.opt(k("speech.workers"), s.workers, Workers::try_from),
         remote_model: c.value(
             k("speech.remote_model"),
             s.remote_model,
@@ -1030,6 +1025,20 @@ fn cross_checks(c: &mut Checker, cfg: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `speech.workers` unset: every core but one, at least 1; set: as written.
+    #[test]
+    fn speech_workers_default_to_every_core_but_one() {
+        let d = Config::default().speech;
+        assert_eq!(d.workers, None);
+        assert_eq!(
+            (d.workers_for(1), d.workers_for(2), d.workers_for(16)),
+            (1, 1, 15)
+        );
+        let raw: RawConfig = toml::from_str("[speech]\nworkers = 3\n").unwrap();
+        let cfg = validate(raw).unwrap();
+        assert_eq!(cfg.speech.workers_for(16), 3);
+    }
 
     #[test]
     fn empty_raw_is_default() {

@@ -296,7 +296,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "[[recorder]]\nkind = \"wav\"\ndir = \"/r\"\n\n[[recorder]]\nkind = \"rtp\"\ntarget = \"h:1\"\ndir = \"/r\"\n",
-        "callmask.toml:8:1: recorder[1].dir: `dir` is not a setting of a recorder of kind \"rtp\" — remove it; kind \"rtp\" takes: kind, target, codec",
+        "callmask.toml:8:1: recorder[1].dir: `dir` is not a setting of a recorder of kind \"rtp\" — remove it; kind \"rtp\" takes: kind, target, codec, srtp_key_file",
     ),
     (
         "[[recorder]]\nkind = \"wav\"\ndir = \"/r\"\nencrypt_to = [\"age1nope\"]\n",

@@ -173,7 +173,7 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of(parse::<HttpUrl>(
             "https?://[a-z]{1,10}(:[1-9][0-9]{0,3})?(/[a-z]{0,5})?",
         )),
-        bounded::<Workers>(1, 256),
+        proptest::option::of(bounded::<Workers>(1, 256)),
         parse::<RemoteModel>("[a-zA-Z0-9 ./_é'-]{1,30}"),
         proptest::option::of(path()),
         proptest::option::of(parse::<DtmfSequence>("[0-9*#A-D]{1,16}")),

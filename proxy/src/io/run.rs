@@ -164,7 +164,8 @@ fn start_speech(
     let pool = SpeechPool::start(
         engine,
         factory,
-        usize::from(cfg.speech.workers.get()),
+        cfg.speech
+            .workers_for(std::thread::available_parallelism().map_or(1, usize::from)),
         metrics.clone(),
         Some(readiness.clone()),
     )
