@@ -994,6 +994,25 @@ impl TlsSrtpPhones {
     }
 }
 
+/// The phone call's recording in `rec_dir` against the phones' voices (`phone_voices`):
+/// the customer's correlation outside its in-band keys, the agent's, the keys still
+/// decodable in the customer's channel.
+fn voices_recorded(
+    rec_dir: &Path,
+    customer_voice: &[i16],
+    agent_voice: &[i16],
+) -> (f64, f64, usize) {
+    use callmask_integration::phones::{best_alignment, channel, correlation_outside};
+    let (ch, wav) = main_wav(rec_dir);
+    assert_eq!(ch, 2, "a stereo recording");
+    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
+    let (_, c_at) = best_alignment(&customer_voice[..40_000], &left);
+    let c_corr = correlation_outside(&customer_voice[..40_000], &left, c_at, 15_200..24_000);
+    let (a_corr, _) = best_alignment(&agent_voice[..40_000], &right);
+    let keys_left = callmask_integration::dtmf_digit_count(&left);
+    (c_corr, a_corr, keys_left)
+}
+
 /// The issue's proof with real phones: Debian's baresip as the customer (PBX side) and as
 /// the agent, each with SIP over TLS and SDES-SRTP (see [`tls_srtp_phone_call`]). The call
 /// connects, the recording carries both voices with the customer's in-band keys muted, the
@@ -1001,7 +1020,6 @@ impl TlsSrtpPhones {
 /// SIP message callmask got came over TLS, and the wire is ciphertext.
 #[test]
 fn baresip_call_with_tls_and_srtp_on_both_legs() {
-    use callmask_integration::phones::{best_alignment, channel, correlation_outside};
     let Some((dir, certs)) = tls_prereqs() else {
         return;
     };
@@ -1039,13 +1057,7 @@ fn baresip_call_with_tls_and_srtp_on_both_legs() {
     let failures = m.sum("callmask_sip_tls_handshake_failures_total", &[]);
     let events = m.sum("callmask_dtmf_detected_total", &["source=\"rfc4733\""]);
     let events_muted = m.sum("callmask_masked_seconds_total", &["reason=\"rfc4733\""]);
-    let (ch, wav) = main_wav(&cm.rec_dir);
-    assert_eq!(ch, 2);
-    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
-    let (_, c_at) = best_alignment(&customer_voice[..40_000], &left);
-    let c_corr = correlation_outside(&customer_voice[..40_000], &left, c_at, 15_200..24_000);
-    let (a_corr, _) = best_alignment(&agent_voice[..40_000], &right);
-    let keys_left = callmask_integration::dtmf_digit_count(&left);
+    let (c_corr, a_corr, keys_left) = voices_recorded(&cm.rec_dir, &customer_voice, &agent_voice);
     eprintln!(
         "[figure] baresip TLS + SRTP both legs: SIP over TLS {tls} messages, plain {plain}; \
          SRTP decrypted pbx {dec_pbx} agents {dec_agents}, auth failures {auth}; TLS handshake \
@@ -1139,7 +1151,6 @@ fn baresip_tls_srtp_call_of_a_corpus_cut_scores_clean() {
 /// key, the plain phone cannot take it (488), and the customer gets the 488: no call.
 #[test]
 fn mixed_call_tls_srtp_customer_plain_agent_allowed_and_refused_with_require() {
-    use callmask_integration::phones::{best_alignment, channel, correlation_outside};
     let Some((dir, certs)) = tls_prereqs() else {
         return;
     };
@@ -1162,12 +1173,7 @@ fn mixed_call_tls_srtp_customer_plain_agent_allowed_and_refused_with_require() {
         )
     };
     let (dec_pbx, dec_agents) = (dec("pbx"), dec("agents"));
-    let (_, wav) = main_wav(&cm.rec_dir);
-    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
-    let (_, c_at) = best_alignment(&customer_voice[..40_000], &left);
-    let c_corr = correlation_outside(&customer_voice[..40_000], &left, c_at, 15_200..24_000);
-    let (a_corr, _) = best_alignment(&agent_voice[..40_000], &right);
-    let keys_left = callmask_integration::dtmf_digit_count(&left);
+    let (c_corr, a_corr, keys_left) = voices_recorded(&cm.rec_dir, &customer_voice, &agent_voice);
     eprintln!(
         "[figure] mixed call (customer TLS + srtp-mand, agent UDP + plain RTP; \
          agents.srtp=optional): decrypted pbx {dec_pbx} agents {dec_agents}; customer corr \
@@ -1399,10 +1405,7 @@ fn sighup_rotates_the_served_certificate() {
 /// got from the PBX side came over TLS.
 #[test]
 fn kamailio_tls_proxy_as_the_pbx() {
-    use callmask_integration::phones::{
-        best_alignment, channel, correlation_outside, require, Baresip, Kamailio, KamailioOpts,
-        KamailioTls,
-    };
+    use callmask_integration::phones::{require, Baresip, Kamailio, KamailioOpts, KamailioTls};
     if !(require("baresip") && require("kamailio")) {
         return;
     }
@@ -1478,12 +1481,7 @@ fn kamailio_tls_proxy_as_the_pbx() {
     let failures = m.sum("callmask_sip_tls_handshake_failures_total", &[]);
     let context = ctx(&cm);
     cm.stop(Duration::from_secs(10));
-    let (_, wav) = main_wav(&cm.rec_dir);
-    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
-    let (_, c_at) = best_alignment(&customer_voice[..40_000], &left);
-    let c_corr = correlation_outside(&customer_voice[..40_000], &left, c_at, 15_200..24_000);
-    let (a_corr, _) = best_alignment(&agent_voice[..40_000], &right);
-    let keys_left = callmask_integration::dtmf_digit_count(&left);
+    let (c_corr, a_corr, keys_left) = voices_recorded(&cm.rec_dir, &customer_voice, &agent_voice);
     eprintln!(
         "[figure] Kamailio 5.6 (tls module) as the PBX over TLS: {tls} of {pbx_all} PBX-side \
          SIP messages over TLS, {failures} handshake failures; customer corr {c_corr:.3}, agent \

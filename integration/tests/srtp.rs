@@ -40,6 +40,71 @@ fn undecodable_srtp_offer_is_refused_488() {
     assert_eq!(m.calls("completed"), 0.0, "{}", m.callmask_lines());
 }
 
+/// An SDES call set up through `cm`: sipp as the PBX (offering `suite` with [`PBX_KEY`],
+/// media at `pbx_port`, hanging up `hangup_ms` after its ACK) and as the agent (answering
+/// with [`AGENT_KEY`], media at `agent_port`). Returns once both have callmask's media ports.
+struct SdesCall {
+    uac: SippChild,
+    uas: SippChild,
+    /// callmask's media port toward the agent, and the key callmask's offer gave the agent.
+    cm_agents: (u16, String),
+    /// callmask's media port toward the PBX, and the key callmask's answer gave the PBX.
+    cm_pbx: (u16, String),
+    _dir: TempDir,
+}
+
+impl SdesCall {
+    fn start(cm: &Callmask, suite: &str, pbx_port: u16, agent_port: u16, hangup_ms: u32) -> Self {
+        let l = cm.layout;
+        let dir = TempDir::new("srtp_call");
+        let re = l.media_rtp_port_regex();
+        let uas_file = dir.path().join("uas_port");
+        let uac_file = dir.path().join("uac_port");
+        let uas = Sipp::new(
+            Scenario::file("uas_srtp_call.xml")
+                .with("MEDIA_RE", re.clone())
+                .with("SUITE", suite)
+                .with("KEY", AGENT_KEY),
+            l.agents_peer.port(),
+        )
+        .set("mport", agent_port)
+        .set("portfile", uas_file.display())
+        .spawn();
+        let uac = Sipp::new(
+            Scenario::file("uac_srtp_call.xml")
+                .with("MEDIA_RE", re)
+                .with("SUITE", suite)
+                .with("KEY", PBX_KEY),
+            l.pbx_peer.port(),
+        )
+        .remote(l.pbx_listen)
+        .pause_ms(hangup_ms)
+        .set("mport", pbx_port)
+        .set("portfile", uac_file.display())
+        .spawn();
+        let port = |f: &std::path::Path| -> (u16, String) {
+            let p = wait_file_line(f, Duration::from_secs(8))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no media port in {}\n{}", f.display(), cm.log_tail()));
+            let key = wait_file_line(&f.with_extension("key"), T).unwrap();
+            (p, key)
+        };
+        SdesCall {
+            cm_agents: port(&uas_file),
+            cm_pbx: port(&uac_file),
+            uac,
+            uas,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for both sipps; panics unless both succeeded.
+    fn assert_completed(mut self, cm: &Callmask) {
+        self.uac.wait().assert_success("UAC", cm);
+        self.uas.wait().assert_success("UAS", cm);
+    }
+}
+
 #[test]
 fn relay_muted_srtp_call_records_silence() {
     let mut cm = Callmask::start_with(CallmaskOpts {
@@ -51,46 +116,19 @@ fn relay_muted_srtp_call_records_silence() {
         ],
         ..CallmaskOpts::default()
     });
-    let l = cm.layout;
-    let dir = TempDir::new("srtp_relay_muted");
     let mut pbx_media = RtpEndpoint::bind();
     let mut agent_media = RtpEndpoint::bind();
-    let re = l.media_rtp_port_regex();
-    let uas_file = dir.path().join("uas_port");
-    let uac_file = dir.path().join("uac_port");
-    let mut uas = Sipp::new(
-        Scenario::file("uas_srtp_call.xml")
-            .with("MEDIA_RE", re.clone())
-            .with("SUITE", UNSUPPORTED_SUITE)
-            .with("KEY", AGENT_KEY),
-        l.agents_peer.port(),
-    )
-    .set("mport", agent_media.port())
-    .set("portfile", uas_file.display())
-    .spawn();
-    let mut uac = Sipp::new(
-        Scenario::file("uac_srtp_call.xml")
-            .with("MEDIA_RE", re)
-            .with("SUITE", UNSUPPORTED_SUITE)
-            .with("KEY", PBX_KEY),
-        l.pbx_peer.port(),
-    )
-    .remote(l.pbx_listen)
-    .pause_ms(2500)
-    .set("mport", pbx_media.port())
-    .set("portfile", uac_file.display())
-    .spawn();
-    let port = |f: &std::path::Path| -> u16 {
-        wait_file_line(f, Duration::from_secs(8))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no media port in {}\n{}", f.display(), cm.log_tail()))
-    };
-    let cm_agents_port = port(&uas_file);
-    let cm_pbx_port = port(&uac_file);
+    let call = SdesCall::start(
+        &cm,
+        UNSUPPORTED_SUITE,
+        pbx_media.port(),
+        agent_media.port(),
+        2500,
+    );
+    let (cm_agents_port, cm_pbx_port) = (call.cm_agents.0, call.cm_pbx.0);
     // Relayed end to end: each peer got the other's own key, untouched.
-    let key = |f: &std::path::Path| wait_file_line(&f.with_extension("key"), T).unwrap();
-    assert_eq!(key(&uas_file), PBX_KEY);
-    assert_eq!(key(&uac_file), AGENT_KEY);
+    assert_eq!(call.cm_agents.1, PBX_KEY);
+    assert_eq!(call.cm_pbx.1, AGENT_KEY);
 
     // "SRTP" both ways: loud DTMF tones as payload plus a 10-byte tag. Whatever it is,
     // callmask holds no keys: it relays the bytes as they are and records silence.
@@ -109,9 +147,7 @@ fn relay_muted_srtp_call_records_silence() {
     let got: Vec<Vec<u8>> = got.into_iter().map(|p| p.payload).collect();
     assert!(got == sent, "SRTP relayed byte for byte\n{}", cm.log_tail());
     pbx_media.wait_received(frames.len(), T);
-
-    uac.wait().assert_success("UAC", &cm);
-    uas.wait().assert_success("UAS", &cm);
+    call.assert_completed(&cm);
     let m = cm.wait_metrics("1 completed call", T, |m| {
         m.calls("completed") == 1.0 && m.active() == 0.0
     });
@@ -177,47 +213,19 @@ fn tampered_srtp_packets_are_dropped_counted_and_never_recorded() {
         sets: vec!["masking.speech=false".into()],
         ..CallmaskOpts::default()
     });
-    let l = cm.layout;
-    let dir = TempDir::new("srtp_tampered");
     let mut pbx_media = RtpEndpoint::bind();
     let agent_rx = UdpCapture::bind();
-    let re = l.media_rtp_port_regex();
-    let uas_file = dir.path().join("uas_port");
-    let uac_file = dir.path().join("uac_port");
-    let suite = "AES_CM_128_HMAC_SHA1_80";
-    let mut uas = Sipp::new(
-        Scenario::file("uas_srtp_call.xml")
-            .with("MEDIA_RE", re.clone())
-            .with("SUITE", suite)
-            .with("KEY", AGENT_KEY),
-        l.agents_peer.port(),
-    )
-    .set("mport", agent_rx.addr().port())
-    .set("portfile", uas_file.display())
-    .spawn();
-    let mut uac = Sipp::new(
-        Scenario::file("uac_srtp_call.xml")
-            .with("MEDIA_RE", re)
-            .with("SUITE", suite)
-            .with("KEY", PBX_KEY),
-        l.pbx_peer.port(),
-    )
-    .remote(l.pbx_listen)
-    .pause_ms(3000)
-    .set("mport", pbx_media.port())
-    .set("portfile", uac_file.display())
-    .spawn();
-    let port = |f: &std::path::Path| -> u16 {
-        wait_file_line(f, Duration::from_secs(8))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no media port in {}\n{}", f.display(), cm.log_tail()))
-    };
-    let _ = port(&uas_file);
-    let cm_pbx_port = port(&uac_file);
+    let call = SdesCall::start(
+        &cm,
+        "AES_CM_128_HMAC_SHA1_80",
+        pbx_media.port(),
+        agent_rx.addr().port(),
+        3000,
+    );
+    let cm_pbx_port = call.cm_pbx.0;
     // Terminated: each peer got a key of callmask's own, not the other's.
-    let key = |f: &std::path::Path| wait_file_line(&f.with_extension("key"), T).unwrap();
-    let toward_agent = key(&uas_file);
-    assert!(toward_agent != PBX_KEY && key(&uac_file) != AGENT_KEY);
+    let toward_agent = call.cm_agents.1.clone();
+    assert!(toward_agent != PBX_KEY && call.cm_pbx.1 != AGENT_KEY);
 
     let (voice, _) = synth_call_with_dtmf(2000, 5000, "");
     let tone: Vec<u8> = (0..160)
@@ -248,8 +256,7 @@ fn tampered_srtp_packets_are_dropped_counted_and_never_recorded() {
         (d.len() >= voice.len() - tampered).then_some(d)
     })
     .unwrap_or_else(|| panic!("the agent got {} packets", agent_rx.datagrams().len()));
-    uac.wait().assert_success("UAC", &cm);
-    uas.wait().assert_success("UAS", &cm);
+    call.assert_completed(&cm);
     let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
     let auth = m.sum(
         "callmask_srtp_packets_dropped_total",
