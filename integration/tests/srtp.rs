@@ -157,14 +157,7 @@ fn relay_muted_srtp_call_records_silence() {
         "both legs' second counted: {muted}\n{}",
         m.callmask_lines()
     );
-    let st = cm.stop(Duration::from_secs(10));
-    assert!(st.is_some_and(|s| s.success()), "{}", cm.log_tail());
-    let wav = std::fs::read_dir(&cm.rec_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "wav"))
-        .expect("a recording");
-    let (channels, samples) = read_wav(&wav);
+    let (channels, samples, wav) = stop_and_read_recording(&mut cm);
     assert_eq!(channels, 2);
     assert!(
         samples.len() >= 2 * 8000,
@@ -181,6 +174,20 @@ fn relay_muted_srtp_call_records_silence() {
     assert!(sidecar.contains("fail_closed"), "{sidecar}");
     assert!(!sidecar.contains(PBX_KEY) && !sidecar.contains(AGENT_KEY));
     assert!(!cm.stderr().contains(PBX_KEY), "keys never logged");
+}
+
+/// Stops callmask (it must exit cleanly) and reads its one recording: (channels, samples,
+/// its path).
+fn stop_and_read_recording(cm: &mut Callmask) -> (u16, Vec<i16>, std::path::PathBuf) {
+    let st = cm.stop(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{}", cm.log_tail());
+    let wav = std::fs::read_dir(&cm.rec_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "wav"))
+        .expect("a recording");
+    let (channels, samples) = read_wav(&wav);
+    (channels, samples, wav)
 }
 
 /// Power of `freq` Hz in `x` (8 kHz) relative to the signal's total power (Goertzel).
@@ -276,14 +283,7 @@ fn tampered_srtp_packets_are_dropped_counted_and_never_recorded() {
     );
     assert_eq!(auth, tampered as f64, "{}", m.callmask_lines());
     assert_eq!(decrypted, (voice.len() - tampered) as f64);
-    let st = cm.stop(Duration::from_secs(10));
-    assert!(st.is_some_and(|s| s.success()), "{}", cm.log_tail());
-    let wav = std::fs::read_dir(&cm.rec_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "wav"))
-        .expect("a recording");
-    let (_, samples) = read_wav(&wav);
+    let (_, samples, _) = stop_and_read_recording(&mut cm);
     let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
     let (share_rec, share_tone) = (
         tone_share(&left, 1000.0),
