@@ -1405,17 +1405,10 @@ fn sighup_rotates_the_served_certificate() {
 /// got from the PBX side came over TLS.
 #[test]
 fn kamailio_tls_proxy_as_the_pbx() {
-    use callmask_integration::phones::{require, Baresip, Kamailio, KamailioOpts, KamailioTls};
-    if !(require("baresip") && require("kamailio")) {
-        return;
-    }
-    if !std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so").exists() {
-        return missing("Kamailio's tls module (package kamailio-tls-modules) is not installed");
-    }
+    use callmask_integration::phones::Baresip;
     let Some((dir, certs)) = tls_prereqs() else {
         return;
     };
-    let f = |n: &str| file(&certs, n);
     let (customer_voice, agent_voice, cust_src, agent_src) = phone_voices(dir.path());
     let _ = callmask_integration::callmask_bin();
     let life = Duration::from_secs(40);
@@ -1426,28 +1419,14 @@ fn kamailio_tls_proxy_as_the_pbx() {
         std::net::Ipv4Addr::LOCALHOST,
         callmask_integration::free_tcp_port(),
     ));
-    let kam = Kamailio::start(&KamailioOpts {
-        default_route: Some(cm_pbx),
-        tls: Some(KamailioTls {
-            cert: certs.join("pbx.pem"),
-            key: certs.join("pbx.key"),
-            ca: certs.join("ca.pem"),
-        }),
-        ..KamailioOpts::default()
-    });
-    let kam_tls = kam.tls.expect("Kamailio's TLS listener");
+    let Some(kam) = kamailio_tls(&certs, Some(cm_pbx)) else {
+        return;
+    };
+    let mut sets = tls_pbx_sets(&certs, cm_pbx);
+    sets.push(format!("agents.peer=\"{}\"", agent.sip));
     let mut cm = Callmask::start_with(CallmaskOpts {
-        pbx_peer: Some(kam_tls),
-        sets: vec![
-            format!("pbx.listen=\"{cm_pbx}\""),
-            "pbx.transport=\"tls\"".into(),
-            format!("pbx.tls.cert_file=\"{}\"", f("callmask.pem")),
-            format!("pbx.tls.key_file=\"{}\"", f("callmask.key")),
-            format!("pbx.tls.client_ca_file=\"{}\"", f("ca.pem")),
-            format!("pbx.tls.ca_file=\"{}\"", f("ca.pem")),
-            format!("agents.peer=\"{}\"", agent.sip),
-            "masking.speech=false".into(),
-        ],
+        pbx_peer: kam.tls,
+        sets,
         ..CallmaskOpts::default()
     });
     let customer = Baresip::start_menc(
@@ -1494,6 +1473,135 @@ fn kamailio_tls_proxy_as_the_pbx() {
     assert_eq!(failures, 0.0, "{context}");
     assert!(c_corr >= 0.9 && a_corr >= 0.9, "{context}");
     assert_eq!(keys_left, 0, "{context}");
+}
+
+/// Kamailio (SIP on UDP/TCP and a TLS listener, the `pbx` certificate of the test CA,
+/// verifying the other end both ways) as the PBX; `default_route`: where calls to users
+/// without a registration go, over TLS. `None` when baresip, Kamailio or its `tls` module
+/// is missing (reported).
+fn kamailio_tls(
+    certs: &Path,
+    default_route: Option<SocketAddr>,
+) -> Option<callmask_integration::phones::Kamailio> {
+    use callmask_integration::phones::{require, Kamailio, KamailioOpts, KamailioTls};
+    if !(require("baresip") && require("kamailio")) {
+        return None;
+    }
+    if !std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so").exists() {
+        missing("Kamailio's tls module (package kamailio-tls-modules) is not installed");
+        return None;
+    }
+    Some(Kamailio::start(&KamailioOpts {
+        default_route,
+        tls: Some(KamailioTls {
+            cert: certs.join("pbx.pem"),
+            key: certs.join("pbx.key"),
+            ca: certs.join("ca.pem"),
+        }),
+        ..KamailioOpts::default()
+    }))
+}
+
+/// callmask's settings for a TLS-only PBX side listening on `listen` (its certificate,
+/// client certificates verified, the peer verified against the test CA); speech off.
+fn tls_pbx_sets(certs: &Path, listen: SocketAddr) -> Vec<String> {
+    let f = |n: &str| file(certs, n);
+    vec![
+        format!("pbx.listen=\"{listen}\""),
+        "pbx.transport=\"tls\"".into(),
+        format!("pbx.tls.cert_file=\"{}\"", f("callmask.pem")),
+        format!("pbx.tls.key_file=\"{}\"", f("callmask.key")),
+        format!("pbx.tls.client_ca_file=\"{}\"", f("ca.pem")),
+        format!("pbx.tls.ca_file=\"{}\"", f("ca.pem")),
+        "masking.speech=false".into(),
+    ]
+}
+
+/// Registration mode with a TLS PBX side, end to end: an agent phone (baresip, UDP)
+/// registers through callmask; callmask relays the REGISTER to Kamailio (the registrar) over
+/// TLS with a Contact of its own PBX-side TLS address (`;transport=tls`); a customer's call
+/// to the agent's address of record is delivered by Kamailio to that Contact over TLS, and
+/// callmask brings it to the phone. The call connects and completes; every PBX-side message
+/// callmask received came over TLS.
+#[test]
+fn registration_mode_with_a_tls_pbx_registrar() {
+    use callmask_integration::phones::{Baresip, PhoneOpts};
+    let Some((dir, certs)) = tls_prereqs() else {
+        return;
+    };
+    let (_, _, cust_src, agent_src) = phone_voices(dir.path());
+    let _ = callmask_integration::callmask_bin();
+    let cm_pbx = SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        callmask_integration::free_tcp_port(),
+    ));
+    let Some(kam) = kamailio_tls(&certs, None) else {
+        return;
+    };
+    let cm = Callmask::start_with(CallmaskOpts {
+        agents_peer: false,
+        pbx_peer: kam.tls,
+        sets: tls_pbx_sets(&certs, cm_pbx),
+        ..CallmaskOpts::default()
+    });
+    let life = Duration::from_secs(40);
+    let agent = Baresip::start(
+        &PhoneOpts {
+            outbound: Some(cm.layout.agents_listen),
+            register: Some(kam.sip),
+            ..pcmu_phone("agent", agent_src, "udp")
+        },
+        None,
+        life,
+    );
+    let ctx = |c: &Baresip| {
+        format!(
+            "--- this phone ---\n{}\n--- agent ---\n{}\n--- kamailio ---\n{}\n--- callmask ---\n{}",
+            c.log_tail(),
+            agent.log_tail(),
+            kam.log_tail(),
+            cm.log_tail()
+        )
+    };
+    assert!(
+        agent.wait_log("200 OK", T),
+        "the agent did not register\n{}",
+        ctx(&agent)
+    );
+    assert!(
+        kam.log().contains("transport=tls"),
+        "Kamailio did not save a TLS Contact\n{}",
+        ctx(&agent)
+    );
+    let customer = Baresip::start(
+        &pcmu_phone("customer", cust_src, "udp"),
+        Some(&format!("sip:agent@{}", kam.sip)),
+        life,
+    );
+    assert!(
+        customer.wait_log("Call established", Duration::from_secs(20)),
+        "the registered agent was not reached\n{}",
+        ctx(&customer)
+    );
+    assert!(
+        customer.wait_log("terminated", Duration::from_secs(25)),
+        "{}",
+        ctx(&customer)
+    );
+    let m = cm.wait_metrics("1 completed call", T, |m| m.calls("completed") == 1.0);
+    let tls = tls_received(&m, "pbx");
+    let pbx_all = m.sum("callmask_sip_messages_received_total", &["side=\"pbx\""]);
+    assert_no_handshake_failures(&m);
+    eprintln!(
+        "[figure] registration mode, Kamailio registrar over TLS: agent registered with a \
+         transport=tls Contact, the customer's call delivered over TLS and completed; {tls} of \
+         {pbx_all} PBX-side SIP messages over TLS"
+    );
+    assert!(
+        tls >= 4.0 && tls == pbx_all,
+        "PBX side over TLS only\n{}",
+        ctx(&customer)
+    );
 }
 
 /// SIPREC over TLS with SRTP streams: a `sips:` SRS (openssl s_server with the test CA's
