@@ -419,7 +419,15 @@ impl<S: SpeechHook> CallMedia<S> {
                 let current = st.crypto[side].as_ref();
                 match (keys, current) {
                     (Some(k), Some(c)) if c.is_for(k) => {}
-                    (Some(k), _) => {
+                    // New keys (a re-INVITE): each stream's packet index goes on.
+                    (Some(k), Some(_)) => {
+                        let kept = st.crypto[side].as_mut().is_some_and(|c| c.rekey(k));
+                        if !kept {
+                            st.crypto[side] = None;
+                            st.spec.encrypted = true;
+                        }
+                    }
+                    (Some(k), None) => {
                         st.crypto[side] = LegCrypto::new(k).map(Box::new);
                         if st.crypto[side].is_none() {
                             // Keys the provider refused: never tap ciphertext (fail closed).
