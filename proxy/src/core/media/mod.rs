@@ -746,6 +746,13 @@ impl<S: SpeechHook> CallMedia<S> {
         self.recorder.poll()
     }
 
+    /// How many events [`Self::poll_tap`] would give now, and whether they are all audio
+    /// frames (a shell may leave a few frames queued to hand them on together; other events
+    /// should go at once).
+    pub fn tap_backlog(&self) -> (usize, bool) {
+        self.recorder.backlog()
+    }
+
     /// The speech hook and both pipelines, for applying a recognizer verdict (the shell owns
     /// the reply channel). `None` without speech masking.
     pub fn speech_mut(&mut self) -> Option<(&mut S, [&mut MaskPipeline; 2])> {

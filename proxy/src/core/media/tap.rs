@@ -356,6 +356,12 @@ impl<S: SpeechHook> RecorderPath<S> {
         self.out.pop_front()
     }
 
+    /// Events queued, and whether they are all audio frames.
+    pub(crate) fn backlog(&self) -> (usize, bool) {
+        let frames_only = self.out.iter().all(|e| matches!(e, TapEvent::Frame(_)));
+        (self.out.len(), frames_only)
+    }
+
     /// An RFC 4733 packet from `side`; key presses go to `trigger` (the caller's only).
     pub(crate) fn event(
         &mut self,

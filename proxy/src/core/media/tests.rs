@@ -294,6 +294,27 @@ fn a_new_stream_asks_for_its_sockets_and_the_tap_starts() {
     assert!(r.events().is_empty());
 }
 
+/// The tap backlog tells a shell what it may leave queued: audio frames only, or an event
+/// that must go at once (the shell batches frames, never the rest).
+#[test]
+fn the_tap_backlog_counts_events_and_says_whether_they_are_all_frames() {
+    let mut r = Rig::new(config(), Side::Pbx);
+    assert_eq!(r.media.tap_backlog(), (1, false), "the Start");
+    r.taps();
+    assert_eq!(r.media.tap_backlog(), (0, true));
+    let voice = voice_ulaw(160, 0);
+    // Past the 80 ms look-ahead: frames come out.
+    for i in 0..12 {
+        r.pbx_audio(i, 1000, &voice);
+    }
+    let (n, frames_only) = r.media.tap_backlog();
+    assert!(n >= 5 && frames_only, "{n} {frames_only}");
+    assert_eq!(r.taps().len(), n);
+    r.media.finish(Some(r.at(300)));
+    let (n, frames_only) = r.media.tap_backlog();
+    assert!(n >= 1 && !frames_only, "the End is queued");
+}
+
 #[test]
 fn relays_rtp_and_rtcp_byte_for_byte_to_the_other_side() {
     let mut r = Rig::new(config(), Side::Pbx);
