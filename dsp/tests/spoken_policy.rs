@@ -1137,3 +1137,35 @@ fn mono_dangling_copula_opens_a_context_over_the_next_turn() {
     );
     assert_eq!(muted_ms(&input, leg.aligned(), 2800, 4300).0, 0);
 }
+
+#[test]
+fn mono_an_announced_value_context_covers_the_next_turn_only() {
+    // The complement of a dangling copula is the very next phrase: unlike an ask's context
+    // (two turns), an announcement's covers one. The second turn after it, a count that
+    // would be muted inside a context, stays audible.
+    let (input, leg) = mono(
+        3000,
+        &[
+            ("Sure, it's", 1000, 1800),
+            ("hold on", 2800, 3300),
+            ("I called two times", 4300, 5800),
+        ],
+        8500,
+    );
+    assert_eq!(
+        muted_ms(&input, leg.aligned(), 4300, 5800).0,
+        0,
+        "second turn after the announcement audible"
+    );
+    // An ask's context does reach the second turn.
+    let (input, leg) = mono(
+        3000,
+        &[
+            ("Can I get the card number please?", 500, 1800),
+            ("hold on", 2800, 3300),
+            ("I called two times", 4300, 5800),
+        ],
+        8500,
+    );
+    assert!(muted_ms(&input, leg.aligned(), 4300, 5800).0 > 400);
+}

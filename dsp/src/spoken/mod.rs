@@ -313,6 +313,10 @@ struct Context {
     own_turns: VecDeque<u64>,
     /// Asks answered: `(ask, end of the answer)`; the context ends there (bounded).
     answered: VecDeque<(u64, u64)>,
+    /// Contexts opened by an announced value (a turn ending on a dangling copula) rather
+    /// than by an ask: the complement of "it's …", "that would be …" is the very next
+    /// phrase, so they cover one turn of this leg, not `max_segments` (bounded).
+    announced: VecDeque<u64>,
     max: u64,
     long_pause: u64,
     max_segments: usize,
@@ -337,6 +341,12 @@ impl Context {
         self.added += 1;
     }
 
+    /// A context opened by an announced value: one turn long (see `announced`).
+    fn add_announced(&mut self, t: MediaTime) {
+        push_bounded(&mut self.announced, t.0);
+        self.add_ask(t);
+    }
+
     /// Is `t` inside the ask context opened at `a`?
     fn covers(&self, a: u64, t: u64) -> bool {
         if t < a || t >= a + self.max {
@@ -345,8 +355,13 @@ impl Context {
         if self.answered.iter().any(|&(x, end)| x == a && t >= end) {
             return false;
         }
-        if self.max_segments > 0
-            && self.own_turns.iter().filter(|&&s| s > a && s <= t).count() > self.max_segments
+        let max_segments = if self.announced.contains(&a) {
+            1
+        } else {
+            self.max_segments
+        };
+        if max_segments > 0
+            && self.own_turns.iter().filter(|&&s| s > a && s <= t).count() > max_segments
         {
             return false;
         }
@@ -588,7 +603,7 @@ impl SpeechMasker {
                     push_bounded(&mut self.events, LegEvent::Ask(a));
                 } else if let Some(a) = plain.announces.filter(|_| defer.is_none()) {
                     // "okay, it's …": the value comes next, on this leg (fail closed).
-                    self.context.add_ask(a);
+                    self.context.add_announced(a);
                 }
                 self.pending[i].state = State::Ready {
                     plain: plain.spans,

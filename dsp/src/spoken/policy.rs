@@ -49,7 +49,8 @@
 //!   digits come in the next segment; inside an open ask context only when every word was
 //!   heard with at least [`PolicyConfig::low_confidence`] (garbled, it may be the answer);
 //! - a turn that ends on a dangling copula ("okay, it's", "that would be") announces a value:
-//!   [`Verdict::announces`] opens an ask context over the turns after it, as an ask does;
+//!   [`Verdict::announces`] opens an ask context over the next turn (only that one: the
+//!   copula's complement is the very next phrase, where an ask's answer may take two turns);
 //! - only a muted number-like word answers an ask ([`Verdict::numbers`]): a turn muted for
 //!   its garbled words alone leaves the context open for the digits still to come; with words after a terminator ("on the back is | not
 //!   a late"), the words up to it stay audible and the rest is the answer;
