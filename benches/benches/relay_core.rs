@@ -211,7 +211,11 @@ fn benches(c: &mut Criterion) {
                 .to_vec();
             let got = if srtp {
                 assert_eq!(out.len(), plain.len() + 10, "SRTP toward the agent");
-                assert_ne!(out[12..plain.len()], plain[12..], "encrypted toward the agent");
+                assert_ne!(
+                    out[12..plain.len()],
+                    plain[12..],
+                    "encrypted toward the agent"
+                );
                 agent_rx
                     .decrypt_rtp(&out)
                     .expect("the agent decrypts it")

@@ -149,7 +149,9 @@ fn args() -> Args {
             "--tick-us" => a.tick_us = (num(&v) as u64).max(10),
             "--out" => a.out = Some(v),
             "--label" => a.label = v,
-            _ => die(&format!("unknown option {k} (see the doc comment in srtpgen.rs)")),
+            _ => die(&format!(
+                "unknown option {k} (see the doc comment in srtpgen.rs)"
+            )),
         }
     }
     if a.map.is_empty() || a.pps == 0 {
@@ -418,7 +420,9 @@ fn main() {
     let mut plain = vec![[0xffu8; HDR + PAYLOAD]; BATCH];
     let mut batch_sid = [0usize; BATCH];
     let mut addrs: [Option<SockaddrIn>; BATCH] = [None; BATCH];
-    let mut wire: Vec<Vec<u8>> = vec![Vec::with_capacity(HDR + PAYLOAD + 16); BATCH];
+    let mut wire: Vec<Vec<u8>> = (0..BATCH)
+        .map(|_| Vec::with_capacity(HDR + PAYLOAD + 16))
+        .collect();
     let mut send_hdrs = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
     let no_cmsgs: [ControlMessage<'_>; 0] = [];
     // Receive batch.
@@ -441,7 +445,11 @@ fn main() {
 
         // ---- send what is due, batched per source socket
         let (mut nb, mut cur) = (0usize, usize::MAX);
-        while now < t_meas1 {
+        // (nothing is sent from the end of the measurement window on, as rtpgen)
+        loop {
+            if now >= t_meas1 {
+                break;
+            }
             let due = t0 + (c as f64 * step) as u64;
             let more = due <= now;
             let sid = order[(c % nstreams as u64) as usize];
@@ -667,7 +675,11 @@ fn main() {
                 frac(x.relay_core, y.relay_core, |c| c.softirq),
                 frac(x.gen_core, y.gen_core, |c| c.busy),
                 100.0 * (y.gen_cpu_s - x.gen_cpu_s) / d,
-                [y.udp[0] - x.udp[0], y.udp[1] - x.udp[1], y.udp[2] - x.udp[2]],
+                [
+                    y.udp[0] - x.udp[0],
+                    y.udp[1] - x.udp[1],
+                    y.udp[2] - x.udp[2],
+                ],
             )
         }
         _ => (nan, nan, nan, nan, nan, nan, [0; 3]),
@@ -696,7 +708,7 @@ fn main() {
             "\"gen_cpu_pct\":{},\"gen_core_busy_pct\":{},\"relay_core_foreign_pct\":{},\"send_err\":{},",
             "\"bad\":{},\"reorder\":{},\"misrouted\":{},\"dead_streams\":{},\"udp_inerr\":{},",
             "\"udp_rcvbuf_err\":{},\"udp_sndbuf_err\":{},\"sched_late_max_us\":{:.0},",
-            "\"generator\":\"srtpgen\",\"srtp_calls\":{},\"auth_fail\":{},\"encrypt_err\":{}}}"
+            "\"generator\":\"srtpgen\",\"srtp_calls\":{},\"auth_fail\":{},\"encrypt_err\":{},\"sent_total\":{}}}"
         ),
         a.label,
         ncalls,
@@ -736,6 +748,7 @@ fn main() {
         srtp_calls,
         auth_fail,
         enc_err,
+        sent,
     );
     println!("{line}");
     if let Some(out) = &a.out {
