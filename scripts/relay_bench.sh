@@ -3,7 +3,8 @@
 #
 #   scripts/relay_bench.sh N [MODE]                  one point: N calls through a fresh callmask
 #   scripts/relay_bench.sh sweep REPEATS "N..." "MODE..."   repeats as the outer loop
-#                                   (PTS_relay / PTS_record override "N..." per mode)
+#                                   (PTS_relay / PTS_record override "N..." per mode;
+#                                   ORDER=point: the modes back to back at each N instead)
 #   scripts/relay_bench.sh summarize FILE.jsonl...   median table (markdown)
 #
 # One point: start `callmask run` (trunk mode, loopback) pinned to core 0 with one tokio worker
@@ -52,8 +53,8 @@ for fn in sys.argv[1:]:
 def med(v):
     v = [x for x in v if x is not None]
     return st.median(v) if v else float("nan")
-print("| relay | mode | calls | runs | calls set up (min) | loss % (med, max) | p50 µs | p99 µs | p99.9 µs | relay CPU % | foreign on core 0 % | gen CPU % | pass (runs) | relay µs/pkt |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| relay | mode | calls | runs | calls set up (min) | loss % (med, max) | p50 µs | p99 µs | p99.9 µs | relay CPU % | foreign on core 0 % | gen CPU % | pass (runs) | relay µs/pkt | load 1m |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (relay, mode, n), ds in sorted(rows.items()):
     g = lambda k: med([d.get(k) for d in ds])
     loss = [d["loss_pct"] if d["loss_pct"] is not None else 100.0 for d in ds]
@@ -65,10 +66,10 @@ for (relay, mode, n), ds in sorted(rows.items()):
     # CPU per relayed packet: relay CPU (in cores) / packets relayed per second (in = out)
     upk = med([d["relay_sched_cpu_pct"] / 100 / d["pps_offered"] * 1e6 for d in ds
                if d.get("relay_sched_cpu_pct") is not None and d.get("pps_offered")])
-    print("| %s | %s | %d | %d | %d | %.4f, %.4f | %.0f | %.0f | %.0f | %.1f | %.1f | %.1f%s | %s (%d/%d) | %.1f |" % (
+    print("| %s | %s | %d | %d | %d | %.4f, %.4f | %.0f | %.0f | %.0f | %.1f | %.1f | %.1f%s | %s (%d/%d) | %.1f | %.1f |" % (
         relay, mode, n, len(ds), min(d["calls"] for d in ds), med(loss), max(loss), g("lat_us_p50"),
         g("lat_us_p99"), g("lat_us_p999"), g("relay_sched_cpu_pct"), g("relay_core_foreign_pct"),
-        gen, " ⚠" if gen > 90 else "", "yes" if medpass else "NO", npass, len(ds), upk))
+        gen, " ⚠" if gen > 90 else "", "yes" if medpass else "NO", npass, len(ds), upk, g("loadavg_1m")))
 PY
 }
 
@@ -76,15 +77,21 @@ if [ "${1:-}" = summarize ]; then shift; summarize "$@"; exit 0; fi
 if [ "${1:-}" = sweep ]; then
   R=${2:?repeats}; PTS=${3:?points}; MODES=${4:-relay record}
   mkdir -p "$(dirname "$OUT")"
+  one() {
+    echo "== repeat $1  mode $2  N=$3" >&2
+    REPEAT=$1 "$SELF" "$3" "$2" || echo "point N=$3 mode=$2 failed rc=$?" >&2
+    sleep 2
+  }
   for r in $(seq "$R"); do
-    for m in $MODES; do
-      v="PTS_$m"   # per-mode points override, e.g. PTS_record="250 375 500"
-      for n in ${!v:-$PTS}; do
-        echo "== repeat $r  mode $m  N=$n" >&2
-        REPEAT=$r "$SELF" "$n" "$m" || echo "point N=$n mode=$m failed rc=$?" >&2
-        sleep 2
+    if [ "${ORDER:-mode}" = point ]; then
+      # ORDER=point: the modes back to back at each point (same N, minutes apart at most)
+      for n in $PTS; do for m in $MODES; do one "$r" "$m" "$n"; done; done
+    else
+      for m in $MODES; do
+        v="PTS_${m//-/_}"   # per-mode points override, e.g. PTS_record="250 375 500"
+        for n in ${!v:-$PTS}; do one "$r" "$m" "$n"; done
       done
-    done
+    fi
   done
   summarize "$OUT"
   exit 0
@@ -179,6 +186,10 @@ res, hout, mfile, mode, n, rep, out = sys.argv[1:]
 d = json.loads(open(res).read().strip().splitlines()[-1])
 m = re.search(r"merged (\d+) calls", open(hout).read())
 d.update(relay="callmask", mode=mode, n_req=int(n), repeat=int(rep), calls_merged=int(m.group(1)) if m else None)
+try:
+    d["loadavg_1m"] = float(open("/proc/loadavg").read().split()[0])  # the VM is shared
+except (OSError, ValueError):
+    pass
 try:
     for line in open(mfile):
         for k, pat in (("cm_rtp_dropped", "callmask_rtp_packets_dropped_total"),
