@@ -6,7 +6,9 @@
 //! `relay_srtp` / `relay_tap_srtp`: the same as `relay_only` / `relay_tap` with SDES-SRTP
 //! (`AES_CM_128_HMAC_SHA1_80`) terminated on both legs, so each packet is authenticated and
 //! decrypted with the PBX's key (replay window checked) and re-encrypted toward the agents
-//! with callmask's own key.
+//! with callmask's own key. `relay_only_1000_calls` / `relay_srtp_1000_calls` send the
+//! packets round robin over 1,000 calls (distinct keys), so each finds its call's state and
+//! SRTP contexts out of cache, as in a loaded relay.
 //! The input packets (and, for SRTP, their protection with the PBX's key by `rtc-srtp`, the
 //! crate the proxy uses) are made outside the timed routine (`iter_batched`), so only
 //! `handle_datagram` and the tap drain are timed. Before timing, each variant's output is
@@ -39,12 +41,13 @@ use rtc_srtp::protection_profile::ProtectionProfile;
 
 static PROVIDER: RingProvider = RingProvider::new();
 
-/// A fixed test key of the suite (material `b, b+1, ...`): the bench needs no randomness.
-fn key(b: u8) -> SdesKey {
+/// A fixed test key of the suite, distinct per `seed` (the bench needs no randomness).
+fn key(seed: u32) -> SdesKey {
     SdesKey::generate(SrtpSuite::AesCm128HmacSha1_80, |buf| {
         buf.iter_mut()
             .enumerate()
-            .for_each(|(i, x)| *x = b.wrapping_add(i as u8));
+            .for_each(|(i, x)| *x = (i as u8).wrapping_mul(37) ^ 0x5a);
+        buf[..4].copy_from_slice(&seed.to_be_bytes());
         true
     })
     .expect("test key")
@@ -73,16 +76,17 @@ struct Keys {
     cm_agent: SdesKey,
 }
 
-fn keys() -> Keys {
+/// Call `call`'s keys (distinct for every call).
+fn keys(call: u32) -> Keys {
     Keys {
-        pbx: key(1),
-        cm_pbx: key(2),
-        agent: key(3),
-        cm_agent: key(4),
+        pbx: key(call * 4 + 1),
+        cm_pbx: key(call * 4 + 2),
+        agent: key(call * 4 + 3),
+        cm_agent: key(call * 4 + 4),
     }
 }
 
-fn spec(pbx: SocketAddr, agents: SocketAddr, srtp: bool) -> StreamSpec {
+fn spec(pbx: SocketAddr, agents: SocketAddr, srtp: Option<Keys>) -> StreamSpec {
     let codec = |pt: u8, name: &str| Codec {
         pt: PayloadType::try_from(pt).expect("static payload type"),
         name: name.into(),
@@ -97,8 +101,7 @@ fn spec(pbx: SocketAddr, agents: SocketAddr, srtp: bool) -> StreamSpec {
         agents_remote: Some(agents),
         codecs: vec![codec(0, "PCMU"), codec(101, "telephone-event")],
         encrypted: false,
-        srtp: if srtp {
-            let k = keys();
+        srtp: if let Some(k) = srtp {
             BySide::new(
                 Some(SrtpLeg {
                     rx: k.pbx,
@@ -118,7 +121,7 @@ fn spec(pbx: SocketAddr, agents: SocketAddr, srtp: bool) -> StreamSpec {
 fn media(
     tap: bool,
     agent_dtmf: AgentDtmfMode,
-    srtp: bool,
+    srtp: Option<Keys>,
     pbx: SocketAddr,
     agents: SocketAddr,
 ) -> CallMedia {
@@ -170,40 +173,62 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("relay_core");
     group.throughput(Throughput::Elements(1));
-    for (name, tap, agent, srtp) in [
-        ("relay_only", false, AgentDtmfMode::Pass, false),
-        ("relay_tap", true, AgentDtmfMode::Pass, false),
-        ("relay_tap_agent_clamp", true, AgentDtmfMode::Drop, false),
-        ("relay_srtp", false, AgentDtmfMode::Pass, true),
-        ("relay_tap_srtp", true, AgentDtmfMode::Pass, true),
+    for (name, tap, agent, srtp, ncalls) in [
+        ("relay_only", false, AgentDtmfMode::Pass, false, 1),
+        ("relay_tap", true, AgentDtmfMode::Pass, false, 1),
+        ("relay_tap_agent_clamp", true, AgentDtmfMode::Drop, false, 1),
+        ("relay_srtp", false, AgentDtmfMode::Pass, true, 1),
+        ("relay_tap_srtp", true, AgentDtmfMode::Pass, true, 1),
+        // Round robin over 1,000 calls (each its own keys and state): the working set of a
+        // loaded relay, where each packet finds its call's state (and SRTP contexts) cold.
+        (
+            "relay_only_1000_calls",
+            false,
+            AgentDtmfMode::Pass,
+            false,
+            1000,
+        ),
+        (
+            "relay_srtp_1000_calls",
+            false,
+            AgentDtmfMode::Pass,
+            true,
+            1000,
+        ),
     ] {
-        let mut m = media(tap, agent, srtp, pbx, agents);
+        let mut calls: Vec<CallMedia> = (0..ncalls)
+            .map(|c| media(tap, agent, srtp.then(|| keys(c)), pbx, agents))
+            .collect();
         let payloads = &payloads;
-        let k = keys();
-        // The PBX protects its packets with its key; the agent decrypts with callmask's.
-        let mut pbx_tx = srtp.then(|| peer(&k.pbx));
-        let mut agent_rx = peer(&k.cm_agent);
+        // Each call's PBX protects its packets with its key; its agent decrypts with
+        // callmask's key toward it.
+        let mut pbx_tx: Vec<Option<Context>> = (0..ncalls)
+            .map(|c| srtp.then(|| peer(&keys(c).pbx)))
+            .collect();
+        let mut agent_rx: Vec<Context> = (0..ncalls).map(|c| peer(&keys(c).cm_agent)).collect();
         let t0 = Instant::now();
         let mut i: u32 = 0;
-        // The next packet of a continuous stream: sequence, timestamp and payload (SRTP:
-        // protected as the PBX would send it).
+        // The next packet: calls in turn, each a continuous stream (sequence, timestamp,
+        // payload, 20 ms apart); SRTP: protected as that call's PBX would send it.
         let mut next = move || {
+            let (call, n) = ((i % ncalls) as usize, i / ncalls);
             let mut packet = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
-            packet[2..4].copy_from_slice(&(i as u16).to_be_bytes());
-            packet[4..8].copy_from_slice(&i.wrapping_mul(FRAME as u32).to_be_bytes());
-            packet.extend_from_slice(&payloads[i as usize % payloads.len()]);
-            let now = t0 + Duration::from_millis(u64::from(i) * 20);
+            packet[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            packet[4..8].copy_from_slice(&n.wrapping_mul(FRAME as u32).to_be_bytes());
+            packet.extend_from_slice(&payloads[n as usize % payloads.len()]);
+            let now = t0 + Duration::from_millis(u64::from(n) * 20);
             i = i.wrapping_add(1);
-            let wire = match pbx_tx.as_mut() {
+            let wire = match pbx_tx[call].as_mut() {
                 Some(c) => c.encrypt_rtp(&packet).expect("PBX encrypts").to_vec(),
                 None => packet.clone(),
             };
-            (now, packet, wire)
+            (call, now, packet, wire)
         };
-        // Check once what the variant relays: the agent gets the PBX's packet (SRTP: under
-        // callmask's agents-side key, decrypted back to the PBX's plaintext).
-        {
-            let (now, plain, wire) = next();
+        // Check once per call what the variant relays: the agent gets the PBX's packet
+        // (SRTP: under callmask's agents-side key, decrypted back to the PBX's plaintext).
+        for _ in 0..ncalls {
+            let (call, now, plain, wire) = next();
+            let m = &mut calls[call];
             let out = m
                 .handle_datagram(now, socket, pbx, &wire)
                 .expect("relayed")
@@ -216,7 +241,7 @@ fn benches(c: &mut Criterion) {
                     plain[12..],
                     "encrypted toward the agent"
                 );
-                agent_rx
+                agent_rx[call]
                     .decrypt_rtp(&out)
                     .expect("the agent decrypts it")
                     .to_vec()
@@ -229,10 +254,11 @@ fn benches(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_batched(
                 || {
-                    let (now, _, wire) = next();
-                    (now, wire)
+                    let (call, now, _, wire) = next();
+                    (call, now, wire)
                 },
-                |(now, wire)| {
+                |(call, now, wire)| {
+                    let m = &mut calls[call];
                     let out = m.handle_datagram(now, socket, pbx, black_box(&wire));
                     black_box(out.map(|t| t.payload.len()));
                     while let Some(ev) = m.poll_tap() {

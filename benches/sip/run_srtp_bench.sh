@@ -46,7 +46,8 @@ EXTRA=""; [ -n "${RELAY_PID:-}" ] && EXTRA="--relay-pid $RELAY_PID --relay-core 
 case "${SCHED:-fifo}" in fifo) PRIO="chrt -f 10";; nice) PRIO="nice -n -10";; *) PRIO="";; esac
 # shellcheck disable=SC2086
 $PRIO taskset -c "${GEN_CPU:-1}" "$GEN" --map calls.map --warmup "$WU" --duration "$DUR" \
-  --gen-core "${GEN_CPU:-1}" --label "$LABEL-${PROXY:-direct}" $EXTRA ${OUT:+--out "$OUT"}
+  --gen-core "${GEN_CPU:-1}" --label "$LABEL-${PROXY:-direct}" $EXTRA ${OUT:+--out "$OUT"} \
+  2> >(tee srtpgen.err >&2)   # its dead-stream report stays in the work dir
 # calls end by BYE after the hold time; wait for that (bounded), then stop leftovers by PID
 for i in $(seq 180); do kill -0 "$UAC_PID" 2>/dev/null || break; sleep 0.5; done
 for p in $UAC_PID $UAS_PID; do kill "$p" 2>/dev/null || true; done

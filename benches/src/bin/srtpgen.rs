@@ -73,6 +73,8 @@ fn die(msg: &str) -> ! {
 }
 
 struct Stream {
+    /// Index of its call in the map (for the dead-stream report).
+    call: usize,
     src_sock: usize,
     dst: SockaddrIn,
     exp_port: u16,
@@ -342,6 +344,7 @@ fn main() {
     let mut by_port: HashMap<u16, usize> = HashMap::new();
     let mut streams: Vec<Stream> = Vec::new();
     let mut ncalls = 0usize;
+    let mut call_ids: Vec<String> = Vec::new();
     let mut srtp_calls = 0usize;
     let relay_ip = Ipv4Addr::LOCALHOST;
     for (ln, line) in text.lines().enumerate() {
@@ -370,6 +373,7 @@ fn main() {
             sock(&mut socks, &mut by_port, exp, a.rcvbuf);
             let ssrc = SSRC_BASE + streams.len() as u32;
             streams.push(Stream {
+                call: ncalls,
                 src_sock,
                 dst: SockaddrIn::from(SocketAddrV4::new(relay_ip, dst)),
                 exp_port: exp,
@@ -385,6 +389,7 @@ fn main() {
                 last_rx_seq: -1,
             });
         }
+        call_ids.push(f[0].to_owned());
         ncalls += 1;
     }
     if streams.is_empty() {
@@ -647,6 +652,23 @@ fn main() {
         reorder += s.reorder;
         misrouted += s.misrouted;
         dead += u64::from(s.recv_all == 0);
+    }
+    // Streams that never delivered a packet, by call (a diagnostic for the run's logs).
+    let dead_list: Vec<String> = streams
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.recv_all == 0)
+        .map(|(i, s)| {
+            let dir = if i % 2 == 0 { "A->B" } else { "B->A" };
+            format!("{} {dir} (ssrc {:#x})", call_ids[s.call], s.ssrc)
+        })
+        .collect();
+    if !dead_list.is_empty() {
+        eprintln!(
+            "srtpgen: {} dead streams: {}",
+            dead_list.len(),
+            dead_list.join(", ")
+        );
     }
     let nan = f64::NAN;
     let (relay_sched, relay_cpu, core_busy, core_soft, gen_busy, gen_cpu, udp) = match (&s0, &s1) {
