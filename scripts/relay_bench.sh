@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # RTP relay capacity of callmask with the shared load harness (../shared/bench, see its README).
 #
-#   scripts/relay_bench.sh N [relay|record]          one point: N calls through a fresh callmask
+#   scripts/relay_bench.sh N [MODE]                  one point: N calls through a fresh callmask
 #   scripts/relay_bench.sh sweep REPEATS "N..." "MODE..."   repeats as the outer loop
-#                                   (PTS_relay / PTS_record override "N..." per mode)
+#                                   (PTS_relay / PTS_record override "N..." per mode;
+#                                   ORDER=point: the modes back to back at each N instead)
 #   scripts/relay_bench.sh summarize FILE.jsonl...   median table (markdown)
 #
 # One point: start `callmask run` (trunk mode, loopback) pinned to core 0 with one tokio worker
@@ -13,6 +14,10 @@
 # scrape callmask's drop counters; stop everything started here, by PID.
 # Modes: relay  = no recorder (pass-through; the recorder-path DSP still runs, see docs)
 #        record = one `wav` recorder into the run's work dir (DTMF-sanitized recorder fork)
+#        srtp   = relay with SDES-SRTP on both legs (issue 14): benches/sip/run_srtp_bench.sh
+#                 (sipp RTP/SAVP + a=crypto AES_CM_128_HMAC_SHA1_80, media by srtpgen)
+#        srtp-record   = srtp + the `wav` recorder
+#        relay-srtpgen = relay, plain RTP, media by srtpgen instead of rtpgen (generator check)
 # The JSON line of rtpgen, plus relay/mode/n_req/repeat/calls_merged/callmask counters, is
 # appended to $OUT.
 #
@@ -21,7 +26,7 @@
 # /tmp/tgt-relaybench), BENCH_BIN (/tmp/callmask-bench, rtpgen built if missing),
 # CALLMASK_SHARED (../shared), MEDIA_PORTS (21000-31999: must not overlap the generator's
 # 10000-10015/20000-20015 nor the kernel's ephemeral range 32768+), CM_SCHED (fifo|none),
-# CM_WORKERS (1), DURATION (10) / WARMUP (2) (passed to the harness), REPEAT (label only),
+# CM_WORKERS (1), SRTPGEN (default $CARGO_TARGET_DIR/release/srtpgen, built if missing), DURATION (10) / WARMUP (2) (passed to the harness), REPEAT (label only),
 # EARLY_STOP (1: stop the sipp UAC/UAS as soon as rtpgen has written its result instead of
 # waiting ~45 s for the calls' BYEs; callmask is restarted per point anyway), KEEP (1: keep
 # the work dir).
@@ -48,8 +53,8 @@ for fn in sys.argv[1:]:
 def med(v):
     v = [x for x in v if x is not None]
     return st.median(v) if v else float("nan")
-print("| relay | mode | calls | runs | calls set up (min) | loss % (med, max) | p50 µs | p99 µs | p99.9 µs | relay CPU % | foreign on core 0 % | gen CPU % | pass (runs) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| relay | mode | calls | runs | calls set up (min) | loss % (med, max) | p50 µs | p99 µs | p99.9 µs | relay CPU % | foreign on core 0 % | gen CPU % | pass (runs) | relay µs/pkt | load 1m |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (relay, mode, n), ds in sorted(rows.items()):
     g = lambda k: med([d.get(k) for d in ds])
     loss = [d["loss_pct"] if d["loss_pct"] is not None else 100.0 for d in ds]
@@ -58,10 +63,13 @@ for (relay, mode, n), ds in sorted(rows.items()):
     npass = sum(ok(d) for d in ds)
     medpass = med(loss) < 0.01 and g("lat_us_p99") < 5000 and min(d["calls"] for d in ds) >= n
     gen = g("gen_cpu_pct")
-    print("| %s | %s | %d | %d | %d | %.4f, %.4f | %.0f | %.0f | %.0f | %.1f | %.1f | %.1f%s | %s (%d/%d) |" % (
+    # CPU per relayed packet: relay CPU (in cores) / packets relayed per second (in = out)
+    upk = med([d["relay_sched_cpu_pct"] / 100 / d["pps_offered"] * 1e6 for d in ds
+               if d.get("relay_sched_cpu_pct") is not None and d.get("pps_offered")])
+    print("| %s | %s | %d | %d | %d | %.4f, %.4f | %.0f | %.0f | %.0f | %.1f | %.1f | %.1f%s | %s (%d/%d) | %.1f | %.1f |" % (
         relay, mode, n, len(ds), min(d["calls"] for d in ds), med(loss), max(loss), g("lat_us_p50"),
         g("lat_us_p99"), g("lat_us_p999"), g("relay_sched_cpu_pct"), g("relay_core_foreign_pct"),
-        gen, " ⚠" if gen > 90 else "", "yes" if medpass else "NO", npass, len(ds)))
+        gen, " ⚠" if gen > 90 else "", "yes" if medpass else "NO", npass, len(ds), upk, g("loadavg_1m")))
 PY
 }
 
@@ -69,27 +77,43 @@ if [ "${1:-}" = summarize ]; then shift; summarize "$@"; exit 0; fi
 if [ "${1:-}" = sweep ]; then
   R=${2:?repeats}; PTS=${3:?points}; MODES=${4:-relay record}
   mkdir -p "$(dirname "$OUT")"
+  one() {
+    echo "== repeat $1  mode $2  N=$3" >&2
+    REPEAT=$1 "$SELF" "$3" "$2" || echo "point N=$3 mode=$2 failed rc=$?" >&2
+    sleep 2
+  }
   for r in $(seq "$R"); do
-    for m in $MODES; do
-      v="PTS_$m"   # per-mode points override, e.g. PTS_record="250 375 500"
-      for n in ${!v:-$PTS}; do
-        echo "== repeat $r  mode $m  N=$n" >&2
-        REPEAT=$r "$SELF" "$n" "$m" || echo "point N=$n mode=$m failed rc=$?" >&2
-        sleep 2
+    if [ "${ORDER:-mode}" = point ]; then
+      # ORDER=point: the modes back to back at each point (same N, minutes apart at most)
+      for n in $PTS; do for m in $MODES; do one "$r" "$m" "$n"; done; done
+    else
+      for m in $MODES; do
+        v="PTS_${m//-/_}"   # per-mode points override, e.g. PTS_record="250 375 500"
+        for n in ${!v:-$PTS}; do one "$r" "$m" "$n"; done
       done
-    done
+    fi
   done
   summarize "$OUT"
   exit 0
 fi
 
-N=${1:?usage: relay_bench.sh N [relay|record]}
+N=${1:?usage: relay_bench.sh N [relay|record|srtp|srtp-record|relay-srtpgen]}
 MODE=${2:-relay}
-case "$MODE" in relay | record) ;; *) echo "mode must be relay or record" >&2; exit 2 ;; esac
+case "$MODE" in
+  relay | record) HARNESS="$SHARED/bench/sip/run_sip_bench.sh"; HENV=() ;;
+  srtp | srtp-record) HARNESS="$REPO/benches/sip/run_srtp_bench.sh"; HENV=(PLAIN=0) ;;
+  relay-srtpgen) HARNESS="$REPO/benches/sip/run_srtp_bench.sh"; HENV=(PLAIN=1) ;;
+  *) echo "mode must be relay, record, srtp, srtp-record or relay-srtpgen" >&2; exit 2 ;;
+esac
 for tool in sipp python3 taskset curl; do
   command -v "$tool" >/dev/null || { echo "relay_bench: $tool not found" >&2; exit 2; }
 done
 [ -x "$BENCH_BIN/rtpgen" ] || bash "$SHARED/bench/build.sh" >&2
+if [ "$HARNESS" != "$SHARED/bench/sip/run_sip_bench.sh" ]; then
+  export SRTPGEN=${SRTPGEN:-$CARGO_TARGET_DIR/release/srtpgen}
+  [ -x "$SRTPGEN" ] || cargo build --release -q -p callmask-benches --bin srtpgen
+  export SHARED_SIP="$SHARED/bench/sip"
+fi
 if [ -z "${CALLMASK_BIN:-}" ]; then
   [ -x "$CARGO_TARGET_DIR/release/callmask" ] || cargo build --release -q -p callmask
   CALLMASK_BIN="$CARGO_TARGET_DIR/release/callmask"
@@ -117,7 +141,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 REC=()
-if [ "$MODE" = record ]; then
+if [ "$MODE" = record ] || [ "$MODE" = srtp-record ]; then
   mkdir -p "$W/rec"
   REC=(--set "recorder=[{kind=\"wav\",dir=\"$W/rec\"}]")
 fi
@@ -139,7 +163,7 @@ echo "callmask pid $CM ($MODE), work dir $W" >&2
 
 RES="$W/result.jsonl"
 : >"$W/harness.err"
-RELAY_PID=$CM RELAY_CPU=0 OUT="$RES" bash "$SHARED/bench/sip/run_sip_bench.sh" "$N" 5060 \
+env "${HENV[@]}" RELAY_PID=$CM RELAY_CPU=0 OUT="$RES" bash "$HARNESS" "$N" 5060 \
   >"$W/harness.out" 2>"$W/harness.err" &
 HP=$!
 while kill -0 "$HP" 2>/dev/null; do
@@ -163,10 +187,16 @@ d = json.loads(open(res).read().strip().splitlines()[-1])
 m = re.search(r"merged (\d+) calls", open(hout).read())
 d.update(relay="callmask", mode=mode, n_req=int(n), repeat=int(rep), calls_merged=int(m.group(1)) if m else None)
 try:
+    d["loadavg_1m"] = float(open("/proc/loadavg").read().split()[0])  # the VM is shared
+except (OSError, ValueError):
+    pass
+try:
     for line in open(mfile):
         for k, pat in (("cm_rtp_dropped", "callmask_rtp_packets_dropped_total"),
                        ("cm_rec_queue_dropped", "callmask_recorder_queue_dropped_frames_total"),
-                       ("cm_fail_closed_s", "callmask_fail_closed_muted_seconds_total")):
+                       ("cm_fail_closed_s", "callmask_fail_closed_muted_seconds_total"),
+                       ("cm_srtp_decrypted", "callmask_srtp_packets_decrypted_total"),
+                       ("cm_srtp_dropped", "callmask_srtp_packets_dropped_total")):
             if line.startswith(pat):
                 d[k] = d.get(k, 0) + float(line.rsplit(" ", 1)[1])
 except OSError:

@@ -2,7 +2,17 @@
 //! without sockets. Variants: relay only (no recorder: validation, latching, statistics,
 //! forwarding decision); relay + tap (decode once, DTMF masking pipeline, tap frame out,
 //! drained and dropped as the shell would hand it on); relay + tap + agent clamp
-//! (`agent_dtmf = drop`, the live receiver on the PBX→agents leg as well).
+//! (`agent_dtmf = drop`, the live receiver on the PBX→agents leg as well); and, issue 14,
+//! `relay_srtp` / `relay_tap_srtp`: the same as `relay_only` / `relay_tap` with SDES-SRTP
+//! (`AES_CM_128_HMAC_SHA1_80`) terminated on both legs, so each packet is authenticated and
+//! decrypted with the PBX's key (replay window checked) and re-encrypted toward the agents
+//! with callmask's own key. `relay_only_1000_calls` / `relay_srtp_1000_calls` send the
+//! packets round robin over 1,000 calls (distinct keys), so each finds its call's state and
+//! SRTP contexts out of cache, as in a loaded relay.
+//! The input packets (and, for SRTP, their protection with the PBX's key by `rtc-srtp`, the
+//! crate the proxy uses) are made outside the timed routine (`iter_batched`), so only
+//! `handle_datagram` and the tap drain are timed. Before timing, each variant's output is
+//! checked once (SRTP: the agent decrypts it to the PBX's plaintext).
 //! Criterion prints time per packet (`elem/s` = packets/s). Mode: speech masking off,
 //! look-ahead 80 ms (the `MaskConfig` default).
 // Virtual time: one clock read for the origin, then 20 ms steps per packet.
@@ -17,14 +27,66 @@ use callmask::core::media::{CallCommand, CallMedia, CallMeta, MediaConfig, Socke
 use callmask::core::ports::PortPair;
 use callmask::core::proxy::{CallRef, Side, StreamSpec};
 use callmask::core::relay::{LatchConfig, LocalPort, PayloadType};
-use callmask::core::sdp::Codec;
+use callmask::core::sdp::{Codec, SdesKey, SrtpLeg, SrtpSuite};
+use callmask::core::side::BySide;
 use callmask::metrics::Metrics;
 use callmask_benches::{speech, FRAME};
 use config::types::AgentDtmfMode;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dsp::mask::MaskConfig;
+use rtc_srtp::context::Context;
+use rtc_srtp::crypto::providers::RingProvider;
+use rtc_srtp::crypto::RTCCryptoProvider as _;
+use rtc_srtp::protection_profile::ProtectionProfile;
 
-fn spec(pbx: SocketAddr, agents: SocketAddr) -> StreamSpec {
+static PROVIDER: RingProvider = RingProvider::new();
+
+/// A fixed test key of the suite, distinct per `seed` (the bench needs no randomness).
+fn key(seed: u32) -> SdesKey {
+    SdesKey::generate(SrtpSuite::AesCm128HmacSha1_80, |buf| {
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = (i as u8).wrapping_mul(37) ^ 0x5a);
+        buf[..4].copy_from_slice(&seed.to_be_bytes());
+        true
+    })
+    .expect("test key")
+}
+
+/// An `rtc-srtp` context for `k` (a peer's view of the leg: the PBX encrypts, the agent
+/// decrypts).
+fn peer(k: &SdesKey) -> Context {
+    Context::new(
+        k.key(),
+        k.salt(),
+        ProtectionProfile::Aes128CmHmacSha1_80,
+        None,
+        None,
+        PROVIDER.crypto(),
+    )
+    .expect("SRTP context")
+}
+
+/// The keys of a call with SRTP on both legs: the PBX's and callmask's toward the PBX, the
+/// agent's and callmask's toward the agent.
+struct Keys {
+    pbx: SdesKey,
+    cm_pbx: SdesKey,
+    agent: SdesKey,
+    cm_agent: SdesKey,
+}
+
+/// Call `call`'s keys (distinct for every call).
+fn keys(call: u32) -> Keys {
+    Keys {
+        pbx: key(call * 4 + 1),
+        cm_pbx: key(call * 4 + 2),
+        agent: key(call * 4 + 3),
+        cm_agent: key(call * 4 + 4),
+    }
+}
+
+fn spec(pbx: SocketAddr, agents: SocketAddr, srtp: Option<Keys>) -> StreamSpec {
     let codec = |pt: u8, name: &str| Codec {
         pt: PayloadType::try_from(pt).expect("static payload type"),
         name: name.into(),
@@ -39,11 +101,30 @@ fn spec(pbx: SocketAddr, agents: SocketAddr) -> StreamSpec {
         agents_remote: Some(agents),
         codecs: vec![codec(0, "PCMU"), codec(101, "telephone-event")],
         encrypted: false,
-        srtp: Default::default(),
+        srtp: if let Some(k) = srtp {
+            BySide::new(
+                Some(SrtpLeg {
+                    rx: k.pbx,
+                    tx: k.cm_pbx,
+                }),
+                Some(SrtpLeg {
+                    rx: k.agent,
+                    tx: k.cm_agent,
+                }),
+            )
+        } else {
+            Default::default()
+        },
     }
 }
 
-fn media(tap: bool, agent_dtmf: AgentDtmfMode, pbx: SocketAddr, agents: SocketAddr) -> CallMedia {
+fn media(
+    tap: bool,
+    agent_dtmf: AgentDtmfMode,
+    srtp: Option<Keys>,
+    pbx: SocketAddr,
+    agents: SocketAddr,
+) -> CallMedia {
     let metrics = Arc::new(Metrics::new());
     let stats = metrics.calls().new_call();
     let config = MediaConfig {
@@ -65,7 +146,7 @@ fn media(tap: bool, agent_dtmf: AgentDtmfMode, pbx: SocketAddr, agents: SocketAd
         stats,
         now,
     );
-    m.handle_command(now, CallCommand::Spec(vec![spec(pbx, agents)]));
+    m.handle_command(now, CallCommand::Spec(vec![spec(pbx, agents, srtp)]));
     while m.poll_event().is_some() {}
     m
 }
@@ -92,30 +173,101 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("relay_core");
     group.throughput(Throughput::Elements(1));
-    for (name, tap, agent) in [
-        ("relay_only", false, AgentDtmfMode::Pass),
-        ("relay_tap", true, AgentDtmfMode::Pass),
-        ("relay_tap_agent_clamp", true, AgentDtmfMode::Drop),
+    for (name, tap, agent, srtp, ncalls) in [
+        ("relay_only", false, AgentDtmfMode::Pass, false, 1),
+        ("relay_tap", true, AgentDtmfMode::Pass, false, 1),
+        ("relay_tap_agent_clamp", true, AgentDtmfMode::Drop, false, 1),
+        ("relay_srtp", false, AgentDtmfMode::Pass, true, 1),
+        ("relay_tap_srtp", true, AgentDtmfMode::Pass, true, 1),
+        // Round robin over 1,000 calls (each its own keys and state): the working set of a
+        // loaded relay, where each packet finds its call's state (and SRTP contexts) cold.
+        (
+            "relay_only_1000_calls",
+            false,
+            AgentDtmfMode::Pass,
+            false,
+            1000,
+        ),
+        (
+            "relay_srtp_1000_calls",
+            false,
+            AgentDtmfMode::Pass,
+            true,
+            1000,
+        ),
     ] {
-        let mut m = media(tap, agent, pbx, agents);
+        let mut calls: Vec<CallMedia> = (0..ncalls)
+            .map(|c| media(tap, agent, srtp.then(|| keys(c)), pbx, agents))
+            .collect();
+        let payloads = &payloads;
+        // Each call's PBX protects its packets with its key; its agent decrypts with
+        // callmask's key toward it.
+        let mut pbx_tx: Vec<Option<Context>> = (0..ncalls)
+            .map(|c| srtp.then(|| peer(&keys(c).pbx)))
+            .collect();
+        let mut agent_rx: Vec<Context> = (0..ncalls).map(|c| peer(&keys(c).cm_agent)).collect();
         let t0 = Instant::now();
-        let mut packet = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
-        packet.extend_from_slice(&[0xff; FRAME]);
         let mut i: u32 = 0;
+        // The next packet: calls in turn, each a continuous stream (sequence, timestamp,
+        // payload, 20 ms apart); SRTP: protected as that call's PBX would send it.
+        let mut next = move || {
+            let (call, n) = ((i % ncalls) as usize, i / ncalls);
+            let mut packet = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+            packet[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            packet[4..8].copy_from_slice(&n.wrapping_mul(FRAME as u32).to_be_bytes());
+            packet.extend_from_slice(&payloads[n as usize % payloads.len()]);
+            let now = t0 + Duration::from_millis(u64::from(n) * 20);
+            i = i.wrapping_add(1);
+            let wire = match pbx_tx[call].as_mut() {
+                Some(c) => c.encrypt_rtp(&packet).expect("PBX encrypts").to_vec(),
+                None => packet.clone(),
+            };
+            (call, now, packet, wire)
+        };
+        // Check once per call what the variant relays: the agent gets the PBX's packet
+        // (SRTP: under callmask's agents-side key, decrypted back to the PBX's plaintext).
+        for _ in 0..ncalls {
+            let (call, now, plain, wire) = next();
+            let m = &mut calls[call];
+            let out = m
+                .handle_datagram(now, socket, pbx, &wire)
+                .expect("relayed")
+                .payload
+                .to_vec();
+            let got = if srtp {
+                assert_eq!(out.len(), plain.len() + 10, "SRTP toward the agent");
+                assert_ne!(
+                    out[12..plain.len()],
+                    plain[12..],
+                    "encrypted toward the agent"
+                );
+                agent_rx[call]
+                    .decrypt_rtp(&out)
+                    .expect("the agent decrypts it")
+                    .to_vec()
+            } else {
+                out
+            };
+            assert_eq!(got, plain, "{name}: relayed unchanged");
+            while m.poll_tap().is_some() {}
+        }
         group.bench_function(name, |b| {
-            b.iter(|| {
-                // The next packet of a continuous stream: sequence, timestamp and payload.
-                packet[2..4].copy_from_slice(&(i as u16).to_be_bytes());
-                packet[4..8].copy_from_slice(&i.wrapping_mul(FRAME as u32).to_be_bytes());
-                packet[12..].copy_from_slice(&payloads[i as usize % payloads.len()]);
-                let now = t0 + Duration::from_millis(u64::from(i) * 20);
-                let out = m.handle_datagram(now, socket, pbx, black_box(&packet));
-                black_box(out.map(|t| t.payload.len()));
-                while let Some(ev) = m.poll_tap() {
-                    black_box(ev);
-                }
-                i = i.wrapping_add(1);
-            });
+            b.iter_batched(
+                || {
+                    let (call, now, _, wire) = next();
+                    (call, now, wire)
+                },
+                |(call, now, wire)| {
+                    let m = &mut calls[call];
+                    let out = m.handle_datagram(now, socket, pbx, black_box(&wire));
+                    black_box(out.map(|t| t.payload.len()));
+                    while let Some(ev) = m.poll_tap() {
+                        black_box(ev);
+                    }
+                    wire // dropped outside the timed routine
+                },
+                BatchSize::SmallInput,
+            );
         });
     }
     group.finish();
