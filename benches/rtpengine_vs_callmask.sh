@@ -87,6 +87,11 @@ for r in $(seq "$REPEATS"); do
     RUN=$RUN bash "$B/start_rtpengine.sh" >/dev/null
     OUT=$OUT RUN=$RUN bash "$B/run_point.sh" "$N" "rtpengine-pass" >/dev/null 2>&1 || echo "   (rtpengine point failed)" >&2
     RUN=$RUN bash "$B/stop_rtpengine.sh" >/dev/null 2>&1 || true
+    # The previous callmask may still be finishing its recordings: wait for SIP port 5060.
+    for _ in $(seq 40); do
+      python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 5060))' 2>/dev/null && break
+      sleep 0.5
+    done
     echo "== repeat $r, $N calls: callmask $MODE" >&2
     OUT=$OUT REPEAT=$r scripts/relay_bench.sh "$N" "$MODE" >/dev/null 2>&1 || echo "   (callmask point failed)" >&2
   done

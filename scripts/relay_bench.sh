@@ -160,6 +160,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 echo "callmask pid $CM ($MODE), work dir $W" >&2
+# Idle memory, before any call (for memory per call: RSS with N calls up minus this, over N).
+curl -sf http://127.0.0.1:9099/metrics >"$W/metrics_idle.txt" || true
 
 RES="$W/result.jsonl"
 : >"$W/harness.err"
@@ -180,9 +182,9 @@ wait "$HP" || true
 HP=""
 [ -s "$RES" ] || { echo "relay_bench: no result (see $W)" >&2; KEEP=1; tail -5 "$W/harness.err" >&2; exit 1; }
 cat "$W/harness.out" >&2
-python3 - "$RES" "$W/harness.out" "$W/metrics.txt" "$MODE" "$N" "${REPEAT:-0}" "$OUT" <<'PY'
+python3 - "$RES" "$W/harness.out" "$W/metrics.txt" "$MODE" "$N" "${REPEAT:-0}" "$OUT" "$W/metrics_idle.txt" <<'PY'
 import json, re, sys
-res, hout, mfile, mode, n, rep, out = sys.argv[1:]
+res, hout, mfile, mode, n, rep, out, idle = sys.argv[1:]
 d = json.loads(open(res).read().strip().splitlines()[-1])
 m = re.search(r"merged (\d+) calls", open(hout).read())
 d.update(relay="callmask", mode=mode, n_req=int(n), repeat=int(rep), calls_merged=int(m.group(1)) if m else None)
@@ -201,6 +203,21 @@ try:
                 d[k] = d.get(k, 0) + float(line.rsplit(" ", 1)[1])
 except OSError:
     pass
+# Memory per call: resident memory with the calls up (scraped right after the measurement)
+# minus the idle process's, over the calls set up.
+def rss(f):
+    try:
+        for line in open(f):
+            if line.startswith("process_resident_memory_bytes "):
+                return float(line.split()[1])
+    except OSError:
+        return None
+r_idle, r_load = rss(idle), rss(mfile)
+if r_idle and r_load:
+    d["cm_rss_idle_mb"] = round(r_idle / 2**20, 1)
+    d["cm_rss_mb"] = round(r_load / 2**20, 1)
+    calls = d.get("calls_merged") or int(n)
+    d["cm_kib_per_call"] = round((r_load - r_idle) / 1024 / max(calls, 1), 1)
 line = json.dumps(d)
 open(out, "a").write(line + "\n")
 print(line)

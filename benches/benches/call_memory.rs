@@ -9,21 +9,20 @@
 // Virtual time: one clock read for the origin, then 20 ms steps per packet.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callmask::core::media::{CallCommand, CallMedia, CallMeta, MediaConfig, SocketId};
-use callmask::core::ports::PortPair;
+use callmask::core::media::{CallCommand, CallMedia, CallMeta, SocketId};
 use callmask::core::proxy::{CallRef, Side, StreamSpec};
-use callmask::core::relay::{LatchConfig, LocalPort, PayloadType};
-use callmask::core::sdp::Codec;
+use callmask::core::relay::LocalPort;
 use callmask::metrics::Metrics;
 use callmask_benches::FRAME;
 use config::types::AgentDtmfMode;
-use dsp::mask::MaskConfig;
 
 /// The system allocator, counting the bytes currently allocated.
 struct Counting;
@@ -56,22 +55,12 @@ static ALLOC: Counting = Counting;
 const CALLS: usize = 200;
 
 fn spec(i: u16) -> StreamSpec {
-    let codec = |pt: u8, name: &str| Codec {
-        pt: PayloadType::try_from(pt).expect("static payload type"),
-        name: name.into(),
-        clock_rate: 8000,
-        channels: None,
-    };
-    StreamSpec {
-        index: 0,
-        pbx_local: PortPair::from_rtp(10_000 + 4 * i).expect("even port"),
-        agents_local: PortPair::from_rtp(10_002 + 4 * i).expect("even port"),
-        pbx_remote: Some(SocketAddr::from(([127, 0, 0, 1], 40_000))),
-        agents_remote: Some(SocketAddr::from(([127, 0, 0, 1], 50_000))),
-        codecs: vec![codec(0, "PCMU"), codec(101, "telephone-event")],
-        encrypted: false,
-        srtp: Default::default(),
-    }
+    common::pcmu_spec(
+        SocketAddr::from(([127, 0, 0, 1], 40_000)),
+        SocketAddr::from(([127, 0, 0, 1], 50_000)),
+        10_000 + 4 * i,
+        10_002 + 4 * i,
+    )
 }
 
 /// Bytes held per call after `CALLS` calls, each with 1 s of media both ways.
@@ -86,15 +75,7 @@ fn per_call(tap: bool, agent_dtmf: AgentDtmfMode, metrics: &Arc<Metrics>) -> isi
         (Side::Agents, SocketAddr::from(([127, 0, 0, 1], 50_000))),
     ];
     for c in 0..CALLS {
-        let config = MediaConfig {
-            mask: MaskConfig::default(),
-            latch: LatchConfig::default(),
-            agent_dtmf,
-            dtmf_trigger: None,
-            dtmf_release: None,
-            inactivity: Duration::from_secs(30),
-            tap,
-        };
+        let config = common::media_config(tap, agent_dtmf);
         let stats = metrics.calls().new_call();
         let mut m: CallMedia = CallMedia::new(
             CallRef(c as u64 + 1),

@@ -18,22 +18,22 @@
 // Virtual time: one clock read for the origin, then 20 ms steps per packet.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callmask::core::media::{CallCommand, CallMedia, CallMeta, MediaConfig, SocketId};
-use callmask::core::ports::PortPair;
+use callmask::core::media::{CallCommand, CallMedia, CallMeta, SocketId};
 use callmask::core::proxy::{CallRef, Side, StreamSpec};
-use callmask::core::relay::{LatchConfig, LocalPort, PayloadType};
-use callmask::core::sdp::{Codec, SdesKey, SrtpLeg, SrtpSuite};
+use callmask::core::relay::LocalPort;
+use callmask::core::sdp::{SdesKey, SrtpLeg, SrtpSuite};
 use callmask::core::side::BySide;
 use callmask::metrics::Metrics;
 use callmask_benches::{speech, FRAME};
 use config::types::AgentDtmfMode;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use dsp::mask::MaskConfig;
 use rtc_srtp::context::Context;
 use rtc_srtp::crypto::providers::RingProvider;
 use rtc_srtp::crypto::RTCCryptoProvider as _;
@@ -87,22 +87,10 @@ fn keys(call: u32) -> Keys {
 }
 
 fn spec(pbx: SocketAddr, agents: SocketAddr, srtp: Option<Keys>) -> StreamSpec {
-    let codec = |pt: u8, name: &str| Codec {
-        pt: PayloadType::try_from(pt).expect("static payload type"),
-        name: name.into(),
-        clock_rate: 8000,
-        channels: None,
-    };
-    StreamSpec {
-        index: 0,
-        pbx_local: PortPair::from_rtp(10_000).expect("even port"),
-        agents_local: PortPair::from_rtp(20_000).expect("even port"),
-        pbx_remote: Some(pbx),
-        agents_remote: Some(agents),
-        codecs: vec![codec(0, "PCMU"), codec(101, "telephone-event")],
-        encrypted: false,
-        srtp: if let Some(k) = srtp {
-            BySide::new(
+    let plain = common::pcmu_spec(pbx, agents, 10_000, 20_000);
+    match srtp {
+        Some(k) => StreamSpec {
+            srtp: BySide::new(
                 Some(SrtpLeg {
                     rx: k.pbx,
                     tx: k.cm_pbx,
@@ -111,10 +99,10 @@ fn spec(pbx: SocketAddr, agents: SocketAddr, srtp: Option<Keys>) -> StreamSpec {
                     rx: k.agent,
                     tx: k.cm_agent,
                 }),
-            )
-        } else {
-            Default::default()
+            ),
+            ..plain
         },
+        None => plain,
     }
 }
 
@@ -127,15 +115,7 @@ fn media(
 ) -> CallMedia {
     let metrics = Arc::new(Metrics::new());
     let stats = metrics.calls().new_call();
-    let config = MediaConfig {
-        mask: MaskConfig::default(),
-        latch: LatchConfig::default(),
-        agent_dtmf,
-        dtmf_trigger: None,
-        dtmf_release: None,
-        inactivity: Duration::from_secs(30),
-        tap,
-    };
+    let config = common::media_config(tap, agent_dtmf);
     let now = Instant::now();
     let mut m = CallMedia::new(
         CallRef(1),
