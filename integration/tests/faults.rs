@@ -56,14 +56,19 @@ impl Drop for Tmpfs {
 /// Fills the file system of `path` with a file there until it is full; returns the file.
 fn fill(dir: &Path) -> PathBuf {
     let filler = dir.join("filler");
-    let mut f = std::fs::File::create(&filler).unwrap();
-    let block = vec![0xA5u8; 4096];
-    loop {
-        if f.write_all(&block).and_then(|()| f.sync_all()).is_err() {
-            break;
-        }
-    }
+    std::fs::File::create(&filler).unwrap();
+    top_up(&filler);
     filler
+}
+
+/// Grows `filler` until the disk is full again (the space a removed file gave back).
+fn top_up(filler: &Path) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(filler)
+        .unwrap();
+    let block = vec![0xA5u8; 4096];
+    while f.write_all(&block).and_then(|()| f.sync_all()).is_ok() {}
 }
 
 /// Every entry in `dir`, hidden ones (a staged `.partial`) included, but `skip`.
@@ -114,13 +119,6 @@ fn recorder_disk_full_alarms_keeps_calls_and_recovers() {
         m.value("callmask_recorder_disk_full") == 1.0
             && m.value("callmask_recorder_errors_total{sink=\"wav\"}") >= 1.0
     });
-    let readyz = |want: u16| {
-        wait_for(Duration::from_secs(15), || {
-            http_get(cm.layout.http, "/readyz").filter(|(s, _)| *s == want)
-        })
-    };
-    let (_, body) = readyz(503).unwrap_or_else(|| panic!("/readyz stayed ready on a full disk"));
-    assert!(body.contains("sinks_reachable"), "{body}");
     let left = wait_for(T, || {
         let e = entries(&rec, &filler);
         e.is_empty().then_some(e)
@@ -131,6 +129,17 @@ fn recorder_disk_full_alarms_keeps_calls_and_recovers() {
         entries(&rec, &filler),
         cm.log_tail()
     );
+
+    // The abandoned recording gave its blocks back: fill them too, so the disk is full
+    // when the sink is re-checked (with room for a file the sink is usable again).
+    top_up(&filler);
+    let readyz = |want: u16| {
+        wait_for(Duration::from_secs(15), || {
+            http_get(cm.layout.http, "/readyz").filter(|(s, _)| *s == want)
+        })
+    };
+    let (_, body) = readyz(503).unwrap_or_else(|| panic!("/readyz stayed ready on a full disk"));
+    assert!(body.contains("sinks_reachable"), "{body}");
 
     // Space returns: call 2 is recorded whole, the alarm clears.
     std::fs::remove_file(&filler).unwrap();

@@ -277,6 +277,21 @@ mod tests {
         p
     }
 
+    /// A leg whose peer sends under key 1 and receives under callmask's key 99, and the
+    /// peer's next key (50): (suite, callmask's key, the peer's new key, callmask's leg, the
+    /// peer's sending context).
+    fn rekey_rig() -> (SrtpSuite, SdesKey, SdesKey, LegCrypto, Context) {
+        let suite = SrtpSuite::AesCm128HmacSha1_80;
+        let (peer_key, our_key, peer_new) = (key(suite, 1), key(suite, 99), key(suite, 50));
+        let cm = LegCrypto::new(&SrtpLeg {
+            rx: peer_key.clone(),
+            tx: our_key.clone(),
+        })
+        .expect("contexts");
+        let peer_tx = context(&peer_key, false).expect("peer tx");
+        (suite, our_key, peer_new, cm, peer_tx)
+    }
+
     /// A long call's rekey: the peer's packets have wrapped the sequence space twice (ROC 2)
     /// when a re-INVITE brings the peer's new key. The peer goes on at the stream's index
     /// under the new key (RFC 3711: the ROC belongs to the stream) and callmask decrypts it;
@@ -284,14 +299,7 @@ mod tests {
     /// peer's long-lived context still authenticates what callmask sends.
     #[test]
     fn a_rekey_after_the_sequence_wrapped_keeps_the_rollover_counter() {
-        let suite = SrtpSuite::AesCm128HmacSha1_80;
-        let (peer_key, our_key, peer_new) = (key(suite, 1), key(suite, 99), key(suite, 50));
-        let mut cm = LegCrypto::new(&SrtpLeg {
-            rx: peer_key.clone(),
-            tx: our_key.clone(),
-        })
-        .expect("contexts");
-        let mut peer_tx = context(&peer_key, false).expect("peer tx");
+        let (_, our_key, peer_new, mut cm, mut peer_tx) = rekey_rig();
         let mut peer_rx = context(&our_key, true).expect("peer rx");
         // Both directions past two wraps, in steps the rollover estimate follows.
         let mut index = 0u64;
@@ -339,14 +347,7 @@ mod tests {
     /// it and is kept; a forged packet authenticates with neither.
     #[test]
     fn a_rekey_from_a_peer_that_restarts_its_rollover_counter_is_followed() {
-        let suite = SrtpSuite::AesCm128HmacSha1_80;
-        let (peer_key, our_key, peer_new) = (key(suite, 1), key(suite, 99), key(suite, 50));
-        let mut cm = LegCrypto::new(&SrtpLeg {
-            rx: peer_key.clone(),
-            tx: our_key.clone(),
-        })
-        .expect("contexts");
-        let mut peer_tx = context(&peer_key, false).expect("peer tx");
+        let (suite, our_key, peer_new, mut cm, mut peer_tx) = rekey_rig();
         let mut index = 0u64;
         while index < 65_536 + 20_000 {
             let wire = peer_tx.encrypt_rtp(&rtp(index as u16)).expect("encrypt");
