@@ -38,6 +38,16 @@ fn kamailio_bin() -> PathBuf {
     PathBuf::from("kamailio")
 }
 
+/// The tails of the logs of a real-peer test's parties, each under its name, for an
+/// assertion's message (`logs_of(&[("agent", agent.log_tail()), …])`).
+pub fn logs_of(parts: &[(&str, String)]) -> String {
+    parts
+        .iter()
+        .map(|(name, log)| format!("--- {name} ---\n{log}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// How one baresip is set up.
 #[derive(Debug, Clone)]
 pub struct PhoneOpts {

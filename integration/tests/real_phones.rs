@@ -321,13 +321,12 @@ fn tcp_registered_agent_answers_a_udp_delivered_call() {
     );
     let registered = agent.wait_log("200 OK", T);
     let ctx = |c: &Baresip| {
-        format!(
-            "--- this phone ---\n{}\n--- agent ---\n{}\n--- kamailio ---\n{}\n--- callmask ---\n{}",
-            c.log_tail(),
-            agent.log_tail(),
-            kam.log_tail(),
-            cm.log_tail()
-        )
+        callmask_integration::phones::logs_of(&[
+            ("this phone", c.log_tail()),
+            ("agent", agent.log_tail()),
+            ("kamailio", kam.log_tail()),
+            ("callmask", cm.log_tail()),
+        ])
     };
     assert!(
         registered,

@@ -63,12 +63,11 @@ fn registered_agent_receives_calls_after_restart() {
         Duration::from_secs(90),
     );
     let ctx = |agent: &Baresip, cm: &Callmask| {
-        format!(
-            "--- agent ---\n{}\n--- kamailio ---\n{}\n--- callmask ---\n{}",
-            agent.log_tail(),
-            kam.log_tail(),
-            cm.log_tail()
-        )
+        callmask_integration::phones::logs_of(&[
+            ("agent", agent.log_tail()),
+            ("kamailio", kam.log_tail()),
+            ("callmask", cm.log_tail()),
+        ])
     };
     assert!(
         agent.wait_log("200 OK", T),

@@ -1555,13 +1555,12 @@ fn registration_mode_with_a_tls_pbx_registrar() {
         life,
     );
     let ctx = |c: &Baresip| {
-        format!(
-            "--- this phone ---\n{}\n--- agent ---\n{}\n--- kamailio ---\n{}\n--- callmask ---\n{}",
-            c.log_tail(),
-            agent.log_tail(),
-            kam.log_tail(),
-            cm.log_tail()
-        )
+        callmask_integration::phones::logs_of(&[
+            ("this phone", c.log_tail()),
+            ("agent", agent.log_tail()),
+            ("kamailio", kam.log_tail()),
+            ("callmask", cm.log_tail()),
+        ])
     };
     assert!(
         agent.wait_log("200 OK", T),

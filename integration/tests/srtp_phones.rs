@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use callmask_integration::phones::{
-    best_alignment, channel, correlation_outside, press_keys, require, voice_signal, write_wav_at,
-    Baresip, Kamailio, KamailioOpts, PhoneOpts,
+    best_alignment, channel, correlation_outside, logs_of, press_keys, require, voice_signal,
+    write_wav_at, Baresip, Kamailio, KamailioOpts, PhoneOpts,
 };
 use callmask_integration::{dtmf_digit_count, read_wav, Callmask, CallmaskOpts, TempDir};
 
@@ -118,13 +118,12 @@ fn srtp_on_both_legs_with_baresip_is_recorded_and_masked() {
     }
     let (mut cm, agent, customer, kam, customer_voice, agent_voice, _dir) = attempt;
     let ctx = |cm: &Callmask| {
-        format!(
-            "--- agent ---\n{}\n--- customer ---\n{}\n--- kamailio ---\n{}\n--- callmask ---\n{}",
-            agent.log_tail(),
-            customer.log_tail(),
-            kam.log_tail(),
-            cm.log_tail()
-        )
+        logs_of(&[
+            ("agent", agent.log_tail()),
+            ("customer", customer.log_tail()),
+            ("kamailio", kam.log_tail()),
+            ("callmask", cm.log_tail()),
+        ])
     };
     assert!(
         agent.wait_log("Call established", T),
