@@ -51,6 +51,11 @@ const _: () = assert!(WINDOW == 2 * BLOCK);
 /// Capacity of the event queue. One block yields at most two events, so a caller that drains
 /// after every ≤ 1 s chunk (the calling rule) never fills it.
 const EVENT_CAPACITY: usize = 256;
+/// Events room allocated up front: a caller draining after every 20 ms frame sees at most
+/// four (two blocks), so the per-frame path never grows the queue; only callers passing long
+/// chunks grow it, towards [`EVENT_CAPACITY`]. The whole capacity up front was 4 KiB per
+/// detector, two detectors per call, on calls that mostly carry no tone at all.
+const EVENT_RESERVE: usize = 8;
 
 /// dBm0 reference: a full-scale sine (peak 32767) is +3.14 dBm0 (spandsp, G.711), so a 0 dBm0
 /// sine has peak 32767 / 10^(3.14/20) ≈ 22 826.
@@ -241,7 +246,7 @@ pub struct DtmfDetector {
 }
 
 impl DtmfDetector {
-    /// A receiver; all state is allocated here.
+    /// A receiver; all state is allocated here (the event queue grows only for long chunks).
     pub fn new(config: DtmfConfig) -> Self {
         let dbm0_amp = 32767.0 / 10.0f32.powf(FULL_SCALE_SINE_DBM0 / 20.0);
         let n = BLOCK as f32;
@@ -273,7 +278,7 @@ impl DtmfDetector {
             presence: [Sub::default(); SUBS],
             debounce: Debouncer::new(),
             last_hit: None,
-            events: VecDeque::with_capacity(EVENT_CAPACITY),
+            events: VecDeque::with_capacity(EVENT_RESERVE),
             events_dropped: 0,
             last_block: BlockVerdict::None,
             last_candidate: CandidateVerdict::None,

@@ -275,7 +275,7 @@ impl MediaHub {
             }
         }
         let task = CallRelay {
-            media,
+            media: Box::new(media),
             sockets: Vec::new(),
             binds: [self.settings.pbx_bind, self.settings.agents_bind],
             metrics: self.metrics.clone(),
@@ -341,7 +341,10 @@ enum Exit {
 
 /// One call's relay task: its sockets (indexed by [`SocketId::index`]) and its core.
 struct CallRelay {
-    media: CallMedia<CallSpeech>,
+    /// Boxed: the core is ~21 KiB, and a future holding it by value is copied into the
+    /// task's state more than once (the spawned future was 64 KiB, and tokio boxes large
+    /// futures again: ~128 KiB of heap per call before).
+    media: Box<CallMedia<CallSpeech>>,
     sockets: Vec<Option<UdpSocket>>,
     /// Bind addresses, PBX side then agents' side.
     binds: [IpAddr; 2],

@@ -17,6 +17,10 @@ pub(super) const LAG: u64 = 2 * RATE.samples_per_second();
 /// Largest chunk (samples per channel) released at once, so the output buffer stays small.
 const CHUNK: u64 = RATE.samples_per_second();
 
+/// Pending-buffer capacity (samples per direction) kept without question: 256 ms, more than
+/// the relay's batched tap hand-off puts between the two directions in steady state.
+const TRIM_ABOVE: usize = 2048;
+
 #[derive(Debug, Default)]
 pub(super) struct Aligner {
     /// Output position (samples per channel) released so far.
@@ -117,6 +121,20 @@ impl Aligner {
             self.emitted += n as u64;
             out(&bytes);
         }
+        self.trim();
+    }
+
+    /// Give back pending-buffer capacity a burst left behind: a direction that ran up to
+    /// [`LAG`] ahead (a call's first seconds, a stalled leg) grows its buffer to ~32 KiB,
+    /// which `drain` keeps for the rest of the call, across hundreds of calls. Shrunk only
+    /// when mostly empty and above the steady-state size (a few batched frames), so normal
+    /// traffic does not reallocate.
+    fn trim(&mut self) {
+        for b in &mut self.bufs.0 {
+            if b.capacity() > TRIM_ABOVE && b.len() * 4 < b.capacity() {
+                b.shrink_to((b.len() * 2).max(TRIM_ABOVE / 2));
+            }
+        }
     }
 }
 
@@ -185,6 +203,32 @@ mod tests {
         });
         assert_eq!(b.emitted(), 8000, "padded to the call's length");
         assert_eq!(out2.len(), 16_000);
+    }
+
+    #[test]
+    fn a_burst_ahead_does_not_keep_its_buffer_for_the_rest_of_the_call() {
+        let mut a = Aligner::default();
+        let mut out = Vec::new();
+        // The PBX side runs 1.5 s ahead (the agents' leg not started yet) ...
+        for k in 0..75u64 {
+            collect(&mut a, PBX, k * 160, &[1; 160], &mut out);
+        }
+        assert!(a.bufs[PBX].capacity() >= 75 * 160);
+        // ... then the agents' audio catches up and both run together.
+        for k in 0..100u64 {
+            collect(&mut a, AGENTS, k * 160, &[2; 160], &mut out);
+            if k >= 75 {
+                collect(&mut a, PBX, k * 160, &[1; 160], &mut out);
+            }
+        }
+        assert_eq!(out.len(), 2 * 100 * 160);
+        for side in [PBX, AGENTS] {
+            assert!(
+                a.bufs[side].capacity() <= TRIM_ABOVE,
+                "{side:?} keeps {} samples of capacity",
+                a.bufs[side].capacity()
+            );
+        }
     }
 
     #[test]
