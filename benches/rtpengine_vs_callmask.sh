@@ -93,7 +93,9 @@ for r in $(seq "$REPEATS"); do
       sleep 0.5
     done
     echo "== repeat $r, $N calls: callmask $MODE" >&2
-    OUT=$OUT REPEAT=$r scripts/relay_bench.sh "$N" "$MODE" >/dev/null 2>&1 || echo "   (callmask point failed)" >&2
+    LOG="$(dirname "$OUT")/callmask-$MODE-$N-r$r.log"
+    OUT=$OUT REPEAT=$r scripts/relay_bench.sh "$N" "$MODE" >"$LOG" 2>&1 \
+      || echo "   (callmask point failed: $(tail -1 "$LOG"); see $LOG)" >&2
   done
 done
 summarize "$OUT"

@@ -26,7 +26,8 @@
 # /tmp/tgt-relaybench), BENCH_BIN (/tmp/callmask-bench, rtpgen built if missing),
 # CALLMASK_SHARED (../shared), MEDIA_PORTS (21000-31999: must not overlap the generator's
 # 10000-10015/20000-20015 nor the kernel's ephemeral range 32768+), CM_SCHED (fifo|none),
-# CM_WORKERS (1), SRTPGEN (default $CARGO_TARGET_DIR/release/srtpgen, built if missing), DURATION (10) / WARMUP (2) (passed to the harness), REPEAT (label only),
+# CM_WORKERS (1), PBX_PEER (127.0.0.1:5070: where calls from the agents' side go; the
+# harness places every call from the PBX side, benches/sip_under_overload.sh moves it), SRTPGEN (default $CARGO_TARGET_DIR/release/srtpgen, built if missing), DURATION (10) / WARMUP (2) (passed to the harness), REPEAT (label only),
 # EARLY_STOP (1: stop the sipp UAC/UAS as soon as rtpgen has written its result instead of
 # waiting ~45 s for the calls' BYEs; callmask is restarted per point anyway), KEEP (1: keep
 # the work dir).
@@ -150,7 +151,7 @@ case "${CM_SCHED:-fifo}" in fifo) PRIO=(chrt -f 10) ;; *) PRIO=() ;; esac
 ulimit -n "$(ulimit -Hn)"
 RUST_LOG=${RUST_LOG:-warn} TOKIO_WORKER_THREADS=${CM_WORKERS:-1} "${PRIO[@]}" taskset -c 0 "$CALLMASK_BIN" run \
   --set pbx.listen=127.0.0.1:5060 --set agents.listen=127.0.0.1:5062 \
-  --set pbx.peer=127.0.0.1:5070 --set agents.peer=127.0.0.1:5070 --set http.listen=127.0.0.1:9099 \
+  --set "pbx.peer=${PBX_PEER:-127.0.0.1:5070}" --set agents.peer=127.0.0.1:5070 --set http.listen=127.0.0.1:9099 \
   --set "media.ports=${MEDIA_PORTS:-21000-31999}" --set masking.speech=false --set masking.lookahead_ms=80 \
   "${REC[@]}" >"$W/callmask.log" 2>&1 &
 CM=$!
