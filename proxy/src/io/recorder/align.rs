@@ -21,6 +21,10 @@ const CHUNK: u64 = RATE.samples_per_second();
 /// the relay's batched tap hand-off puts between the two directions in steady state.
 const TRIM_ABOVE: usize = 2048;
 
+thread_local! {
+    static OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Aligner {
     /// Output position (samples per channel) released so far.
@@ -104,7 +108,24 @@ impl Aligner {
     }
 
     fn release_to(&mut self, end: u64, out: &mut dyn FnMut(&[u8])) {
-        let mut bytes = Vec::new();
+        if self.emitted >= end {
+            self.trim();
+            return;
+        }
+        // One output buffer per thread, reused by every call's aligner: a fresh one per
+        // release was an allocation per batch of frames on the recorder thread. (A nested
+        // release from inside `out` would find it borrowed and use its own.)
+        OUT.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut bytes) => {
+                // At most one CHUNK of stereo samples (32 KB) stays allocated per thread.
+                self.release_into(end, &mut bytes, out)
+            }
+            Err(_) => self.release_into(end, &mut Vec::new(), out),
+        });
+        self.trim();
+    }
+
+    fn release_into(&mut self, end: u64, bytes: &mut Vec<u8>, out: &mut dyn FnMut(&[u8])) {
         while self.emitted < end {
             let n = (end - self.emitted).min(CHUNK) as usize;
             bytes.clear();
@@ -119,9 +140,8 @@ impl Aligner {
                 b.drain(..n.min(b.len()));
             }
             self.emitted += n as u64;
-            out(&bytes);
+            out(bytes);
         }
-        self.trim();
     }
 
     /// Give back pending-buffer capacity a burst left behind: a direction that ran up to
