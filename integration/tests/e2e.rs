@@ -281,6 +281,76 @@ fn load_200_calls() {
     );
 }
 
+/// Two media workers (issue 15): concurrent calls are spread over both worker threads (the
+/// per-worker `callmask_media_worker_calls` gauges both carry calls at once), every call
+/// completes, and both gauges return to 0 when the calls end.
+#[test]
+fn two_media_workers_share_concurrent_calls() {
+    let cm = Callmask::start_with(CallmaskOpts {
+        media_pairs: 200,
+        sets: vec!["media.workers=2".into()],
+        ..CallmaskOpts::default()
+    });
+    let l = cm.layout;
+    let w0 = "callmask_media_worker_calls{worker=\"0\"}";
+    let w1 = "callmask_media_worker_calls{worker=\"1\"}";
+    let idle = cm.metrics();
+    assert_eq!(
+        (idle.get(w0), idle.get(w1)),
+        (Some(0.0), Some(0.0)),
+        "both workers exported, idle\n{}",
+        idle.callmask_lines()
+    );
+    let mut uas = Sipp::new(Scenario::Builtin("uas"), l.agents_peer.port())
+        .calls(40)
+        .timeout_s(45)
+        .spawn();
+    let mut uac = Sipp::new(Scenario::Builtin("uac"), l.pbx_peer.port())
+        .calls(40)
+        .rate(20)
+        .pause_ms(2000)
+        .timeout_s(45)
+        .remote(l.pbx_listen)
+        .spawn();
+    // 20 calls/s held 2 s: ~40 up at the peak, split over the two workers.
+    let mut peak = (0.0f64, 0.0f64);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let m = cm.metrics();
+        let (a, b) = (m.value(w0), m.value(w1));
+        if a.min(b) > peak.0.min(peak.1) {
+            peak = (a, b);
+        }
+        if peak.0 >= 5.0 && peak.1 >= 5.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let a = uac.wait();
+    let b = uas.wait();
+    assert!(
+        a.success() && b.success(),
+        "sipp failed\n=== UAC ===\n{}\n=== UAS ===\n{}\n--- callmask log ---\n{}",
+        a.report(),
+        b.report(),
+        cm.log_tail()
+    );
+    assert!(
+        peak.0 >= 5.0 && peak.1 >= 5.0,
+        "both workers carry calls at once (peak seen: worker 0 {}, worker 1 {})",
+        peak.0,
+        peak.1
+    );
+    assert!(
+        (peak.0 - peak.1).abs() <= 2.0,
+        "least-loaded placement keeps the workers even: {peak:?}"
+    );
+    let m = cm.wait_metrics("40 completed, both workers idle", 3 * T, |m| {
+        m.calls("completed") == 40.0 && m.value(w0) == 0.0 && m.value(w1) == 0.0
+    });
+    assert_eq!(m.calls("failed") + m.calls("timed_out"), 0.0);
+}
+
 // 9 ---------------------------------------------------------------------------------------
 
 fn options_with(raw: &RawSip, extra: &str, tag: &str) -> String {

@@ -28,6 +28,8 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 struct Worker {
     handle: Handle,
     calls: Arc<AtomicUsize>,
+    /// `callmask_media_worker_calls{worker}`: the same count, for dashboards.
+    gauge: Option<prometheus::IntGauge>,
     stop: Option<oneshot::Sender<()>>,
     /// Kept to name the thread's ownership; never joined (see the module docs).
     _thread: JoinHandle<()>,
@@ -49,6 +51,15 @@ impl std::fmt::Debug for MediaWorkers {
 impl MediaWorkers {
     /// Starts `n` workers (at least one), threads named `callmask-media-<i>`.
     pub fn start(n: usize) -> std::io::Result<MediaWorkers> {
+        Self::start_with(n, None)
+    }
+
+    /// [`MediaWorkers::start`], each worker's live calls also exported as
+    /// `callmask_media_worker_calls{worker="<i>"}`.
+    pub fn start_with(
+        n: usize,
+        metrics: Option<&crate::metrics::MediaMetrics>,
+    ) -> std::io::Result<MediaWorkers> {
         let mut workers = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -71,9 +82,14 @@ impl MediaWorkers {
                         }
                     });
                 })?;
+            let gauge = metrics.map(|m| m.worker_calls(i));
+            if let Some(g) = &gauge {
+                g.set(0);
+            }
             workers.push(Worker {
                 handle,
                 calls,
+                gauge,
                 stop: Some(stop),
                 _thread: thread,
             });
@@ -112,9 +128,16 @@ impl MediaWorkers {
             .expect("start() makes at least one worker");
         w.calls.fetch_add(1, Ordering::Relaxed);
         let calls = w.calls.clone();
+        let gauge = w.gauge.clone();
+        if let Some(g) = &gauge {
+            g.inc();
+        }
         w.handle.spawn(async move {
             task.await;
             calls.fetch_sub(1, Ordering::Release);
+            if let Some(g) = gauge {
+                g.dec();
+            }
         });
         i
     }
@@ -126,6 +149,84 @@ impl Drop for MediaWorkers {
             if let Some(stop) = w.stop.take() {
                 let _ = stop.send(());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    /// Calls go to the least-loaded worker, each call's task runs on its worker's own thread
+    /// (never migrates: a current-thread runtime per worker), and the counts and gauges
+    /// follow calls ending.
+    #[test]
+    fn two_workers_split_calls_and_each_call_stays_on_its_worker() {
+        let registry = prometheus::Registry::new();
+        let metrics = crate::metrics::MediaMetrics::register(&registry).expect("metrics");
+        let workers = MediaWorkers::start_with(2, Some(&metrics)).expect("workers");
+        let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+        let mut ends: Vec<Option<oneshot::Sender<()>>> = Vec::new();
+        let mut placed = Vec::new();
+        for call in 0..6 {
+            let (end_tx, end_rx) = oneshot::channel::<()>();
+            ends.push(Some(end_tx));
+            let seen = seen.clone();
+            placed.push(workers.spawn_call(async move {
+                // Where the call runs before and after an await (a packet later).
+                let name = || std::thread::current().name().unwrap_or("?").to_string();
+                let before = name();
+                let _ = end_rx.await;
+                let after = name();
+                assert_eq!(before, after, "a call's task never moves to another thread");
+                seen.lock().expect("lock").push((call, after));
+            }));
+        }
+        assert_eq!(placed, vec![0, 1, 0, 1, 0, 1], "least-loaded placement");
+        assert_eq!(workers.loads(), vec![3, 3]);
+        assert_eq!(metrics.worker_calls(0).get(), 3);
+        assert_eq!(metrics.worker_calls(1).get(), 3);
+        // End the calls on worker 0: new calls then go there first.
+        for k in [0, 2, 4] {
+            if let Some(end) = ends[k].take() {
+                let _ = end.send(());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while workers.loads() != vec![0, 3] && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(workers.loads(), vec![0, 3]);
+        assert_eq!(metrics.worker_calls(0).get(), 0);
+        let (tx, rx) = oneshot::channel::<()>();
+        assert_eq!(
+            workers.spawn_call(async move {
+                let _ = rx.await;
+            }),
+            0
+        );
+        for k in [1, 3, 5] {
+            if let Some(end) = ends[k].take() {
+                let _ = end.send(());
+            }
+        }
+        let _ = tx.send(());
+        while workers.loads() != vec![0, 0] && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(workers.loads(), vec![0, 0]);
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 6);
+        let threads: HashSet<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            threads,
+            HashSet::from(["callmask-media-0", "callmask-media-1"]),
+            "both worker threads carried calls"
+        );
+        for (call, thread) in &seen {
+            assert_eq!(thread, &format!("callmask-media-{}", placed[*call]));
         }
     }
 }

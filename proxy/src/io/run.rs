@@ -543,9 +543,11 @@ pub async fn run_with(
         || std::thread::available_parallelism().map_or(1, usize::from),
         |w| usize::from(w.get()),
     );
-    let workers = MediaWorkers::start(media_workers).map_err(|e| RunError::Config {
-        key: "media.workers",
-        problem: format!("cannot start {media_workers} media worker threads: {e}"),
+    let workers = MediaWorkers::start_with(media_workers, Some(metrics.media())).map_err(|e| {
+        RunError::Config {
+            key: "media.workers",
+            problem: format!("cannot start {media_workers} media worker threads: {e}"),
+        }
     })?;
     tracing::info!(workers = media_workers, "media workers started");
     let settings = MediaSettings {

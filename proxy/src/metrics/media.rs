@@ -46,6 +46,7 @@ pub struct MediaMetrics {
     rtp_jitter: By<Side, prometheus::Histogram>,
     media_ports_in_use: IntGauge,
     media_ports_free: IntGauge,
+    worker_calls: prometheus::IntGaugeVec,
     dtmf_detected: By<DtmfSource, IntCounter>,
     masked_spans: By<MaskReason, IntCounter>,
     masked_seconds: By<MaskReason, Counter>,
@@ -84,6 +85,12 @@ impl MediaMetrics {
             r,
             "callmask_media_ports_free",
             "Media ports left in the configured range.",
+        )?;
+        let worker_calls = super::int_gauge_vec(
+            r,
+            "callmask_media_worker_calls",
+            "Calls whose media a media worker (thread) carries, by worker index.",
+            &["worker"],
         )?;
         let dtmf_detected = int_counter_vec(
             r,
@@ -128,6 +135,7 @@ impl MediaMetrics {
             rtp_jitter: by(&rtp_jitter),
             media_ports_in_use,
             media_ports_free,
+            worker_calls,
             dtmf_detected: by(&dtmf_detected),
             masked_spans: by(&masked_spans),
             masked_seconds: by(&masked_seconds),
@@ -152,6 +160,12 @@ impl MediaMetrics {
             .set(i64::try_from(in_use).unwrap_or(i64::MAX));
         self.media_ports_free
             .set(i64::try_from(free).unwrap_or(i64::MAX));
+    }
+
+    /// The gauge of media worker `index`'s calls (resolved once per worker at start, so
+    /// placing and ending calls never formats a label).
+    pub fn worker_calls(&self, index: usize) -> IntGauge {
+        self.worker_calls.with_label_values(&[&index.to_string()])
     }
 
     /// A DTMF digit was detected (the digit itself is never recorded anywhere).
