@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # rtpengine pass-through and callmask measured in the same run on the shared harness
 # (../shared/bench: relay on core 0 with SCHED_FIFO 10, rtpgen on core 1, warm-up 2 s, 10 s
-# measured, pass = loss < 0.01 % and p99 added latency < 5 ms), interleaved point by point
+# measured, pass = loss < 0.01 % and p99 added latency < 5 ms; callmask's recordings also
+# whole: no frame dropped at its recorder queue), interleaved point by point
 # (rtpengine then callmask at each N, a fresh daemon / a fresh callmask per point), repeats as
 # the outer loop; prints one table of medians and the capacity ratio (issue 15).
 #
@@ -43,22 +44,26 @@ def med(v):
     v = [x for x in v if x is not None]
     return st.median(v) if v else float("nan")
 def ok(d, n):
+    # A recording relay passes only with whole recordings: no frame dropped at the recorder
+    # queue (rtpengine has no recorder: 0).
     return (d.get("loss_pct") is not None and d["loss_pct"] < 0.01 and d.get("lat_us_p99", 1e9) < 5000
-            and d.get("calls", 0) >= n)
-print("| calls | relay | mode | runs | loss % (median) | p50 µs | p99 µs | relay CPU % | foreign on core 0 % | gen CPU % | µs CPU per relayed packet | pass (runs) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            and d.get("calls", 0) >= n and not d.get("cm_rec_queue_dropped"))
+print("| calls | relay | mode | runs | loss % (median) | p50 µs | p99 µs | relay CPU % | foreign on core 0 % | gen CPU % | µs CPU per relayed packet | recorder frames dropped (max) | pass (runs) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 cap = defaultdict(int)
 for (n, relay, mode), ds in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "rtpengine")):
     g = lambda k: med([d.get(k) for d in ds])
     loss = med([d["loss_pct"] if d.get("loss_pct") is not None else 100.0 for d in ds])
     passed = sum(ok(d, n) for d in ds)
-    medpass = loss < 0.01 and g("lat_us_p99") < 5000 and min(d.get("calls", 0) for d in ds) >= n
+    recdrop = max(d.get("cm_rec_queue_dropped") or 0 for d in ds)
+    medpass = (loss < 0.01 and g("lat_us_p99") < 5000 and min(d.get("calls", 0) for d in ds) >= n
+               and med([d.get("cm_rec_queue_dropped") or 0 for d in ds]) == 0)
     if medpass:
         cap[(relay, mode)] = max(cap[(relay, mode)], n)
     # 2 one-way streams per call at 50 packets/s: 100 packets relayed per call per second.
     us_pkt = g("relay_sched_cpu_pct") / 100 * 1e6 / (n * 100) if n else float("nan")
     print(f"| {n} | {relay} | {mode} | {len(ds)} | {loss:.4f} | {g('lat_us_p50'):.0f} | {g('lat_us_p99'):.0f} | "
-          f"{g('relay_sched_cpu_pct'):.1f} | {g('relay_core_foreign_pct'):.1f} | {g('gen_cpu_pct'):.1f} | {us_pkt:.1f} | "
+          f"{g('relay_sched_cpu_pct'):.1f} | {g('relay_core_foreign_pct'):.1f} | {g('gen_cpu_pct'):.1f} | {us_pkt:.1f} | {recdrop:.0f} | "
           f"{'yes' if medpass else 'NO'} ({passed}/{len(ds)}) |")
 print()
 rtpe = cap.get(("rtpengine", "pass"), 0)

@@ -59,10 +59,12 @@ print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (relay, mode, n), ds in sorted(rows.items()):
     g = lambda k: med([d.get(k) for d in ds])
     loss = [d["loss_pct"] if d["loss_pct"] is not None else 100.0 for d in ds]
+    # Recording modes pass only with whole recordings (no frame dropped at the recorder queue).
     ok = lambda d: (d["loss_pct"] is not None and d["loss_pct"] < 0.01 and d["lat_us_p99"] < 5000
-                    and d["calls"] >= d.get("n_req", d["calls"]))
+                    and d["calls"] >= d.get("n_req", d["calls"]) and not d.get("cm_rec_queue_dropped"))
     npass = sum(ok(d) for d in ds)
-    medpass = med(loss) < 0.01 and g("lat_us_p99") < 5000 and min(d["calls"] for d in ds) >= n
+    medpass = (med(loss) < 0.01 and g("lat_us_p99") < 5000 and min(d["calls"] for d in ds) >= n
+               and med([d.get("cm_rec_queue_dropped") or 0 for d in ds]) == 0)
     gen = g("gen_cpu_pct")
     # CPU per relayed packet: relay CPU (in cores) / packets relayed per second (in = out)
     upk = med([d["relay_sched_cpu_pct"] / 100 / d["pps_offered"] * 1e6 for d in ds
