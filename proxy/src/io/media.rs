@@ -402,11 +402,13 @@ impl CallRelay {
                 }
                 (k, n, src) = recv_any(&self.sockets, &mut buf, &mut rotate) => {
                     let socket = SocketId::from_index(k);
-                    if let Some(t) = self.media.handle_datagram(Instant::now(), socket, src, &buf[..n]) {
+                    let now = Instant::now();
+                    if let Some(t) = self.media.handle_datagram(now, socket, src, &buf[..n]) {
                         if let Some(Some(sock)) = self.sockets.get(t.socket.index()) {
                             let _ = sock.try_send_to(t.payload, t.dst);
                         }
                     }
+                    super::media_workers::yield_if_due(now);
                 }
                 _ = idle_check.tick() => {
                     self.media.handle_timeout(Instant::now());

@@ -27,9 +27,27 @@ use tokio::sync::oneshot;
 /// benchmark runs callmask) a thread that never blocks is never preempted by threads of its
 /// own priority: a saturated worker starved the recorder thread sharing its core until the
 /// recorder's queue overflowed and recordings lost audio (3,000–42,000 frames per run at
-/// 1,000–1,250 calls on one core). Under the default policy this costs one cheap syscall per
-/// interval.
+/// 1,000–1,250 calls on one core). Checked as packets are handled (the relay already reads
+/// the clock per packet), so an idle worker never wakes for it; under the default policy it
+/// costs one cheap syscall per interval of traffic.
 const YIELD_EVERY: Duration = Duration::from_millis(2);
+
+thread_local! {
+    static LAST_YIELD: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Called by a call's relay task after each packet, with the time it read for it: gives
+/// the core away when this thread has not done so for [`YIELD_EVERY`].
+pub fn yield_if_due(now: Instant) {
+    let _ = LAST_YIELD.try_with(|last| match last.get() {
+        Some(t) if now.saturating_duration_since(t) < YIELD_EVERY => {}
+        Some(_) => {
+            last.set(Some(now));
+            std::thread::yield_now();
+        }
+        None => last.set(Some(now)),
+    });
+}
 
 /// Longest a worker waits for its calls to finish after the workers were dropped.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -84,16 +102,6 @@ impl MediaWorkers {
                     // Drives every task spawned on this worker until told to stop, then
                     // until its calls have flushed (bounded).
                     rt.block_on(async move {
-                        // Let other threads of this core run at least every YIELD_EVERY
-                        // even when packets never let this one block (see the constant).
-                        tokio::spawn(async {
-                            let mut tick = tokio::time::interval(YIELD_EVERY);
-                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                            loop {
-                                tick.tick().await;
-                                std::thread::yield_now();
-                            }
-                        });
                         let _ = stopped.await;
                         let until = Instant::now() + DRAIN_LIMIT;
                         while live.load(Ordering::Acquire) > 0 && Instant::now() < until {
@@ -177,6 +185,26 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
     use std::sync::Mutex;
+
+    #[test]
+    fn yields_at_most_once_per_interval_of_traffic() {
+        std::thread::spawn(|| {
+            let t0 = Instant::now();
+            let last = || LAST_YIELD.with(|l| l.get());
+            yield_if_due(t0);
+            assert_eq!(last(), Some(t0), "the first packet starts the interval");
+            yield_if_due(t0 + YIELD_EVERY / 2);
+            assert_eq!(last(), Some(t0), "not yet due");
+            yield_if_due(t0 + YIELD_EVERY);
+            assert_eq!(
+                last(),
+                Some(t0 + YIELD_EVERY),
+                "due: yielded, interval restarted"
+            );
+        })
+        .join()
+        .expect("thread");
+    }
 
     /// Calls go to the least-loaded worker, each call's task runs on its worker's own thread
     /// (never migrates: a current-thread runtime per worker), and the counts and gauges
