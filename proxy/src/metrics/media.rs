@@ -92,8 +92,8 @@ impl MediaMetrics {
             "Calls whose media a media worker (thread) carries, by worker index.",
             &["worker"],
         )?;
-        // There is always a worker 0: exported from the start, like every other family.
-        worker_calls.with_label_values(&["0"]).set(0);
+        // There is always a worker 0: exported (at 0) from the start, like every other family.
+        let _ = worker_calls.with_label_values(&["0"]);
         let dtmf_detected = int_counter_vec(
             r,
             "callmask_dtmf_detected_total",

@@ -108,20 +108,16 @@ impl Aligner {
     }
 
     fn release_to(&mut self, end: u64, out: &mut dyn FnMut(&[u8])) {
-        if self.emitted >= end {
-            self.trim();
-            return;
-        }
-        // One output buffer per thread, reused by every call's aligner: a fresh one per
-        // release was an allocation per batch of frames on the recorder thread. (A nested
-        // release from inside `out` would find it borrowed and use its own.)
-        OUT.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut bytes) => {
+        if self.emitted < end {
+            // One output buffer per thread, reused by every call's aligner: a fresh one per
+            // release was an allocation per batch of frames on the recorder thread. (A nested
+            // release from inside `out` would find it borrowed and use its own.)
+            OUT.with(|cell| match cell.try_borrow_mut() {
                 // At most one CHUNK of stereo samples (32 KB) stays allocated per thread.
-                self.release_into(end, &mut bytes, out)
-            }
-            Err(_) => self.release_into(end, &mut Vec::new(), out),
-        });
+                Ok(mut bytes) => self.release_into(end, &mut bytes, out),
+                Err(_) => self.release_into(end, &mut Vec::new(), out),
+            });
+        }
         self.trim();
     }
 
